@@ -1,0 +1,1 @@
+"""Execution of compiled models: LLVM code generation, JIT and the executor."""

@@ -1,0 +1,299 @@
+"""The `sparsec` command, in the manner of mlir-opt and iree-compile.
+
+    sparsec import MODEL.onnx [-o OUT.mlir]
+    sparsec opt IN.mlir -p 'pass-a{opt=v},pass-b' [--timing] [--print-ir-after-all]
+    sparsec compile MODEL -p PIPELINE -o OUT.{mlir,onnx}
+    sparsec run MODEL --input NAME=FILE.npy ... [-o OUT.npz]
+    sparsec list-passes
+
+User errors print one line, `sparsec: error: ...`, and exit with code 2; internal
+faults exit with code 1 and show a traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from xdsl.utils.exceptions import VerifyException
+
+from sparsec.context import make_context
+from sparsec.errors import SparsecError
+from sparsec.fileio import atomic_path, check_output_path
+from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
+from sparsec.model import Model, load
+from sparsec.pipeline import (
+    Instrumentation,
+    format_timing,
+    parse_pipeline,
+    pass_options,
+    describe_pass,
+    registered_passes,
+    pipeline_text,
+)
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+SPLIT_MARKER = "// -----"
+
+
+def _package_version() -> str:
+    try:
+        return version("sparsec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _emit_ir(model: Model, output: str | None, inline_limit: int) -> None:
+    """Print IR to stdout, or write it (with its sidecar) to `output`."""
+    if output is None:
+        left_out = print_module(model.module, model.weights, sys.stdout, inline_limit=inline_limit)
+        if left_out:
+            print(
+                f"sparsec: note: {len(left_out)} weight(s) with more than {inline_limit} "
+                "elements are not printed; write to a file with -o to keep them in a "
+                "sidecar, or pass --inline-weight-limit=-1",
+                file=sys.stderr,
+            )
+    else:
+        model.save(output, inline_limit=inline_limit)
+
+
+def _instrumentation(args: argparse.Namespace) -> Instrumentation:
+    after = frozenset(p for item in args.print_ir_after for p in item.split(",") if p)
+    unknown = after - set(registered_passes())
+    if unknown:
+        raise SparsecError(f"--print-ir-after: unknown pass(es) {', '.join(sorted(unknown))}")
+    return Instrumentation(
+        verify_each=not args.no_verify,
+        print_ir_after_all=args.print_ir_after_all,
+        print_ir_after=after,
+        ir_stream=sys.stderr,
+        inline_limit=args.inline_weight_limit,
+    )
+
+
+def _apply(model: Model, pipeline: str, args: argparse.Namespace) -> None:
+    passes = parse_pipeline(pipeline)
+    if getattr(args, "verbose", False):
+        print(f"sparsec: pipeline: {pipeline_text(passes)}", file=sys.stderr)
+    start = time.perf_counter()
+    timings = model.apply(passes, _instrumentation(args))
+    if args.timing:
+        sys.stderr.write(format_timing(timings, time.perf_counter() - start))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    if Path(args.model).suffix != ".onnx":
+        raise SparsecError(f"'{args.model}': import reads ONNX models (.onnx)")
+    if args.output is not None:
+        check_output_path(args.output, args.model)
+    _emit_ir(load(args.model), args.output, args.inline_weight_limit)
+    return 0
+
+
+def _opt_chunk(text: str, source: str, base_dir: Path, args: argparse.Namespace) -> Model:
+    ctx = make_context()
+    module = parse_module(text, ctx, source=source, base_dir=base_dir)
+    if not args.no_verify:
+        try:
+            module.verify()
+        except VerifyException as error:
+            raise SparsecError(f"{source}: {error}") from None
+    model = Model(module, ctx)
+    _apply(model, args.passes, args)
+    return model
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    if args.input != "-" and Path(args.input).suffix == ".onnx":
+        model = load(args.input)
+        _apply(model, args.passes, args)
+        _emit_ir(model, args.output, args.inline_weight_limit)
+        return 0
+    if args.input == "-":
+        text, source, base_dir = sys.stdin.read(), "<stdin>", Path.cwd()
+    else:
+        path = Path(args.input)
+        if not path.is_file():
+            raise SparsecError(f"'{path}': no such file")
+        text, source, base_dir = path.read_text(), str(path), path.parent
+    if args.output is not None:
+        check_output_path(args.output, *([args.input] if args.input != "-" else []))
+    chunks = text.split(SPLIT_MARKER) if args.split_input_file else [text]
+    stream = io.StringIO()
+    line_offset = 0
+    for index, chunk in enumerate(chunks):
+        if index:
+            stream.write(SPLIT_MARKER + "\n")
+        # Pad with newlines so that diagnostics keep the line numbers of the whole file.
+        padded = "\n" * line_offset + chunk
+        line_offset += chunk.count("\n")
+        try:
+            model = _opt_chunk(padded, source, base_dir, args)
+        except SparsecError as error:
+            if not args.verify_diagnostics:
+                raise
+            stream.write(f"{error}\n")
+            continue
+        if args.output is not None and len(chunks) == 1:
+            _emit_ir(model, args.output, args.inline_weight_limit)
+            return 0
+        print_module(model.module, model.weights, stream, inline_limit=args.inline_weight_limit)
+    if args.output is None:
+        sys.stdout.write(stream.getvalue())
+    else:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(stream.getvalue())
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    output = check_output_path(args.output, args.model)
+    if output.suffix not in (".mlir", ".onnx"):
+        raise SparsecError(f"-o '{output}': unknown output kind '{output.suffix}' (supported: .mlir, .onnx)")
+    model = load(args.model)
+    _apply(model, args.passes, args)
+    model.save(output, inline_limit=args.inline_weight_limit)
+    return 0
+
+
+def _load_inputs(specs: Sequence[str]) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep:
+            if Path(spec).suffix != ".npz":
+                raise SparsecError(f"--input '{spec}': expected NAME=FILE.npy or FILE.npz")
+            file = spec
+        try:
+            loaded = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise SparsecError(f"--input '{spec}': cannot read '{file}': {error}") from None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                feeds.update({k: loaded[k] for k in loaded.files} if not sep else {name: loaded[loaded.files[0]]})
+        else:
+            feeds[name] = loaded
+    return feeds
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.engine != "reference":
+        raise SparsecError(f"--engine '{args.engine}' is not available (available: reference)")
+    if args.output is not None:
+        check_output_path(args.output, args.model)
+    outputs = load(args.model).run(_load_inputs(args.input))
+    if args.output is None:
+        for name, value in outputs.items():
+            print(f"{name}: {value.dtype}{list(value.shape)} {np.array2string(value.reshape(-1)[:8], precision=6)}")
+        return 0
+    with atomic_path(args.output) as tmp:
+        with open(tmp, "wb") as stream:
+            np.savez(stream, **outputs)
+    return 0
+
+
+def cmd_list_passes(args: argparse.Namespace) -> int:
+    for name, pass_type in sorted(registered_passes().items()):
+        print(f"{name}")
+        print(f"    {describe_pass(pass_type)}")
+        for option, kind, default in pass_options(pass_type):
+            shown = "" if default is None else f" = {default}"
+            print(f"    {option}: {kind}{shown}")
+    return 0
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--passes", default="", metavar="PIPELINE",
+                        help="textual pass pipeline: 'pass-a{option=value},pass-b'")
+    parser.add_argument("--print-ir-after-all", action="store_true", help="print the IR (to stderr) after every pass")
+    parser.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                        help="print the IR (to stderr) after the named pass(es)")
+    parser.add_argument("--timing", action="store_true", help="print a per-pass wall-time report to stderr")
+    parser.add_argument("--no-verify", action="store_true", help="do not verify the IR after each pass")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the expanded pipeline")
+
+
+def _add_inline_limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inline-weight-limit", type=int, default=INLINE_WEIGHT_LIMIT, metavar="N",
+                        help="print weights with at most N elements inline; -1 inlines all "
+                        f"(default {INLINE_WEIGHT_LIMIT})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsec", description="A sparsity compiler for neural networks.")
+    parser.add_argument("--version", action="version", version=f"sparsec {_package_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("import", help="import an ONNX model into sparsec IR")
+    p.add_argument("model", help="the .onnx model")
+    p.add_argument("-o", "--output", help="output .mlir file (default: stdout)")
+    _add_inline_limit(p)
+    p.set_defaults(handler=cmd_import)
+
+    p = commands.add_parser("opt", help="run a pass pipeline over IR")
+    p.add_argument("input", nargs="?", default="-", help="input .mlir (or .onnx) file; - for stdin")
+    p.add_argument("-o", "--output", help="output .mlir file (default: stdout)")
+    p.add_argument("--split-input-file", action="store_true", help=f"process chunks separated by '{SPLIT_MARKER}' independently")
+    p.add_argument("--verify-diagnostics", action="store_true", help="print errors as output and exit 0 (for lit tests)")
+    _add_pipeline_options(p)
+    _add_inline_limit(p)
+    p.set_defaults(handler=cmd_opt)
+
+    p = commands.add_parser("compile", help="compile a model; the extension of -o picks the output")
+    p.add_argument("model", help="the .onnx or .mlir model")
+    p.add_argument("-o", "--output", required=True, help="output: .mlir (IR) or .onnx (model)")
+    _add_pipeline_options(p)
+    _add_inline_limit(p)
+    p.set_defaults(handler=cmd_compile)
+
+    p = commands.add_parser("run", help="run a model on inputs")
+    p.add_argument("model", help="the .onnx or .mlir model")
+    p.add_argument("--engine", default="reference", help="execution engine (reference)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input by name (repeatable), or a .npz with all inputs")
+    p.add_argument("-o", "--output", help="write every output into this .npz (default: print a summary)")
+    p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser("list-passes", help="list passes with their options and defaults")
+    p.set_defaults(handler=cmd_list_passes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except SparsecError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"sparsec: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # The reader (e.g. `head`) went away; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("sparsec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence for internal faults
+        if args.debug:
+            traceback.print_exc()
+        print(f"sparsec: internal error: {type(error).__name__}: {error} (rerun with --debug for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Writers from sparsec IR to other model formats."""

@@ -1,0 +1,135 @@
+"""sparsec IR back to ONNX, with the weights as the pipeline left them.
+
+Every `nn` op maps back to the ONNX operator it mirrors; properties become node
+attributes (`trans_b` -> `transB`), and properties that ONNX passes as inputs from
+opset 13 on (Reshape's shape, Unsqueeze/Squeeze axes) become int64 initializers.
+The model is written at opset 17 (LayerNormalization), or 20 when it uses Gelu.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from xdsl.dialects import func
+from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, ModuleOp, StringAttr, TensorType
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from sparsec.dialects import nn
+from sparsec.dialects.literals import numpy_dtype
+from sparsec.dialects.nn import ints_of
+from sparsec.dialects.shapes import DYNAMIC
+from sparsec.errors import SparsecError
+from sparsec.fileio import atomic_path
+from sparsec.reference import input_names, main_function, output_names
+from sparsec.weights import WeightStore
+
+_ONNX_ATTRIBUTE_NAMES = {"trans_a": "transA", "trans_b": "transB"}
+_PROPERTIES_AS_INPUTS = {nn.ReshapeOp: "shape", nn.UnsqueezeOp: "axes", nn.SqueezeOp: "axes"}
+_EXTERNAL_DATA_THRESHOLD = 1 << 30
+"""Models with more weight bytes than this are saved with external data (protobuf caps at 2 GB)."""
+
+
+def _attribute_value(attr: Attribute) -> int | float | str | list[int]:
+    match attr:
+        case IntegerAttr():
+            return attr.value.data
+        case FloatAttr():
+            return attr.value.data
+        case StringAttr():
+            return attr.data
+        case DenseArrayBase():
+            return list(ints_of(attr))
+        case _:
+            raise SparsecError(f"cannot export attribute {attr} to ONNX")
+
+
+def _value_info(name: str, ty: Attribute) -> onnx.ValueInfoProto:
+    assert isinstance(ty, TensorType)
+    dims = [d if d != DYNAMIC else f"{name}_dim{i}" for i, d in enumerate(ty.get_shape())]
+    elem = helper.np_dtype_to_tensor_dtype(numpy_dtype(ty.element_type))
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+class _Exporter:
+    def __init__(self, weights: WeightStore):
+        self.weights = weights
+        self.names: dict[SSAValue, str] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self.uses_gelu = False
+
+    def name_of(self, value: SSAValue) -> str:
+        if value not in self.names:
+            self.names[value] = f"{value.name_hint or 'v'}_{len(self.names)}"
+        return self.names[value]
+
+    def add_initializer(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def export_op(self, op: Operation) -> None:
+        if isinstance(op, nn.WeightOp):
+            name = op.weight_name.data
+            self.names[op.result] = name
+            self.add_initializer(name, self.weights[name])
+            return
+        if not isinstance(op, nn.NNOp):
+            raise SparsecError(f"'{op.name}' has no ONNX counterpart; export runs before kernel lowering")
+        self.uses_gelu |= isinstance(op, nn.GeluOp)
+        inputs = [self.name_of(v) for v in op.operands]
+        attributes: dict[str, int | float | str | list[int]] = {}
+        as_input = _PROPERTIES_AS_INPUTS.get(type(op))
+        for key, attr in op.properties.items():
+            if key == as_input:
+                inputs.append(self.add_initializer(f"{self.name_of(op.results[0])}_{key}", np.array(ints_of(attr), dtype=np.int64)))
+            else:
+                attributes[_ONNX_ATTRIBUTE_NAMES.get(key, key)] = _attribute_value(attr)
+        outputs = [self.name_of(op.results[0])]
+        self.nodes.append(helper.make_node(op.ONNX_OP, inputs, outputs, name=outputs[0], **attributes))
+
+
+def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:
+    """The module's @main as an ONNX model."""
+    function = main_function(module)
+    exporter = _Exporter(weights)
+    for arg, name in zip(function.args, input_names(function)):
+        exporter.names[arg] = name
+    terminator = function.body.block.last_op
+    assert isinstance(terminator, func.ReturnOp)
+    returned = list(terminator.operands)
+    aliased: list[tuple[SSAValue, str]] = []
+    for value, name in zip(returned, output_names(function)):
+        if value in exporter.names or isinstance(value.owner, nn.WeightOp):
+            aliased.append((value, name))
+        else:
+            exporter.names[value] = name
+    for op in function.body.ops:
+        if op is not terminator:
+            exporter.export_op(op)
+    for value, name in aliased:
+        exporter.nodes.append(helper.make_node("Identity", [exporter.name_of(value)], [name], name=f"{name}_output"))
+    graph = helper.make_graph(
+        exporter.nodes,
+        "sparsec",
+        [_value_info(n, a.type) for n, a in zip(input_names(function), function.args)],
+        [_value_info(n, v.type) for n, v in zip(output_names(function), returned)],
+        exporter.initializers,
+    )
+    opset = 20 if exporter.uses_gelu else 17
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="sparsec")
+
+
+def write_onnx(module: ModuleOp, weights: WeightStore, path: str | Path) -> None:
+    """Write the model atomically; large models keep their weights in `<name>.data`."""
+    path = Path(path)
+    model = export_model(module, weights)
+    external = weights.nbytes > _EXTERNAL_DATA_THRESHOLD
+    with atomic_path(path) as tmp:
+        if external:
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
+        else:
+            onnx.save_model(model, str(tmp))

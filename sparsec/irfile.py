@@ -1,0 +1,148 @@
+"""Reading and writing sparsec IR as text (`.mlir`), with weights kept out of the ops.
+
+A weight with at most `inline_limit` elements is printed inline (`nn.weight "b"
+dense<[...]> : tensor<4xf32>`), so small tests stay readable. Larger weights go to a
+sidecar safetensors file beside the `.mlir` file, named by the module attribute
+`sparsec.weights`; reading the `.mlir` file finds and loads it. When IR is printed to
+a stream there is no sidecar, so large weights are left out (like MLIR's
+`--mlir-elide-elementsattrs-if-larger`) unless `inline_limit` is -1, which inlines
+every weight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import ParseError
+
+from sparsec.context import SparsecContext
+from sparsec.dialects.literals import array_from_dense, dense_from_array
+from sparsec.dialects.nn import WeightOp
+from sparsec.errors import IRError
+from sparsec.fileio import atomic_output, atomic_path
+from sparsec.weights import WeightStore
+
+INLINE_WEIGHT_LIMIT = 256
+"""Weights with at most this many elements print inline by default."""
+
+SIDECAR_ATTR = "sparsec.weights"
+
+
+def weight_ops(module: ModuleOp) -> Iterator[WeightOp]:
+    for op in module.walk():
+        if isinstance(op, WeightOp):
+            yield op
+
+
+def parse_module(
+    text: str, ctx: SparsecContext, *, source: str = "<stdin>", base_dir: Path | None = None
+) -> ModuleOp:
+    """Parse IR text; inline weight values and the sidecar move into `ctx.weights`."""
+    try:
+        module = Parser(ctx, text, name=source).parse_module()
+    except ParseError as error:
+        raise IRError(str(error)) from None
+    for op in weight_ops(module):
+        if op.value is not None:
+            ctx.weights[op.weight_name.data] = array_from_dense(op.value)
+            del op.properties["value"]
+    sidecar = module.attributes.pop(SIDECAR_ATTR, None)
+    if isinstance(sidecar, StringAttr):
+        _load_sidecar((base_dir or Path.cwd()) / sidecar.data, ctx.weights, source)
+    return module
+
+
+def _load_sidecar(path: Path, weights: WeightStore, source: str) -> None:
+    if not path.is_file():
+        raise IRError(f"{source}: weight file '{path}' named by {SIDECAR_ATTR} does not exist")
+    try:
+        weights.update(load_file(path))
+    except (SafetensorError, OSError) as error:
+        raise IRError(f"{source}: weight file '{path}' is not a valid safetensors file: {error}") from None
+
+
+def read_mlir(path: str | Path, ctx: SparsecContext) -> ModuleOp:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise IRError(f"cannot read '{path}': {error}") from None
+    return parse_module(text, ctx, source=str(path), base_dir=path.parent)
+
+
+@contextlib.contextmanager
+def _inlined(module: ModuleOp, weights: WeightStore, inline_limit: int) -> Iterator[list[str]]:
+    """Attach small weights' values to their ops for printing; yields the names left out."""
+    attached: list[WeightOp] = []
+    left_out: list[str] = []
+    try:
+        for op in weight_ops(module):
+            name = op.weight_name.data
+            if name not in weights:
+                continue
+            array = weights[name]
+            if inline_limit < 0 or array.size <= inline_limit:
+                op.value = dense_from_array(array)  # pyright: ignore
+                attached.append(op)
+            else:
+                left_out.append(name)
+        yield left_out
+    finally:
+        for op in attached:
+            del op.properties["value"]
+
+
+def print_module(
+    module: ModuleOp,
+    weights: WeightStore,
+    stream: IO[str],
+    *,
+    inline_limit: int = INLINE_WEIGHT_LIMIT,
+) -> list[str]:
+    """Print `module`; returns the names of weights too large to print inline."""
+    with _inlined(module, weights, inline_limit) as left_out:
+        Printer(stream=stream).print_op(module)
+        stream.write("\n")
+    return left_out
+
+
+def module_text(module: ModuleOp, weights: WeightStore, inline_limit: int = INLINE_WEIGHT_LIMIT) -> str:
+    import io
+
+    stream = io.StringIO()
+    print_module(module, weights, stream, inline_limit=inline_limit)
+    return stream.getvalue()
+
+
+def write_mlir(
+    module: ModuleOp,
+    weights: WeightStore,
+    path: str | Path,
+    *,
+    inline_limit: int = INLINE_WEIGHT_LIMIT,
+) -> None:
+    """Write `path` and, for weights too large to inline, its sidecar, atomically."""
+    path = Path(path)
+    sidecar = path.with_suffix(".weights.safetensors")
+    with _inlined(module, weights, inline_limit) as left_out:
+        if left_out:
+            module.attributes[SIDECAR_ATTR] = StringAttr(sidecar.name)
+        try:
+            if left_out:
+                tensors = {name: np.ascontiguousarray(weights[name]) for name in left_out}
+                with atomic_path(sidecar) as tmp:
+                    save_file(tensors, tmp)
+            with atomic_output(path) as stream:
+                Printer(stream=stream).print_op(module)
+                stream.write("\n")
+        finally:
+            module.attributes.pop(SIDECAR_ATTR, None)

@@ -1,0 +1,92 @@
+"""The Python API: a model is a module plus its weights.
+
+    import sparsec
+    model = sparsec.load("model.onnx")            # or a .mlir file
+    model.apply("strip-identity,cse")             # the same text pipelines as the CLI
+    outputs = model.run({"input": x})             # reference interpreter, by input name
+    model.save("out.mlir")                        # or .onnx
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from sparsec import reference
+from sparsec.context import SparsecContext, make_context
+from sparsec.errors import SparsecError
+from sparsec.export.onnx import write_onnx
+from sparsec.fileio import check_output_path
+from sparsec.frontend.onnx import import_onnx
+from sparsec.irfile import INLINE_WEIGHT_LIMIT, module_text, read_mlir, write_mlir
+from sparsec.pipeline import Instrumentation, PassTiming, parse_pipeline, run_pipeline
+from sparsec.weights import WeightStore
+
+INPUT_KINDS = (".onnx", ".mlir")
+OUTPUT_KINDS = (".mlir", ".onnx")
+
+
+class Model:
+    """An IR module together with the weight store its `nn.weight` ops refer to."""
+
+    def __init__(self, module: ModuleOp, ctx: SparsecContext):
+        self.module = module
+        self.ctx = ctx
+
+    @property
+    def weights(self) -> WeightStore:
+        return self.ctx.weights
+
+    def apply(
+        self,
+        pipeline: str | tuple[ModulePass, ...],
+        instrumentation: Instrumentation | None = None,
+    ) -> list[PassTiming]:
+        """Run a pass pipeline (text or parsed passes) over the model, in place."""
+        passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+        return run_pipeline(self.module, self.ctx, passes, instrumentation)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name, computed by the reference interpreter."""
+        return reference.run(self.module, self.weights, feeds)
+
+    def text(self, inline_limit: int = INLINE_WEIGHT_LIMIT) -> str:
+        return module_text(self.module, self.weights, inline_limit)
+
+    def save(self, path: str | Path, inline_limit: int = INLINE_WEIGHT_LIMIT) -> None:
+        """Write the model; the extension of `path` picks the format."""
+        path = check_output_path(path)
+        match path.suffix:
+            case ".mlir":
+                write_mlir(self.module, self.weights, path, inline_limit=inline_limit)
+            case ".onnx":
+                write_onnx(self.module, self.weights, path)
+            case other:
+                raise SparsecError(
+                    f"output '{path}': unknown extension '{other}' (supported: {', '.join(OUTPUT_KINDS)})"
+                )
+
+    def clone(self) -> Model:
+        return Model(self.module.clone(), self.ctx.clone())
+
+
+def load(path: str | Path) -> Model:
+    """Load a model from `.onnx` or `.mlir`."""
+    path = Path(path)
+    ctx = make_context()
+    match path.suffix:
+        case ".onnx":
+            module = import_onnx(path, ctx)
+        case ".mlir":
+            if not path.is_file():
+                raise SparsecError(f"'{path}': no such file")
+            module = read_mlir(path, ctx)
+        case other:
+            raise SparsecError(
+                f"'{path}': unknown model kind '{other}' (supported: {', '.join(INPUT_KINDS)})"
+            )
+    return Model(module, ctx)

@@ -1,0 +1,288 @@
+"""The reference interpreter: runs `nn` IR op by op with numpy.
+
+It is the oracle that every pass and kernel is checked against, so it favours
+plain, obviously correct numpy over speed: ONNX semantics, float32 in, float32 out.
+Convolutions and pooling use im2col views (`sliding_window_view`) so that the
+onnx wheel's light models run in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.ir import Operation, SSAValue
+
+from sparsec.dialects import nn
+from sparsec.dialects.literals import numpy_dtype
+from sparsec.dialects.nn import ints_of
+from sparsec.dialects.shapes import DYNAMIC, window_output
+from sparsec.errors import ExecutionError, SparsecError
+from sparsec.weights import WeightStore
+
+NAME_ATTR = "sparsec.name"
+
+
+def main_function(module: ModuleOp) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
+            return op
+    raise SparsecError("the module has no func.func @main to run")
+
+
+def _names(attrs, count: int, prefix: str) -> list[str]:
+    names: list[str] = []
+    for index in range(count):
+        entry = attrs.data[index].data.get(NAME_ATTR) if attrs is not None else None
+        names.append(entry.data if entry is not None else f"{prefix}{index}")
+    return names
+
+
+def input_names(function: func.FuncOp) -> list[str]:
+    return _names(function.arg_attrs, len(function.args), "arg")
+
+
+def output_names(function: func.FuncOp) -> list[str]:
+    return _names(function.res_attrs, len(function.function_type.outputs.data), "result")
+
+
+def check_feeds(function: func.FuncOp, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The feeds in argument order, after checking names, ranks, sizes and dtypes."""
+    names = input_names(function)
+    unknown = sorted(set(feeds) - set(names))
+    if unknown:
+        raise ExecutionError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are {', '.join(names)}")
+    arrays: list[np.ndarray] = []
+    for name, arg in zip(names, function.args):
+        if name not in feeds:
+            raise ExecutionError(f"missing input '{name}' (expected {arg.type})")
+        array = np.asarray(feeds[name])
+        ty = arg.type
+        assert isinstance(ty, TensorType)
+        expected = numpy_dtype(ty.element_type)
+        shape = ty.get_shape()
+        if array.dtype != expected:
+            raise ExecutionError(f"input '{name}' has dtype {array.dtype}, expected {expected}")
+        if array.ndim != len(shape) or any(d not in (DYNAMIC, a) for d, a in zip(shape, array.shape)):
+            raise ExecutionError(f"input '{name}' has shape {array.shape}, expected {ty}")
+        arrays.append(array)
+    return arrays
+
+
+def _gemm(op: nn.GemmOp, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    a = a.T if op.trans_a.value.data else a
+    b = b.T if op.trans_b.value.data else b
+    y = (a @ b) * np.float32(op.alpha.value.data)
+    if c is not None:
+        y = y + c * np.float32(op.beta.value.data)
+    return y
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, ...], strides, dilations) -> np.ndarray:
+    """(N, C, *out_spatial, *kernel) view of the already padded input."""
+    rank = len(kernel)
+    spans = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations))
+    view = sliding_window_view(x, spans, axis=tuple(range(2, 2 + rank)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(None, None, s) for s in strides)
+    index += tuple(slice(None, None, d) for d in dilations)
+    return view[index]
+
+
+def _pad(x: np.ndarray, pads: tuple[int, ...], value: float, extra_end: tuple[int, ...] = ()) -> np.ndarray:
+    rank = len(pads) // 2
+    extra_end = extra_end or (0,) * rank
+    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + rank] + extra_end[i]) for i in range(rank)]
+    return np.pad(x, widths, constant_values=value)
+
+
+def _conv(op: nn.ConvOp, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    kernel = tuple(w.shape[2:])
+    strides, dilations, pads = op.geometry(x.shape, kernel)
+    cols = _windows(_pad(x, pads, 0.0), kernel, strides, dilations)
+    n, group = x.shape[0], op.group.value.data
+    out_spatial = cols.shape[2 : 2 + len(kernel)]
+    cg, mg = w.shape[1], w.shape[0] // group
+    # (N, G, Cg, *out, *k) against (G, Mg, Cg, *k)
+    cols = cols.reshape(n, group, cg, *out_spatial, *kernel)
+    wg = w.reshape(group, mg, cg, -1)
+    cols = np.moveaxis(cols, 2, 2 + len(out_spatial))  # (N, G, *out, Cg, *k)
+    cols = cols.reshape(n, group, math.prod(out_spatial), cg * math.prod(kernel))
+    y = np.matmul(cols, wg.reshape(group, mg, -1).transpose(0, 2, 1))  # (N, G, P, Mg)
+    y = y.transpose(0, 1, 3, 2).reshape(n, group * mg, *out_spatial)
+    if b is not None:
+        y = y + b.reshape(-1, *(1,) * len(kernel))
+    return y
+
+
+def _ceil_extra(x_spatial, kernel, strides, dilations, pads, ceil_mode: bool) -> tuple[int, ...]:
+    """End padding that ceil_mode needs so the last partial window exists."""
+    if not ceil_mode:
+        return (0,) * len(kernel)
+    out = window_output(x_spatial, kernel, strides, dilations, pads, True)
+    rank = len(kernel)
+    extra = []
+    for i, (size, k, s, d, o) in enumerate(zip(x_spatial, kernel, strides, dilations, out)):
+        needed = (o - 1) * s + (k - 1) * d + 1
+        extra.append(max(0, needed - (size + pads[i] + pads[i + rank])))
+    return tuple(extra)
+
+
+def _pool_geometry(op: nn.PoolOp, x: np.ndarray):
+    kernel = ints_of(op.kernel_shape)
+    strides, dilations, pads = op.geometry(x.shape, kernel)
+    extra = _ceil_extra(x.shape[2:], kernel, strides, dilations, pads, bool(op.ceil_mode.value.data))
+    return kernel, strides, dilations, pads, extra
+
+
+def _window_axes(rank: int) -> tuple[int, ...]:
+    return tuple(range(-rank, 0))
+
+
+def _max_pool(op: nn.MaxPoolOp, x: np.ndarray) -> np.ndarray:
+    kernel, strides, dilations, pads, extra = _pool_geometry(op, x)
+    padded = _pad(x, pads, -np.inf, extra)
+    return _windows(padded, kernel, strides, dilations).max(axis=_window_axes(len(kernel)))
+
+
+def _average_pool(op: nn.AveragePoolOp, x: np.ndarray) -> np.ndarray:
+    kernel, strides, dilations, pads, extra = _pool_geometry(op, x)
+    axes = _window_axes(len(kernel))
+    sums = _windows(_pad(x, pads, 0.0, extra), kernel, strides, dilations).sum(axis=axes)
+    ones = np.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    if op.count_include_pad.value.data:
+        # Explicit pads count; the extra end that ceil_mode adds does not.
+        ones = _pad(ones, pads, 1.0)
+        counts = _windows(_pad(ones, (0,) * len(pads), 0.0, extra), kernel, strides, dilations)
+    else:
+        counts = _windows(_pad(ones, pads, 0.0, extra), kernel, strides, dilations)
+    return (sums / counts.sum(axis=axes)).astype(x.dtype)
+
+
+def _batch_norm(op: nn.BatchNormOp, x, scale, b, mean, var) -> np.ndarray:
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    inv = scale / np.sqrt(var + np.float32(op.epsilon.value.data))
+    return (x - mean.reshape(shape)) * inv.reshape(shape) + b.reshape(shape)
+
+
+def _layer_norm(op: nn.LayerNormOp, x, scale, b=None) -> np.ndarray:
+    axes = tuple(range(op.axis.value.data % x.ndim, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=axes, keepdims=True)
+    y = centered / np.sqrt(var + np.float32(op.epsilon.value.data)) * scale
+    return y + b if b is not None else y
+
+
+def _lrn(op: nn.LRNOp, x: np.ndarray) -> np.ndarray:
+    size = op.size.value.data
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    squares = np.pad(x * x, [(0, 0), (before, after)] + [(0, 0)] * (x.ndim - 2))
+    window = sliding_window_view(squares, size, axis=1).sum(axis=-1)
+    alpha, beta, bias = (np.float32(a.value.data) for a in (op.alpha, op.beta, op.bias))
+    return x / (bias + alpha / size * window) ** beta
+
+
+def _softmax(op: nn.SoftmaxOp, x: np.ndarray) -> np.ndarray:
+    axis = op.axis.value.data
+    shifted = np.exp(x - x.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu(op: nn.GeluOp, x: np.ndarray) -> np.ndarray:
+    if op.approximate.data == "tanh":
+        inner = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)
+        return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype)
+    return (0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))).astype(x.dtype)
+
+
+def _reshape(op: nn.ReshapeOp, x: np.ndarray) -> np.ndarray:
+    shape = list(ints_of(op.shape))
+    if not op.allowzero.value.data:
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _flatten(op: nn.FlattenOp, x: np.ndarray) -> np.ndarray:
+    axis = op.axis.value.data
+    axis = axis + x.ndim if axis < 0 else axis
+    return x.reshape(math.prod(x.shape[:axis]), -1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))).astype(x.dtype)
+
+
+Kernel = Callable[..., np.ndarray]
+
+_KERNELS: dict[type[Operation], Kernel] = {
+    nn.GemmOp: _gemm,
+    nn.MatMulOp: lambda op, a, b: np.matmul(a, b),
+    nn.ConvOp: _conv,
+    nn.ReluOp: lambda op, x: np.maximum(x, 0),
+    nn.GeluOp: _gelu,
+    nn.ErfOp: lambda op, x: _erf(x).astype(x.dtype),
+    nn.SigmoidOp: lambda op, x: _sigmoid(x),
+    nn.TanhOp: lambda op, x: np.tanh(x),
+    nn.SoftmaxOp: _softmax,
+    nn.AddOp: lambda op, a, b: a + b,
+    nn.SubOp: lambda op, a, b: a - b,
+    nn.MulOp: lambda op, a, b: a * b,
+    nn.DivOp: lambda op, a, b: a / b,
+    nn.SumOp: lambda op, *xs: sum(xs[1:], start=xs[0]),
+    nn.BatchNormOp: _batch_norm,
+    nn.LayerNormOp: _layer_norm,
+    nn.LRNOp: _lrn,
+    nn.MaxPoolOp: _max_pool,
+    nn.AveragePoolOp: _average_pool,
+    nn.GlobalAveragePoolOp: lambda op, x: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True),
+    nn.ReshapeOp: _reshape,
+    nn.FlattenOp: _flatten,
+    nn.TransposeOp: lambda op, x: np.transpose(x, op.permutation(x.ndim)),
+    nn.ConcatOp: lambda op, *xs: np.concatenate(xs, axis=op.axis.value.data),
+    nn.UnsqueezeOp: lambda op, x: np.expand_dims(x, tuple(a % (x.ndim + len(ints_of(op.axes))) for a in ints_of(op.axes))),
+    nn.SqueezeOp: lambda op, x: np.squeeze(x, axis=op.squeezed_axes(x.shape)),
+    nn.DropoutOp: lambda op, x: x,
+    nn.IdentityOp: lambda op, x: x,
+}
+
+
+def supported_ops() -> list[str]:
+    return sorted(op.name for op in _KERNELS)
+
+
+def evaluate(op: Operation, operands: list[np.ndarray]) -> np.ndarray:
+    """One op's result for these operand values."""
+    kernel = _KERNELS.get(type(op))
+    if kernel is None:
+        raise SparsecError(f"the reference interpreter cannot run '{op.name}' (it runs: {', '.join(supported_ops())})")
+    return np.asarray(kernel(op, *operands))
+
+
+def run(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run `@main` on `feeds` (by input name); returns every output by name."""
+    function = main_function(module)
+    env: dict[SSAValue, np.ndarray] = dict(zip(function.args, check_feeds(function, feeds)))
+    remaining_uses = {}
+    for op in function.body.ops:
+        if isinstance(op, func.ReturnOp):
+            return dict(zip(output_names(function), (env[v] for v in op.operands)))
+        if isinstance(op, nn.WeightOp):
+            env[op.result] = weights[op.weight_name.data]
+            continue
+        result = evaluate(op, [env[v] for v in op.operands])
+        expected = op.results[0].type
+        assert isinstance(expected, TensorType)
+        env[op.results[0]] = result.astype(numpy_dtype(expected.element_type), copy=False)
+        for operand in op.operands:
+            remaining_uses[operand] = remaining_uses.get(operand, operand.uses.get_length()) - 1
+            if remaining_uses[operand] == 0 and not isinstance(operand.owner, nn.WeightOp):
+                env.pop(operand, None)
+    raise SparsecError("@main has no func.return")
