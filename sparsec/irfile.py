@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.parser import Parser
 from xdsl.printer import Printer
-from xdsl.utils.exceptions import ParseError
+from xdsl.utils.exceptions import ParseError, VerifyException
 
 from sparsec.context import SparsecContext
 from sparsec.dialects.literals import array_from_dense, dense_from_array
@@ -51,6 +51,8 @@ def parse_module(
         module = Parser(ctx, text, name=source).parse_module()
     except ParseError as error:
         raise IRError(str(error)) from None
+    except VerifyException as error:
+        raise IRError(f"{source}: {error}") from None
     for op in weight_ops(module):
         if op.value is not None:
             ctx.weights[op.weight_name.data] = array_from_dense(op.value)

@@ -66,10 +66,10 @@ def tensor_type_of(array: np.ndarray) -> TensorType:
 
 
 def dense_from_array(array: np.ndarray) -> DenseIntOrFPElementsAttr:
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
-    return DenseIntOrFPElementsAttr(tensor_type_of(np.asarray(array)), BytesAttr(array.tobytes()))
+    return DenseIntOrFPElementsAttr(tensor_type_of(array), BytesAttr(array.tobytes(order="C")))
 
 
 def array_from_dense(attr: DenseIntOrFPElementsAttr) -> np.ndarray:
@@ -85,8 +85,11 @@ def array_from_dense(attr: DenseIntOrFPElementsAttr) -> np.ndarray:
 
 def _element_text(value: np.generic) -> str:
     if isinstance(value, np.floating):
-        text = str(value)
-        return text if ("." in text or "e" in text) else text + ".0"
+        # MLIR float literals need a '.' in the mantissa: 1e-30 -> 1.0e-30.
+        mantissa, e, exponent = str(value).partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        return mantissa + e + exponent
     if isinstance(value, np.bool_):
         return "true" if value else "false"
     return str(int(value))

@@ -25,7 +25,6 @@ from typing import ClassVar
 
 from xdsl.dialects.builtin import (
     I64,
-    AnyFloat,
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
     FloatAttr,
@@ -56,6 +55,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from sparsec.dialects import shapes
 from sparsec.dialects.shapes import DYNAMIC, Shape, ShapeError
+from sparsec.dialects.literals import format_dense, is_float_type
 from sparsec.dialects.sparse import PatternAttr
 
 
@@ -73,6 +73,13 @@ def _ints(values: Sequence[int]) -> DenseArrayBase:
 
 def ints_of(attr: DenseArrayBase | None) -> tuple[int, ...]:
     return tuple(int(v) for v in attr.get_values()) if attr is not None else ()
+
+
+def _broadcasts_to(shape: Shape, target: Shape) -> bool:
+    try:
+        return shapes.compatible(shapes.broadcast(shape, target), target)
+    except ShapeError:
+        return False
 
 
 class NNOp(IRDLOperation, ABC):
@@ -119,6 +126,11 @@ class FloatComputeOp(NNOp, ABC):
             for operand in self.operands
             if isinstance(operand.type, TensorType)
         }
+        for index, operand in enumerate(self.operands):
+            if isinstance(operand.type, TensorType) and not is_float_type(operand.type.element_type):
+                raise VerifyException(
+                    f"'{self.name}': operand #{index} must be a float tensor, got {operand.type}"
+                )
         if len(element_types) > 1:
             raise VerifyException(
                 f"'{self.name}': operands must share one element type, got "
@@ -128,17 +140,17 @@ class FloatComputeOp(NNOp, ABC):
 
 
 class UnaryOp(FloatComputeOp, ABC):
-    input = operand_def(TensorType[AnyFloat])
-    output = result_def(TensorType[AnyFloat])
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         return operand_shapes[0]
 
 
 class BinaryOp(FloatComputeOp, ABC):
-    lhs = operand_def(TensorType[AnyFloat])
-    rhs = operand_def(TensorType[AnyFloat])
-    output = result_def(TensorType[AnyFloat])
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         return shapes.broadcast(*operand_shapes)
@@ -188,8 +200,6 @@ class WeightOp(IRDLOperation):
             )
 
     def print(self, printer: Printer) -> None:
-        from sparsec.dialects.literals import format_dense
-
         printer.print_string(" ")
         printer.print_string_literal(self.weight_name.data)
         extra = {k: v for k, v in self.properties.items() if k not in ("weight_name", "value")}
@@ -233,14 +243,14 @@ class GemmOp(FloatComputeOp):
     name = "nn.gemm"
     ONNX_OP: ClassVar[str] = "Gemm"
 
-    a = operand_def(TensorType[AnyFloat])
-    b = operand_def(TensorType[AnyFloat])
-    c = opt_operand_def(TensorType[AnyFloat])
+    a = operand_def(TensorType)
+    b = operand_def(TensorType)
+    c = opt_operand_def(TensorType)
     alpha = opt_prop_def(FloatAttr, default_value=_float(1.0))
     beta = opt_prop_def(FloatAttr, default_value=_float(1.0))
     trans_a = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
     trans_b = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
-    output = result_def(TensorType[AnyFloat])
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         a, b = operand_shapes[0], operand_shapes[1]
@@ -254,7 +264,7 @@ class GemmOp(FloatComputeOp):
                 f"{self.trans_a.value.data}), B is {shapes.fmt(b)} (trans_b = "
                 f"{self.trans_b.value.data})"
             )
-        if len(operand_shapes) == 3 and shapes.broadcast(operand_shapes[2], (m, n)) != (m, n):
+        if len(operand_shapes) == 3 and not _broadcasts_to(operand_shapes[2], (m, n)):
             raise ShapeError(f"C of shape {shapes.fmt(operand_shapes[2])} does not broadcast to {shapes.fmt((m, n))}")
         return (m, n)
 
@@ -266,9 +276,9 @@ class MatMulOp(FloatComputeOp):
     name = "nn.matmul"
     ONNX_OP: ClassVar[str] = "MatMul"
 
-    a = operand_def(TensorType[AnyFloat])
-    b = operand_def(TensorType[AnyFloat])
-    output = result_def(TensorType[AnyFloat])
+    a = operand_def(TensorType)
+    b = operand_def(TensorType)
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         a, b = operand_shapes
@@ -323,12 +333,12 @@ class ConvOp(WindowOp):
     name = "nn.conv"
     ONNX_OP: ClassVar[str] = "Conv"
 
-    x = operand_def(TensorType[AnyFloat])
-    w = operand_def(TensorType[AnyFloat])
-    b = opt_operand_def(TensorType[AnyFloat])
+    x = operand_def(TensorType)
+    w = operand_def(TensorType)
+    b = opt_operand_def(TensorType)
     group = opt_prop_def(IntegerAttr[I64], default_value=_int(1))
     kernel_shape = opt_prop_def(DenseArrayBase)
-    output = result_def(TensorType[AnyFloat])
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         x, w = operand_shapes[0], operand_shapes[1]
@@ -354,10 +364,10 @@ class ConvOp(WindowOp):
 
 
 class PoolOp(WindowOp, ABC):
-    x = operand_def(TensorType[AnyFloat])
+    x = operand_def(TensorType)
     kernel_shape = prop_def(DenseArrayBase)
     ceil_mode = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
-    output = result_def(TensorType[AnyFloat])
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         x = operand_shapes[0]
@@ -497,8 +507,8 @@ class SumOp(FloatComputeOp):
     name = "nn.sum"
     ONNX_OP: ClassVar[str] = "Sum"
 
-    inputs = var_operand_def(TensorType[AnyFloat])
-    output = result_def(TensorType[AnyFloat])
+    inputs = var_operand_def(TensorType)
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         if not operand_shapes:
@@ -513,13 +523,13 @@ class BatchNormOp(FloatComputeOp):
     name = "nn.batch_norm"
     ONNX_OP: ClassVar[str] = "BatchNormalization"
 
-    x = operand_def(TensorType[AnyFloat])
-    scale = operand_def(TensorType[AnyFloat])
-    b = operand_def(TensorType[AnyFloat])
-    mean = operand_def(TensorType[AnyFloat])
-    var = operand_def(TensorType[AnyFloat])
+    x = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    b = operand_def(TensorType)
+    mean = operand_def(TensorType)
+    var = operand_def(TensorType)
     epsilon = opt_prop_def(FloatAttr, default_value=_float(1e-5))
-    output = result_def(TensorType[AnyFloat])
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         x = operand_shapes[0]
@@ -538,18 +548,18 @@ class LayerNormOp(FloatComputeOp):
     name = "nn.layer_norm"
     ONNX_OP: ClassVar[str] = "LayerNormalization"
 
-    x = operand_def(TensorType[AnyFloat])
-    scale = operand_def(TensorType[AnyFloat])
-    b = opt_operand_def(TensorType[AnyFloat])
+    x = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    b = opt_operand_def(TensorType)
     axis = opt_prop_def(IntegerAttr[I64], default_value=_int(-1))
     epsilon = opt_prop_def(FloatAttr, default_value=_float(1e-5))
-    output = result_def(TensorType[AnyFloat])
+    output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         x = operand_shapes[0]
         axis = shapes.normalize_axis(self.axis.value.data, len(x))
         for shape in operand_shapes[1:]:
-            if shapes.broadcast(shape, x[axis:]) != x[axis:]:
+            if not _broadcasts_to(shape, x[axis:]):
                 raise ShapeError(
                     f"scale and bias of shape {shapes.fmt(shape)} do not broadcast to the "
                     f"normalized shape {shapes.fmt(x[axis:])}"
@@ -599,6 +609,7 @@ class ReshapeOp(NNOp):
             inferred = requested.index(-1)
             rest = shapes.product([d for i, d in enumerate(target) if i != inferred])
             if DYNAMIC in (total, rest):
+                target[inferred] = DYNAMIC
                 return tuple(target)
             if rest == 0 or total % rest:
                 raise ShapeError(f"cannot reshape {shapes.fmt(x)} into {requested}")

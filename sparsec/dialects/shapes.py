@@ -1,7 +1,7 @@
 """Shape arithmetic shared by the `nn` ops' verifiers and shape inference.
 
-A shape is a tuple of ints where -1 stands for a dimension only known at run time
-(xDSL prints it as `?`). Every function either returns the inferred shape or raises
+A shape is a tuple of ints where `DYNAMIC` (xDSL's `DYNAMIC_INDEX`, printed `?`)
+stands for a dimension only known at run time. Every function either returns the inferred shape or raises
 `ShapeError` with a message that says which dimensions disagree.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-DYNAMIC = -1
+from xdsl.dialects.builtin import DYNAMIC_INDEX
+
+DYNAMIC = DYNAMIC_INDEX
 Shape = tuple[int, ...]
 
 

@@ -67,7 +67,7 @@ class _Exporter:
         return self.names[value]
 
     def add_initializer(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
     def export_op(self, op: Operation) -> None:

@@ -321,13 +321,13 @@ def supported_op_types() -> list[str]:
 
 def _load_model(path: Path) -> onnx.ModelProto:
     if not path.is_file():
-        raise ModelImportError(f"'{path}': no such file")
+        raise ModelImportError(f"{path}: no such file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as error:
-        raise ModelImportError(f"'{path}' is not a valid ONNX model: {error}") from None
+        raise ModelImportError(f"{path} is not a valid ONNX model: {error}") from None
     if not model.HasField("graph"):
-        raise ModelImportError(f"'{path}' is not a valid ONNX model: it has no graph")
+        raise ModelImportError(f"{path} is not a valid ONNX model: it has no graph")
     return model
 
 
@@ -335,14 +335,14 @@ def _initializer_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         try:
             onnx.external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, onnx.checker.ValidationError) as error:
             raise ModelImportError(
-                f"'{path}': external data of initializer '{tensor.name}' cannot be read: {error}"
+                f"{path}: external data of initializer '{tensor.name}' cannot be read: {error}"
             ) from None
     try:
         array = numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as error:
-        raise ModelImportError(f"'{path}': initializer '{tensor.name}' is malformed: {error}") from None
+        raise ModelImportError(f"{path}: initializer '{tensor.name}' is malformed: {error}") from None
     tensor.ClearField("raw_data")
     return array
 
@@ -350,13 +350,13 @@ def _initializer_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
 def _input_type(path: Path, value: onnx.ValueInfoProto) -> TensorType:
     tensor_type = value.type.tensor_type
     if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
-        raise ModelImportError(f"'{path}': graph input '{value.name}' needs a tensor type with a known rank")
+        raise ModelImportError(f"{path}: graph input '{value.name}' needs a tensor type with a known rank")
     dims = [d.dim_value if d.HasField("dim_value") else DYNAMIC for d in tensor_type.shape.dim]
     try:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         return TensorType(ir_element_type(dtype), dims)
     except (KeyError, SparsecError) as error:
-        raise ModelImportError(f"'{path}': graph input '{value.name}' has an unsupported type: {error}") from None
+        raise ModelImportError(f"{path}: graph input '{value.name}' has an unsupported type: {error}") from None
 
 
 def _opset(path: Path, model: onnx.ModelProto) -> int:
@@ -364,7 +364,7 @@ def _opset(path: Path, model: onnx.ModelProto) -> int:
     opset = versions[0] if versions else 1
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelImportError(
-            f"'{path}': opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET})"
+            f"{path}: opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET})"
         )
     return opset
 
@@ -393,7 +393,7 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
     results: list[SSAValue] = []
     for output in graph.output:
         if output.name not in importer.values:
-            raise ModelImportError(f"'{path}': graph output '{output.name}' is not produced by any node")
+            raise ModelImportError(f"{path}: graph output '{output.name}' is not produced by any node")
         results.append(importer.values[output.name])
     block.add_op(func.ReturnOp(*results))
     _drop_unused_weights(block, ctx)
@@ -409,7 +409,7 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
     try:
         module.verify()
     except VerifyException as error:
-        raise ModelImportError(f"'{path}': the imported module does not verify: {error}") from None
+        raise ModelImportError(f"{path}: the imported module does not verify: {error}") from None
     return module
 
 

@@ -1,0 +1,250 @@
+"""Small ONNX models for tests, built with onnx.helper (no binary fixtures).
+
+    python test/models.py NAME OUT.onnx     # used by lit RUN lines as `%models NAME %t.onnx`
+
+Weights are drawn from a fixed seed, so every run builds the same bytes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+F32 = TensorProto.FLOAT
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def _init(name: str, array: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def gemm() -> onnx.ModelProto:
+    """x(?, 4) -> Gemm(transB) with bias -> Relu."""
+    rng = _rng()
+    return _model(
+        [
+            helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1, alpha=1.0, beta=1.0),
+            helper.make_node("Relu", ["y"], ["out"], name="relu"),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["batch", 4])],
+        [helper.make_tensor_value_info("out", F32, ["batch", 3])],
+        [_init("w", rng.standard_normal((3, 4)).astype(np.float32)), _init("b", np.array([0.5, -1.0, 0.25], np.float32))],
+    )
+
+
+def mlp() -> onnx.ModelProto:
+    """A 2-layer MLP: MatMul + Add + Relu, Gemm, Softmax."""
+    rng = _rng()
+    return _model(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
+            helper.make_node("Add", ["h0", "b1"], ["h1"], name="fc1_bias"),
+            helper.make_node("Relu", ["h1"], ["h2"], name="act"),
+            helper.make_node("Gemm", ["h2", "w2", "b2"], ["logits"], name="fc2", transB=1),
+            helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["batch", 64])],
+        [helper.make_tensor_value_info("probs", F32, ["batch", 10])],
+        [
+            _init("w1", (rng.standard_normal((64, 32)) * 0.2).astype(np.float32)),
+            _init("b1", (rng.standard_normal(32) * 0.1).astype(np.float32)),
+            _init("w2", (rng.standard_normal((10, 32)) * 0.2).astype(np.float32)),
+            _init("b2", np.zeros(10, np.float32)),
+        ],
+    )
+
+
+def conv() -> onnx.ModelProto:
+    """Grouped, strided, padded Conv with bias, then MaxPool, GlobalAveragePool, Flatten."""
+    rng = _rng()
+    return _model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
+            helper.make_node("MaxPool", ["c"], ["p"], name="pool", kernel_shape=[2, 2], strides=[1, 1], ceil_mode=1),
+            helper.make_node("GlobalAveragePool", ["p"], ["g"], name="gap"),
+            helper.make_node("Flatten", ["g"], ["out"], name="flat"),
+        ],
+        [helper.make_tensor_value_info("x", F32, [1, 4, 9, 9])],
+        [helper.make_tensor_value_info("out", F32, [1, 6])],
+        [_init("w", rng.standard_normal((6, 2, 3, 3)).astype(np.float32)), _init("b", rng.standard_normal(6).astype(np.float32))],
+    )
+
+
+def conv_same() -> onnx.ModelProto:
+    """Conv with auto_pad SAME_UPPER and dilations, AveragePool counting pads."""
+    rng = _rng()
+    return _model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv", auto_pad="SAME_UPPER", strides=[2, 2], dilations=[1, 1]),
+            helper.make_node("AveragePool", ["c"], ["out"], name="avg", kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1),
+        ],
+        [helper.make_tensor_value_info("x", F32, [2, 3, 8, 7])],
+        [helper.make_tensor_value_info("out", F32, [2, 5, 4, 4])],
+        [_init("w", rng.standard_normal((5, 3, 3, 3)).astype(np.float32))],
+    )
+
+
+def transformer_mlp() -> onnx.ModelProto:
+    """LayerNorm -> MatMul -> Gelu -> MatMul -> residual Add (opset 20 for Gelu)."""
+    rng = _rng()
+    d, h = 16, 32
+    return _model(
+        [
+            helper.make_node("LayerNormalization", ["x", "ln_scale", "ln_bias"], ["n"], name="ln", axis=-1, epsilon=1e-5),
+            helper.make_node("MatMul", ["n", "w_up"], ["u"], name="up"),
+            helper.make_node("Gelu", ["u"], ["g"], name="gelu"),
+            helper.make_node("MatMul", ["g", "w_down"], ["dn"], name="down"),
+            helper.make_node("Add", ["x", "dn"], ["out"], name="residual"),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["batch", d])],
+        [helper.make_tensor_value_info("out", F32, ["batch", d])],
+        [
+            _init("ln_scale", (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)),
+            _init("ln_bias", (0.1 * rng.standard_normal(d)).astype(np.float32)),
+            _init("w_up", (rng.standard_normal((d, h)) * 0.3).astype(np.float32)),
+            _init("w_down", (rng.standard_normal((h, d)) * 0.3).astype(np.float32)),
+        ],
+        opset=20,
+    )
+
+
+def shapes() -> onnx.ModelProto:
+    """Reshape, Transpose, Concat, Unsqueeze/Squeeze (opset 13 inputs), Sum, Sub, Div, Tanh, Sigmoid, Erf."""
+    return _model(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"),
+            helper.make_node("Transpose", ["r"], ["t"], name="transpose", perm=[0, 2, 1]),
+            helper.make_node("Unsqueeze", ["t", "axes"], ["u"], name="unsqueeze"),
+            helper.make_node("Squeeze", ["u", "axes"], ["s"], name="squeeze"),
+            helper.make_node("Concat", ["s", "t"], ["c"], name="concat", axis=1),
+            helper.make_node("Tanh", ["c"], ["c1"], name="tanh"),
+            helper.make_node("Sigmoid", ["c"], ["c2"], name="sigmoid"),
+            helper.make_node("Erf", ["c"], ["c3"], name="erf"),
+            helper.make_node("Sum", ["c1", "c2", "c3"], ["sum"], name="sum"),
+            helper.make_node("Sub", ["sum", "c1"], ["d"], name="sub"),
+            helper.make_node("Div", ["d", "two"], ["out"], name="div"),
+        ],
+        [helper.make_tensor_value_info("x", F32, [2, 12])],
+        [helper.make_tensor_value_info("out", F32, [2, 8, 3])],
+        [
+            _init("shape", np.array([0, 3, -1], np.int64)),
+            _init("axes", np.array([1], np.int64)),
+            _init("two", np.array(2.0, np.float32)),
+        ],
+        opset=13,
+    )
+
+
+def norms() -> onnx.ModelProto:
+    """BatchNormalization, LRN, Dropout, Identity and opset-11 Softmax over axis 1 of a rank-4 tensor."""
+    rng = _rng()
+    c = 4
+    return _model(
+        [
+            helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["bn"], name="bn", epsilon=1e-3),
+            helper.make_node("LRN", ["bn"], ["lrn"], name="lrn", size=3, alpha=1e-3, beta=0.75, bias=1.0),
+            helper.make_node("Dropout", ["lrn"], ["drop"], name="dropout"),
+            helper.make_node("Identity", ["drop"], ["id"], name="identity"),
+            helper.make_node("Softmax", ["id"], ["out"], name="softmax", axis=1),
+        ],
+        [helper.make_tensor_value_info("x", F32, [2, c, 3, 3])],
+        [helper.make_tensor_value_info("out", F32, [2, c, 3, 3])],
+        [
+            _init("scale", (1 + 0.1 * rng.standard_normal(c)).astype(np.float32)),
+            _init("bias", rng.standard_normal(c).astype(np.float32)),
+            _init("mean", rng.standard_normal(c).astype(np.float32)),
+            _init("var", (1 + rng.random(c)).astype(np.float32)),
+        ],
+        opset=11,
+    )
+
+
+def constants() -> onnx.ModelProto:
+    """Constant and ConstantOfShape fold into weights."""
+    return _model(
+        [
+            helper.make_node("Constant", [], ["k"], name="const", value=numpy_helper.from_array(np.array([1.0, 2.0, 3.0], np.float32))),
+            helper.make_node("Constant", [], ["shape"], name="shape_const", value=numpy_helper.from_array(np.array([3], np.int64))),
+            helper.make_node("ConstantOfShape", ["shape"], ["fill"], name="fill", value=numpy_helper.from_array(np.array([0.5], np.float32))),
+            helper.make_node("Mul", ["x", "k"], ["m"], name="mul"),
+            helper.make_node("Add", ["m", "fill"], ["out"], name="add"),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["batch", 3])],
+        [helper.make_tensor_value_info("out", F32, ["batch", 3])],
+    )
+
+
+def weight_input() -> onnx.ModelProto:
+    """A weight passed in as a graph input (no initializer) stays an input."""
+    return _model(
+        [helper.make_node("MatMul", ["x", "w"], ["out"], name="fc")],
+        [helper.make_tensor_value_info("x", F32, ["batch", 4]), helper.make_tensor_value_info("w", F32, [4, 2])],
+        [helper.make_tensor_value_info("out", F32, ["batch", 2])],
+    )
+
+
+def unsupported() -> onnx.ModelProto:
+    """An op sparsec does not import."""
+    return _model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Cos", ["r"], ["out"], name="my_cos")],
+        [helper.make_tensor_value_info("x", F32, [2])],
+        [helper.make_tensor_value_info("out", F32, [2])],
+    )
+
+
+def old_opset() -> onnx.ModelProto:
+    model = gemm()
+    model.opset_import[0].version = 6
+    return model
+
+
+def bad_shapes() -> onnx.ModelProto:
+    """A Gemm whose inner dimensions disagree."""
+    rng = _rng()
+    return _model(
+        [helper.make_node("Gemm", ["x", "w"], ["out"], name="fc")],
+        [helper.make_tensor_value_info("x", F32, [2, 4])],
+        [helper.make_tensor_value_info("out", F32, [2, 3])],
+        [_init("w", rng.standard_normal((5, 3)).astype(np.float32))],
+    )
+
+
+MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
+    f.__name__: f
+    for f in (gemm, mlp, conv, conv_same, transformer_mlp, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+}
+
+
+def save(name: str, path: str | Path, external_data: bool = False) -> Path:
+    path = Path(path)
+    model = MODELS[name]()
+    if external_data:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=0)
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    external = "--external-data" in args
+    args = [a for a in args if a != "--external-data"]
+    if len(args) != 2 or args[0] not in MODELS:
+        sys.exit(f"usage: models.py [--external-data] {{{','.join(MODELS)}}} OUT.onnx")
+    save(args[0], args[1], external)
