@@ -22,7 +22,7 @@ class ForwardIdentity(RewritePattern):
     def match_and_rewrite(self, op: nn.IdentityOp | nn.DropoutOp, rewriter: PatternRewriter) -> None:
         if op.input.type != op.output.type:
             return
-        rewriter.replace_op(op, [], [op.input])
+        rewriter.replace(op, [], [op.input])
 
 
 @dataclass(frozen=True)
