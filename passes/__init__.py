@@ -2,8 +2,16 @@
 
 from xdsl.passes import ModulePass
 
+from sparsec.passes.prune_magnitude import PruneMagnitudePass
+from sparsec.passes.prune_threshold import PruneThresholdPass
+from sparsec.passes.sparsity_report import SparsityReportPass
 from sparsec.passes.strip_identity import StripIdentityPass
 
-ALL_PASSES: tuple[type[ModulePass], ...] = (StripIdentityPass,)
+ALL_PASSES: tuple[type[ModulePass], ...] = (
+    PruneMagnitudePass,
+    PruneThresholdPass,
+    SparsityReportPass,
+    StripIdentityPass,
+)
 
 __all__ = ["ALL_PASSES"]

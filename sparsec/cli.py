@@ -2,7 +2,7 @@
 
     sparsec import MODEL.onnx [-o OUT.mlir]
     sparsec opt IN.mlir -p 'pass-a{opt=v},pass-b' [--timing] [--print-ir-after-all]
-    sparsec compile MODEL -p PIPELINE -o OUT.{mlir,onnx}
+    sparsec compile MODEL [--pattern nm:3:4 | block:4 --sparsity 0.5] [-p PIPELINE] -o OUT.{mlir,onnx}
     sparsec run MODEL --input NAME=FILE.npy ... [-o OUT.npz]
     sparsec list-passes
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import sys
 import time
@@ -52,10 +53,13 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _emit_ir(model: Model, output: str | None, inline_limit: int) -> None:
+def _emit_ir(model: Model, output: str | None, args: argparse.Namespace) -> None:
     """Print IR to stdout, or write it (with its sidecar) to `output`."""
+    inline_limit = args.inline_weight_limit
     if output is None:
-        left_out = print_module(model.module, model.weights, sys.stdout, inline_limit=inline_limit)
+        left_out = print_module(
+            model.module, model.weights, sys.stdout, inline_limit=inline_limit, debuginfo=args.print_debuginfo
+        )
         if left_out:
             print(
                 f"sparsec: note: {len(left_out)} weight(s) with more than {inline_limit} "
@@ -64,7 +68,7 @@ def _emit_ir(model: Model, output: str | None, inline_limit: int) -> None:
                 file=sys.stderr,
             )
     else:
-        model.save(output, inline_limit=inline_limit)
+        model.save(output, inline_limit=inline_limit, debuginfo=args.print_debuginfo)
 
 
 def _instrumentation(args: argparse.Namespace) -> Instrumentation:
@@ -96,7 +100,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise SparsecError(f"'{args.model}': import reads ONNX models (.onnx)")
     if args.output is not None:
         check_output_path(args.output, args.model)
-    _emit_ir(load(args.model), args.output, args.inline_weight_limit)
+    _emit_ir(load(args.model), args.output, args)
     return 0
 
 
@@ -117,7 +121,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
     if args.input != "-" and Path(args.input).suffix == ".onnx":
         model = load(args.input)
         _apply(model, args.passes, args)
-        _emit_ir(model, args.output, args.inline_weight_limit)
+        _emit_ir(model, args.output, args)
         return 0
     if args.input == "-":
         text, source, base_dir = sys.stdin.read(), "<stdin>", Path.cwd()
@@ -145,9 +149,11 @@ def cmd_opt(args: argparse.Namespace) -> int:
             stream.write(f"{error}\n")
             continue
         if args.output is not None and len(chunks) == 1:
-            _emit_ir(model, args.output, args.inline_weight_limit)
+            _emit_ir(model, args.output, args)
             return 0
-        print_module(model.module, model.weights, stream, inline_limit=args.inline_weight_limit)
+        print_module(
+            model.module, model.weights, stream, inline_limit=args.inline_weight_limit, debuginfo=args.print_debuginfo
+        )
     if args.output is None:
         sys.stdout.write(stream.getvalue())
     else:
@@ -156,13 +162,47 @@ def cmd_opt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pattern_pass(args: argparse.Namespace) -> str | None:
+    """`--pattern nm:3:4 --sparsity S --axis A` as a prune-magnitude pass."""
+    if args.pattern is None:
+        for flag, value in (("--sparsity", args.sparsity), ("--axis", args.axis)):
+            if value is not None:
+                raise SparsecError(f"{flag} needs --pattern (unstructured, block:B or nm:N:M)")
+        return None
+    kind, *params = args.pattern.split(":")
+    options: list[str] = []
+    if kind == "unstructured" and not params:
+        options.append("pattern=unstructured")
+    elif kind == "block" and len(params) == 1 and params[0].isdigit():
+        options += ["pattern=block", f"block-size={params[0]}"]
+    elif kind == "nm" and len(params) == 2 and all(p.isdigit() for p in params):
+        options += ["pattern=nm", f"n={params[0]}", f"m={params[1]}"]
+    else:
+        raise SparsecError(f"--pattern '{args.pattern}': expected unstructured, block:B or nm:N:M (e.g. nm:3:4)")
+    if args.sparsity is not None:
+        options.append(f"sparsity={args.sparsity!r}")
+    if args.axis is not None:
+        options.append(f"axis={args.axis}")
+    return "prune-magnitude{" + " ".join(options) + "}"
+
+
+def compile_pipeline(args: argparse.Namespace) -> str:
+    """The pipeline `compile` runs: --pattern's pruning, then -p, then --report."""
+    stages = [_pattern_pass(args), args.passes or None]
+    if args.report:
+        stages.append("sparsity-report{output=stdout}")
+    return ",".join(stage for stage in stages if stage)
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     output = check_output_path(args.output, args.model)
     if output.suffix not in (".mlir", ".onnx"):
         raise SparsecError(f"-o '{output}': unknown output kind '{output.suffix}' (supported: .mlir, .onnx)")
+    pipeline = compile_pipeline(args)
+    parse_pipeline(pipeline)  # refuse bad options before loading the model
     model = load(args.model)
-    _apply(model, args.passes, args)
-    model.save(output, inline_limit=args.inline_weight_limit)
+    _apply(model, pipeline, args)
+    model.save(output, inline_limit=args.inline_weight_limit, debuginfo=args.print_debuginfo)
     return 0
 
 
@@ -223,7 +263,9 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="print the expanded pipeline")
 
 
-def _add_inline_limit(parser: argparse.ArgumentParser) -> None:
+def _add_ir_printing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--print-debuginfo", action="store_true",
+                        help="print op locations (ONNX node names) in the IR")
     parser.add_argument("--inline-weight-limit", type=int, default=INLINE_WEIGHT_LIMIT, metavar="N",
                         help="print weights with at most N elements inline; -1 inlines all "
                         f"(default {INLINE_WEIGHT_LIMIT})")
@@ -238,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("import", help="import an ONNX model into sparsec IR")
     p.add_argument("model", help="the .onnx model")
     p.add_argument("-o", "--output", help="output .mlir file (default: stdout)")
-    _add_inline_limit(p)
+    _add_ir_printing(p)
     p.set_defaults(handler=cmd_import)
 
     p = commands.add_parser("opt", help="run a pass pipeline over IR")
@@ -247,14 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-input-file", action="store_true", help=f"process chunks separated by '{SPLIT_MARKER}' independently")
     p.add_argument("--verify-diagnostics", action="store_true", help="print errors as output and exit 0 (for lit tests)")
     _add_pipeline_options(p)
-    _add_inline_limit(p)
+    _add_ir_printing(p)
     p.set_defaults(handler=cmd_opt)
 
     p = commands.add_parser("compile", help="compile a model; the extension of -o picks the output")
     p.add_argument("model", help="the .onnx or .mlir model")
     p.add_argument("-o", "--output", required=True, help="output: .mlir (IR) or .onnx (model)")
+    p.add_argument("--pattern", help="prune by magnitude: unstructured, block:B or nm:N:M")
+    p.add_argument("--sparsity", type=float, help="fraction to prune, for unstructured and block")
+    p.add_argument("--axis", type=int, help="axis of the (out, in, *kernel) view (default: block 0, n:m 1)")
+    p.add_argument("--report", action="store_true", help="print the per-layer sparsity report")
     _add_pipeline_options(p)
-    _add_inline_limit(p)
+    _add_ir_printing(p)
     p.set_defaults(handler=cmd_compile)
 
     p = commands.add_parser("run", help="run a model on inputs")
@@ -270,9 +316,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"sparsec: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging() -> None:
+    """Warnings and notes from passes appear as one `sparsec: warning: ...` line each."""
+    logger = logging.getLogger("sparsec")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_OneLineFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging()
     try:
         return args.handler(args)
     except SparsecError as error:

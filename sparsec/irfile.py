@@ -109,10 +109,14 @@ def print_module(
     stream: IO[str],
     *,
     inline_limit: int = INLINE_WEIGHT_LIMIT,
+    debuginfo: bool = False,
 ) -> list[str]:
-    """Print `module`; returns the names of weights too large to print inline."""
+    """Print `module`; returns the names of weights too large to print inline.
+
+    With `debuginfo`, op locations (ONNX node names) are printed too.
+    """
     with _inlined(module, weights, inline_limit) as left_out:
-        Printer(stream=stream).print_op(module)
+        Printer(stream=stream, print_debuginfo=debuginfo).print_op(module)
         stream.write("\n")
     return left_out
 
@@ -131,6 +135,7 @@ def write_mlir(
     path: str | Path,
     *,
     inline_limit: int = INLINE_WEIGHT_LIMIT,
+    debuginfo: bool = False,
 ) -> None:
     """Write `path` and, for weights too large to inline, its sidecar, atomically."""
     path = Path(path)
@@ -144,7 +149,7 @@ def write_mlir(
                 with atomic_path(sidecar) as tmp:
                     save_file(tensors, tmp)
             with atomic_output(path) as stream:
-                Printer(stream=stream).print_op(module)
+                Printer(stream=stream, print_debuginfo=debuginfo).print_op(module)
                 stream.write("\n")
         finally:
             module.attributes.pop(SIDECAR_ATTR, None)

@@ -57,12 +57,12 @@ class Model:
     def text(self, inline_limit: int = INLINE_WEIGHT_LIMIT) -> str:
         return module_text(self.module, self.weights, inline_limit)
 
-    def save(self, path: str | Path, inline_limit: int = INLINE_WEIGHT_LIMIT) -> None:
+    def save(self, path: str | Path, inline_limit: int = INLINE_WEIGHT_LIMIT, debuginfo: bool = False) -> None:
         """Write the model; the extension of `path` picks the format."""
         path = check_output_path(path)
         match path.suffix:
             case ".mlir":
-                write_mlir(self.module, self.weights, path, inline_limit=inline_limit)
+                write_mlir(self.module, self.weights, path, inline_limit=inline_limit, debuginfo=debuginfo)
             case ".onnx":
                 write_onnx(self.module, self.weights, path)
             case other:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import get_type_hints
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
@@ -22,6 +23,7 @@ from xdsl.passes import ModulePass, get_pass_option_infos
 from xdsl.transforms.canonicalize import CanonicalizePass
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
 from xdsl.transforms.dead_code_elimination import DeadCodeElimination
+from xdsl.utils.arg_spec import ArgSpec
 from xdsl.utils.arg_spec import parse_pipeline as parse_pipeline_specs
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
@@ -61,7 +63,7 @@ def describe_pass(pass_type: type[ModulePass]) -> str:
 def pass_options(pass_type: type[ModulePass]) -> list[tuple[str, str, str | None]]:
     """(option name as written in pipelines, type, default) for each option."""
     return [
-        (info.name.replace("_", "-"), info.expected_type, info.default_value)
+        (info.name.replace("_", "-"), info.expected_type.strip("'"), info.default_value)
         for info in get_pass_option_infos(pass_type)
     ]
 
@@ -89,12 +91,23 @@ def parse_pipeline(text: str) -> tuple[ModulePass, ...]:
                 f"(options: {', '.join(sorted(known)) or 'none'})"
             )
         try:
-            passes.append(pass_type.from_spec(spec))
+            passes.append(pass_type.from_spec(_floats_widened(pass_type, spec)))
         except PipelineError:
             raise
         except (ValueError, TypeError) as error:
             raise PipelineError(f"pass '{spec.name}': {error}") from None
     return tuple(passes)
+
+
+def _floats_widened(pass_type: type[ModulePass], spec: ArgSpec) -> ArgSpec:
+    """Let `sparsity=1` mean 1.0: xDSL refuses an int for a float option."""
+    hints = get_type_hints(pass_type)
+    parameters = {}
+    for key, values in spec.normalize_parameter_names().parameters.items():
+        if "float" in str(hints.get(key, "")):
+            values = tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values)
+        parameters[key] = values
+    return ArgSpec(spec.name, parameters)
 
 
 def pipeline_text(passes: tuple[ModulePass, ...]) -> str:

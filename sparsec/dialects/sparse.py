@@ -3,10 +3,15 @@
 `#sparse.pattern` is the structural guarantee a pruning pass attaches to a weight, so
 that packing and code generation can rely on it without rescanning the values:
 
-    #sparse.pattern<unstructured>            any positions
-    #sparse.pattern<block 4, axis = 0>        zeros come in whole runs of 4 along axis 0
-    #sparse.pattern<nm 3:4, axis = 1>         3 of every 4 consecutive values along axis 1
-                                              are zero (75% sparse, as Core ML counts n:m)
+    #sparse.pattern<unstructured, sparsity = 0.5>       any positions, half of them zero
+    #sparse.pattern<block 4, axis = 0, sparsity = 0.75>  zeros come in whole runs of 4
+                                                          along axis 0
+    #sparse.pattern<nm 3:4, axis = 1>                    3 of every 4 consecutive values
+                                                          along axis 1 are zero (75%
+                                                          sparse, as Core ML counts n:m)
+
+`sparsity` is the fraction the pruner guaranteed (omitted when unknown, implied by
+n/m for n:m).
 
 Axes refer to the (out_channels, in_channels, *kernel) view of the weight, whatever
 the ONNX layout of the tensor it describes.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from xdsl.dialects.builtin import IntAttr, StringAttr
+from xdsl.dialects.builtin import FloatData, IntAttr, StringAttr
 from xdsl.ir import Dialect, ParametrizedAttribute
 from xdsl.irdl import irdl_attr_definition
 from xdsl.parser import AttrParser
@@ -41,24 +46,29 @@ class PatternAttr(ParametrizedAttribute):
     n: IntAttr
     m: IntAttr
     axis: IntAttr
+    sparsity: FloatData
 
     @staticmethod
-    def unstructured() -> PatternAttr:
+    def make(kind: PatternKind, block_size: int = 0, n: int = 0, m: int = 0, axis: int = 0, sparsity: float = 0.0) -> PatternAttr:
         return PatternAttr(
-            StringAttr(PatternKind.UNSTRUCTURED.value), IntAttr(0), IntAttr(0), IntAttr(0), IntAttr(0)
+            StringAttr(kind.value), IntAttr(block_size), IntAttr(n), IntAttr(m), IntAttr(axis), FloatData(sparsity)
         )
 
     @staticmethod
-    def block(block_size: int, axis: int) -> PatternAttr:
-        return PatternAttr(
-            StringAttr(PatternKind.BLOCK.value), IntAttr(block_size), IntAttr(0), IntAttr(0), IntAttr(axis)
-        )
+    def unstructured(sparsity: float = 0.0) -> PatternAttr:
+        return PatternAttr.make(PatternKind.UNSTRUCTURED, sparsity=sparsity)
+
+    @staticmethod
+    def block(block_size: int, axis: int, sparsity: float = 0.0) -> PatternAttr:
+        return PatternAttr.make(PatternKind.BLOCK, block_size=block_size, axis=axis, sparsity=sparsity)
 
     @staticmethod
     def nm(n: int, m: int, axis: int) -> PatternAttr:
-        return PatternAttr(
-            StringAttr(PatternKind.NM.value), IntAttr(0), IntAttr(n), IntAttr(m), IntAttr(axis)
-        )
+        return PatternAttr.make(PatternKind.NM, n=n, m=m, axis=axis, sparsity=n / m)
+
+    @property
+    def target_sparsity(self) -> float:
+        return self.sparsity.data
 
     @property
     def pattern_kind(self) -> PatternKind:
@@ -84,6 +94,8 @@ class PatternAttr(ParametrizedAttribute):
             )
         if self.axis.data < 0:
             raise VerifyException(f"#sparse.pattern: axis must be >= 0, got {self.axis.data}")
+        if not 0.0 <= self.sparsity.data <= 1.0:
+            raise VerifyException(f"#sparse.pattern: sparsity must be in [0, 1], got {self.sparsity.data}")
 
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
@@ -97,12 +109,17 @@ class PatternAttr(ParametrizedAttribute):
                     )
                 case PatternKind.UNSTRUCTURED:
                     pass
+            if kind_has_sparsity(self.pattern_kind) and self.sparsity.data:
+                printer.print_string(f", sparsity = {self.sparsity.data!r}")
 
     @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> tuple[StringAttr, IntAttr, IntAttr, IntAttr, IntAttr]:
+    def parse_parameters(
+        cls, parser: AttrParser
+    ) -> tuple[StringAttr, IntAttr, IntAttr, IntAttr, IntAttr, FloatData]:
         with parser.in_angle_brackets():
             kind = parser.parse_identifier(" (unstructured, block or nm)")
             block_size = n = m = axis = 0
+            sparsity = 0.0
             if kind == PatternKind.BLOCK.value:
                 block_size = parser.parse_integer(allow_boolean=False, allow_negative=False)
                 axis = _parse_axis(parser)
@@ -115,7 +132,18 @@ class PatternAttr(ParametrizedAttribute):
                 parser.raise_error(
                     f"unknown sparsity pattern '{kind}', expected unstructured, block or nm"
                 )
-        return StringAttr(kind), IntAttr(block_size), IntAttr(n), IntAttr(m), IntAttr(axis)
+            if kind == PatternKind.NM.value:
+                sparsity = n / m if m else 0.0
+            elif parser.parse_optional_punctuation(",") is not None:
+                parser.parse_keyword("sparsity")
+                parser.parse_punctuation("=")
+                sparsity = parser.parse_float()
+        return StringAttr(kind), IntAttr(block_size), IntAttr(n), IntAttr(m), IntAttr(axis), FloatData(sparsity)
+
+
+def kind_has_sparsity(kind: PatternKind) -> bool:
+    """n:m implies its sparsity; the other patterns carry it explicitly."""
+    return kind is not PatternKind.NM
 
 
 def _parse_axis(parser: AttrParser) -> int:

@@ -4,7 +4,8 @@ The graph becomes `func.func @main`: graph inputs are arguments, initializers an
 folded constants (Constant, ConstantOfShape) become `nn.weight` ops whose bytes go
 into the weight store, and every node becomes one `nn` op whose result type sparsec
 infers itself. ONNX tensor names survive as `sparsec.name` argument and result
-attributes, and as SSA name hints.
+attributes and as SSA name hints; node names become op locations (`loc("fc1")`,
+shown with --print-debuginfo), which per-layer pruning configs can refer to.
 
 Initializers are converted one at a time and their protobuf bytes dropped as soon
 as they are copied, so peak memory stays near one copy of the weights.
@@ -28,6 +29,8 @@ from xdsl.dialects.builtin import (
     FloatAttr,
     IntegerAttr,
     ModuleOp,
+    NameLoc,
+    NoneAttr,
     StringAttr,
     TensorType,
     f32,
@@ -156,6 +159,8 @@ class _GraphImporter:
             op.verify()
         except (ShapeError, VerifyException) as error:
             raise self.fail(node, str(error)) from None
+        if node.name:
+            op.location = NameLoc(StringAttr(node.name), NoneAttr())
         self.block.add_op(op)
         return op.results[0]
 
