@@ -165,7 +165,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
 def _pattern_pass(args: argparse.Namespace) -> str | None:
     """`--pattern nm:3:4 --sparsity S --axis A` as a prune-magnitude pass."""
     if args.pattern is None:
-        for flag, value in (("--sparsity", args.sparsity), ("--axis", args.axis)):
+        for flag, value in (("--sparsity", args.sparsity), ("--axis", args.axis), ("--min-elements", args.min_elements)):
             if value is not None:
                 raise SparsecError(f"{flag} needs --pattern (unstructured, block:B or nm:N:M)")
         return None
@@ -183,6 +183,8 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
         options.append(f"sparsity={args.sparsity!r}")
     if args.axis is not None:
         options.append(f"axis={args.axis}")
+    if args.min_elements is not None:
+        options.append(f"min-elements={args.min_elements}")
     return "prune-magnitude{" + " ".join(options) + "}"
 
 
@@ -298,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", help="prune by magnitude: unstructured, block:B or nm:N:M")
     p.add_argument("--sparsity", type=float, help="fraction to prune, for unstructured and block")
     p.add_argument("--axis", type=int, help="axis of the (out, in, *kernel) view (default: block 0, n:m 1)")
+    p.add_argument("--min-elements", type=int, help="leave weights with at most this many elements dense (default 2048)")
     p.add_argument("--report", action="store_true", help="print the per-layer sparsity report")
     _add_pipeline_options(p)
     _add_ir_printing(p)

@@ -23,7 +23,7 @@ from xdsl.passes import ModulePass, get_pass_option_infos
 from xdsl.transforms.canonicalize import CanonicalizePass
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
 from xdsl.transforms.dead_code_elimination import DeadCodeElimination
-from xdsl.utils.arg_spec import ArgSpec
+from xdsl.utils.arg_spec import ArgSpec, ParameterType
 from xdsl.utils.arg_spec import parse_pipeline as parse_pipeline_specs
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
@@ -99,13 +99,28 @@ def parse_pipeline(text: str) -> tuple[ModulePass, ...]:
     return tuple(passes)
 
 
+def _as_float(value: ParameterType) -> ParameterType:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _floats_widened(pass_type: type[ModulePass], spec: ArgSpec) -> ArgSpec:
-    """Let `sparsity=1` mean 1.0: xDSL refuses an int for a float option."""
+    """Let `sparsity=1` and `threshold=1e-3` be floats.
+
+    xDSL's pipeline lexer refuses an int for a float option and reads exponent
+    notation as a bare word.
+    """
     hints = get_type_hints(pass_type)
     parameters = {}
     for key, values in spec.normalize_parameter_names().parameters.items():
         if "float" in str(hints.get(key, "")):
-            values = tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values)
+            values = tuple(_as_float(v) for v in values)
         parameters[key] = values
     return ArgSpec(spec.name, parameters)
 
