@@ -97,13 +97,8 @@ class NNOp(IRDLOperation, ABC):
         """The result shape for these operand shapes; raises `ShapeError`."""
 
     def verify_(self) -> None:
-        types = [operand.type for operand in self.operands]
-        for index, ty in enumerate(types):
-            if not isinstance(ty, TensorType):
-                raise VerifyException(
-                    f"'{self.name}': operand #{index} must be a ranked tensor, got {ty}"
-                )
-        operand_shapes = [ty.get_shape() for ty in types]  # pyright: ignore
+        # Operands are TensorType by the op definition, which xDSL checks first.
+        operand_shapes = [operand.type.get_shape() for operand in self.operands]  # pyright: ignore
         try:
             expected = self.infer_shape(operand_shapes)
         except ShapeError as error:
