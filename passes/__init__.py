@@ -2,16 +2,20 @@
 
 from xdsl.passes import ModulePass
 
+from sparsec.passes.pack_bitmask import PackBitmaskPass
 from sparsec.passes.prune_magnitude import PruneMagnitudePass
 from sparsec.passes.prune_threshold import PruneThresholdPass
 from sparsec.passes.sparsity_report import SparsityReportPass
 from sparsec.passes.strip_identity import StripIdentityPass
+from sparsec.passes.unpack import UnpackPass
 
 ALL_PASSES: tuple[type[ModulePass], ...] = (
+    PackBitmaskPass,
     PruneMagnitudePass,
     PruneThresholdPass,
     SparsityReportPass,
     StripIdentityPass,
+    UnpackPass,
 )
 
 __all__ = ["ALL_PASSES"]

@@ -24,7 +24,8 @@ from xdsl.passes import ModulePass
 from sparsec.context import weight_store
 from sparsec.errors import PassFailure, PipelineError
 from sparsec.passes.prune_config import LayerConfig, load_layer_config
-from sparsec.passes.pruning import PrunableWeight, PruneSpec, keep_mask, prunable_weights, structured_skip_reason
+from sparsec.layers import LayerWeight, layer_weights
+from sparsec.passes.pruning import PruneSpec, keep_mask, structured_skip_reason
 
 log = logging.getLogger("sparsec")
 
@@ -98,7 +99,7 @@ class PruneMagnitudePass(ModulePass):
                 self._spec({**base, **entry})
         return config
 
-    def spec_for(self, weight: PrunableWeight) -> tuple[PruneSpec, int] | None:
+    def spec_for(self, weight: LayerWeight) -> tuple[PruneSpec, int] | None:
         """(pattern, min-elements) for this layer, or None to leave it dense."""
         base = self._base_options()
         if self.layer_config is None:
@@ -113,7 +114,7 @@ class PruneMagnitudePass(ModulePass):
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
         weights = weight_store(ctx)
-        for weight in prunable_weights(op):
+        for weight in layer_weights(op):
             chosen = self.spec_for(weight)
             if chosen is None:
                 continue

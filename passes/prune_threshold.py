@@ -21,7 +21,7 @@ from sparsec.context import weight_store
 from sparsec.dialects.sparse import PatternAttr
 from sparsec.errors import PipelineError
 from sparsec.passes.prune_config import LayerConfig, load_layer_config
-from sparsec.passes.pruning import prunable_weights
+from sparsec.layers import layer_weights
 
 _OPTIONS = {"threshold", "min_sparsity", "min_elements"}
 
@@ -69,7 +69,7 @@ class PruneThresholdPass(ModulePass):
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
         weights = weight_store(ctx)
-        for weight in prunable_weights(op):
+        for weight in layer_weights(op):
             options = self.options
             if self.layer_config is not None:
                 options = self.layer_config.options_for(options, weight.layer, weight.name, weight.op_type)

@@ -1,14 +1,6 @@
-"""What the pruning passes share: which weights are prunable, their canonical view,
-the validated pruning options, and the mask selection for each pattern.
-
-Canonical view. Patterns and axes are defined on the (out_channels, in_channels,
-*kernel) view of a weight, whatever its ONNX layout:
-
-    Gemm B, trans_b = 1   (N, K)     -> as is
-    Gemm B, trans_b = 0   (K, N)     -> transposed
-    MatMul, weight right  (K, N)     -> transposed
-    MatMul, weight left   (M, K)     -> as is
-    Conv W                (M, C/g, k...) -> as is
+"""What the pruning passes share: validated pruning options and the mask selection
+for each pattern. Which weights are prunable, and their (out, in, *kernel) view, is
+`sparsec.layers`.
 
 Selection. Every function here takes non-negative importance scores in the
 canonical view (|w| for magnitude pruning) and returns a boolean mask of the values
@@ -21,20 +13,13 @@ pairwise rank within each run for n:m.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import ModuleOp, NameLoc
-from xdsl.ir import Operation
 
-from sparsec.dialects import nn
 from sparsec.dialects.sparse import PatternAttr, PatternKind
-from sparsec.errors import PassFailure, PipelineError
-
-MAX_RANK = 5
-"""Conv weights have rank 3 to 5; Gemm and MatMul weights rank 2."""
-
+from sparsec.errors import PipelineError
+from sparsec.layers import MAX_RANK
 
 # --- options -----------------------------------------------------------------
 
@@ -106,72 +91,6 @@ class PruneSpec:
                 return PatternAttr.block(self.block_size, self.axis, self.sparsity)
             case PatternKind.NM:
                 return PatternAttr.nm(self.n, self.m, self.axis)
-
-
-# --- which weights -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrunableWeight:
-    """A weight in the operand position of Gemm, MatMul or Conv, with its canonical view."""
-
-    op: nn.WeightOp
-    consumer: Operation
-    transposed: bool
-    """True when the stored tensor is the transpose of the (out, in) view."""
-
-    @property
-    def name(self) -> str:
-        return self.op.weight_name.data
-
-    @property
-    def layer(self) -> str:
-        """The consumer's ONNX node name when known, else the weight's name."""
-        location = self.consumer.location
-        return location.desc.data if isinstance(location, NameLoc) else self.name
-
-    @property
-    def op_type(self) -> str:
-        return type(self.consumer).ONNX_OP  # pyright: ignore
-
-    def canonical(self, array: np.ndarray) -> np.ndarray:
-        return array.T if self.transposed else array
-
-    def stored(self, canonical: np.ndarray) -> np.ndarray:
-        return canonical.T if self.transposed else canonical
-
-
-def _weight_role(consumer: Operation, index: int, rank: int) -> bool | None:
-    """None if this operand slot is not a prunable weight, else whether it is transposed."""
-    if isinstance(consumer, nn.GemmOp) and index == 1:
-        return not consumer.trans_b.value.data
-    if isinstance(consumer, nn.MatMulOp) and rank == 2:
-        return index == 1
-    if isinstance(consumer, nn.ConvOp) and index == 1 and 3 <= rank <= MAX_RANK:
-        return False
-    return None
-
-
-def prunable_weights(module: ModuleOp) -> Iterator[PrunableWeight]:
-    """Every weight that feeds a Gemm, MatMul or Conv as its weight operand."""
-    for op in module.walk():
-        if not isinstance(op, nn.WeightOp):
-            continue
-        rank = len(op.tensor_type.get_shape())
-        roles = {
-            (use.operation, role)
-            for use in op.result.uses
-            if (role := _weight_role(use.operation, use.index, rank)) is not None
-        }
-        if not roles:
-            continue
-        if len({role for _, role in roles}) > 1:
-            raise PassFailure(
-                f"weight '{op.weight_name.data}' is used both as (out, in) and as (in, out) "
-                "by different layers; it cannot be given one pattern"
-            )
-        consumer, transposed = min(roles, key=lambda r: str(r[0].name))
-        yield PrunableWeight(op, consumer, transposed)
 
 
 # --- selection ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from xdsl.passes import ModulePass
 from sparsec.context import weight_store
 from sparsec.errors import PipelineError
 from sparsec.fileio import atomic_output
-from sparsec.passes.pruning import prunable_weights
+from sparsec.layers import dense_value, layer_weights
 from sparsec.weights import WeightStore
 
 _FORMATS = ("table", "json")
@@ -35,8 +35,8 @@ def bitmask_bytes(size: int, nonzeros: int) -> int:
 
 def layer_rows(module: builtin.ModuleOp, weights: WeightStore) -> list[dict]:
     rows = []
-    for weight in prunable_weights(module):
-        array = weights[weight.name]
+    for weight in layer_weights(module, include_packed=True):
+        array = dense_value(weight.op, weights)
         nonzeros = int(np.count_nonzero(array))
         pattern = weight.op.sparsity
         rows.append(

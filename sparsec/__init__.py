@@ -6,7 +6,9 @@
     outputs = model.run({"input": x})
 """
 
-from sparsec.errors import SparsecError
-from sparsec.model import Model, load
+__version__ = "0.1.0"
+
+from sparsec.errors import SparsecError  # noqa: E402
+from sparsec.model import Model, load  # noqa: E402
 
 __all__ = ["Model", "SparsecError", "load"]

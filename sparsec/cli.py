@@ -2,7 +2,8 @@
 
     sparsec import MODEL.onnx [-o OUT.mlir]
     sparsec opt IN.mlir -p 'pass-a{opt=v},pass-b' [--timing] [--print-ir-after-all]
-    sparsec compile MODEL [--pattern nm:3:4 | block:4 --sparsity 0.5] [-p PIPELINE] -o OUT.{mlir,onnx}
+    sparsec compile MODEL [--pattern nm:3:4 | block:4 --sparsity 0.5] [-p PIPELINE] -o OUT.{mlir,onnx,spx}
+    sparsec inspect MODEL.spx [--json]
     sparsec run MODEL --input NAME=FILE.npy ... [-o OUT.npz]
     sparsec list-passes
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
 import sys
@@ -30,7 +32,8 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.model import Model, load
+from sparsec.inspect import describe, format_description
+from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
     Instrumentation,
     format_timing,
@@ -188,9 +191,13 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
     return "prune-magnitude{" + " ".join(options) + "}"
 
 
-def compile_pipeline(args: argparse.Namespace) -> str:
-    """The pipeline `compile` runs: --pattern's pruning, then -p, then --report."""
+def compile_pipeline(args: argparse.Namespace, output_kind: str) -> str:
+    """The pipeline `compile` runs: --pattern's pruning, then -p, packing for a
+    `.spx` that the pipeline did not pack, then --report."""
     stages = [_pattern_pass(args), args.passes or None]
+    packs = any(p.name == "pack-bitmask" for p in parse_pipeline(",".join(s for s in stages if s)))
+    if output_kind == ".spx" and not packs:
+        stages.append("pack-bitmask")
     if args.report:
         stages.append("sparsity-report{output=stdout}")
     return ",".join(stage for stage in stages if stage)
@@ -198,9 +205,11 @@ def compile_pipeline(args: argparse.Namespace) -> str:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     output = check_output_path(args.output, args.model)
-    if output.suffix not in (".mlir", ".onnx"):
-        raise SparsecError(f"-o '{output}': unknown output kind '{output.suffix}' (supported: .mlir, .onnx)")
-    pipeline = compile_pipeline(args)
+    if output.suffix not in OUTPUT_KINDS:
+        raise SparsecError(
+            f"-o '{output}': unknown output kind '{output.suffix}' (supported: {', '.join(OUTPUT_KINDS)})"
+        )
+    pipeline = compile_pipeline(args, output.suffix)
     parse_pipeline(pipeline)  # refuse bad options before loading the model
     model = load(args.model)
     _apply(model, pipeline, args)
@@ -226,6 +235,13 @@ def _load_inputs(specs: Sequence[str]) -> dict[str, np.ndarray]:
         else:
             feeds[name] = loaded
     return feeds
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    model = load(args.model, verify=not args.no_verify)
+    info = describe(model, args.model)
+    sys.stdout.write(json.dumps(info, indent=2) + "\n" if args.json else format_description(info))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -296,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("compile", help="compile a model; the extension of -o picks the output")
     p.add_argument("model", help="the .onnx or .mlir model")
-    p.add_argument("-o", "--output", required=True, help="output: .mlir (IR) or .onnx (model)")
+    p.add_argument("-o", "--output", required=True, help="output: .mlir (IR), .onnx (model) or .spx (artifact)")
     p.add_argument("--pattern", help="prune by magnitude: unstructured, block:B or nm:N:M")
     p.add_argument("--sparsity", type=float, help="fraction to prune, for unstructured and block")
     p.add_argument("--axis", type=int, help="axis of the (out, in, *kernel) view (default: block 0, n:m 1)")
@@ -306,8 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ir_printing(p)
     p.set_defaults(handler=cmd_compile)
 
+    p = commands.add_parser("inspect", help="per-layer encodings and sizes of a compiled model")
+    p.add_argument("model", help="a .spx artifact (or .mlir / .onnx)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-verify", action="store_true", help="skip the artifact's checksums")
+    p.set_defaults(handler=cmd_inspect)
+
     p = commands.add_parser("run", help="run a model on inputs")
-    p.add_argument("model", help="the .onnx or .mlir model")
+    p.add_argument("model", help="the .onnx, .mlir or .spx model")
     p.add_argument("--engine", default="reference", help="execution engine (reference)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input by name (repeatable), or a .npz with all inputs")

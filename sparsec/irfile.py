@@ -12,6 +12,7 @@ every weight.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -19,7 +20,7 @@ from typing import IO
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, StringAttr
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
@@ -27,6 +28,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from sparsec.context import SparsecContext
 from sparsec.dialects.literals import array_from_dense, dense_from_array
 from sparsec.dialects.nn import WeightOp
+from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import IRError
 from sparsec.fileio import atomic_output, atomic_path
 from sparsec.weights import WeightStore
@@ -37,9 +39,13 @@ INLINE_WEIGHT_LIMIT = 256
 SIDECAR_ATTR = "sparsec.weights"
 
 
-def weight_ops(module: ModuleOp) -> Iterator[WeightOp]:
+StoringOp = WeightOp | PackedWeightOp
+"""Ops whose data lives in the weight store, each naming its arrays by role."""
+
+
+def storing_ops(module: ModuleOp) -> Iterator[StoringOp]:
     for op in module.walk():
-        if isinstance(op, WeightOp):
+        if isinstance(op, StoringOp):
             yield op
 
 
@@ -53,10 +59,11 @@ def parse_module(
         raise IRError(str(error)) from None
     except VerifyException as error:
         raise IRError(f"{source}: {error}") from None
-    for op in weight_ops(module):
-        if op.value is not None:
-            ctx.weights[op.weight_name.data] = array_from_dense(op.value)
-            del op.properties["value"]
+    for op in storing_ops(module):
+        for role, name in op.stored_tensors().items():
+            inline = op.properties.pop(role, None)
+            if isinstance(inline, DenseIntOrFPElementsAttr):
+                ctx.weights[name] = array_from_dense(inline)
     sidecar = module.attributes.pop(SIDECAR_ATTR, None)
     if isinstance(sidecar, StringAttr):
         _load_sidecar((base_dir or Path.cwd()) / sidecar.data, ctx.weights, source)
@@ -83,24 +90,27 @@ def read_mlir(path: str | Path, ctx: SparsecContext) -> ModuleOp:
 
 @contextlib.contextmanager
 def _inlined(module: ModuleOp, weights: WeightStore, inline_limit: int) -> Iterator[list[str]]:
-    """Attach small weights' values to their ops for printing; yields the names left out."""
-    attached: list[WeightOp] = []
+    """Attach small weights' arrays to their ops for printing; yields the names left out.
+
+    An op's arrays are inlined all together or not at all.
+    """
+    attached: list[tuple[StoringOp, str]] = []
     left_out: list[str] = []
     try:
-        for op in weight_ops(module):
-            name = op.weight_name.data
-            if name not in weights:
+        for op in storing_ops(module):
+            names = {role: name for role, name in op.stored_tensors().items() if name in weights}
+            if not names:
                 continue
-            array = weights[name]
-            if inline_limit < 0 or array.size <= inline_limit:
-                op.value = dense_from_array(array)  # pyright: ignore
-                attached.append(op)
-            else:
-                left_out.append(name)
+            if inline_limit >= 0 and any(weights[name].size > inline_limit for name in names.values()):
+                left_out += names.values()
+                continue
+            for role, name in names.items():
+                op.properties[role] = dense_from_array(weights[name])
+                attached.append((op, role))
         yield left_out
     finally:
-        for op in attached:
-            del op.properties["value"]
+        for op, role in attached:
+            del op.properties[role]
 
 
 def print_module(
@@ -121,11 +131,11 @@ def print_module(
     return left_out
 
 
-def module_text(module: ModuleOp, weights: WeightStore, inline_limit: int = INLINE_WEIGHT_LIMIT) -> str:
-    import io
-
+def module_text(
+    module: ModuleOp, weights: WeightStore, inline_limit: int = INLINE_WEIGHT_LIMIT, debuginfo: bool = False
+) -> str:
     stream = io.StringIO()
-    print_module(module, weights, stream, inline_limit=inline_limit)
+    print_module(module, weights, stream, inline_limit=inline_limit, debuginfo=debuginfo)
     return stream.getvalue()
 
 

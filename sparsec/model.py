@@ -4,7 +4,7 @@
     model = sparsec.load("model.onnx")            # or a .mlir file
     model.apply("strip-identity,cse")             # the same text pipelines as the CLI
     outputs = model.run({"input": x})             # reference interpreter, by input name
-    model.save("out.mlir")                        # or .onnx
+    model.save("out.spx")                         # or .mlir, .onnx
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from sparsec import reference
+from sparsec.artifact import read_spx, write_spx
 from sparsec.context import SparsecContext, make_context
 from sparsec.errors import SparsecError
 from sparsec.export.onnx import write_onnx
@@ -26,8 +27,8 @@ from sparsec.irfile import INLINE_WEIGHT_LIMIT, module_text, read_mlir, write_ml
 from sparsec.pipeline import Instrumentation, PassTiming, parse_pipeline, run_pipeline
 from sparsec.weights import WeightStore
 
-INPUT_KINDS = (".onnx", ".mlir")
-OUTPUT_KINDS = (".mlir", ".onnx")
+INPUT_KINDS = (".onnx", ".mlir", ".spx")
+OUTPUT_KINDS = (".mlir", ".onnx", ".spx")
 
 
 class Model:
@@ -65,6 +66,8 @@ class Model:
                 write_mlir(self.module, self.weights, path, inline_limit=inline_limit, debuginfo=debuginfo)
             case ".onnx":
                 write_onnx(self.module, self.weights, path)
+            case ".spx":
+                write_spx(self.module, self.weights, path)
             case other:
                 raise SparsecError(
                     f"output '{path}': unknown extension '{other}' (supported: {', '.join(OUTPUT_KINDS)})"
@@ -74,13 +77,16 @@ class Model:
         return Model(self.module.clone(), self.ctx.clone())
 
 
-def load(path: str | Path) -> Model:
-    """Load a model from `.onnx` or `.mlir`."""
+def load(path: str | Path, verify: bool = True) -> Model:
+    """Load a model from `.onnx`, `.mlir` or a `.spx` artifact (memory-mapped;
+    `verify=False` skips its checksums)."""
     path = Path(path)
     ctx = make_context()
     match path.suffix:
         case ".onnx":
             module = import_onnx(path, ctx)
+        case ".spx":
+            module = read_spx(path, ctx, verify=verify)
         case ".mlir":
             if not path.is_file():
                 raise SparsecError(f"'{path}': no such file")

@@ -22,6 +22,7 @@ from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, window_output
 from sparsec.errors import ExecutionError, SparsecError
+from sparsec.layers import LayerWeightOp, dense_value
 from sparsec.weights import WeightStore
 
 NAME_ATTR = "sparsec.name"
@@ -274,8 +275,8 @@ def run(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray])
     for op in function.body.ops:
         if isinstance(op, func.ReturnOp):
             return dict(zip(output_names(function), (env[v] for v in op.operands)))
-        if isinstance(op, nn.WeightOp):
-            env[op.result] = weights[op.weight_name.data]
+        if isinstance(op, LayerWeightOp):
+            env[op.result] = dense_value(op, weights)
             continue
         result = evaluate(op, [env[v] for v in op.operands])
         expected = op.results[0].type
@@ -283,6 +284,6 @@ def run(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray])
         env[op.results[0]] = result.astype(numpy_dtype(expected.element_type), copy=False)
         for operand in op.operands:
             remaining_uses[operand] = remaining_uses.get(operand, operand.uses.get_length()) - 1
-            if remaining_uses[operand] == 0 and not isinstance(operand.owner, nn.WeightOp):
+            if remaining_uses[operand] == 0 and not isinstance(operand.owner, LayerWeightOp):
                 env.pop(operand, None)
     raise SparsecError("@main has no func.return")

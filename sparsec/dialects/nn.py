@@ -182,6 +182,10 @@ class WeightOp(IRDLOperation):
         assert isinstance(ty, TensorType)
         return ty  # pyright: ignore
 
+    def stored_tensors(self) -> dict[str, str]:
+        """Role -> name in the weight store (one role, `value`)."""
+        return {"value": self.weight_name.data}
+
     def verify_(self) -> None:
         if any(dim == DYNAMIC for dim in self.tensor_type.get_shape()):
             raise VerifyException(

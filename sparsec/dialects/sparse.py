@@ -1,4 +1,4 @@
-"""The `sparse` dialect: how a weight's zeros are laid out.
+"""The `sparse` dialect: how a weight's zeros are laid out, and packed weights.
 
 `#sparse.pattern` is the structural guarantee a pruning pass attaches to a weight, so
 that packing and code generation can rely on it without rescanning the values:
@@ -15,18 +15,55 @@ n/m for n:m).
 
 Axes refer to the (out_channels, in_channels, *kernel) view of the weight, whatever
 the ONNX layout of the tensor it describes.
+
+`sparse.packed` is a weight stored in a packed encoding (`sparsec/packing.py` defines
+the layouts). Its arrays live in the weight store as `NAME:mask`, `NAME:values`, ...;
+small ones print inline:
+
+    %w = sparse.packed "fc.w" {encoding = #sparse.encoding<bitmask, values = f16>, bytes = 3 : i64}
+           (mask = dense<130> : tensor<1xui8>, values = dense<[7.0, 56.3125]> : tensor<2xf16>)
+           : tensor<1x8xf32>
+
+The encoding's axis refers to the stored tensor, so decoding needs nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
-from xdsl.dialects.builtin import FloatData, IntAttr, StringAttr
-from xdsl.ir import Dialect, ParametrizedAttribute
-from xdsl.irdl import irdl_attr_definition
-from xdsl.parser import AttrParser
+import numpy as np
+from xdsl.dialects.builtin import (
+    I64,
+    DenseIntOrFPElementsAttr,
+    Float16Type,
+    Float32Type,
+    FloatData,
+    IntAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    f16,
+    f32,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_attr_definition,
+    irdl_op_definition,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
+from xdsl.parser import AttrParser, Parser
 from xdsl.printer import Printer
+from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
+
+from sparsec.dialects.literals import format_dense, numpy_dtype
+from sparsec.packing import Encoding, decode_bitmask, decode_block, decode_nm
 
 
 class PatternKind(str, Enum):
@@ -153,4 +190,195 @@ def _parse_axis(parser: AttrParser) -> int:
     return parser.parse_integer(allow_boolean=False, allow_negative=False)
 
 
-Sparse = Dialect("sparse", [], [PatternAttr])
+VALUE_TYPES: dict[str, Attribute] = {"f16": f16, "f32": f32}
+
+
+@irdl_attr_definition
+class EncodingAttr(ParametrizedAttribute):
+    """How a packed weight is stored: bitmask, n:m or block, and the value type."""
+
+    name = "sparse.encoding"
+
+    kind: StringAttr
+    block_size: IntAttr
+    n: IntAttr
+    m: IntAttr
+    axis: IntAttr
+    values: Float16Type | Float32Type
+
+    @staticmethod
+    def make(kind: Encoding, values: Attribute, block_size: int = 0, n: int = 0, m: int = 0, axis: int = 0) -> EncodingAttr:
+        return EncodingAttr(StringAttr(kind.value), IntAttr(block_size), IntAttr(n), IntAttr(m), IntAttr(axis), values)
+
+    @property
+    def encoding(self) -> Encoding:
+        return Encoding(self.kind.data)
+
+    def roles(self) -> tuple[str, ...]:
+        """The arrays this encoding stores."""
+        return {Encoding.BITMASK: ("mask", "values"), Encoding.NM: ("values", "positions"), Encoding.BLOCK: ("blocks", "values")}[self.encoding]
+
+    def verify(self) -> None:
+        kinds = [k.value for k in Encoding]
+        if self.kind.data not in kinds:
+            raise VerifyException(f"#sparse.encoding: unknown encoding '{self.kind.data}', expected one of {kinds}")
+        if self.encoding is Encoding.NM and not (self.m.data >= 1 and 0 <= self.n.data <= self.m.data):
+            raise VerifyException(f"#sparse.encoding: n:m needs m >= 1 and 0 <= n <= m, got {self.n.data}:{self.m.data}")
+        if self.encoding is Encoding.BLOCK and self.block_size.data < 2:
+            raise VerifyException(f"#sparse.encoding: block size must be >= 2, got {self.block_size.data}")
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_string(self.kind.data)
+            match self.encoding:
+                case Encoding.NM:
+                    printer.print_string(f" {self.n.data}:{self.m.data}, axis = {self.axis.data}")
+                case Encoding.BLOCK:
+                    printer.print_string(f" {self.block_size.data}, axis = {self.axis.data}")
+                case Encoding.BITMASK:
+                    pass
+            printer.print_string(", values = ")
+            printer.print_attribute(self.values)
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
+        with parser.in_angle_brackets():
+            kind = parser.parse_identifier(" (bitmask, nm or block)")
+            block_size = n = m = axis = 0
+            if kind == Encoding.NM.value:
+                n = parser.parse_integer(allow_boolean=False, allow_negative=False)
+                parser.parse_punctuation(":")
+                m = parser.parse_integer(allow_boolean=False, allow_negative=False)
+                axis = _parse_axis(parser)
+            elif kind == Encoding.BLOCK.value:
+                block_size = parser.parse_integer(allow_boolean=False, allow_negative=False)
+                axis = _parse_axis(parser)
+            elif kind != Encoding.BITMASK.value:
+                parser.raise_error(f"unknown encoding '{kind}', expected bitmask, nm or block")
+            parser.parse_punctuation(",")
+            parser.parse_keyword("values")
+            parser.parse_punctuation("=")
+            values = parser.parse_type()
+            if values not in VALUE_TYPES.values():
+                parser.raise_error(f"packed values must be f16 or f32, got {values}")
+        return StringAttr(kind), IntAttr(block_size), IntAttr(n), IntAttr(m), IntAttr(axis), values
+
+
+@irdl_op_definition
+class PackedWeightOp(IRDLOperation):
+    """A weight stored packed; its result is the dense tensor it stands for."""
+
+    name = "sparse.packed"
+
+    weight_name = prop_def(StringAttr)
+    encoding = prop_def(EncodingAttr)
+    packed_bytes = prop_def(IntegerAttr[I64], prop_name="bytes")
+    sparsity = opt_prop_def(PatternAttr)
+    mask = opt_prop_def(DenseIntOrFPElementsAttr)
+    values = opt_prop_def(DenseIntOrFPElementsAttr)
+    positions = opt_prop_def(DenseIntOrFPElementsAttr)
+    blocks = opt_prop_def(DenseIntOrFPElementsAttr)
+    """Only present in printed IR: the arrays of a small packed weight, shown inline."""
+
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        weight_name: str,
+        encoding: EncodingAttr,
+        packed_bytes: int,
+        result_type: TensorType,
+        sparsity: PatternAttr | None = None,
+    ):
+        properties: dict[str, Attribute] = {
+            "weight_name": StringAttr(weight_name),
+            "encoding": encoding,
+            "bytes": IntegerAttr(packed_bytes, i64),
+        }
+        if sparsity is not None:
+            properties["sparsity"] = sparsity
+        super().__init__(properties=properties, result_types=[result_type])
+
+    @property
+    def tensor_type(self) -> TensorType:
+        ty = self.result.type
+        assert isinstance(ty, TensorType)
+        return ty  # pyright: ignore
+
+    def stored_tensors(self) -> dict[str, str]:
+        """Role -> name in the weight store, for each array of the encoding."""
+        name = self.weight_name.data
+        return {role: f"{name}:{role}" for role in self.encoding.roles()}
+
+    def verify_(self) -> None:
+        if self.encoding.axis.data >= max(1, len(self.tensor_type.get_shape())):
+            raise VerifyException(
+                f"'sparse.packed' \"{self.weight_name.data}\": encoding axis {self.encoding.axis.data} "
+                f"does not exist in {self.tensor_type}"
+            )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_string_literal(self.weight_name.data)
+        roles = self.encoding.roles()
+        attrs = {k: v for k, v in self.properties.items() if k not in ("weight_name", *roles)}
+        attrs.update(self.attributes)
+        printer.print_string(" ")
+        printer.print_attr_dict(attrs)
+        inline = [(role, self.properties[role]) for role in roles if role in self.properties]
+        if inline:
+            printer.print_string(" (")
+            for index, (role, value) in enumerate(inline):
+                if index:
+                    printer.print_string(", ")
+                printer.print_string(f"{role} = {format_dense(value)} : ")  # pyright: ignore
+                printer.print_attribute(value.type)  # pyright: ignore
+            printer.print_string(")")
+        printer.print_string(" : ")
+        printer.print_attribute(self.tensor_type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> PackedWeightOp:
+        weight_name = parser.parse_str_literal(" (the weight's name)")
+        attrs = parser.parse_optional_attr_dict()
+        inline: dict[str, Attribute] = {}
+        if parser.parse_optional_punctuation("(") is not None:
+            while True:
+                role = parser.parse_identifier(" (mask, values, positions or blocks)")
+                parser.parse_punctuation("=")
+                inline[role] = parser.parse_attribute()
+                if parser.parse_optional_punctuation(",") is None:
+                    break
+            parser.parse_punctuation(")")
+        parser.parse_punctuation(":")
+        result_type = parser.parse_type()
+        encoding, packed_bytes = attrs.pop("encoding", None), attrs.pop("bytes", None)
+        if not isinstance(encoding, EncodingAttr) or not isinstance(packed_bytes, IntegerAttr):
+            parser.raise_error(f"packed weight '{weight_name}' needs 'encoding' and 'bytes' attributes")
+        sparsity = attrs.pop("sparsity", None)
+        if not isinstance(result_type, TensorType) or not (sparsity is None or isinstance(sparsity, PatternAttr)):
+            parser.raise_error(f"packed weight '{weight_name}' needs a tensor type and a #sparse.pattern sparsity")
+        op = cls(weight_name, encoding, packed_bytes.value.data, result_type, sparsity)  # pyright: ignore
+        for role, value in inline.items():
+            if role not in encoding.roles() or not isinstance(value, DenseIntOrFPElementsAttr):
+                parser.raise_error(f"'{role}' is not an array of encoding {encoding}")
+            op.properties[role] = value
+        op.attributes.update(attrs)
+        return op
+
+    def decode(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The dense tensor, from this weight's arrays by role."""
+        encoding = self.encoding
+        shape = self.tensor_type.get_shape()
+        dtype = numpy_dtype(self.tensor_type.element_type)
+        match encoding.encoding:
+            case Encoding.BITMASK:
+                return decode_bitmask(arrays, shape, dtype)
+            case Encoding.NM:
+                return decode_nm(arrays, shape, dtype, encoding.n.data, encoding.m.data, encoding.axis.data)
+            case Encoding.BLOCK:
+                return decode_block(arrays, shape, dtype, encoding.block_size.data, encoding.axis.data)
+
+
+Sparse = Dialect("sparse", [PackedWeightOp], [PatternAttr, EncodingAttr])

@@ -1,6 +1,6 @@
 """sparsec IR back to ONNX, with the weights as the pipeline left them.
 
-Every `nn` op maps back to the ONNX operator it mirrors; properties become node
+Every `nn` op maps back to the ONNX operator it mirrors, packed weights are decoded; properties become node
 attributes (`trans_b` -> `transB`), and properties that ONNX passes as inputs from
 opset 13 on (Reshape's shape, Unsqueeze/Squeeze axes) become int64 initializers.
 The model is written at opset 17 (LayerNormalization), or 20 when it uses Gelu.
@@ -23,6 +23,7 @@ from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_path
+from sparsec.layers import LayerWeightOp, dense_value
 from sparsec.reference import input_names, main_function, output_names
 from sparsec.weights import WeightStore
 
@@ -71,10 +72,10 @@ class _Exporter:
         return name
 
     def export_op(self, op: Operation) -> None:
-        if isinstance(op, nn.WeightOp):
+        if isinstance(op, LayerWeightOp):
             name = op.weight_name.data
             self.names[op.result] = name
-            self.add_initializer(name, self.weights[name])
+            self.add_initializer(name, dense_value(op, self.weights))
             return
         if not isinstance(op, nn.NNOp):
             raise SparsecError(f"'{op.name}' has no ONNX counterpart; export runs before kernel lowering")
@@ -102,7 +103,7 @@ def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:
     returned = list(terminator.operands)
     aliased: list[tuple[SSAValue, str]] = []
     for value, name in zip(returned, output_names(function)):
-        if value in exporter.names or isinstance(value.owner, nn.WeightOp):
+        if value in exporter.names or isinstance(value.owner, LayerWeightOp):
             aliased.append((value, name))
         else:
             exporter.names[value] = name

@@ -1,0 +1,110 @@
+"""Which weights belong to which layers, and their canonical (out, in, *kernel) view.
+
+Patterns and axes are defined on the (out_channels, in_channels, *kernel) view of a
+weight, whatever its ONNX layout:
+
+    Gemm B, trans_b = 1   (N, K)          as stored
+    Gemm B, trans_b = 0   (K, N)          transposed
+    MatMul, weight right  (K, N)          transposed
+    MatMul, weight left   (M, K)          as stored
+    Conv W                (M, C/g, k...)  as stored
+
+Pruning, packing, reports and `inspect` all find layers here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, NameLoc
+from xdsl.ir import Operation
+
+from sparsec.dialects import nn
+from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.errors import PassFailure
+from sparsec.weights import WeightStore
+
+MAX_RANK = 5
+"""Conv weights have rank 3 to 5; Gemm and MatMul weights rank 2."""
+
+LayerWeightOp = nn.WeightOp | PackedWeightOp
+
+
+@dataclass(frozen=True)
+class LayerWeight:
+    """A weight in the weight position of Gemm, MatMul or Conv, with its canonical view."""
+
+    op: LayerWeightOp
+    consumer: Operation
+    transposed: bool
+    """True when the stored tensor is the transpose of the (out, in) view."""
+
+    @property
+    def name(self) -> str:
+        return self.op.weight_name.data
+
+    @property
+    def layer(self) -> str:
+        """The consumer's ONNX node name when known, else the weight's name."""
+        location = self.consumer.location
+        return location.desc.data if isinstance(location, NameLoc) else self.name
+
+    @property
+    def op_type(self) -> str:
+        return type(self.consumer).ONNX_OP  # pyright: ignore
+
+    def canonical(self, array: np.ndarray) -> np.ndarray:
+        return array.T if self.transposed else array
+
+    def stored(self, canonical: np.ndarray) -> np.ndarray:
+        return canonical.T if self.transposed else canonical
+
+    def stored_axis(self, canonical_axis: int) -> int:
+        """The stored tensor's axis for an axis of the canonical view."""
+        return 1 - canonical_axis if self.transposed else canonical_axis
+
+
+def dense_value(op: LayerWeightOp, weights: WeightStore) -> np.ndarray:
+    """The weight as a dense tensor, decoding it if it is packed."""
+    if isinstance(op, PackedWeightOp):
+        return op.decode({role: weights[name] for role, name in op.stored_tensors().items()})
+    return weights[op.weight_name.data]
+
+
+def _weight_role(consumer: Operation, index: int, rank: int) -> bool | None:
+    """None if this operand slot is not a layer weight, else whether it is transposed."""
+    if isinstance(consumer, nn.GemmOp) and index == 1:
+        return not consumer.trans_b.value.data
+    if isinstance(consumer, nn.MatMulOp) and rank == 2:
+        return index == 1
+    if isinstance(consumer, nn.ConvOp) and index == 1 and 3 <= rank <= MAX_RANK:
+        return False
+    return None
+
+
+def layer_weights(module: ModuleOp, include_packed: bool = False) -> Iterator[LayerWeight]:
+    """Every weight that feeds a Gemm, MatMul or Conv as its weight operand.
+
+    Packed weights are included only on request: pruning must not see them.
+    """
+    kinds = LayerWeightOp if include_packed else nn.WeightOp
+    for op in module.walk():
+        if not isinstance(op, kinds):
+            continue
+        rank = len(op.tensor_type.get_shape())
+        roles = {
+            (use.operation, role)
+            for use in op.result.uses
+            if (role := _weight_role(use.operation, use.index, rank)) is not None
+        }
+        if not roles:
+            continue
+        if len({role for _, role in roles}) > 1:
+            raise PassFailure(
+                f"weight '{op.weight_name.data}' is used both as (out, in) and as (in, out) "
+                "by different layers; it cannot be given one pattern"
+            )
+        consumer, transposed = min(roles, key=lambda r: str(r[0].name))
+        yield LayerWeight(op, consumer, transposed)
