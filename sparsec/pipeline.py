@@ -126,7 +126,11 @@ def _floats_widened(pass_type: type[ModulePass], spec: ArgSpec) -> ArgSpec:
 
 
 def pipeline_text(passes: tuple[ModulePass, ...]) -> str:
-    return ",".join(str(p.spec()) for p in passes)
+    """The passes as pipeline text, options spelled with hyphens as users write them."""
+    specs = (p.spec() for p in passes)
+    return ",".join(
+        str(ArgSpec(spec.name, {k.replace("_", "-"): v for k, v in spec.parameters.items()})) for spec in specs
+    )
 
 
 @dataclass

@@ -230,6 +230,28 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
 }
 
 
+def gemm_stack(path: str | Path, layers: int, width: int, bias: bool = False) -> Path:
+    """`layers` Gemm(transB) + Relu layers of width x width random weights (the big-model tests)."""
+    rng = np.random.default_rng(0)
+    nodes, initializers, previous = [], [], "x"
+    for i in range(layers):
+        inputs = [previous, f"w{i}"] + ([f"b{i}"] if bias else [])
+        initializers.append(numpy_helper.from_array(rng.standard_normal((width, width), dtype=np.float32), f"w{i}"))
+        if bias:
+            initializers.append(numpy_helper.from_array(rng.standard_normal(width, dtype=np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Gemm", inputs, [f"h{i}"], transB=1, name=f"fc{i}"))
+        nodes.append(helper.make_node("Relu", [f"h{i}"], [f"r{i}"], name=f"relu{i}"))
+        previous = f"r{i}"
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F32, ["batch", width])],
+        [helper.make_tensor_value_info(previous, F32, ["batch", width])],
+        initializers,
+    )
+    onnx.save(model, str(path))
+    return Path(path)
+
+
 def save(name: str, path: str | Path, external_data: bool = False) -> Path:
     path = Path(path)
     model = MODELS[name]()

@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+import models
 
 MEASURE = """
 import json, resource, sys, time
@@ -24,27 +22,8 @@ print(json.dumps({"seconds": seconds, "extra_kib": peak - before, "weights": mod
 """
 
 
-def big_model(path: Path, layers: int = 6, width: int = 2048) -> Path:
-    rng = np.random.default_rng(0)
-    nodes, initializers, previous = [], [], "x"
-    for i in range(layers):
-        initializers.append(numpy_helper.from_array(rng.standard_normal((width, width), dtype=np.float32), f"w{i}"))
-        nodes.append(helper.make_node("Gemm", [previous, f"w{i}"], [f"h{i}"], transB=1, name=f"fc{i}"))
-        nodes.append(helper.make_node("Relu", [f"h{i}"], [f"r{i}"], name=f"relu{i}"))
-        previous = f"r{i}"
-    graph = helper.make_graph(
-        nodes,
-        "big",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["batch", width])],
-        initializers,
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
 def test_import_100mb_model(tmp_path: Path):
-    path = big_model(tmp_path / "big.onnx")
+    path = models.gemm_stack(tmp_path / "big.onnx", layers=6, width=2048)
     assert path.stat().st_size > 100_000_000
     result = subprocess.run([sys.executable, "-c", MEASURE, str(path)], check=True, capture_output=True, text=True)
     figures = json.loads(result.stdout)
