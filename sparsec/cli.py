@@ -193,10 +193,10 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
 
 def compile_pipeline(args: argparse.Namespace, output_kind: str) -> str:
     """The pipeline `compile` runs: --pattern's pruning, then -p, packing for a
-    `.spx` that the pipeline did not pack, then --report."""
+    `.spx` or `.mlpackage` that the pipeline did not pack, then --report."""
     stages = [_pattern_pass(args), args.passes or None]
     packs = any(p.name == "pack-bitmask" for p in parse_pipeline(",".join(s for s in stages if s)))
-    if output_kind == ".spx" and not packs:
+    if output_kind in (".spx", ".mlpackage") and not packs:
         stages.append("pack-bitmask")
     if args.report:
         stages.append("sparsity-report{output=stdout}")
@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("compile", help="compile a model; the extension of -o picks the output")
     p.add_argument("model", help="the .onnx or .mlir model")
-    p.add_argument("-o", "--output", required=True, help="output: .mlir (IR), .onnx (model) or .spx (artifact)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output: .mlir (IR), .onnx (model), .spx (artifact) or .mlpackage (Core ML)")
     p.add_argument("--pattern", help="prune by magnitude: unstructured, block:B or nm:N:M")
     p.add_argument("--sparsity", type=float, help="fraction to prune, for unstructured and block")
     p.add_argument("--axis", type=int, help="axis of the (out, in, *kernel) view (default: block 0, n:m 1)")

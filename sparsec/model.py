@@ -20,6 +20,7 @@ from sparsec import reference
 from sparsec.artifact import read_spx, write_spx
 from sparsec.context import SparsecContext, make_context
 from sparsec.errors import SparsecError
+from sparsec.export.coreml import write_mlpackage
 from sparsec.export.onnx import write_onnx
 from sparsec.fileio import check_output_path
 from sparsec.frontend.onnx import import_onnx
@@ -28,7 +29,7 @@ from sparsec.pipeline import Instrumentation, PassTiming, parse_pipeline, run_pi
 from sparsec.weights import WeightStore
 
 INPUT_KINDS = (".onnx", ".mlir", ".spx")
-OUTPUT_KINDS = (".mlir", ".onnx", ".spx")
+OUTPUT_KINDS = (".mlir", ".onnx", ".spx", ".mlpackage")
 
 
 class Model:
@@ -68,6 +69,8 @@ class Model:
                 write_onnx(self.module, self.weights, path)
             case ".spx":
                 write_spx(self.module, self.weights, path)
+            case ".mlpackage":
+                write_mlpackage(self.module, self.weights, path)
             case other:
                 raise SparsecError(
                     f"output '{path}': unknown extension '{other}' (supported: {', '.join(OUTPUT_KINDS)})"

@@ -1,0 +1,89 @@
+"""Core ML export: sparse weights become constexpr_sparse_to_dense ops that coremltools
+loads back and decompresses to exactly sparsec's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import models
+import numpy as np
+import pytest
+
+import sparsec
+from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.errors import SparsecError
+from sparsec.export.coreml import feature_name
+from sparsec.layers import dense_value
+
+ct = pytest.importorskip("coremltools")
+from coremltools.converters.mil.frontend.milproto.load import load as milproto_load  # noqa: E402
+from coremltools.converters.mil.mil.ops.defs.iOS16.constexpr_ops import constexpr_sparse_to_dense  # noqa: E402
+
+
+def loaded_program(path: Path):
+    mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+    spec = mlmodel.get_spec()
+    return spec, milproto_load(spec, specification_version=spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
+
+
+@pytest.mark.parametrize(
+    ("name", "pipeline"),
+    [
+        ("mlp", "prune-magnitude{sparsity=0.75 min-elements=0},pack-bitmask"),
+        ("conv", "prune-magnitude{pattern=nm n=1 m=2 min-elements=0},pack-bitmask"),
+        ("transformer_mlp", "prune-magnitude{pattern=block block-size=2 sparsity=0.5 min-elements=0},pack-bitmask"),
+        ("norms", "strip-identity"),
+        ("shapes", ""),
+    ],
+)
+def test_decompressed_weights_equal_sparsecs(tmp_path, name, pipeline):
+    model = sparsec.load(models.save(name, tmp_path / f"{name}.onnx"))
+    if pipeline:
+        model.apply(pipeline)
+    model.save(tmp_path / f"{name}.mlpackage")
+    spec, program = loaded_program(tmp_path / f"{name}.mlpackage")
+    assert spec.WhichOneof("Type") == "mlProgram"
+    ours = {
+        feature_name(op.weight_name.data): dense_value(op, model.weights)
+        for op in model.module.walk()
+        if isinstance(op, PackedWeightOp)
+    }
+    theirs = {
+        op.name: constexpr_sparse_to_dense.decompress(op.nonzero_data.val, op.mask.val, op.shape.val)
+        for op in program.functions["main"].operations
+        if op.op_type == "constexpr_sparse_to_dense"
+    }
+    assert set(theirs) == set(ours)
+    for key, dense in ours.items():
+        np.testing.assert_array_equal(theirs[key].astype(np.float32), dense)
+
+
+def test_bitmask_arrays_are_carried_unchanged(tmp_path):
+    model = sparsec.load(models.save("mlp", tmp_path / "mlp.onnx"))
+    model.apply("prune-magnitude{sparsity=0.5 min-elements=0},pack-bitmask{encoding=bitmask}")
+    model.save(tmp_path / "mlp.mlpackage")
+    _, program = loaded_program(tmp_path / "mlp.mlpackage")
+    sparse_ops = {op.name: op for op in program.functions["main"].operations if op.op_type == "constexpr_sparse_to_dense"}
+    for op in model.module.walk():
+        if isinstance(op, PackedWeightOp):
+            exported = sparse_ops[feature_name(op.weight_name.data)]
+            np.testing.assert_array_equal(exported.mask.val, model.weights[f"{op.weight_name.data}:mask"])
+            np.testing.assert_array_equal(exported.nonzero_data.val, model.weights[f"{op.weight_name.data}:values"])
+
+
+def test_ops_without_core_ml_counterpart_are_named(tmp_path):
+    from sparsec.context import make_context
+    from sparsec.irfile import parse_module
+    from sparsec.model import Model
+
+    text = """
+    func.func @main(%x: tensor<1x2x8x8xf32>) -> tensor<1x2x3x3xf32> {
+      %y = nn.max_pool %x {kernel_shape = array<i64: 3, 3>, dilations = array<i64: 2, 2>} : (tensor<1x2x8x8xf32>) -> tensor<1x2x4x4xf32>
+      %z = nn.max_pool %y {kernel_shape = array<i64: 2, 2>} : (tensor<1x2x4x4xf32>) -> tensor<1x2x3x3xf32>
+      func.return %z : tensor<1x2x3x3xf32>
+    }"""
+    ctx = make_context()
+    model = Model(parse_module(text, ctx), ctx)
+    with pytest.raises(SparsecError, match="'nn.max_pool' with dilations has no Core ML counterpart"):
+        model.save(tmp_path / "bad.mlpackage")
+    assert not (tmp_path / "bad.mlpackage").exists()
