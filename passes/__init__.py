@@ -2,6 +2,7 @@
 
 from xdsl.passes import ModulePass
 
+from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
 from sparsec.passes.prune_magnitude import PruneMagnitudePass
 from sparsec.passes.prune_threshold import PruneThresholdPass
@@ -10,6 +11,7 @@ from sparsec.passes.strip_identity import StripIdentityPass
 from sparsec.passes.unpack import UnpackPass
 
 ALL_PASSES: tuple[type[ModulePass], ...] = (
+    LowerKernelsPass,
     PackBitmaskPass,
     PruneMagnitudePass,
     PruneThresholdPass,

@@ -18,6 +18,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from sparsec.dialects import nn
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, window_output
@@ -101,7 +102,7 @@ def _pad(x: np.ndarray, pads: tuple[int, ...], value: float, extra_end: tuple[in
     return np.pad(x, widths, constant_values=value)
 
 
-def _conv(op: nn.ConvOp, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+def _conv(op: nn.ConvolutionOp, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     kernel = tuple(w.shape[2:])
     strides, dilations, pads = op.geometry(x.shape, kernel)
     cols = _windows(_pad(x, pads, 0.0), kernel, strides, dilations)
@@ -204,6 +205,25 @@ def _gelu(op: nn.GeluOp, x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))).astype(x.dtype)
 
 
+def _epilogue(op: Operation, y: np.ndarray, bias: np.ndarray | None, channel_axis: int) -> np.ndarray:
+    epilogue = op.epilogue.data  # pyright: ignore
+    if bias is not None:
+        shape = [1] * y.ndim
+        shape[channel_axis] = -1
+        y = y + bias.reshape(shape)
+    return np.maximum(y, 0) if epilogue.endswith("relu") else y
+
+
+def _sparse_matmul(op: SparseMatMulOp, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    weight = w.reshape(w.shape[0], -1)
+    y = x @ (weight if op.transposed.value.data else weight.T)
+    return _epilogue(op, y, b, -1)
+
+
+def _sparse_conv(op: SparseConvOp, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    return _epilogue(op, _conv(op, x, w), b, 1)  # pyright: ignore
+
+
 def _reshape(op: nn.ReshapeOp, x: np.ndarray) -> np.ndarray:
     shape = list(ints_of(op.shape))
     if not op.allowzero.value.data:
@@ -252,6 +272,8 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.SqueezeOp: lambda op, x: np.squeeze(x, axis=op.squeezed_axes(x.shape)),
     nn.DropoutOp: lambda op, x: x,
     nn.IdentityOp: lambda op, x: x,
+    SparseMatMulOp: _sparse_matmul,
+    SparseConvOp: _sparse_conv,
 }
 
 

@@ -1,6 +1,12 @@
-"""sparsec's dialects: `nn` (model ops with ONNX semantics) and `sparse` (patterns)."""
+"""sparsec's dialects: `nn` (model ops with ONNX semantics) and `sparse` (patterns,
+packed weights, kernel ops)."""
 
+from xdsl.ir import Dialect
+
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.nn import NN
-from sparsec.dialects.sparse import Sparse
+from sparsec.dialects.sparse import EncodingAttr, PackedWeightOp, PatternAttr
+
+Sparse = Dialect("sparse", [PackedWeightOp, SparseMatMulOp, SparseConvOp], [PatternAttr, EncodingAttr])
 
 __all__ = ["NN", "Sparse"]

@@ -325,12 +325,8 @@ class WindowOp(FloatComputeOp, ABC):
         return strides, dilations, pads
 
 
-@irdl_op_definition
-class ConvOp(WindowOp):
-    """N-d convolution (cross-correlation) with groups, as ONNX Conv."""
-
-    name = "nn.conv"
-    ONNX_OP: ClassVar[str] = "Conv"
+class ConvolutionOp(WindowOp, ABC):
+    """N-d convolution (cross-correlation) with groups: operands, geometry, shapes."""
 
     x = operand_def(TensorType)
     w = operand_def(TensorType)
@@ -360,6 +356,14 @@ class ConvOp(WindowOp):
             raise ShapeError(f"kernel_shape {ints_of(self.kernel_shape)} != W's {kernel}")
         strides, dilations, pads = self.geometry(x, kernel)
         return (x[0], w[0], *shapes.window_output(x[2:], kernel, strides, dilations, pads))
+
+
+@irdl_op_definition
+class ConvOp(ConvolutionOp):
+    """N-d convolution (cross-correlation) with groups, as ONNX Conv."""
+
+    name = "nn.conv"
+    ONNX_OP: ClassVar[str] = "Conv"
 
 
 class PoolOp(WindowOp, ABC):

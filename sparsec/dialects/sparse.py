@@ -47,7 +47,7 @@ from xdsl.dialects.builtin import (
     f32,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, ParametrizedAttribute
+from xdsl.ir import Attribute, ParametrizedAttribute
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
@@ -380,5 +380,3 @@ class PackedWeightOp(IRDLOperation):
             case Encoding.BLOCK:
                 return decode_block(arrays, shape, dtype, encoding.block_size.data, encoding.axis.data)
 
-
-Sparse = Dialect("sparse", [PackedWeightOp], [PatternAttr, EncodingAttr])

@@ -1,0 +1,176 @@
+"""Lower layers on packed weights to kernel ops specialized to each layer.
+
+    lower-kernels
+
+Gemm (trans_a = 0, alpha = beta = 1), MatMul with a packed 2-D weight on the right, and
+Conv (group 1) with a packed weight become `sparse.matmul` / `sparse.conv`, each naming
+the kernel it needs (sparsec.kernels.KernelKey). A bias (Gemm's C, MatMul followed by an
+Add of a 1-D weight, Conv's B) and a Relu that is the only user are fused as the epilogue.
+
+The kernel kind follows the packed encoding: n:m runs along the input channels use the
+`nm` kernel, blocks along the output channels the `block` kernel; anything else (and
+structured weights whose runs do not lie along a flattened row) the `bitmask` kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import builtin
+from xdsl.dialects.builtin import IntegerAttr, StringAttr, f16, i64
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from sparsec.dialects import nn
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
+from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.kernels import KernelKey
+from sparsec.packing import Encoding
+
+
+def kernel_kind(weight: PackedWeightOp, transposed: bool) -> str:
+    """The kernel that can read this weight's encoding in its flattened (out, in) view."""
+    encoding = weight.encoding
+    shape = weight.tensor_type.get_shape()
+    stored_axis = encoding.axis.data
+    canonical_axis = 1 - stored_axis if transposed else stored_axis
+    match encoding.encoding:
+        case Encoding.NM if canonical_axis == 1 and math.prod(shape[2:]) == 1:
+            return "nm"
+        case Encoding.BLOCK if canonical_axis == 0:
+            return "block"
+        case _:
+            return "bitmask"
+
+
+def kernel_key(weight: PackedWeightOp, transposed: bool, epilogue: str) -> KernelKey:
+    shape = weight.tensor_type.get_shape()
+    rows, cols = (shape[1], shape[0]) if transposed else (shape[0], math.prod(shape[1:]))
+    encoding = weight.encoding
+    kind = kernel_kind(weight, transposed)
+    return KernelKey(
+        kind,
+        rows,
+        cols,
+        values="f16" if encoding.values == f16 else "f32",
+        n=encoding.n.data if kind == "nm" else 0,
+        m=encoding.m.data if kind == "nm" else 0,
+        block=encoding.block_size.data if kind == "block" else 0,
+        epilogue=epilogue,
+    )
+
+
+def _packed(value: SSAValue) -> PackedWeightOp | None:
+    return value.owner if isinstance(value.owner, PackedWeightOp) else None
+
+
+def _only_user(value: SSAValue) -> Operation | None:
+    uses = list(value.uses)
+    return uses[0].operation if len(uses) == 1 else None
+
+
+def _vector_bias(add: Operation | None, value: SSAValue, rows: int) -> SSAValue | None:
+    """The 1-D weight that `add` adds to `value`, if it is a bias of `rows` elements."""
+    if not isinstance(add, nn.AddOp):
+        return None
+    other = add.rhs if add.lhs is value else add.lhs
+    is_weight = isinstance(other.owner, nn.WeightOp)
+    return other if is_weight and other.type.get_shape() == (rows,) else None  # pyright: ignore
+
+
+def _fused_relu(value: SSAValue) -> nn.ReluOp | None:
+    user = _only_user(value)
+    return user if isinstance(user, nn.ReluOp) else None
+
+
+def _kernel_properties(key: KernelKey) -> dict:
+    return {"kernel": StringAttr(key.symbol), "kind": StringAttr(key.kind), "epilogue": StringAttr(key.epilogue)}
+
+
+def _epilogue(bias: bool, relu: bool) -> str:
+    return {(False, False): "none", (True, False): "bias", (False, True): "relu", (True, True): "bias_relu"}[(bias, relu)]
+
+
+def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
+    x, w = op.operands[0], op.operands[1]
+    weight = _packed(w)
+    if weight is None or len(weight.tensor_type.get_shape()) != 2:
+        return
+    bias: SSAValue | None = None
+    fused: list[Operation] = [op]
+    if isinstance(op, nn.GemmOp):
+        if op.trans_a.value.data or op.alpha.value.data != 1.0 or (op.c is not None and op.beta.value.data != 1.0):
+            return
+        transposed = not op.trans_b.value.data
+        rows = weight.tensor_type.get_shape()[0 if not transposed else 1]
+        if op.c is not None:
+            if op.c.type.get_shape() not in ((rows,), (1, rows)):  # pyright: ignore
+                return
+            bias = op.c
+    else:
+        transposed = True
+        rows = weight.tensor_type.get_shape()[1]
+        add = _only_user(op.results[0])
+        bias = _vector_bias(add, op.results[0], rows)
+        if bias is not None:
+            fused.append(add)  # pyright: ignore
+    last = fused[-1]
+    relu = _fused_relu(last.results[0])
+    if relu is not None:
+        fused.append(relu)
+        last = relu
+    key = kernel_key(weight, transposed, _epilogue(bias is not None, relu is not None))
+    operands = [[x], [w], [bias] if bias is not None else []]
+    new = SparseMatMulOp.build(
+        operands=operands,
+        properties={**_kernel_properties(key), "transposed": IntegerAttr(int(transposed), i64)},
+        result_types=[last.results[0].type],
+    )
+    _swap(op, last, new, fused)
+
+
+def _lower_conv(op: nn.ConvOp) -> None:
+    weight = _packed(op.w)
+    if weight is None or op.group.value.data != 1 or len(weight.tensor_type.get_shape()) != 4:
+        return
+    fused: list[Operation] = [op]
+    relu = _fused_relu(op.output)
+    if relu is not None:
+        fused.append(relu)
+    key = kernel_key(weight, False, _epilogue(op.b is not None, relu is not None))
+    properties = {**op.properties, **_kernel_properties(key)}
+    new = SparseConvOp.build(
+        operands=[[op.x], [op.w], [op.b] if op.b is not None else []],
+        properties=properties,
+        result_types=[fused[-1].results[0].type],
+    )
+    _swap(op, fused[-1], new, fused)
+
+
+def _swap(first: Operation, last: Operation, new: Operation, fused: list[Operation]) -> None:
+    block = first.parent_block()
+    assert block is not None
+    block.insert_op_before(new, last)
+    new.location = first.location
+    new.results[0].name_hint = last.results[0].name_hint
+    last.results[0].replace_all_uses_with(new.results[0])
+    for op in reversed(fused):
+        block.erase_op(op)
+
+
+@dataclass(frozen=True)
+class LowerKernelsPass(ModulePass):
+    """Replace Gemm/MatMul/Conv on packed weights with kernel ops, fusing bias and Relu."""
+
+    name = "lower-kernels"
+
+    def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
+        for candidate in list(op.walk()):
+            if candidate.parent is None:
+                continue  # erased as part of an earlier fusion
+            if isinstance(candidate, nn.GemmOp | nn.MatMulOp):
+                _lower_matmul(candidate)
+            elif isinstance(candidate, nn.ConvOp):
+                _lower_conv(candidate)

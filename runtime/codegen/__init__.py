@@ -1,0 +1,1 @@
+"""LLVM code generation for sparse kernels (xDSL llvm dialect -> llvmlite)."""

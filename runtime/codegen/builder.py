@@ -1,0 +1,163 @@
+"""A small builder for functions in xDSL's `llvm` dialect: constants, arithmetic,
+memory, and structured loops expressed with blocks and block arguments (phis).
+
+Kernels are written against this builder so that they read like loops while the IR
+they produce stays plain `llvm` dialect, printable in lit tests and translated to
+llvmlite by `xdsl.backend.llvm`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import IntegerAttr, IntegerType, f16, f32, i1, i8, i16, i32, i64
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+
+PTR = llvm.LLVMPointerType()
+_ELEMENT_BYTES = {f16: 2, f32: 4, i8: 1, i16: 2, i32: 4, i64: 8}
+
+
+class FunctionBuilder:
+    """Builds one `llvm.func` with external linkage, block by block."""
+
+    def __init__(self, name: str, arg_types: Sequence[Attribute], arg_names: Sequence[str]):
+        self.entry = Block(arg_types=list(arg_types))
+        for arg, hint in zip(self.entry.args, arg_names):
+            arg.name_hint = hint
+        self.region = Region([self.entry])
+        self.function = llvm.FuncOp(
+            name,
+            llvm.LLVMFunctionType(list(arg_types), llvm.LLVMVoidType()),
+            linkage=llvm.LinkageAttr("external"),
+            body=self.region,
+        )
+        self.block = self.entry
+
+    @property
+    def args(self) -> tuple[SSAValue, ...]:
+        return self.entry.args
+
+    def emit(self, op: Operation) -> SSAValue:
+        self.block.add_op(op)
+        return op.results[0] if op.results else None  # pyright: ignore
+
+    def new_block(self, arg_types: Sequence[Attribute] = ()) -> Block:
+        block = Block(arg_types=list(arg_types))
+        self.region.add_block(block)
+        return block
+
+    # --- values ------------------------------------------------------------------------
+
+    def const(self, value: int | float, ty: Attribute) -> SSAValue:
+        if isinstance(ty, IntegerType):
+            return self.emit(llvm.ConstantOp(IntegerAttr(int(value), ty), ty))
+        from xdsl.dialects.builtin import FloatAttr
+
+        return self.emit(llvm.ConstantOp(FloatAttr(float(value), ty), ty))  # pyright: ignore
+
+    def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.AddOp(a, b))
+
+    def sub(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.SubOp(a, b))
+
+    def mul(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.MulOp(a, b))
+
+    def and_(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.AndOp(a, b))
+
+    def lshr(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.LShrOp(a, b))
+
+    def fmuladd(self, a: SSAValue, b: SSAValue, c: SSAValue) -> SSAValue:
+        """a * b + c, fused when the target can."""
+        return self.emit(llvm.FMAOp(a, b, c))
+
+    def fadd(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.FAddOp(a, b))
+
+    def fmax(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.VectorFMaxOp(a, b))
+
+    def zext(self, value: SSAValue, ty: Attribute) -> SSAValue:
+        return self.emit(llvm.ZExtOp(value, ty))
+
+    def fpext(self, value: SSAValue) -> SSAValue:
+        return self.emit(llvm.FPExtOp(value, f32))
+
+    def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        index = llvm.ICmpPredicateFlag(predicate).to_int()
+        return self.emit(llvm.ICmpOp(a, b, IntegerAttr(index, i64)))
+
+    def cttz(self, value: SSAValue) -> SSAValue:
+        """Index of the lowest set bit (`value` is known to be non-zero)."""
+        width = value.type.width.data  # pyright: ignore
+        poison = self.const(1, i1)
+        return self.emit(llvm.CallIntrinsicOp(f"llvm.cttz.i{width}", [value, poison], [value.type]))
+
+    # --- memory ------------------------------------------------------------------------
+
+    def element_ptr(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
+        return self.emit(llvm.GEPOp.from_mixed_indices(base, [index], pointee_type=ty))
+
+    def load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
+        return self.emit(llvm.LoadOp(self.element_ptr(base, index, ty), ty))
+
+    def store(self, value: SSAValue, base: SSAValue, index: SSAValue) -> None:
+        self.emit(llvm.StoreOp(value, self.element_ptr(base, index, value.type)))
+
+    # --- control flow ------------------------------------------------------------------
+
+    def loop(
+        self,
+        start: SSAValue,
+        stop: SSAValue,
+        carried: Sequence[SSAValue],
+        body: Callable[[SSAValue, tuple[SSAValue, ...]], Sequence[SSAValue]],
+        step: int = 1,
+    ) -> tuple[SSAValue, ...]:
+        """for i in range(start, stop, step), threading `carried` values; returns their final values."""
+        types = [v.type for v in carried]
+        header = self.new_block([i64, *types])
+        inner = self.new_block()
+        exit_block = self.new_block(types)
+        self.emit(llvm.BrOp(header, start, *carried))
+        self.block = header
+        index, *state = header.args
+        index.name_hint = "i"
+        self.emit(llvm.CondBrOp(self.icmp("slt", index, stop), inner, [], exit_block, state))
+        self.block = inner
+        updated = body(index, tuple(state))
+        self.emit(llvm.BrOp(header, self.add(index, self.const(step, i64)), *updated))
+        self.block = exit_block
+        return exit_block.args
+
+    def while_bits(
+        self,
+        bits: SSAValue,
+        carried: Sequence[SSAValue],
+        body: Callable[[SSAValue, tuple[SSAValue, ...]], Sequence[SSAValue]],
+    ) -> tuple[SSAValue, ...]:
+        """For each set bit of `bits`, lowest first: body(bit index, carried)."""
+        types = [bits.type, *(v.type for v in carried)]
+        header = self.new_block(types)
+        inner = self.new_block()
+        exit_block = self.new_block(types[1:])
+        self.emit(llvm.BrOp(header, bits, *carried))
+        self.block = header
+        remaining, *state = header.args
+        remaining.name_hint = "bits"
+        zero = self.const(0, remaining.type)
+        self.emit(llvm.CondBrOp(self.icmp("ne", remaining, zero), inner, [], exit_block, state))
+        self.block = inner
+        updated = body(self.cttz(remaining), tuple(state))
+        cleared = self.and_(remaining, self.sub(remaining, self.const(1, remaining.type)))
+        self.emit(llvm.BrOp(header, cleared, *updated))
+        self.block = exit_block
+        return exit_block.args
+
+    def ret(self) -> llvm.FuncOp:
+        self.emit(llvm.ReturnOp())
+        return self.function

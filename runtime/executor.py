@@ -1,0 +1,172 @@
+"""Runs a compiled model: generated kernels for sparse layers, numpy for the rest.
+
+On construction the executor derives each kernel op's specialization key and operands,
+generates one LLVM module for the distinct keys and JIT-compiles it (or loads it from
+the disk cache). Every other op runs through the reference interpreter's numpy code, so
+both engines execute the same IR.
+
+Kernel calls go through ctypes, which releases the GIL, so a persistent thread pool
+splits each layer's output rows (or row blocks) across `threads` workers. Output
+buffers of kernel ops are allocated once per input shape and reused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+from sparsec import reference
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
+from sparsec.dialects.literals import numpy_dtype
+from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.errors import SparsecError
+from sparsec.kernels import KernelKey
+from sparsec.layers import LayerWeightOp, dense_value
+from sparsec.runtime.codegen.kernels import kernel_module
+from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
+from sparsec.runtime.operands import KernelOperands, prepare_operands
+from sparsec.weights import WeightStore
+
+KernelOp = SparseMatMulOp | SparseConvOp
+_MIN_UNITS_PER_THREAD = 16
+
+
+def kernel_key_of(op: KernelOp) -> KernelKey:
+    """The key a kernel op names, rebuilt from its weight and attributes."""
+    weight = op.w.owner
+    if not isinstance(weight, PackedWeightOp):
+        raise SparsecError(f"'{op.name}' needs a packed weight (sparse.packed), got {weight.name}")  # pyright: ignore
+    transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)
+    shape = weight.tensor_type.get_shape()
+    rows, cols = (shape[1], shape[0]) if transposed else (shape[0], int(np.prod(shape[1:])))
+    encoding = weight.encoding
+    kind = op.kind.data
+    key = KernelKey(
+        kind, rows, cols,
+        values="f16" if numpy_dtype(encoding.values) == np.float16 else "f32",
+        n=encoding.n.data if kind == "nm" else 0,
+        m=encoding.m.data if kind == "nm" else 0,
+        block=encoding.block_size.data if kind == "block" else 0,
+        epilogue=op.epilogue.data,
+    )  # fmt: skip
+    if key.symbol != op.kernel.data:
+        raise SparsecError(f"'{op.name}' names kernel {op.kernel.data}, but its weight and attributes give {key.symbol}")
+    return key
+
+
+@dataclass
+class _Layer:
+    key: KernelKey
+    operands: KernelOperands
+    bias: np.ndarray
+
+
+class Executor:
+    """A model compiled for this machine; `run` takes and returns arrays by name."""
+
+    def __init__(self, module: ModuleOp, weights: WeightStore, threads: int | None = None, target: Target | None = None):
+        self.module = module
+        self.weights = weights
+        self.function = reference.main_function(module)
+        self.threads = max(1, threads or os.cpu_count() or 1)
+        self.layers: dict[Operation, _Layer] = {}
+        for op in self.function.body.ops:
+            if isinstance(op, KernelOp):
+                self.layers[op] = self._prepare(op)
+        keys = [layer.key for layer in self.layers.values()]
+        self.kernels: CompiledKernels | None = compile_kernels(kernel_module(keys), target) if keys else None
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
+
+    def _prepare(self, op: KernelOp) -> _Layer:
+        key = kernel_key_of(op)
+        weight = op.w.owner
+        assert isinstance(weight, PackedWeightOp)
+        transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)
+        operands = prepare_operands(weight, self.weights, key, transposed)
+        bias = np.zeros(0, np.float32)
+        if op.b is not None:
+            owner = op.b.owner
+            if not isinstance(owner, LayerWeightOp):
+                raise SparsecError(f"'{op.name}': the bias must be a weight")
+            bias = np.ascontiguousarray(dense_value(owner, self.weights), dtype=np.float32).reshape(-1)
+        return _Layer(key, operands, bias)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _call(self, layer: _Layer, x: np.ndarray, y: np.ndarray) -> None:
+        """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y."""
+        assert self.kernels is not None
+        kernel = self.kernels.functions[layer.key.symbol]
+        a0, a1, a2 = layer.operands.addresses
+        bias = layer.bias.ctypes.data if layer.bias.size else 0
+        units = layer.key.parallel_units
+        batch = x.shape[0]
+        workers = min(self.threads, max(1, units // _MIN_UNITS_PER_THREAD))
+        if self.pool is None or workers == 1 or batch == 0:
+            kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, 0, units)
+            return
+        bounds = np.linspace(0, units, workers + 1).astype(np.int64)
+        futures = [
+            self.pool.submit(kernel, x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, int(lo), int(hi))
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+            if hi > lo
+        ]
+        for future in futures:
+            future.result()
+
+    def _buffer(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
+        key = (op, int(np.prod(shape)))
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = self.buffers[key] = np.empty(int(np.prod(shape)), np.float32)
+        return buffer.reshape(shape)
+
+    def _matmul(self, op: SparseMatMulOp, x: np.ndarray) -> np.ndarray:
+        layer = self.layers[op]
+        rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
+        y = self._buffer(op, (rows.shape[0], layer.key.rows))
+        self._call(layer, rows, y)
+        return y.reshape(*x.shape[:-1], layer.key.rows)
+
+    def _conv(self, op: SparseConvOp, x: np.ndarray) -> np.ndarray:
+        layer = self.layers[op]
+        weight_shape = op.w.type.get_shape()  # pyright: ignore
+        kernel = tuple(weight_shape[2:])
+        strides, dilations, pads = op.geometry(x.shape, kernel)
+        cols = reference._windows(reference._pad(x, pads, 0.0), kernel, strides, dilations)  # (N, C, *out, *k)
+        n, spatial = x.shape[0], cols.shape[2 : 2 + len(kernel)]
+        patches = np.ascontiguousarray(np.moveaxis(cols, 1, 1 + len(kernel)).reshape(-1, layer.key.cols), dtype=np.float32)
+        y = self._buffer(op, (patches.shape[0], layer.key.rows))
+        self._call(layer, patches, y)
+        return np.moveaxis(y.reshape(n, *spatial, layer.key.rows), -1, 1)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name for inputs by name."""
+        env: dict[SSAValue, np.ndarray] = dict(zip(self.function.args, reference.check_feeds(self.function, feeds)))
+        for op in self.function.body.ops:
+            if isinstance(op, func.ReturnOp):
+                names = reference.output_names(self.function)
+                return {name: np.array(env[v], copy=True) for name, v in zip(names, op.operands)}
+            if isinstance(op, LayerWeightOp):
+                if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
+                    env[op.result] = dense_value(op, self.weights)
+                continue
+            if isinstance(op, SparseMatMulOp):
+                env[op.results[0]] = self._matmul(op, env[op.x])
+            elif isinstance(op, SparseConvOp):
+                env[op.results[0]] = self._conv(op, env[op.x])
+            else:
+                env[op.results[0]] = reference.evaluate(op, [env[v] for v in op.operands]).astype(
+                    numpy_dtype(op.results[0].type.element_type), copy=False  # pyright: ignore
+                )
+        raise SparsecError("@main has no func.return")

@@ -1,0 +1,100 @@
+"""Kernel operands: the arrays each generated kernel reads, prepared once per layer.
+
+A bitmask weight stored in its (out, in) layout is used as it is (its values are a view
+of the memory-mapped artifact); only the 16-bit-aligned mask words and the row offsets
+are derived. Every other case is derived from the decoded weight in its (out, in)
+view; kernels.py in runtime/codegen documents each layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.kernels import KernelKey
+from sparsec.layers import dense_value
+from sparsec.packing import Encoding, unpack_bits
+from sparsec.weights import WeightStore
+
+
+@dataclass(frozen=True)
+class KernelOperands:
+    """The three data arrays (a0, a1, a2) of one kernel call; unused ones are empty."""
+
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def addresses(self) -> tuple[int, int, int]:
+        return tuple(a.ctypes.data if a.size else 0 for a in self.arrays)  # pyright: ignore
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+
+_EMPTY = np.zeros(0, np.uint8)
+
+
+def _canonical(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> np.ndarray:
+    dense = dense_value(op, weights)
+    dense = dense.T if transposed else dense
+    return np.ascontiguousarray(dense.reshape(key.rows, key.cols))
+
+
+def _row_words(nonzero: np.ndarray) -> np.ndarray:
+    """Each row's mask bits packed into little-endian 16-bit words, rows padded to whole words."""
+    rows, cols = nonzero.shape
+    words = math.ceil(cols / 16)
+    padded = np.zeros((rows, words * 16), dtype=bool)
+    padded[:, :cols] = nonzero
+    return np.packbits(padded, axis=1, bitorder="little").view("<u2").reshape(rows, words)
+
+
+def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+    if op.encoding.encoding is Encoding.BITMASK and not transposed:
+        arrays = {role: weights[name] for role, name in op.stored_tensors().items()}
+        nonzero = unpack_bits(arrays["mask"], key.rows * key.cols).reshape(key.rows, key.cols)
+        values = arrays["values"]
+    else:
+        dense = _canonical(op, weights, key, transposed)
+        nonzero = dense != 0
+        values = dense[nonzero].astype(dtype)
+    offsets = np.zeros(key.rows + 1, dtype=np.int64)
+    np.cumsum(nonzero.sum(axis=1), out=offsets[1:])
+    return KernelOperands((_row_words(nonzero), np.ascontiguousarray(values), offsets))
+
+
+def _nm(op: PackedWeightOp, weights: WeightStore, key: KernelKey) -> KernelOperands:
+    arrays = {role: weights[name] for role, name in op.stored_tensors().items()}
+    # Two bytes of slack: a position is read as a 16-bit word that may end past the stream.
+    positions = np.concatenate([arrays["positions"], np.zeros(2, np.uint8)])
+    return KernelOperands((np.ascontiguousarray(arrays["values"]), positions, _EMPTY))
+
+
+def _block(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+    dense = _canonical(op, weights, key, transposed)
+    size, row_blocks = key.block, math.ceil(key.rows / key.block)
+    padded = np.zeros((row_blocks * size, key.cols), dtype=dense.dtype)
+    padded[: key.rows] = dense
+    blocks = padded.reshape(row_blocks, size, key.cols)  # (row block, row in block, column)
+    kept = (blocks != 0).any(axis=1)  # (row block, column)
+    row_block, column = np.nonzero(kept)
+    values = blocks[row_block, :, column].astype(dtype)  # (kept, size)
+    offsets = np.zeros(row_blocks + 1, dtype=np.int64)
+    np.cumsum(kept.sum(axis=1), out=offsets[1:])
+    return KernelOperands((np.ascontiguousarray(values.reshape(-1)), column.astype(np.int32), offsets))
+
+
+def prepare_operands(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> KernelOperands:
+    dtype = np.dtype(np.float16 if key.values == "f16" else np.float32)
+    match key.kind:
+        case "bitmask":
+            return _bitmask(op, weights, key, transposed, dtype)
+        case "nm":
+            return _nm(op, weights, key)
+        case _:
+            return _block(op, weights, key, transposed, dtype)
+

@@ -1,0 +1,46 @@
+"""Kernel specialization keys: what a generated sparse kernel is specialized on.
+
+The key is data on the IR (`sparse.matmul` / `sparse.conv` carry its symbol) and code
+generation is a pure function of it, so layers with equal keys share one kernel. Passes
+use the key to name kernels; the runtime generates and compiles them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+KINDS = ("bitmask", "nm", "block")
+EPILOGUES = ("none", "bias", "relu", "bias_relu")
+
+
+@dataclass(frozen=True)
+class KernelKey:
+    """Everything a kernel is specialized on; equal keys share one compiled kernel."""
+
+    kind: str  # bitmask | nm | block
+    rows: int  # N, output channels
+    cols: int  # K, input channels
+    values: str = "f16"  # f16 | f32
+    n: int = 0
+    m: int = 0
+    block: int = 0
+    epilogue: str = "none"
+
+    @property
+    def symbol(self) -> str:
+        shape = f"{self.rows}x{self.cols}"
+        detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}"}[self.kind]
+        suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}"
+
+    @property
+    def position_bits(self) -> int:
+        return math.ceil(math.log2(self.m)) if self.m > 1 else 0
+
+    @property
+    def parallel_units(self) -> int:
+        """How many units [begin, end) ranges over: rows, or row blocks."""
+        return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
+
+
