@@ -192,12 +192,16 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
 
 
 def compile_pipeline(args: argparse.Namespace, output_kind: str) -> str:
-    """The pipeline `compile` runs: --pattern's pruning, then -p, packing for a
-    `.spx` or `.mlpackage` that the pipeline did not pack, then --report."""
+    """The pipeline `compile` runs: --pattern's pruning, then -p, then packing (for a
+    `.spx` or `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did
+    them, then --report."""
     stages = [_pattern_pass(args), args.passes or None]
     packs = any(p.name == "pack-bitmask" for p in parse_pipeline(",".join(s for s in stages if s)))
     if output_kind in (".spx", ".mlpackage") and not packs:
         stages.append("pack-bitmask")
+    lowers = any(p.name == "lower-kernels" for p in parse_pipeline(",".join(s for s in stages if s)))
+    if output_kind == ".spx" and not lowers:
+        stages.append("lower-kernels")
     if args.report:
         stages.append("sparsity-report{output=stdout}")
     return ",".join(stage for stage in stages if stage)
@@ -245,11 +249,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.engine != "reference":
-        raise SparsecError(f"--engine '{args.engine}' is not available (available: reference)")
     if args.output is not None:
         check_output_path(args.output, args.model)
-    outputs = load(args.model).run(_load_inputs(args.input))
+    outputs = load(args.model, threads=args.threads, engine=args.engine).run(_load_inputs(args.input))
     if args.output is None:
         for name, value in outputs.items():
             print(f"{name}: {value.dtype}{list(value.shape)} {np.array2string(value.reshape(-1)[:8], precision=6)}")
@@ -331,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("run", help="run a model on inputs")
     p.add_argument("model", help="the .onnx, .mlir or .spx model")
-    p.add_argument("--engine", default="reference", help="execution engine (reference)")
+    p.add_argument("--engine", choices=("jit", "reference"),
+                   help="jit (generated kernels; the default for .spx) or reference (numpy)")
+    p.add_argument("--threads", type=int, help="JIT worker threads (default: all cores)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input by name (repeatable), or a .npz with all inputs")
     p.add_argument("-o", "--output", help="write every output into this .npz (default: print a summary)")

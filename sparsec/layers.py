@@ -22,6 +22,7 @@ from xdsl.dialects.builtin import ModuleOp, NameLoc
 from xdsl.ir import Operation
 
 from sparsec.dialects import nn
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import PassFailure
 from sparsec.weights import WeightStore
@@ -53,6 +54,9 @@ class LayerWeight:
 
     @property
     def op_type(self) -> str:
+        """The ONNX operator the layer computes (kernel ops included)."""
+        if isinstance(self.consumer, SparseMatMulOp):
+            return "MatMul" if self.transposed else "Gemm"
         return type(self.consumer).ONNX_OP  # pyright: ignore
 
     def canonical(self, array: np.ndarray) -> np.ndarray:
@@ -79,8 +83,10 @@ def _weight_role(consumer: Operation, index: int, rank: int) -> bool | None:
         return not consumer.trans_b.value.data
     if isinstance(consumer, nn.MatMulOp) and rank == 2:
         return index == 1
-    if isinstance(consumer, nn.ConvOp) and index == 1 and 3 <= rank <= MAX_RANK:
+    if isinstance(consumer, nn.ConvOp | SparseConvOp) and index == 1 and 3 <= rank <= MAX_RANK:
         return False
+    if isinstance(consumer, SparseMatMulOp) and index == 1:
+        return bool(consumer.transposed.value.data)
     return None
 
 

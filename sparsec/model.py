@@ -3,7 +3,7 @@
     import sparsec
     model = sparsec.load("model.onnx")            # or a .mlir file
     model.apply("strip-identity,cse")             # the same text pipelines as the CLI
-    outputs = model.run({"input": x})             # reference interpreter, by input name
+    outputs = model.run({"input": x})             # by input name; .spx artifacts run JIT kernels
     model.save("out.spx")                         # or .mlir, .onnx
 """
 
@@ -32,12 +32,24 @@ INPUT_KINDS = (".onnx", ".mlir", ".spx")
 OUTPUT_KINDS = (".mlir", ".onnx", ".spx", ".mlpackage")
 
 
-class Model:
-    """An IR module together with the weight store its `nn.weight` ops refer to."""
+ENGINES = ("jit", "reference")
 
-    def __init__(self, module: ModuleOp, ctx: SparsecContext):
+
+class Model:
+    """An IR module together with the weight store its `nn.weight` ops refer to.
+
+    `run` uses the JIT engine (generated kernels for layers lowered by `lower-kernels`,
+    numpy for the rest) or the reference interpreter; artifacts default to the JIT.
+    """
+
+    def __init__(self, module: ModuleOp, ctx: SparsecContext, engine: str = "reference", threads: int | None = None):
+        if engine not in ENGINES:
+            raise SparsecError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
         self.module = module
         self.ctx = ctx
+        self.engine = engine
+        self.threads = threads
+        self._executor = None
 
     @property
     def weights(self) -> WeightStore:
@@ -50,10 +62,21 @@ class Model:
     ) -> list[PassTiming]:
         """Run a pass pipeline (text or parsed passes) over the model, in place."""
         passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+        self._executor = None
         return run_pipeline(self.module, self.ctx, passes, instrumentation)
 
+    def compiled(self):
+        """The JIT executor for the module as it is now (built on first use)."""
+        if self._executor is None:
+            from sparsec.runtime.executor import Executor
+
+            self._executor = Executor(self.module, self.weights, threads=self.threads)
+        return self._executor
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by name, computed by the reference interpreter."""
+        """Outputs by name, from the model's engine."""
+        if self.engine == "jit":
+            return self.compiled().run(feeds)
         return reference.run(self.module, self.weights, feeds)
 
     def text(self, inline_limit: int = INLINE_WEIGHT_LIMIT) -> str:
@@ -77,12 +100,13 @@ class Model:
                 )
 
     def clone(self) -> Model:
-        return Model(self.module.clone(), self.ctx.clone())
+        return Model(self.module.clone(), self.ctx.clone(), self.engine, self.threads)
 
 
-def load(path: str | Path, verify: bool = True) -> Model:
+def load(path: str | Path, threads: int | None = None, engine: str | None = None, verify: bool = True) -> Model:
     """Load a model from `.onnx`, `.mlir` or a `.spx` artifact (memory-mapped;
-    `verify=False` skips its checksums)."""
+    `verify=False` skips its checksums). `engine` defaults to "jit" for artifacts and
+    "reference" otherwise; `threads` (default: all cores) is the JIT's thread count."""
     path = Path(path)
     ctx = make_context()
     match path.suffix:
@@ -98,4 +122,4 @@ def load(path: str | Path, verify: bool = True) -> Model:
             raise SparsecError(
                 f"'{path}': unknown model kind '{other}' (supported: {', '.join(INPUT_KINDS)})"
             )
-    return Model(module, ctx)
+    return Model(module, ctx, engine or ("jit" if path.suffix == ".spx" else "reference"), threads)

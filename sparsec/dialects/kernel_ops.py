@@ -12,6 +12,8 @@ by the kernel. `kernel` is the symbol of the specialized kernel (sparsec.kernels
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from xdsl.dialects.builtin import I64, IntegerAttr, StringAttr, TensorType
 from xdsl.irdl import irdl_op_definition, operand_def, opt_operand_def, prop_def, result_def
 from xdsl.utils.exceptions import VerifyException
@@ -70,6 +72,7 @@ class SparseConvOp(ConvolutionOp):
     """nn.conv (group 1) with a fused epilogue, as im2col plus a generated sparse kernel."""
 
     name = "sparse.conv"
+    ONNX_OP: ClassVar[str] = "Conv"
 
     kernel = prop_def(StringAttr)
     kind = prop_def(StringAttr)

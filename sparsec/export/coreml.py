@@ -25,6 +25,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from sparsec.dialects import nn
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, resolve_pads
 from sparsec.dialects.sparse import PackedWeightOp
@@ -103,7 +104,7 @@ class _Lowering:
             y = mb.add(x=y, y=c if _float(op.beta) == 1.0 else mb.mul(x=c, y=np.float32(_float(op.beta))))
         return y
 
-    def conv(self, op: nn.ConvOp, x, w, b=None):
+    def conv(self, op: nn.ConvolutionOp, x, w, b=None):
         geometry = self.window(op, tuple(op.w.type.get_shape()[2:]))  # pyright: ignore
         dilations = geometry.pop("_dilations", None) or ints_of(op.dilations) or None
         args = {"x": x, "weight": w, "groups": _int(op.group), **geometry}
@@ -112,6 +113,17 @@ class _Lowering:
         if b is not None:
             args["bias"] = b
         return self.mb.conv(**args)
+
+    def kernel_op(self, op: SparseMatMulOp | SparseConvOp, args: list) -> Any:
+        """A kernel op as the matmul or conv it computes, with its epilogue."""
+        mb = self.mb
+        if isinstance(op, SparseConvOp):
+            y = self.conv(op, *args)  # pyright: ignore
+        else:
+            y = mb.matmul(x=args[0], y=args[1], transpose_y=not op.transposed.value.data)
+            if len(args) == 3:
+                y = mb.add(x=y, y=args[2])
+        return mb.relu(x=y) if op.epilogue.data.endswith("relu") else y
 
     def pool(self, op: nn.PoolOp, x):
         kernel = ints_of(op.kernel_shape)
@@ -130,6 +142,8 @@ class _Lowering:
         return self.mb.reshape(x=x, shape=[-1 if d == DYNAMIC else d for d in shape])
 
     def lower(self, op: Operation, args: list) -> Any:
+        if isinstance(op, SparseMatMulOp | SparseConvOp):
+            return self.kernel_op(op, args)
         mb = self.mb
         table: dict[type[Operation], Callable[..., Any]] = {
             nn.GemmOp: lambda *a: self.gemm(op, *a),  # pyright: ignore
@@ -171,6 +185,7 @@ SUPPORTED = (
     nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp, nn.SumOp, nn.BatchNormOp, nn.LayerNormOp, nn.LRNOp, nn.MaxPoolOp,
     nn.AveragePoolOp, nn.GlobalAveragePoolOp, nn.ReshapeOp, nn.FlattenOp, nn.TransposeOp, nn.ConcatOp,
     nn.UnsqueezeOp, nn.SqueezeOp, nn.DropoutOp, nn.IdentityOp, nn.WeightOp, PackedWeightOp, func.ReturnOp,
+    SparseMatMulOp, SparseConvOp,
 )  # fmt: skip
 
 

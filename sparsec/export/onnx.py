@@ -1,6 +1,7 @@
 """sparsec IR back to ONNX, with the weights as the pipeline left them.
 
-Every `nn` op maps back to the ONNX operator it mirrors, packed weights are decoded; properties become node
+Every `nn` op maps back to the ONNX operator it mirrors, packed weights are decoded,
+and kernel ops become the Gemm or Conv (plus Relu) they were lowered from; properties become node
 attributes (`trans_b` -> `transB`), and properties that ONNX passes as inputs from
 opset 13 on (Reshape's shape, Unsqueeze/Squeeze axes) become int64 initializers.
 The model is written at opset 17 (LayerNormalization), or 20 when it uses Gelu.
@@ -18,6 +19,7 @@ from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, Module
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from sparsec.dialects import nn
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC
@@ -77,8 +79,11 @@ class _Exporter:
             self.names[op.result] = name
             self.add_initializer(name, dense_value(op, self.weights))
             return
+        if isinstance(op, SparseMatMulOp | SparseConvOp):
+            self.export_kernel_op(op)
+            return
         if not isinstance(op, nn.NNOp):
-            raise SparsecError(f"'{op.name}' has no ONNX counterpart; export runs before kernel lowering")
+            raise SparsecError(f"'{op.name}' has no ONNX counterpart")
         self.uses_gelu |= isinstance(op, nn.GeluOp)
         inputs = [self.name_of(v) for v in op.operands]
         attributes: dict[str, int | float | str | list[int]] = {}
@@ -90,6 +95,36 @@ class _Exporter:
                 attributes[_ONNX_ATTRIBUTE_NAMES.get(key, key)] = _attribute_value(attr)
         outputs = [self.name_of(op.results[0])]
         self.nodes.append(helper.make_node(op.ONNX_OP, inputs, outputs, name=outputs[0], **attributes))
+
+
+    def export_kernel_op(self, op: SparseMatMulOp | SparseConvOp) -> None:
+        """A kernel op as the ONNX node it was lowered from, plus Relu for a fused epilogue."""
+        inputs = [self.name_of(v) for v in op.operands]
+        output = self.name_of(op.results[0])
+        relu = op.epilogue.data.endswith("relu")
+        first = f"{output}_pre_relu" if relu else output
+        if isinstance(op, SparseConvOp):
+            attributes = {
+                _ONNX_ATTRIBUTE_NAMES.get(k, k): _attribute_value(v)
+                for k, v in op.properties.items()
+                if k not in ("kernel", "kind", "epilogue")
+            }
+            self.nodes.append(helper.make_node("Conv", inputs, [first], name=first, **attributes))
+        elif len(op.x.type.get_shape()) == 2:  # pyright: ignore
+            self.nodes.append(
+                helper.make_node("Gemm", inputs, [first], name=first, transB=0 if op.transposed.value.data else 1)
+            )
+        else:
+            weight = inputs[1]
+            if not op.transposed.value.data:
+                weight = f"{first}_weight_t"
+                self.nodes.append(helper.make_node("Transpose", [inputs[1]], [weight], name=weight))
+            product = f"{first}_product" if op.b is not None else first
+            self.nodes.append(helper.make_node("MatMul", [inputs[0], weight], [product], name=product))
+            if op.b is not None:
+                self.nodes.append(helper.make_node("Add", [product, inputs[2]], [first], name=first))
+        if relu:
+            self.nodes.append(helper.make_node("Relu", [first], [output], name=output))
 
 
 def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:
