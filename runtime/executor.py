@@ -61,6 +61,12 @@ def kernel_key_of(op: KernelOp) -> KernelKey:
     return key
 
 
+def kernel_keys(module: ModuleOp) -> list[KernelKey]:
+    """The distinct kernels a module's kernel ops need, in program order."""
+    keys = [kernel_key_of(op) for op in module.walk() if isinstance(op, KernelOp)]
+    return list(dict.fromkeys(keys))
+
+
 @dataclass
 class _Layer:
     key: KernelKey

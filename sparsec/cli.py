@@ -30,7 +30,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from sparsec.context import make_context
 from sparsec.errors import SparsecError
-from sparsec.fileio import atomic_path, check_output_path
+from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
@@ -218,7 +218,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = load(args.model)
     _apply(model, pipeline, args)
     model.save(output, inline_limit=args.inline_weight_limit, debuginfo=args.print_debuginfo)
+    if args.emit_llvm is not None:
+        _emit_llvm(model, Path(args.emit_llvm))
     return 0
+
+
+def _emit_llvm(model: Model, directory: Path) -> None:
+    """Write each kernel's LLVM IR as DIRECTORY/SYMBOL.ll."""
+    from sparsec.runtime.codegen.kernels import kernel_llvm_ir
+    from sparsec.runtime.executor import kernel_keys
+
+    if not directory.is_dir():
+        raise SparsecError(f"--emit-llvm: directory '{directory}' does not exist")
+    for key in kernel_keys(model.module):
+        with atomic_output(directory / f"{key.symbol}.ll") as stream:
+            stream.write(kernel_llvm_ir(key))
 
 
 def _load_inputs(specs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -321,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axis", type=int, help="axis of the (out, in, *kernel) view (default: block 0, n:m 1)")
     p.add_argument("--min-elements", type=int, help="leave weights with at most this many elements dense (default 2048)")
     p.add_argument("--report", action="store_true", help="print the per-layer sparsity report")
+    p.add_argument("--emit-llvm", metavar="DIR", help="write each generated kernel's LLVM IR into DIR")
     _add_pipeline_options(p)
     _add_ir_printing(p)
     p.set_defaults(handler=cmd_compile)

@@ -15,7 +15,7 @@ config.name = "sparsec"
 config.test_format = lit.formats.ShTest(execute_external=False)
 config.suffixes = [".mlir", ".test"]
 config.test_source_root = os.path.dirname(__file__)
-config.excludes = ["Inputs", "Output", "unit", "__pycache__"]
+config.excludes = ["Inputs", "Output", "unit", "__pycache__", "compare_engines.py"]
 
 config.substitutions.append(("%models", f"{sys.executable} {os.path.join(os.path.dirname(__file__), 'models.py')}"))
 config.substitutions.append(("%expect-exit", f"{sys.executable} {os.path.join(os.path.dirname(__file__), 'expect_exit.py')}"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp, f16, f32, i8, i16, i32, i64
 from xdsl.ir import SSAValue
@@ -198,6 +199,14 @@ _KERNELS = {"bitmask": _BitmaskKernel, "nm": _NMKernel, "block": _BlockKernel}
 def kernel_function(key: KernelKey) -> llvm.FuncOp:
     """The `llvm.func` for one specialization key (a pure function of the key)."""
     return _KERNELS[key.kind](key).build()
+
+
+def kernel_llvm_ir(key: KernelKey) -> str:
+    """LLVM IR text of one kernel, through xDSL's llvm-dialect translator."""
+    import llvmlite.binding as llvm
+
+    module = kernel_module([key])
+    return str(convert_module(module, fallback_target_triple=llvm.get_process_triple()))
 
 
 def kernel_module(keys: list[KernelKey]) -> ModuleOp:

@@ -1,0 +1,50 @@
+// lower-kernels: layers on packed weights become kernel ops; bias and a sole Relu fuse.
+// RUN: sparsec opt %s --split-input-file -p 'pack-bitmask,lower-kernels' | filecheck %s
+
+func.func @main(%x: tensor<?x8xf32>) -> tensor<?x2xf32> {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<nm 2:4, axis = 1>} dense<[[0.0, -4.0, 3.0, 0.0, 8.0, 7.0, 0.0, 0.0], [0.0, 0.0, 0.3, 0.4, 4.0, 3.0, 0.0, 0.0]]> : tensor<2x8xf32>
+  %b = nn.weight "b" dense<[1.0, -1.0]> : tensor<2xf32>
+  %y = nn.gemm %x, %w, %b {trans_b = 1 : i64} : (tensor<?x8xf32>, tensor<2x8xf32>, tensor<2xf32>) -> tensor<?x2xf32>
+  %r = nn.relu %y : (tensor<?x2xf32>) -> tensor<?x2xf32>
+  func.return %r : tensor<?x2xf32>
+}
+// CHECK:      %r = sparse.matmul %x, %w, %b {kernel = "spmm_nm2_4_f16_2x8_bias_relu", kind = "nm", epilogue = "bias_relu", transposed = 0 : i64}
+// CHECK-SAME:   : (tensor<?x8xf32>, tensor<2x8xf32>, tensor<2xf32>) -> tensor<?x2xf32>
+// CHECK-NOT:  nn.relu
+// CHECK-NEXT: func.return %r
+
+// -----
+// MatMul with an Add of a 1-D weight: the Add is the bias. The weight is stored (in, out).
+func.func @main(%x: tensor<?x8xf32>) -> tensor<?x1xf32> {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[0.0], [0.0], [3.0], [4.0], [8.0], [7.0], [0.0], [0.0]]> : tensor<8x1xf32>
+  %b = nn.weight "b" dense<[2.0]> : tensor<1xf32>
+  %y = nn.matmul %x, %w : (tensor<?x8xf32>, tensor<8x1xf32>) -> tensor<?x1xf32>
+  %z = nn.add %y, %b : (tensor<?x1xf32>, tensor<1xf32>) -> tensor<?x1xf32>
+  func.return %z : tensor<?x1xf32>
+}
+// CHECK: %z = sparse.matmul %x, %w, %b {kernel = "spmm_bitmask_f16_1x8_bias", kind = "bitmask", epilogue = "bias", transposed = 1 : i64}
+
+// -----
+// Conv (group 1) with blocks along the output channels uses the block kernel over the
+// flattened (out, in * kh * kw) view.
+func.func @main(%x: tensor<1x1x3x3xf32>) -> tensor<1x4x2x2xf32> {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<block 2, axis = 0, sparsity = 0.5>} dense<[[[[0.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]], [[[1.0, 2.0], [3.0, 4.0]]], [[[5.0, 6.0], [7.0, 8.0]]]]> : tensor<4x1x2x2xf32>
+  %y = nn.conv %x, %w : (tensor<1x1x3x3xf32>, tensor<4x1x2x2xf32>) -> tensor<1x4x2x2xf32>
+  func.return %y : tensor<1x4x2x2xf32>
+}
+// CHECK: %y = sparse.conv %x, %w {kernel = "spmm_block2_f16_4x4", kind = "block", epilogue = "none"}
+
+// -----
+// Not lowered: transposed A, a scaled product, and a weight that is not packed.
+func.func @main(%x: tensor<8x2xf32>, %d: tensor<2x8xf32>) -> (tensor<2x2xf32>, tensor<?x2xf32>, tensor<2x2xf32>) {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[0.0, 1.0, 0.0, 2.0, 0.0, 3.0, 0.0, 4.0], [5.0, 0.0, 6.0, 0.0, 7.0, 0.0, 8.0, 0.0]]> : tensor<2x8xf32>
+  %a = nn.gemm %x, %w {trans_a = 1 : i64, trans_b = 1 : i64} : (tensor<8x2xf32>, tensor<2x8xf32>) -> tensor<2x2xf32>
+  %t = nn.transpose %x : (tensor<8x2xf32>) -> tensor<2x8xf32>
+  %s = nn.gemm %t, %w {alpha = 2.0 : f32, trans_b = 1 : i64} : (tensor<2x8xf32>, tensor<2x8xf32>) -> tensor<?x2xf32>
+  %u = nn.gemm %t, %d {trans_b = 1 : i64} : (tensor<2x8xf32>, tensor<2x8xf32>) -> tensor<2x2xf32>
+  func.return %a, %s, %u : tensor<2x2xf32>, tensor<?x2xf32>, tensor<2x2xf32>
+}
+// CHECK: nn.gemm %x, %w {trans_a = 1 : i64, trans_b = 1 : i64}
+// CHECK: nn.gemm %t, %w {alpha = 2.000000e+00 : f32, trans_b = 1 : i64}
+// CHECK: nn.gemm %t, %d {trans_b = 1 : i64}
+// CHECK-NOT: sparse.matmul
