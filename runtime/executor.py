@@ -12,6 +12,7 @@ buffers of kernel ops are allocated once per input shape and reused.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,9 @@ KernelOp = SparseMatMulOp | SparseConvOp
 _MIN_UNITS_PER_THREAD = 16
 
 
-def kernel_key_of(op: KernelOp) -> KernelKey:
-    """The key a kernel op names, rebuilt from its weight and attributes."""
+def kernel_key_of(op: KernelOp, native_f16: bool = True) -> KernelKey:
+    """The key a kernel op names, rebuilt from its weight and attributes; `native_f16`
+    is the target's (it only changes how float16 values are widened)."""
     weight = op.w.owner
     if not isinstance(weight, PackedWeightOp):
         raise SparsecError(f"'{op.name}' needs a packed weight (sparse.packed), got {weight.name}")  # pyright: ignore
@@ -58,7 +60,7 @@ def kernel_key_of(op: KernelOp) -> KernelKey:
     )  # fmt: skip
     if key.symbol != op.kernel.data:
         raise SparsecError(f"'{op.name}' names kernel {op.kernel.data}, but its weight and attributes give {key.symbol}")
-    return key
+    return dataclasses.replace(key, native_f16=native_f16)
 
 
 def kernel_keys(module: ModuleOp) -> list[KernelKey]:
@@ -82,17 +84,18 @@ class Executor:
         self.weights = weights
         self.function = reference.main_function(module)
         self.threads = max(1, threads or os.cpu_count() or 1)
+        self.target = target or Target.host()
         self.layers: dict[Operation, _Layer] = {}
         for op in self.function.body.ops:
             if isinstance(op, KernelOp):
                 self.layers[op] = self._prepare(op)
         keys = [layer.key for layer in self.layers.values()]
-        self.kernels: CompiledKernels | None = compile_kernels(kernel_module(keys), target) if keys else None
+        self.kernels: CompiledKernels | None = compile_kernels(kernel_module(keys), self.target) if keys else None
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
     def _prepare(self, op: KernelOp) -> _Layer:
-        key = kernel_key_of(op)
+        key = kernel_key_of(op, self.target.native_f16)
         weight = op.w.owner
         assert isinstance(weight, PackedWeightOp)
         transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)

@@ -57,6 +57,15 @@ class Target:
         llvm.initialize_native_asmprinter()
         return Target("generic", "")
 
+    @property
+    def native_f16(self) -> bool:
+        """Whether float16 -> float32 conversion is an instruction (else kernels widen
+        float16 with integer operations rather than call a runtime library)."""
+        triple = llvm.get_process_triple()
+        if not triple.startswith(("x86_64", "i686", "i386")):
+            return True
+        return "+f16c" in self.features.split(",")
+
     def machine(self) -> llvm.TargetMachine:
         target = llvm.Target.from_triple(llvm.get_process_triple())
         return target.create_target_machine(cpu=self.cpu, features=self.features, opt=3, jit=True)

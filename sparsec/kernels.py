@@ -26,13 +26,17 @@ class KernelKey:
     m: int = 0
     block: int = 0
     epilogue: str = "none"
+    native_f16: bool = True
+    """False for targets without half-precision conversion instructions (x86 without
+    F16C): float16 values are widened with integer operations instead of a libcall."""
 
     @property
     def symbol(self) -> str:
         shape = f"{self.rows}x{self.cols}"
         detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}"}[self.kind]
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
-        return f"spmm_{detail}_{self.values}_{shape}{suffix}"
+        portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}"
 
     @property
     def position_bits(self) -> int:

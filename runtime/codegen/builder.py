@@ -87,6 +87,23 @@ class FunctionBuilder:
     def fpext(self, value: SSAValue) -> SSAValue:
         return self.emit(llvm.FPExtOp(value, f32))
 
+    def half_bits_to_float(self, bits16: SSAValue) -> SSAValue:
+        """float16 bits (i16) to f32 with integer operations only.
+
+        (bits & 0x7fff) << 13, read as a float and scaled by 2^112, is exact for
+        normals, subnormals and zero; infinities and NaNs get the all-ones exponent;
+        then the sign bit is copied.
+        """
+        bits = self.zext(bits16, i32)
+        magnitude = self.emit(llvm.ShlOp(self.and_(bits, self.const(0x7FFF, i32)), self.const(13, i32)))
+        scaled = self.emit(llvm.FMulOp(self.emit(llvm.BitcastOp(magnitude, f32)), self.const(2.0**112, f32)))
+        scaled_bits = self.emit(llvm.BitcastOp(scaled, i32))
+        special = self.icmp("eq", self.and_(bits, self.const(0x7C00, i32)), self.const(0x7C00, i32))
+        exponent = self.emit(llvm.SelectOp(special, self.const(0x7F800000, i32), self.const(0, i32)))
+        sign = self.emit(llvm.ShlOp(self.and_(bits, self.const(0x8000, i32)), self.const(16, i32)))
+        combined = self.emit(llvm.OrOp(self.emit(llvm.OrOp(scaled_bits, exponent)), sign))
+        return self.emit(llvm.BitcastOp(combined, f32))
+
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
         index = llvm.ICmpPredicateFlag(predicate).to_int()
         return self.emit(llvm.ICmpOp(a, b, IntegerAttr(index, i64)))

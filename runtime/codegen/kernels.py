@@ -47,8 +47,11 @@ class _Kernel:
         self.value_type = f16 if key.values == "f16" else f32
 
     def value(self, base: SSAValue, index: SSAValue) -> SSAValue:
-        loaded = self.b.load(base, index, self.value_type)
-        return self.b.fpext(loaded) if self.value_type == f16 else loaded
+        if self.value_type == f32:
+            return self.b.load(base, index, f32)
+        if self.key.native_f16:
+            return self.b.fpext(self.b.load(base, index, f16))
+        return self.b.half_bits_to_float(self.b.load(base, index, i16))
 
     def finish(self, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
         b, key = self.b, self.key

@@ -1,0 +1,134 @@
+"""Generated kernels against numpy, over random shapes, patterns, layouts and epilogues;
+the JIT's disk cache and its portable target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sparsec.context import make_context
+from sparsec.dialects.kernel_ops import SparseMatMulOp
+from sparsec.irfile import parse_module
+from sparsec.model import Model
+from sparsec.runtime.codegen.kernels import kernel_module
+from sparsec.runtime.executor import Executor, kernel_keys
+from sparsec.runtime.jit import Target, compile_kernels
+
+SIZES = st.sampled_from([1, 3, 16, 17, 64, 1000]) | st.integers(1, 40)
+PATTERNS = st.sampled_from(
+    [
+        "pattern=unstructured sparsity=0.0",
+        "pattern=unstructured sparsity=0.75",
+        "pattern=unstructured sparsity=1.0",
+        "pattern=nm n=2 m=4",
+        "pattern=nm n=3 m=4",
+        "pattern=nm n=1 m=8",
+        "pattern=nm n=7 m=16",
+        "pattern=block block-size=4 sparsity=0.5",
+        "pattern=block block-size=16 sparsity=0.75",
+    ]
+)
+
+
+def layer_text(rows: int, cols: int, matmul: bool, bias: bool, relu: bool) -> str:
+    weight_shape = f"{cols}x{rows}" if matmul else f"{rows}x{cols}"
+    lines = [f'  %w = nn.weight "w" : tensor<{weight_shape}xf32>']
+    if matmul:
+        lines.append(f"  %y = nn.matmul %x, %w : (tensor<?x{cols}xf32>, tensor<{weight_shape}xf32>) -> tensor<?x{rows}xf32>")
+        if bias:
+            lines.append(f'  %b = nn.weight "b" : tensor<{rows}xf32>')
+            lines.append(f"  %y2 = nn.add %y, %b : (tensor<?x{rows}xf32>, tensor<{rows}xf32>) -> tensor<?x{rows}xf32>")
+    else:
+        if bias:
+            lines.append(f'  %b = nn.weight "b" : tensor<{rows}xf32>')
+        operands = "%x, %w, %b" if bias else "%x, %w"
+        types = f"tensor<?x{cols}xf32>, tensor<{weight_shape}xf32>" + (f", tensor<{rows}xf32>" if bias else "")
+        lines.append(f"  %y2 = nn.gemm {operands} {{trans_b = 1 : i64}} : ({types}) -> tensor<?x{rows}xf32>")
+    last = "%y2" if (bias or not matmul) else "%y"
+    if relu:
+        lines.append(f"  %r = nn.relu {last} : (tensor<?x{rows}xf32>) -> tensor<?x{rows}xf32>")
+        last = "%r"
+    body = "\n".join(lines)
+    signature = f'(%x: tensor<?x{cols}xf32> {{sparsec.name = "x"}}) -> (tensor<?x{rows}xf32> {{sparsec.name = "y"}})'
+    return f"func.func @main{signature} {{\n{body}\n  func.return {last} : tensor<?x{rows}xf32>\n}}\n"
+
+
+def build(rows: int, cols: int, matmul: bool, bias: bool, relu: bool, seed: int) -> Model:
+    ctx = make_context()
+    module = parse_module(layer_text(rows, cols, matmul, bias, relu), ctx)
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((cols, rows) if matmul else (rows, cols)).astype(np.float32)
+    canonical = weight.T if matmul else weight
+    canonical[rng.random(rows) < 0.2] = 0.0  # some empty rows
+    ctx.weights["w"] = weight
+    if bias:
+        ctx.weights["b"] = rng.standard_normal(rows).astype(np.float32)
+    return Model(module, ctx)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SIZES, SIZES, PATTERNS, st.booleans(), st.booleans(), st.booleans(), st.integers(1, 9), st.integers(0, 99))
+def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, relu, batch, seed):
+    model = build(rows, cols, matmul, bias, relu, seed)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    x = np.random.default_rng(seed + 1).standard_normal((batch, cols)).astype(np.float32)
+    ((name, expected),) = model.run({"x": x}).items()  # the reference interpreter on the same IR
+    for threads in (1, 2):
+        got = Executor(model.module, model.weights, threads=threads).run({"x": x})[name]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    lowered = [op for op in model.module.walk() if isinstance(op, SparseMatMulOp)]
+    assert len(kernel_keys(model.module)) == len(lowered)
+
+
+def small_model() -> Model:
+    model = build(33, 70, False, True, True, 0)
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    return model
+
+
+def test_disk_cache_hits_and_recovers_from_damage(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = small_model()
+    module = kernel_module(kernel_keys(model.module))
+    first = compile_kernels(module)
+    assert not first.from_cache
+    second = compile_kernels(module)
+    assert second.from_cache
+    (entry,) = tmp_path.glob("*.o")
+    entry.write_bytes(entry.read_bytes()[:-7] + b"damaged")
+    third = compile_kernels(module)
+    assert not third.from_cache
+    x = np.ones((2, 70), np.float32)
+    results = [Executor(model.module, model.weights).run({"x": x})["y"] for _ in range(2)]
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_portable_target_computes_the_same(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = small_model()
+    x = np.random.default_rng(3).standard_normal((4, 70)).astype(np.float32)
+    host = Executor(model.module, model.weights, target=Target.host()).run({"x": x})["y"]
+    portable = Executor(model.module, model.weights, target=Target.portable()).run({"x": x})["y"]
+    np.testing.assert_allclose(host, portable, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("SPARSEC_CPU", "generic")
+    assert Target.host() == Target.portable()
+
+
+def test_kernel_ir_is_a_pure_function_of_the_key():
+    model = small_model()
+    keys = kernel_keys(model.module)
+    assert str(kernel_module(keys)) == str(kernel_module(keys))
+    assert len(kernel_module(keys + keys).ops) == len(keys)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 17, 1000])
+def test_extreme_rows(rows):
+    model = build(rows, 17, False, True, False, rows)
+    model.apply("prune-magnitude{sparsity=0.5 min-elements=0},pack-bitmask,lower-kernels")
+    x = np.random.default_rng(rows).standard_normal((3, 17)).astype(np.float32)
+    np.testing.assert_allclose(
+        Executor(model.module, model.weights).run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4
+    )
+
