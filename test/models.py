@@ -99,10 +99,9 @@ def conv_same() -> onnx.ModelProto:
     )
 
 
-def transformer_mlp() -> onnx.ModelProto:
+def transformer_mlp(d: int = 16, h: int = 32) -> onnx.ModelProto:
     """LayerNorm -> MatMul -> Gelu -> MatMul -> residual Add (opset 20 for Gelu)."""
     rng = _rng()
-    d, h = 16, 32
     return _model(
         [
             helper.make_node("LayerNormalization", ["x", "ln_scale", "ln_bias"], ["n"], name="ln", axis=-1, epsilon=1e-5),
@@ -116,8 +115,8 @@ def transformer_mlp() -> onnx.ModelProto:
         [
             _init("ln_scale", (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)),
             _init("ln_bias", (0.1 * rng.standard_normal(d)).astype(np.float32)),
-            _init("w_up", (rng.standard_normal((d, h)) * 0.3).astype(np.float32)),
-            _init("w_down", (rng.standard_normal((h, d)) * 0.3).astype(np.float32)),
+            _init("w_up", (rng.standard_normal((d, h)) / np.sqrt(d)).astype(np.float32)),
+            _init("w_down", (rng.standard_normal((h, d)) / np.sqrt(h)).astype(np.float32)),
         ],
         opset=20,
     )
@@ -230,13 +229,14 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
 }
 
 
-def gemm_stack(path: str | Path, layers: int, width: int, bias: bool = False) -> Path:
-    """`layers` Gemm(transB) + Relu layers of width x width random weights (the big-model tests)."""
+def gemm_stack(path: str | Path, layers: int, width: int, bias: bool = False, scale: float = 1.0) -> Path:
+    """`layers` Gemm(transB) + Relu layers of width x width random weights times `scale`."""
     rng = np.random.default_rng(0)
     nodes, initializers, previous = [], [], "x"
     for i in range(layers):
         inputs = [previous, f"w{i}"] + ([f"b{i}"] if bias else [])
-        initializers.append(numpy_helper.from_array(rng.standard_normal((width, width), dtype=np.float32), f"w{i}"))
+        weight = rng.standard_normal((width, width), dtype=np.float32) * np.float32(scale)
+        initializers.append(numpy_helper.from_array(weight, f"w{i}"))
         if bias:
             initializers.append(numpy_helper.from_array(rng.standard_normal(width, dtype=np.float32), f"b{i}"))
         nodes.append(helper.make_node("Gemm", inputs, [f"h{i}"], transB=1, name=f"fc{i}"))
