@@ -7,6 +7,7 @@
                ir            the module as text, weights by reference (no inline values),
                              with locations so layer names survive
                checksums     JSON {tensor name: sha256 of its bytes}, plus "__ir__"
+               source        the ONNX model it was compiled from (for `bench`), or ""
 
 Loading maps the file into memory (`mmap`) and hands out read-only numpy views, so a
 model's weights are not copied. Every checksum is verified at load by default;
@@ -59,8 +60,8 @@ def referenced_tensors(module: ModuleOp, weights: WeightStore) -> dict[str, np.n
     }
 
 
-def write_spx(module: ModuleOp, weights: WeightStore, path: str | Path) -> None:
-    """Write the artifact atomically."""
+def write_spx(module: ModuleOp, weights: WeightStore, path: str | Path, source: Path | None = None) -> None:
+    """Write the artifact atomically; `source` is the model it was compiled from."""
     tensors = referenced_tensors(module, weights)
     ir = module_text(module, weights, inline_limit=0, debuginfo=True)
     checksums = {name: _digest(array.reshape(-1).view(np.uint8)) for name, array in tensors.items()}
@@ -71,6 +72,7 @@ def write_spx(module: ModuleOp, weights: WeightStore, path: str | Path) -> None:
         "producer": f"sparsec {__version__}",
         "ir": ir,
         "checksums": json.dumps(checksums),
+        "source": str(source) if source is not None else "",
     }
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
@@ -135,6 +137,16 @@ def _verify(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str])
     for name, array in arrays.items():
         if checksums.get(name) != _digest(array.reshape(-1).view(np.uint8)):
             raise ArtifactError(f"{path}: tensor '{name}' fails its checksum; the file was altered or corrupted")
+
+
+def source_of(path: str | Path) -> Path | None:
+    """The model an artifact was compiled from, as recorded (it may have moved since)."""
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            source = (handle.metadata() or {}).get("source", "")
+    except (SafetensorError, OSError):
+        return None
+    return Path(source) if source else None
 
 
 def read_spx(path: str | Path, ctx: SparsecContext, verify: bool = True) -> ModuleOp:

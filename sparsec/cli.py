@@ -4,6 +4,7 @@
     sparsec opt IN.mlir -p 'pass-a{opt=v},pass-b' [--timing] [--print-ir-after-all]
     sparsec compile MODEL [--pattern nm:3:4 | block:4 --sparsity 0.5] [-p PIPELINE] -o OUT.{mlir,onnx,spx}
     sparsec inspect MODEL.spx [--json]
+    sparsec bench MODEL.spx [--batch 1 8] [--dense ORIGINAL.onnx]
     sparsec run MODEL --input NAME=FILE.npy ... [-o OUT.npz]
     sparsec list-passes
 
@@ -32,6 +33,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
+from sparsec.bench import bench, format_timings
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -276,6 +278,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    model = load(args.model, threads=args.threads, engine="jit")
+    dense = Path(args.dense) if args.dense else model.source_model
+    if dense is not None and not dense.is_file():
+        raise SparsecError(f"--dense '{dense}': no such file")
+    threads = args.threads or os.cpu_count() or 1
+    for batch in args.batch:
+        timings = bench(model, dense, batch, threads, args.runs, args.seconds)
+        sys.stdout.write(format_timings(timings, batch))
+    return 0
+
+
 def cmd_list_passes(args: argparse.Namespace) -> int:
     for name, pass_type in sorted(registered_passes().items()):
         print(f"{name}")
@@ -355,6 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an input by name (repeatable), or a .npz with all inputs")
     p.add_argument("-o", "--output", help="write every output into this .npz (default: print a summary)")
     p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser("bench", help="latency of a compiled model against onnxruntime")
+    p.add_argument("model", help="a .spx artifact")
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
+    p.add_argument("--dense", help="the dense original .onnx (default: the model the artifact was compiled from)")
+    p.add_argument("--threads", type=int, help="threads for sparsec and onnxruntime (default: all cores)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs at least (default 20)")
+    p.add_argument("--seconds", type=float, default=1.0, help="time each engine at least this long (default 1)")
+    p.set_defaults(handler=cmd_bench)
 
     p = commands.add_parser("list-passes", help="list passes with their options and defaults")
     p.set_defaults(handler=cmd_list_passes)

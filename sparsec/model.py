@@ -17,7 +17,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from sparsec import reference
-from sparsec.artifact import read_spx, write_spx
+from sparsec.artifact import read_spx, source_of, write_spx
 from sparsec.context import SparsecContext, make_context
 from sparsec.errors import SparsecError
 from sparsec.export.coreml import write_mlpackage
@@ -49,6 +49,8 @@ class Model:
         self.ctx = ctx
         self.engine = engine
         self.threads = threads
+        self.source_model: Path | None = None
+        """The ONNX model this one was imported from, when known (kept in .spx artifacts)."""
         self._executor = None
 
     @property
@@ -91,7 +93,7 @@ class Model:
             case ".onnx":
                 write_onnx(self.module, self.weights, path)
             case ".spx":
-                write_spx(self.module, self.weights, path)
+                write_spx(self.module, self.weights, path, self.source_model)
             case ".mlpackage":
                 write_mlpackage(self.module, self.weights, path)
             case other:
@@ -100,7 +102,9 @@ class Model:
                 )
 
     def clone(self) -> Model:
-        return Model(self.module.clone(), self.ctx.clone(), self.engine, self.threads)
+        clone = Model(self.module.clone(), self.ctx.clone(), self.engine, self.threads)
+        clone.source_model = self.source_model
+        return clone
 
 
 def load(path: str | Path, threads: int | None = None, engine: str | None = None, verify: bool = True) -> Model:
@@ -122,4 +126,6 @@ def load(path: str | Path, threads: int | None = None, engine: str | None = None
             raise SparsecError(
                 f"'{path}': unknown model kind '{other}' (supported: {', '.join(INPUT_KINDS)})"
             )
-    return Model(module, ctx, engine or ("jit" if path.suffix == ".spx" else "reference"), threads)
+    model = Model(module, ctx, engine or ("jit" if path.suffix == ".spx" else "reference"), threads)
+    model.source_model = path.resolve() if path.suffix == ".onnx" else source_of(path) if path.suffix == ".spx" else None
+    return model
