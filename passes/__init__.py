@@ -5,7 +5,9 @@ from xdsl.passes import ModulePass
 from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
 from sparsec.passes.prune_magnitude import PruneMagnitudePass
+from sparsec.passes.prune_sparsegpt import PruneSparseGPTPass
 from sparsec.passes.prune_threshold import PruneThresholdPass
+from sparsec.passes.prune_wanda import PruneWandaPass
 from sparsec.passes.sparsity_report import SparsityReportPass
 from sparsec.passes.strip_identity import StripIdentityPass
 from sparsec.passes.unpack import UnpackPass
@@ -14,7 +16,9 @@ ALL_PASSES: tuple[type[ModulePass], ...] = (
     LowerKernelsPass,
     PackBitmaskPass,
     PruneMagnitudePass,
+    PruneSparseGPTPass,
     PruneThresholdPass,
+    PruneWandaPass,
     SparsityReportPass,
     StripIdentityPass,
     UnpackPass,

@@ -1,5 +1,6 @@
-"""What the pruning passes share: validated pruning options and the mask selection
-for each pattern. Which weights are prunable, and their (out, in, *kernel) view, is
+"""What the pruning passes share: validated pruning options, the mask selection for
+each pattern, and `PatternPruningPass`, the shape of a pass that prunes layers to a
+pattern. Which weights are prunable, and their (out, in, *kernel) view, is
 `sparsec.layers`.
 
 Selection. Every function here takes non-negative importance scores in the
@@ -12,14 +13,26 @@ pairwise rank within each run for n:m.
 
 from __future__ import annotations
 
+import logging
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import builtin
+from xdsl.ir import Operation
+from xdsl.passes import ModulePass
 
 from sparsec.dialects.sparse import PatternAttr, PatternKind
-from sparsec.errors import PipelineError
-from sparsec.layers import MAX_RANK
+from sparsec.context import weight_store
+from sparsec.errors import PassFailure, PipelineError
+from sparsec.layers import MAX_RANK, LayerWeight, layer_weights
+from sparsec.passes.prune_config import LayerConfig, load_layer_config
+
+log = logging.getLogger("sparsec")
 
 # --- options -----------------------------------------------------------------
 
@@ -195,3 +208,131 @@ def structured_skip_reason(spec: PruneSpec, shape: tuple[int, ...]) -> str | Non
         return f"{what} {group} exceeds half of axis {spec.axis} ({channels} channels)"
     return None
 
+
+
+# --- the pattern-pruning pass shape ------------------------------------------------------
+
+_PATTERN_OPTIONS = {"sparsity", "pattern", "block_size", "n", "m", "axis", "min_elements"}
+
+
+@dataclass(frozen=True)
+class PatternPruningPass(ModulePass, ABC):
+    """Options, per-layer configuration and the layer loop shared by the pruning passes
+    that take a pattern (magnitude, Wanda, SparseGPT). A subclass says how one layer is
+    pruned (`prune_layer`)."""
+
+    sparsity: float | None = None
+    """Fraction of values (unstructured) or blocks (block) to zero, in [0, 1]."""
+    pattern: str = "unstructured"
+    """unstructured | block | nm."""
+    block_size: int | None = None
+    """Values per block (>= 2), for pattern=block."""
+    n: int | None = None
+    """For pattern=nm: n of every m consecutive values become zero."""
+    m: int | None = None
+    axis: int | None = None
+    """Axis of the (out, in, *kernel) view; default 0 for block, 1 for n:m."""
+    min_elements: int = 2048
+    """Weights with at most this many elements stay dense (coremltools' weight_threshold)."""
+    config: str | None = None
+    """JSON or TOML file with per-op-type and per-op-name settings."""
+
+    PATTERNS: ClassVar[tuple[PatternKind, ...]] = tuple(PatternKind)
+    """The patterns this pass can produce."""
+
+    def __post_init__(self) -> None:
+        self.base_spec  # noqa: B018 - validates every option when the pipeline is parsed
+        self.layer_config  # noqa: B018
+
+    @property
+    def options(self) -> dict:
+        return {key: getattr(self, key) for key in _PATTERN_OPTIONS}
+
+    def _spec(self, options: dict) -> PruneSpec:
+        if options["min_elements"] < 0:
+            raise PipelineError(f"{self.name}: option 'min-elements' must be >= 0, got {options['min_elements']}")
+        sparsity = options["sparsity"]
+        spec = PruneSpec.from_options(
+            self.name,
+            options["pattern"],
+            None if sparsity is None else float(sparsity),
+            options["block_size"],
+            options["n"],
+            options["m"],
+            options["axis"],
+        )
+        if spec.pattern not in self.PATTERNS:
+            allowed = ", ".join(p.value for p in self.PATTERNS)
+            raise PipelineError(f"{self.name}: option 'pattern' must be one of {allowed}, got '{spec.pattern.value}'")
+        return spec
+
+    def _base_options(self) -> dict:
+        config = self.layer_config
+        return {**self.options, **(config.global_options if config else {})}
+
+    @cached_property
+    def base_spec(self) -> PruneSpec | None:
+        """The pattern for layers no config entry names; None if a config leaves them alone."""
+        options = self._base_options()
+        if self.config is not None and all(options[k] is None for k in ("sparsity", "n", "m")):
+            return None
+        return self._spec(options)
+
+    @cached_property
+    def layer_config(self) -> LayerConfig | None:
+        if self.config is None:
+            return None
+        config = load_layer_config(self.config, _PATTERN_OPTIONS)
+        base = {**self.options, **config.global_options}
+        for entry in [*config.op_type.values(), *config.op_name.values()]:
+            if entry is not None:
+                self._spec({**base, **entry})
+        return config
+
+    def spec_for(self, weight: LayerWeight) -> tuple[PruneSpec, int] | None:
+        """(pattern, min-elements) for this layer, or None to leave it dense."""
+        base = self._base_options()
+        if self.layer_config is None:
+            return (self.base_spec, self.min_elements) if self.base_spec else None
+        entry = self.layer_config.entry_for(weight.layer, weight.name, weight.op_type)
+        if entry is None:
+            return None
+        if not entry:
+            return (self.base_spec, base["min_elements"]) if self.base_spec else None
+        options = {**base, **entry}
+        return self._spec(options), options["min_elements"]
+
+    @abstractmethod
+    def prune_layer(self, ctx: Context, module: builtin.ModuleOp, weight: LayerWeight, spec: PruneSpec, array: np.ndarray) -> np.ndarray:
+        """The pruned weight (stored layout) for one layer that should be pruned."""
+
+    def layers(self, module: builtin.ModuleOp) -> list[LayerWeight]:
+        """Layers in program order, so that a calibrated pass sees earlier layers pruned."""
+        return sorted(layer_weights(module), key=lambda w: program_position(w.consumer))
+
+    def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
+        weights = weight_store(ctx)
+        for weight in self.layers(op):
+            chosen = self.spec_for(weight)
+            if chosen is None:
+                continue
+            spec, min_elements = chosen
+            array = weights[weight.name]
+            if array.size <= min_elements:
+                continue
+            if spec.axis >= array.ndim:
+                raise PassFailure(
+                    f"{self.name}: weight '{weight.name}' of layer '{weight.layer}' has rank {array.ndim}; "
+                    f"axis {spec.axis} does not exist (axes: 0 = output channels, 1 = input channels)"
+                )
+            reason = structured_skip_reason(spec, weight.canonical(array).shape)
+            if reason is not None:
+                log.warning(f"{self.name}: layer '{weight.layer}' left dense: {reason}")
+                continue
+            weights[weight.name] = self.prune_layer(ctx, op, weight, spec, array)
+            weight.op.sparsity = spec.attribute()  # pyright: ignore
+
+
+def program_position(op: Operation) -> int:
+    block = op.parent_block()
+    return block.get_operation_index(op) if block is not None else 0

@@ -36,7 +36,9 @@ from sparsec.runtime.operands import KernelOperands, prepare_operands
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
-_MIN_UNITS_PER_THREAD = 16
+_WORK_PER_THREAD = 1 << 20
+"""Weight values visited per extra thread: smaller layers run on the calling thread,
+where a hand-off would cost more than it saves."""
 
 
 def kernel_key_of(op: KernelOp, native_f16: bool = True) -> KernelKey:
@@ -120,7 +122,8 @@ class Executor:
         bias = layer.bias.ctypes.data if layer.bias.size else 0
         units = layer.key.parallel_units
         batch = x.shape[0]
-        workers = min(self.threads, max(1, units // _MIN_UNITS_PER_THREAD))
+        work = layer.key.rows * layer.key.cols * batch
+        workers = min(self.threads, units, max(1, work // _WORK_PER_THREAD))
         if self.pool is None or workers == 1 or batch == 0:
             kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, 0, units)
             return

@@ -5,6 +5,7 @@
     sparsec compile MODEL [--pattern nm:3:4 | block:4 --sparsity 0.5] [-p PIPELINE] -o OUT.{mlir,onnx,spx}
     sparsec inspect MODEL.spx [--json]
     sparsec bench MODEL.spx [--batch 1 8] [--dense ORIGINAL.onnx]
+    sparsec eval MODEL.onnx --data TEST.npz --labels label --calibration CALIB.npz --methods magnitude,sparsegpt
     sparsec run MODEL --input NAME=FILE.npy ... [-o OUT.npz]
     sparsec list-passes
 
@@ -170,7 +171,8 @@ def cmd_opt(args: argparse.Namespace) -> int:
 def _pattern_pass(args: argparse.Namespace) -> str | None:
     """`--pattern nm:3:4 --sparsity S --axis A` as a prune-magnitude pass."""
     if args.pattern is None:
-        for flag, value in (("--sparsity", args.sparsity), ("--axis", args.axis), ("--min-elements", args.min_elements)):
+        for flag, value in (("--sparsity", args.sparsity), ("--axis", args.axis), ("--min-elements", args.min_elements),
+                            ("--calibration", args.calibration)):
             if value is not None:
                 raise SparsecError(f"{flag} needs --pattern (unstructured, block:B or nm:N:M)")
         return None
@@ -190,7 +192,13 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
         options.append(f"axis={args.axis}")
     if args.min_elements is not None:
         options.append(f"min-elements={args.min_elements}")
-    return "prune-magnitude{" + " ".join(options) + "}"
+    if args.method != "magnitude":
+        if args.calibration is None:
+            raise SparsecError(f"--method {args.method} needs --calibration FILE.npz")
+        options.append(f'calibration="{args.calibration}"')
+    elif args.calibration is not None:
+        raise SparsecError("--calibration is for --method wanda or sparsegpt")
+    return f"prune-{args.method}{{" + " ".join(options) + "}"
 
 
 def compile_pipeline(args: argparse.Namespace, output_kind: str) -> str:
@@ -278,6 +286,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sparsec import evaluate as ev
+
+    if args.plot is not None:
+        check_output_path(args.plot)
+    data, labels = ev.load_data(Path(args.data), args.labels)
+    rows = ev.evaluate(
+        load(args.model),
+        data,
+        labels,
+        ev.parse_sweep(args.sweep),
+        [m.strip() for m in args.methods.split(",") if m.strip()],
+        Path(args.calibration) if args.calibration else None,
+        args.min_elements,
+        args.threads or os.cpu_count() or 1,
+    )
+    sys.stdout.write(ev.rows_json(rows) if args.json else ev.format_rows(rows, markdown=args.markdown))
+    if args.plot is not None:
+        ev.plot(rows, Path(args.plot))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     model = load(args.model, threads=args.threads, engine="jit")
     dense = Path(args.dense) if args.dense else model.source_model
@@ -346,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output: .mlir (IR), .onnx (model), .spx (artifact) or .mlpackage (Core ML)")
     p.add_argument("--pattern", help="prune by magnitude: unstructured, block:B or nm:N:M")
     p.add_argument("--sparsity", type=float, help="fraction to prune, for unstructured and block")
+    p.add_argument("--method", choices=("magnitude", "wanda", "sparsegpt"), default="magnitude",
+                   help="pruning method for --pattern (wanda and sparsegpt need --calibration)")
+    p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs by graph input name")
     p.add_argument("--axis", type=int, help="axis of the (out, in, *kernel) view (default: block 0, n:m 1)")
     p.add_argument("--min-elements", type=int, help="leave weights with at most this many elements dense (default 2048)")
     p.add_argument("--report", action="store_true", help="print the per-layer sparsity report")
@@ -369,6 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an input by name (repeatable), or a .npz with all inputs")
     p.add_argument("-o", "--output", help="write every output into this .npz (default: print a summary)")
     p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser("eval", help="accuracy and error against sparsity, per pruning method")
+    p.add_argument("model", help="the dense .onnx or .mlir model")
+    p.add_argument("--data", required=True, help=".npz of inputs by graph input name (and labels)")
+    p.add_argument("--labels", help="name of the labels array in --data (enables accuracy)")
+    p.add_argument("--calibration", help=".npz of calibration inputs, for wanda and sparsegpt")
+    p.add_argument("--sweep", default="unstructured:0.5,0.75,0.9;nm:2:4;nm:3:4",
+                   help="points: 'unstructured:S,S;nm:N:M;block:B:S' (default: %(default)s)")
+    p.add_argument("--methods", default="magnitude", help="comma-separated: magnitude, wanda, sparsegpt")
+    p.add_argument("--min-elements", type=int, default=2048, help="leave weights this small dense (default 2048)")
+    p.add_argument("--threads", type=int, help="JIT threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print JSON rows")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--plot", metavar="FILE.png", help="plot accuracy (or error) against sparsity (needs matplotlib)")
+    p.set_defaults(handler=cmd_eval)
 
     p = commands.add_parser("bench", help="latency of a compiled model against onnxruntime")
     p.add_argument("model", help="a .spx artifact")

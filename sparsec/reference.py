@@ -289,6 +289,20 @@ def evaluate(op: Operation, operands: list[np.ndarray]) -> np.ndarray:
     return np.asarray(kernel(op, *operands))
 
 
+def inputs_of(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray], stop: Operation) -> list[np.ndarray]:
+    """Run `@main` only as far as `stop`; returns the values of its operands."""
+    function = main_function(module)
+    env: dict[SSAValue, np.ndarray] = dict(zip(function.args, check_feeds(function, feeds)))
+    for op in function.body.ops:
+        if op is stop:
+            return [env[v] for v in op.operands]
+        if isinstance(op, LayerWeightOp):
+            env[op.result] = dense_value(op, weights)
+        elif not isinstance(op, func.ReturnOp):
+            env[op.results[0]] = evaluate(op, [env[v] for v in op.operands])
+    raise SparsecError(f"'{stop.name}' is not an op of @main")
+
+
 def run(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run `@main` on `feeds` (by input name); returns every output by name."""
     function = main_function(module)
