@@ -88,7 +88,25 @@ def _instrumentation(args: argparse.Namespace) -> Instrumentation:
         print_ir_after=after,
         ir_stream=sys.stderr,
         inline_limit=args.inline_weight_limit,
+        progress=_progress_bar() if sys.stderr.isatty() else None,
     )
+
+
+def _progress_bar():
+    """A tqdm bar on stderr that advances pass by pass (only used on a terminal)."""
+    from tqdm import tqdm
+
+    bar: dict[str, tqdm] = {}
+
+    def update(index: int, count: int, name: str) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=count, file=sys.stderr, unit="pass", leave=False)
+        bar["bar"].n = index
+        bar["bar"].set_description(name)
+        if index == count:
+            bar["bar"].close()
+
+    return update
 
 
 def _apply(model: Model, pipeline: str, args: argparse.Namespace) -> None:

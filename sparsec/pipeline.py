@@ -142,7 +142,8 @@ class Instrumentation:
     print_ir_after: frozenset[str] = frozenset()
     ir_stream: IO[str] = field(default_factory=lambda: sys.stderr)
     inline_limit: int = INLINE_WEIGHT_LIMIT
-    progress: Callable[[str], None] | None = None
+    progress: Callable[[int, int, str], None] | None = None
+    """Called before each pass with (index, count, pass name), and once at the end."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def run_pipeline(
     timings: list[PassTiming] = []
     for index, pass_ in enumerate(passes):
         if inst.progress is not None:
-            inst.progress(f"[{index + 1}/{len(passes)}] {pass_.name}")
+            inst.progress(index, len(passes), pass_.name)
         start = time.perf_counter()
         try:
             pass_.apply(ctx, module)
@@ -179,6 +180,8 @@ def run_pipeline(
         if inst.print_ir_after_all or pass_.name in inst.print_ir_after:
             inst.ir_stream.write(f"// -----// IR Dump After {pass_.name} //----- //\n")
             print_module(module, ctx.weights, inst.ir_stream, inline_limit=inst.inline_limit)
+    if inst.progress is not None:
+        inst.progress(len(passes), len(passes), "done")
     return timings
 
 

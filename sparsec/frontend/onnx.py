@@ -8,7 +8,8 @@ attributes and as SSA name hints; node names become op locations (`loc("fc1")`,
 shown with --print-debuginfo), which per-layer pruning configs can refer to.
 
 Initializers are converted one at a time and their protobuf bytes dropped as soon
-as they are copied, so peak memory stays near one copy of the weights.
+as they are copied, so peak memory stays near one copy of the weights; initializers in
+external data files are memory-mapped, not read.
 """
 
 from __future__ import annotations
@@ -336,14 +337,33 @@ def _load_model(path: Path) -> onnx.ModelProto:
     return model
 
 
+def _external_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
+    """An initializer stored in an external file, memory-mapped rather than read."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    where = f"{path}: external data of initializer '{tensor.name}'"
+    location = info.get("location", "")
+    data_file = (path.parent / location).resolve()
+    if not location or path.parent.resolve() not in data_file.parents:
+        raise ModelImportError(f"{where}: location '{location}' must name a file beside the model")
+    if not data_file.is_file():
+        raise ModelImportError(f"{where} cannot be read: '{data_file}' does not exist")
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+        offset = int(info.get("offset", 0))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelImportError(f"{where} cannot be read: {error}") from None
+    shape = tuple(int(d) for d in tensor.dims)
+    length = int(np.prod(shape)) * dtype.itemsize
+    if int(info.get("length", length)) != length or offset + length > data_file.stat().st_size:
+        raise ModelImportError(f"{where} cannot be read: the file is shorter than its {shape} {dtype} values")
+    if length == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(data_file, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
 def _initializer_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        try:
-            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
-        except (OSError, ValueError, onnx.checker.ValidationError) as error:
-            raise ModelImportError(
-                f"{path}: external data of initializer '{tensor.name}' cannot be read: {error}"
-            ) from None
+        return _external_array(path, tensor)
     try:
         array = numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as error:
