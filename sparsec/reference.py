@@ -286,7 +286,12 @@ def evaluate(op: Operation, operands: list[np.ndarray]) -> np.ndarray:
     kernel = _KERNELS.get(type(op))
     if kernel is None:
         raise SparsecError(f"the reference interpreter cannot run '{op.name}' (it runs: {', '.join(supported_ops())})")
-    return np.asarray(kernel(op, *operands))
+    try:
+        return np.asarray(kernel(op, *operands))
+    except (ValueError, IndexError) as error:
+        # Shapes the IR allows but numpy cannot compute, such as zero-sized dimensions.
+        shapes = ", ".join(str(tuple(a.shape)) for a in operands)
+        raise ExecutionError(f"'{op.name}' cannot run on inputs of shapes {shapes}: {error}") from None
 
 
 def inputs_of(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray], stop: Operation) -> list[np.ndarray]:

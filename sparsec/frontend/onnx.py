@@ -14,6 +14,7 @@ external data files are memory-mapped, not read.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,13 @@ NAME_ATTR = "sparsec.name"
 
 _RENAMED_ATTRIBUTES = {"transA": "trans_a", "transB": "trans_b"}
 """ONNX attribute names that are not already snake case."""
+
+_SCALAR_ATTRIBUTE_TYPES = {
+    onnx.AttributeProto.INT,
+    onnx.AttributeProto.FLOAT,
+    onnx.AttributeProto.STRING,
+    onnx.AttributeProto.INTS,
+}
 
 _IGNORED_ATTRIBUTES = {
     "Dropout": {"ratio", "is_test", "seed"},
@@ -144,6 +152,8 @@ class _GraphImporter:
                     f"attribute '{attr.name}' is not supported (supported: "
                     f"{', '.join(sorted(defined)) or 'none'})",
                 )
+            if attr.type not in _SCALAR_ATTRIBUTE_TYPES:
+                raise self.fail(node, f"attribute '{attr.name}' has type {attr.type}, expected an int, float, string or ints")
             kind = "float" if attr.type == onnx.AttributeProto.FLOAT else "other"
             props[prop] = _to_property(_attribute_value(attr), kind)
         return props
@@ -171,7 +181,14 @@ class _GraphImporter:
         converter = _CONVERTERS.get(node.op_type)
         if converter is None:
             raise self.fail(node, f"op type '{node.op_type}' is not supported; {_supported()}")
-        results = converter(self, node)
+        needed = _MIN_INPUTS.get(node.op_type, 1)
+        if sum(1 for name in node.input if name) < needed:
+            raise self.fail(node, f"needs at least {needed} input(s), got {len([n for n in node.input if n])}")
+        try:
+            results = converter(self, node)
+        except (ValueError, IndexError, TypeError, KeyError, OverflowError) as error:
+            # Malformed attribute or constant values that numpy or onnx refuse.
+            raise self.fail(node, f"malformed node: {error}") from None
         for index, name in enumerate(node.output):
             if not name:
                 continue
@@ -218,12 +235,19 @@ def _constant(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
     return [importer.add_weight(node.output[0], array)]
 
 
+MAX_CONSTANT_ELEMENTS = 1 << 31
+
+
 def _constant_of_shape(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
-    shape = importer.constant(node, node.input[0]).astype(np.int64)
+    shape = importer.constant(node, node.input[0]).astype(np.int64).reshape(-1)
     fill = np.zeros(1, dtype=np.float32)
     for attr in node.attribute:
         if attr.name == "value":
             fill = numpy_helper.to_array(attr.t).reshape(-1)
+    if fill.size != 1:
+        raise importer.fail(node, f"value must hold exactly one element, got {fill.size}")
+    if (shape < 0).any() or math.prod(int(d) for d in shape) > MAX_CONSTANT_ELEMENTS:
+        raise importer.fail(node, f"shape {shape.tolist()} must be non-negative and at most {MAX_CONSTANT_ELEMENTS} elements")
     array = np.full(tuple(int(d) for d in shape), fill[0], dtype=fill.dtype)
     return [importer.add_weight(node.output[0], array)]
 
@@ -321,6 +345,13 @@ _CONVERTERS: dict[str, Converter] = {
 }
 
 
+_MIN_INPUTS = {
+    "Gemm": 2, "MatMul": 2, "Conv": 2, "Add": 2, "Sub": 2, "Mul": 2, "Div": 2, "BatchNormalization": 5,
+    "LayerNormalization": 2, "Reshape": 2, "Constant": 0,
+}  # fmt: skip
+"""Required inputs per op type (1 when not listed)."""
+
+
 def supported_op_types() -> list[str]:
     return sorted(_CONVERTERS)
 
@@ -359,6 +390,16 @@ def _external_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
     if length == 0:
         return np.zeros(shape, dtype=dtype)
     return np.memmap(data_file, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def _check_names(path: Path, graph: onnx.GraphProto) -> None:
+    """Protobuf hands back bytes for names that are not UTF-8; such a model is damaged."""
+    names = [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        names += [a.name for a in node.attribute]
+    if any(not isinstance(name, str) for name in names):
+        raise ModelImportError(f"{path} is not a valid ONNX model: some names are not UTF-8 text")
 
 
 def _initializer_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
@@ -400,6 +441,7 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
     model = _load_model(path)
     opset = _opset(path, model)
     graph = model.graph
+    _check_names(path, graph)
     initializers = {t.name for t in graph.initializer}
     inputs = [v for v in graph.input if v.name not in initializers]
 

@@ -1,0 +1,93 @@
+"""Run every kernel variant on buffers that end at a PROT_NONE guard page.
+
+    python test/reliability/guard_pages.py
+
+Each input, output and operand array is copied into an anonymous mapping so that its
+last byte is the last byte before an inaccessible page: a kernel that reads or writes
+one element too far crashes this process instead of passing silently. Prints one line
+per case and exits 0 when all match the reference interpreter.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import math
+import mmap
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from test_kernels import build  # noqa: E402
+
+from sparsec.runtime.executor import Executor  # noqa: E402
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PROT_NONE = 0
+_KEEP: list[object] = []
+
+
+def guarded(array: np.ndarray) -> np.ndarray:
+    """A copy of `array` whose last byte sits right before a guard page."""
+    array = np.ascontiguousarray(array)
+    if array.nbytes == 0:
+        return array
+    page = mmap.PAGESIZE
+    pages = math.ceil(array.nbytes / page) + 1
+    buffer = mmap.mmap(-1, pages * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    if LIBC.mprotect(base + (pages - 1) * page, page, PROT_NONE) != 0:
+        raise OSError(ctypes.get_errno(), "mprotect failed")
+    start = (pages - 1) * page - array.nbytes
+    view = np.frombuffer(buffer, dtype=array.dtype, count=array.size, offset=start).reshape(array.shape)
+    view[...] = array
+    _KEEP.append(buffer)
+    return view
+
+
+def run_case(rows: int, cols: int, pattern: str, bias: bool, relu: bool, batch: int) -> bool:
+    model = build(rows, cols, False, bias, relu, rows * 31 + cols)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1)
+    x = np.random.default_rng(batch).standard_normal((batch, cols)).astype(np.float32)
+    expected = model.run({"x": x})["y"]
+    if not executor.layers:
+        return True  # left dense (pattern larger than the layer): no kernel to guard
+    ((op, layer),) = executor.layers.items()
+    kernel = executor.kernels.functions[layer.key.symbol]
+    operands = [guarded(a) for a in layer.operands.arrays]
+    bias_array = guarded(layer.bias)
+    x_guarded = guarded(x)
+    y = guarded(np.full((batch, rows), np.nan, np.float32))
+    address = lambda a: a.ctypes.data if a.size else 0  # noqa: E731
+    kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
+    return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
+
+
+PATTERNS = [
+    "pattern=unstructured sparsity=0.0",
+    "pattern=unstructured sparsity=0.8",
+    "pattern=unstructured sparsity=1.0",
+    "pattern=nm n=2 m=4",
+    "pattern=nm n=7 m=8",
+    "pattern=nm n=3 m=16",
+    "pattern=block block-size=4 sparsity=0.5",
+    "pattern=block block-size=8 sparsity=0.75",
+]
+
+if __name__ == "__main__":
+    failures = 0
+    for rows, cols, pattern, (bias, relu), batch in itertools.product(
+        [1, 3, 17, 1000], [1, 3, 17, 1000], PATTERNS, [(False, False), (True, True)], [1, 3]
+    ):
+        ok = run_case(rows, cols, pattern, bias, relu, batch)
+        failures += not ok
+        if not ok:
+            print(f"MISMATCH rows={rows} cols={cols} {pattern} bias={bias} relu={relu} batch={batch}", flush=True)
+    print(f"guard pages: {failures} mismatches")
+    sys.exit(1 if failures else 0)
