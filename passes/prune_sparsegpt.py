@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import builtin
 
-from sparsec.calibration import CalibrationData, layer_features
-from sparsec.context import weight_store
 from sparsec.dialects.sparse import PatternKind
 from sparsec.errors import PassFailure, PipelineError
 from sparsec.layers import LayerWeight
-from sparsec.passes.pruning import PatternPruningPass, PruneSpec, lowest
+from sparsec.passes.pruning import CalibratedPruningPass, PruneSpec, lowest
 
 
 def hessian(batches) -> np.ndarray:
@@ -94,16 +91,12 @@ def sparsegpt(weight: np.ndarray, h: np.ndarray, spec: PruneSpec, dampening: flo
 
 
 @dataclass(frozen=True)
-class PruneSparseGPTPass(PatternPruningPass):
+class PruneSparseGPTPass(CalibratedPruningPass):
     """Prune with SparseGPT's layer-wise reconstruction from calibration data."""
 
     name = "prune-sparsegpt"
     PATTERNS = (PatternKind.UNSTRUCTURED, PatternKind.NM)
 
-    calibration: str | None = None
-    """.npz of model inputs keyed by graph input name."""
-    batch_size: int = 32
-    """Calibration samples per forward run."""
     dampening: float = 0.01
     """Added to H's diagonal, as a fraction of its mean."""
     block_columns: int = 128
@@ -115,23 +108,13 @@ class PruneSparseGPTPass(PatternPruningPass):
             raise PipelineError(f"{self.name}: option 'dampening' must be > 0, got {self.dampening}")
         if self.block_columns < 1:
             raise PipelineError(f"{self.name}: option 'block-columns' must be >= 1, got {self.block_columns}")
-        self.calibration_data  # noqa: B018 - read and check the file when the pipeline is parsed
-
-    @cached_property
-    def calibration_data(self) -> CalibrationData:
-        if self.calibration is None:
-            raise PipelineError(f"{self.name}: needs option 'calibration' (an .npz of model inputs)")
-        if self.batch_size < 1:
-            raise PipelineError(f"{self.name}: option 'batch-size' must be >= 1, got {self.batch_size}")
-        return CalibrationData.load(self.calibration)
 
     def prune_layer(self, ctx: Context, module: builtin.ModuleOp, weight: LayerWeight, spec: PruneSpec, array: np.ndarray) -> np.ndarray:
         if spec.pattern is PatternKind.NM and spec.axis != 1:
             raise PassFailure(f"{self.name}: n:m runs must go along the input channels (axis 1), got axis {spec.axis}")
         canonical = weight.canonical(array)
         rows = canonical.shape[0]
-        features = layer_features(module, weight_store(ctx), weight.consumer, self.calibration_data, self.batch_size)
-        h = hessian(features)
+        h = hessian(self.features(ctx, module, weight))
         # Columns in (kernel position, channel) order put each n:m run of channels side by side.
         channels, positions = canonical.shape[1], int(np.prod(canonical.shape[2:]))
         order = np.arange(channels * positions).reshape(channels, positions).T.reshape(-1)

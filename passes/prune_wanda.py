@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import builtin
 
-from sparsec.calibration import CalibrationData, layer_features
-from sparsec.context import weight_store
 from sparsec.dialects.sparse import PatternKind
-from sparsec.errors import PipelineError
 from sparsec.layers import LayerWeight
-from sparsec.passes.pruning import PatternPruningPass, PruneSpec, keep_mask
+from sparsec.passes.pruning import CalibratedPruningPass, PruneSpec, keep_mask
 
 
 def rowwise_keep(scores: np.ndarray, sparsity: float) -> np.ndarray:
@@ -38,31 +34,15 @@ def rowwise_keep(scores: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PruneWandaPass(PatternPruningPass):
+class PruneWandaPass(CalibratedPruningPass):
     """Prune by |weight| x input-activation norm from calibration data (Wanda)."""
 
     name = "prune-wanda"
 
-    calibration: str | None = None
-    """.npz of model inputs keyed by graph input name."""
-    batch_size: int = 32
-    """Calibration samples per forward run."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.calibration_data  # noqa: B018 - read and check the file when the pipeline is parsed
-
-    @cached_property
-    def calibration_data(self) -> CalibrationData:
-        if self.calibration is None:
-            raise PipelineError(f"{self.name}: needs option 'calibration' (an .npz of model inputs)")
-        if self.batch_size < 1:
-            raise PipelineError(f"{self.name}: option 'batch-size' must be >= 1, got {self.batch_size}")
-        return CalibrationData.load(self.calibration)
 
     def input_norms(self, ctx: Context, module: builtin.ModuleOp, weight: LayerWeight) -> np.ndarray:
         squares: np.ndarray | None = None
-        for batch in layer_features(module, weight_store(ctx), weight.consumer, self.calibration_data, self.batch_size):
+        for batch in self.features(ctx, module, weight):
             total = (batch * batch).sum(axis=0)
             squares = total if squares is None else squares + total
         assert squares is not None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -27,6 +28,7 @@ from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
 from sparsec.dialects.sparse import PatternAttr, PatternKind
+from sparsec.calibration import CalibrationData, layer_features
 from sparsec.context import weight_store
 from sparsec.errors import PassFailure, PipelineError
 from sparsec.layers import MAX_RANK, LayerWeight, layer_weights
@@ -331,6 +333,32 @@ class PatternPruningPass(ModulePass, ABC):
                 continue
             weights[weight.name] = self.prune_layer(ctx, op, weight, spec, array)
             weight.op.sparsity = spec.attribute()  # pyright: ignore
+
+
+@dataclass(frozen=True)
+class CalibratedPruningPass(PatternPruningPass, ABC):
+    """A pattern-pruning pass that reads layer inputs from calibration data."""
+
+    calibration: str | None = None
+    """.npz of model inputs keyed by graph input name."""
+    batch_size: int = 32
+    """Calibration samples per forward run."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.calibration_data  # noqa: B018 - read and check the file when the pipeline is parsed
+
+    @cached_property
+    def calibration_data(self) -> CalibrationData:
+        if self.calibration is None:
+            raise PipelineError(f"{self.name}: needs option 'calibration' (an .npz of model inputs)")
+        if self.batch_size < 1:
+            raise PipelineError(f"{self.name}: option 'batch-size' must be >= 1, got {self.batch_size}")
+        return CalibrationData.load(self.calibration)
+
+    def features(self, ctx: Context, module: builtin.ModuleOp, weight: LayerWeight) -> Iterator[np.ndarray]:
+        """The layer's calibration inputs, batch by batch, with earlier layers as pruned so far."""
+        return layer_features(module, weight_store(ctx), weight.consumer, self.calibration_data, self.batch_size)
 
 
 def program_position(op: Operation) -> int:

@@ -61,6 +61,18 @@ class _Kernel:
             acc = b.fmax(acc, b.const(0.0, f32))
         b.store(acc, self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), row))
 
+    def for_each_row(self, row_body) -> llvm.FuncOp:
+        """for b in range(batch): for unit in range(begin, end): row_body(unit); then return."""
+        b = self.b
+
+        def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
+            self.batch_row = batch_row
+            b.loop(self.begin, self.end, [], row_body)
+            return []
+
+        b.loop(b.const(0, i64), self.batch, [], batch_body)
+        return b.ret()
+
     def x_at(self, batch_row: SSAValue, col: SSAValue) -> SSAValue:
         b = self.b
         return b.load(self.x, b.add(b.mul(batch_row, b.const(self.key.cols, i64)), col), f32)
@@ -91,13 +103,7 @@ class _BitmaskKernel(_Kernel):
             self.finish(acc, row, self.batch_row)
             return []
 
-        def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
-            self.batch_row = batch_row
-            b.loop(self.begin, self.end, [], row_body)
-            return []
-
-        b.loop(b.const(0, i64), self.batch, [], batch_body)
-        return b.ret()
+        return self.for_each_row(row_body)
 
 
 class _NMKernel(_Kernel):
@@ -142,13 +148,7 @@ class _NMKernel(_Kernel):
             self.finish(acc, row, self.batch_row)
             return []
 
-        def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
-            self.batch_row = batch_row
-            b.loop(self.begin, self.end, [], row_body)
-            return []
-
-        b.loop(b.const(0, i64), self.batch, [], batch_body)
-        return b.ret()
+        return self.for_each_row(row_body)
 
 
 class _BlockKernel(_Kernel):
@@ -177,13 +177,7 @@ class _BlockKernel(_Kernel):
                     self.finish(accs[r], row, self.batch_row)
             return []
 
-        def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
-            self.batch_row = batch_row
-            b.loop(self.begin, self.end, [], row_block_body)
-            return []
-
-        b.loop(b.const(0, i64), self.batch, [], batch_body)
-        return b.ret()
+        return self.for_each_row(row_block_body)
 
     def store_if_inside(self, acc: SSAValue, row: SSAValue) -> None:
         b = self.b
