@@ -37,11 +37,16 @@ def hessian(batches) -> np.ndarray:
 
 
 def inverse_cholesky(h: np.ndarray, dampening: float) -> np.ndarray:
-    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), after dampening the diagonal."""
+    """Upper Cholesky factor U of H^-1 (H^-1 = U^T U), after dampening the diagonal.
+
+    Solved in float64 (H is ill-conditioned), returned in float32 like the weights.
+    """
     h = h + dampening * np.mean(np.diag(h)) * np.eye(len(h))
     inverse = np.linalg.inv(h)
-    inverse = (inverse + inverse.T) / 2
-    return np.linalg.cholesky(inverse).T
+    del h
+    inverse += inverse.T
+    inverse /= 2
+    return np.linalg.cholesky(inverse).T.astype(np.float32)
 
 
 def _nm_prune(scores: np.ndarray, n: int, length: int, m: int) -> np.ndarray:
@@ -55,9 +60,11 @@ def _nm_prune(scores: np.ndarray, n: int, length: int, m: int) -> np.ndarray:
 
 
 def sparsegpt(weight: np.ndarray, h: np.ndarray, spec: PruneSpec, dampening: float, block_columns: int) -> np.ndarray:
-    """Prune a (rows, columns) weight given the columns' Hessian; returns the new weight."""
-    w = weight.astype(np.float64).copy()
-    h = h.copy()
+    """Prune a (rows, columns) weight given the columns' Hessian; returns the new weight.
+
+    Works in float32, as the reference implementation does; only H^-1 is float64.
+    """
+    w = np.array(weight, dtype=np.float32)
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
@@ -115,8 +122,11 @@ class PruneSparseGPTPass(CalibratedPruningPass):
         canonical = weight.canonical(array)
         rows = canonical.shape[0]
         h = hessian(self.features(ctx, module, weight))
-        # Columns in (kernel position, channel) order put each n:m run of channels side by side.
         channels, positions = canonical.shape[1], int(np.prod(canonical.shape[2:]))
+        if positions == 1:
+            pruned = sparsegpt(canonical, h, spec, self.dampening, self.block_columns)
+            return weight.stored(pruned).astype(array.dtype)
+        # Columns in (kernel position, channel) order put each n:m run of channels side by side.
         order = np.arange(channels * positions).reshape(channels, positions).T.reshape(-1)
         flat = canonical.reshape(rows, -1)[:, order]
         pruned = sparsegpt(flat, h[np.ix_(order, order)], spec, self.dampening, self.block_columns)
