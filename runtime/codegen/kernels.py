@@ -73,6 +73,16 @@ class _Kernel:
         b.loop(b.const(0, i64), self.batch, [], batch_body)
         return b.ret()
 
+    def finish_if(self, condition: SSAValue, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
+        """`finish` only where `condition` holds (rows past N, or past the batch)."""
+        b = self.b
+        then_block, after = b.new_block(), b.new_block()
+        b.emit(llvm.CondBrOp(condition, then_block, [], after, []))
+        b.block = then_block
+        self.finish(acc, row, batch_row)
+        b.emit(llvm.BrOp(after))
+        b.block = after
+
     def x_at(self, batch_row: SSAValue, col: SSAValue) -> SSAValue:
         b = self.b
         return b.load(self.x, b.add(b.mul(batch_row, b.const(self.key.cols, i64)), col), f32)
@@ -109,8 +119,11 @@ class _BitmaskKernel(_Kernel):
 class _VectorBitmaskKernel(_Kernel):
     """The bitmask kernel, 16 values per step: the set bits of a mask word select how many
     float16 values an expand-load takes (as i16, then widened), and the same mask loads
-    the matching inputs; the step costs the same whatever the word holds, and never
-    touches a value or input past the row."""
+    the matching inputs; nothing past the row's values or inputs is touched. Each decoded
+    word serves a tile of TILE batch rows, so the weights are decoded once per tile;
+    batch rows beyond the last whole tile go one at a time."""
+
+    TILE = 4
 
     def build(self) -> llvm.FuncOp:
         b, key = self.b, self.key
@@ -118,32 +131,58 @@ class _VectorBitmaskKernel(_Kernel):
         lanes_i1, lanes_i16 = VectorType(i1, [16]), VectorType(i16, [16])
         lanes_f16, lanes_f32 = VectorType(f16, [16]), VectorType(f32, [16])
 
-        def row_body(row: SSAValue, _state) -> list[SSAValue]:
-            start = b.load(self.a2, row, i64)
-            zero_i16 = b.emit(llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(lanes_i16, [0] * 16), lanes_i16))
-            zero_f32 = b.emit(llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(lanes_f32, [0.0] * 16), lanes_f32))
-            x_row = b.element_ptr(self.x, b.mul(self.batch_row, b.const(key.cols, i64)), f32)
+        def vector_zero(ty: VectorType, value: float) -> SSAValue:
+            return b.emit(llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(ty, [value] * 16), ty))
 
-            def word_body(word: SSAValue, state) -> list[SSAValue]:
-                position, acc = state
-                bits = b.load(self.a0, b.add(b.mul(row, b.const(words, i64)), word), i16)
-                mask = b.emit(llvm.BitcastOp(bits, lanes_i1))
-                values_at = b.element_ptr(self.a1, position, i16)
-                packed = b.emit(llvm.CallIntrinsicOp("llvm.masked.expandload.v16i16", [values_at, mask, zero_i16], [lanes_i16]))
-                widened = b.emit(llvm.FPExtOp(b.emit(llvm.BitcastOp(packed, lanes_f16)), lanes_f32))
-                inputs_at = b.element_ptr(x_row, b.mul(word, b.const(16, i64)), f32)
-                inputs = b.emit(
-                    llvm.CallIntrinsicOp("llvm.masked.load.v16f32.p0", [inputs_at, b.const(4, i32), mask, zero_f32], [lanes_f32])
-                )
-                count = b.emit(llvm.CallIntrinsicOp("llvm.ctpop.i16", [bits], [i16]))
-                return [b.add(position, b.zext(count, i64)), b.emit(llvm.FMAOp(widened, inputs, acc))]
+        def tile_body(size: int):
+            """The loop body for `size` consecutive batch rows, all of them present."""
 
-            _, acc = b.loop(b.const(0, i64), b.const(words, i64), [start, zero_f32], word_body)
-            total = b.emit(llvm.VectorReduceFAddOp(b.const(0.0, f32), acc))
-            self.finish(total, row, self.batch_row)
-            return []
+            def body(tile: SSAValue, _state) -> list[SSAValue]:
+                batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+                x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row in batch_rows]
 
-        return self.for_each_row(row_body)
+                def row_body(row: SSAValue, _inner) -> list[SSAValue]:
+                    start = b.load(self.a2, row, i64)
+                    zero_i16, zero_f32 = vector_zero(lanes_i16, 0), vector_zero(lanes_f32, 0.0)
+
+                    def word_body(word: SSAValue, state) -> list[SSAValue]:
+                        position, *accs = state
+                        bits = b.load(self.a0, b.add(b.mul(row, b.const(words, i64)), word), i16)
+                        mask = b.emit(llvm.BitcastOp(bits, lanes_i1))
+                        values_at = b.element_ptr(self.a1, position, i16)
+                        packed = b.emit(
+                            llvm.CallIntrinsicOp("llvm.masked.expandload.v16i16", [values_at, mask, zero_i16], [lanes_i16])
+                        )
+                        widened = b.emit(llvm.FPExtOp(b.emit(llvm.BitcastOp(packed, lanes_f16)), lanes_f32))
+                        offset = b.mul(word, b.const(16, i64))
+                        updated = []
+                        for x_row, acc in zip(x_rows, accs):
+                            inputs = b.emit(
+                                llvm.CallIntrinsicOp(
+                                    "llvm.masked.load.v16f32.p0",
+                                    [b.element_ptr(x_row, offset, f32), b.const(4, i32), mask, zero_f32],
+                                    [lanes_f32],
+                                )
+                            )
+                            updated.append(b.emit(llvm.FMAOp(widened, inputs, acc)))
+                        count = b.emit(llvm.CallIntrinsicOp("llvm.ctpop.i16", [bits], [i16]))
+                        return [b.add(position, b.zext(count, i64)), *updated]
+
+                    _, *accs = b.loop(b.const(0, i64), b.const(words, i64), [start] + [zero_f32] * size, word_body)
+                    for batch_row, acc in zip(batch_rows, accs):
+                        self.finish(b.emit(llvm.VectorReduceFAddOp(b.const(0.0, f32), acc)), row, batch_row)
+                    return []
+
+                b.loop(self.begin, self.end, [], row_body)
+                return []
+
+            return body
+
+        # Whole tiles first, then the remaining rows one by one.
+        whole = b.and_(self.batch, b.const(-self.TILE, i64))
+        b.loop(b.const(0, i64), whole, [], tile_body(self.TILE), step=self.TILE)
+        b.loop(whole, self.batch, [], tile_body(1))
+        return b.ret()
 
 
 class _NMKernel(_Kernel):
@@ -212,22 +251,12 @@ class _BlockKernel(_Kernel):
             for r in range(size):
                 row = b.add(row_base, b.const(r, i64))
                 if key.rows % size:  # only the last row block has rows past N
-                    self.store_if_inside(accs[r], row)
+                    self.finish_if(b.icmp("slt", row, b.const(key.rows, i64)), accs[r], row, self.batch_row)
                 else:
                     self.finish(accs[r], row, self.batch_row)
             return []
 
         return self.for_each_row(row_block_body)
-
-    def store_if_inside(self, acc: SSAValue, row: SSAValue) -> None:
-        b = self.b
-        inside = b.icmp("slt", row, b.const(self.key.rows, i64))
-        then_block, after = b.new_block(), b.new_block()
-        b.emit(llvm.CondBrOp(inside, then_block, [], after, []))
-        b.block = then_block
-        self.finish(acc, row, self.batch_row)
-        b.emit(llvm.BrOp(after))
-        b.block = after
 
 
 _KERNELS = {"bitmask": _BitmaskKernel, "nm": _NMKernel, "block": _BlockKernel}
