@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import builtin
-from xdsl.dialects.builtin import IntegerAttr, StringAttr, f16, i64
+from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from sparsec.dialects import nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import KernelKey
+from sparsec.kernels import KernelKey, key_for
 from sparsec.packing import Encoding
 
 
@@ -46,20 +46,7 @@ def kernel_kind(weight: PackedWeightOp, transposed: bool) -> str:
 
 
 def kernel_key(weight: PackedWeightOp, transposed: bool, epilogue: str) -> KernelKey:
-    shape = weight.tensor_type.get_shape()
-    rows, cols = (shape[1], shape[0]) if transposed else (shape[0], math.prod(shape[1:]))
-    encoding = weight.encoding
-    kind = kernel_kind(weight, transposed)
-    return KernelKey(
-        kind,
-        rows,
-        cols,
-        values="f16" if encoding.values == f16 else "f32",
-        n=encoding.n.data if kind == "nm" else 0,
-        m=encoding.m.data if kind == "nm" else 0,
-        block=encoding.block_size.data if kind == "block" else 0,
-        epilogue=epilogue,
-    )
+    return key_for(weight, transposed, kernel_kind(weight, transposed), epilogue)
 
 
 def _packed(value: SSAValue) -> PackedWeightOp | None:

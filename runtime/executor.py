@@ -28,8 +28,9 @@ from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
-from sparsec.kernels import KernelKey
-from sparsec.layers import LayerWeightOp, dense_value
+from sparsec.kernels import KernelKey, key_for
+from sparsec.dialects import StoredWeightOp
+from sparsec.layers import dense_value
 from sparsec.runtime.codegen.kernels import kernel_module
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.operands import KernelOperands, prepare_operands
@@ -48,18 +49,7 @@ def kernel_key_of(op: KernelOp, native_f16: bool = True) -> KernelKey:
     if not isinstance(weight, PackedWeightOp):
         raise SparsecError(f"'{op.name}' needs a packed weight (sparse.packed), got {weight.name}")  # pyright: ignore
     transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)
-    shape = weight.tensor_type.get_shape()
-    rows, cols = (shape[1], shape[0]) if transposed else (shape[0], int(np.prod(shape[1:])))
-    encoding = weight.encoding
-    kind = op.kind.data
-    key = KernelKey(
-        kind, rows, cols,
-        values="f16" if numpy_dtype(encoding.values) == np.float16 else "f32",
-        n=encoding.n.data if kind == "nm" else 0,
-        m=encoding.m.data if kind == "nm" else 0,
-        block=encoding.block_size.data if kind == "block" else 0,
-        epilogue=op.epilogue.data,
-    )  # fmt: skip
+    key = key_for(weight, transposed, op.kind.data, op.epilogue.data)
     if key.symbol != op.kernel.data:
         raise SparsecError(f"'{op.name}' names kernel {op.kernel.data}, but its weight and attributes give {key.symbol}")
     return dataclasses.replace(key, native_f16=native_f16)
@@ -88,9 +78,21 @@ class Executor:
         self.threads = max(1, threads or os.cpu_count() or 1)
         self.target = target or Target.host()
         self.layers: dict[Operation, _Layer] = {}
+        self.constants: dict[SSAValue, np.ndarray] = {}
+        """Weights that ops other than kernels read, decoded once here rather than per run."""
+        self.steps: list[tuple[Operation, np.dtype | None]] = []
+        """The ops `run` executes, in order, with the result dtype of numpy-evaluated ones."""
         for op in self.function.body.ops:
             if isinstance(op, KernelOp):
                 self.layers[op] = self._prepare(op)
+                self.steps.append((op, None))
+            elif isinstance(op, StoredWeightOp):
+                if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
+                    self.constants[op.result] = dense_value(op, weights)
+            elif not isinstance(op, func.ReturnOp):
+                self.steps.append((op, numpy_dtype(op.results[0].type.element_type)))  # pyright: ignore
+        self.output_names = reference.output_names(self.function)
+        self.returned = list(self.function.body.block.last_op.operands)  # pyright: ignore
         keys = [layer.key for layer in self.layers.values()]
         self.kernels: CompiledKernels | None = compile_kernels(kernel_module(keys), self.target) if keys else None
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
@@ -105,7 +107,7 @@ class Executor:
         bias = np.zeros(0, np.float32)
         if op.b is not None:
             owner = op.b.owner
-            if not isinstance(owner, LayerWeightOp):
+            if not isinstance(owner, StoredWeightOp):
                 raise SparsecError(f"'{op.name}': the bias must be a weight")
             bias = np.ascontiguousarray(dense_value(owner, self.weights), dtype=np.float32).reshape(-1)
         return _Layer(key, operands, bias)
@@ -165,20 +167,12 @@ class Executor:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name for inputs by name."""
         env: dict[SSAValue, np.ndarray] = dict(zip(self.function.args, reference.check_feeds(self.function, feeds)))
-        for op in self.function.body.ops:
-            if isinstance(op, func.ReturnOp):
-                names = reference.output_names(self.function)
-                return {name: np.array(env[v], copy=True) for name, v in zip(names, op.operands)}
-            if isinstance(op, LayerWeightOp):
-                if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
-                    env[op.result] = dense_value(op, self.weights)
-                continue
+        env.update(self.constants)
+        for op, dtype in self.steps:
             if isinstance(op, SparseMatMulOp):
                 env[op.results[0]] = self._matmul(op, env[op.x])
             elif isinstance(op, SparseConvOp):
                 env[op.results[0]] = self._conv(op, env[op.x])
             else:
-                env[op.results[0]] = reference.evaluate(op, [env[v] for v in op.operands]).astype(
-                    numpy_dtype(op.results[0].type.element_type), copy=False  # pyright: ignore
-                )
-        raise SparsecError("@main has no func.return")
+                env[op.results[0]] = reference.evaluate(op, [env[v] for v in op.operands]).astype(dtype, copy=False)
+        return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}

@@ -114,7 +114,6 @@ class CompiledKernels:
     engine: llvm.ExecutionEngine
     functions: dict[str, ctypes._CFuncPtr] = field(default_factory=dict)
     from_cache: bool = False
-    llvm_ir: str = ""
 
 
 def compile_kernels(module: ModuleOp, target: Target | None = None, use_cache: bool = True) -> CompiledKernels:
@@ -139,7 +138,7 @@ def compile_kernels(module: ModuleOp, target: Target | None = None, use_cache: b
     if use_cache:
         engine.set_object_cache(cache.store, cache.load)
     engine.finalize_object()
-    compiled = CompiledKernels(engine, from_cache=cache.hit, llvm_ir=ir)
+    compiled = CompiledKernels(engine, from_cache=cache.hit)
     for function in backing.functions:
         if not function.is_declaration:
             address = engine.get_function_address(function.name)

@@ -28,6 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
 from sparsec.context import make_context
@@ -109,8 +110,7 @@ def _progress_bar():
     return update
 
 
-def _apply(model: Model, pipeline: str, args: argparse.Namespace) -> None:
-    passes = parse_pipeline(pipeline)
+def _apply(model: Model, passes: tuple[ModulePass, ...], args: argparse.Namespace) -> None:
     if getattr(args, "verbose", False):
         print(f"sparsec: pipeline: {pipeline_text(passes)}", file=sys.stderr)
     start = time.perf_counter()
@@ -128,7 +128,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _opt_chunk(text: str, source: str, base_dir: Path, args: argparse.Namespace) -> Model:
+def _opt_chunk(
+    text: str, source: str, base_dir: Path, passes: tuple[ModulePass, ...], args: argparse.Namespace
+) -> Model:
     ctx = make_context()
     module = parse_module(text, ctx, source=source, base_dir=base_dir)
     if not args.no_verify:
@@ -137,14 +139,15 @@ def _opt_chunk(text: str, source: str, base_dir: Path, args: argparse.Namespace)
         except VerifyException as error:
             raise SparsecError(f"{source}: {error}") from None
     model = Model(module, ctx)
-    _apply(model, args.passes, args)
+    _apply(model, passes, args)
     return model
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
+    passes = parse_pipeline(args.passes)
     if args.input != "-" and Path(args.input).suffix == ".onnx":
         model = load(args.input)
-        _apply(model, args.passes, args)
+        _apply(model, passes, args)
         _emit_ir(model, args.output, args)
         return 0
     if args.input == "-":
@@ -166,7 +169,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
         padded = "\n" * line_offset + chunk
         line_offset += chunk.count("\n")
         try:
-            model = _opt_chunk(padded, source, base_dir, args)
+            model = _opt_chunk(padded, source, base_dir, passes, args)
         except SparsecError as error:
             if not args.verify_diagnostics:
                 raise
@@ -219,20 +222,20 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
     return f"prune-{args.method}{{" + " ".join(options) + "}"
 
 
-def compile_pipeline(args: argparse.Namespace, output_kind: str) -> str:
-    """The pipeline `compile` runs: --pattern's pruning, then -p, then packing (for a
-    `.spx` or `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did
-    them, then --report."""
-    stages = [_pattern_pass(args), args.passes or None]
-    packs = any(p.name == "pack-bitmask" for p in parse_pipeline(",".join(s for s in stages if s)))
-    if output_kind in (".spx", ".mlpackage") and not packs:
-        stages.append("pack-bitmask")
-    lowers = any(p.name == "lower-kernels" for p in parse_pipeline(",".join(s for s in stages if s)))
-    if output_kind == ".spx" and not lowers:
-        stages.append("lower-kernels")
+def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePass, ...]:
+    """What `compile` runs: --pattern's pruning, then -p, then packing (for a `.spx` or
+    `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did them, then
+    --report. Parsed once, so option and file checks happen once, before the model loads."""
+    passes = parse_pipeline(",".join(stage for stage in (_pattern_pass(args), args.passes) if stage))
+    names = {p.name for p in passes}
+    extra = []
+    if output_kind in (".spx", ".mlpackage") and "pack-bitmask" not in names:
+        extra.append("pack-bitmask")
+    if output_kind == ".spx" and "lower-kernels" not in names:
+        extra.append("lower-kernels")
     if args.report:
-        stages.append("sparsity-report{output=stdout}")
-    return ",".join(stage for stage in stages if stage)
+        extra.append("sparsity-report{output=stdout}")
+    return passes + parse_pipeline(",".join(extra))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -241,10 +244,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise SparsecError(
             f"-o '{output}': unknown output kind '{output.suffix}' (supported: {', '.join(OUTPUT_KINDS)})"
         )
-    pipeline = compile_pipeline(args, output.suffix)
-    parse_pipeline(pipeline)  # refuse bad options before loading the model
+    passes = compile_passes(args, output.suffix)
     model = load(args.model)
-    _apply(model, pipeline, args)
+    _apply(model, passes, args)
     model.save(output, inline_limit=args.inline_weight_limit, debuginfo=args.print_debuginfo)
     if args.emit_llvm is not None:
         _emit_llvm(model, Path(args.emit_llvm))

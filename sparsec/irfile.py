@@ -27,8 +27,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 
 from sparsec.context import SparsecContext
 from sparsec.dialects.literals import array_from_dense, dense_from_array
-from sparsec.dialects.nn import WeightOp
-from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.dialects import StoredWeightOp
 from sparsec.errors import IRError
 from sparsec.fileio import atomic_output, atomic_path
 from sparsec.weights import WeightStore
@@ -39,13 +38,9 @@ INLINE_WEIGHT_LIMIT = 256
 SIDECAR_ATTR = "sparsec.weights"
 
 
-StoringOp = WeightOp | PackedWeightOp
-"""Ops whose data lives in the weight store, each naming its arrays by role."""
-
-
-def storing_ops(module: ModuleOp) -> Iterator[StoringOp]:
+def storing_ops(module: ModuleOp) -> Iterator[StoredWeightOp]:
     for op in module.walk():
-        if isinstance(op, StoringOp):
+        if isinstance(op, StoredWeightOp):
             yield op
 
 
@@ -94,7 +89,7 @@ def _inlined(module: ModuleOp, weights: WeightStore, inline_limit: int) -> Itera
 
     An op's arrays are inlined all together or not at all.
     """
-    attached: list[tuple[StoringOp, str]] = []
+    attached: list[tuple[StoredWeightOp, str]] = []
     left_out: list[str] = []
     try:
         for op in storing_ops(module):

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from xdsl.dialects.builtin import f16
+
+if TYPE_CHECKING:
+    from sparsec.dialects.sparse import PackedWeightOp
 
 KINDS = ("bitmask", "nm", "block")
 EPILOGUES = ("none", "bias", "relu", "bias_relu")
@@ -48,3 +54,25 @@ class KernelKey:
         return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
 
 
+
+
+def key_for(weight: PackedWeightOp, transposed: bool, kind: str, epilogue: str, native_f16: bool = True) -> KernelKey:
+    """The key of a kernel of `kind` reading `weight` in its (out, in) view.
+
+    `transposed` says the weight is stored (in, out); Conv weights flatten to
+    (out, in * kernel).
+    """
+    shape = weight.tensor_type.get_shape()
+    rows, cols = (shape[1], shape[0]) if transposed else (shape[0], math.prod(shape[1:]))
+    encoding = weight.encoding
+    return KernelKey(
+        kind,
+        rows,
+        cols,
+        values="f16" if encoding.values == f16 else "f32",
+        n=encoding.n.data if kind == "nm" else 0,
+        m=encoding.m.data if kind == "nm" else 0,
+        block=encoding.block_size.data if kind == "block" else 0,
+        epilogue=epilogue,
+        native_f16=native_f16,
+    )

@@ -21,7 +21,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp, NameLoc
 from xdsl.ir import Operation
 
-from sparsec.dialects import nn
+from sparsec.dialects import StoredWeightOp, nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import PassFailure
@@ -30,14 +30,11 @@ from sparsec.weights import WeightStore
 MAX_RANK = 5
 """Conv weights have rank 3 to 5; Gemm and MatMul weights rank 2."""
 
-LayerWeightOp = nn.WeightOp | PackedWeightOp
-
-
 @dataclass(frozen=True)
 class LayerWeight:
     """A weight in the weight position of Gemm, MatMul or Conv, with its canonical view."""
 
-    op: LayerWeightOp
+    op: StoredWeightOp
     consumer: Operation
     transposed: bool
     """True when the stored tensor is the transpose of the (out, in) view."""
@@ -70,7 +67,7 @@ class LayerWeight:
         return 1 - canonical_axis if self.transposed else canonical_axis
 
 
-def dense_value(op: LayerWeightOp, weights: WeightStore) -> np.ndarray:
+def dense_value(op: StoredWeightOp, weights: WeightStore) -> np.ndarray:
     """The weight as a dense tensor, decoding it if it is packed."""
     if isinstance(op, PackedWeightOp):
         return op.decode({role: weights[name] for role, name in op.stored_tensors().items()})
@@ -95,7 +92,7 @@ def layer_weights(module: ModuleOp, include_packed: bool = False) -> Iterator[La
 
     Packed weights are included only on request: pruning must not see them.
     """
-    kinds = LayerWeightOp if include_packed else nn.WeightOp
+    kinds = StoredWeightOp if include_packed else nn.WeightOp
     for op in module.walk():
         if not isinstance(op, kinds):
             continue

@@ -205,11 +205,6 @@ def format_timing(timings: list[PassTiming], total: float | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_defaults_shown(pass_: ModulePass) -> str:
-    """The pass as pipeline text with every option written out."""
-    return str(pass_.spec(include_default=True))
-
-
 __all__ = [
     "Instrumentation",
     "PassTiming",

@@ -23,7 +23,8 @@ from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, window_output
 from sparsec.errors import ExecutionError, SparsecError
-from sparsec.layers import LayerWeightOp, dense_value
+from sparsec.dialects import StoredWeightOp
+from sparsec.layers import dense_value
 from sparsec.weights import WeightStore
 
 NAME_ATTR = "sparsec.name"
@@ -294,29 +295,22 @@ def evaluate(op: Operation, operands: list[np.ndarray]) -> np.ndarray:
         raise ExecutionError(f"'{op.name}' cannot run on inputs of shapes {shapes}: {error}") from None
 
 
-def inputs_of(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray], stop: Operation) -> list[np.ndarray]:
-    """Run `@main` only as far as `stop`; returns the values of its operands."""
+def _interpret(
+    module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray], stop: Operation | None = None
+) -> list[np.ndarray]:
+    """Run `@main` op by op up to `stop` (default: the return); the values of its operands.
+
+    Intermediate values are dropped after their last use.
+    """
     function = main_function(module)
     env: dict[SSAValue, np.ndarray] = dict(zip(function.args, check_feeds(function, feeds)))
+    remaining_uses: dict[SSAValue, int] = {}
     for op in function.body.ops:
-        if op is stop:
+        if op is stop or (stop is None and isinstance(op, func.ReturnOp)):
             return [env[v] for v in op.operands]
-        if isinstance(op, LayerWeightOp):
-            env[op.result] = dense_value(op, weights)
-        elif not isinstance(op, func.ReturnOp):
-            env[op.results[0]] = evaluate(op, [env[v] for v in op.operands])
-    raise SparsecError(f"'{stop.name}' is not an op of @main")
-
-
-def run(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run `@main` on `feeds` (by input name); returns every output by name."""
-    function = main_function(module)
-    env: dict[SSAValue, np.ndarray] = dict(zip(function.args, check_feeds(function, feeds)))
-    remaining_uses = {}
-    for op in function.body.ops:
         if isinstance(op, func.ReturnOp):
-            return dict(zip(output_names(function), (env[v] for v in op.operands)))
-        if isinstance(op, LayerWeightOp):
+            break
+        if isinstance(op, StoredWeightOp):
             env[op.result] = dense_value(op, weights)
             continue
         result = evaluate(op, [env[v] for v in op.operands])
@@ -325,6 +319,16 @@ def run(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray])
         env[op.results[0]] = result.astype(numpy_dtype(expected.element_type), copy=False)
         for operand in op.operands:
             remaining_uses[operand] = remaining_uses.get(operand, operand.uses.get_length()) - 1
-            if remaining_uses[operand] == 0 and not isinstance(operand.owner, LayerWeightOp):
+            if remaining_uses[operand] == 0 and not isinstance(operand.owner, StoredWeightOp):
                 env.pop(operand, None)
-    raise SparsecError("@main has no func.return")
+    raise SparsecError(f"'{stop.name}' is not an op of @main" if stop else "@main has no func.return")
+
+
+def inputs_of(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray], stop: Operation) -> list[np.ndarray]:
+    """Run `@main` only as far as `stop`; returns the values of its operands."""
+    return _interpret(module, weights, feeds, stop)
+
+
+def run(module: ModuleOp, weights: WeightStore, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run `@main` on `feeds` (by input name); returns every output by name."""
+    return dict(zip(output_names(main_function(module)), _interpret(module, weights, feeds)))

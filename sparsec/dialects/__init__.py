@@ -4,9 +4,12 @@ packed weights, kernel ops)."""
 from xdsl.ir import Dialect
 
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
-from sparsec.dialects.nn import NN
+from sparsec.dialects.nn import NN, WeightOp
 from sparsec.dialects.sparse import EncodingAttr, PackedWeightOp, PatternAttr
 
 Sparse = Dialect("sparse", [PackedWeightOp, SparseMatMulOp, SparseConvOp], [PatternAttr, EncodingAttr])
 
-__all__ = ["NN", "Sparse"]
+StoredWeightOp = WeightOp | PackedWeightOp
+"""Ops that stand for a weight whose arrays live in the weight store (dense or packed)."""
+
+__all__ = ["NN", "Sparse", "StoredWeightOp"]

@@ -34,7 +34,7 @@ from xdsl.dialects.builtin import (
     f32,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, Operation, SSAValue
+from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
@@ -774,7 +774,3 @@ def build_inferred(
         properties=properties,
         result_types=[TensorType(element_type, shape)],  # pyright: ignore
     )
-
-
-def is_nn_op(op: Operation) -> bool:
-    return isinstance(op, NNOp | WeightOp)

@@ -117,18 +117,7 @@ class PatternAttr(ParametrizedAttribute):
             raise VerifyException(
                 f"#sparse.pattern: unknown kind '{self.kind.data}', expected one of {kinds}"
             )
-        kind = self.pattern_kind
-        if kind is PatternKind.BLOCK and self.block_size.data < 2:
-            raise VerifyException(
-                f"#sparse.pattern: block size must be >= 2, got {self.block_size.data}"
-            )
-        if kind is PatternKind.NM and not (
-            self.m.data >= 1 and 0 <= self.n.data <= self.m.data
-        ):
-            raise VerifyException(
-                f"#sparse.pattern: n:m needs m >= 1 and 0 <= n <= m, "
-                f"got {self.n.data}:{self.m.data}"
-            )
+        _verify_structure("#sparse.pattern", self.kind.data, self.block_size.data, self.n.data, self.m.data)
         if self.axis.data < 0:
             raise VerifyException(f"#sparse.pattern: axis must be >= 0, got {self.axis.data}")
         if not 0.0 <= self.sparsity.data <= 1.0:
@@ -136,16 +125,7 @@ class PatternAttr(ParametrizedAttribute):
 
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
-            printer.print_string(self.kind.data)
-            match self.pattern_kind:
-                case PatternKind.BLOCK:
-                    printer.print_string(f" {self.block_size.data}, axis = {self.axis.data}")
-                case PatternKind.NM:
-                    printer.print_string(
-                        f" {self.n.data}:{self.m.data}, axis = {self.axis.data}"
-                    )
-                case PatternKind.UNSTRUCTURED:
-                    pass
+            printer.print_string(_structure_text(self.kind.data, self.block_size.data, self.n.data, self.m.data, self.axis.data))
             if kind_has_sparsity(self.pattern_kind) and self.sparsity.data:
                 printer.print_string(f", sparsity = {self.sparsity.data!r}")
 
@@ -155,20 +135,10 @@ class PatternAttr(ParametrizedAttribute):
     ) -> tuple[StringAttr, IntAttr, IntAttr, IntAttr, IntAttr, FloatData]:
         with parser.in_angle_brackets():
             kind = parser.parse_identifier(" (unstructured, block or nm)")
-            block_size = n = m = axis = 0
+            if kind not in [k.value for k in PatternKind]:
+                parser.raise_error(f"unknown sparsity pattern '{kind}', expected unstructured, block or nm")
+            block_size, n, m, axis = _parse_structure(parser, kind)
             sparsity = 0.0
-            if kind == PatternKind.BLOCK.value:
-                block_size = parser.parse_integer(allow_boolean=False, allow_negative=False)
-                axis = _parse_axis(parser)
-            elif kind == PatternKind.NM.value:
-                n = parser.parse_integer(allow_boolean=False, allow_negative=False)
-                parser.parse_punctuation(":")
-                m = parser.parse_integer(allow_boolean=False, allow_negative=False)
-                axis = _parse_axis(parser)
-            elif kind != PatternKind.UNSTRUCTURED.value:
-                parser.raise_error(
-                    f"unknown sparsity pattern '{kind}', expected unstructured, block or nm"
-                )
             if kind == PatternKind.NM.value:
                 sparsity = n / m if m else 0.0
             elif parser.parse_optional_punctuation(",") is not None:
@@ -183,11 +153,40 @@ def kind_has_sparsity(kind: PatternKind) -> bool:
     return kind is not PatternKind.NM
 
 
-def _parse_axis(parser: AttrParser) -> int:
+# Patterns and encodings spell their structure alike: `block B, axis = A`, `nm N:M, axis = A`.
+
+
+def _structure_text(kind: str, block_size: int, n: int, m: int, axis: int) -> str:
+    if kind == "block":
+        return f"{kind} {block_size}, axis = {axis}"
+    if kind == "nm":
+        return f"{kind} {n}:{m}, axis = {axis}"
+    return kind
+
+
+def _parse_structure(parser: AttrParser, kind: str) -> tuple[int, int, int, int]:
+    """(block size, n, m, axis) after the kind keyword; zeros for unstructured kinds."""
+    block_size = n = m = axis = 0
+    if kind == "block":
+        block_size = parser.parse_integer(allow_boolean=False, allow_negative=False)
+    elif kind == "nm":
+        n = parser.parse_integer(allow_boolean=False, allow_negative=False)
+        parser.parse_punctuation(":")
+        m = parser.parse_integer(allow_boolean=False, allow_negative=False)
+    else:
+        return block_size, n, m, axis
     parser.parse_punctuation(",")
     parser.parse_keyword("axis")
     parser.parse_punctuation("=")
-    return parser.parse_integer(allow_boolean=False, allow_negative=False)
+    axis = parser.parse_integer(allow_boolean=False, allow_negative=False)
+    return block_size, n, m, axis
+
+
+def _verify_structure(what: str, kind: str, block_size: int, n: int, m: int) -> None:
+    if kind == "block" and block_size < 2:
+        raise VerifyException(f"{what}: block size must be >= 2, got {block_size}")
+    if kind == "nm" and not (m >= 1 and 0 <= n <= m):
+        raise VerifyException(f"{what}: n:m needs m >= 1 and 0 <= n <= m, got {n}:{m}")
 
 
 VALUE_TYPES: dict[str, Attribute] = {"f16": f16, "f32": f32}
@@ -222,21 +221,11 @@ class EncodingAttr(ParametrizedAttribute):
         kinds = [k.value for k in Encoding]
         if self.kind.data not in kinds:
             raise VerifyException(f"#sparse.encoding: unknown encoding '{self.kind.data}', expected one of {kinds}")
-        if self.encoding is Encoding.NM and not (self.m.data >= 1 and 0 <= self.n.data <= self.m.data):
-            raise VerifyException(f"#sparse.encoding: n:m needs m >= 1 and 0 <= n <= m, got {self.n.data}:{self.m.data}")
-        if self.encoding is Encoding.BLOCK and self.block_size.data < 2:
-            raise VerifyException(f"#sparse.encoding: block size must be >= 2, got {self.block_size.data}")
+        _verify_structure("#sparse.encoding", self.kind.data, self.block_size.data, self.n.data, self.m.data)
 
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
-            printer.print_string(self.kind.data)
-            match self.encoding:
-                case Encoding.NM:
-                    printer.print_string(f" {self.n.data}:{self.m.data}, axis = {self.axis.data}")
-                case Encoding.BLOCK:
-                    printer.print_string(f" {self.block_size.data}, axis = {self.axis.data}")
-                case Encoding.BITMASK:
-                    pass
+            printer.print_string(_structure_text(self.kind.data, self.block_size.data, self.n.data, self.m.data, self.axis.data))
             printer.print_string(", values = ")
             printer.print_attribute(self.values)
 
@@ -244,17 +233,9 @@ class EncodingAttr(ParametrizedAttribute):
     def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
         with parser.in_angle_brackets():
             kind = parser.parse_identifier(" (bitmask, nm or block)")
-            block_size = n = m = axis = 0
-            if kind == Encoding.NM.value:
-                n = parser.parse_integer(allow_boolean=False, allow_negative=False)
-                parser.parse_punctuation(":")
-                m = parser.parse_integer(allow_boolean=False, allow_negative=False)
-                axis = _parse_axis(parser)
-            elif kind == Encoding.BLOCK.value:
-                block_size = parser.parse_integer(allow_boolean=False, allow_negative=False)
-                axis = _parse_axis(parser)
-            elif kind != Encoding.BITMASK.value:
+            if kind not in [e.value for e in Encoding]:
                 parser.raise_error(f"unknown encoding '{kind}', expected bitmask, nm or block")
+            block_size, n, m, axis = _parse_structure(parser, kind)
             parser.parse_punctuation(",")
             parser.parse_keyword("values")
             parser.parse_punctuation("=")

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
-from sparsec.dialects import nn
+from sparsec.dialects import StoredWeightOp, nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, resolve_pads
@@ -70,7 +70,7 @@ class _Lowering:
         self.weights = weights
         self.values: dict[SSAValue, Any] = {}
 
-    def weight(self, op: nn.WeightOp | PackedWeightOp) -> Any:
+    def weight(self, op: StoredWeightOp) -> Any:
         mb = self.mb
         name = feature_name(op.weight_name.data)
         if not isinstance(op, PackedWeightOp):
@@ -224,7 +224,7 @@ def build_mlmodel(module: ModuleOp, weights: WeightStore) -> Any:
         for op in function.body.ops:
             if isinstance(op, func.ReturnOp):
                 outputs = [mb.identity(x=lowering.values[v], name=feature_name(n)) for v, n in zip(op.operands, output_names(function))]
-            elif isinstance(op, nn.WeightOp | PackedWeightOp):
+            elif isinstance(op, StoredWeightOp):
                 lowering.values[op.result] = lowering.weight(op)
             else:
                 lowering.values[op.results[0]] = lowering.lower(op, [lowering.values[v] for v in op.operands])

@@ -25,7 +25,8 @@ from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_path
-from sparsec.layers import LayerWeightOp, dense_value
+from sparsec.dialects import StoredWeightOp
+from sparsec.layers import dense_value
 from sparsec.reference import input_names, main_function, output_names
 from sparsec.weights import WeightStore
 
@@ -74,7 +75,7 @@ class _Exporter:
         return name
 
     def export_op(self, op: Operation) -> None:
-        if isinstance(op, LayerWeightOp):
+        if isinstance(op, StoredWeightOp):
             name = op.weight_name.data
             self.names[op.result] = name
             self.add_initializer(name, dense_value(op, self.weights))
@@ -138,7 +139,7 @@ def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:
     returned = list(terminator.operands)
     aliased: list[tuple[SSAValue, str]] = []
     for value, name in zip(returned, output_names(function)):
-        if value in exporter.names or isinstance(value.owner, LayerWeightOp):
+        if value in exporter.names or isinstance(value.owner, StoredWeightOp):
             aliased.append((value, name))
         else:
             exporter.names[value] = name

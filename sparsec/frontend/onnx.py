@@ -352,10 +352,6 @@ _MIN_INPUTS = {
 """Required inputs per op type (1 when not listed)."""
 
 
-def supported_op_types() -> list[str]:
-    return sorted(_CONVERTERS)
-
-
 def _load_model(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         raise ModelImportError(f"{path}: no such file")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 LAYERS, WIDTH = 4, 8192  # 4 x 8192 x 8192 float32 = 1 GiB
 
