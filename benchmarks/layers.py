@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--quick", action="store_true", help="first shape and three patterns only")
+    parser.add_argument("--only", metavar="TEXT", help="only layers and patterns whose label contains TEXT (e.g. 'nm', '11008')")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     shapes = SHAPES[:1] if args.quick else SHAPES
@@ -104,6 +105,8 @@ def main() -> None:
                 numpy_ms = median_ms(lambda: x @ weight.T, repeats)
             ort_ms = onnxruntime_ms(weight, x, args.threads, repeats)
             for label, options in patterns.items():
+                if args.only and args.only not in f"{rows}x{cols} {label}":
+                    continue
                 model = layer_model(rows, cols, weight)
                 model.apply(f"prune-magnitude{{{options} min-elements=0}},pack-bitmask,lower-kernels")
                 executor = Executor(model.module, model.weights, threads=args.threads)

@@ -42,9 +42,10 @@ _WORK_PER_THREAD = 1 << 20
 where a hand-off would cost more than it saves."""
 
 
-def kernel_key_of(op: KernelOp, native_f16: bool = True) -> KernelKey:
-    """The key a kernel op names, rebuilt from its weight and attributes; `native_f16`
-    is the target's (it only changes how float16 values are widened)."""
+def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
+    """The key a kernel op names, rebuilt from its weight and attributes, for `target`
+    (whose features choose how float16 values are widened and which vector kernels
+    apply), or as the IR names it when None."""
     weight = op.w.owner
     if not isinstance(weight, PackedWeightOp):
         raise SparsecError(f"'{op.name}' needs a packed weight (sparse.packed), got {weight.name}")  # pyright: ignore
@@ -52,12 +53,14 @@ def kernel_key_of(op: KernelOp, native_f16: bool = True) -> KernelKey:
     key = key_for(weight, transposed, op.kind.data, op.epilogue.data)
     if key.symbol != op.kernel.data:
         raise SparsecError(f"'{op.name}' names kernel {op.kernel.data}, but its weight and attributes give {key.symbol}")
-    return dataclasses.replace(key, native_f16=native_f16)
+    if target is None:
+        return key
+    return dataclasses.replace(key, native_f16=target.native_f16, avx512=target.avx512)
 
 
-def kernel_keys(module: ModuleOp) -> list[KernelKey]:
-    """The distinct kernels a module's kernel ops need, in program order."""
-    keys = [kernel_key_of(op) for op in module.walk() if isinstance(op, KernelOp)]
+def kernel_keys(module: ModuleOp, target: Target | None = None) -> list[KernelKey]:
+    """The distinct kernels a module's kernel ops need (on `target`), in program order."""
+    keys = [kernel_key_of(op, target) for op in module.walk() if isinstance(op, KernelOp)]
     return list(dict.fromkeys(keys))
 
 
@@ -99,7 +102,7 @@ class Executor:
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
     def _prepare(self, op: KernelOp) -> _Layer:
-        key = kernel_key_of(op, self.target.native_f16)
+        key = kernel_key_of(op, self.target)
         weight = op.w.owner
         assert isinstance(weight, PackedWeightOp)
         transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)

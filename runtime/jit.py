@@ -66,6 +66,12 @@ class Target:
             return True
         return "+f16c" in self.features.split(",")
 
+    @property
+    def avx512(self) -> bool:
+        """Whether kernels may use AVX-512 (F and BW) lane permutes."""
+        features = self.features.split(",")
+        return "+avx512f" in features and "+avx512bw" in features
+
     def machine(self) -> llvm.TargetMachine:
         target = llvm.Target.from_triple(llvm.get_process_triple())
         return target.create_target_machine(cpu=self.cpu, features=self.features, opt=3, jit=True)

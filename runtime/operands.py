@@ -44,10 +44,9 @@ def _canonical(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transpo
     return np.ascontiguousarray(dense.reshape(key.rows, key.cols))
 
 
-def _row_words(nonzero: np.ndarray) -> np.ndarray:
-    """Each row's mask bits packed into little-endian 16-bit words, rows padded to whole words."""
+def _row_words(nonzero: np.ndarray, words: int) -> np.ndarray:
+    """Each row's mask bits packed into `words` little-endian 16-bit words (zero-padded)."""
     rows, cols = nonzero.shape
-    words = math.ceil(cols / 16)
     padded = np.zeros((rows, words * 16), dtype=bool)
     padded[:, :cols] = nonzero
     return np.packbits(padded, axis=1, bitorder="little").view("<u2").reshape(rows, words)
@@ -64,14 +63,28 @@ def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transpose
         values = dense[nonzero].astype(dtype)
     offsets = np.zeros(key.rows + 1, dtype=np.int64)
     np.cumsum(nonzero.sum(axis=1), out=offsets[1:])
-    return KernelOperands((_row_words(nonzero), np.ascontiguousarray(values), offsets))
+    return KernelOperands((_row_words(nonzero, key.mask_words), np.ascontiguousarray(values), offsets))
 
 
 def _nm(op: PackedWeightOp, weights: WeightStore, key: KernelKey) -> KernelOperands:
     arrays = {role: weights[name] for role, name in op.stored_tensors().items()}
     # Two bytes of slack: a position is read as a 16-bit word that may end past the stream.
     positions = np.concatenate([arrays["positions"], np.zeros(2, np.uint8)])
-    return KernelOperands((np.ascontiguousarray(arrays["values"]), positions, _EMPTY))
+    steps = _nm_step_words(arrays["positions"], key) if key.nm_lanes else _EMPTY
+    return KernelOperands((np.ascontiguousarray(arrays["values"]), positions, steps))
+
+
+def _nm_step_words(stream: np.ndarray, key: KernelKey) -> np.ndarray:
+    """The positions of each row's whole vector steps, one word of 16 positions per step
+    (the stream runs on across rows, so a step's bits need not start on a byte)."""
+    bits, kept = key.position_bits, key.m - key.n
+    per_row = math.ceil(key.cols / key.m) * kept
+    steps = key.cols // key.nm_span
+    flat = unpack_bits(stream, key.rows * per_row * bits).reshape(key.rows, per_row * bits)
+    step_bits = np.zeros((key.rows, steps, key.nm_word_bits), dtype=np.uint8)
+    step_bits[:, :, : 16 * bits] = flat[:, : steps * 16 * bits].reshape(key.rows, steps, 16 * bits)
+    dtype = np.dtype("<u4" if key.nm_word_bits == 32 else "<u8")
+    return np.packbits(step_bits, axis=2, bitorder="little").view(dtype).reshape(-1)
 
 
 def _block(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:

@@ -254,13 +254,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _emit_llvm(model: Model, directory: Path) -> None:
-    """Write each kernel's LLVM IR as DIRECTORY/SYMBOL.ll."""
+    """Write each kernel's LLVM IR, as generated for this host, as DIRECTORY/SYMBOL.ll."""
     from sparsec.runtime.codegen.kernels import kernel_llvm_ir
     from sparsec.runtime.executor import kernel_keys
+    from sparsec.runtime.jit import Target
 
     if not directory.is_dir():
         raise SparsecError(f"--emit-llvm: directory '{directory}' does not exist")
-    for key in kernel_keys(model.module):
+    for key in kernel_keys(model.module, Target.host()):
         with atomic_output(directory / f"{key.symbol}.ll") as stream:
             stream.write(kernel_llvm_ir(key))
 

@@ -35,6 +35,9 @@ class KernelKey:
     native_f16: bool = True
     """False for targets without half-precision conversion instructions (x86 without
     F16C): float16 values are widened with integer operations instead of a libcall."""
+    avx512: bool = False
+    """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
+    which portable LLVM IR cannot express; other targets get the portable kernels."""
 
     @property
     def symbol(self) -> str:
@@ -49,11 +52,39 @@ class KernelKey:
         return math.ceil(math.log2(self.m)) if self.m > 1 else 0
 
     @property
+    def mask_words(self) -> int:
+        """16-bit mask words per row of a bitmask weight: rows are padded to whole
+        64-bit steps, so a kernel can read four words at once."""
+        return 4 * math.ceil(self.cols / 64)
+
+    @property
+    def nm_lanes(self) -> bool:
+        """Whether the n:m kernel maps runs onto 16-lane vectors: m and the kept values
+        per run divide 16, float16 values, an AVX-512 target, and at least one whole step."""
+        kept = self.m - self.n
+        return (
+            self.kind == "nm"
+            and self.avx512
+            and self.values == "f16"
+            and 16 % self.m == 0
+            and 16 % kept == 0
+            and self.cols >= self.nm_span
+        )
+
+    @property
+    def nm_span(self) -> int:
+        """Columns one vector of 16 kept values covers."""
+        return 16 * self.m // (self.m - self.n)
+
+    @property
+    def nm_word_bits(self) -> int:
+        """Bits of the word holding one step's 16 positions: 32, or 64 for m > 4."""
+        return 32 if 16 * self.position_bits <= 32 else 64
+
+    @property
     def parallel_units(self) -> int:
         """How many units [begin, end) ranges over: rows, or row blocks."""
         return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
-
-
 
 
 def key_for(weight: PackedWeightOp, transposed: bool, kind: str, epilogue: str, native_f16: bool = True) -> KernelKey:

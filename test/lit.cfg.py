@@ -21,6 +21,12 @@ config.substitutions.append(("%models", f"{sys.executable} {os.path.join(os.path
 config.substitutions.append(("%expect-exit", f"{sys.executable} {os.path.join(os.path.dirname(__file__), 'expect_exit.py')}"))
 config.substitutions.append(("%python", sys.executable))
 
+# Tests of the vector kernels check what sparsec generates for an AVX-512 host.
+from sparsec.runtime.jit import Target  # noqa: E402
+
+if Target.host().avx512:
+    config.available_features.add("avx512")
+
 config.environment["PATH"] = os.environ.get("PATH", "")
 for variable in ("HOME", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR"):
     if variable in os.environ:

@@ -11,7 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import IntegerAttr, IntegerType, f16, f32, i1, i8, i16, i32, i64
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    IntegerAttr,
+    IntegerType,
+    VectorType,
+    f16,
+    f32,
+    i1,
+    i8,
+    i16,
+    i32,
+    i64,
+)
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 PTR = llvm.LLVMPointerType()
@@ -103,6 +116,40 @@ class FunctionBuilder:
         sign = self.emit(llvm.ShlOp(self.and_(bits, self.const(0x8000, i32)), self.const(16, i32)))
         combined = self.emit(llvm.OrOp(self.emit(llvm.OrOp(scaled_bits, exponent)), sign))
         return self.emit(llvm.BitcastOp(combined, f32))
+
+    # --- vectors -----------------------------------------------------------------------
+
+    def vector_const(self, values: Sequence[int | float], element: Attribute) -> SSAValue:
+        ty = VectorType(element, [len(values)])
+        return self.emit(llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(ty, list(values)), ty))
+
+    def intrinsic(self, name: str, operands: Sequence[SSAValue], result: Attribute) -> SSAValue:
+        return self.emit(llvm.CallIntrinsicOp(name, list(operands), [result]))
+
+    def bitcast(self, value: SSAValue, ty: Attribute) -> SSAValue:
+        return self.emit(llvm.BitcastOp(value, ty))
+
+    def lanes(self, vector: SSAValue, first: int, count: int) -> SSAValue:
+        """Lanes [first, first + count) of `vector` as a vector of `count` lanes."""
+        element = vector.type.element_type  # pyright: ignore
+        mask = DenseArrayBase.from_list(i32, list(range(first, first + count)))
+        return self.emit(llvm.ShuffleVectorOp(vector, vector, mask, VectorType(element, [count])))
+
+    def splat(self, value: SSAValue, count: int) -> SSAValue:
+        """`value` in every one of `count` lanes."""
+        ty = VectorType(value.type, [count])
+        one = self.emit(llvm.InsertElementOp(self.emit(llvm.UndefOp(ty)), value, self.const(0, i32)))
+        return self.emit(llvm.ShuffleVectorOp(one, one, DenseArrayBase.from_list(i32, [0] * count), ty))
+
+    def sum_lanes(self, vector: SSAValue) -> SSAValue:
+        """The sum of a vector's lanes, added pairwise (a tree of log2(lanes) vector adds
+        rather than the strictly ordered chain an un-flagged reduction would be)."""
+        count = vector.type.get_shape()[0]  # pyright: ignore
+        while count > 1:
+            count //= 2
+            vector = self.fadd(self.lanes(vector, 0, count), self.lanes(vector, count, count))
+        # A one-lane vector and its element have the same bits.
+        return self.bitcast(vector, vector.type.element_type)  # pyright: ignore
 
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
         index = llvm.ICmpPredicateFlag(predicate).to_int()

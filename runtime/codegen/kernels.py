@@ -27,7 +27,7 @@ import math
 
 from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, VectorType, f16, f32, i1, i8, i16, i32, i64
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, IntegerType, ModuleOp, VectorType, f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import KernelKey
@@ -98,7 +98,7 @@ class _BitmaskKernel(_Kernel):
 
             def word_body(word: SSAValue, state) -> list[SSAValue]:
                 position, acc = state
-                bits = b.zext(b.load(self.a0, b.add(b.mul(row, b.const(words, i64)), word), i16), i32)
+                bits = b.zext(b.load(self.a0, b.add(b.mul(row, b.const(key.mask_words, i64)), word), i16), i32)
                 col_base = b.mul(word, b.const(16, i64))
 
                 def bit_body(bit: SSAValue, inner) -> list[SSAValue]:
@@ -116,73 +116,97 @@ class _BitmaskKernel(_Kernel):
         return self.for_each_row(row_body)
 
 
+_F32x16 = VectorType(f32, [16])
+
+
 class _VectorBitmaskKernel(_Kernel):
-    """The bitmask kernel, 16 values per step: the set bits of a mask word select how many
-    float16 values an expand-load takes (as i16, then widened), and the same mask loads
-    the matching inputs; nothing past the row's values or inputs is touched. Each decoded
-    word serves a tile of TILE batch rows, so the weights are decoded once per tile;
-    batch rows beyond the last whole tile go one at a time."""
+    """The bitmask kernel, 64 columns per step. One 64-bit load takes four mask words;
+    each 32-bit half selects how many float16 values a 32-lane expand-load takes (as
+    i16, which LLVM turns into a single VBMI2 `vpexpandw`; the same load on half is
+    scalarized), widened to four 16-lane vectors that multiply the inputs into four
+    accumulators. The halves' start positions come from popcounts of the one word, so
+    the only loop-carried integer chain is one popcount-add per 64 columns.
+
+    Each decoded step serves a tile of TILE batch rows, so weights are decoded once per
+    tile; batch rows beyond the last whole tile go one at a time. Inputs are loaded
+    whole in full steps; the last, partial step loads them under the mask words, so no
+    byte past the row's values or inputs is read."""
 
     TILE = 4
 
     def build(self) -> llvm.FuncOp:
+        b = self.b
+        whole = b.sub(self.batch, b.emit(llvm.URemOp(self.batch, b.const(self.TILE, i64))))
+        b.loop(b.const(0, i64), whole, [], self.tile_body(self.TILE), step=self.TILE)
+        b.loop(whole, self.batch, [], self.tile_body(1))
+        return b.ret()
+
+    def tile_body(self, size: int):
+        """The loop body for `size` consecutive batch rows, all of them present."""
         b, key = self.b, self.key
-        words = math.ceil(key.cols / 16)
-        lanes_i1, lanes_i16 = VectorType(i1, [16]), VectorType(i16, [16])
-        lanes_f16, lanes_f32 = VectorType(f16, [16]), VectorType(f32, [16])
+        full_steps, partial = divmod(key.cols, 64)
 
-        def vector_zero(ty: VectorType, value: float) -> SSAValue:
-            return b.emit(llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(ty, [value] * 16), ty))
+        def body(tile: SSAValue, _state) -> list[SSAValue]:
+            batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+            x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row in batch_rows]
 
-        def tile_body(size: int):
-            """The loop body for `size` consecutive batch rows, all of them present."""
+            def row_body(row: SSAValue, _inner) -> list[SSAValue]:
+                masks = b.element_ptr(self.a0, b.mul(row, b.const(key.mask_words, i64)), i16)
+                zero = b.vector_const([0.0] * 16, f32)
 
-            def body(tile: SSAValue, _state) -> list[SSAValue]:
-                batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
-                x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row in batch_rows]
+                def step_body(step: SSAValue, state) -> list[SSAValue]:
+                    return self.step(masks, step, x_rows, state, masked=False)
 
-                def row_body(row: SSAValue, _inner) -> list[SSAValue]:
-                    start = b.load(self.a2, row, i64)
-                    zero_i16, zero_f32 = vector_zero(lanes_i16, 0), vector_zero(lanes_f32, 0.0)
-
-                    def word_body(word: SSAValue, state) -> list[SSAValue]:
-                        position, *accs = state
-                        bits = b.load(self.a0, b.add(b.mul(row, b.const(words, i64)), word), i16)
-                        mask = b.emit(llvm.BitcastOp(bits, lanes_i1))
-                        values_at = b.element_ptr(self.a1, position, i16)
-                        packed = b.emit(
-                            llvm.CallIntrinsicOp("llvm.masked.expandload.v16i16", [values_at, mask, zero_i16], [lanes_i16])
-                        )
-                        widened = b.emit(llvm.FPExtOp(b.emit(llvm.BitcastOp(packed, lanes_f16)), lanes_f32))
-                        offset = b.mul(word, b.const(16, i64))
-                        updated = []
-                        for x_row, acc in zip(x_rows, accs):
-                            inputs = b.emit(
-                                llvm.CallIntrinsicOp(
-                                    "llvm.masked.load.v16f32.p0",
-                                    [b.element_ptr(x_row, offset, f32), b.const(4, i32), mask, zero_f32],
-                                    [lanes_f32],
-                                )
-                            )
-                            updated.append(b.emit(llvm.FMAOp(widened, inputs, acc)))
-                        count = b.emit(llvm.CallIntrinsicOp("llvm.ctpop.i16", [bits], [i16]))
-                        return [b.add(position, b.zext(count, i64)), *updated]
-
-                    _, *accs = b.loop(b.const(0, i64), b.const(words, i64), [start] + [zero_f32] * size, word_body)
-                    for batch_row, acc in zip(batch_rows, accs):
-                        self.finish(b.emit(llvm.VectorReduceFAddOp(b.const(0.0, f32), acc)), row, batch_row)
-                    return []
-
-                b.loop(self.begin, self.end, [], row_body)
+                state = b.loop(b.const(0, i64), b.const(full_steps, i64), [b.load(self.a2, row, i64)] + [zero] * (4 * size), step_body)
+                if partial:
+                    state = self.step(masks, b.const(full_steps, i64), x_rows, state, masked=True)
+                _, *accs = state
+                for j, batch_row in enumerate(batch_rows):
+                    total = b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3]))
+                    self.finish(b.sum_lanes(total), row, batch_row)
                 return []
 
-            return body
+            b.loop(self.begin, self.end, [], row_body)
+            return []
 
-        # Whole tiles first, then the remaining rows one by one.
-        whole = b.and_(self.batch, b.const(-self.TILE, i64))
-        b.loop(b.const(0, i64), whole, [], tile_body(self.TILE), step=self.TILE)
-        b.loop(whole, self.batch, [], tile_body(1))
-        return b.ret()
+        return body
+
+    def step(self, masks: SSAValue, step: SSAValue, x_rows: list[SSAValue], state, masked: bool) -> list[SSAValue]:
+        """One 64-column step: decode the weights once, multiply every batch row."""
+        b = self.b
+        position, *accs = state
+        bits = b.emit(llvm.LoadOp(b.element_ptr(masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2))
+        low = b.and_(bits, b.const(0xFFFFFFFF, i64))
+        halves = [(position, low), (b.add(position, b.intrinsic("llvm.ctpop.i64", [low], i64)), b.lshr(bits, b.const(32, i64)))]
+        weights = []
+        for start, half in halves:
+            lane_mask = b.bitcast(b.emit(llvm.TruncOp(half, i32)), VectorType(i1, [32]))
+            packed = b.intrinsic(
+                "llvm.masked.expandload.v32i16",
+                [b.element_ptr(self.a1, start, i16), lane_mask, b.vector_const([0] * 32, i16)],
+                VectorType(i16, [32]),
+            )
+            widened = b.emit(llvm.FPExtOp(b.bitcast(packed, VectorType(f16, [32])), VectorType(f32, [32])))
+            weights += [b.lanes(widened, 0, 16), b.lanes(widened, 16, 16)]
+        column = b.mul(step, b.const(64, i64))
+        input_masks = [self.quarter_mask(bits, q) for q in range(4)] if masked else []
+        updated = []
+        for j, x_row in enumerate(x_rows):
+            for q, weight in enumerate(weights):
+                at = b.element_ptr(x_row, b.add(column, b.const(16 * q, i64)), f32)
+                if masked:
+                    inputs = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), input_masks[q], b.vector_const([0.0] * 16, f32)], _F32x16)
+                else:
+                    inputs = b.emit(llvm.LoadOp(at, _F32x16, alignment=4))
+                updated.append(b.emit(llvm.FMAOp(weight, inputs, accs[4 * j + q])))
+        next_position = b.add(position, b.intrinsic("llvm.ctpop.i64", [bits], i64))
+        return [next_position, *updated]
+
+    def quarter_mask(self, bits: SSAValue, quarter: int) -> SSAValue:
+        """Mask word `quarter` of a 64-bit step as 16 lane flags."""
+        b = self.b
+        word = b.emit(llvm.TruncOp(b.lshr(bits, b.const(16 * quarter, i64)), i16))
+        return b.bitcast(word, VectorType(i1, [16]))
 
 
 class _NMKernel(_Kernel):
@@ -197,37 +221,129 @@ class _NMKernel(_Kernel):
         shifted = b.lshr(b.zext(word, i64), b.and_(offset, b.const(7, i64)))
         return b.and_(shifted, b.const((1 << bits) - 1, i64))
 
-    def build(self) -> llvm.FuncOp:
+    @property
+    def runs(self) -> int:
+        return math.ceil(self.key.cols / self.key.m)
+
+    def sum_runs(self, row: SSAValue, batch_row: SSAValue, first_run: int, acc: SSAValue) -> SSAValue:
+        """acc + the products of runs [first_run, runs) of `row` with batch row `batch_row`."""
         b, key = self.b, self.key
         kept = key.m - key.n
-        runs = math.ceil(key.cols / key.m)
         ragged = key.cols % key.m != 0
 
+        def run_body(run: SSAValue, state) -> list[SSAValue]:
+            (acc,) = state
+            first = b.mul(b.add(b.mul(row, b.const(self.runs, i64)), run), b.const(kept, i64))
+            col_base = b.mul(run, b.const(key.m, i64))
+
+            def slot_body(slot: SSAValue, inner) -> list[SSAValue]:
+                (total,) = inner
+                index = b.add(first, slot)
+                col = b.add(col_base, self.position(index))
+                if ragged:  # the last run's padding slots hold zeros past column K
+                    inside = b.icmp("slt", col, b.const(key.cols, i64))
+                    col = b.emit(llvm.SelectOp(inside, col, b.const(0, i64)))
+                product = b.fmuladd(self.value(self.a0, index), self.x_at(batch_row, col), total)
+                if ragged:
+                    product = b.emit(llvm.SelectOp(inside, product, total))
+                return [product]
+
+            return list(b.loop(b.const(0, i64), b.const(kept, i64), [acc], slot_body))
+
+        (acc,) = b.loop(b.const(first_run, i64), b.const(self.runs, i64), [acc], run_body)
+        return acc
+
+    def build(self) -> llvm.FuncOp:
         def row_body(row: SSAValue, _state) -> list[SSAValue]:
-            def run_body(run: SSAValue, state) -> list[SSAValue]:
-                (acc,) = state
-                first = b.mul(b.add(b.mul(row, b.const(runs, i64)), run), b.const(kept, i64))
-                col_base = b.mul(run, b.const(key.m, i64))
-
-                def slot_body(slot: SSAValue, inner) -> list[SSAValue]:
-                    (total,) = inner
-                    index = b.add(first, slot)
-                    col = b.add(col_base, self.position(index))
-                    if ragged:  # the last run's padding slots hold zeros past column K
-                        inside = b.icmp("slt", col, b.const(key.cols, i64))
-                        col = b.emit(llvm.SelectOp(inside, col, b.const(0, i64)))
-                    product = b.fmuladd(self.value(self.a0, index), self.x_at(self.batch_row, col), total)
-                    if ragged:
-                        product = b.emit(llvm.SelectOp(inside, product, total))
-                    return [product]
-
-                return list(b.loop(b.const(0, i64), b.const(kept, i64), [acc], slot_body))
-
-            (acc,) = b.loop(b.const(0, i64), b.const(runs, i64), [b.const(0.0, f32)], run_body)
-            self.finish(acc, row, self.batch_row)
+            self.finish(self.sum_runs(row, self.batch_row, 0, self.b.const(0.0, f32)), row, self.batch_row)
             return []
 
         return self.for_each_row(row_body)
+
+
+class _VectorNMKernel(_NMKernel):
+    """The n:m kernel on 16 lanes, for m and kept-per-run dividing 16 on AVX-512.
+
+    One step takes 16 consecutive kept values (contiguous float16, no mask) and their 16
+    positions (one word of a2, see operands.py), which span `nm_span` columns. Lane l
+    needs the input at column base_l + position_l, where base_l is its run's start; the
+    span is read as 32-column chunks, and an AVX-512 two-source permute (vpermi2ps)
+    picks each lane's input from its chunk, so the step is one multiply-add of 16
+    useful products. Each step is decoded once for a tile of TILE batch rows. Runs past
+    the last whole step go through the scalar code."""
+
+    TILE = 4
+
+    def build(self) -> llvm.FuncOp:
+        b = self.b
+        whole = b.sub(self.batch, b.emit(llvm.URemOp(self.batch, b.const(self.TILE, i64))))
+        b.loop(b.const(0, i64), whole, [], self.tile_body(self.TILE), step=self.TILE)
+        b.loop(whole, self.batch, [], self.tile_body(1))
+        return b.ret()
+
+    def tile_body(self, size: int):
+        b, key = self.b, self.key
+        steps = key.cols // key.nm_span
+        tail_run = steps * key.nm_span // key.m
+
+        def body(tile: SSAValue, _state) -> list[SSAValue]:
+            batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+            x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row in batch_rows]
+
+            def row_body(row: SSAValue, _inner) -> list[SSAValue]:
+                values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
+                words = b.element_ptr(self.a2, b.mul(row, b.const(steps, i64)), IntegerType(key.nm_word_bits))
+
+                def step_body(step: SSAValue, accs) -> list[SSAValue]:
+                    return self.step(values, words, step, x_rows, accs)
+
+                zero = b.vector_const([0.0] * 16, f32)
+                accs = b.loop(b.const(0, i64), b.const(steps, i64), [zero] * size, step_body)
+                for batch_row, acc in zip(batch_rows, accs):
+                    total = self.sum_runs(row, batch_row, tail_run, b.sum_lanes(acc))
+                    self.finish(total, row, batch_row)
+                return []
+
+            b.loop(self.begin, self.end, [], row_body)
+            return []
+
+        return body
+
+    def lane_columns(self, word: SSAValue) -> SSAValue:
+        """Each lane's column within its 32-column chunk, from the step's position word."""
+        b, key = self.b, self.key
+        kept, bits = key.m - key.n, key.position_bits
+        wide = IntegerType(key.nm_word_bits)
+        shifted = b.lshr(b.splat(word, 16), b.vector_const([bits * lane for lane in range(16)], wide))
+        if key.nm_word_bits != 32:
+            shifted = b.emit(llvm.TruncOp(shifted, VectorType(i32, [16])))
+        positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
+        return b.add(positions, b.vector_const([(lane // kept) * key.m % 32 for lane in range(16)], i32))
+
+    def step(self, values: SSAValue, words: SSAValue, step: SSAValue, x_rows: list[SSAValue], accs) -> list[SSAValue]:
+        b, key = self.b, self.key
+        kept = key.m - key.n
+        word = b.load(words, step, IntegerType(key.nm_word_bits))
+        columns = self.lane_columns(word)
+        half = b.emit(llvm.LoadOp(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), VectorType(f16, [16]), alignment=2))
+        weights = b.emit(llvm.FPExtOp(half, _F32x16))
+        chunk_of_lane = [(lane // kept) * key.m // 32 for lane in range(16)]
+        span_start = b.mul(step, b.const(key.nm_span, i64))
+        updated = []
+        for x_row, acc in zip(x_rows, accs):
+            inputs = None
+            for chunk in range(key.nm_span // 32):
+                at = b.element_ptr(x_row, b.add(span_start, b.const(32 * chunk, i64)), f32)
+                low = b.emit(llvm.LoadOp(at, _F32x16, alignment=4))
+                high = b.emit(llvm.LoadOp(b.element_ptr(at, b.const(16, i64), f32), _F32x16, alignment=4))
+                picked = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [low, columns, high], _F32x16)
+                if inputs is None:
+                    inputs = picked
+                else:
+                    in_chunk = b.vector_const([int(c == chunk) for c in chunk_of_lane], i1)
+                    inputs = b.emit(llvm.SelectOp(in_chunk, picked, inputs))
+            updated.append(b.emit(llvm.FMAOp(weights, inputs, acc)))
+        return updated
 
 
 class _BlockKernel(_Kernel):
@@ -270,6 +386,8 @@ def kernel_function(key: KernelKey) -> llvm.FuncOp:
     """
     if key.kind == "bitmask" and key.values == "f16" and key.native_f16:
         return _VectorBitmaskKernel(key).build()
+    if key.nm_lanes:
+        return _VectorNMKernel(key).build()
     return _KERNELS[key.kind](key).build()
 
 

@@ -16,7 +16,7 @@ from sparsec.runtime.codegen.kernels import kernel_module
 from sparsec.runtime.executor import Executor, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
 
-SIZES = st.sampled_from([1, 3, 16, 17, 64, 1000]) | st.integers(1, 40)
+SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
 PATTERNS = st.sampled_from(
     [
         "pattern=unstructured sparsity=0.0",
@@ -25,7 +25,10 @@ PATTERNS = st.sampled_from(
         "pattern=nm n=2 m=4",
         "pattern=nm n=3 m=4",
         "pattern=nm n=1 m=8",
+        "pattern=nm n=7 m=8",
+        "pattern=nm n=1 m=2",
         "pattern=nm n=7 m=16",
+        "pattern=nm n=12 m=16",
         "pattern=block block-size=4 sparsity=0.5",
         "pattern=block block-size=16 sparsity=0.75",
     ]
