@@ -31,7 +31,6 @@ from sparsec.errors import SparsecError
 from sparsec.kernels import KernelKey, key_for
 from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
-from sparsec.runtime.codegen.kernels import kernel_module
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.operands import KernelOperands, prepare_operands
 from sparsec.weights import WeightStore
@@ -97,7 +96,7 @@ class Executor:
         self.output_names = reference.output_names(self.function)
         self.returned = list(self.function.body.block.last_op.operands)  # pyright: ignore
         keys = [layer.key for layer in self.layers.values()]
-        self.kernels: CompiledKernels | None = compile_kernels(kernel_module(keys), self.target) if keys else None
+        self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 

@@ -7,9 +7,10 @@ target for the architecture with no optional features. The generated IR uses no
 target-specific intrinsics, so both paths compute the same results.
 
 Compiled objects are cached under `$SPARSEC_CACHE_DIR` (default
-`$XDG_CACHE_HOME/sparsec` or `~/.cache/sparsec`), keyed by the IR's hash, the CPU name,
-its features and the llvmlite version. A cache entry carries a checksum of its object
-code; a damaged entry is ignored and rebuilt.
+`$XDG_CACHE_HOME/sparsec` or `~/.cache/sparsec`), keyed by the kernel keys, a hash of
+the code generator's sources, the CPU name, its features and the llvmlite version, so a
+hit loads object code without generating or parsing any IR. A cache entry carries a
+checksum of its object code; a damaged entry is ignored and rebuilt.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collections.abc import Sequence
+
 import llvmlite
 import llvmlite.binding as llvm
 from xdsl.backend.llvm.convert import convert_module
-from xdsl.dialects.builtin import ModuleOp
+
+from sparsec.kernels import KernelKey
+from sparsec.runtime import codegen
+from sparsec.runtime.codegen.kernels import kernel_module
 
 KERNEL_SIGNATURE = ctypes.CFUNCTYPE(
     None,
@@ -84,69 +90,90 @@ def cache_dir() -> Path:
     return Path(base) / "sparsec"
 
 
-@dataclass
-class _ObjectCache:
-    """MCJIT object cache: one file per module, object code plus its SHA-256."""
+def _codegen_fingerprint() -> str:
+    """A hash of the code generator's sources: a cache entry made by other code is never used."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(codegen.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
 
-    path: Path
-    hit: bool = False
 
-    def load(self, _module: llvm.ModuleRef) -> bytes | None:
-        try:
-            data = self.path.read_bytes()
-        except OSError:
-            return None
-        checksum, code = data[:_CHECKSUM_BYTES], data[_CHECKSUM_BYTES:]
-        if hashlib.sha256(code).digest() != checksum:
-            return None  # damaged: compile again and overwrite
-        self.hit = True
-        return code
+_FINGERPRINT = _codegen_fingerprint()
 
-    def store(self, _module: llvm.ModuleRef, code: bytes) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(hashlib.sha256(code).digest() + code)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a read-only cache only costs compile time
+
+def cache_path(keys: Sequence[KernelKey], target: Target) -> Path:
+    """Where the object code for these kernels on `target` is cached: keyed by the keys
+    (code generation is a pure function of them), the generator's sources, the CPU, its
+    features and the llvmlite version, so a hit needs no IR at all."""
+    text = "\n".join([*map(repr, keys), _FINGERPRINT, target.cpu, target.features, llvmlite.__version__])
+    return cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()}.o"
+
+
+def _read_cached(path: Path) -> bytes | None:
+    """The object code of a cache entry, or None when missing or damaged."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    checksum, code = data[:_CHECKSUM_BYTES], data[_CHECKSUM_BYTES:]
+    return code if hashlib.sha256(code).digest() == checksum else None
+
+
+def _write_cached(path: Path, code: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(hashlib.sha256(code).digest() + code)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs compile time
 
 
 @dataclass
 class CompiledKernels:
-    """Entry points of one compiled module; keeps the engine alive while they are used."""
+    """Entry points of the compiled kernels; keeps the engine alive while they are used."""
 
     engine: llvm.ExecutionEngine
     functions: dict[str, ctypes._CFuncPtr] = field(default_factory=dict)
     from_cache: bool = False
 
 
-def compile_kernels(module: ModuleOp, target: Target | None = None, use_cache: bool = True) -> CompiledKernels:
-    """Compile every `llvm.func` of `module` for `target` (the host by default)."""
+def _object_code(keys: Sequence[KernelKey], machine: llvm.TargetMachine) -> bytes:
+    """Generate, optimize and compile the kernels for `keys` into object code."""
+    ir = str(convert_module(kernel_module(list(keys)), fallback_target_triple=llvm.get_process_triple()))
+    module = llvm.parse_assembly(ir)
+    module.triple = machine.triple
+    module.data_layout = str(machine.target_data)
+    module.verify()
+    options = llvm.create_pipeline_tuning_options(speed_level=2)
+    options.loop_vectorization = True
+    options.slp_vectorization = True
+    builder = llvm.create_pass_builder(machine, options)
+    builder.getModulePassManager().run(module, builder)
+    return machine.emit_object(module)
+
+
+def compile_kernels(keys: Sequence[KernelKey], target: Target | None = None, use_cache: bool = True) -> CompiledKernels:
+    """JIT the kernels for `keys` (duplicates are compiled once) for `target`, the host
+    by default, through the disk cache."""
     target = target or Target.host()
+    keys = list(dict.fromkeys(keys))
     machine = target.machine()
-    ir = str(convert_module(module, fallback_target_triple=llvm.get_process_triple()))
-    backing = llvm.parse_assembly(ir)
-    backing.triple = machine.triple
-    backing.data_layout = str(machine.target_data)
-    backing.verify()
-    key = hashlib.sha256("\n".join([ir, target.cpu, target.features, llvmlite.__version__]).encode()).hexdigest()
-    cache = _ObjectCache(cache_dir() / f"{key}.o")
-    cached = use_cache and cache.path.is_file() and cache.load(backing) is not None
-    if not cached:
-        options = llvm.create_pipeline_tuning_options(speed_level=3)
-        options.loop_vectorization = True
-        options.slp_vectorization = True
-        builder = llvm.create_pass_builder(machine, options)
-        builder.getModulePassManager().run(backing, builder)
-    engine = llvm.create_mcjit_compiler(backing, machine)
-    if use_cache:
-        engine.set_object_cache(cache.store, cache.load)
+    path = cache_path(keys, target)
+    code = _read_cached(path) if use_cache else None
+    from_cache = code is not None
+    if code is None:
+        code = _object_code(keys, machine)
+        if use_cache:
+            _write_cached(path, code)
+    empty = llvm.parse_assembly("")
+    empty.triple = machine.triple
+    engine = llvm.create_mcjit_compiler(empty, machine)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(code))
     engine.finalize_object()
-    compiled = CompiledKernels(engine, from_cache=cache.hit)
-    for function in backing.functions:
-        if not function.is_declaration:
-            address = engine.get_function_address(function.name)
-            compiled.functions[function.name] = KERNEL_SIGNATURE(address)
+    compiled = CompiledKernels(engine, from_cache=from_cache)
+    for key in keys:
+        compiled.functions[key.symbol] = KERNEL_SIGNATURE(engine.get_function_address(key.symbol))
     return compiled

@@ -14,6 +14,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
+    FloatAttr,
     IntegerAttr,
     IntegerType,
     VectorType,
@@ -46,6 +47,7 @@ class FunctionBuilder:
             body=self.region,
         )
         self.block = self.entry
+        self.constants: dict[tuple, SSAValue] = {}
 
     @property
     def args(self) -> tuple[SSAValue, ...]:
@@ -62,12 +64,23 @@ class FunctionBuilder:
 
     # --- values ------------------------------------------------------------------------
 
+    def _constant(self, key: tuple, make: Callable[[], Operation]) -> SSAValue:
+        """One constant op per distinct value, at the top of the entry block (where it
+        dominates every use): fewer ops to build and translate."""
+        if key not in self.constants:
+            op = make()
+            first = self.entry.first_op
+            if first is None:
+                self.entry.add_op(op)
+            else:
+                self.entry.insert_op_before(op, first)
+            self.constants[key] = op.results[0]
+        return self.constants[key]
+
     def const(self, value: int | float, ty: Attribute) -> SSAValue:
         if isinstance(ty, IntegerType):
-            return self.emit(llvm.ConstantOp(IntegerAttr(int(value), ty), ty))
-        from xdsl.dialects.builtin import FloatAttr
-
-        return self.emit(llvm.ConstantOp(FloatAttr(float(value), ty), ty))  # pyright: ignore
+            return self._constant((int(value), ty), lambda: llvm.ConstantOp(IntegerAttr(int(value), ty), ty))
+        return self._constant((float(value), ty), lambda: llvm.ConstantOp(FloatAttr(float(value), ty), ty))  # pyright: ignore
 
     def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(llvm.AddOp(a, b))
@@ -121,7 +134,7 @@ class FunctionBuilder:
 
     def vector_const(self, values: Sequence[int | float], element: Attribute) -> SSAValue:
         ty = VectorType(element, [len(values)])
-        return self.emit(llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(ty, list(values)), ty))
+        return self._constant((tuple(values), ty), lambda: llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(ty, list(values)), ty))
 
     def intrinsic(self, name: str, operands: Sequence[SSAValue], result: Attribute) -> SSAValue:
         return self.emit(llvm.CallIntrinsicOp(name, list(operands), [result]))

@@ -300,7 +300,9 @@ class _VectorNMKernel(_NMKernel):
                 zero = b.vector_const([0.0] * 16, f32)
                 accs = b.loop(b.const(0, i64), b.const(steps, i64), [zero] * size, step_body)
                 for batch_row, acc in zip(batch_rows, accs):
-                    total = self.sum_runs(row, batch_row, tail_run, b.sum_lanes(acc))
+                    total = b.sum_lanes(acc)
+                    if tail_run < self.runs:
+                        total = self.sum_runs(row, batch_row, tail_run, total)
                     self.finish(total, row, batch_row)
                 return []
 

@@ -94,14 +94,14 @@ def small_model() -> Model:
 def test_disk_cache_hits_and_recovers_from_damage(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     model = small_model()
-    module = kernel_module(kernel_keys(model.module))
-    first = compile_kernels(module)
+    keys = kernel_keys(model.module, Target.host())
+    first = compile_kernels(keys)
     assert not first.from_cache
-    second = compile_kernels(module)
+    second = compile_kernels(keys)
     assert second.from_cache
     (entry,) = tmp_path.glob("*.o")
     entry.write_bytes(entry.read_bytes()[:-7] + b"damaged")
-    third = compile_kernels(module)
+    third = compile_kernels(keys)
     assert not third.from_cache
     x = np.ones((2, 70), np.float32)
     results = [Executor(model.module, model.weights).run({"x": x})["y"] for _ in range(2)]
