@@ -9,7 +9,9 @@ Add of a 1-D weight, Conv's B) and a Relu that is the only user are fused as the
 
 The kernel kind follows the packed encoding: n:m runs along the input channels use the
 `nm` kernel, blocks along the output channels the `block` kernel; anything else (and
-structured weights whose runs do not lie along a flattened row) the `bitmask` kernel.
+structured weights whose runs do not lie along a flattened row) the `bitmask` kernel,
+except that a bitmask weight too dense for its mask to pay (sparsity under 1/16 with
+float16 values) uses the `dense` kernel on its decoded values.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import builtin
-from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
+from xdsl.dialects.builtin import IntegerAttr, StringAttr, f16, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
@@ -36,7 +38,10 @@ def kernel_kind(weight: PackedWeightOp, transposed: bool) -> str:
     shape = weight.tensor_type.get_shape()
     stored_axis = encoding.axis.data
     canonical_axis = 1 - stored_axis if transposed else stored_axis
+    dense_bytes = math.prod(shape) * (2 if encoding.values == f16 else 4)
     match encoding.encoding:
+        case Encoding.BITMASK if weight.packed_bytes.value.data >= dense_bytes:
+            return "dense"
         case Encoding.NM if canonical_axis == 1 and math.prod(shape[2:]) == 1:
             return "nm"
         case Encoding.BLOCK if canonical_axis == 0:

@@ -97,7 +97,7 @@ class Executor:
         self.returned = list(self.function.body.block.last_op.operands)  # pyright: ignore
         keys = [layer.key for layer in self.layers.values()]
         self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
     def _prepare(self, op: KernelOp) -> _Layer:
@@ -132,11 +132,13 @@ class Executor:
             kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, 0, units)
             return
         bounds = np.linspace(0, units, workers + 1).astype(np.int64)
+        # The calling thread takes the first share itself: one hand-off fewer.
         futures = [
             self.pool.submit(kernel, x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, int(lo), int(hi))
-            for lo, hi in zip(bounds[:-1], bounds[1:])
+            for lo, hi in zip(bounds[1:-1], bounds[2:])
             if hi > lo
         ]
+        kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, int(bounds[0]), int(bounds[1]))
         for future in futures:
             future.result()
 

@@ -3,7 +3,8 @@
 A bitmask weight stored in its (out, in) layout is used as it is (its values are a view
 of the memory-mapped artifact); only the 16-bit-aligned mask words and the row offsets
 are derived. Every other case is derived from the decoded weight in its (out, in)
-view; kernels.py in runtime/codegen documents each layout.
+view (a dense kernel reads the decoded weight itself); kernels.py in runtime/codegen
+documents each layout.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def _block(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed:
     return KernelOperands((np.ascontiguousarray(values.reshape(-1)), column.astype(np.int32), offsets))
 
 
+def _dense(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+    return KernelOperands((_canonical(op, weights, key, transposed).astype(dtype), _EMPTY, _EMPTY))
+
+
 def prepare_operands(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> KernelOperands:
     dtype = np.dtype(np.float16 if key.values == "f16" else np.float32)
     match key.kind:
@@ -108,6 +113,8 @@ def prepare_operands(op: PackedWeightOp, weights: WeightStore, key: KernelKey, t
             return _bitmask(op, weights, key, transposed, dtype)
         case "nm":
             return _nm(op, weights, key)
+        case "dense":
+            return _dense(op, weights, key, transposed, dtype)
         case _:
             return _block(op, weights, key, transposed, dtype)
 

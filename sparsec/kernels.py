@@ -16,7 +16,7 @@ from xdsl.dialects.builtin import f16
 if TYPE_CHECKING:
     from sparsec.dialects.sparse import PackedWeightOp
 
-KINDS = ("bitmask", "nm", "block")
+KINDS = ("bitmask", "nm", "block", "dense")
 EPILOGUES = ("none", "bias", "relu", "bias_relu")
 
 
@@ -24,7 +24,7 @@ EPILOGUES = ("none", "bias", "relu", "bias_relu")
 class KernelKey:
     """Everything a kernel is specialized on; equal keys share one compiled kernel."""
 
-    kind: str  # bitmask | nm | block
+    kind: str  # bitmask | nm | block | dense
     rows: int  # N, output channels
     cols: int  # K, input channels
     values: str = "f16"  # f16 | f32
@@ -42,7 +42,7 @@ class KernelKey:
     @property
     def symbol(self) -> str:
         shape = f"{self.rows}x{self.cols}"
-        detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}"}[self.kind]
+        detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}", "dense": "dense"}[self.kind]
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
         return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}"

@@ -10,15 +10,19 @@ sees constant trip counts and strides. The signature is the same for all kernels
     void kernel(float *x, float *y, void *a0, void *a1, void *a2, float *bias,
                 i64 batch, i64 begin, i64 end)
 
-bitmask   a0 = mask as 16-bit words, each row padded to whole words (N x ceil(K/16));
-          a1 = non-zero values in row-major order; a2 = i64 row start offsets (N + 1).
-          Decodes one 16-bit group at a time and visits only its set bits (cttz).
+bitmask   a0 = mask as 16-bit words, each row padded to whole 64-bit steps
+          (N x KernelKey.mask_words); a1 = non-zero values in row-major order;
+          a2 = i64 row start offsets (N + 1). Vector form: 64 columns per step, the
+          values expand-loaded into their lanes; scalar form: the set bits one by one.
 nm        a0 = kept values, m - n per run of m along the row; a1 = kept positions,
-          ceil(log2 m) bits each, least-significant first (with 2 bytes of slack).
-          No mask: a fixed trip count of m - n per run.
+          ceil(log2 m) bits each, least-significant first (with 2 bytes of slack);
+          a2 (vector form only) = per row, one 32- or 64-bit word of 16 positions per
+          whole step of 16 kept values. No mask: a fixed trip count of m - n per run.
 block     (blocks of B output rows) a0 = kept blocks' values, B per block, grouped by row
           block; a1 = i32 column of each kept block; a2 = i64 start of each row block's
           blocks (ceil(N/B) + 1). Loops over kept blocks only; begin/end count row blocks.
+dense     a0 = all N x K values row-major (weights whose mask would cost more bytes
+          than their zeros save).
 """
 
 from __future__ import annotations
@@ -62,15 +66,21 @@ class _Kernel:
         b.store(acc, self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), row))
 
     def for_each_row(self, row_body) -> llvm.FuncOp:
-        """for b in range(batch): for unit in range(begin, end): row_body(unit); then return."""
+        """for unit in range(begin, end): for b in range(batch): row_body(unit); then return.
+
+        Units outside, batch rows inside: a unit's weights are read from memory once and
+        then from cache for the other batch rows."""
         b = self.b
 
-        def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
-            self.batch_row = batch_row
-            b.loop(self.begin, self.end, [], row_body)
+        def unit_body(unit: SSAValue, _state) -> list[SSAValue]:
+            def batch_body(batch_row: SSAValue, _inner) -> list[SSAValue]:
+                self.batch_row = batch_row
+                return row_body(unit, ())
+
+            b.loop(b.const(0, i64), self.batch, [], batch_body)
             return []
 
-        b.loop(b.const(0, i64), self.batch, [], batch_body)
+        b.loop(self.begin, self.end, [], unit_body)
         return b.ret()
 
     def finish_if(self, condition: SSAValue, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
@@ -119,63 +129,103 @@ class _BitmaskKernel(_Kernel):
 _F32x16 = VectorType(f32, [16])
 
 
-class _VectorBitmaskKernel(_Kernel):
-    """The bitmask kernel, 64 columns per step. One 64-bit load takes four mask words;
-    each 32-bit half selects how many float16 values a 32-lane expand-load takes (as
-    i16, which LLVM turns into a single VBMI2 `vpexpandw`; the same load on half is
-    scalarized), widened to four 16-lane vectors that multiply the inputs into four
-    accumulators. The halves' start positions come from popcounts of the one word, so
-    the only loop-carried integer chain is one popcount-add per 64 columns.
+def _tiled(kernel: _Kernel, tile: int, tile_body) -> llvm.FuncOp:
+    """for row in [begin, end): the batch in tiles of `tile` rows, then the rows left
+    one at a time: tile_body(row, first batch row, rows). Weight rows outside, so each
+    is read from memory once and from cache for the other tiles."""
+    b = kernel.b
+
+    def row_body(row: SSAValue, _state) -> list[SSAValue]:
+        whole = b.sub(kernel.batch, b.emit(llvm.URemOp(kernel.batch, b.const(tile, i64))))
+        b.loop(b.const(0, i64), whole, [], lambda first, _s: tile_body(row, first, tile) or [], step=tile)
+        b.loop(whole, kernel.batch, [], lambda first, _s: tile_body(row, first, 1) or [])
+        return []
+
+    b.loop(kernel.begin, kernel.end, [], row_body)
+    return b.ret()
+
+
+class _ColumnStepKernel(_Kernel):
+    """Kernels that take a weight row 64 columns per step, as four 16-lane float vectors
+    that multiply the inputs into four accumulators per batch row (independent chains,
+    so consecutive multiply-adds do not wait on each other).
 
     Each decoded step serves a tile of TILE batch rows, so weights are decoded once per
     tile; batch rows beyond the last whole tile go one at a time. Inputs are loaded
-    whole in full steps; the last, partial step loads them under the mask words, so no
-    byte past the row's values or inputs is read."""
+    whole in full steps; the last, partial step loads them under lane masks, so no byte
+    past a row's inputs is read. Subclasses say how a step's weights are decoded and
+    what integer state (such as a read position) runs along the row."""
 
     TILE = 4
 
     def build(self) -> llvm.FuncOp:
-        b = self.b
-        whole = b.sub(self.batch, b.emit(llvm.URemOp(self.batch, b.const(self.TILE, i64))))
-        b.loop(b.const(0, i64), whole, [], self.tile_body(self.TILE), step=self.TILE)
-        b.loop(whole, self.batch, [], self.tile_body(1))
-        return b.ret()
+        return _tiled(self, self.TILE, self.tile_body)
 
-    def tile_body(self, size: int):
-        """The loop body for `size` consecutive batch rows, all of them present."""
+    def row_state(self, row: SSAValue) -> list[SSAValue]:
+        """Integer state carried along `row`, before its first step."""
+        raise NotImplementedError
+
+    def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int) -> tuple[list[SSAValue], list[SSAValue], list[SSAValue]]:
+        """The four weight vectors of `step`, the state after it, and (when `partial`
+        columns remain in a last, partial step) four lane masks for the inputs."""
+        raise NotImplementedError
+
+    def tile_body(self, row: SSAValue, tile: SSAValue, size: int) -> None:
+        """Weight row `row` times `size` consecutive batch rows from `tile` on."""
         b, key = self.b, self.key
         full_steps, partial = divmod(key.cols, 64)
+        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
+        carried = self.row_state(row)
+        zero = b.vector_const([0.0] * 16, f32)
 
-        def body(tile: SSAValue, _state) -> list[SSAValue]:
-            batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
-            x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row in batch_rows]
+        def step_body(step: SSAValue, state) -> list[SSAValue]:
+            return self.step(row, step, x_rows, list(state), len(carried), 0)
 
-            def row_body(row: SSAValue, _inner) -> list[SSAValue]:
-                masks = b.element_ptr(self.a0, b.mul(row, b.const(key.mask_words, i64)), i16)
-                zero = b.vector_const([0.0] * 16, f32)
+        state = b.loop(b.const(0, i64), b.const(full_steps, i64), carried + [zero] * (4 * size), step_body)
+        if partial:
+            state = self.step(row, b.const(full_steps, i64), x_rows, list(state), len(carried), partial)
+        accs = state[len(carried) :]
+        for j, batch_row in enumerate(batch_rows):
+            total = b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3]))
+            self.finish(b.sum_lanes(total), row, batch_row)
 
-                def step_body(step: SSAValue, state) -> list[SSAValue]:
-                    return self.step(masks, step, x_rows, state, masked=False)
-
-                state = b.loop(b.const(0, i64), b.const(full_steps, i64), [b.load(self.a2, row, i64)] + [zero] * (4 * size), step_body)
-                if partial:
-                    state = self.step(masks, b.const(full_steps, i64), x_rows, state, masked=True)
-                _, *accs = state
-                for j, batch_row in enumerate(batch_rows):
-                    total = b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3]))
-                    self.finish(b.sum_lanes(total), row, batch_row)
-                return []
-
-            b.loop(self.begin, self.end, [], row_body)
-            return []
-
-        return body
-
-    def step(self, masks: SSAValue, step: SSAValue, x_rows: list[SSAValue], state, masked: bool) -> list[SSAValue]:
+    def step(self, row: SSAValue, step: SSAValue, x_rows: list[SSAValue], state: list[SSAValue], carried: int, partial: int) -> list[SSAValue]:
         """One 64-column step: decode the weights once, multiply every batch row."""
         b = self.b
-        position, *accs = state
-        bits = b.emit(llvm.LoadOp(b.element_ptr(masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2))
+        weights, carried_after, input_masks = self.decode(row, step, state[:carried], partial)
+        accs = state[carried:]
+        column = b.mul(step, b.const(64, i64))
+        updated = []
+        for j, x_row in enumerate(x_rows):
+            for q, weight in enumerate(weights):
+                at = b.element_ptr(x_row, b.add(column, b.const(16 * q, i64)), f32)
+                if partial:
+                    inputs = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), input_masks[q], b.vector_const([0.0] * 16, f32)], _F32x16)
+                else:
+                    inputs = b.emit(llvm.LoadOp(at, _F32x16, alignment=4))
+                updated.append(b.emit(llvm.FMAOp(weight, inputs, accs[4 * j + q])))
+        return [*carried_after, *updated]
+
+
+class _VectorBitmaskKernel(_ColumnStepKernel):
+    """The bitmask kernel on 16 lanes. One 64-bit load takes a step's four mask words;
+    each 32-bit half selects how many float16 values a 32-lane expand-load takes (as
+    i16, which LLVM turns into a single VBMI2 `vpexpandw`; the same load on half is
+    scalarized), widened to two 16-lane vectors. The second half starts where the
+    popcount of the first ends, so the only loop-carried integer chain is one
+    popcount-add per step. The partial step's inputs load under the mask words (zero
+    past column K), and the expand-load never reads past the row's values."""
+
+    def row_state(self, row: SSAValue) -> list[SSAValue]:
+        b = self.b
+        self.masks = b.element_ptr(self.a0, b.mul(row, b.const(self.key.mask_words, i64)), i16)
+        return [b.load(self.a2, row, i64)]
+
+    def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
+        b = self.b
+        (position,) = state
+        bits = b.emit(llvm.LoadOp(b.element_ptr(self.masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2))
         low = b.and_(bits, b.const(0xFFFFFFFF, i64))
         halves = [(position, low), (b.add(position, b.intrinsic("llvm.ctpop.i64", [low], i64)), b.lshr(bits, b.const(32, i64)))]
         weights = []
@@ -188,25 +238,42 @@ class _VectorBitmaskKernel(_Kernel):
             )
             widened = b.emit(llvm.FPExtOp(b.bitcast(packed, VectorType(f16, [32])), VectorType(f32, [32])))
             weights += [b.lanes(widened, 0, 16), b.lanes(widened, 16, 16)]
-        column = b.mul(step, b.const(64, i64))
-        input_masks = [self.quarter_mask(bits, q) for q in range(4)] if masked else []
-        updated = []
-        for j, x_row in enumerate(x_rows):
-            for q, weight in enumerate(weights):
-                at = b.element_ptr(x_row, b.add(column, b.const(16 * q, i64)), f32)
-                if masked:
-                    inputs = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), input_masks[q], b.vector_const([0.0] * 16, f32)], _F32x16)
-                else:
-                    inputs = b.emit(llvm.LoadOp(at, _F32x16, alignment=4))
-                updated.append(b.emit(llvm.FMAOp(weight, inputs, accs[4 * j + q])))
-        next_position = b.add(position, b.intrinsic("llvm.ctpop.i64", [bits], i64))
-        return [next_position, *updated]
+        input_masks = [self.quarter_mask(bits, q) for q in range(4)] if partial else []
+        return weights, [b.add(position, b.intrinsic("llvm.ctpop.i64", [bits], i64))], input_masks
 
     def quarter_mask(self, bits: SSAValue, quarter: int) -> SSAValue:
         """Mask word `quarter` of a 64-bit step as 16 lane flags."""
         b = self.b
         word = b.emit(llvm.TruncOp(b.lshr(bits, b.const(16 * quarter, i64)), i16))
         return b.bitcast(word, VectorType(i1, [16]))
+
+
+class _DenseKernel(_ColumnStepKernel):
+    """sparsec's dense float16 kernel, the baseline its sparse kernels must beat: a0 holds
+    all N x K values row-major; a step loads 64 of them and widens them. The partial
+    step loads weights and inputs under constant lane masks (columns below K)."""
+
+    def row_state(self, row: SSAValue) -> list[SSAValue]:
+        b = self.b
+        self.values = b.element_ptr(self.a0, b.mul(row, b.const(self.key.cols, i64)), self.value_type)
+        return []
+
+    def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
+        b, half = self.b, self.value_type == f16
+        stored = VectorType(self.value_type, [16])
+        weights, masks = [], []
+        for q in range(4):
+            at = b.element_ptr(self.values, b.add(b.mul(step, b.const(64, i64)), b.const(16 * q, i64)), self.value_type)
+            if partial:
+                lanes = b.vector_const([int(16 * q + lane < partial) for lane in range(16)], i1)
+                masks.append(lanes)
+                zero = b.vector_const([0.0] * 16, self.value_type)
+                width = "f16" if half else "f32"
+                loaded = b.intrinsic(f"llvm.masked.load.v16{width}.p0", [at, b.const(2 if half else 4, i32), lanes, zero], stored)
+            else:
+                loaded = b.emit(llvm.LoadOp(at, stored, alignment=2 if half else 4))
+            weights.append(b.emit(llvm.FPExtOp(loaded, _F32x16)) if half else loaded)
+        return weights, [], masks
 
 
 class _NMKernel(_Kernel):
@@ -275,41 +342,28 @@ class _VectorNMKernel(_NMKernel):
     TILE = 4
 
     def build(self) -> llvm.FuncOp:
-        b = self.b
-        whole = b.sub(self.batch, b.emit(llvm.URemOp(self.batch, b.const(self.TILE, i64))))
-        b.loop(b.const(0, i64), whole, [], self.tile_body(self.TILE), step=self.TILE)
-        b.loop(whole, self.batch, [], self.tile_body(1))
-        return b.ret()
+        return _tiled(self, self.TILE, self.tile_body)
 
-    def tile_body(self, size: int):
+    def tile_body(self, row: SSAValue, tile: SSAValue, size: int) -> None:
+        """Weight row `row` times `size` consecutive batch rows from `tile` on."""
         b, key = self.b, self.key
         steps = key.cols // key.nm_span
         tail_run = steps * key.nm_span // key.m
+        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
+        values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
+        words = b.element_ptr(self.a2, b.mul(row, b.const(steps, i64)), IntegerType(key.nm_word_bits))
 
-        def body(tile: SSAValue, _state) -> list[SSAValue]:
-            batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
-            x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row in batch_rows]
+        def step_body(step: SSAValue, accs) -> list[SSAValue]:
+            return self.step(values, words, step, x_rows, accs)
 
-            def row_body(row: SSAValue, _inner) -> list[SSAValue]:
-                values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
-                words = b.element_ptr(self.a2, b.mul(row, b.const(steps, i64)), IntegerType(key.nm_word_bits))
-
-                def step_body(step: SSAValue, accs) -> list[SSAValue]:
-                    return self.step(values, words, step, x_rows, accs)
-
-                zero = b.vector_const([0.0] * 16, f32)
-                accs = b.loop(b.const(0, i64), b.const(steps, i64), [zero] * size, step_body)
-                for batch_row, acc in zip(batch_rows, accs):
-                    total = b.sum_lanes(acc)
-                    if tail_run < self.runs:
-                        total = self.sum_runs(row, batch_row, tail_run, total)
-                    self.finish(total, row, batch_row)
-                return []
-
-            b.loop(self.begin, self.end, [], row_body)
-            return []
-
-        return body
+        zero = b.vector_const([0.0] * 16, f32)
+        accs = b.loop(b.const(0, i64), b.const(steps, i64), [zero] * size, step_body)
+        for batch_row, acc in zip(batch_rows, accs):
+            total = b.sum_lanes(acc)
+            if tail_run < self.runs:
+                total = self.sum_runs(row, batch_row, tail_run, total)
+            self.finish(total, row, batch_row)
 
     def lane_columns(self, word: SSAValue) -> SSAValue:
         """Each lane's column within its 32-column chunk, from the step's position word."""
@@ -377,17 +431,40 @@ class _BlockKernel(_Kernel):
         return self.for_each_row(row_block_body)
 
 
-_KERNELS = {"bitmask": _BitmaskKernel, "nm": _NMKernel, "block": _BlockKernel}
+class _ScalarDenseKernel(_Kernel):
+    """The dense kernel for portable targets: one multiply-add per weight."""
+
+    def build(self) -> llvm.FuncOp:
+        b, key = self.b, self.key
+
+        def row_body(row: SSAValue, _state) -> list[SSAValue]:
+            first = b.mul(row, b.const(key.cols, i64))
+
+            def column_body(col: SSAValue, state) -> list[SSAValue]:
+                (acc,) = state
+                return [b.fmuladd(self.value(self.a0, b.add(first, col)), self.x_at(self.batch_row, col), acc)]
+
+            (acc,) = b.loop(b.const(0, i64), b.const(key.cols, i64), [b.const(0.0, f32)], column_body)
+            self.finish(acc, row, self.batch_row)
+            return []
+
+        return self.for_each_row(row_body)
+
+
+_KERNELS = {"bitmask": _BitmaskKernel, "nm": _NMKernel, "block": _BlockKernel, "dense": _ScalarDenseKernel}
 
 
 def kernel_function(key: KernelKey) -> llvm.FuncOp:
     """The `llvm.func` for one specialization key (a pure function of the key).
 
-    Bitmask weights in float16 on a target with float16 conversions use the 16-lane
-    kernel; the scalar bit-scanning kernel covers float32 values and portable targets.
+    Bitmask and dense weights in float16 on a target with float16 conversions use the
+    16-lane kernels, n:m weights on AVX-512 too (`KernelKey.nm_lanes`); scalar kernels
+    cover the rest (float32 bitmask values, portable targets).
     """
     if key.kind == "bitmask" and key.values == "f16" and key.native_f16:
         return _VectorBitmaskKernel(key).build()
+    if key.kind == "dense" and (key.native_f16 or key.values == "f32"):
+        return _DenseKernel(key).build()
     if key.nm_lanes:
         return _VectorNMKernel(key).build()
     return _KERNELS[key.kind](key).build()
