@@ -28,7 +28,7 @@ from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
-from sparsec.kernels import KernelKey, key_for
+from sparsec.kernels import BATCHED_KINDS, KernelKey, key_for
 from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
@@ -36,6 +36,9 @@ from sparsec.runtime.operands import KernelOperands, prepare_operands
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
+BATCHED_MIN = 16
+"""Batch rows from which bitmask and n:m layers run their batched kernels (work in
+proportion to the non-zeros, on transposed activations)."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
@@ -97,6 +100,7 @@ class Executor:
         self.returned = list(self.function.body.block.last_op.operands)  # pyright: ignore
         keys = [layer.key for layer in self.layers.values()]
         self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
+        self.batched: CompiledKernels | None = None
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
@@ -121,11 +125,30 @@ class Executor:
     def _call(self, layer: _Layer, x: np.ndarray, y: np.ndarray) -> None:
         """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y."""
         assert self.kernels is not None
-        kernel = self.kernels.functions[layer.key.symbol]
+        batch = x.shape[0]
+        if batch < BATCHED_MIN or layer.key.kind not in BATCHED_KINDS:
+            self._split(self.kernels.functions[layer.key.symbol], layer, x, y, batch)
+            return
+        # The batched kernels read the inputs transposed, 16 batch rows per vector.
+        padded = -(-batch // 16) * 16
+        x_columns = np.zeros((layer.key.cols, padded), np.float32)
+        x_columns[:, :batch] = x.T
+        y_columns = np.empty((layer.key.rows, padded), np.float32)
+        self._split(self._batched_kernel(layer.key), layer, x_columns, y_columns, padded)
+        y[...] = y_columns[:, :batch].T
+
+    def _batched_kernel(self, key: KernelKey):
+        """The batched variant of `key`'s kernel, compiled (for every layer at once) on first use."""
+        if self.batched is None:
+            keys = [dataclasses.replace(layer.key, batched=True) for layer in self.layers.values() if layer.key.kind in BATCHED_KINDS]
+            self.batched = compile_kernels(keys, self.target)
+        return self.batched.functions[dataclasses.replace(key, batched=True).symbol]
+
+    def _split(self, kernel, layer: _Layer, x: np.ndarray, y: np.ndarray, batch: int) -> None:
+        """Run `kernel` over the layer's units, split across the thread pool when the work pays."""
         a0, a1, a2 = layer.operands.addresses
         bias = layer.bias.ctypes.data if layer.bias.size else 0
         units = layer.key.parallel_units
-        batch = x.shape[0]
         work = layer.key.rows * layer.key.cols * batch
         workers = min(self.threads, units, max(1, work // _WORK_PER_THREAD))
         if self.pool is None or workers == 1 or batch == 0:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 KINDS = ("bitmask", "nm", "block", "dense")
 EPILOGUES = ("none", "bias", "relu", "bias_relu")
+BATCHED_KINDS = ("bitmask", "nm")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class KernelKey:
     native_f16: bool = True
     """False for targets without half-precision conversion instructions (x86 without
     F16C): float16 values are widened with integer operations instead of a libcall."""
+    batched: bool = False
+    """The variant for larger batches on transposed activations (runtime/codegen/kernels.py,
+    _BatchedKernel); only bitmask and n:m weights have one (BATCHED_KINDS)."""
     avx512: bool = False
     """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
     which portable LLVM IR cannot express; other targets get the portable kernels."""
@@ -45,7 +49,8 @@ class KernelKey:
         detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}", "dense": "dense"}[self.kind]
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
-        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}"
+        batched = "_batched" if self.batched else ""
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{batched}"
 
     @property
     def position_bits(self) -> int:

@@ -211,6 +211,25 @@ class FunctionBuilder:
         self.block = exit_block
         return exit_block.args
 
+    def while_(
+        self,
+        carried: Sequence[SSAValue],
+        condition: Callable[[tuple[SSAValue, ...]], SSAValue],
+        body: Callable[[tuple[SSAValue, ...]], Sequence[SSAValue]],
+    ) -> tuple[SSAValue, ...]:
+        """while condition(carried): carried = body(carried); returns the final values."""
+        types = [v.type for v in carried]
+        header = self.new_block(types)
+        inner = self.new_block()
+        exit_block = self.new_block(types)
+        self.emit(llvm.BrOp(header, *carried))
+        self.block = header
+        self.emit(llvm.CondBrOp(condition(header.args), inner, [], exit_block, list(header.args)))
+        self.block = inner
+        self.emit(llvm.BrOp(header, *body(header.args)))
+        self.block = exit_block
+        return exit_block.args
+
     def while_bits(
         self,
         bits: SSAValue,

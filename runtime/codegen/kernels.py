@@ -516,6 +516,139 @@ class _VectorBlockKernel(_Kernel):
             b.emit(llvm.MaskedStoreOp(acc, at, inside, alignment=4))
 
 
+class _BatchedKernel(_Kernel):
+    """Kernels for larger batches, with the work proportional to the non-zeros: x is
+    the transposed input (K x P, P a multiple of 16 holding the batch zero-padded) and y
+    the transposed output (N x P), so one weight multiplies 16 batch rows' inputs at its
+    column in one vector multiply-add. `batch` is P.
+
+    A weight row takes the batch 32 lanes (two vectors) at a time, then 16. Products
+    rotate over WAYS sets of accumulators, so consecutive multiply-adds do not wait on
+    each other; the loop over a row's products has a trip count known up front.
+    Subclasses say how many products a row has and how to find the next one."""
+
+    WAYS = 4
+
+    def build(self) -> llvm.FuncOp:
+        b = self.b
+
+        def row_body(row: SSAValue, _state) -> list[SSAValue]:
+            pairs = b.sub(self.batch, b.emit(llvm.URemOp(self.batch, b.const(32, i64))))
+            b.loop(b.const(0, i64), pairs, [], lambda lane, _s: self.row_tile(row, lane, 2) or [], step=32)
+            b.loop(pairs, self.batch, [], lambda lane, _s: self.row_tile(row, lane, 1) or [], step=16)
+            return []
+
+        b.loop(self.begin, self.end, [], row_body)
+        return b.ret()
+
+    def products(self, row: SSAValue) -> tuple[SSAValue, list[SSAValue]]:
+        """The number of products in `row` and the state before the first."""
+        raise NotImplementedError
+
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]) -> tuple[SSAValue, SSAValue, SSAValue | None, list[SSAValue]]:
+        """Product `index` of `row`: its column, weight, whether it counts (None: always),
+        and the state after it."""
+        raise NotImplementedError
+
+    def row_tile(self, row: SSAValue, lane: SSAValue, vectors: int) -> None:
+        b, ways = self.b, self.WAYS
+        count, start = self.products(row)
+        carried = len(start)
+        zero = b.vector_const([0.0] * 16, f32)
+
+        def multiply(index: SSAValue, state: list[SSAValue], accs: list[SSAValue]) -> tuple[list[SSAValue], list[SSAValue]]:
+            col, weight, counts, state = self.next_product(row, index, state)
+            inputs = b.element_ptr(self.x, b.add(b.mul(col, self.batch), lane), f32)
+            weights = b.splat(weight, 16)
+            updated = []
+            for v, acc in enumerate(accs):
+                at = b.element_ptr(inputs, b.const(16 * v, i64), f32)
+                product = b.emit(llvm.FMAOp(weights, b.emit(llvm.LoadOp(at, _F32x16, alignment=4)), acc))
+                updated.append(product if counts is None else b.emit(llvm.SelectOp(counts, product, acc)))
+            return state, updated
+
+        def ways_body(index: SSAValue, state) -> list[SSAValue]:
+            state, accs = list(state[:carried]), list(state[carried:])
+            for way in range(ways):
+                state, accs[way * vectors : (way + 1) * vectors] = multiply(
+                    b.add(index, b.const(way, i64)), state, accs[way * vectors : (way + 1) * vectors]
+                )
+            return [*state, *accs]
+
+        def one_body(index: SSAValue, state) -> list[SSAValue]:
+            state, accs = list(state[:carried]), list(state[carried:])
+            state, accs[:vectors] = multiply(index, state, accs[:vectors])
+            return [*state, *accs]
+
+        whole = b.sub(count, b.emit(llvm.URemOp(count, b.const(ways, i64))))
+        state = b.loop(b.const(0, i64), whole, [*start] + [zero] * (ways * vectors), ways_body, step=ways)
+        state = b.loop(whole, count, list(state), one_body)
+        accs = state[carried:]
+        for v in range(vectors):
+            total = accs[v]
+            for way in range(1, ways):
+                total = b.fadd(total, accs[way * vectors + v])
+            self.finish_batch(total, row, b.add(lane, b.const(16 * v, i64)))
+
+    def finish_batch(self, acc: SSAValue, row: SSAValue, lane: SSAValue) -> None:
+        """The epilogue for 16 batch rows of output `row`, stored into the transposed y."""
+        b, key = self.b, self.key
+        if key.epilogue in ("bias", "bias_relu"):
+            acc = b.fadd(acc, b.splat(b.load(self.bias, row, f32), 16))
+        if key.epilogue in ("relu", "bias_relu"):
+            acc = b.fmax(acc, b.vector_const([0.0] * 16, f32))
+        at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), lane), f32)
+        b.emit(llvm.StoreOp(acc, at, alignment=4))
+
+
+class _BatchedBitmaskKernel(_BatchedKernel):
+    """Batched bitmask: a row's products are its set bits, found 64 columns at a time
+    (count trailing zeros, clear the lowest bit, load the next 64-bit word when empty)."""
+
+    def products(self, row: SSAValue):
+        b, key = self.b, self.key
+        start = b.load(self.a2, row, i64)
+        self.masks = b.element_ptr(self.a0, b.mul(row, b.const(key.mask_words, i64)), i16)
+        first_word = b.emit(llvm.LoadOp(self.masks, i64, alignment=2))
+        return b.sub(b.load(self.a2, b.add(row, b.const(1, i64)), i64), start), [start, b.const(0, i64), first_word]
+
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
+        b = self.b
+        position, word_index, word = state
+
+        def next_word(values) -> list[SSAValue]:
+            following = b.add(values[0], b.const(1, i64))
+            at = b.element_ptr(self.masks, b.mul(following, b.const(4, i64)), i16)
+            return [following, b.emit(llvm.LoadOp(at, i64, alignment=2))]
+
+        word_index, word = b.while_([word_index, word], lambda v: b.icmp("eq", v[1], b.const(0, i64)), next_word)
+        col = b.add(b.mul(word_index, b.const(64, i64)), b.cttz(word))
+        word = b.and_(word, b.sub(word, b.const(1, i64)))
+        return col, self.value(self.a1, position), None, [b.add(position, b.const(1, i64)), word_index, word]
+
+
+class _BatchedNMKernel(_BatchedKernel, _NMKernel):
+    """Batched n:m: a row's products are its runs' kept slots, in order; padding slots
+    of a ragged last run do not count."""
+
+    def products(self, row: SSAValue):
+        b, key = self.b, self.key
+        per_row = self.runs * (key.m - key.n)
+        self.first = b.mul(row, b.const(per_row, i64))
+        return b.const(per_row, i64), []
+
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
+        b, key = self.b, self.key
+        kept = key.m - key.n
+        slot = b.add(self.first, index)
+        col = b.add(b.mul(b.emit(llvm.UDivOp(index, b.const(kept, i64))), b.const(key.m, i64)), self.position(slot))
+        counts = None
+        if key.cols % key.m:  # the last run's padding slots lie past column K
+            counts = b.icmp("slt", col, b.const(key.cols, i64))
+            col = b.emit(llvm.SelectOp(counts, col, b.const(0, i64)))
+        return col, self.value(self.a0, slot), counts, state
+
+
 class _ScalarDenseKernel(_Kernel):
     """The dense kernel for portable targets: one multiply-add per weight."""
 
@@ -546,6 +679,8 @@ def kernel_function(key: KernelKey) -> llvm.FuncOp:
     16-lane kernels, n:m weights on AVX-512 too (`KernelKey.nm_lanes`); scalar kernels
     cover the rest (float32 bitmask values, portable targets).
     """
+    if key.batched:
+        return {"bitmask": _BatchedBitmaskKernel, "nm": _BatchedNMKernel}[key.kind](key).build()
     if key.kind == "bitmask" and key.values == "f16" and key.native_f16:
         return _VectorBitmaskKernel(key).build()
     if key.kind == "block" and (key.native_f16 or key.values == "f32"):

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from test_kernels import build  # noqa: E402
 
-from sparsec.runtime.executor import Executor  # noqa: E402
+from sparsec.kernels import BATCHED_KINDS  # noqa: E402
+from sparsec.runtime.executor import BATCHED_MIN, Executor  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -59,13 +60,20 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, relu: bool, batch: 
     if not executor.layers:
         return True  # left dense (pattern larger than the layer): no kernel to guard
     ((op, layer),) = executor.layers.items()
-    kernel = executor.kernels.functions[layer.key.symbol]
     operands = [guarded(a) for a in layer.operands.arrays]
     bias_array = guarded(layer.bias)
-    x_guarded = guarded(x)
-    y = guarded(np.full((batch, rows), np.nan, np.float32))
     address = lambda a: a.ctypes.data if a.size else 0  # noqa: E731
-    kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
+    if batch >= BATCHED_MIN and layer.key.kind in BATCHED_KINDS:  # transposed activations, batch padded to 16
+        kernel, padded = executor._batched_kernel(layer.key), -(-batch // 16) * 16
+        x_columns = np.zeros((cols, padded), np.float32)
+        x_columns[:, :batch] = x.T
+        x_guarded, y = guarded(x_columns), guarded(np.full((rows, padded), np.nan, np.float32))
+        kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units)
+        y = y[:, :batch].T
+    else:
+        kernel = executor.kernels.functions[layer.key.symbol]
+        x_guarded, y = guarded(x), guarded(np.full((batch, rows), np.nan, np.float32))
+        kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
 
 
@@ -74,6 +82,7 @@ PATTERNS = [
     "pattern=unstructured sparsity=0.8",
     "pattern=unstructured sparsity=1.0",
     "pattern=nm n=2 m=4",
+    "pattern=nm n=3 m=4",
     "pattern=nm n=7 m=8",
     "pattern=nm n=3 m=16",
     "pattern=block block-size=4 sparsity=0.5",
@@ -83,7 +92,7 @@ PATTERNS = [
 if __name__ == "__main__":
     failures = 0
     for rows, cols, pattern, (bias, relu), batch in itertools.product(
-        [1, 3, 17, 1000], [1, 3, 17, 1000], PATTERNS, [(False, False), (True, True)], [1, 3]
+        [1, 3, 17, 1000], [1, 17, 130, 1000], PATTERNS, [(False, False), (True, True)], [1, 5, 17]
     ):
         ok = run_case(rows, cols, pattern, bias, relu, batch)
         failures += not ok

@@ -17,6 +17,7 @@ from sparsec.runtime.executor import Executor, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
+BATCHES = st.integers(1, 9) | st.sampled_from([16, 17, 33])  # from 16 rows on, bitmask and n:m run batched
 PATTERNS = st.sampled_from(
     [
         "pattern=unstructured sparsity=0.0",
@@ -72,7 +73,7 @@ def build(rows: int, cols: int, matmul: bool, bias: bool, relu: bool, seed: int)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(SIZES, SIZES, PATTERNS, st.booleans(), st.booleans(), st.booleans(), st.integers(1, 9), st.integers(0, 99))
+@given(SIZES, SIZES, PATTERNS, st.booleans(), st.booleans(), st.booleans(), BATCHES, st.integers(0, 99))
 def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, relu, batch, seed):
     model = build(rows, cols, matmul, bias, relu, seed)
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
