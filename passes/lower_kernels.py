@@ -72,17 +72,21 @@ def _vector_bias(add: Operation | None, value: SSAValue, rows: int) -> SSAValue 
     return other if is_weight and other.type.get_shape() == (rows,) else None  # pyright: ignore
 
 
-def _fused_relu(value: SSAValue) -> nn.ReluOp | None:
+def _fused_activation(value: SSAValue) -> nn.ReluOp | nn.GeluOp | None:
+    """The Relu, or exact (erf) Gelu, that is the only user of `value`."""
     user = _only_user(value)
-    return user if isinstance(user, nn.ReluOp) else None
+    if isinstance(user, nn.ReluOp) or (isinstance(user, nn.GeluOp) and user.approximate.data == "none"):
+        return user
+    return None
 
 
 def _kernel_properties(key: KernelKey) -> dict:
     return {"kernel": StringAttr(key.symbol), "kind": StringAttr(key.kind), "epilogue": StringAttr(key.epilogue)}
 
 
-def _epilogue(bias: bool, relu: bool) -> str:
-    return {(False, False): "none", (True, False): "bias", (False, True): "relu", (True, True): "bias_relu"}[(bias, relu)]
+def _epilogue(bias: bool, activation: Operation | None) -> str:
+    parts = (["bias"] if bias else []) + ({nn.ReluOp: ["relu"], nn.GeluOp: ["gelu"]}.get(type(activation), []))
+    return "_".join(parts) or "none"
 
 
 def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
@@ -109,11 +113,11 @@ def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
         if bias is not None:
             fused.append(add)  # pyright: ignore
     last = fused[-1]
-    relu = _fused_relu(last.results[0])
-    if relu is not None:
-        fused.append(relu)
-        last = relu
-    key = kernel_key(weight, transposed, _epilogue(bias is not None, relu is not None))
+    activation = _fused_activation(last.results[0])
+    if activation is not None:
+        fused.append(activation)
+        last = activation
+    key = kernel_key(weight, transposed, _epilogue(bias is not None, activation))
     operands = [[x], [w], [bias] if bias is not None else []]
     new = SparseMatMulOp.build(
         operands=operands,
@@ -128,10 +132,10 @@ def _lower_conv(op: nn.ConvOp) -> None:
     if weight is None or op.group.value.data != 1 or len(weight.tensor_type.get_shape()) != 4:
         return
     fused: list[Operation] = [op]
-    relu = _fused_relu(op.output)
-    if relu is not None:
-        fused.append(relu)
-    key = kernel_key(weight, False, _epilogue(op.b is not None, relu is not None))
+    activation = _fused_activation(op.output)
+    if activation is not None:
+        fused.append(activation)
+    key = kernel_key(weight, False, _epilogue(op.b is not None, activation))
     properties = {**op.properties, **_kernel_properties(key)}
     new = SparseConvOp.build(
         operands=[[op.x], [op.w], [op.b] if op.b is not None else []],

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from sparsec.dialects.sparse import PackedWeightOp
 
 KINDS = ("bitmask", "nm", "block", "dense")
-EPILOGUES = ("none", "bias", "relu", "bias_relu")
+EPILOGUES = ("none", "bias", "relu", "bias_relu", "gelu", "bias_gelu")
+"""What a kernel applies to each output: an optional bias, then an optional activation
+(Relu, or Gelu with the exact erf form)."""
 BATCHED_KINDS = ("bitmask", "nm")
 
 

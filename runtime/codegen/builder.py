@@ -104,6 +104,26 @@ class FunctionBuilder:
     def fadd(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(llvm.FAddOp(a, b))
 
+    def fsub(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.FSubOp(a, b))
+
+    def fmul(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.FMulOp(a, b))
+
+    def fdiv(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.FDivOp(a, b))
+
+    def select(self, condition: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.SelectOp(condition, a, b))
+
+    def like(self, value: int | float, shape_of: SSAValue, element: Attribute | None = None) -> SSAValue:
+        """The constant `value` as a scalar or vector shaped like `shape_of` (of its element
+        type, or `element`)."""
+        ty = shape_of.type
+        if isinstance(ty, VectorType):
+            return self.vector_const([value] * ty.get_shape()[0], element or ty.element_type)
+        return self.const(value, element or ty)
+
     def fmax(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(llvm.VectorFMaxOp(a, b))
 

@@ -36,13 +36,23 @@ from xdsl.ir import SSAValue
 
 from sparsec.kernels import KernelKey
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder
+from sparsec.runtime.codegen.elementwise import gelu
 
 ARG_NAMES = ("x", "y", "a0", "a1", "a2", "bias", "batch", "begin", "end")
 ARG_TYPES = (PTR, PTR, PTR, PTR, PTR, PTR, i64, i64, i64)
 
 
 class _Kernel:
-    """Shared structure: the batch and row loops, the epilogue and the store."""
+    """Shared structure: the batch and row loops, the store and the epilogue.
+
+    `finish` stores each output's sum as it is complete; `ret` then applies the epilogue
+    (bias, activation) to the outputs of rows [begin, end), 16 at a time, so an
+    activation like Gelu costs a few vector operations per 16 outputs instead of a
+    scalar evaluation per row. Kernels that produce whole vectors of outputs apply it
+    as they store them (`activation`) and skip that pass."""
+
+    VECTOR_EPILOGUE = True
+    """Whether `ret` applies the epilogue in a vector pass (False: the kernel did)."""
 
     def __init__(self, key: KernelKey):
         self.key = key
@@ -59,11 +69,49 @@ class _Kernel:
 
     def finish(self, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
         b, key = self.b, self.key
-        if key.epilogue in ("bias", "bias_relu"):
-            acc = b.fadd(acc, b.load(self.bias, row, f32))
-        if key.epilogue in ("relu", "bias_relu"):
-            acc = b.fmax(acc, b.const(0.0, f32))
         b.store(acc, self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), row))
+
+    def ret(self) -> llvm.FuncOp:
+        """The epilogue pass (when there is one), then return."""
+        if self.VECTOR_EPILOGUE and self.key.epilogue != "none":
+            self.epilogue_pass()
+        return self.b.ret()
+
+    def epilogue_pass(self) -> None:
+        """Bias and activation on y[b, first:last] for every batch row, 16 outputs at a
+        time under a lane mask; [first, last) are the output rows of units [begin, end)."""
+        b, key = self.b, self.key
+        unit = key.block if key.kind == "block" else 1
+        first = b.mul(self.begin, b.const(unit, i64))
+        last = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.mul(self.end, b.const(unit, i64)), b.const(key.rows, i64)], [i64]))
+        lanes = b.vector_const(list(range(16)), i64)
+        zero = b.vector_const([0.0] * 16, f32)
+
+        def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
+            outputs = b.element_ptr(self.y, b.mul(batch_row, b.const(key.rows, i64)), f32)
+
+            def chunk_body(row: SSAValue, _inner) -> list[SSAValue]:
+                inside = b.icmp("slt", b.add(b.splat(row, 16), lanes), b.splat(last, 16))
+                at = b.element_ptr(outputs, row, f32)
+                values = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), inside, zero], _F32x16)
+                if key.epilogue.startswith("bias"):
+                    bias_at = b.element_ptr(self.bias, row, f32)
+                    values = b.fadd(values, b.intrinsic("llvm.masked.load.v16f32.p0", [bias_at, b.const(4, i32), inside, zero], _F32x16))
+                b.emit(llvm.MaskedStoreOp(self.activation(values), at, inside, alignment=4))
+                return []
+
+            b.loop(first, last, [], chunk_body, step=16)
+            return []
+
+        b.loop(b.const(0, i64), self.batch, [], batch_body)
+
+    def activation(self, acc: SSAValue) -> SSAValue:
+        """The epilogue's activation on a scalar or vector of outputs."""
+        if self.key.epilogue.endswith("relu"):
+            return self.b.fmax(acc, self.b.like(0.0, acc))
+        if self.key.epilogue.endswith("gelu"):
+            return gelu(self.b, acc)
+        return acc
 
     def for_each_row(self, row_body) -> llvm.FuncOp:
         """for unit in range(begin, end): for b in range(batch): row_body(unit); then return.
@@ -81,7 +129,7 @@ class _Kernel:
             return []
 
         b.loop(self.begin, self.end, [], unit_body)
-        return b.ret()
+        return self.ret()
 
     def finish_if(self, condition: SSAValue, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
         """`finish` only where `condition` holds (rows past N, or past the batch)."""
@@ -142,7 +190,7 @@ def _tiled(kernel: _Kernel, tile: int, tile_body) -> llvm.FuncOp:
         return []
 
     b.loop(kernel.begin, kernel.end, [], row_body)
-    return b.ret()
+    return kernel.ret()
 
 
 class _ColumnStepKernel(_Kernel):
@@ -448,6 +496,8 @@ class _VectorBlockKernel(_Kernel):
     accumulators are the tile's outputs for the row block: contiguous in y, stored as
     vectors (under a lane mask in a last row block that runs past N)."""
 
+    VECTOR_EPILOGUE = False
+
     def build(self) -> llvm.FuncOp:
         tile = max(4, min(16, 256 // self.key.block))  # accumulators fit the 32 vector registers
         return _tiled(self, tile, self.tile_body)
@@ -500,15 +550,14 @@ class _VectorBlockKernel(_Kernel):
         b, key = self.b, self.key
         lanes = VectorType(f32, [key.block])
         zero = b.vector_const([0.0] * key.block, f32)
-        if key.epilogue in ("bias", "bias_relu"):
+        if key.epilogue.startswith("bias"):
             at = b.element_ptr(self.bias, first_row, f32)
             if inside is None:
                 bias = b.emit(llvm.LoadOp(at, lanes, alignment=4))
             else:
                 bias = b.intrinsic(f"llvm.masked.load.v{key.block}f32.p0", [at, b.const(4, i32), inside, zero], lanes)
             acc = b.fadd(acc, bias)
-        if key.epilogue in ("relu", "bias_relu"):
-            acc = b.fmax(acc, zero)
+        acc = self.activation(acc)
         at = b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32)
         if inside is None:
             b.emit(llvm.StoreOp(acc, at, alignment=4))
@@ -528,6 +577,7 @@ class _BatchedKernel(_Kernel):
     Subclasses say how many products a row has and how to find the next one."""
 
     WAYS = 4
+    VECTOR_EPILOGUE = False
 
     def build(self) -> llvm.FuncOp:
         b = self.b
@@ -539,7 +589,7 @@ class _BatchedKernel(_Kernel):
             return []
 
         b.loop(self.begin, self.end, [], row_body)
-        return b.ret()
+        return self.ret()
 
     def products(self, row: SSAValue) -> tuple[SSAValue, list[SSAValue]]:
         """The number of products in `row` and the state before the first."""
@@ -593,10 +643,9 @@ class _BatchedKernel(_Kernel):
     def finish_batch(self, acc: SSAValue, row: SSAValue, lane: SSAValue) -> None:
         """The epilogue for 16 batch rows of output `row`, stored into the transposed y."""
         b, key = self.b, self.key
-        if key.epilogue in ("bias", "bias_relu"):
+        if key.epilogue.startswith("bias"):
             acc = b.fadd(acc, b.splat(b.load(self.bias, row, f32), 16))
-        if key.epilogue in ("relu", "bias_relu"):
-            acc = b.fmax(acc, b.vector_const([0.0] * 16, f32))
+        acc = self.activation(acc)
         at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), lane), f32)
         b.emit(llvm.StoreOp(acc, at, alignment=4))
 

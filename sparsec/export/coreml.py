@@ -123,7 +123,9 @@ class _Lowering:
             y = mb.matmul(x=args[0], y=args[1], transpose_y=not op.transposed.value.data)
             if len(args) == 3:
                 y = mb.add(x=y, y=args[2])
-        return mb.relu(x=y) if op.epilogue.data.endswith("relu") else y
+        if op.epilogue.data.endswith("relu"):
+            return mb.relu(x=y)
+        return mb.gelu(x=y, mode="EXACT") if op.epilogue.data.endswith("gelu") else y
 
     def pool(self, op: nn.PoolOp, x):
         kernel = ints_of(op.kernel_shape)

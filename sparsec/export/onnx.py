@@ -99,11 +99,11 @@ class _Exporter:
 
 
     def export_kernel_op(self, op: SparseMatMulOp | SparseConvOp) -> None:
-        """A kernel op as the ONNX node it was lowered from, plus Relu for a fused epilogue."""
+        """A kernel op as the ONNX node it was lowered from, plus Relu or Gelu for a fused epilogue."""
         inputs = [self.name_of(v) for v in op.operands]
         output = self.name_of(op.results[0])
-        relu = op.epilogue.data.endswith("relu")
-        first = f"{output}_pre_relu" if relu else output
+        activation = {"relu": "Relu", "gelu": "Gelu"}.get(op.epilogue.data.rsplit("_", 1)[-1])
+        first = f"{output}_pre_{activation.lower()}" if activation else output
         if isinstance(op, SparseConvOp):
             attributes = {
                 _ONNX_ATTRIBUTE_NAMES.get(k, k): _attribute_value(v)
@@ -124,8 +124,9 @@ class _Exporter:
             self.nodes.append(helper.make_node("MatMul", [inputs[0], weight], [product], name=product))
             if op.b is not None:
                 self.nodes.append(helper.make_node("Add", [product, inputs[2]], [first], name=first))
-        if relu:
-            self.nodes.append(helper.make_node("Relu", [first], [output], name=output))
+        if activation:
+            self.uses_gelu |= activation == "Gelu"
+            self.nodes.append(helper.make_node(activation, [first], [output], name=output))
 
 
 def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:

@@ -1,0 +1,68 @@
+"""Element-wise functions for kernel epilogues, on scalars or vectors of f32, in plain
+LLVM arithmetic: no libm calls (nothing for the JIT to resolve) and vectorizable.
+
+Gelu is ONNX's exact form, 0.5 x (1 + erf(x / sqrt 2)). erf follows the reference
+interpreter (sparsec/reference.py): a Taylor series below |x| = 0.5, else 1 - erfc with
+Numerical Recipes' Chebyshev fit for erfc (fractional error under 1.2e-7); here in f32.
+"""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import VectorType, i32
+from xdsl.ir import SSAValue
+
+from sparsec.runtime.codegen.builder import FunctionBuilder
+
+_ERFC = (
+    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
+)  # fmt: skip
+_ROUNDING = 12582912.0  # 1.5 * 2^23: adding it rounds an f32 of magnitude < 2^22 to an integer
+
+
+def _int_type(b: FunctionBuilder, x: SSAValue):
+    return VectorType(i32, x.type.get_shape()) if isinstance(x.type, VectorType) else i32  # pyright: ignore
+
+
+def exp(b: FunctionBuilder, x: SSAValue) -> SSAValue:
+    """e^x for x >= -87 (inputs below are clamped there; the callers' arguments are
+    at most 0): 2^n * 2^f with n the nearest integer to x log2 e and a degree-6
+    polynomial for 2^f, |f| <= 1/2 (relative error about 1e-7)."""
+    x = b.fmax(x, b.like(-87.0, x))
+    scaled = b.fmul(x, b.like(1 / math.log(2), x))
+    shifted = b.fadd(scaled, b.like(_ROUNDING, x))
+    whole = b.fsub(shifted, b.like(_ROUNDING, x))
+    fraction = b.fmul(b.fsub(scaled, whole), b.like(math.log(2), x))
+    power = b.like(1 / math.factorial(6), x)
+    for k in range(5, -1, -1):
+        power = b.fadd(b.fmul(power, fraction), b.like(1 / math.factorial(k), x))
+    ints = _int_type(b, x)
+    # The low mantissa bits of `shifted` hold n (plus the constant's own bits).
+    n = b.sub(b.bitcast(shifted, ints), b.bitcast(b.like(_ROUNDING, x), ints))
+    exponent = b.emit(llvm.ShlOp(b.add(n, b.like(127, n, i32)), b.like(23, n, i32)))
+    return b.fmul(power, b.bitcast(exponent, x.type))
+
+
+def erf(b: FunctionBuilder, x: SSAValue) -> SSAValue:
+    z = b.emit(llvm.FAbsOp(x, x.type))
+    t = b.fdiv(b.like(1.0, x), b.fadd(b.like(1.0, x), b.fmul(b.like(0.5, x), z)))
+    poly = b.like(0.0, x)
+    for coefficient in reversed(_ERFC[1:]):
+        poly = b.fmul(t, b.fadd(b.like(coefficient, x), poly))
+    argument = b.fadd(b.fsub(poly, b.fmul(z, z)), b.like(_ERFC[0], x))
+    large = b.fsub(b.like(1.0, x), b.fmul(t, exp(b, argument)))
+    signed = b.emit(llvm.FCopySignOp(large, x))
+    x2 = b.fmul(x, x)
+    series = b.like(1.0, x)
+    for numerator, denominator in ((11, 78), (9, 55), (7, 36), (5, 21), (3, 10), (1, 3)):
+        series = b.fsub(b.like(1.0, x), b.fmul(b.fmul(x2, b.like(numerator / denominator, x)), series))
+    small = b.fmul(b.fmul(x, series), b.like(2 / math.sqrt(math.pi), x))
+    return b.select(b.emit(llvm.FCmpOp(z, b.like(0.5, x), "olt")), small, signed)
+
+
+def gelu(b: FunctionBuilder, x: SSAValue) -> SSAValue:
+    half = b.fmul(x, b.like(0.5, x))
+    return b.fmul(half, b.fadd(b.like(1.0, x), erf(b, b.fmul(x, b.like(1 / math.sqrt(2), x)))))
