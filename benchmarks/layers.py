@@ -1,12 +1,17 @@
 """Single-layer benchmark: sparsec's generated kernels against numpy dense float32
-(OpenBLAS, same thread count) and onnxruntime, in one run.
+(OpenBLAS, same thread count), onnxruntime and sparsec's own dense float16 kernel, in
+one run.
 
-    python benchmarks/layers.py [--quick] [--threads 1] [--markdown]
+    python benchmarks/layers.py [--quick] [--only TEXT] [--threads 1] [--batch 1 32]
+                                [--scaling] [--markdown]
 
 Each layer is a Gemm (transB) with random weights, pruned and packed by sparsec's own
-passes; the kernel is called directly (no executor overhead). The table gives medians
-in milliseconds, sparsec's speed-up over numpy, and the packed weight bytes streamed
-per second.
+passes; the kernel is called through the executor's layer call (thread split and, from
+16 batch rows, the batched kernels with their transposes) but without the rest of a
+model. The table gives medians in milliseconds, sparsec's speed-up over numpy,
+onnxruntime and its dense float16 kernel, and the packed weight bytes streamed per
+second, beside the machine's streaming read bandwidth measured in the same run.
+`--scaling` adds the speed-up of two threads over one on the 11008x4096 layer.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import llvmlite.binding as llvm
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -28,10 +34,12 @@ from sparsec.context import make_context
 from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.executor import Executor
+from sparsec.runtime.jit import Target
 
 SHAPES = [(4096, 4096), (11008, 4096), (3072, 768), (768, 3072)]
+DENSE = "dense fp16 (0%)"
 PATTERNS = {
-    "dense fp16 (0%)": "pattern=unstructured sparsity=0.0",
+    DENSE: "pattern=unstructured sparsity=0.0",
     "unstructured 50%": "pattern=unstructured sparsity=0.5",
     "unstructured 75%": "pattern=unstructured sparsity=0.75",
     "unstructured 90%": "pattern=unstructured sparsity=0.9",
@@ -41,6 +49,7 @@ PATTERNS = {
     "block 4 75%": "pattern=block block-size=4 sparsity=0.75",
     "block 16 75%": "pattern=block block-size=16 sparsity=0.75",
 }
+SCALING_LAYER = (11008, 4096)
 
 
 def median_ms(run, repeats: int) -> float:
@@ -51,6 +60,29 @@ def median_ms(run, repeats: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
+
+
+def cpu_description() -> str:
+    """The CPU's model name, LLVM's name for it and its vector features."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    target = Target.host()
+    vector = [f.lstrip("+") for f in target.features.split(",") if f.startswith("+avx512") or f in ("+avx2", "+f16c", "+fma")]
+    return f"{name}; LLVM CPU {target.cpu}; {' '.join(sorted(vector))}"
+
+
+def stream_gbps(megabytes: int = 512) -> float:
+    """Streaming read bandwidth of one thread: numpy summing a large float32 array."""
+    data = np.ones(megabytes * 2**20 // 4, np.float32)
+    with threadpool_limits(1):
+        ms = median_ms(lambda: data.sum(), 5)
+    return data.nbytes / (ms / 1000) / 1e9
 
 
 def layer_model(rows: int, cols: int, weight: np.ndarray) -> Model:
@@ -84,45 +116,21 @@ def onnxruntime_ms(weight: np.ndarray, x: np.ndarray, threads: int, repeats: int
         return median_ms(lambda: session.run(None, {"x": x}), repeats)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--quick", action="store_true", help="first shape and three patterns only")
-    parser.add_argument("--only", metavar="TEXT", help="only layers and patterns whose label contains TEXT (e.g. 'nm', '11008')")
-    parser.add_argument("--markdown", action="store_true")
-    args = parser.parse_args()
-    shapes = SHAPES[:1] if args.quick else SHAPES
-    patterns = {k: PATTERNS[k] for k in list(PATTERNS)[:3]} if args.quick else PATTERNS
-    rng = np.random.default_rng(0)
-    rows_out = []
-    for rows, cols in shapes:
-        weight = rng.standard_normal((rows, cols), dtype=np.float32)
-        for batch in args.batch:
-            x = rng.standard_normal((batch, cols), dtype=np.float32)
-            repeats = 20 if rows * cols * batch < 2**26 else 7
-            with threadpool_limits(args.threads):
-                numpy_ms = median_ms(lambda: x @ weight.T, repeats)
-            ort_ms = onnxruntime_ms(weight, x, args.threads, repeats)
-            for label, options in patterns.items():
-                if args.only and args.only not in f"{rows}x{cols} {label}":
-                    continue
-                model = layer_model(rows, cols, weight)
-                model.apply(f"prune-magnitude{{{options} min-elements=0}},pack-bitmask,lower-kernels")
-                executor = Executor(model.module, model.weights, threads=args.threads)
-                layer = next(iter(executor.layers.values()))
-                y = np.empty((batch, rows), np.float32)
-                ms = median_ms(lambda: executor._call(layer, x, y), repeats)
-                gbps = layer.operands.nbytes / (ms / 1000) / 1e9
-                rows_out.append((f"{rows}x{cols}", batch, label, layer.key.kind, ms, numpy_ms, ort_ms, gbps))
-                executor.close()
-    header = ("layer", "batch", "pattern", "kernel", "sparsec ms", "numpy ms", "ort ms", "vs numpy", "vs ort", "GB/s")
-    lines = [
-        (shape, str(batch), label, kind, f"{ms:.3f}", f"{npm:.3f}", f"{ortm:.3f}", f"{npm / ms:.2f}x", f"{ortm / ms:.2f}x", f"{gbps:.1f}")
-        for shape, batch, label, kind, ms, npm, ortm, gbps in rows_out
-    ]
-    print(f"# {platform.processor() or platform.machine()}, {args.threads} thread(s), sparsec {sparsec.__version__}")
-    if args.markdown:
+def sparse_layer(weight: np.ndarray, options: str, threads: int) -> Executor:
+    rows, cols = weight.shape
+    model = layer_model(rows, cols, weight)
+    model.apply(f"prune-magnitude{{{options} min-elements=0}},pack-bitmask,lower-kernels")
+    return Executor(model.module, model.weights, threads=threads)
+
+
+def layer_ms(executor: Executor, x: np.ndarray, repeats: int) -> float:
+    layer = next(iter(executor.layers.values()))
+    y = np.empty((x.shape[0], layer.key.rows), np.float32)
+    return median_ms(lambda: executor._call(layer, x, y), repeats)
+
+
+def print_table(header: tuple[str, ...], lines: list[tuple[str, ...]], markdown: bool) -> None:
+    if markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for line in lines:
@@ -132,6 +140,80 @@ def main() -> None:
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for line in lines:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
+
+
+def layer_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    patterns = {k: PATTERNS[k] for k in list(PATTERNS)[:3]} if args.quick else PATTERNS
+    lines = []
+    for rows, cols in shapes:
+        weight = rng.standard_normal((rows, cols), dtype=np.float32)
+        for batch in args.batch:
+            chosen = {label: options for label, options in patterns.items() if not args.only or args.only in f"{rows}x{cols} {label}"}
+            if not chosen:
+                continue
+            x = rng.standard_normal((batch, cols), dtype=np.float32)
+            repeats = 20 if rows * cols * batch < 2**26 else 7
+            with threadpool_limits(args.threads):
+                numpy_ms = median_ms(lambda: x @ weight.T, repeats)
+            ort_ms = onnxruntime_ms(weight, x, args.threads, repeats)
+            dense_executor = sparse_layer(weight, PATTERNS[DENSE], args.threads)
+            dense_ms = layer_ms(dense_executor, x, repeats)
+            dense_executor.close()
+            for label, options in chosen.items():
+                executor = sparse_layer(weight, options, args.threads)
+                layer = next(iter(executor.layers.values()))
+                ms = dense_ms if label == DENSE else layer_ms(executor, x, repeats)
+                executor.close()
+                gbps = layer.operands.nbytes / (ms / 1000) / 1e9
+                lines.append(
+                    (f"{rows}x{cols}", str(batch), label, layer.key.kind, f"{ms:.3f}", f"{numpy_ms:.3f}", f"{ort_ms:.3f}",
+                     f"{numpy_ms / ms:.2f}x", f"{ort_ms / ms:.2f}x", f"{dense_ms / ms:.2f}x", f"{gbps:.1f}")
+                )  # fmt: skip
+    header = ("layer", "batch", "pattern", "kernel", "sparsec ms", "numpy ms", "ort ms", "vs numpy", "vs ort", "vs dense fp16", "GB/s")
+    print_table(header, lines, args.markdown)
+
+
+def scaling_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
+    rows, cols = SCALING_LAYER
+    weight = rng.standard_normal((rows, cols), dtype=np.float32)
+    x = rng.standard_normal((1, cols), dtype=np.float32)
+    lines = []
+    for label, options in PATTERNS.items():
+        if args.only and args.only not in label:
+            continue
+        one, two = (sparse_layer(weight, options, threads) for threads in (1, 2))
+        # Alternate the two, so a change in the machine's load affects both alike.
+        times: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(5):
+            times[1].append(layer_ms(one, x, 5))
+            times[2].append(layer_ms(two, x, 5))
+        ms1, ms2 = float(np.median(times[1])), float(np.median(times[2]))
+        lines.append((f"{rows}x{cols}", label, f"{ms1:.3f}", f"{ms2:.3f}", f"{ms1 / ms2:.2f}x"))
+        one.close()
+        two.close()
+    print_table(("layer", "pattern", "1 thread ms", "2 threads ms", "speed-up"), lines, args.markdown)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--quick", action="store_true", help="first shape and three patterns only")
+    parser.add_argument("--only", metavar="TEXT", help="only layers and patterns whose label contains TEXT (e.g. 'nm', '11008')")
+    parser.add_argument("--scaling", action="store_true", help="only the two-thread scaling table")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    llvm.initialize_native_target()
+    print(f"# {cpu_description()}")
+    print(f"# sparsec {sparsec.__version__}, numpy {np.__version__}, onnxruntime {ort.__version__}; "
+          f"streaming read, one thread: {stream_gbps():.1f} GB/s")  # fmt: skip
+    rng = np.random.default_rng(0)
+    if args.scaling:
+        scaling_table(args, rng)
+    else:
+        print(f"# {args.threads} thread(s)")
+        layer_table(args, rng)
 
 
 if __name__ == "__main__":

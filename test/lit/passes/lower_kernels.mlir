@@ -1,4 +1,5 @@
-// lower-kernels: layers on packed weights become kernel ops; bias and a sole Relu fuse.
+// lower-kernels: layers on packed weights become kernel ops; bias and a sole Relu or
+// exact Gelu fuse.
 // RUN: sparsec opt %s --split-input-file -p 'pack-bitmask,lower-kernels' | filecheck %s
 
 func.func @main(%x: tensor<?x8xf32>) -> tensor<?x2xf32> {
@@ -48,3 +49,30 @@ func.func @main(%x: tensor<8x2xf32>, %d: tensor<2x8xf32>) -> (tensor<2x2xf32>, t
 // CHECK: nn.gemm %t, %w {alpha = 2.000000e+00 : f32, trans_b = 1 : i64}
 // CHECK: nn.gemm %t, %d {trans_b = 1 : i64}
 // CHECK-NOT: sparse.matmul
+// CHECK: // {{-----}}
+
+// -----
+// MatMul + bias + exact Gelu fuse into one kernel; the tanh approximation does not.
+func.func @main(%x: tensor<?x8xf32>) -> (tensor<?x1xf32>, tensor<?x1xf32>) {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[0.0], [0.0], [3.0], [4.0], [8.0], [7.0], [0.0], [0.0]]> : tensor<8x1xf32>
+  %v = nn.weight "v" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[0.0], [1.0], [0.0], [4.0], [0.0], [7.0], [0.0], [2.0]]> : tensor<8x1xf32>
+  %b = nn.weight "b" dense<[2.0]> : tensor<1xf32>
+  %y = nn.matmul %x, %w : (tensor<?x8xf32>, tensor<8x1xf32>) -> tensor<?x1xf32>
+  %z = nn.add %y, %b : (tensor<?x1xf32>, tensor<1xf32>) -> tensor<?x1xf32>
+  %g = nn.gelu %z : (tensor<?x1xf32>) -> tensor<?x1xf32>
+  %u = nn.matmul %x, %v : (tensor<?x8xf32>, tensor<8x1xf32>) -> tensor<?x1xf32>
+  %t = nn.gelu %u {approximate = "tanh"} : (tensor<?x1xf32>) -> tensor<?x1xf32>
+  func.return %g, %t : tensor<?x1xf32>, tensor<?x1xf32>
+}
+// CHECK:      %g = sparse.matmul %x, %w, %b {kernel = "spmm_bitmask_f16_1x8_bias_gelu", kind = "bitmask", epilogue = "bias_gelu", transposed = 1 : i64}
+// CHECK:      %u = sparse.matmul %x, %v {kernel = "spmm_bitmask_f16_1x8", kind = "bitmask", epilogue = "none", transposed = 1 : i64}
+// CHECK-NEXT: %t = nn.gelu %u {approximate = "tanh"}
+
+// -----
+// A bitmask weight with no zeros costs more than dense float16: the dense kernel.
+func.func @main(%x: tensor<?x4xf32>) -> tensor<?x2xf32> {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.0>} dense<[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]> : tensor<2x4xf32>
+  %y = nn.gemm %x, %w {trans_b = 1 : i64} : (tensor<?x4xf32>, tensor<2x4xf32>) -> tensor<?x2xf32>
+  func.return %y : tensor<?x2xf32>
+}
+// CHECK: %y = sparse.matmul %x, %w {kernel = "spmm_dense_f16_2x4", kind = "dense", epilogue = "none", transposed = 0 : i64}

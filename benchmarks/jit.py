@@ -1,0 +1,58 @@
+"""JIT benchmark: how long one kernel takes to generate and compile (cold), and to load
+from the disk cache, for the kernels of a 4096x4096 layer.
+
+    python benchmarks/jit.py [--repeats 5]
+
+Cold is everything a first run pays: building the kernel in xDSL's llvm dialect,
+translating it to LLVM IR, optimizing and compiling it with llvmlite; cached is a
+second `compile_kernels` for the same key with the object file on disk. Each uses its
+own empty cache directory, so nothing from earlier runs is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from sparsec.kernels import KernelKey
+from sparsec.runtime.jit import Target, compile_kernels
+
+KEYS = {
+    "bitmask": KernelKey("bitmask", 4096, 4096),
+    "bitmask, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu"),
+    "nm 3:4": KernelKey("nm", 4096, 4096, n=3, m=4),
+    "block 16": KernelKey("block", 4096, 4096, block=16),
+    "dense": KernelKey("dense", 4096, 4096),
+    "bitmask batched": KernelKey("bitmask", 4096, 4096, batched=True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    target = Target.host()
+    print(f"# LLVM CPU {target.cpu}")
+    print("| kernel | cold ms (median) | cached ms (median) |")
+    print("|---|---|---|")
+    for label, key in KEYS.items():
+        key = KernelKey(**{**key.__dict__, "native_f16": target.native_f16, "avx512": target.avx512})
+        cold, cached = [], []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["SPARSEC_CACHE_DIR"] = cache
+                start = time.perf_counter()
+                compile_kernels([key], target)
+                cold.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                assert compile_kernels([key], target).from_cache
+                cached.append(time.perf_counter() - start)
+        print(f"| {label} | {np.median(cold) * 1000:.1f} | {np.median(cached) * 1000:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
