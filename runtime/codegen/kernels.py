@@ -499,7 +499,7 @@ class _VectorBlockKernel(_Kernel):
     VECTOR_EPILOGUE = False
 
     def build(self) -> llvm.FuncOp:
-        tile = max(4, min(16, 256 // self.key.block))  # accumulators fit the 32 vector registers
+        tile = max(4, min(8, 128 // self.key.block))  # accumulators fit the vector registers
         return _tiled(self, tile, self.tile_body)
 
     def tile_body(self, row_block: SSAValue, tile: SSAValue, size: int) -> None:
