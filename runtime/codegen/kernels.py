@@ -31,7 +31,7 @@ import math
 
 from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, IntegerType, ModuleOp, VectorType, f16, f32, i1, i8, i16, i32, i64
+from xdsl.dialects.builtin import DenseArrayBase, DenseIntOrFPElementsAttr, IntegerType, ModuleOp, VectorType, f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import KernelKey
@@ -571,12 +571,15 @@ class _BatchedKernel(_Kernel):
     the transposed output (N x P), so one weight multiplies 16 batch rows' inputs at its
     column in one vector multiply-add. `batch` is P.
 
-    A weight row takes the batch 32 lanes (two vectors) at a time, then 16. Products
-    rotate over WAYS sets of accumulators, so consecutive multiply-adds do not wait on
-    each other; the loop over a row's products has a trip count known up front.
-    Subclasses say how many products a row has and how to find the next one."""
+    A weight row takes the batch 32 lanes (two vectors) at a time, then 16. Products go
+    16 at a time: their 16 values load and widen as one vector, and each is broadcast
+    from its lane; they rotate over WAYS sets of accumulators, so consecutive
+    multiply-adds do not wait on each other. The loop over a row's products has a trip
+    count known up front. Subclasses say how many products a row has, where its values
+    start, and how to find the next product's column."""
 
     WAYS = 4
+    CHUNK = 16
     VECTOR_EPILOGUE = False
 
     def build(self) -> llvm.FuncOp:
@@ -591,54 +594,68 @@ class _BatchedKernel(_Kernel):
         b.loop(self.begin, self.end, [], row_body)
         return self.ret()
 
-    def products(self, row: SSAValue) -> tuple[SSAValue, list[SSAValue]]:
-        """The number of products in `row` and the state before the first."""
+    def products(self, row: SSAValue) -> tuple[SSAValue, SSAValue, list[SSAValue]]:
+        """The number of products in `row`, a pointer to their values (in product
+        order) and the column search's state before the first."""
         raise NotImplementedError
 
-    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]) -> tuple[SSAValue, SSAValue, SSAValue | None, list[SSAValue]]:
-        """Product `index` of `row`: its column, weight, whether it counts (None: always),
-        and the state after it."""
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]) -> tuple[SSAValue, SSAValue | None, list[SSAValue]]:
+        """Product `index` of `row`: its column, whether it counts (None: always), and
+        the state after it."""
         raise NotImplementedError
 
     def row_tile(self, row: SSAValue, lane: SSAValue, vectors: int) -> None:
         b, ways = self.b, self.WAYS
-        count, start = self.products(row)
+        count, values, start = self.products(row)
         carried = len(start)
         zero = b.vector_const([0.0] * 16, f32)
 
-        def multiply(index: SSAValue, state: list[SSAValue], accs: list[SSAValue]) -> tuple[list[SSAValue], list[SSAValue]]:
-            col, weight, counts, state = self.next_product(row, index, state)
+        def multiply(index: SSAValue, weight: SSAValue, state: list[SSAValue], accs: list[SSAValue]):
+            col, counts, state = self.next_product(row, index, state)
             inputs = b.element_ptr(self.x, b.add(b.mul(col, self.batch), lane), f32)
-            weights = b.splat(weight, 16)
             updated = []
             for v, acc in enumerate(accs):
                 at = b.element_ptr(inputs, b.const(16 * v, i64), f32)
-                product = b.emit(llvm.FMAOp(weights, b.emit(llvm.LoadOp(at, _F32x16, alignment=4)), acc))
+                product = b.emit(llvm.FMAOp(weight, b.emit(llvm.LoadOp(at, _F32x16, alignment=4)), acc))
                 updated.append(product if counts is None else b.emit(llvm.SelectOp(counts, product, acc)))
             return state, updated
 
-        def ways_body(index: SSAValue, state) -> list[SSAValue]:
+        def chunk_body(first: SSAValue, state) -> list[SSAValue]:
             state, accs = list(state[:carried]), list(state[carried:])
-            for way in range(ways):
-                state, accs[way * vectors : (way + 1) * vectors] = multiply(
-                    b.add(index, b.const(way, i64)), state, accs[way * vectors : (way + 1) * vectors]
-                )
+            weights = self.chunk_values(values, first)
+            for j in range(self.CHUNK):
+                way = slice((j % ways) * vectors, (j % ways + 1) * vectors)
+                index = b.add(first, b.const(j, i64))
+                weight = b.emit(llvm.ShuffleVectorOp(weights, weights, DenseArrayBase.from_list(i32, [j] * 16), _F32x16))
+                state, accs[way] = multiply(index, weight, state, accs[way])
             return [*state, *accs]
 
         def one_body(index: SSAValue, state) -> list[SSAValue]:
             state, accs = list(state[:carried]), list(state[carried:])
-            state, accs[:vectors] = multiply(index, state, accs[:vectors])
+            weight = b.splat(self.value(values, index), 16)
+            state, accs[:vectors] = multiply(index, weight, state, accs[:vectors])
             return [*state, *accs]
 
-        whole = b.sub(count, b.emit(llvm.URemOp(count, b.const(ways, i64))))
-        state = b.loop(b.const(0, i64), whole, [*start] + [zero] * (ways * vectors), ways_body, step=ways)
-        state = b.loop(whole, count, list(state), one_body)
+        chunks = b.sub(count, b.emit(llvm.URemOp(count, b.const(self.CHUNK, i64))))
+        state = [*start] + [zero] * (ways * vectors)
+        if self.key.native_f16 or self.value_type == f32:
+            state = b.loop(b.const(0, i64), chunks, state, chunk_body, step=self.CHUNK)
+            state = b.loop(chunks, count, list(state), one_body)
+        else:  # no vector float16 conversion on this target: one value at a time
+            state = b.loop(b.const(0, i64), count, state, one_body)
         accs = state[carried:]
         for v in range(vectors):
             total = accs[v]
             for way in range(1, ways):
                 total = b.fadd(total, accs[way * vectors + v])
             self.finish_batch(total, row, b.add(lane, b.const(16 * v, i64)))
+
+    def chunk_values(self, values: SSAValue, first: SSAValue) -> SSAValue:
+        """Values [first, first + 16) as 16 float lanes."""
+        b = self.b
+        at = b.element_ptr(values, first, self.value_type)
+        loaded = b.emit(llvm.LoadOp(at, VectorType(self.value_type, [16]), alignment=2 if self.value_type == f16 else 4))
+        return b.emit(llvm.FPExtOp(loaded, _F32x16)) if self.value_type == f16 else loaded
 
     def finish_batch(self, acc: SSAValue, row: SSAValue, lane: SSAValue) -> None:
         """The epilogue for 16 batch rows of output `row`, stored into the transposed y."""
@@ -659,11 +676,12 @@ class _BatchedBitmaskKernel(_BatchedKernel):
         start = b.load(self.a2, row, i64)
         self.masks = b.element_ptr(self.a0, b.mul(row, b.const(key.mask_words, i64)), i16)
         first_word = b.emit(llvm.LoadOp(self.masks, i64, alignment=2))
-        return b.sub(b.load(self.a2, b.add(row, b.const(1, i64)), i64), start), [start, b.const(0, i64), first_word]
+        count = b.sub(b.load(self.a2, b.add(row, b.const(1, i64)), i64), start)
+        return count, b.element_ptr(self.a1, start, self.value_type), [b.const(0, i64), first_word]
 
     def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
         b = self.b
-        position, word_index, word = state
+        word_index, word = state
 
         def next_word(values) -> list[SSAValue]:
             following = b.add(values[0], b.const(1, i64))
@@ -672,8 +690,7 @@ class _BatchedBitmaskKernel(_BatchedKernel):
 
         word_index, word = b.while_([word_index, word], lambda v: b.icmp("eq", v[1], b.const(0, i64)), next_word)
         col = b.add(b.mul(word_index, b.const(64, i64)), b.cttz(word))
-        word = b.and_(word, b.sub(word, b.const(1, i64)))
-        return col, self.value(self.a1, position), None, [b.add(position, b.const(1, i64)), word_index, word]
+        return col, None, [word_index, b.and_(word, b.sub(word, b.const(1, i64)))]
 
 
 class _BatchedNMKernel(_BatchedKernel, _NMKernel):
@@ -684,7 +701,7 @@ class _BatchedNMKernel(_BatchedKernel, _NMKernel):
         b, key = self.b, self.key
         per_row = self.runs * (key.m - key.n)
         self.first = b.mul(row, b.const(per_row, i64))
-        return b.const(per_row, i64), []
+        return b.const(per_row, i64), b.element_ptr(self.a0, self.first, self.value_type), []
 
     def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
         b, key = self.b, self.key
@@ -695,7 +712,7 @@ class _BatchedNMKernel(_BatchedKernel, _NMKernel):
         if key.cols % key.m:  # the last run's padding slots lie past column K
             counts = b.icmp("slt", col, b.const(key.cols, i64))
             col = b.emit(llvm.SelectOp(counts, col, b.const(0, i64)))
-        return col, self.value(self.a0, slot), counts, state
+        return col, counts, state
 
 
 class _ScalarDenseKernel(_Kernel):
