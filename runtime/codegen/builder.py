@@ -48,6 +48,7 @@ class FunctionBuilder:
         )
         self.block = self.entry
         self.constants: dict[tuple, SSAValue] = {}
+        self.last_constant: Operation | None = None
 
     @property
     def args(self) -> tuple[SSAValue, ...]:
@@ -66,14 +67,16 @@ class FunctionBuilder:
 
     def _constant(self, key: tuple, make: Callable[[], Operation]) -> SSAValue:
         """One constant op per distinct value, at the top of the entry block (where it
-        dominates every use): fewer ops to build and translate."""
+        dominates every use), in creation order: fewer ops to build and translate."""
         if key not in self.constants:
             op = make()
-            first = self.entry.first_op
-            if first is None:
-                self.entry.add_op(op)
+            if self.last_constant is not None:
+                self.entry.insert_op_after(op, self.last_constant)
+            elif self.entry.first_op is not None:
+                self.entry.insert_op_before(op, self.entry.first_op)
             else:
-                self.entry.insert_op_before(op, first)
+                self.entry.add_op(op)
+            self.last_constant = op
             self.constants[key] = op.results[0]
         return self.constants[key]
 
