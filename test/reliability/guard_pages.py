@@ -51,8 +51,8 @@ def guarded(array: np.ndarray) -> np.ndarray:
     return view
 
 
-def run_case(rows: int, cols: int, pattern: str, bias: bool, relu: bool, batch: int) -> bool:
-    model = build(rows, cols, False, bias, relu, rows * 31 + cols)
+def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, batch: int) -> bool:
+    model = build(rows, cols, False, bias, activation, rows * 31 + cols)
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights, threads=1)
     x = np.random.default_rng(batch).standard_normal((batch, cols)).astype(np.float32)
@@ -91,12 +91,12 @@ PATTERNS = [
 
 if __name__ == "__main__":
     failures = 0
-    for rows, cols, pattern, (bias, relu), batch in itertools.product(
-        [1, 3, 17, 1000], [1, 17, 130, 1000], PATTERNS, [(False, False), (True, True)], [1, 5, 17]
+    for rows, cols, pattern, (bias, activation), batch in itertools.product(
+        [1, 3, 17, 1000], [1, 17, 130, 1000], PATTERNS, [(False, "none"), (True, "relu"), (True, "gelu")], [1, 5, 17]
     ):
-        ok = run_case(rows, cols, pattern, bias, relu, batch)
+        ok = run_case(rows, cols, pattern, bias, activation, batch)
         failures += not ok
         if not ok:
-            print(f"MISMATCH rows={rows} cols={cols} {pattern} bias={bias} relu={relu} batch={batch}", flush=True)
+            print(f"MISMATCH rows={rows} cols={cols} {pattern} bias={bias} activation={activation} batch={batch}", flush=True)
     print(f"guard pages: {failures} mismatches")
     sys.exit(1 if failures else 0)

@@ -17,6 +17,7 @@ from sparsec.runtime.executor import Executor, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
+ACTIVATIONS = st.sampled_from(["none", "relu", "gelu"])  # fused into the kernel's epilogue
 BATCHES = st.integers(1, 9) | st.sampled_from([16, 17, 33])  # from 16 rows on, bitmask and n:m run batched
 PATTERNS = st.sampled_from(
     [
@@ -36,7 +37,8 @@ PATTERNS = st.sampled_from(
 )
 
 
-def layer_text(rows: int, cols: int, matmul: bool, bias: bool, relu: bool) -> str:
+def layer_text(rows: int, cols: int, matmul: bool, bias: bool, activation: str) -> str:
+    """A Gemm (or MatMul + Add) layer, then `activation`: none, relu or gelu."""
     weight_shape = f"{cols}x{rows}" if matmul else f"{rows}x{cols}"
     lines = [f'  %w = nn.weight "w" : tensor<{weight_shape}xf32>']
     if matmul:
@@ -51,17 +53,17 @@ def layer_text(rows: int, cols: int, matmul: bool, bias: bool, relu: bool) -> st
         types = f"tensor<?x{cols}xf32>, tensor<{weight_shape}xf32>" + (f", tensor<{rows}xf32>" if bias else "")
         lines.append(f"  %y2 = nn.gemm {operands} {{trans_b = 1 : i64}} : ({types}) -> tensor<?x{rows}xf32>")
     last = "%y2" if (bias or not matmul) else "%y"
-    if relu:
-        lines.append(f"  %r = nn.relu {last} : (tensor<?x{rows}xf32>) -> tensor<?x{rows}xf32>")
+    if activation != "none":
+        lines.append(f"  %r = nn.{activation} {last} : (tensor<?x{rows}xf32>) -> tensor<?x{rows}xf32>")
         last = "%r"
     body = "\n".join(lines)
     signature = f'(%x: tensor<?x{cols}xf32> {{sparsec.name = "x"}}) -> (tensor<?x{rows}xf32> {{sparsec.name = "y"}})'
     return f"func.func @main{signature} {{\n{body}\n  func.return {last} : tensor<?x{rows}xf32>\n}}\n"
 
 
-def build(rows: int, cols: int, matmul: bool, bias: bool, relu: bool, seed: int) -> Model:
+def build(rows: int, cols: int, matmul: bool, bias: bool, activation: str, seed: int) -> Model:
     ctx = make_context()
-    module = parse_module(layer_text(rows, cols, matmul, bias, relu), ctx)
+    module = parse_module(layer_text(rows, cols, matmul, bias, activation), ctx)
     rng = np.random.default_rng(seed)
     weight = rng.standard_normal((cols, rows) if matmul else (rows, cols)).astype(np.float32)
     canonical = weight.T if matmul else weight
@@ -73,9 +75,9 @@ def build(rows: int, cols: int, matmul: bool, bias: bool, relu: bool, seed: int)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(SIZES, SIZES, PATTERNS, st.booleans(), st.booleans(), st.booleans(), BATCHES, st.integers(0, 99))
-def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, relu, batch, seed):
-    model = build(rows, cols, matmul, bias, relu, seed)
+@given(SIZES, SIZES, PATTERNS, st.booleans(), st.booleans(), ACTIVATIONS, BATCHES, st.integers(0, 99))
+def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, activation, batch, seed):
+    model = build(rows, cols, matmul, bias, activation, seed)
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
     x = np.random.default_rng(seed + 1).standard_normal((batch, cols)).astype(np.float32)
     ((name, expected),) = model.run({"x": x}).items()  # the reference interpreter on the same IR
@@ -87,7 +89,7 @@ def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, relu, batch, see
 
 
 def small_model() -> Model:
-    model = build(33, 70, False, True, True, 0)
+    model = build(33, 70, False, True, "relu", 0)
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
     return model
 
@@ -129,7 +131,7 @@ def test_kernel_ir_is_a_pure_function_of_the_key():
 
 @pytest.mark.parametrize("rows", [1, 3, 17, 1000])
 def test_extreme_rows(rows):
-    model = build(rows, 17, False, True, False, rows)
+    model = build(rows, 17, False, True, "none", rows)
     model.apply("prune-magnitude{sparsity=0.5 min-elements=0},pack-bitmask,lower-kernels")
     x = np.random.default_rng(rows).standard_normal((3, 17)).astype(np.float32)
     np.testing.assert_allclose(
