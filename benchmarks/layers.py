@@ -10,7 +10,8 @@ passes; the kernel is called through the executor's layer call (thread split and
 16 batch rows, the batched kernels with their transposes) but without the rest of a
 model. The table gives medians in milliseconds, sparsec's speed-up over numpy,
 onnxruntime and its dense float16 kernel, and the packed weight bytes streamed per
-second, beside the machine's streaming read bandwidth measured in the same run.
+second, also as a share of the machine's streaming read bandwidth (one thread)
+measured in the same run.
 `--scaling` adds the speed-up of two threads over one on the 11008x4096 layer.
 """
 
@@ -46,8 +47,12 @@ PATTERNS = {
     "nm 2:4": "pattern=nm n=2 m=4",
     "nm 3:4": "pattern=nm n=3 m=4",
     "nm 7:8": "pattern=nm n=7 m=8",
+    "block 4 50%": "pattern=block block-size=4 sparsity=0.5",
     "block 4 75%": "pattern=block block-size=4 sparsity=0.75",
+    "block 4 90%": "pattern=block block-size=4 sparsity=0.9",
+    "block 16 50%": "pattern=block block-size=16 sparsity=0.5",
     "block 16 75%": "pattern=block block-size=16 sparsity=0.75",
+    "block 16 90%": "pattern=block block-size=16 sparsity=0.9",
 }
 SCALING_LAYER = (11008, 4096)
 
@@ -142,7 +147,7 @@ def print_table(header: tuple[str, ...], lines: list[tuple[str, ...]], markdown:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
 
 
-def layer_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
+def layer_table(args: argparse.Namespace, rng: np.random.Generator, stream: float) -> None:
     shapes = SHAPES[:1] if args.quick else SHAPES
     patterns = {k: PATTERNS[k] for k in list(PATTERNS)[:3]} if args.quick else PATTERNS
     lines = []
@@ -168,9 +173,9 @@ def layer_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
                 gbps = layer.operands.nbytes / (ms / 1000) / 1e9
                 lines.append(
                     (f"{rows}x{cols}", str(batch), label, layer.key.kind, f"{ms:.3f}", f"{numpy_ms:.3f}", f"{ort_ms:.3f}",
-                     f"{numpy_ms / ms:.2f}x", f"{ort_ms / ms:.2f}x", f"{dense_ms / ms:.2f}x", f"{gbps:.1f}")
+                     f"{numpy_ms / ms:.2f}x", f"{ort_ms / ms:.2f}x", f"{dense_ms / ms:.2f}x", f"{gbps:.1f}", f"{gbps / stream:.0%}")
                 )  # fmt: skip
-    header = ("layer", "batch", "pattern", "kernel", "sparsec ms", "numpy ms", "ort ms", "vs numpy", "vs ort", "vs dense fp16", "GB/s")
+    header = ("layer", "batch", "pattern", "kernel", "sparsec ms", "numpy ms", "ort ms", "vs numpy", "vs ort", "vs dense fp16", "GB/s", "of stream")
     print_table(header, lines, args.markdown)
 
 
@@ -206,14 +211,15 @@ def main() -> None:
     args = parser.parse_args()
     llvm.initialize_native_target()
     print(f"# {cpu_description()}")
+    stream = stream_gbps()
     print(f"# sparsec {sparsec.__version__}, numpy {np.__version__}, onnxruntime {ort.__version__}; "
-          f"streaming read, one thread: {stream_gbps():.1f} GB/s")  # fmt: skip
+          f"streaming read, one thread: {stream:.1f} GB/s")  # fmt: skip
     rng = np.random.default_rng(0)
     if args.scaling:
         scaling_table(args, rng)
     else:
         print(f"# {args.threads} thread(s)")
-        layer_table(args, rng)
+        layer_table(args, rng, stream)
 
 
 if __name__ == "__main__":
