@@ -39,8 +39,8 @@ class KernelKey:
     """False for targets without half-precision conversion instructions (x86 without
     F16C): float16 values are widened with integer operations instead of a libcall."""
     batched: bool = False
-    """The variant for larger batches on transposed activations (runtime/codegen/kernels.py,
-    _BatchedKernel); only bitmask and n:m weights have one (BATCHED_KINDS)."""
+    """The variant for larger batches on transposed activations (runtime/codegen/batched.py);
+    only bitmask and n:m weights have one (BATCHED_KINDS)."""
     avx512: bool = False
     """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
     which portable LLVM IR cannot express; other targets get the portable kernels."""

@@ -1,0 +1,201 @@
+"""What every generated kernel shares: the signature and argument names, the loops over
+weight rows and batch rows, the store of each output and the epilogue (bias, then Relu
+or Gelu). runtime/codegen/kernels.py documents the signature and each kind's operands.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import VectorType, f16, f32, i16, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.kernels import KernelKey
+from sparsec.runtime.codegen.builder import PTR, FunctionBuilder
+from sparsec.runtime.codegen.elementwise import gelu
+
+ARG_NAMES = ("x", "y", "a0", "a1", "a2", "bias", "batch", "begin", "end")
+ARG_TYPES = (PTR, PTR, PTR, PTR, PTR, PTR, i64, i64, i64)
+F32x16 = VectorType(f32, [16])
+
+
+class Kernel:
+    """Shared structure: the batch and row loops, the store and the epilogue.
+
+    `finish` stores each output's sum as it is complete; `ret` then applies the epilogue
+    (bias, activation) to the outputs of rows [begin, end), 16 at a time, so an
+    activation like Gelu costs a few vector operations per 16 outputs instead of a
+    scalar evaluation per row. Kernels that produce whole vectors of outputs apply it
+    as they store them (`activation`) and skip that pass."""
+
+    VECTOR_EPILOGUE = True
+    """Whether `ret` applies the epilogue in a vector pass (False: the kernel did)."""
+
+    def __init__(self, key: KernelKey):
+        self.key = key
+        self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
+        self.x, self.y, self.a0, self.a1, self.a2, self.bias, self.batch, self.begin, self.end = self.b.args
+        self.value_type = f16 if key.values == "f16" else f32
+
+    def value(self, base: SSAValue, index: SSAValue) -> SSAValue:
+        if self.value_type == f32:
+            return self.b.load(base, index, f32)
+        if self.key.native_f16:
+            return self.b.fpext(self.b.load(base, index, f16))
+        return self.b.half_bits_to_float(self.b.load(base, index, i16))
+
+    def finish(self, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
+        b, key = self.b, self.key
+        b.store(acc, self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), row))
+
+    def ret(self) -> llvm.FuncOp:
+        """The epilogue pass (when there is one), then return."""
+        if self.VECTOR_EPILOGUE and self.key.epilogue != "none":
+            self.epilogue_pass()
+        return self.b.ret()
+
+    def epilogue_pass(self) -> None:
+        """Bias and activation on y[b, first:last] for every batch row, 16 outputs at a
+        time under a lane mask; [first, last) are the output rows of units [begin, end)."""
+        b, key = self.b, self.key
+        unit = key.block if key.kind == "block" else 1
+        first = b.mul(self.begin, b.const(unit, i64))
+        last = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.mul(self.end, b.const(unit, i64)), b.const(key.rows, i64)], [i64]))
+        lanes = b.vector_const(list(range(16)), i64)
+        zero = b.vector_const([0.0] * 16, f32)
+
+        def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
+            outputs = b.element_ptr(self.y, b.mul(batch_row, b.const(key.rows, i64)), f32)
+
+            def chunk_body(row: SSAValue, _inner) -> list[SSAValue]:
+                inside = b.icmp("slt", b.add(b.splat(row, 16), lanes), b.splat(last, 16))
+                at = b.element_ptr(outputs, row, f32)
+                values = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), inside, zero], F32x16)
+                if key.epilogue.startswith("bias"):
+                    bias_at = b.element_ptr(self.bias, row, f32)
+                    values = b.fadd(values, b.intrinsic("llvm.masked.load.v16f32.p0", [bias_at, b.const(4, i32), inside, zero], F32x16))
+                b.emit(llvm.MaskedStoreOp(self.activation(values), at, inside, alignment=4))
+                return []
+
+            b.loop(first, last, [], chunk_body, step=16)
+            return []
+
+        b.loop(b.const(0, i64), self.batch, [], batch_body)
+
+    def activation(self, acc: SSAValue) -> SSAValue:
+        """The epilogue's activation on a scalar or vector of outputs."""
+        if self.key.epilogue.endswith("relu"):
+            return self.b.fmax(acc, self.b.like(0.0, acc))
+        if self.key.epilogue.endswith("gelu"):
+            return gelu(self.b, acc)
+        return acc
+
+    def for_each_row(self, row_body) -> llvm.FuncOp:
+        """for unit in range(begin, end): for b in range(batch): row_body(unit); then return.
+
+        Units outside, batch rows inside: a unit's weights are read from memory once and
+        then from cache for the other batch rows."""
+        b = self.b
+
+        def unit_body(unit: SSAValue, _state) -> list[SSAValue]:
+            def batch_body(batch_row: SSAValue, _inner) -> list[SSAValue]:
+                self.batch_row = batch_row
+                return row_body(unit, ())
+
+            b.loop(b.const(0, i64), self.batch, [], batch_body)
+            return []
+
+        b.loop(self.begin, self.end, [], unit_body)
+        return self.ret()
+
+    def finish_if(self, condition: SSAValue, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
+        """`finish` only where `condition` holds (rows past N, or past the batch)."""
+        b = self.b
+        then_block, after = b.new_block(), b.new_block()
+        b.emit(llvm.CondBrOp(condition, then_block, [], after, []))
+        b.block = then_block
+        self.finish(acc, row, batch_row)
+        b.emit(llvm.BrOp(after))
+        b.block = after
+
+    def x_at(self, batch_row: SSAValue, col: SSAValue) -> SSAValue:
+        b = self.b
+        return b.load(self.x, b.add(b.mul(batch_row, b.const(self.key.cols, i64)), col), f32)
+
+
+def tiled(kernel: Kernel, tile: int, tile_body) -> llvm.FuncOp:
+    """for row in [begin, end): the batch in tiles of `tile` rows, then the rows left
+    one at a time: tile_body(row, first batch row, rows). Weight rows outside, so each
+    is read from memory once and from cache for the other tiles."""
+    b = kernel.b
+
+    def row_body(row: SSAValue, _state) -> list[SSAValue]:
+        whole = b.sub(kernel.batch, b.emit(llvm.URemOp(kernel.batch, b.const(tile, i64))))
+        b.loop(b.const(0, i64), whole, [], lambda first, _s: tile_body(row, first, tile) or [], step=tile)
+        b.loop(whole, kernel.batch, [], lambda first, _s: tile_body(row, first, 1) or [])
+        return []
+
+    b.loop(kernel.begin, kernel.end, [], row_body)
+    return kernel.ret()
+
+
+class ColumnStepKernel(Kernel):
+    """Kernels that take a weight row 64 columns per step, as four 16-lane float vectors
+    that multiply the inputs into four accumulators per batch row (independent chains,
+    so consecutive multiply-adds do not wait on each other).
+
+    Each decoded step serves a tile of TILE batch rows, so weights are decoded once per
+    tile; batch rows beyond the last whole tile go one at a time. Inputs are loaded
+    whole in full steps; the last, partial step loads them under lane masks, so no byte
+    past a row's inputs is read. Subclasses say how a step's weights are decoded and
+    what integer state (such as a read position) runs along the row."""
+
+    TILE = 4
+
+    def build(self) -> llvm.FuncOp:
+        return tiled(self, self.TILE, self.tile_body)
+
+    def row_state(self, row: SSAValue) -> list[SSAValue]:
+        """Integer state carried along `row`, before its first step."""
+        raise NotImplementedError
+
+    def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int) -> tuple[list[SSAValue], list[SSAValue], list[SSAValue]]:
+        """The four weight vectors of `step`, the state after it, and (when `partial`
+        columns remain in a last, partial step) four lane masks for the inputs."""
+        raise NotImplementedError
+
+    def tile_body(self, row: SSAValue, tile: SSAValue, size: int) -> None:
+        """Weight row `row` times `size` consecutive batch rows from `tile` on."""
+        b, key = self.b, self.key
+        full_steps, partial = divmod(key.cols, 64)
+        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
+        carried = self.row_state(row)
+        zero = b.vector_const([0.0] * 16, f32)
+
+        def step_body(step: SSAValue, state) -> list[SSAValue]:
+            return self.step(row, step, x_rows, list(state), len(carried), 0)
+
+        state = b.loop(b.const(0, i64), b.const(full_steps, i64), carried + [zero] * (4 * size), step_body)
+        if partial:
+            state = self.step(row, b.const(full_steps, i64), x_rows, list(state), len(carried), partial)
+        accs = state[len(carried) :]
+        for j, batch_row in enumerate(batch_rows):
+            total = b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3]))
+            self.finish(b.sum_lanes(total), row, batch_row)
+
+    def step(self, row: SSAValue, step: SSAValue, x_rows: list[SSAValue], state: list[SSAValue], carried: int, partial: int) -> list[SSAValue]:
+        """One 64-column step: decode the weights once, multiply every batch row."""
+        b = self.b
+        weights, carried_after, input_masks = self.decode(row, step, state[:carried], partial)
+        accs = state[carried:]
+        column = b.mul(step, b.const(64, i64))
+        updated = []
+        for j, x_row in enumerate(x_rows):
+            for q, weight in enumerate(weights):
+                at = b.element_ptr(x_row, b.add(column, b.const(16 * q, i64)), f32)
+                if partial:
+                    inputs = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), input_masks[q], b.vector_const([0.0] * 16, f32)], F32x16)
+                else:
+                    inputs = b.emit(llvm.LoadOp(at, F32x16, alignment=4))
+                updated.append(b.emit(llvm.FMAOp(weight, inputs, accs[4 * j + q])))
+        return [*carried_after, *updated]

@@ -1,0 +1,106 @@
+"""Bitmask kernels: a mask word per 16 columns, the non-zero values packed in row order."""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import VectorType, f16, f32, i1, i16, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.runtime.codegen.base import ColumnStepKernel, Kernel
+from sparsec.runtime.codegen.batched import BatchedKernel
+
+
+class BitmaskKernel(Kernel):
+    def build(self) -> llvm.FuncOp:
+        b, key = self.b, self.key
+        words = math.ceil(key.cols / 16)
+
+        def row_body(row: SSAValue, _state) -> list[SSAValue]:
+            start = b.load(self.a2, row, i64)
+
+            def word_body(word: SSAValue, state) -> list[SSAValue]:
+                position, acc = state
+                bits = b.zext(b.load(self.a0, b.add(b.mul(row, b.const(key.mask_words, i64)), word), i16), i32)
+                col_base = b.mul(word, b.const(16, i64))
+
+                def bit_body(bit: SSAValue, inner) -> list[SSAValue]:
+                    k, total = inner
+                    col = b.add(col_base, b.zext(bit, i64))
+                    total = b.fmuladd(self.value(self.a1, k), self.x_at(self.batch_row, col), total)
+                    return [b.add(k, b.const(1, i64)), total]
+
+                return list(b.while_bits(bits, [position, acc], bit_body))
+
+            _, acc = b.loop(b.const(0, i64), b.const(words, i64), [start, b.const(0.0, f32)], word_body)
+            self.finish(acc, row, self.batch_row)
+            return []
+
+        return self.for_each_row(row_body)
+
+
+class VectorBitmaskKernel(ColumnStepKernel):
+    """The bitmask kernel on 16 lanes. One 64-bit load takes a step's four mask words;
+    each 32-bit half selects how many float16 values a 32-lane expand-load takes (as
+    i16, which LLVM turns into a single VBMI2 `vpexpandw`; the same load on half is
+    scalarized), widened to two 16-lane vectors. The second half starts where the
+    popcount of the first ends, so the only loop-carried integer chain is one
+    popcount-add per step. The partial step's inputs load under the mask words (zero
+    past column K), and the expand-load never reads past the row's values."""
+
+    def row_state(self, row: SSAValue) -> list[SSAValue]:
+        b = self.b
+        self.masks = b.element_ptr(self.a0, b.mul(row, b.const(self.key.mask_words, i64)), i16)
+        return [b.load(self.a2, row, i64)]
+
+    def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
+        b = self.b
+        (position,) = state
+        bits = b.emit(llvm.LoadOp(b.element_ptr(self.masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2))
+        low = b.and_(bits, b.const(0xFFFFFFFF, i64))
+        halves = [(position, low), (b.add(position, b.intrinsic("llvm.ctpop.i64", [low], i64)), b.lshr(bits, b.const(32, i64)))]
+        weights = []
+        for start, half in halves:
+            lane_mask = b.bitcast(b.emit(llvm.TruncOp(half, i32)), VectorType(i1, [32]))
+            packed = b.intrinsic(
+                "llvm.masked.expandload.v32i16",
+                [b.element_ptr(self.a1, start, i16), lane_mask, b.vector_const([0] * 32, i16)],
+                VectorType(i16, [32]),
+            )
+            widened = b.emit(llvm.FPExtOp(b.bitcast(packed, VectorType(f16, [32])), VectorType(f32, [32])))
+            weights += [b.lanes(widened, 0, 16), b.lanes(widened, 16, 16)]
+        input_masks = [self.quarter_mask(bits, q) for q in range(4)] if partial else []
+        return weights, [b.add(position, b.intrinsic("llvm.ctpop.i64", [bits], i64))], input_masks
+
+    def quarter_mask(self, bits: SSAValue, quarter: int) -> SSAValue:
+        """Mask word `quarter` of a 64-bit step as 16 lane flags."""
+        b = self.b
+        word = b.emit(llvm.TruncOp(b.lshr(bits, b.const(16 * quarter, i64)), i16))
+        return b.bitcast(word, VectorType(i1, [16]))
+
+
+class BatchedBitmaskKernel(BatchedKernel):
+    """Batched bitmask: a row's products are its set bits, found 64 columns at a time
+    (count trailing zeros, clear the lowest bit, load the next 64-bit word when empty)."""
+
+    def products(self, row: SSAValue):
+        b, key = self.b, self.key
+        start = b.load(self.a2, row, i64)
+        self.masks = b.element_ptr(self.a0, b.mul(row, b.const(key.mask_words, i64)), i16)
+        first_word = b.emit(llvm.LoadOp(self.masks, i64, alignment=2))
+        count = b.sub(b.load(self.a2, b.add(row, b.const(1, i64)), i64), start)
+        return count, b.element_ptr(self.a1, start, self.value_type), [b.const(0, i64), first_word]
+
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
+        b = self.b
+        word_index, word = state
+
+        def next_word(values) -> list[SSAValue]:
+            following = b.add(values[0], b.const(1, i64))
+            at = b.element_ptr(self.masks, b.mul(following, b.const(4, i64)), i16)
+            return [following, b.emit(llvm.LoadOp(at, i64, alignment=2))]
+
+        word_index, word = b.while_([word_index, word], lambda v: b.icmp("eq", v[1], b.const(0, i64)), next_word)
+        col = b.add(b.mul(word_index, b.const(64, i64)), b.cttz(word))
+        return col, None, [word_index, b.and_(word, b.sub(word, b.const(1, i64)))]

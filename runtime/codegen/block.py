@@ -1,0 +1,114 @@
+"""Block kernels: kept blocks of B output rows at one column each."""
+
+from __future__ import annotations
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import VectorType, f16, f32, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.runtime.codegen.base import Kernel, tiled
+
+
+class BlockKernel(Kernel):
+    def build(self) -> llvm.FuncOp:
+        b, key = self.b, self.key
+        size = key.block
+
+        def row_block_body(row_block: SSAValue, _state) -> list[SSAValue]:
+            first = b.load(self.a2, row_block, i64)
+            last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
+
+            def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
+                col = b.emit(llvm.SExtOp(b.load(self.a1, kept, i32), i64))
+                xv = self.x_at(self.batch_row, col)
+                base = b.mul(kept, b.const(size, i64))
+                return [b.fmuladd(self.value(self.a0, b.add(base, b.const(r, i64))), xv, accs[r]) for r in range(size)]
+
+            zero = b.const(0.0, f32)
+            accs = b.loop(first, last, [zero] * size, kept_body)
+            row_base = b.mul(row_block, b.const(size, i64))
+            for r in range(size):
+                row = b.add(row_base, b.const(r, i64))
+                if key.rows % size:  # only the last row block has rows past N
+                    self.finish_if(b.icmp("slt", row, b.const(key.rows, i64)), accs[r], row, self.batch_row)
+                else:
+                    self.finish(accs[r], row, self.batch_row)
+            return []
+
+        return self.for_each_row(row_block_body)
+
+
+class VectorBlockKernel(Kernel):
+    """The block kernel with a block's B rows as vector lanes: each kept block's values
+    load and widen once per tile of batch rows and multiply every row's input at the
+    block's column (one broadcast each) into that row's B-lane accumulator. A tile's
+    accumulators are the tile's outputs for the row block: contiguous in y, stored as
+    vectors (under a lane mask in a last row block that runs past N)."""
+
+    VECTOR_EPILOGUE = False
+
+    def build(self) -> llvm.FuncOp:
+        tile = max(4, min(8, 128 // self.key.block))  # accumulators fit the vector registers
+        return tiled(self, tile, self.tile_body)
+
+    def tile_body(self, row_block: SSAValue, tile: SSAValue, size: int) -> None:
+        b, key = self.b, self.key
+        lanes, stored = VectorType(f32, [key.block]), VectorType(self.value_type, [key.block])
+        first = b.load(self.a2, row_block, i64)
+        last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
+        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+
+        def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
+            col = b.emit(llvm.SExtOp(b.load(self.a1, kept, i32), i64))
+            at = b.element_ptr(self.a0, b.mul(kept, b.const(key.block, i64)), self.value_type)
+            weights = b.emit(llvm.LoadOp(at, stored, alignment=2 if self.value_type == f16 else 4))
+            if self.value_type == f16:
+                weights = b.emit(llvm.FPExtOp(weights, lanes))
+            return [b.emit(llvm.FMAOp(weights, b.splat(self.x_at(row, col), key.block), acc)) for row, acc in zip(batch_rows, accs)]
+
+        zero = b.vector_const([0.0] * key.block, f32)
+        if size == 1:
+            accs = [self.single_row_sum(first, last, kept_body)]
+        else:
+            accs = b.loop(first, last, [zero] * size, kept_body)
+        first_row = b.mul(row_block, b.const(key.block, i64))
+        inside = None
+        if key.rows % key.block:  # only the last row block has rows past N
+            offsets = b.add(b.splat(first_row, key.block), b.vector_const(list(range(key.block)), i64))
+            inside = b.icmp("slt", offsets, b.splat(b.const(key.rows, i64), key.block))
+        for batch_row, acc in zip(batch_rows, accs):
+            self.finish_lanes(acc, first_row, batch_row, inside)
+
+    def single_row_sum(self, first: SSAValue, last: SSAValue, kept_body) -> SSAValue:
+        """One batch row's sum over kept blocks [first, last) in four interleaved
+        accumulators, so consecutive multiply-adds do not wait on each other."""
+        b, key = self.b, self.key
+        zero = b.vector_const([0.0] * key.block, f32)
+        count = b.sub(last, first)
+        whole = b.add(first, b.sub(count, b.emit(llvm.URemOp(count, b.const(4, i64)))))
+
+        def four_body(kept: SSAValue, accs) -> list[SSAValue]:
+            return [kept_body(b.add(kept, b.const(j, i64)), [acc])[0] for j, acc in enumerate(accs)]
+
+        accs = b.loop(first, whole, [zero] * 4, four_body, step=4)
+        (rest,) = b.loop(whole, last, [accs[0]], kept_body)
+        return b.fadd(b.fadd(rest, accs[1]), b.fadd(accs[2], accs[3]))
+
+    def finish_lanes(self, acc: SSAValue, first_row: SSAValue, batch_row: SSAValue, inside: SSAValue | None) -> None:
+        """`finish` for B consecutive outputs at once; `inside` masks rows past N."""
+        b, key = self.b, self.key
+        lanes = VectorType(f32, [key.block])
+        zero = b.vector_const([0.0] * key.block, f32)
+        if key.epilogue.startswith("bias"):
+            at = b.element_ptr(self.bias, first_row, f32)
+            if inside is None:
+                bias = b.emit(llvm.LoadOp(at, lanes, alignment=4))
+            else:
+                bias = b.intrinsic(f"llvm.masked.load.v{key.block}f32.p0", [at, b.const(4, i32), inside, zero], lanes)
+            acc = b.fadd(acc, bias)
+        acc = self.activation(acc)
+        at = b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32)
+        if inside is None:
+            b.emit(llvm.StoreOp(acc, at, alignment=4))
+        else:
+            b.emit(llvm.MaskedStoreOp(acc, at, inside, alignment=4))

@@ -1,0 +1,57 @@
+"""Dense kernels: every value of the weight, for layers too dense for a mask to pay."""
+
+from __future__ import annotations
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import VectorType, f16, f32, i1, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.runtime.codegen.base import ColumnStepKernel, F32x16, Kernel
+
+
+class DenseKernel(ColumnStepKernel):
+    """sparsec's dense float16 kernel, the baseline its sparse kernels must beat: a0 holds
+    all N x K values row-major; a step loads 64 of them and widens them. The partial
+    step loads weights and inputs under constant lane masks (columns below K)."""
+
+    def row_state(self, row: SSAValue) -> list[SSAValue]:
+        b = self.b
+        self.values = b.element_ptr(self.a0, b.mul(row, b.const(self.key.cols, i64)), self.value_type)
+        return []
+
+    def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
+        b, half = self.b, self.value_type == f16
+        stored = VectorType(self.value_type, [16])
+        weights, masks = [], []
+        for q in range(4):
+            at = b.element_ptr(self.values, b.add(b.mul(step, b.const(64, i64)), b.const(16 * q, i64)), self.value_type)
+            if partial:
+                lanes = b.vector_const([int(16 * q + lane < partial) for lane in range(16)], i1)
+                masks.append(lanes)
+                zero = b.vector_const([0.0] * 16, self.value_type)
+                width = "f16" if half else "f32"
+                loaded = b.intrinsic(f"llvm.masked.load.v16{width}.p0", [at, b.const(2 if half else 4, i32), lanes, zero], stored)
+            else:
+                loaded = b.emit(llvm.LoadOp(at, stored, alignment=2 if half else 4))
+            weights.append(b.emit(llvm.FPExtOp(loaded, F32x16)) if half else loaded)
+        return weights, [], masks
+
+
+class ScalarDenseKernel(Kernel):
+    """The dense kernel for portable targets: one multiply-add per weight."""
+
+    def build(self) -> llvm.FuncOp:
+        b, key = self.b, self.key
+
+        def row_body(row: SSAValue, _state) -> list[SSAValue]:
+            first = b.mul(row, b.const(key.cols, i64))
+
+            def column_body(col: SSAValue, state) -> list[SSAValue]:
+                (acc,) = state
+                return [b.fmuladd(self.value(self.a0, b.add(first, col)), self.x_at(self.batch_row, col), acc)]
+
+            (acc,) = b.loop(b.const(0, i64), b.const(key.cols, i64), [b.const(0.0, f32)], column_body)
+            self.finish(acc, row, self.batch_row)
+            return []
+
+        return self.for_each_row(row_body)

@@ -1,0 +1,170 @@
+"""n:m kernels: m - n kept values per run of m columns, with their positions; no mask."""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import IntegerType, VectorType, f16, f32, i1, i8, i16, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.runtime.codegen.base import F32x16, Kernel, tiled
+from sparsec.runtime.codegen.batched import BatchedKernel
+
+
+class NMKernel(Kernel):
+    def position(self, index: SSAValue) -> SSAValue:
+        """The kept position number `index`, decoded from the bit stream."""
+        b, bits = self.b, self.key.position_bits
+        if bits == 0:
+            return b.const(0, i64)
+        offset = b.mul(index, b.const(bits, i64))
+        byte = b.lshr(offset, b.const(3, i64))
+        word = b.emit(llvm.LoadOp(b.element_ptr(self.a1, byte, i8), i16, alignment=1))
+        shifted = b.lshr(b.zext(word, i64), b.and_(offset, b.const(7, i64)))
+        return b.and_(shifted, b.const((1 << bits) - 1, i64))
+
+    @property
+    def runs(self) -> int:
+        return math.ceil(self.key.cols / self.key.m)
+
+    def sum_runs(self, row: SSAValue, batch_row: SSAValue, first_run: int, acc: SSAValue) -> SSAValue:
+        """acc + the products of runs [first_run, runs) of `row` with batch row `batch_row`."""
+        b, key = self.b, self.key
+        kept = key.m - key.n
+        ragged = key.cols % key.m != 0
+
+        def run_body(run: SSAValue, state) -> list[SSAValue]:
+            (acc,) = state
+            first = b.mul(b.add(b.mul(row, b.const(self.runs, i64)), run), b.const(kept, i64))
+            col_base = b.mul(run, b.const(key.m, i64))
+
+            def slot_body(slot: SSAValue, inner) -> list[SSAValue]:
+                (total,) = inner
+                index = b.add(first, slot)
+                col = b.add(col_base, self.position(index))
+                if ragged:  # the last run's padding slots hold zeros past column K
+                    inside = b.icmp("slt", col, b.const(key.cols, i64))
+                    col = b.emit(llvm.SelectOp(inside, col, b.const(0, i64)))
+                product = b.fmuladd(self.value(self.a0, index), self.x_at(batch_row, col), total)
+                if ragged:
+                    product = b.emit(llvm.SelectOp(inside, product, total))
+                return [product]
+
+            return list(b.loop(b.const(0, i64), b.const(kept, i64), [acc], slot_body))
+
+        (acc,) = b.loop(b.const(first_run, i64), b.const(self.runs, i64), [acc], run_body)
+        return acc
+
+    def build(self) -> llvm.FuncOp:
+        def row_body(row: SSAValue, _state) -> list[SSAValue]:
+            self.finish(self.sum_runs(row, self.batch_row, 0, self.b.const(0.0, f32)), row, self.batch_row)
+            return []
+
+        return self.for_each_row(row_body)
+
+
+class VectorNMKernel(NMKernel):
+    """The n:m kernel on 16 lanes, for m and kept-per-run dividing 16 on AVX-512.
+
+    One step takes 16 consecutive kept values (contiguous float16, no mask) and their 16
+    positions (one word of a2, see operands.py), which span `nm_span` columns. Lane l
+    needs the input at column base_l + position_l, where base_l is its run's start; the
+    span is read as 32-column chunks, and an AVX-512 two-source permute (vpermi2ps)
+    picks each lane's input from its chunk, so the step is one multiply-add of 16
+    useful products. Each step is decoded once for a tile of TILE batch rows. Runs past
+    the last whole step go through the scalar code."""
+
+    TILE = 4
+
+    def build(self) -> llvm.FuncOp:
+        return tiled(self, self.TILE, self.tile_body)
+
+    def tile_body(self, row: SSAValue, tile: SSAValue, size: int) -> None:
+        """Weight row `row` times `size` consecutive batch rows from `tile` on."""
+        b, key = self.b, self.key
+        steps = key.cols // key.nm_span
+        tail_run = steps * key.nm_span // key.m
+        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
+        values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
+        words = b.element_ptr(self.a2, b.mul(row, b.const(steps, i64)), IntegerType(key.nm_word_bits))
+
+        def step_body(step: SSAValue, accs) -> list[SSAValue]:
+            return self.step(values, words, step, x_rows, accs)
+
+        zero = b.vector_const([0.0] * 16, f32)
+        if size == 1:  # two interleaved accumulators, so consecutive steps do not wait on each other
+            pairs = steps - steps % 2
+
+            def pair_body(step: SSAValue, accs) -> list[SSAValue]:
+                return [step_body(b.add(step, b.const(j, i64)), [acc])[0] for j, acc in enumerate(accs)]
+
+            even, odd = b.loop(b.const(0, i64), b.const(pairs, i64), [zero, zero], pair_body, step=2)
+            (even,) = b.loop(b.const(pairs, i64), b.const(steps, i64), [even], step_body)
+            accs = [b.fadd(even, odd)]
+        else:
+            accs = b.loop(b.const(0, i64), b.const(steps, i64), [zero] * size, step_body)
+        for batch_row, acc in zip(batch_rows, accs):
+            total = b.sum_lanes(acc)
+            if tail_run < self.runs:
+                total = self.sum_runs(row, batch_row, tail_run, total)
+            self.finish(total, row, batch_row)
+
+    def lane_columns(self, word: SSAValue) -> SSAValue:
+        """Each lane's column within its 32-column chunk, from the step's position word."""
+        b, key = self.b, self.key
+        kept, bits = key.m - key.n, key.position_bits
+        wide = IntegerType(key.nm_word_bits)
+        shifted = b.lshr(b.splat(word, 16), b.vector_const([bits * lane for lane in range(16)], wide))
+        if key.nm_word_bits != 32:
+            shifted = b.emit(llvm.TruncOp(shifted, VectorType(i32, [16])))
+        positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
+        return b.add(positions, b.vector_const([(lane // kept) * key.m % 32 for lane in range(16)], i32))
+
+    def step(self, values: SSAValue, words: SSAValue, step: SSAValue, x_rows: list[SSAValue], accs) -> list[SSAValue]:
+        b, key = self.b, self.key
+        kept = key.m - key.n
+        word = b.load(words, step, IntegerType(key.nm_word_bits))
+        columns = self.lane_columns(word)
+        half = b.emit(llvm.LoadOp(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), VectorType(f16, [16]), alignment=2))
+        weights = b.emit(llvm.FPExtOp(half, F32x16))
+        chunk_of_lane = [(lane // kept) * key.m // 32 for lane in range(16)]
+        span_start = b.mul(step, b.const(key.nm_span, i64))
+        updated = []
+        for x_row, acc in zip(x_rows, accs):
+            inputs = None
+            for chunk in range(key.nm_span // 32):
+                at = b.element_ptr(x_row, b.add(span_start, b.const(32 * chunk, i64)), f32)
+                low = b.emit(llvm.LoadOp(at, F32x16, alignment=4))
+                high = b.emit(llvm.LoadOp(b.element_ptr(at, b.const(16, i64), f32), F32x16, alignment=4))
+                picked = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [low, columns, high], F32x16)
+                if inputs is None:
+                    inputs = picked
+                else:
+                    in_chunk = b.vector_const([int(c == chunk) for c in chunk_of_lane], i1)
+                    inputs = b.emit(llvm.SelectOp(in_chunk, picked, inputs))
+            updated.append(b.emit(llvm.FMAOp(weights, inputs, acc)))
+        return updated
+
+
+class BatchedNMKernel(BatchedKernel, NMKernel):
+    """Batched n:m: a row's products are its runs' kept slots, in order; padding slots
+    of a ragged last run do not count."""
+
+    def products(self, row: SSAValue):
+        b, key = self.b, self.key
+        per_row = self.runs * (key.m - key.n)
+        self.first = b.mul(row, b.const(per_row, i64))
+        return b.const(per_row, i64), b.element_ptr(self.a0, self.first, self.value_type), []
+
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
+        b, key = self.b, self.key
+        kept = key.m - key.n
+        slot = b.add(self.first, index)
+        col = b.add(b.mul(b.emit(llvm.UDivOp(index, b.const(kept, i64))), b.const(key.m, i64)), self.position(slot))
+        counts = None
+        if key.cols % key.m:  # the last run's padding slots lie past column K
+            counts = b.icmp("slt", col, b.const(key.cols, i64))
+            col = b.emit(llvm.SelectOp(counts, col, b.const(0, i64)))
+        return col, counts, state
