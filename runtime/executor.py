@@ -133,7 +133,7 @@ class Executor:
         padded = -(-batch // 16) * 16
         x_columns = np.zeros((layer.key.cols, padded), np.float32)
         x_columns[:, :batch] = x.T
-        y_columns = np.empty((layer.key.rows, padded), np.float32)
+        y_columns = np.zeros((layer.key.rows, padded), np.float32)  # the batched kernels add into it
         self._split(self._batched_kernel(layer.key), layer, x_columns, y_columns, padded)
         y[...] = y_columns[:, :batch].T
 

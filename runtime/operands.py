@@ -62,9 +62,18 @@ def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transpose
         dense = _canonical(op, weights, key, transposed)
         nonzero = dense != 0
         values = dense[nonzero].astype(dtype)
-    offsets = np.zeros(key.rows + 1, dtype=np.int64)
-    np.cumsum(nonzero.sum(axis=1), out=offsets[1:])
-    return KernelOperands((_row_words(nonzero, key.mask_words), np.ascontiguousarray(values), offsets))
+    return KernelOperands((_row_words(nonzero, key.mask_words), np.ascontiguousarray(values), _panel_offsets(nonzero, key)))
+
+
+def _panel_offsets(nonzero: np.ndarray, key: KernelKey) -> np.ndarray:
+    """The offset of each row's first value in each column panel, row by row, then the
+    total: N x panels + 1 entries (entry row * panels is the row's start)."""
+    padded = np.zeros((key.rows, key.panels * key.panel_columns), dtype=bool)
+    padded[:, : key.cols] = nonzero
+    counts = padded.reshape(key.rows, key.panels, key.panel_columns).sum(axis=2).reshape(-1)
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
 
 
 def _nm(op: PackedWeightOp, weights: WeightStore, key: KernelKey) -> KernelOperands:

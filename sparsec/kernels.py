@@ -21,6 +21,8 @@ EPILOGUES = ("none", "bias", "relu", "bias_relu", "gelu", "bias_gelu")
 """What a kernel applies to each output: an optional bias, then an optional activation
 (Relu, or Gelu with the exact erf form)."""
 BATCHED_KINDS = ("bitmask", "nm")
+PANEL = 256
+"""Columns per panel of the batched kernels (a multiple of the 64-column mask step)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,19 @@ class KernelKey:
         """16-bit mask words per row of a bitmask weight: rows are padded to whole
         64-bit steps, so a kernel can read four words at once."""
         return 4 * math.ceil(self.cols / 64)
+
+    @property
+    def panel_columns(self) -> int:
+        """Columns per panel: batched kernels take the weight a panel at a time, so the
+        inputs they read (panel x batch floats) stay in L1. Bitmask rows keep a value
+        offset per panel; n:m panels hold whole runs (else there is one panel)."""
+        if self.kind == "bitmask" or (self.kind == "nm" and PANEL % self.m == 0):
+            return PANEL
+        return self.cols
+
+    @property
+    def panels(self) -> int:
+        return math.ceil(self.cols / self.panel_columns)
 
     @property
     def nm_lanes(self) -> bool:

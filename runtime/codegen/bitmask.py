@@ -18,7 +18,7 @@ class BitmaskKernel(Kernel):
         words = math.ceil(key.cols / 16)
 
         def row_body(row: SSAValue, _state) -> list[SSAValue]:
-            start = b.load(self.a2, row, i64)
+            start = b.load(self.a2, b.mul(row, b.const(key.panels, i64)), i64)
 
             def word_body(word: SSAValue, state) -> list[SSAValue]:
                 position, acc = state
@@ -52,7 +52,7 @@ class VectorBitmaskKernel(ColumnStepKernel):
     def row_state(self, row: SSAValue) -> list[SSAValue]:
         b = self.b
         self.masks = b.element_ptr(self.a0, b.mul(row, b.const(self.key.mask_words, i64)), i16)
-        return [b.load(self.a2, row, i64)]
+        return [b.load(self.a2, b.mul(row, b.const(self.key.panels, i64)), i64)]
 
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b = self.b
@@ -81,18 +81,22 @@ class VectorBitmaskKernel(ColumnStepKernel):
 
 
 class BatchedBitmaskKernel(BatchedKernel):
-    """Batched bitmask: a row's products are its set bits, found 64 columns at a time
-    (count trailing zeros, clear the lowest bit, load the next 64-bit word when empty)."""
+    """Batched bitmask: a panel's products are its set bits, found 64 columns at a time
+    (count trailing zeros, clear the lowest bit, load the next 64-bit word when empty);
+    a2 gives where each panel's values start."""
 
-    def products(self, row: SSAValue):
+    def products(self, row: SSAValue, panel: SSAValue):
         b, key = self.b, self.key
-        start = b.load(self.a2, row, i64)
-        self.masks = b.element_ptr(self.a0, b.mul(row, b.const(key.mask_words, i64)), i16)
+        entry = b.add(b.mul(row, b.const(key.panels, i64)), panel)
+        start = b.load(self.a2, entry, i64)
+        count = b.sub(b.load(self.a2, b.add(entry, b.const(1, i64)), i64), start)
+        words = b.add(b.mul(row, b.const(key.mask_words, i64)), b.mul(panel, b.const(key.panel_columns // 16, i64)))
+        self.masks = b.element_ptr(self.a0, words, i16)
+        self.first_column = b.mul(panel, b.const(key.panel_columns, i64))
         first_word = b.emit(llvm.LoadOp(self.masks, i64, alignment=2))
-        count = b.sub(b.load(self.a2, b.add(row, b.const(1, i64)), i64), start)
         return count, b.element_ptr(self.a1, start, self.value_type), [b.const(0, i64), first_word]
 
-    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue], lane: int | None):
         b = self.b
         word_index, word = state
 
@@ -102,5 +106,5 @@ class BatchedBitmaskKernel(BatchedKernel):
             return [following, b.emit(llvm.LoadOp(at, i64, alignment=2))]
 
         word_index, word = b.while_([word_index, word], lambda v: b.icmp("eq", v[1], b.const(0, i64)), next_word)
-        col = b.add(b.mul(word_index, b.const(64, i64)), b.cttz(word))
+        col = b.add(self.first_column, b.add(b.mul(word_index, b.const(64, i64)), b.cttz(word)))
         return col, None, [word_index, b.and_(word, b.sub(word, b.const(1, i64)))]

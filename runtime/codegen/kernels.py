@@ -12,7 +12,8 @@ sees constant trip counts and strides. The signature is the same for all kernels
 
 bitmask   a0 = mask as 16-bit words, each row padded to whole 64-bit steps
           (N x KernelKey.mask_words); a1 = non-zero values in row-major order;
-          a2 = i64 row start offsets (N + 1). Vector form: 64 columns per step, the
+          a2 = i64 offset of each row's first value in each 256-column panel
+          (N x panels + 1; entry row * panels starts the row). Vector form: 64 columns per step, the
           values expand-loaded into their lanes; scalar form: the set bits one by one.
 nm        a0 = kept values, m - n per run of m along the row; a1 = kept positions,
           ceil(log2 m) bits each, least-significant first (with 2 bytes of slack);

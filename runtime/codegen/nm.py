@@ -149,20 +149,46 @@ class VectorNMKernel(NMKernel):
 
 
 class BatchedNMKernel(BatchedKernel, NMKernel):
-    """Batched n:m: a row's products are its runs' kept slots, in order; padding slots
-    of a ragged last run do not count."""
+    """Batched n:m: a panel's products are its runs' kept slots, in order; padding
+    slots of a ragged last run do not count. Positions come from the 16-lane layout's
+    step words where there is one (KernelKey.nm_lanes, K a multiple of the step span),
+    else from the packed stream."""
 
-    def products(self, row: SSAValue):
+    @property
+    def step_words(self) -> bool:
+        return self.key.nm_lanes and self.key.cols % self.key.nm_span == 0
+
+    def products(self, row: SSAValue, panel: SSAValue):
         b, key = self.b, self.key
-        per_row = self.runs * (key.m - key.n)
-        self.first = b.mul(row, b.const(per_row, i64))
-        return b.const(per_row, i64), b.element_ptr(self.a0, self.first, self.value_type), []
+        kept, runs_per_panel = key.m - key.n, key.panel_columns // key.m
+        self.first_run = b.mul(panel, b.const(runs_per_panel, i64))
+        last_run = b.emit(
+            llvm.CallIntrinsicOp("llvm.smin.i64", [b.add(self.first_run, b.const(runs_per_panel, i64)), b.const(self.runs, i64)], [i64])
+        )
+        self.panel_slot = b.mul(self.first_run, b.const(kept, i64))  # the panel's first kept slot within the row
+        self.first = b.add(b.mul(row, b.const(self.runs * kept, i64)), self.panel_slot)
+        count = b.mul(b.sub(last_run, self.first_run), b.const(kept, i64))
+        return count, b.element_ptr(self.a0, self.first, self.value_type), []
 
-    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue]):
+    def start_chunk(self, row: SSAValue, first: SSAValue) -> None:
+        """With whole steps only (K a multiple of the step span), a chunk of 16 products
+        is one step of the 16-lane layout: its positions come from one word of a2."""
+        if not self.step_words:
+            return
+        b, key = self.b, self.key
+        step = b.add(b.mul(row, b.const(key.cols // key.nm_span, i64)), b.lshr(b.add(self.panel_slot, first), b.const(4, i64)))
+        self.word = b.zext(b.load(self.a2, step, IntegerType(key.nm_word_bits)), i64) if key.nm_word_bits == 32 else b.load(self.a2, step, i64)
+
+    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue], lane: int | None):
         b, key = self.b, self.key
         kept = key.m - key.n
-        slot = b.add(self.first, index)
-        col = b.add(b.mul(b.emit(llvm.UDivOp(index, b.const(kept, i64))), b.const(key.m, i64)), self.position(slot))
+        run = b.add(self.first_run, b.emit(llvm.UDivOp(index, b.const(kept, i64))))
+        if lane is not None and self.step_words:
+            shifted = b.lshr(self.word, b.const(key.position_bits * lane, i64))
+            position = b.and_(shifted, b.const(key.m - 1, i64))
+        else:
+            position = self.position(b.add(self.first, index))
+        col = b.add(b.mul(run, b.const(key.m, i64)), position)
         counts = None
         if key.cols % key.m:  # the last run's padding slots lie past column K
             counts = b.icmp("slt", col, b.const(key.cols, i64))

@@ -67,7 +67,7 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
         kernel, padded = executor._batched_kernel(layer.key), -(-batch // 16) * 16
         x_columns = np.zeros((cols, padded), np.float32)
         x_columns[:, :batch] = x.T
-        x_guarded, y = guarded(x_columns), guarded(np.full((rows, padded), np.nan, np.float32))
+        x_guarded, y = guarded(x_columns), guarded(np.zeros((rows, padded), np.float32))  # the kernel adds into y
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units)
         y = y[:, :batch].T
     else:
