@@ -7,7 +7,7 @@ one run.
 
 Each layer is a Gemm (transB) with random weights, pruned and packed by sparsec's own
 passes; the kernel is called through the executor's layer call (thread split and, from
-16 batch rows, the batched kernels with their transposes) but without the rest of a
+12 batch rows, the batched kernels with their transposes) but without the rest of a
 model. The table gives medians in milliseconds, sparsec's speed-up over numpy,
 onnxruntime and its dense float16 kernel, and the packed weight bytes streamed per
 second, also as a share of the machine's streaming read bandwidth (one thread)

@@ -36,7 +36,7 @@ from sparsec.runtime.operands import KernelOperands, prepare_operands
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
-BATCHED_MIN = 16
+BATCHED_MIN = 12
 """Batch rows from which bitmask and n:m layers run their batched kernels (work in
 proportion to the non-zeros, on transposed activations)."""
 _WORK_PER_THREAD = 1 << 20

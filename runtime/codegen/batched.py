@@ -1,4 +1,4 @@
-"""The batched kernel structure (from 16 batch rows): work in proportion to the non-zeros,
+"""The batched kernel structure (from 12 batch rows): work in proportion to the non-zeros,
 on transposed activations. bitmask.py and nm.py say how a row's non-zeros are found."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from sparsec.runtime.jit import Target, compile_kernels
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
 ACTIVATIONS = st.sampled_from(["none", "relu", "gelu"])  # fused into the kernel's epilogue
-BATCHES = st.integers(1, 9) | st.sampled_from([16, 17, 33])  # from 16 rows on, bitmask and n:m run batched
+BATCHES = st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 12 rows on, bitmask and n:m run batched
 PATTERNS = st.sampled_from(
     [
         "pattern=unstructured sparsity=0.0",
