@@ -13,6 +13,7 @@ buffers of kernel ops are allocated once per input shape and reused.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,23 @@ class _Layer:
     key: KernelKey
     operands: KernelOperands
     bias: np.ndarray
+    arguments: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """The addresses of a0, a1, a2 and the bias, as every call passes them."""
+    kernel: object = None
+    """The compiled kernel (set once the module is compiled)."""
+
+    def __post_init__(self) -> None:
+        bias = self.bias.ctypes.data if self.bias.size else 0
+        self.arguments = (*self.operands.addresses, bias)
+
+
+@dataclass
+class _Step:
+    op: Operation
+    inputs: list[SSAValue]
+    result: SSAValue
+    dtype: np.dtype | None
+    """The result dtype of a numpy-evaluated op (None for kernel ops)."""
 
 
 class Executor:
@@ -85,21 +103,26 @@ class Executor:
         self.layers: dict[Operation, _Layer] = {}
         self.constants: dict[SSAValue, np.ndarray] = {}
         """Weights that ops other than kernels read, decoded once here rather than per run."""
-        self.steps: list[tuple[Operation, np.dtype | None]] = []
-        """The ops `run` executes, in order, with the result dtype of numpy-evaluated ones."""
+        self.steps: list[_Step] = []
+        """The ops `run` executes, in order, with what it needs of each read up front."""
         for op in self.function.body.ops:
             if isinstance(op, KernelOp):
                 self.layers[op] = self._prepare(op)
-                self.steps.append((op, None))
+                self.steps.append(_Step(op, list(op.operands[:1]), op.results[0], None))
             elif isinstance(op, StoredWeightOp):
                 if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
                     self.constants[op.result] = dense_value(op, weights)
             elif not isinstance(op, func.ReturnOp):
-                self.steps.append((op, numpy_dtype(op.results[0].type.element_type)))  # pyright: ignore
+                dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
+                self.steps.append(_Step(op, list(op.operands), op.results[0], dtype))
+        self.feeds = reference.FeedCheck.of(self.function)
+        self.arguments = list(self.function.args)
         self.output_names = reference.output_names(self.function)
         self.returned = list(self.function.body.block.last_op.operands)  # pyright: ignore
         keys = [layer.key for layer in self.layers.values()]
         self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
+        for layer in self.layers.values():
+            layer.kernel = self.kernels.functions[layer.key.symbol]  # pyright: ignore
         self.batched: CompiledKernels | None = None
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
@@ -127,7 +150,7 @@ class Executor:
         assert self.kernels is not None
         batch = x.shape[0]
         if batch < BATCHED_MIN or layer.key.kind not in BATCHED_KINDS:
-            self._split(self.kernels.functions[layer.key.symbol], layer, x, y, batch)
+            self._split(layer.kernel, layer, x, y, batch)
             return
         # The batched kernels read the inputs transposed, 16 batch rows per vector.
         padded = -(-batch // 16) * 16
@@ -146,8 +169,7 @@ class Executor:
 
     def _split(self, kernel, layer: _Layer, x: np.ndarray, y: np.ndarray, batch: int) -> None:
         """Run `kernel` over the layer's units, split across the thread pool when the work pays."""
-        a0, a1, a2 = layer.operands.addresses
-        bias = layer.bias.ctypes.data if layer.bias.size else 0
+        a0, a1, a2, bias = layer.arguments
         units = layer.key.parallel_units
         work = layer.key.rows * layer.key.cols * batch
         workers = min(self.threads, units, max(1, work // _WORK_PER_THREAD))
@@ -166,10 +188,10 @@ class Executor:
             future.result()
 
     def _buffer(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
-        key = (op, int(np.prod(shape)))
-        buffer = self.buffers.get(key)
+        size = math.prod(shape)
+        buffer = self.buffers.get((op, size))
         if buffer is None:
-            buffer = self.buffers[key] = np.empty(int(np.prod(shape)), np.float32)
+            buffer = self.buffers[(op, size)] = np.empty(size, np.float32)
         return buffer.reshape(shape)
 
     def _matmul(self, op: SparseMatMulOp, x: np.ndarray) -> np.ndarray:
@@ -193,13 +215,14 @@ class Executor:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name for inputs by name."""
-        env: dict[SSAValue, np.ndarray] = dict(zip(self.function.args, reference.check_feeds(self.function, feeds)))
+        env: dict[SSAValue, np.ndarray] = dict(zip(self.arguments, self.feeds(feeds)))
         env.update(self.constants)
-        for op, dtype in self.steps:
+        for step in self.steps:
+            op = step.op
             if isinstance(op, SparseMatMulOp):
-                env[op.results[0]] = self._matmul(op, env[op.x])
+                env[step.result] = self._matmul(op, env[step.inputs[0]])
             elif isinstance(op, SparseConvOp):
-                env[op.results[0]] = self._conv(op, env[op.x])
+                env[step.result] = self._conv(op, env[step.inputs[0]])
             else:
-                env[op.results[0]] = reference.evaluate(op, [env[v] for v in op.operands]).astype(dtype, copy=False)
+                env[step.result] = reference.evaluate(op, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}

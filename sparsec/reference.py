@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -53,27 +54,44 @@ def output_names(function: func.FuncOp) -> list[str]:
     return _names(function.res_attrs, len(function.function_type.outputs.data), "result")
 
 
+@dataclass(frozen=True)
+class FeedCheck:
+    """What `@main` takes, read from its signature once: names, dtypes and shapes."""
+
+    names: tuple[str, ...]
+    types: tuple[TensorType, ...]
+    dtypes: tuple[np.dtype, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @staticmethod
+    def of(function: func.FuncOp) -> FeedCheck:
+        types = tuple(arg.type for arg in function.args)
+        assert all(isinstance(ty, TensorType) for ty in types)
+        dtypes = tuple(numpy_dtype(ty.element_type) for ty in types)  # pyright: ignore
+        shapes = tuple(tuple(ty.get_shape()) for ty in types)  # pyright: ignore
+        return FeedCheck(tuple(input_names(function)), types, dtypes, shapes)  # pyright: ignore
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The feeds in argument order, after checking names, ranks, sizes and dtypes."""
+        unknown = sorted(set(feeds) - set(self.names))
+        if unknown:
+            raise ExecutionError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are {', '.join(self.names)}")
+        arrays: list[np.ndarray] = []
+        for name, ty, expected, shape in zip(self.names, self.types, self.dtypes, self.shapes):
+            if name not in feeds:
+                raise ExecutionError(f"missing input '{name}' (expected {ty})")
+            array = np.asarray(feeds[name])
+            if array.dtype != expected:
+                raise ExecutionError(f"input '{name}' has dtype {array.dtype}, expected {expected}")
+            if array.ndim != len(shape) or any(d not in (DYNAMIC, a) for d, a in zip(shape, array.shape)):
+                raise ExecutionError(f"input '{name}' has shape {array.shape}, expected {ty}")
+            arrays.append(array)
+        return arrays
+
+
 def check_feeds(function: func.FuncOp, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """The feeds in argument order, after checking names, ranks, sizes and dtypes."""
-    names = input_names(function)
-    unknown = sorted(set(feeds) - set(names))
-    if unknown:
-        raise ExecutionError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are {', '.join(names)}")
-    arrays: list[np.ndarray] = []
-    for name, arg in zip(names, function.args):
-        if name not in feeds:
-            raise ExecutionError(f"missing input '{name}' (expected {arg.type})")
-        array = np.asarray(feeds[name])
-        ty = arg.type
-        assert isinstance(ty, TensorType)
-        expected = numpy_dtype(ty.element_type)
-        shape = ty.get_shape()
-        if array.dtype != expected:
-            raise ExecutionError(f"input '{name}' has dtype {array.dtype}, expected {expected}")
-        if array.ndim != len(shape) or any(d not in (DYNAMIC, a) for d, a in zip(shape, array.shape)):
-            raise ExecutionError(f"input '{name}' has shape {array.shape}, expected {ty}")
-        arrays.append(array)
-    return arrays
+    return FeedCheck.of(function)(feeds)
 
 
 def _gemm(op: nn.GemmOp, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
