@@ -28,6 +28,7 @@ import llvmlite
 import llvmlite.binding as llvm
 from xdsl.backend.llvm.convert import convert_module
 
+from sparsec import kernels
 from sparsec.kernels import KernelKey
 from sparsec.runtime import codegen
 from sparsec.runtime.codegen.kernels import kernel_module
@@ -91,11 +92,11 @@ def cache_dir() -> Path:
 
 
 def _codegen_fingerprint() -> str:
-    """A hash of the code generator's sources: a cache entry made by other code is never used."""
+    """A hash of the code generator's sources (with the key's layout rules and this
+    file): a cache entry made by other code is never used."""
     digest = hashlib.sha256()
-    for path in sorted(Path(codegen.__file__).parent.glob("*.py")):
+    for path in [*sorted(Path(codegen.__file__).parent.glob("*.py")), Path(kernels.__file__), Path(__file__)]:
         digest.update(path.read_bytes())
-    digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
 
 
