@@ -28,7 +28,7 @@ from xdsl.passes import ModulePass
 from sparsec.dialects import nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import KernelKey, key_for
+from sparsec.kernels import KernelKey, epilogue_name, key_for
 from sparsec.packing import Encoding
 
 
@@ -85,8 +85,7 @@ def _kernel_properties(key: KernelKey) -> dict:
 
 
 def _epilogue(bias: bool, activation: Operation | None) -> str:
-    parts = (["bias"] if bias else []) + ({nn.ReluOp: ["relu"], nn.GeluOp: ["gelu"]}.get(type(activation), []))
-    return "_".join(parts) or "none"
+    return epilogue_name(bias, {nn.ReluOp: "relu", nn.GeluOp: "gelu"}.get(type(activation)))
 
 
 def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:

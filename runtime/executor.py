@@ -72,7 +72,7 @@ class _Layer:
     key: KernelKey
     operands: KernelOperands
     bias: np.ndarray
-    arguments: tuple[int, int, int, int] = (0, 0, 0, 0)
+    arguments: tuple[int, int, int, int] = dataclasses.field(init=False)
     """The addresses of a0, a1, a2 and the bias, as every call passes them."""
     kernel: object = None
     """The compiled kernel (set once the module is compiled)."""

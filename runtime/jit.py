@@ -3,8 +3,9 @@
 The target machine is built for the host CPU: its name and its feature string from
 llvmlite (the name alone can be a different marketing name). `SPARSEC_CPU=generic`, or
 a host whose CPU llvmlite cannot describe, selects the portable path: a baseline
-target for the architecture with no optional features. The generated IR uses no
-target-specific intrinsics, so both paths compute the same results.
+target for the architecture with no optional features. The target's features are part
+of each kernel key (`native_f16`, `avx512`): only AVX-512 kernels use target-specific
+intrinsics, and every other target gets the portable form of the same computation.
 
 Compiled objects are cached under `$SPARSEC_CACHE_DIR` (default
 `$XDG_CACHE_HOME/sparsec` or `~/.cache/sparsec`), keyed by the kernel keys, a hash of
@@ -19,10 +20,9 @@ import ctypes
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from collections.abc import Sequence
 
 import llvmlite
 import llvmlite.binding as llvm

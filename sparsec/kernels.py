@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from sparsec.dialects.sparse import PackedWeightOp
 
 KINDS = ("bitmask", "nm", "block", "dense")
-EPILOGUES = ("none", "bias", "relu", "bias_relu", "gelu", "bias_gelu")
+ACTIVATIONS = ("relu", "gelu")
+EPILOGUES = ("none", "bias", *ACTIVATIONS, *(f"bias_{a}" for a in ACTIVATIONS))
 """What a kernel applies to each output: an optional bias, then an optional activation
 (Relu, or Gelu with the exact erf form)."""
 BATCHED_KINDS = ("bitmask", "nm")
@@ -109,7 +110,18 @@ class KernelKey:
         return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
 
 
-def key_for(weight: PackedWeightOp, transposed: bool, kind: str, epilogue: str, native_f16: bool = True) -> KernelKey:
+def epilogue_name(bias: bool, activation: str | None) -> str:
+    """The epilogue that adds a bias (or not), then applies `activation` (or none)."""
+    return "_".join((["bias"] if bias else []) + ([activation] if activation else [])) or "none"
+
+
+def epilogue_activation(epilogue: str) -> str | None:
+    """The activation an epilogue applies: one of ACTIVATIONS, or None."""
+    last = epilogue.rsplit("_", 1)[-1]
+    return last if last in ACTIVATIONS else None
+
+
+def key_for(weight: PackedWeightOp, transposed: bool, kind: str, epilogue: str) -> KernelKey:
     """The key of a kernel of `kind` reading `weight` in its (out, in) view.
 
     `transposed` says the weight is stored (in, out); Conv weights flatten to
@@ -127,5 +139,4 @@ def key_for(weight: PackedWeightOp, transposed: bool, kind: str, epilogue: str, 
         m=encoding.m.data if kind == "nm" else 0,
         block=encoding.block_size.data if kind == "block" else 0,
         epilogue=epilogue,
-        native_f16=native_f16,
     )

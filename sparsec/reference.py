@@ -24,6 +24,7 @@ from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, window_output
 from sparsec.errors import ExecutionError, SparsecError
+from sparsec.kernels import epilogue_activation
 from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
 from sparsec.weights import WeightStore
@@ -236,11 +237,15 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.where(z < 0.5, 2 / math.sqrt(math.pi) * series, np.copysign(large, x))
 
 
+def _exact_gelu(x: np.ndarray) -> np.ndarray:
+    return (0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))).astype(x.dtype)
+
+
 def _gelu(op: nn.GeluOp, x: np.ndarray) -> np.ndarray:
     if op.approximate.data == "tanh":
         inner = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)
         return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype)
-    return (0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))).astype(x.dtype)
+    return _exact_gelu(x)
 
 
 def _epilogue(op: Operation, y: np.ndarray, bias: np.ndarray | None, channel_axis: int) -> np.ndarray:
@@ -249,11 +254,10 @@ def _epilogue(op: Operation, y: np.ndarray, bias: np.ndarray | None, channel_axi
         shape = [1] * y.ndim
         shape[channel_axis] = -1
         y = y + bias.reshape(shape)
-    if epilogue.endswith("relu"):
+    activation = epilogue_activation(epilogue)
+    if activation == "relu":
         return np.maximum(y, 0)
-    if epilogue.endswith("gelu"):
-        return (0.5 * y * (1.0 + _erf(y / np.sqrt(2.0)))).astype(y.dtype)
-    return y
+    return _exact_gelu(y) if activation == "gelu" else y
 
 
 def _sparse_matmul(op: SparseMatMulOp, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:

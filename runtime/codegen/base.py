@@ -6,10 +6,10 @@ or Gelu). runtime/codegen/kernels.py documents the signature and each kind's ope
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import VectorType, f16, f32, i16, i32, i64
+from xdsl.dialects.builtin import VectorType, f16, f32, i16, i64
 from xdsl.ir import SSAValue
 
-from sparsec.kernels import KernelKey
+from sparsec.kernels import KernelKey, epilogue_activation
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder
 from sparsec.runtime.codegen.elementwise import gelu
 
@@ -61,7 +61,6 @@ class Kernel:
         first = b.mul(self.begin, b.const(unit, i64))
         last = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.mul(self.end, b.const(unit, i64)), b.const(key.rows, i64)], [i64]))
         lanes = b.vector_const(list(range(16)), i64)
-        zero = b.vector_const([0.0] * 16, f32)
 
         def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
             outputs = b.element_ptr(self.y, b.mul(batch_row, b.const(key.rows, i64)), f32)
@@ -69,10 +68,9 @@ class Kernel:
             def chunk_body(row: SSAValue, _inner) -> list[SSAValue]:
                 inside = b.icmp("slt", b.add(b.splat(row, 16), lanes), b.splat(last, 16))
                 at = b.element_ptr(outputs, row, f32)
-                values = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), inside, zero], F32x16)
+                values = b.masked_load(at, inside, F32x16)
                 if key.epilogue.startswith("bias"):
-                    bias_at = b.element_ptr(self.bias, row, f32)
-                    values = b.fadd(values, b.intrinsic("llvm.masked.load.v16f32.p0", [bias_at, b.const(4, i32), inside, zero], F32x16))
+                    values = b.fadd(values, b.masked_load(b.element_ptr(self.bias, row, f32), inside, F32x16))
                 b.emit(llvm.MaskedStoreOp(self.activation(values), at, inside, alignment=4))
                 return []
 
@@ -83,11 +81,10 @@ class Kernel:
 
     def activation(self, acc: SSAValue) -> SSAValue:
         """The epilogue's activation on a scalar or vector of outputs."""
-        if self.key.epilogue.endswith("relu"):
+        activation = epilogue_activation(self.key.epilogue)
+        if activation == "relu":
             return self.b.fmax(acc, self.b.like(0.0, acc))
-        if self.key.epilogue.endswith("gelu"):
-            return gelu(self.b, acc)
-        return acc
+        return gelu(self.b, acc) if activation == "gelu" else acc
 
     def for_each_row(self, row_body) -> llvm.FuncOp:
         """for unit in range(begin, end): for b in range(batch): row_body(unit); then return.
@@ -117,6 +114,23 @@ class Kernel:
         b.emit(llvm.BrOp(after))
         b.block = after
 
+    def interleaved_sum(self, start: SSAValue, stop: SSAValue, ways: int, zero: SSAValue, body) -> SSAValue:
+        """The sum of body(i, [acc]) over i in [start, stop), spread over `ways`
+        accumulators used in turn, so consecutive multiply-adds do not wait on each
+        other; the iterations past the last whole round go to the first."""
+        b = self.b
+        whole = b.add(start, b.round_down(b.sub(stop, start), ways))
+
+        def round_body(index: SSAValue, accs) -> list[SSAValue]:
+            return [body(b.add(index, b.const(j, i64)), [acc])[0] for j, acc in enumerate(accs)]
+
+        accs = list(b.loop(start, whole, [zero] * ways, round_body, step=ways))
+        (accs[0],) = b.loop(whole, stop, [accs[0]], body)
+        total = accs[0]
+        for acc in accs[1:]:
+            total = b.fadd(total, acc)
+        return total
+
     def x_at(self, batch_row: SSAValue, col: SSAValue) -> SSAValue:
         b = self.b
         return b.load(self.x, b.add(b.mul(batch_row, b.const(self.key.cols, i64)), col), f32)
@@ -129,7 +143,7 @@ def tiled(kernel: Kernel, tile: int, tile_body) -> llvm.FuncOp:
     b = kernel.b
 
     def row_body(row: SSAValue, _state) -> list[SSAValue]:
-        whole = b.sub(kernel.batch, b.emit(llvm.URemOp(kernel.batch, b.const(tile, i64))))
+        whole = b.round_down(kernel.batch, tile)
         b.loop(b.const(0, i64), whole, [], lambda first, _s: tile_body(row, first, tile) or [], step=tile)
         b.loop(whole, kernel.batch, [], lambda first, _s: tile_body(row, first, 1) or [])
         return []
@@ -194,7 +208,7 @@ class ColumnStepKernel(Kernel):
             for q, weight in enumerate(weights):
                 at = b.element_ptr(x_row, b.add(column, b.const(16 * q, i64)), f32)
                 if partial:
-                    inputs = b.intrinsic("llvm.masked.load.v16f32.p0", [at, b.const(4, i32), input_masks[q], b.vector_const([0.0] * 16, f32)], F32x16)
+                    inputs = b.masked_load(at, input_masks[q], F32x16)
                 else:
                     inputs = b.emit(llvm.LoadOp(at, F32x16, alignment=4))
                 updated.append(b.emit(llvm.FMAOp(weight, inputs, accs[4 * j + q])))

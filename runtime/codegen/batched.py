@@ -43,7 +43,7 @@ class BatchedKernel(Kernel):
 
             def panel_body(panel: SSAValue, _inner) -> list[SSAValue]:
                 def row_body(row: SSAValue, _rows) -> list[SSAValue]:
-                    pairs = b.sub(self.batch, b.emit(llvm.URemOp(self.batch, b.const(32, i64))))
+                    pairs = b.round_down(self.batch, 32)
                     b.loop(b.const(0, i64), pairs, [], lambda lane, _s: self.row_tile(row, panel, lane, 2) or [], step=32)
                     b.loop(pairs, self.batch, [], lambda lane, _s: self.row_tile(row, panel, lane, 1) or [], step=16)
                     return []
@@ -91,7 +91,7 @@ class BatchedKernel(Kernel):
             for v, acc in enumerate(accs):
                 at = b.element_ptr(inputs, b.const(16 * v, i64), f32)
                 product = b.emit(llvm.FMAOp(weight, b.emit(llvm.LoadOp(at, F32x16, alignment=4)), acc))
-                updated.append(product if counts is None else b.emit(llvm.SelectOp(counts, product, acc)))
+                updated.append(product if counts is None else b.select(counts, product, acc))
             return state, updated
 
         def chunk_body(first: SSAValue, state) -> list[SSAValue]:
@@ -111,7 +111,7 @@ class BatchedKernel(Kernel):
             state, accs[:vectors] = multiply(index, weight, state, accs[:vectors], None)
             return [*state, *accs]
 
-        chunks = b.sub(count, b.emit(llvm.URemOp(count, b.const(self.CHUNK, i64))))
+        chunks = b.round_down(count, self.CHUNK)
         state = [*start] + [zero] * (ways * vectors)
         if self.key.native_f16 or self.value_type == f32:
             state = b.loop(b.const(0, i64), chunks, state, chunk_body, step=self.CHUNK)

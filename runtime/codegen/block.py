@@ -68,7 +68,7 @@ class VectorBlockKernel(Kernel):
 
         zero = b.vector_const([0.0] * key.block, f32)
         if size == 1:
-            accs = [self.single_row_sum(first, last, kept_body)]
+            accs = [self.interleaved_sum(first, last, 4, zero, kept_body)]
         else:
             accs = b.loop(first, last, [zero] * size, kept_body)
         first_row = b.mul(row_block, b.const(key.block, i64))
@@ -79,32 +79,16 @@ class VectorBlockKernel(Kernel):
         for batch_row, acc in zip(batch_rows, accs):
             self.finish_lanes(acc, first_row, batch_row, inside)
 
-    def single_row_sum(self, first: SSAValue, last: SSAValue, kept_body) -> SSAValue:
-        """One batch row's sum over kept blocks [first, last) in four interleaved
-        accumulators, so consecutive multiply-adds do not wait on each other."""
-        b, key = self.b, self.key
-        zero = b.vector_const([0.0] * key.block, f32)
-        count = b.sub(last, first)
-        whole = b.add(first, b.sub(count, b.emit(llvm.URemOp(count, b.const(4, i64)))))
-
-        def four_body(kept: SSAValue, accs) -> list[SSAValue]:
-            return [kept_body(b.add(kept, b.const(j, i64)), [acc])[0] for j, acc in enumerate(accs)]
-
-        accs = b.loop(first, whole, [zero] * 4, four_body, step=4)
-        (rest,) = b.loop(whole, last, [accs[0]], kept_body)
-        return b.fadd(b.fadd(rest, accs[1]), b.fadd(accs[2], accs[3]))
-
     def finish_lanes(self, acc: SSAValue, first_row: SSAValue, batch_row: SSAValue, inside: SSAValue | None) -> None:
         """`finish` for B consecutive outputs at once; `inside` masks rows past N."""
         b, key = self.b, self.key
         lanes = VectorType(f32, [key.block])
-        zero = b.vector_const([0.0] * key.block, f32)
         if key.epilogue.startswith("bias"):
             at = b.element_ptr(self.bias, first_row, f32)
             if inside is None:
                 bias = b.emit(llvm.LoadOp(at, lanes, alignment=4))
             else:
-                bias = b.intrinsic(f"llvm.masked.load.v{key.block}f32.p0", [at, b.const(4, i32), inside, zero], lanes)
+                bias = b.masked_load(at, inside, lanes)
             acc = b.fadd(acc, bias)
         acc = self.activation(acc)
         at = b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32)

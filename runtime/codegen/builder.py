@@ -119,6 +119,18 @@ class FunctionBuilder:
     def select(self, condition: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(llvm.SelectOp(condition, a, b))
 
+    def round_down(self, value: SSAValue, multiple: int) -> SSAValue:
+        """`value` (>= 0) rounded down to a multiple of `multiple`: where a loop in steps
+        of `multiple` ends and its remainder loop starts."""
+        return self.sub(value, self.emit(llvm.URemOp(value, self.const(multiple, value.type))))
+
+    def masked_load(self, at: SSAValue, mask: SSAValue, ty: VectorType) -> SSAValue:
+        """A vector of `ty` from `at`, lanes where `mask` is off read as zero (and not read)."""
+        lanes, element = ty.get_shape()[0], ty.element_type
+        name = f"llvm.masked.load.v{lanes}{'f16' if element == f16 else 'f32'}.p0"
+        alignment = self.const(_ELEMENT_BYTES[element], i32)
+        return self.intrinsic(name, [at, alignment, mask, self.vector_const([0.0] * lanes, element)], ty)
+
     def like(self, value: int | float, shape_of: SSAValue, element: Attribute | None = None) -> SSAValue:
         """The constant `value` as a scalar or vector shaped like `shape_of` (of its element
         type, or `element`)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import VectorType, f16, f32, i1, i32, i64
+from xdsl.dialects.builtin import VectorType, f16, f32, i1, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import ColumnStepKernel, F32x16, Kernel
@@ -28,9 +28,7 @@ class DenseKernel(ColumnStepKernel):
             if partial:
                 lanes = b.vector_const([int(16 * q + lane < partial) for lane in range(16)], i1)
                 masks.append(lanes)
-                zero = b.vector_const([0.0] * 16, self.value_type)
-                width = "f16" if half else "f32"
-                loaded = b.intrinsic(f"llvm.masked.load.v16{width}.p0", [at, b.const(2 if half else 4, i32), lanes, zero], stored)
+                loaded = b.masked_load(at, lanes, stored)
             else:
                 loaded = b.emit(llvm.LoadOp(at, stored, alignment=2 if half else 4))
             weights.append(b.emit(llvm.FPExtOp(loaded, F32x16)) if half else loaded)

@@ -45,10 +45,10 @@ class NMKernel(Kernel):
                 col = b.add(col_base, self.position(index))
                 if ragged:  # the last run's padding slots hold zeros past column K
                     inside = b.icmp("slt", col, b.const(key.cols, i64))
-                    col = b.emit(llvm.SelectOp(inside, col, b.const(0, i64)))
+                    col = b.select(inside, col, b.const(0, i64))
                 product = b.fmuladd(self.value(self.a0, index), self.x_at(batch_row, col), total)
                 if ragged:
-                    product = b.emit(llvm.SelectOp(inside, product, total))
+                    product = b.select(inside, product, total)
                 return [product]
 
             return list(b.loop(b.const(0, i64), b.const(kept, i64), [acc], slot_body))
@@ -94,15 +94,8 @@ class VectorNMKernel(NMKernel):
             return self.step(values, words, step, x_rows, accs)
 
         zero = b.vector_const([0.0] * 16, f32)
-        if size == 1:  # two interleaved accumulators, so consecutive steps do not wait on each other
-            pairs = steps - steps % 2
-
-            def pair_body(step: SSAValue, accs) -> list[SSAValue]:
-                return [step_body(b.add(step, b.const(j, i64)), [acc])[0] for j, acc in enumerate(accs)]
-
-            even, odd = b.loop(b.const(0, i64), b.const(pairs, i64), [zero, zero], pair_body, step=2)
-            (even,) = b.loop(b.const(pairs, i64), b.const(steps, i64), [even], step_body)
-            accs = [b.fadd(even, odd)]
+        if size == 1:
+            accs = [self.interleaved_sum(b.const(0, i64), b.const(steps, i64), 2, zero, step_body)]
         else:
             accs = b.loop(b.const(0, i64), b.const(steps, i64), [zero] * size, step_body)
         for batch_row, acc in zip(batch_rows, accs):
@@ -143,7 +136,7 @@ class VectorNMKernel(NMKernel):
                     inputs = picked
                 else:
                     in_chunk = b.vector_const([int(c == chunk) for c in chunk_of_lane], i1)
-                    inputs = b.emit(llvm.SelectOp(in_chunk, picked, inputs))
+                    inputs = b.select(in_chunk, picked, inputs)
             updated.append(b.emit(llvm.FMAOp(weights, inputs, acc)))
         return updated
 
@@ -192,5 +185,5 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
         counts = None
         if key.cols % key.m:  # the last run's padding slots lie past column K
             counts = b.icmp("slt", col, b.const(key.cols, i64))
-            col = b.emit(llvm.SelectOp(counts, col, b.const(0, i64)))
+            col = b.select(counts, col, b.const(0, i64))
         return col, counts, state

@@ -30,6 +30,7 @@ from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, resolve_pads
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
+from sparsec.kernels import epilogue_activation
 from sparsec.layers import dense_value
 from sparsec.packing import Encoding, encode_bitmask
 from sparsec.reference import input_names, main_function, output_names
@@ -123,9 +124,10 @@ class _Lowering:
             y = mb.matmul(x=args[0], y=args[1], transpose_y=not op.transposed.value.data)
             if len(args) == 3:
                 y = mb.add(x=y, y=args[2])
-        if op.epilogue.data.endswith("relu"):
+        activation = epilogue_activation(op.epilogue.data)
+        if activation == "relu":
             return mb.relu(x=y)
-        return mb.gelu(x=y, mode="EXACT") if op.epilogue.data.endswith("gelu") else y
+        return mb.gelu(x=y, mode="EXACT") if activation == "gelu" else y
 
     def pool(self, op: nn.PoolOp, x):
         kernel = ints_of(op.kernel_shape)

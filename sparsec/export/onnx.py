@@ -25,6 +25,7 @@ from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_path
+from sparsec.kernels import epilogue_activation
 from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
 from sparsec.reference import input_names, main_function, output_names
@@ -102,8 +103,9 @@ class _Exporter:
         """A kernel op as the ONNX node it was lowered from, plus Relu or Gelu for a fused epilogue."""
         inputs = [self.name_of(v) for v in op.operands]
         output = self.name_of(op.results[0])
-        activation = {"relu": "Relu", "gelu": "Gelu"}.get(op.epilogue.data.rsplit("_", 1)[-1])
-        first = f"{output}_pre_{activation.lower()}" if activation else output
+        activation = epilogue_activation(op.epilogue.data)
+        node = {"relu": "Relu", "gelu": "Gelu"}[activation] if activation else None
+        first = f"{output}_pre_{activation}" if activation else output
         if isinstance(op, SparseConvOp):
             attributes = {
                 _ONNX_ATTRIBUTE_NAMES.get(k, k): _attribute_value(v)
@@ -124,9 +126,9 @@ class _Exporter:
             self.nodes.append(helper.make_node("MatMul", [inputs[0], weight], [product], name=product))
             if op.b is not None:
                 self.nodes.append(helper.make_node("Add", [product, inputs[2]], [first], name=first))
-        if activation:
-            self.uses_gelu |= activation == "Gelu"
-            self.nodes.append(helper.make_node(activation, [first], [output], name=output))
+        if node:
+            self.uses_gelu |= node == "Gelu"
+            self.nodes.append(helper.make_node(node, [first], [output], name=output))
 
 
 def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:
