@@ -7,7 +7,9 @@ both engines execute the same IR.
 
 Kernel calls go through ctypes, which releases the GIL, so a persistent thread pool
 splits each layer's output rows (or row blocks) across `threads` workers. Output
-buffers of kernel ops are allocated once per input shape and reused.
+buffers of kernel ops are allocated once per input shape and reused. Two variants are
+compiled on first use: batched kernels from BATCHED_MIN batch rows, and the gather
+kernel for one batch row of sparse bitmask weights (KernelKey.gather_applies).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from sparsec.kernels import BATCHED_KINDS, KernelKey, key_for
 from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
-from sparsec.runtime.operands import KernelOperands, prepare_operands
+from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
@@ -61,6 +63,24 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
     return dataclasses.replace(key, native_f16=target.native_f16, avx512=target.avx512)
 
 
+def variant_keys(key: KernelKey, gathers: bool) -> list[KernelKey]:
+    """The variants of `key` the executor may also run: batched from BATCHED_MIN batch
+    rows (bitmask and n:m), gather for one batch row when `gathers`."""
+    batched = [dataclasses.replace(key, batched=True)] if key.kind in BATCHED_KINDS else []
+    return batched + ([dataclasses.replace(key, gather=True)] if gathers else [])
+
+
+def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[KernelKey]:
+    """Every kernel an executor of `module` may compile on `target`, variants included."""
+    keys = []
+    for op in module.walk():
+        if isinstance(op, KernelOp):
+            key = kernel_key_of(op, target)
+            gathers = key.gather_applies(nonzero_count(op.w.owner, weights))  # pyright: ignore
+            keys += [key, *variant_keys(key, gathers)]
+    return list(dict.fromkeys(keys))
+
+
 def kernel_keys(module: ModuleOp, target: Target | None = None) -> list[KernelKey]:
     """The distinct kernels a module's kernel ops need (on `target`), in program order."""
     keys = [kernel_key_of(op, target) for op in module.walk() if isinstance(op, KernelOp)]
@@ -72,14 +92,33 @@ class _Layer:
     key: KernelKey
     operands: KernelOperands
     bias: np.ndarray
+    weight: PackedWeightOp
+    transposed: bool
     arguments: tuple[int, int, int, int] = dataclasses.field(init=False)
     """The addresses of a0, a1, a2 and the bias, as every call passes them."""
     kernel: object = None
     """The compiled kernel (set once the module is compiled)."""
+    gathers: bool = dataclasses.field(init=False)
+    """Whether one batch row runs the gather variant (KernelKey.gather_applies)."""
+    gather_arguments: tuple[int, int, int, int] | None = None
+    """The gather variant's arguments, once its operands are laid out (on first use)."""
+    gather_operands: KernelOperands | None = None
 
     def __post_init__(self) -> None:
-        bias = self.bias.ctypes.data if self.bias.size else 0
-        self.arguments = (*self.operands.addresses, bias)
+        self.arguments = self._with_bias(self.operands)
+        self.gathers = self.key.gather_applies(self.operands.arrays[1].size)
+
+    def _with_bias(self, operands: KernelOperands) -> tuple[int, int, int, int]:
+        return (*operands.addresses, self.bias.ctypes.data if self.bias.size else 0)
+
+    def arguments_for(self, variant: KernelKey, weights: WeightStore) -> tuple[int, int, int, int]:
+        """The call arguments of `variant` of this layer's kernel."""
+        if not variant.gather:
+            return self.arguments  # the batched kernels read the same operands
+        if self.gather_arguments is None:
+            self.gather_operands = prepare_operands(self.weight, weights, variant, self.transposed)
+            self.gather_arguments = self._with_bias(self.gather_operands)
+        return self.gather_arguments
 
 
 @dataclass
@@ -123,7 +162,9 @@ class Executor:
         self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
         for layer in self.layers.values():
             layer.kernel = self.kernels.functions[layer.key.symbol]  # pyright: ignore
-        self.batched: CompiledKernels | None = None
+        self.variants: dict[str, object] = {}
+        """Compiled batched and gather kernels by symbol (compiled on first use)."""
+        self.compiled: list[CompiledKernels] = []
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
@@ -139,7 +180,7 @@ class Executor:
             if not isinstance(owner, StoredWeightOp):
                 raise SparsecError(f"'{op.name}': the bias must be a weight")
             bias = np.ascontiguousarray(dense_value(owner, self.weights), dtype=np.float32).reshape(-1)
-        return _Layer(key, operands, bias)
+        return _Layer(key, operands, bias, weight, transposed)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -149,29 +190,38 @@ class Executor:
         """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y."""
         assert self.kernels is not None
         batch = x.shape[0]
+        if batch == 1 and layer.gathers:
+            variant = dataclasses.replace(layer.key, gather=True)
+            self._split(self._variant_kernel(variant), layer.arguments_for(variant, self.weights), layer.key, x, y, batch)
+            return
         if batch < BATCHED_MIN or layer.key.kind not in BATCHED_KINDS:
-            self._split(layer.kernel, layer, x, y, batch)
+            self._split(layer.kernel, layer.arguments, layer.key, x, y, batch)
             return
         # The batched kernels read the inputs transposed, 16 batch rows per vector.
         padded = -(-batch // 16) * 16
         x_columns = np.zeros((layer.key.cols, padded), np.float32)
         x_columns[:, :batch] = x.T
         y_columns = np.zeros((layer.key.rows, padded), np.float32)  # the batched kernels add into it
-        self._split(self._batched_kernel(layer.key), layer, x_columns, y_columns, padded)
+        variant = dataclasses.replace(layer.key, batched=True)
+        self._split(self._variant_kernel(variant), layer.arguments, layer.key, x_columns, y_columns, padded)
         y[...] = y_columns[:, :batch].T
 
-    def _batched_kernel(self, key: KernelKey):
-        """The batched variant of `key`'s kernel, compiled (for every layer at once) on first use."""
-        if self.batched is None:
-            keys = [dataclasses.replace(layer.key, batched=True) for layer in self.layers.values() if layer.key.kind in BATCHED_KINDS]
-            self.batched = compile_kernels(keys, self.target)
-        return self.batched.functions[dataclasses.replace(key, batched=True).symbol]
+    def _variant_kernel(self, variant: KernelKey):
+        """A batched or gather variant's kernel, compiled on first use, for every layer
+        that has that variant at once."""
+        if variant.symbol not in self.variants:
+            keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.gathers)]
+            alike = [key for key in keys if (key.batched, key.gather) == (variant.batched, variant.gather)]
+            compiled = compile_kernels(alike, self.target)
+            self.compiled.append(compiled)  # the functions live as long as their engine
+            self.variants.update(compiled.functions)
+        return self.variants[variant.symbol]
 
-    def _split(self, kernel, layer: _Layer, x: np.ndarray, y: np.ndarray, batch: int) -> None:
+    def _split(self, kernel, arguments: tuple[int, int, int, int], key: KernelKey, x: np.ndarray, y: np.ndarray, batch: int) -> None:
         """Run `kernel` over the layer's units, split across the thread pool when the work pays."""
-        a0, a1, a2, bias = layer.arguments
-        units = layer.key.parallel_units
-        work = layer.key.rows * layer.key.cols * batch
+        a0, a1, a2, bias = arguments
+        units = key.parallel_units
+        work = key.rows * key.cols * batch
         workers = min(self.threads, units, max(1, work // _WORK_PER_THREAD))
         if self.pool is None or workers == 1 or batch == 0:
             kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, 0, units)

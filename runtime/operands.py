@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import KernelKey
+from sparsec.kernels import GATHER_SPAN, KernelKey
 from sparsec.layers import dense_value
 from sparsec.packing import Encoding, unpack_bits
 from sparsec.weights import WeightStore
@@ -53,16 +53,67 @@ def _row_words(nonzero: np.ndarray, words: int) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view("<u2").reshape(rows, words)
 
 
-def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+def _nonzeros(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Where the (out, in) view is non-zero, and those values in row-major order."""
     if op.encoding.encoding is Encoding.BITMASK and not transposed:
         arrays = {role: weights[name] for role, name in op.stored_tensors().items()}
         nonzero = unpack_bits(arrays["mask"], key.rows * key.cols).reshape(key.rows, key.cols)
-        values = arrays["values"]
-    else:
-        dense = _canonical(op, weights, key, transposed)
-        nonzero = dense != 0
-        values = dense[nonzero].astype(dtype)
-    return KernelOperands((_row_words(nonzero, key.mask_words), np.ascontiguousarray(values), _panel_offsets(nonzero, key)))
+        return nonzero, np.ascontiguousarray(arrays["values"])
+    dense = _canonical(op, weights, key, transposed)
+    nonzero = dense != 0
+    return nonzero, dense[nonzero].astype(dtype)
+
+
+def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+    nonzero, values = _nonzeros(op, weights, key, transposed, dtype)
+    if key.gather:
+        return _gather_operands(nonzero, values)
+    return KernelOperands((_row_words(nonzero, key.mask_words), values, _panel_offsets(nonzero, key)))
+
+
+GATHER_RECORD = np.dtype([("column_count", "<u4"), ("offsets", "u1", (16,))])
+"""A gather chunk: its first column | its count << 24, then each non-zero's offset
+from that column (20 bytes)."""
+_GATHER_BLOCK_ROWS = 256
+"""Rows laid out at a time, which bounds the temporary per-non-zero index arrays."""
+
+
+def _gather_operands(nonzero: np.ndarray, values: np.ndarray) -> KernelOperands:
+    """Chunk records, the values, and each row's (first chunk, first value)."""
+    blocks = [_gather_chunks(nonzero[first : first + _GATHER_BLOCK_ROWS]) for first in range(0, nonzero.shape[0], _GATHER_BLOCK_ROWS)]
+    records = np.concatenate([records for records, _ in blocks]) if blocks else np.zeros(0, GATHER_RECORD)
+    table = np.zeros((nonzero.shape[0] + 1, 2), np.int64)
+    np.cumsum(np.concatenate([chunks for _, chunks in blocks]), out=table[1:, 0])
+    np.cumsum(nonzero.sum(axis=1), out=table[1:, 1])
+    return KernelOperands((records, values, table.reshape(-1)))
+
+
+def _gather_chunks(nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' non-zeros cut greedily into chunks of up to 16 within GATHER_SPAN columns
+    of the chunk's first: the chunk records, and how many chunks each row has.
+
+    Every non-zero's successor chunk start (16 on, or the first non-zero too far away)
+    is found at once; the starts themselves follow by stepping all rows together."""
+    rows, cols = nonzero.shape
+    row, col = np.nonzero(nonzero)
+    count = row.size
+    index = np.arange(count)
+    keys = row * (cols + GATHER_SPAN) + col  # sorted; the next row's keys lie beyond any span
+    successor = np.minimum(index + 16, np.searchsorted(keys, keys + GATHER_SPAN))
+    ends = np.cumsum(nonzero.sum(axis=1))
+    current, stop = (ends - nonzero.sum(axis=1)), ends
+    current, stop = current[current < stop], stop[current < stop]
+    starts = np.zeros(count, bool)
+    while current.size:
+        starts[current] = True
+        current = successor[current]
+        current, stop = current[current < stop], stop[current < stop]
+    first = np.flatnonzero(starts)
+    chunk = np.cumsum(starts) - 1
+    records = np.zeros(first.size, GATHER_RECORD)
+    records["column_count"] = col[first] | (np.diff(np.append(first, count)) << 24)
+    records["offsets"][chunk, index - first[chunk]] = col - col[first][chunk]
+    return records, np.bincount(row[first], minlength=rows)
 
 
 def _panel_offsets(nonzero: np.ndarray, key: KernelKey) -> np.ndarray:
@@ -113,6 +164,13 @@ def _block(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed:
 
 def _dense(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
     return KernelOperands((_canonical(op, weights, key, transposed).astype(dtype), _EMPTY, _EMPTY))
+
+
+def nonzero_count(op: PackedWeightOp, weights: WeightStore) -> int:
+    """How many non-zeros a packed weight holds (a bitmask weight's stored value count)."""
+    if op.encoding.encoding is Encoding.BITMASK:
+        return weights[op.stored_tensors()["values"]].size
+    return int(np.count_nonzero(dense_value(op, weights)))
 
 
 def prepare_operands(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> KernelOperands:

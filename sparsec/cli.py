@@ -254,14 +254,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _emit_llvm(model: Model, directory: Path) -> None:
-    """Write each kernel's LLVM IR, as generated for this host, as DIRECTORY/SYMBOL.ll."""
+    """Write the LLVM IR of each kernel the runtime may use on this host (the batched and
+    gather variants too), as DIRECTORY/SYMBOL.ll."""
     from sparsec.runtime.codegen.kernels import kernel_llvm_ir
-    from sparsec.runtime.executor import kernel_keys
+    from sparsec.runtime.executor import all_kernel_keys
     from sparsec.runtime.jit import Target
 
     if not directory.is_dir():
         raise SparsecError(f"--emit-llvm: directory '{directory}' does not exist")
-    for key in kernel_keys(model.module, Target.host()):
+    for key in all_kernel_keys(model.module, model.weights, Target.host()):
         with atomic_output(directory / f"{key.symbol}.ll") as stream:
             stream.write(kernel_llvm_ir(key))
 

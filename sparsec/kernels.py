@@ -24,6 +24,13 @@ EPILOGUES = ("none", "bias", *ACTIVATIONS, *(f"bias_{a}" for a in ACTIVATIONS))
 BATCHED_KINDS = ("bitmask", "nm")
 PANEL = 256
 """Columns per panel of the batched kernels (a multiple of the 64-column mask step)."""
+GATHER_MAX_DENSITY = 0.28
+"""Bitmask weights with at most this share of non-zeros run one batch row through the
+gather variant. Its bytes grow with the non-zeros (3.25 per non-zero against the mask's
+0.125 per weight plus 2 per non-zero) while the mask kernel's work per column is fixed,
+so it pays from about 72% sparsity (measured crossover on 4096x4096, one thread)."""
+GATHER_SPAN = 256
+"""Columns one gather chunk may span: its offsets from the chunk's first column are bytes."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +55,32 @@ class KernelKey:
     """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
     which portable LLVM IR cannot express; other targets get the portable kernels."""
 
+    gather: bool = False
+    """The variant for one batch row of sparse bitmask weights on AVX-512: chunks of up
+    to 16 non-zeros, their columns as byte offsets, the inputs gathered
+    (runtime/codegen/bitmask.py); the executor picks it where `gather_applies`."""
+
     @property
     def symbol(self) -> str:
         shape = f"{self.rows}x{self.cols}"
         detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}", "dense": "dense"}[self.kind]
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
-        batched = "_batched" if self.batched else ""
-        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{batched}"
+        variant = "_batched" if self.batched else "_gather" if self.gather else ""
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}"
+
+    def gather_applies(self, nonzeros: int) -> bool:
+        """Whether a bitmask weight with `nonzeros` non-zeros runs one batch row faster
+        through the gather variant: float16 values on AVX-512, sparse enough
+        (GATHER_MAX_DENSITY), and columns that fit the record's 24-bit field."""
+        return (
+            self.kind == "bitmask"
+            and self.avx512
+            and self.native_f16
+            and self.values == "f16"
+            and self.cols <= 1 << 24
+            and nonzeros <= GATHER_MAX_DENSITY * self.rows * self.cols
+        )
 
     @property
     def position_bits(self) -> int:

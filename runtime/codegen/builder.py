@@ -30,6 +30,8 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 PTR = llvm.LLVMPointerType()
 _ELEMENT_BYTES = {f16: 2, f32: 4, i8: 1, i16: 2, i32: 4, i64: 8}
+_ELEMENT_NAMES = {f16: "f16", f32: "f32", i16: "i16"}
+"""Element suffixes of the masked-load intrinsics' names, by element type."""
 
 
 class FunctionBuilder:
@@ -127,9 +129,10 @@ class FunctionBuilder:
     def masked_load(self, at: SSAValue, mask: SSAValue, ty: VectorType) -> SSAValue:
         """A vector of `ty` from `at`, lanes where `mask` is off read as zero (and not read)."""
         lanes, element = ty.get_shape()[0], ty.element_type
-        name = f"llvm.masked.load.v{lanes}{'f16' if element == f16 else 'f32'}.p0"
+        name = f"llvm.masked.load.v{lanes}{_ELEMENT_NAMES[element]}.p0"
         alignment = self.const(_ELEMENT_BYTES[element], i32)
-        return self.intrinsic(name, [at, alignment, mask, self.vector_const([0.0] * lanes, element)], ty)
+        zero = 0 if isinstance(element, IntegerType) else 0.0
+        return self.intrinsic(name, [at, alignment, mask, self.vector_const([zero] * lanes, element)], ty)
 
     def like(self, value: int | float, shape_of: SSAValue, element: Attribute | None = None) -> SSAValue:
         """The constant `value` as a scalar or vector shaped like `shape_of` (of its element
@@ -216,6 +219,12 @@ class FunctionBuilder:
 
     def load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
         return self.emit(llvm.LoadOp(self.element_ptr(base, index, ty), ty))
+
+    def prefetch(self, at: SSAValue) -> None:
+        """Ask for the cache line at `at` ahead of its use (a hint: it never faults, so
+        it may point past the end of an array)."""
+        read, keep, data = (self.const(flag, i32) for flag in (0, 3, 1))
+        self.emit(llvm.CallIntrinsicOp("llvm.prefetch.p0", [at, read, keep, data], []))
 
     def store(self, value: SSAValue, base: SSAValue, index: SSAValue) -> None:
         self.emit(llvm.StoreOp(value, self.element_ptr(base, index, value.type)))

@@ -13,16 +13,19 @@ from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.codegen.kernels import kernel_module
-from sparsec.runtime.executor import Executor, kernel_keys
+from sparsec.kernels import GATHER_SPAN
+from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
+from sparsec.runtime.operands import _gather_chunks
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
 ACTIVATIONS = st.sampled_from(["none", "relu", "gelu"])  # fused into the kernel's epilogue
-BATCHES = st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 12 rows on, bitmask and n:m run batched
+BATCHES = st.just(1) | st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 12 rows on, bitmask and n:m run batched
 PATTERNS = st.sampled_from(
     [
         "pattern=unstructured sparsity=0.0",
         "pattern=unstructured sparsity=0.75",
+        "pattern=unstructured sparsity=0.97",  # with 0.75 and 1.0: the gather variant at batch 1
         "pattern=unstructured sparsity=1.0",
         "pattern=nm n=2 m=4",
         "pattern=nm n=3 m=4",
@@ -86,6 +89,46 @@ def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, activation, batc
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     lowered = [op for op in model.module.walk() if isinstance(op, SparseMatMulOp)]
     assert len(kernel_keys(model.module)) == len(lowered)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 1200), st.floats(0.0, 1.0), st.integers(0, 99))
+def test_gather_chunks_cover_each_row_exactly(rows, cols, density, seed):
+    """Chunks hold 1-16 non-zeros within GATHER_SPAN columns of their first, in order,
+    and end only where they must (16 taken, the row's end, or the next one too far)."""
+    nonzero = np.random.default_rng(seed).random((rows, cols)) < density
+    records, chunks_per_row = _gather_chunks(nonzero)
+    assert chunks_per_row.sum() == records.size
+    counts = records["column_count"] >> 24
+    firsts = records["column_count"] & ((1 << 24) - 1)
+    chunk = 0
+    for row in range(rows):
+        columns = np.flatnonzero(nonzero[row])
+        taken = 0
+        for _ in range(chunks_per_row[row]):
+            count, first = int(counts[chunk]), int(firsts[chunk])
+            assert 1 <= count <= 16
+            offsets = records["offsets"][chunk]
+            np.testing.assert_array_equal(first + offsets[:count].astype(np.int64), columns[taken : taken + count])
+            assert not offsets[count:].any() and offsets[count - 1] < GATHER_SPAN
+            if count < 16 and taken + count < columns.size:
+                assert columns[taken + count] - first >= GATHER_SPAN
+            taken, chunk = taken + count, chunk + 1
+        assert taken == columns.size
+
+
+def test_gather_variant_is_chosen_for_sparse_rows_at_batch_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(40, 600, False, True, "relu", 5)
+    model.apply("prune-magnitude{sparsity=0.9 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights)
+    (layer,) = executor.layers.values()
+    assert layer.gathers == Target.host().avx512
+    x = np.random.default_rng(6).standard_normal((1, 600)).astype(np.float32)
+    np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+    assert (layer.gather_operands is not None) == layer.gathers
+    variants = all_kernel_keys(model.module, model.weights, Target.host())
+    assert any(key.gather for key in variants) == layer.gathers
 
 
 def small_model() -> Model:
