@@ -6,8 +6,8 @@ one run.
                                 [--scaling] [--markdown]
 
 Each layer is a Gemm (transB) with random weights, pruned and packed by sparsec's own
-passes; the kernel is called through the executor's layer call (thread split, the gather
-variant at one batch row for sparse bitmask weights and, from 12 batch rows, the batched
+passes; the kernel is called through the executor's layer call (thread split, the chunk
+variants at one batch row for sparse bitmask weights and, from 12 batch rows, the batched
 kernels with their transposes) but without the rest of a model. The table gives medians in milliseconds, sparsec's speed-up over numpy,
 onnxruntime and its dense float16 kernel, and the packed weight bytes streamed per
 second, also as a share of the machine's streaming read bandwidth (one thread)
@@ -170,10 +170,10 @@ def layer_table(args: argparse.Namespace, rng: np.random.Generator, stream: floa
                 layer = next(iter(executor.layers.values()))
                 ms = dense_ms if label == DENSE else layer_ms(executor, x, repeats)
                 executor.close()
-                gathered = batch == 1 and layer.gathers  # the gather variant ran, on its own operands
-                streamed = layer.gather_operands if gathered else layer.operands
+                chunks = batch == 1 and layer.chunk_span  # a chunk variant ran, on its own operands
+                streamed = layer.chunk_operands if chunks else layer.operands
                 gbps = streamed.nbytes / (ms / 1000) / 1e9  # pyright: ignore
-                kind = f"{layer.key.kind}{' gather' if gathered else ''}"
+                kind = f"{layer.key.kind}{f' chunks{layer.chunk_span}' if chunks else ''}"
                 lines.append(
                     (f"{rows}x{cols}", str(batch), label, kind, f"{ms:.3f}", f"{numpy_ms:.3f}", f"{ort_ms:.3f}",
                      f"{numpy_ms / ms:.2f}x", f"{ort_ms / ms:.2f}x", f"{dense_ms / ms:.2f}x", f"{gbps:.1f}", f"{gbps / stream:.0%}")

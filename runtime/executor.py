@@ -8,8 +8,8 @@ both engines execute the same IR.
 Kernel calls go through ctypes, which releases the GIL, so a persistent thread pool
 splits each layer's output rows (or row blocks) across `threads` workers. Output
 buffers of kernel ops are allocated once per input shape and reused. Two variants are
-compiled on first use: batched kernels from BATCHED_MIN batch rows, and the gather
-kernel for one batch row of sparse bitmask weights (KernelKey.gather_applies).
+compiled on first use: batched kernels from BATCHED_MIN batch rows, and the chunk
+kernels for one batch row of sparse bitmask weights (KernelKey.chunk_span_for).
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
     return dataclasses.replace(key, native_f16=target.native_f16, avx512=target.avx512)
 
 
-def variant_keys(key: KernelKey, gathers: bool) -> list[KernelKey]:
+def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     """The variants of `key` the executor may also run: batched from BATCHED_MIN batch
-    rows (bitmask and n:m), gather for one batch row when `gathers`."""
+    rows (bitmask and n:m), and for one batch row the chunk variant of `chunk_span` (if
+    not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.kind in BATCHED_KINDS else []
-    return batched + ([dataclasses.replace(key, gather=True)] if gathers else [])
+    return batched + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
 
 
 def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[KernelKey]:
@@ -76,8 +77,8 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
     for op in module.walk():
         if isinstance(op, KernelOp):
             key = kernel_key_of(op, target)
-            gathers = key.gather_applies(nonzero_count(op.w.owner, weights))  # pyright: ignore
-            keys += [key, *variant_keys(key, gathers)]
+            chunk_span = key.chunk_span_for(nonzero_count(op.w.owner, weights))  # pyright: ignore
+            keys += [key, *variant_keys(key, chunk_span)]
     return list(dict.fromkeys(keys))
 
 
@@ -98,27 +99,27 @@ class _Layer:
     """The addresses of a0, a1, a2 and the bias, as every call passes them."""
     kernel: object = None
     """The compiled kernel (set once the module is compiled)."""
-    gathers: bool = dataclasses.field(init=False)
-    """Whether one batch row runs the gather variant (KernelKey.gather_applies)."""
-    gather_arguments: tuple[int, int, int, int] | None = None
-    """The gather variant's arguments, once its operands are laid out (on first use)."""
-    gather_operands: KernelOperands | None = None
+    chunk_span: int = dataclasses.field(init=False)
+    """The chunk variant one batch row runs (KernelKey.chunk_span_for), or 0."""
+    chunk_arguments: tuple[int, int, int, int] | None = None
+    """The chunk variant's arguments, once its operands are laid out (on first use)."""
+    chunk_operands: KernelOperands | None = None
 
     def __post_init__(self) -> None:
         self.arguments = self._with_bias(self.operands)
-        self.gathers = self.key.gather_applies(self.operands.arrays[1].size)
+        self.chunk_span = self.key.chunk_span_for(self.operands.arrays[1].size)
 
     def _with_bias(self, operands: KernelOperands) -> tuple[int, int, int, int]:
         return (*operands.addresses, self.bias.ctypes.data if self.bias.size else 0)
 
     def arguments_for(self, variant: KernelKey, weights: WeightStore) -> tuple[int, int, int, int]:
         """The call arguments of `variant` of this layer's kernel."""
-        if not variant.gather:
+        if not variant.chunk_span:
             return self.arguments  # the batched kernels read the same operands
-        if self.gather_arguments is None:
-            self.gather_operands = prepare_operands(self.weight, weights, variant, self.transposed)
-            self.gather_arguments = self._with_bias(self.gather_operands)
-        return self.gather_arguments
+        if self.chunk_arguments is None:
+            self.chunk_operands = prepare_operands(self.weight, weights, variant, self.transposed)
+            self.chunk_arguments = self._with_bias(self.chunk_operands)
+        return self.chunk_arguments
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Executor:
         for layer in self.layers.values():
             layer.kernel = self.kernels.functions[layer.key.symbol]  # pyright: ignore
         self.variants: dict[str, object] = {}
-        """Compiled batched and gather kernels by symbol (compiled on first use)."""
+        """Compiled batched and chunk kernels by symbol (compiled on first use)."""
         self.compiled: list[CompiledKernels] = []
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
@@ -190,8 +191,8 @@ class Executor:
         """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y."""
         assert self.kernels is not None
         batch = x.shape[0]
-        if batch == 1 and layer.gathers:
-            variant = dataclasses.replace(layer.key, gather=True)
+        if batch == 1 and layer.chunk_span:
+            variant = dataclasses.replace(layer.key, chunk_span=layer.chunk_span)
             self._split(self._variant_kernel(variant), layer.arguments_for(variant, self.weights), layer.key, x, y, batch)
             return
         if batch < BATCHED_MIN or layer.key.kind not in BATCHED_KINDS:
@@ -207,11 +208,11 @@ class Executor:
         y[...] = y_columns[:, :batch].T
 
     def _variant_kernel(self, variant: KernelKey):
-        """A batched or gather variant's kernel, compiled on first use, for every layer
-        that has that variant at once."""
+        """A batched or chunk variant's kernel, compiled on first use, for every layer
+        that has a variant of that kind at once."""
         if variant.symbol not in self.variants:
-            keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.gathers)]
-            alike = [key for key in keys if (key.batched, key.gather) == (variant.batched, variant.gather)]
+            keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.chunk_span)]
+            alike = [key for key in keys if (key.batched, bool(key.chunk_span)) == (variant.batched, bool(variant.chunk_span))]
             compiled = compile_kernels(alike, self.target)
             self.compiled.append(compiled)  # the functions live as long as their engine
             self.variants.update(compiled.functions)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import GATHER_SPAN, KernelKey
+from sparsec.kernels import KernelKey
 from sparsec.layers import dense_value
 from sparsec.packing import Encoding, unpack_bits
 from sparsec.weights import WeightStore
@@ -66,31 +66,34 @@ def _nonzeros(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transpos
 
 def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
     nonzero, values = _nonzeros(op, weights, key, transposed, dtype)
-    if key.gather:
-        return _gather_operands(nonzero, values)
+    if key.chunk_span:
+        return _chunk_operands(nonzero, values, key.chunk_span)
     return KernelOperands((_row_words(nonzero, key.mask_words), values, _panel_offsets(nonzero, key)))
 
 
-GATHER_RECORD = np.dtype([("column_count", "<u4"), ("offsets", "u1", (16,))])
-"""A gather chunk: its first column | its count << 24, then each non-zero's offset
-from that column (20 bytes)."""
-_GATHER_BLOCK_ROWS = 256
+CHUNK_RECORD = np.dtype([("column_count", "<u4"), ("offsets", "u1", (16,))])
+"""A chunk: its base column | its count << 24, then each non-zero's offset from that
+column (20 bytes)."""
+_CHUNK_BLOCK_ROWS = 256
 """Rows laid out at a time, which bounds the temporary per-non-zero index arrays."""
 
 
-def _gather_operands(nonzero: np.ndarray, values: np.ndarray) -> KernelOperands:
+def _chunk_operands(nonzero: np.ndarray, values: np.ndarray, span: int) -> KernelOperands:
     """Chunk records, the values, and each row's (first chunk, first value)."""
-    blocks = [_gather_chunks(nonzero[first : first + _GATHER_BLOCK_ROWS]) for first in range(0, nonzero.shape[0], _GATHER_BLOCK_ROWS)]
-    records = np.concatenate([records for records, _ in blocks]) if blocks else np.zeros(0, GATHER_RECORD)
+    rows = nonzero.shape[0]
+    blocks = [_chunks(nonzero[first : first + _CHUNK_BLOCK_ROWS], span) for first in range(0, rows, _CHUNK_BLOCK_ROWS)]
+    records = np.concatenate([records for records, _ in blocks]) if blocks else np.zeros(0, CHUNK_RECORD)
     table = np.zeros((nonzero.shape[0] + 1, 2), np.int64)
     np.cumsum(np.concatenate([chunks for _, chunks in blocks]), out=table[1:, 0])
     np.cumsum(nonzero.sum(axis=1), out=table[1:, 1])
     return KernelOperands((records, values, table.reshape(-1)))
 
 
-def _gather_chunks(nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' non-zeros cut greedily into chunks of up to 16 within GATHER_SPAN columns
-    of the chunk's first: the chunk records, and how many chunks each row has.
+def _chunks(nonzero: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' non-zeros cut greedily into chunks of up to 16 within `span` columns of
+    the chunk's first: the chunk records, and how many chunks each row has. A chunk's
+    base column is its first non-zero's, moved back where needed so that base + span
+    stays within the row (a window kernel loads all `span` inputs).
 
     Every non-zero's successor chunk start (16 on, or the first non-zero too far away)
     is found at once; the starts themselves follow by stepping all rows together."""
@@ -98,8 +101,8 @@ def _gather_chunks(nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     row, col = np.nonzero(nonzero)
     count = row.size
     index = np.arange(count)
-    keys = row * (cols + GATHER_SPAN) + col  # sorted; the next row's keys lie beyond any span
-    successor = np.minimum(index + 16, np.searchsorted(keys, keys + GATHER_SPAN))
+    keys = row * (cols + span) + col  # sorted; the next row's keys lie beyond any span
+    successor = np.minimum(index + 16, np.searchsorted(keys, keys + span))
     ends = np.cumsum(nonzero.sum(axis=1))
     current, stop = (ends - nonzero.sum(axis=1)), ends
     current, stop = current[current < stop], stop[current < stop]
@@ -110,9 +113,10 @@ def _gather_chunks(nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         current, stop = current[current < stop], stop[current < stop]
     first = np.flatnonzero(starts)
     chunk = np.cumsum(starts) - 1
-    records = np.zeros(first.size, GATHER_RECORD)
-    records["column_count"] = col[first] | (np.diff(np.append(first, count)) << 24)
-    records["offsets"][chunk, index - first[chunk]] = col - col[first][chunk]
+    base = np.minimum(col[first], max(cols - span, 0))
+    records = np.zeros(first.size, CHUNK_RECORD)
+    records["column_count"] = base | (np.diff(np.append(first, count)) << 24)
+    records["offsets"][chunk, index - first[chunk]] = col - base[chunk]
     return records, np.bincount(row[first], minlength=rows)
 
 

@@ -255,7 +255,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def _emit_llvm(model: Model, directory: Path) -> None:
     """Write the LLVM IR of each kernel the runtime may use on this host (the batched and
-    gather variants too), as DIRECTORY/SYMBOL.ll."""
+    chunk variants too), as DIRECTORY/SYMBOL.ll."""
     from sparsec.runtime.codegen.kernels import kernel_llvm_ir
     from sparsec.runtime.executor import all_kernel_keys
     from sparsec.runtime.jit import Target

@@ -24,13 +24,17 @@ EPILOGUES = ("none", "bias", *ACTIVATIONS, *(f"bias_{a}" for a in ACTIVATIONS))
 BATCHED_KINDS = ("bitmask", "nm")
 PANEL = 256
 """Columns per panel of the batched kernels (a multiple of the 64-column mask step)."""
-GATHER_MAX_DENSITY = 0.28
-"""Bitmask weights with at most this share of non-zeros run one batch row through the
-gather variant. Its bytes grow with the non-zeros (3.25 per non-zero against the mask's
-0.125 per weight plus 2 per non-zero) while the mask kernel's work per column is fixed,
-so it pays from about 72% sparsity (measured crossover on 4096x4096, one thread)."""
+WINDOW_SPAN = 64
 GATHER_SPAN = 256
-"""Columns one gather chunk may span: its offsets from the chunk's first column are bytes."""
+"""Columns a chunk of the chunk variants may span (its offsets are bytes): 64 when the
+kernel picks the inputs from a window of four vectors, 256 when it gathers them."""
+CHUNKS_MAX_DENSITY = 0.35
+GATHER_MAX_DENSITY = 0.16
+"""Bitmask weights with at most CHUNKS_MAX_DENSITY non-zeros run one batch row through
+a chunk variant, gathering at most GATHER_MAX_DENSITY. The mask kernel's work per column
+is fixed while the chunk variants' bytes and work follow the non-zeros (3.25 bytes per
+non-zero in full chunks, more in the window variant's emptier ones at high sparsity):
+crossovers measured on 4096x4096, one thread (docs/kernels.md)."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,11 @@ class KernelKey:
     """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
     which portable LLVM IR cannot express; other targets get the portable kernels."""
 
-    gather: bool = False
-    """The variant for one batch row of sparse bitmask weights on AVX-512: chunks of up
-    to 16 non-zeros, their columns as byte offsets, the inputs gathered
-    (runtime/codegen/bitmask.py); the executor picks it where `gather_applies`."""
+    chunk_span: int = 0
+    """Non-zero for the chunk variants, for one batch row of sparse bitmask weights on
+    AVX-512: chunks of up to 16 non-zeros within `chunk_span` columns, their columns as
+    byte offsets (runtime/codegen/bitmask.py); the executor picks the span with
+    `chunk_span_for`."""
 
     @property
     def symbol(self) -> str:
@@ -66,21 +71,21 @@ class KernelKey:
         detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}", "dense": "dense"}[self.kind]
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
-        variant = "_batched" if self.batched else "_gather" if self.gather else ""
+        variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else ""
         return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}"
 
-    def gather_applies(self, nonzeros: int) -> bool:
-        """Whether a bitmask weight with `nonzeros` non-zeros runs one batch row faster
-        through the gather variant: float16 values on AVX-512, sparse enough
-        (GATHER_MAX_DENSITY), and columns that fit the record's 24-bit field."""
-        return (
-            self.kind == "bitmask"
-            and self.avx512
-            and self.native_f16
-            and self.values == "f16"
-            and self.cols <= 1 << 24
-            and nonzeros <= GATHER_MAX_DENSITY * self.rows * self.cols
-        )
+    def chunk_span_for(self, nonzeros: int) -> int:
+        """The chunk variant a bitmask weight with `nonzeros` non-zeros runs one batch row
+        through fastest (its span), or 0 for the mask kernel: float16 values on AVX-512,
+        sparse enough (CHUNKS_MAX_DENSITY, GATHER_MAX_DENSITY), rows of at least one
+        window, and columns that fit the record's 24-bit field."""
+        applies = self.kind == "bitmask" and self.avx512 and self.native_f16 and self.values == "f16"
+        if not applies or not WINDOW_SPAN <= self.cols <= 1 << 24:
+            return 0
+        density = nonzeros / (self.rows * self.cols)
+        if density <= GATHER_MAX_DENSITY:
+            return GATHER_SPAN
+        return WINDOW_SPAN if density <= CHUNKS_MAX_DENSITY else 0
 
     @property
     def position_bits(self) -> int:

@@ -9,6 +9,7 @@ from xdsl.dialects.builtin import VectorType, f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import F32x16, ColumnStepKernel, Kernel
+from sparsec.kernels import WINDOW_SPAN
 from sparsec.runtime.codegen.batched import BatchedKernel
 
 
@@ -80,16 +81,19 @@ class VectorBitmaskKernel(ColumnStepKernel):
         return b.bitcast(word, VectorType(i1, [16]))
 
 
-class GatherBitmaskKernel(Kernel):
-    """The gather variant (KernelKey.gather): a row is a run of chunks of up to 16
-    non-zeros, each a 20-byte record: a 32-bit word with the chunk's first column (low
-    24 bits) and its count (high 8), then every non-zero's byte offset from that column.
-    The inputs are gathered (`vgatherdps`) under the count's lane mask, the values load
-    contiguously under it from the weight's own value array, and one multiply-add takes
-    the chunk: the bytes read follow the non-zeros (3.25 each), not the columns. Both
-    streams are prefetched PREFETCH_BYTES ahead: the hardware prefetcher alone leaves
-    ~15% of the streaming bandwidth unused here. (A 16-bit column with the lane mask
-    taken from the non-zero offsets saves two bytes a chunk but measured slower.)"""
+class ChunkBitmaskKernel(Kernel):
+    """The chunk variants (KernelKey.chunk_span): a row is a run of chunks of up to 16
+    non-zeros within `chunk_span` columns, each a 20-byte record: a 32-bit word with the
+    chunk's base column (low 24 bits) and count (high 8), then every non-zero's byte
+    offset from that column. Per chunk, the inputs at those offsets are picked from four
+    loaded vectors by two `vpermi2ps` (span 64, the window) or gathered by `vgatherdps`
+    (span 256, for weights too sparse to fill a window's chunks); the values load
+    contiguously under the count's lane mask from the weight's own value array; one
+    multiply-add, masked, takes the chunk. The bytes and work follow the non-zeros
+    (3.25 bytes each in full chunks), not the columns. Both streams are prefetched
+    PREFETCH_BYTES ahead: the hardware prefetcher alone leaves ~15% of the bandwidth
+    unused here. (A 16-bit column with the lane mask taken from the non-zero offsets
+    saves two bytes a chunk but measured slower.)"""
 
     RECORD_BYTES = 20
     PREFETCH_BYTES = 2048
@@ -106,27 +110,37 @@ class GatherBitmaskKernel(Kernel):
                 position, acc = state
                 record = b.element_ptr(self.a0, b.mul(chunk, b.const(self.RECORD_BYTES, i64)), i8)
                 word = b.emit(llvm.LoadOp(record, i32, alignment=4))
-                column = b.zext(b.and_(word, b.const((1 << 24) - 1, i32)), i64)
+                base = b.element_ptr(x_row, b.zext(b.and_(word, b.const((1 << 24) - 1, i32)), i64), f32)
                 count = b.lshr(word, b.const(24, i32))
                 mask = b.bitcast(b.emit(llvm.TruncOp(b.sub(b.emit(llvm.ShlOp(b.const(1, i32), count)), b.const(1, i32)), i16)), VectorType(i1, [16]))
                 offsets = b.emit(llvm.LoadOp(b.element_ptr(record, b.const(4, i64), i8), VectorType(i8, [16]), alignment=4))
-                inputs = b.intrinsic(
-                    "llvm.x86.avx512.mask.gather.dps.512",
-                    [b.vector_const([0.0] * 16, f32), b.element_ptr(x_row, column, f32), b.zext(offsets, VectorType(i32, [16])), mask, b.const(4, i32)],
-                    F32x16,
-                )
+                inputs = self.inputs(base, b.zext(offsets, VectorType(i32, [16])), mask)
                 at = b.element_ptr(self.a1, position, i16)
                 b.prefetch(b.element_ptr(at, b.const(self.PREFETCH_BYTES, i64), i8))
                 b.prefetch(b.element_ptr(record, b.const(self.PREFETCH_BYTES * self.RECORD_BYTES // 32, i64), i8))
                 values = b.masked_load(at, mask, VectorType(i16, [16]))
                 widened = b.emit(llvm.FPExtOp(b.bitcast(values, VectorType(f16, [16])), F32x16))
-                return [b.add(position, b.zext(count, i64)), b.emit(llvm.FMAOp(widened, inputs, acc))]
+                # Masked: the window's spare lanes hold real inputs, which may be infinite.
+                acc = b.select(mask, b.emit(llvm.FMAOp(widened, inputs, acc)), acc)
+                return [b.add(position, b.zext(count, i64)), acc]
 
             _, acc = b.loop(first, last, [start, b.vector_const([0.0] * 16, f32)], chunk_body)
             self.finish(b.sum_lanes(acc), row, self.batch_row)
             return []
 
         return self.for_each_row(row_body)
+
+    def inputs(self, base: SSAValue, offsets: SSAValue, mask: SSAValue) -> SSAValue:
+        """The inputs at base + offsets, in the lanes `mask` selects."""
+        b = self.b
+        if self.key.chunk_span != WINDOW_SPAN:
+            zero = b.vector_const([0.0] * 16, f32)
+            return b.intrinsic("llvm.x86.avx512.mask.gather.dps.512", [zero, base, offsets, mask, b.const(4, i32)], F32x16)
+        window = [b.emit(llvm.LoadOp(b.element_ptr(base, b.const(16 * q, i64), f32), F32x16, alignment=4)) for q in range(4)]
+        low = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [window[0], offsets, window[1]], F32x16)
+        high = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [window[2], offsets, window[3]], F32x16)
+        upper = b.icmp("ne", b.and_(offsets, b.vector_const([32] * 16, i32)), b.vector_const([0] * 16, i32))
+        return b.select(upper, high, low)
 
 
 class BatchedBitmaskKernel(BatchedKernel):

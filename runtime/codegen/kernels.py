@@ -15,10 +15,10 @@ bitmask   a0 = mask as 16-bit words, each row padded to whole 64-bit steps
           a2 = i64 offset of each row's first value in each 256-column panel
           (N x panels + 1; entry row * panels starts the row). Vector form: 64 columns per step, the
           values expand-loaded into their lanes; scalar form: the set bits one by one.
-          Gather variant (one batch row, sparse weights): a0 = 20-byte chunk records
-          (u32 first column | count << 24, then 16 u8 offsets from that column; up to
-          16 non-zeros within 256 columns); a1 = the same values; a2 = i64 (first
-          chunk, first value) per row, then the totals ((N + 1) x 2).
+          Chunk variants (one batch row, sparse weights): a0 = 20-byte chunk records
+          (u32 base column | count << 24, then 16 u8 offsets from that column; up to
+          16 non-zeros within the key's chunk_span columns); a1 = the same values;
+          a2 = i64 (first chunk, first value) per row, then the totals ((N + 1) x 2).
 nm        a0 = kept values, m - n per run of m along the row; a1 = kept positions,
           ceil(log2 m) bits each, least-significant first (with 2 bytes of slack);
           a2 (vector form only) = per row, one 32- or 64-bit word of 16 positions per
@@ -37,7 +37,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
 from sparsec.kernels import KernelKey
-from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, GatherBitmaskKernel, VectorBitmaskKernel
+from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BlockKernel, VectorBlockKernel
 from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
 from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
@@ -51,13 +51,13 @@ def kernel_function(key: KernelKey) -> llvm.FuncOp:
 
     Bitmask and dense weights in float16 on a target with float16 conversions use the
     16-lane kernels, n:m weights on AVX-512 too (`KernelKey.nm_lanes`); scalar kernels
-    cover the rest (float32 bitmask values, portable targets). The batched and gather
-    variants are the executor's choices for some batch sizes (KernelKey).
+    cover the rest (float32 bitmask values, portable targets). The batched and chunk
+    variants are the executor's choices for some batch sizes and weights (KernelKey).
     """
     if key.batched:
         return _BATCHED[key.kind](key).build()
-    if key.gather:
-        return GatherBitmaskKernel(key).build()
+    if key.chunk_span:
+        return ChunkBitmaskKernel(key).build()
     if key.kind == "bitmask" and key.values == "f16" and key.native_f16:
         return VectorBitmaskKernel(key).build()
     if key.kind == "block" and (key.native_f16 or key.values == "f32"):

@@ -13,10 +13,10 @@ from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.codegen.kernels import kernel_module
-from sparsec.kernels import GATHER_SPAN
+from sparsec.kernels import GATHER_SPAN, WINDOW_SPAN
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
-from sparsec.runtime.operands import _gather_chunks
+from sparsec.runtime.operands import _chunks
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
 ACTIVATIONS = st.sampled_from(["none", "relu", "gelu"])  # fused into the kernel's epilogue
@@ -25,7 +25,7 @@ PATTERNS = st.sampled_from(
     [
         "pattern=unstructured sparsity=0.0",
         "pattern=unstructured sparsity=0.75",
-        "pattern=unstructured sparsity=0.97",  # with 0.75 and 1.0: the gather variant at batch 1
+        "pattern=unstructured sparsity=0.97",  # with 0.75 and 1.0: the chunk variants at batch 1
         "pattern=unstructured sparsity=1.0",
         "pattern=nm n=2 m=4",
         "pattern=nm n=3 m=4",
@@ -92,43 +92,46 @@ def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, activation, batc
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 1200), st.floats(0.0, 1.0), st.integers(0, 99))
-def test_gather_chunks_cover_each_row_exactly(rows, cols, density, seed):
-    """Chunks hold 1-16 non-zeros within GATHER_SPAN columns of their first, in order,
-    and end only where they must (16 taken, the row's end, or the next one too far)."""
+@given(st.integers(1, 6), st.integers(1, 1200), st.floats(0.0, 1.0), st.sampled_from([WINDOW_SPAN, GATHER_SPAN]), st.integers(0, 99))
+def test_chunks_cover_each_row_exactly(rows, cols, density, span, seed):
+    """Chunks hold 1-16 non-zeros within `span` columns of their first, in order, end
+    only where they must (16 taken, the row's end, or the next one too far), and their
+    base column keeps base + span inside the row."""
     nonzero = np.random.default_rng(seed).random((rows, cols)) < density
-    records, chunks_per_row = _gather_chunks(nonzero)
+    records, chunks_per_row = _chunks(nonzero, span)
     assert chunks_per_row.sum() == records.size
     counts = records["column_count"] >> 24
-    firsts = records["column_count"] & ((1 << 24) - 1)
+    bases = records["column_count"] & ((1 << 24) - 1)
     chunk = 0
     for row in range(rows):
         columns = np.flatnonzero(nonzero[row])
         taken = 0
         for _ in range(chunks_per_row[row]):
-            count, first = int(counts[chunk]), int(firsts[chunk])
-            assert 1 <= count <= 16
-            offsets = records["offsets"][chunk]
-            np.testing.assert_array_equal(first + offsets[:count].astype(np.int64), columns[taken : taken + count])
-            assert not offsets[count:].any() and offsets[count - 1] < GATHER_SPAN
+            count, base = int(counts[chunk]), int(bases[chunk])
+            assert 1 <= count <= 16 and base + span <= max(cols, span)
+            offsets = records["offsets"][chunk].astype(np.int64)
+            np.testing.assert_array_equal(base + offsets[:count], columns[taken : taken + count])
+            assert not offsets[count:].any() and offsets[count - 1] - offsets[0] < span
             if count < 16 and taken + count < columns.size:
-                assert columns[taken + count] - first >= GATHER_SPAN
+                assert columns[taken + count] - columns[taken] >= span
             taken, chunk = taken + count, chunk + 1
         assert taken == columns.size
 
 
-def test_gather_variant_is_chosen_for_sparse_rows_at_batch_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("sparsity", "span"), [(0.5, 0), (0.75, WINDOW_SPAN), (0.9, GATHER_SPAN)])
+def test_chunk_variant_follows_sparsity_at_batch_one(sparsity, span, tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     model = build(40, 600, False, True, "relu", 5)
-    model.apply("prune-magnitude{sparsity=0.9 min-elements=0},pack-bitmask,lower-kernels")
+    model.apply(f"prune-magnitude{{sparsity={sparsity} min-elements=0}},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights)
     (layer,) = executor.layers.values()
-    assert layer.gathers == Target.host().avx512
+    expected_span = span if Target.host().avx512 else 0
+    assert layer.chunk_span == expected_span
     x = np.random.default_rng(6).standard_normal((1, 600)).astype(np.float32)
     np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
-    assert (layer.gather_operands is not None) == layer.gathers
+    assert (layer.chunk_operands is not None) == bool(expected_span)
     variants = all_kernel_keys(model.module, model.weights, Target.host())
-    assert any(key.gather for key in variants) == layer.gathers
+    assert {key.chunk_span for key in variants} - {0} == ({expected_span} if expected_span else set())
 
 
 def small_model() -> Model:
