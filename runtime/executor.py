@@ -77,8 +77,8 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
     for op in module.walk():
         if isinstance(op, KernelOp):
             key = kernel_key_of(op, target)
-            chunk_span = key.chunk_span_for(nonzero_count(op.w.owner, weights))  # pyright: ignore
-            keys += [key, *variant_keys(key, chunk_span)]
+            nonzeros = nonzero_count(op.w.owner, weights) if key.has_chunk_variants else 0  # pyright: ignore
+            keys += [key, *variant_keys(key, key.chunk_span_for(nonzeros))]
     return list(dict.fromkeys(keys))
 
 
@@ -101,9 +101,11 @@ class _Layer:
     """The compiled kernel (set once the module is compiled)."""
     chunk_span: int = dataclasses.field(init=False)
     """The chunk variant one batch row runs (KernelKey.chunk_span_for), or 0."""
-    chunk_arguments: tuple[int, int, int, int] | None = None
-    """The chunk variant's arguments, once its operands are laid out (on first use)."""
     chunk_operands: KernelOperands | None = None
+    """The chunk variant's operands, once laid out (on its first use)."""
+    variant_calls: dict[str, tuple[object, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
+    """Kernel and arguments of each variant this layer has run, by kind ("batched",
+    "chunks"): resolved once, so a call costs one lookup."""
 
     def __post_init__(self) -> None:
         self.arguments = self._with_bias(self.operands)
@@ -113,13 +115,12 @@ class _Layer:
         return (*operands.addresses, self.bias.ctypes.data if self.bias.size else 0)
 
     def arguments_for(self, variant: KernelKey, weights: WeightStore) -> tuple[int, int, int, int]:
-        """The call arguments of `variant` of this layer's kernel."""
+        """The call arguments of `variant` of this layer's kernel (laying out the chunk
+        variant's operands)."""
         if not variant.chunk_span:
             return self.arguments  # the batched kernels read the same operands
-        if self.chunk_arguments is None:
-            self.chunk_operands = prepare_operands(self.weight, weights, variant, self.transposed)
-            self.chunk_arguments = self._with_bias(self.chunk_operands)
-        return self.chunk_arguments
+        self.chunk_operands = prepare_operands(self.weight, weights, variant, self.transposed)
+        return self._with_bias(self.chunk_operands)
 
 
 @dataclass
@@ -192,8 +193,7 @@ class Executor:
         assert self.kernels is not None
         batch = x.shape[0]
         if batch == 1 and layer.chunk_span:
-            variant = dataclasses.replace(layer.key, chunk_span=layer.chunk_span)
-            self._split(self._variant_kernel(variant), layer.arguments_for(variant, self.weights), layer.key, x, y, batch)
+            self._split(*self._variant_call(layer, "chunks"), layer.key, x, y, batch)
             return
         if batch < BATCHED_MIN or layer.key.kind not in BATCHED_KINDS:
             self._split(layer.kernel, layer.arguments, layer.key, x, y, batch)
@@ -203,9 +203,17 @@ class Executor:
         x_columns = np.zeros((layer.key.cols, padded), np.float32)
         x_columns[:, :batch] = x.T
         y_columns = np.zeros((layer.key.rows, padded), np.float32)  # the batched kernels add into it
-        variant = dataclasses.replace(layer.key, batched=True)
-        self._split(self._variant_kernel(variant), layer.arguments, layer.key, x_columns, y_columns, padded)
+        self._split(*self._variant_call(layer, "batched"), layer.key, x_columns, y_columns, padded)
         y[...] = y_columns[:, :batch].T
+
+    def _variant_call(self, layer: _Layer, kind: str) -> tuple[object, tuple[int, int, int, int]]:
+        """The kernel and arguments of the layer's batched or chunk variant."""
+        call = layer.variant_calls.get(kind)
+        if call is None:
+            change = {"batched": True} if kind == "batched" else {"chunk_span": layer.chunk_span}
+            variant = dataclasses.replace(layer.key, **change)
+            call = layer.variant_calls[kind] = (self._variant_kernel(variant), layer.arguments_for(variant, self.weights))
+        return call
 
     def _variant_kernel(self, variant: KernelKey):
         """A batched or chunk variant's kernel, compiled on first use, for every layer

@@ -103,14 +103,17 @@ def _chunks(nonzero: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
     index = np.arange(count)
     keys = row * (cols + span) + col  # sorted; the next row's keys lie beyond any span
     successor = np.minimum(index + 16, np.searchsorted(keys, keys + span))
-    ends = np.cumsum(nonzero.sum(axis=1))
-    current, stop = (ends - nonzero.sum(axis=1)), ends
-    current, stop = current[current < stop], stop[current < stop]
+    per_row = nonzero.sum(axis=1)
+    stop = np.cumsum(per_row)
+    current = stop - per_row
     starts = np.zeros(count, bool)
-    while current.size:
+    while True:
+        live = current < stop
+        current, stop = current[live], stop[live]
+        if not current.size:
+            break
         starts[current] = True
         current = successor[current]
-        current, stop = current[current < stop], stop[current < stop]
     first = np.flatnonzero(starts)
     chunk = np.cumsum(starts) - 1
     base = np.minimum(col[first], max(cols - span, 0))

@@ -74,13 +74,19 @@ class KernelKey:
         variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else ""
         return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}"
 
-    def chunk_span_for(self, nonzeros: int) -> int:
-        """The chunk variant a bitmask weight with `nonzeros` non-zeros runs one batch row
-        through fastest (its span), or 0 for the mask kernel: float16 values on AVX-512,
-        sparse enough (CHUNKS_MAX_DENSITY, GATHER_MAX_DENSITY), rows of at least one
-        window, and columns that fit the record's 24-bit field."""
+    @property
+    def has_chunk_variants(self) -> bool:
+        """Whether a chunk variant can run this kernel: bitmask weights with float16
+        values on AVX-512, rows of at least one window, and columns that fit the
+        record's 24-bit field."""
         applies = self.kind == "bitmask" and self.avx512 and self.native_f16 and self.values == "f16"
-        if not applies or not WINDOW_SPAN <= self.cols <= 1 << 24:
+        return applies and WINDOW_SPAN <= self.cols <= 1 << 24
+
+    def chunk_span_for(self, nonzeros: int) -> int:
+        """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through
+        fastest (its span), or 0 for the mask kernel (CHUNKS_MAX_DENSITY,
+        GATHER_MAX_DENSITY)."""
+        if not self.has_chunk_variants:
             return 0
         density = nonzeros / (self.rows * self.cols)
         if density <= GATHER_MAX_DENSITY:

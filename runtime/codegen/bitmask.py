@@ -8,8 +8,8 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import VectorType, f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.runtime.codegen.base import F32x16, ColumnStepKernel, Kernel
 from sparsec.kernels import WINDOW_SPAN
+from sparsec.runtime.codegen.base import F32x16, ColumnStepKernel, Kernel
 from sparsec.runtime.codegen.batched import BatchedKernel
 
 

@@ -11,7 +11,6 @@ per case and exits 0 when all match the reference interpreter.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import itertools
 import math
 import mmap
@@ -61,22 +60,21 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
     if not executor.layers:
         return True  # left dense (pattern larger than the layer): no kernel to guard
     ((op, layer),) = executor.layers.items()
-    chunk = dataclasses.replace(layer.key, chunk_span=layer.chunk_span)
     chunks = batch == 1 and layer.chunk_span
     if chunks:
-        layer.arguments_for(chunk, executor.weights)  # lays out the chunk operands
+        chunk_kernel, _ = executor._variant_call(layer, "chunks")  # lays out the chunk operands
     operands = [guarded(a) for a in (layer.chunk_operands if chunks else layer.operands).arrays]
     bias_array = guarded(layer.bias)
     address = lambda a: a.ctypes.data if a.size else 0  # noqa: E731
     if batch >= BATCHED_MIN and layer.key.kind in BATCHED_KINDS:  # transposed activations, batch padded to 16
-        kernel, padded = executor._variant_kernel(dataclasses.replace(layer.key, batched=True)), -(-batch // 16) * 16
+        (kernel, _), padded = executor._variant_call(layer, "batched"), -(-batch // 16) * 16
         x_columns = np.zeros((cols, padded), np.float32)
         x_columns[:, :batch] = x.T
         x_guarded, y = guarded(x_columns), guarded(np.zeros((rows, padded), np.float32))  # the kernel adds into y
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units)
         y = y[:, :batch].T
     else:
-        kernel = executor._variant_kernel(chunk) if chunks else executor.kernels.functions[layer.key.symbol]
+        kernel = chunk_kernel if chunks else executor.kernels.functions[layer.key.symbol]
         x_guarded, y = guarded(x), guarded(np.full((batch, rows), np.nan, np.float32))
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
