@@ -28,6 +28,10 @@ KEYS = {
     "block 16": KernelKey("block", 4096, 4096, block=16),
     "dense": KernelKey("dense", 4096, 4096),
     "bitmask batched": KernelKey("bitmask", 4096, 4096, batched=True),
+    "bitmask batched, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu", batched=True),
+    "nm 3:4 batched": KernelKey("nm", 4096, 4096, n=3, m=4, batched=True),
+    "bitmask chunks64 (window)": KernelKey("bitmask", 4096, 4096, chunk_span=64),
+    "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
 }
 
 

@@ -42,6 +42,7 @@ KernelOp = SparseMatMulOp | SparseConvOp
 BATCHED_MIN = 12
 """Batch rows from which bitmask and n:m layers run their batched kernels (work in
 proportion to the non-zeros, on transposed activations)."""
+CACHE_LINE = 64
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
@@ -86,6 +87,25 @@ def kernel_keys(module: ModuleOp, target: Target | None = None) -> list[KernelKe
     """The distinct kernels a module's kernel ops need (on `target`), in program order."""
     keys = [kernel_key_of(op, target) for op in module.walk() if isinstance(op, KernelOp)]
     return list(dict.fromkeys(keys))
+
+
+def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
+    """float32 zeros starting on a cache line (numpy's own start 16 bytes into one):
+    rows of a multiple of 16 floats then keep every 16-lane load within one line."""
+    size = math.prod(shape)
+    raw = np.zeros(size + CACHE_LINE // 4, np.float32)
+    skip = -raw.ctypes.data % CACHE_LINE // 4
+    return raw[skip : skip + size].reshape(shape)
+
+
+def transposed_inputs(x: np.ndarray) -> np.ndarray:
+    """The batched kernels' input for the rows of `x` (B x K): x transposed, each row
+    padded with zeros to P, a multiple of 16 (a vector of batch rows), then a row of
+    zeros, which the kernels' padding products read (runtime/codegen/batched.py)."""
+    batch, cols = x.shape
+    columns = _aligned_zeros((cols + 1, -(-batch // 16) * 16))
+    columns[:cols, :batch] = x.T
+    return columns
 
 
 @dataclass
@@ -198,11 +218,9 @@ class Executor:
         if batch < BATCHED_MIN or layer.key.kind not in BATCHED_KINDS:
             self._split(layer.kernel, layer.arguments, layer.key, x, y, batch)
             return
-        # The batched kernels read the inputs transposed, 16 batch rows per vector.
-        padded = -(-batch // 16) * 16
-        x_columns = np.zeros((layer.key.cols, padded), np.float32)
-        x_columns[:, :batch] = x.T
-        y_columns = np.zeros((layer.key.rows, padded), np.float32)  # the batched kernels add into it
+        x_columns = transposed_inputs(x)
+        padded = x_columns.shape[1]
+        y_columns = _aligned_zeros((layer.key.rows, padded))  # the batched kernels add into it
         self._split(*self._variant_call(layer, "batched"), layer.key, x_columns, y_columns, padded)
         y[...] = y_columns[:, :batch].T
 

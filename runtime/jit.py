@@ -17,10 +17,12 @@ checksum of its object code; a damaged entry is ignored and rebuilt.
 from __future__ import annotations
 
 import ctypes
+import gc
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,9 +143,25 @@ class CompiledKernels:
     from_cache: bool = False
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a while: generating a kernel makes tens
+    of thousands of short-lived objects, enough to set off full collections that cost
+    more than the generation itself on a large model's heap (the IR is freed by
+    reference counting when the block ends)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _object_code(keys: Sequence[KernelKey], machine: llvm.TargetMachine) -> bytes:
     """Generate, optimize and compile the kernels for `keys` into object code."""
-    ir = str(convert_module(kernel_module(list(keys)), fallback_target_triple=llvm.get_process_triple()))
+    with _collector_paused():
+        ir = str(convert_module(kernel_module(list(keys)), fallback_target_triple=llvm.get_process_triple()))
     module = llvm.parse_assembly(ir)
     module.triple = machine.triple
     module.data_layout = str(machine.target_data)

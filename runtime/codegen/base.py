@@ -6,16 +6,16 @@ or Gelu). runtime/codegen/kernels.py documents the signature and each kind's ope
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import VectorType, f16, f32, i16, i64
+from xdsl.dialects.builtin import f16, f32, i16, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import KernelKey, epilogue_activation
-from sparsec.runtime.codegen.builder import PTR, FunctionBuilder
+from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.elementwise import gelu
 
 ARG_NAMES = ("x", "y", "a0", "a1", "a2", "bias", "batch", "begin", "end")
 ARG_TYPES = (PTR, PTR, PTR, PTR, PTR, PTR, i64, i64, i64)
-F32x16 = VectorType(f32, [16])
+F32x16 = vector(f32, 16)
 
 
 class Kernel:

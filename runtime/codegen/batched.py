@@ -1,35 +1,40 @@
 """The batched kernel structure (from 12 batch rows): work in proportion to the non-zeros,
-on transposed activations. bitmask.py and nm.py say how a row's non-zeros are found."""
+on transposed activations. bitmask.py and nm.py say how a panel's products are decoded."""
 
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import DenseArrayBase, VectorType, f16, f32, i32, i64
+from xdsl.dialects.builtin import f16, f32, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import F32x16, Kernel
+from sparsec.runtime.codegen.builder import vector
 
 
 class BatchedKernel(Kernel):
     """Kernels for larger batches, with the work proportional to the non-zeros: x is
-    the transposed input (K x P, P a multiple of 16 holding the batch zero-padded) and y
-    the transposed output (N x P, zeroed by the caller), so one weight multiplies 16
-    batch rows' inputs at its column in one vector multiply-add. `batch` is P.
+    the transposed input ((K + 1) x P, P a multiple of 16 holding the batch zero-padded,
+    row K all zeros) and y the transposed output (N x P, zeroed by the caller), so one
+    weight multiplies 16 batch rows' inputs at its column in one vector multiply-add.
+    `batch` is P.
 
     Rows go in groups of ROWS; a group's weight is taken one column panel
     (KernelKey.panel_columns) at a time for all its rows, adding into y: the inputs a
-    panel reads (256 x P floats) stay in L1 instead of streaming all K x P from L2 for
+    panel reads (panel x P floats) stay in L1 instead of streaming all K x P from L2 for
     every row. Bias and activation follow in one pass at the end.
 
-    A weight row takes the batch 32 lanes (two vectors) at a time, then 16. Products go
-    16 at a time: their 16 values load and widen as one vector, and each is broadcast
-    from its lane; they rotate over WAYS sets of accumulators, so consecutive
-    multiply-adds do not wait on each other. The loop over a row's products has a trip
-    count known up front. Subclasses say how many products a row has, where its values
-    start, and how to find the next product's column."""
+    A row's products in a panel are first decoded into two small stack arrays, their
+    columns and their values widened to float32 (`decode`, vectorized: a compress-store
+    of column numbers per mask word, 16 values widened at a time); the batch then goes
+    32 lanes (two vectors) at a time, then 16, through a plain loop over those arrays:
+    per product, a column load, a broadcast value and one multiply-add per vector,
+    rotating over WAYS sets of accumulators so consecutive multiply-adds do not wait on
+    each other. The arrays are padded to whole rounds of WAYS with products that add
+    nothing (weight 0 at the zero row K), so there is no remainder loop. Decoding once
+    per panel row serves every lane tile, and the kernel is small enough to compile
+    about as fast as the others."""
 
     WAYS = 4
-    CHUNK = 16
     ROWS = 128
     """Weight rows a group: a group's outputs (ROWS x P floats) and its weights stay in
     L2 while its panels go by."""
@@ -37,15 +42,19 @@ class BatchedKernel(Kernel):
 
     def build(self) -> llvm.FuncOp:
         b = self.b
+        # 16 slots of slack: decoding writes whole vectors past the last product.
+        self.columns = b.alloca(self.key.panel_columns + 16, i32)
+        self.weights = b.alloca(self.key.panel_columns + 16, f32)
 
         def group_body(first_row: SSAValue, _state) -> list[SSAValue]:
             last_row = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.add(first_row, b.const(self.ROWS, i64)), self.end], [i64]))
 
             def panel_body(panel: SSAValue, _inner) -> list[SSAValue]:
                 def row_body(row: SSAValue, _rows) -> list[SSAValue]:
+                    count = self.pad(self.decode(row, panel))
                     pairs = b.round_down(self.batch, 32)
-                    b.loop(b.const(0, i64), pairs, [], lambda lane, _s: self.row_tile(row, panel, lane, 2) or [], step=32)
-                    b.loop(pairs, self.batch, [], lambda lane, _s: self.row_tile(row, panel, lane, 1) or [], step=16)
+                    b.loop(b.const(0, i64), pairs, [], lambda lane, _s: self.multiply(row, lane, count, 2) or [], step=32)
+                    b.loop(pairs, self.batch, [], lambda lane, _s: self.multiply(row, lane, count, 1) or [], step=16)
                     return []
 
                 b.loop(first_row, last_row, [], row_body)
@@ -59,79 +68,70 @@ class BatchedKernel(Kernel):
             self.batch_epilogue()
         return self.ret()
 
-    def products(self, row: SSAValue, panel: SSAValue) -> tuple[SSAValue, SSAValue, list[SSAValue]]:
-        """The number of products of `row` in column panel `panel`, a pointer to their
-        values (in product order) and the column search's state before the first."""
+    def decode(self, row: SSAValue, panel: SSAValue) -> SSAValue:
+        """Write `row`'s products in column panel `panel` to `self.columns` (i32) and
+        `self.weights` (f32), in order; return how many there are."""
         raise NotImplementedError
 
-    def next_product(
-        self, row: SSAValue, index: SSAValue, state: list[SSAValue], lane: int | None
-    ) -> tuple[SSAValue, SSAValue | None, list[SSAValue]]:
-        """Product `index` of `row`: its column, whether it counts (None: always), and
-        the state after it. `lane` is its place in the current chunk of 16 (None
-        outside chunks)."""
-        raise NotImplementedError
+    def pad(self, count: SSAValue) -> SSAValue:
+        """Fill the arrays after `count` products up to a whole number of rounds with
+        products that add nothing (weight 0, column K: x's zero row; a zero weight alone
+        could meet an infinite input); return the padded count."""
+        b = self.b
+        b.emit(llvm.StoreOp(b.vector_const([self.key.cols] * 16, i32), b.element_ptr(self.columns, count, i32), alignment=4))
+        b.emit(llvm.StoreOp(b.vector_const([0.0] * 16, f32), b.element_ptr(self.weights, count, f32), alignment=4))
+        return b.round_down(b.add(count, b.const(self.WAYS - 1, i64)), self.WAYS)
 
-    def start_chunk(self, row: SSAValue, first: SSAValue) -> None:
-        """Called before the products [first, first + 16) of a chunk (a subclass may
-        load what they share)."""
+    def widen_values(self, values: SSAValue, count: SSAValue) -> None:
+        """`self.weights[0:count]` = the `count` weight values at `values`, as float32:
+        16 at a time under a lane mask, so nothing past the last is read."""
+        b = self.b
+        if self.value_type == f16 and not self.key.native_f16:
+            b.loop(b.const(0, i64), count, [], lambda j, _s: b.store(self.value(values, j), self.weights, j) or [])
+            return
+        lanes = b.vector_const(list(range(16)), i64)
 
-    def row_tile(self, row: SSAValue, panel: SSAValue, lane: SSAValue, vectors: int) -> None:
-        """Row `row`'s products in `panel` times batch lanes [lane, lane + 16 * vectors),
-        added to y (which the caller zeroes)."""
+        def chunk_body(first: SSAValue, _state) -> list[SSAValue]:
+            inside = b.icmp("slt", lanes, b.splat(b.sub(count, first), 16))
+            if self.value_type == f16:
+                bits = b.masked_load(b.element_ptr(values, first, i16), inside, vector(i16, 16))
+                widened = b.emit(llvm.FPExtOp(b.bitcast(bits, vector(f16, 16)), F32x16))
+            else:
+                widened = b.masked_load(b.element_ptr(values, first, f32), inside, F32x16)
+            b.emit(llvm.StoreOp(widened, b.element_ptr(self.weights, first, f32), alignment=4))
+            return []
+
+        b.loop(b.const(0, i64), count, [], chunk_body, step=16)
+
+    def multiply(self, row: SSAValue, lane: SSAValue, count: SSAValue, vectors: int) -> None:
+        """y[row, lane:lane + 16 * vectors] += the decoded products (`count`, a whole
+        number of rounds) times their inputs."""
         b, ways = self.b, self.WAYS
-        count, values, start = self.products(row, panel)
-        carried = len(start)
-        zero = b.vector_const([0.0] * 16, f32)
+        x_lanes = b.element_ptr(self.x, lane, f32)
 
-        def multiply(index: SSAValue, weight: SSAValue, state: list[SSAValue], accs: list[SSAValue], lane_in_chunk: int | None):
-            col, counts, state = self.next_product(row, index, state, lane_in_chunk)
-            inputs = b.element_ptr(self.x, b.add(b.mul(col, self.batch), lane), f32)
+        def product(index: SSAValue, accs: list[SSAValue]) -> list[SSAValue]:
+            column = b.zext(b.load(self.columns, index, i32), i64)
+            weight = b.splat(b.load(self.weights, index, f32), 16)
+            inputs = b.element_ptr(x_lanes, b.mul(column, self.batch), f32)
+            return [
+                b.emit(llvm.FMAOp(weight, b.emit(llvm.LoadOp(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4)), acc))
+                for v, acc in enumerate(accs)
+            ]
+
+        def round_body(first: SSAValue, accs) -> list[SSAValue]:
             updated = []
-            for v, acc in enumerate(accs):
-                at = b.element_ptr(inputs, b.const(16 * v, i64), f32)
-                product = b.emit(llvm.FMAOp(weight, b.emit(llvm.LoadOp(at, F32x16, alignment=4)), acc))
-                updated.append(product if counts is None else b.select(counts, product, acc))
-            return state, updated
+            for way in range(ways):
+                updated += product(b.add(first, b.const(way, i64)), list(accs[way * vectors : (way + 1) * vectors]))
+            return updated
 
-        def chunk_body(first: SSAValue, state) -> list[SSAValue]:
-            state, accs = list(state[:carried]), list(state[carried:])
-            weights = self.chunk_values(values, first)
-            self.start_chunk(row, first)
-            for j in range(self.CHUNK):
-                way = slice((j % ways) * vectors, (j % ways + 1) * vectors)
-                index = b.add(first, b.const(j, i64))
-                weight = b.emit(llvm.ShuffleVectorOp(weights, weights, DenseArrayBase.from_list(i32, [j] * 16), F32x16))
-                state, accs[way] = multiply(index, weight, state, accs[way], j)
-            return [*state, *accs]
-
-        def one_body(index: SSAValue, state) -> list[SSAValue]:
-            state, accs = list(state[:carried]), list(state[carried:])
-            weight = b.splat(self.value(values, index), 16)
-            state, accs[:vectors] = multiply(index, weight, state, accs[:vectors], None)
-            return [*state, *accs]
-
-        chunks = b.round_down(count, self.CHUNK)
-        state = [*start] + [zero] * (ways * vectors)
-        if self.key.native_f16 or self.value_type == f32:
-            state = b.loop(b.const(0, i64), chunks, state, chunk_body, step=self.CHUNK)
-            state = b.loop(chunks, count, list(state), one_body)
-        else:  # no vector float16 conversion on this target: one value at a time
-            state = b.loop(b.const(0, i64), count, state, one_body)
-        accs = state[carried:]
+        zero = b.vector_const([0.0] * 16, f32)
+        accs = b.loop(b.const(0, i64), count, [zero] * (ways * vectors), round_body, step=ways)
         for v in range(vectors):
             total = accs[v]
             for way in range(1, ways):
                 total = b.fadd(total, accs[way * vectors + v])
             at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
             b.emit(llvm.StoreOp(b.fadd(total, b.emit(llvm.LoadOp(at, F32x16, alignment=4))), at, alignment=4))
-
-    def chunk_values(self, values: SSAValue, first: SSAValue) -> SSAValue:
-        """Values [first, first + 16) as 16 float lanes."""
-        b = self.b
-        at = b.element_ptr(values, first, self.value_type)
-        loaded = b.emit(llvm.LoadOp(at, VectorType(self.value_type, [16]), alignment=2 if self.value_type == f16 else 4))
-        return b.emit(llvm.FPExtOp(loaded, F32x16)) if self.value_type == f16 else loaded
 
     def batch_epilogue(self) -> None:
         """Bias and activation on the finished outputs of rows [begin, end), 16 batch

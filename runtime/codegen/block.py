@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import VectorType, f16, f32, i32, i64
+from xdsl.dialects.builtin import f16, f32, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import Kernel, tiled
+from sparsec.runtime.codegen.builder import vector
 
 
 class BlockKernel(Kernel):
@@ -53,7 +54,7 @@ class VectorBlockKernel(Kernel):
 
     def tile_body(self, row_block: SSAValue, tile: SSAValue, size: int) -> None:
         b, key = self.b, self.key
-        lanes, stored = VectorType(f32, [key.block]), VectorType(self.value_type, [key.block])
+        lanes, stored = vector(f32, key.block), vector(self.value_type, key.block)
         first = b.load(self.a2, row_block, i64)
         last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
         batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
@@ -82,7 +83,7 @@ class VectorBlockKernel(Kernel):
     def finish_lanes(self, acc: SSAValue, first_row: SSAValue, batch_row: SSAValue, inside: SSAValue | None) -> None:
         """`finish` for B consecutive outputs at once; `inside` masks rows past N."""
         b, key = self.b, self.key
-        lanes = VectorType(f32, [key.block])
+        lanes = vector(f32, key.block)
         if key.epilogue.startswith("bias"):
             at = b.element_ptr(self.bias, first_row, f32)
             if inside is None:

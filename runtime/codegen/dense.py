@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import VectorType, f16, f32, i1, i64
+from xdsl.dialects.builtin import f16, f32, i1, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import ColumnStepKernel, F32x16, Kernel
+from sparsec.runtime.codegen.builder import vector
 
 
 class DenseKernel(ColumnStepKernel):
@@ -21,7 +22,7 @@ class DenseKernel(ColumnStepKernel):
 
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b, half = self.b, self.value_type == f16
-        stored = VectorType(self.value_type, [16])
+        stored = vector(self.value_type, 16)
         weights, masks = [], []
         for q in range(4):
             at = b.element_ptr(self.values, b.add(b.mul(step, b.const(64, i64)), b.const(16 * q, i64)), self.value_type)

@@ -1,10 +1,11 @@
 """Element-wise functions for kernel epilogues, on scalars or vectors of f32, in plain
 LLVM arithmetic: no libm calls (nothing for the JIT to resolve) and vectorizable.
 
-Gelu is ONNX's exact form, 0.5 x (1 + erf(x / sqrt 2)), with erf = 1 - erfc from
-Numerical Recipes' Chebyshev fit for erfc (fractional error under 1.2e-7), in f32. Gelu
-only needs erf's absolute error to be small (it adds erf to 1), so unlike the reference
-interpreter's erf (sparsec/reference.py) there is no separate series for small |x|.
+Gelu is ONNX's exact form, 0.5 x (1 + erf(x / sqrt 2)), with Abramowitz and Stegun's
+erf 7.1.26 (absolute error under 1.5e-7; 4.7e-7 evaluated in f32). Gelu only needs erf's absolute error
+to be small (it adds erf to 1), so unlike the reference interpreter's erf
+(sparsec/reference.py) there is no separate series for small |x|; and the shortest
+such form keeps the kernels that fuse Gelu quick to compile.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.builder import FunctionBuilder
 
-_ERFC = (
-    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
-    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
-)  # fmt: skip
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 _ROUNDING = 12582912.0  # 1.5 * 2^23: adding it rounds an f32 of magnitude < 2^22 to an integer
 
 
@@ -48,14 +47,15 @@ def exp(b: FunctionBuilder, x: SSAValue) -> SSAValue:
 
 
 def erf(b: FunctionBuilder, x: SSAValue) -> SSAValue:
-    """erf to within 1.2e-7 absolute."""
+    """erf to within 1.5e-7 absolute: 1 - t (a1 + t (a2 + ... a5 t)) e^(-x^2) with
+    t = 1 / (1 + p |x|), odd by its sign."""
     z = b.emit(llvm.FAbsOp(x, x.type))
-    t = b.fdiv(b.like(1.0, x), b.fadd(b.like(1.0, x), b.fmul(b.like(0.5, x), z)))
-    poly = b.like(0.0, x)
-    for coefficient in reversed(_ERFC[1:]):
-        poly = b.fmul(t, b.fadd(b.like(coefficient, x), poly))
-    argument = b.fadd(b.fsub(poly, b.fmul(z, z)), b.like(_ERFC[0], x))
-    magnitude = b.fsub(b.like(1.0, x), b.fmul(t, exp(b, argument)))
+    t = b.fdiv(b.like(1.0, x), b.fadd(b.like(1.0, x), b.fmul(b.like(_ERF_P, x), z)))
+    poly = b.like(_ERF_A[-1], x)
+    for coefficient in reversed(_ERF_A[:-1]):
+        poly = b.fadd(b.fmul(poly, t), b.like(coefficient, x))
+    decay = exp(b, b.fmul(b.fmul(z, z), b.like(-1.0, x)))
+    magnitude = b.fsub(b.like(1.0, x), b.fmul(b.fmul(poly, t), decay))
     return b.emit(llvm.FCopySignOp(magnitude, x))
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import IntegerType, VectorType, f16, f32, i1, i8, i16, i32, i64
+from xdsl.dialects.builtin import IntegerType, f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import F32x16, Kernel, tiled
 from sparsec.runtime.codegen.batched import BatchedKernel
+from sparsec.runtime.codegen.builder import vector
 
 
 class NMKernel(Kernel):
@@ -111,7 +112,7 @@ class VectorNMKernel(NMKernel):
         wide = IntegerType(key.nm_word_bits)
         shifted = b.lshr(b.splat(word, 16), b.vector_const([bits * lane for lane in range(16)], wide))
         if key.nm_word_bits != 32:
-            shifted = b.emit(llvm.TruncOp(shifted, VectorType(i32, [16])))
+            shifted = b.emit(llvm.TruncOp(shifted, vector(i32, 16)))
         positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
         return b.add(positions, b.vector_const([(lane // kept) * key.m % 32 for lane in range(16)], i32))
 
@@ -120,7 +121,7 @@ class VectorNMKernel(NMKernel):
         kept = key.m - key.n
         word = b.load(words, step, IntegerType(key.nm_word_bits))
         columns = self.lane_columns(word)
-        half = b.emit(llvm.LoadOp(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), VectorType(f16, [16]), alignment=2))
+        half = b.emit(llvm.LoadOp(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), vector(f16, 16), alignment=2))
         weights = b.emit(llvm.FPExtOp(half, F32x16))
         chunk_of_lane = [(lane // kept) * key.m // 32 for lane in range(16)]
         span_start = b.mul(step, b.const(key.nm_span, i64))
@@ -142,48 +143,69 @@ class VectorNMKernel(NMKernel):
 
 
 class BatchedNMKernel(BatchedKernel, NMKernel):
-    """Batched n:m: a panel's products are its runs' kept slots, in order; padding
-    slots of a ragged last run do not count. Positions come from the 16-lane layout's
-    step words where there is one (KernelKey.nm_lanes, K a multiple of the step span),
-    else from the packed stream."""
+    """Batched n:m: a panel's products are its runs' kept slots, in order. Their columns
+    come 16 at a time from the 16-lane layout's step words where there is one
+    (KernelKey.nm_lanes, K a multiple of the step span), else one slot at a time from
+    the packed stream, leaving out the padding slots of a ragged last run."""
 
     @property
     def step_words(self) -> bool:
         return self.key.nm_lanes and self.key.cols % self.key.nm_span == 0
 
-    def products(self, row: SSAValue, panel: SSAValue):
+    def decode(self, row: SSAValue, panel: SSAValue) -> SSAValue:
         b, key = self.b, self.key
         kept, runs_per_panel = key.m - key.n, key.panel_columns // key.m
-        self.first_run = b.mul(panel, b.const(runs_per_panel, i64))
+        first_run = b.mul(panel, b.const(runs_per_panel, i64))
         last_run = b.emit(
-            llvm.CallIntrinsicOp("llvm.smin.i64", [b.add(self.first_run, b.const(runs_per_panel, i64)), b.const(self.runs, i64)], [i64])
+            llvm.CallIntrinsicOp("llvm.smin.i64", [b.add(first_run, b.const(runs_per_panel, i64)), b.const(self.runs, i64)], [i64])
         )
-        self.panel_slot = b.mul(self.first_run, b.const(kept, i64))  # the panel's first kept slot within the row
-        self.first = b.add(b.mul(row, b.const(self.runs * kept, i64)), self.panel_slot)
-        count = b.mul(b.sub(last_run, self.first_run), b.const(kept, i64))
-        return count, b.element_ptr(self.a0, self.first, self.value_type), []
-
-    def start_chunk(self, row: SSAValue, first: SSAValue) -> None:
-        """With whole steps only (K a multiple of the step span), a chunk of 16 products
-        is one step of the 16-lane layout: its positions come from one word of a2."""
+        panel_slot = b.mul(first_run, b.const(kept, i64))  # the panel's first kept slot within the row
+        first = b.add(b.mul(row, b.const(self.runs * kept, i64)), panel_slot)
+        count = b.mul(b.sub(last_run, first_run), b.const(kept, i64))
         if not self.step_words:
-            return
-        b, key = self.b, self.key
-        step = b.add(b.mul(row, b.const(key.cols // key.nm_span, i64)), b.lshr(b.add(self.panel_slot, first), b.const(4, i64)))
-        self.word = b.zext(b.load(self.a2, step, IntegerType(key.nm_word_bits)), i64) if key.nm_word_bits == 32 else b.load(self.a2, step, i64)
+            return self.slot_columns(first, first_run, count)
+        self.widen_values(b.element_ptr(self.a0, first, self.value_type), count)
+        self.step_columns(row, first_run, panel_slot, count)
+        return count
 
-    def next_product(self, row: SSAValue, index: SSAValue, state: list[SSAValue], lane: int | None):
+    def step_columns(self, row: SSAValue, first_run: SSAValue, panel_slot: SSAValue, count: SSAValue) -> None:
+        """Columns of slots [0, count) (a multiple of 16), a step word of 16 positions at a time."""
+        b, key = self.b, self.key
+        kept, wide = key.m - key.n, IntegerType(key.nm_word_bits)
+        words = b.element_ptr(self.a2, b.mul(row, b.const(key.cols // key.nm_span, i64)), wide)
+        shifts = b.vector_const([key.position_bits * lane for lane in range(16)], wide)
+        run_starts = b.vector_const([(lane // kept) * key.m for lane in range(16)], i32)
+
+        def step_body(slot: SSAValue, _state) -> list[SSAValue]:
+            word = b.load(words, b.lshr(b.add(panel_slot, slot), b.const(4, i64)), wide)
+            shifted = b.lshr(b.splat(word, 16), shifts)
+            if key.nm_word_bits != 32:
+                shifted = b.emit(llvm.TruncOp(shifted, vector(i32, 16)))
+            positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
+            run = b.add(first_run, b.emit(llvm.UDivOp(slot, b.const(kept, i64))))
+            base = b.emit(llvm.TruncOp(b.mul(run, b.const(key.m, i64)), i32))
+            columns = b.add(b.add(b.splat(base, 16), run_starts), positions)
+            b.emit(llvm.StoreOp(columns, b.element_ptr(self.columns, slot, i32), alignment=4))
+            return []
+
+        b.loop(b.const(0, i64), count, [], step_body, step=16)
+
+    def slot_columns(self, first: SSAValue, first_run: SSAValue, count: SSAValue) -> SSAValue:
+        """Column and value of slots [0, count) one at a time; returns how many were
+        written (the padding slots of a ragged last run, past column K, are not)."""
         b, key = self.b, self.key
         kept = key.m - key.n
-        run = b.add(self.first_run, b.emit(llvm.UDivOp(index, b.const(kept, i64))))
-        if lane is not None and self.step_words:
-            shifted = b.lshr(self.word, b.const(key.position_bits * lane, i64))
-            position = b.and_(shifted, b.const(key.m - 1, i64))
-        else:
-            position = self.position(b.add(self.first, index))
-        col = b.add(b.mul(run, b.const(key.m, i64)), position)
-        counts = None
-        if key.cols % key.m:  # the last run's padding slots lie past column K
-            counts = b.icmp("slt", col, b.const(key.cols, i64))
-            col = b.select(counts, col, b.const(0, i64))
-        return col, counts, state
+
+        def slot_body(slot: SSAValue, state) -> list[SSAValue]:
+            (written,) = state
+            index = b.add(first, slot)
+            run = b.add(first_run, b.emit(llvm.UDivOp(slot, b.const(kept, i64))))
+            column = b.add(b.mul(run, b.const(key.m, i64)), self.position(index))
+            b.store(b.emit(llvm.TruncOp(column, i32)), self.columns, written)
+            b.store(self.value(self.a0, index), self.weights, written)
+            if key.cols % key.m == 0:
+                return [b.add(written, b.const(1, i64))]
+            return [b.add(written, b.zext(b.icmp("slt", column, b.const(key.cols, i64)), i64))]
+
+        (written,) = b.loop(b.const(0, i64), count, [b.const(0, i64)], slot_body)
+        return written
