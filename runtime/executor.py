@@ -8,7 +8,7 @@ both engines execute the same IR.
 Kernel calls go through ctypes, which releases the GIL, so a persistent thread pool
 splits each layer's output rows (or row blocks) across `threads` workers. Output
 buffers of kernel ops are allocated once per input shape and reused. Two variants are
-compiled on first use: batched kernels from BATCHED_MIN batch rows, and the chunk
+compiled on first use: batched kernels from KernelKey.batched_from batch rows, and the chunk
 kernels for one batch row of sparse bitmask weights (KernelKey.chunk_span_for).
 """
 
@@ -39,9 +39,6 @@ from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_oper
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
-BATCHED_MIN = 12
-"""Batch rows from which bitmask and n:m layers run their batched kernels (work in
-proportion to the non-zeros, on transposed activations)."""
 CACHE_LINE = 64
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
@@ -65,8 +62,8 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
 
 
 def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
-    """The variants of `key` the executor may also run: batched from BATCHED_MIN batch
-    rows (bitmask and n:m), and for one batch row the chunk variant of `chunk_span` (if
+    """The variants of `key` the executor may also run: batched from a few batch rows
+    (bitmask and n:m, KernelKey.batched_from), and for one batch row the chunk variant of `chunk_span` (if
     not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.kind in BATCHED_KINDS else []
     return batched + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
@@ -121,6 +118,8 @@ class _Layer:
     """The compiled kernel (set once the module is compiled)."""
     chunk_span: int = dataclasses.field(init=False)
     """The chunk variant one batch row runs (KernelKey.chunk_span_for), or 0."""
+    batched_from: int | None = dataclasses.field(init=False)
+    """Batch rows from which the batched variant runs (KernelKey.batched_from), or None."""
     chunk_operands: KernelOperands | None = None
     """The chunk variant's operands, once laid out (on its first use)."""
     variant_calls: dict[str, tuple[object, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
@@ -129,7 +128,9 @@ class _Layer:
 
     def __post_init__(self) -> None:
         self.arguments = self._with_bias(self.operands)
+        # a1 holds a bitmask weight's values, a0 an n:m weight's kept slots.
         self.chunk_span = self.key.chunk_span_for(self.operands.arrays[1].size)
+        self.batched_from = self.key.batched_from(self.operands.arrays[1 if self.key.kind == "bitmask" else 0].size)
 
     def _with_bias(self, operands: KernelOperands) -> tuple[int, int, int, int]:
         return (*operands.addresses, self.bias.ctypes.data if self.bias.size else 0)
@@ -215,7 +216,7 @@ class Executor:
         if batch == 1 and layer.chunk_span:
             self._split(*self._variant_call(layer, "chunks"), layer.key, x, y, batch)
             return
-        if batch < BATCHED_MIN or layer.key.kind not in BATCHED_KINDS:
+        if layer.batched_from is None or batch < layer.batched_from:
             self._split(layer.kernel, layer.arguments, layer.key, x, y, batch)
             return
         x_columns = transposed_inputs(x)

@@ -37,6 +37,15 @@ non-zero in full chunks, more in the window variant's emptier ones at high spars
 crossovers measured on 4096x4096, one thread (docs/kernels.md)."""
 
 
+BATCHED_ROWS_PER_DENSITY = 32
+BATCHED_MIN_ROWS, BATCHED_MAX_ROWS = 6, 12
+"""Bitmask and n:m weights run the batched kernels from ceil(32 x density) batch rows,
+kept within [6, 12]: their work follows the non-zeros while the tiled kernels' work per
+decoded step is shared by tiles of 4 rows, so the sparser the weight, the sooner the
+batched kernels win (crossovers measured on the MLP shapes and 4096x4096: about 12 rows
+at 50% density, 8 at 25%, 6 at 12% and below; docs/kernels.md)."""
+
+
 @dataclass(frozen=True)
 class KernelKey:
     """Everything a kernel is specialized on; equal keys share one compiled kernel."""
@@ -92,6 +101,14 @@ class KernelKey:
         if density <= GATHER_MAX_DENSITY:
             return GATHER_SPAN
         return WINDOW_SPAN if density <= CHUNKS_MAX_DENSITY else 0
+
+    def batched_from(self, nonzeros: int) -> int | None:
+        """Batch rows from which a weight with `nonzeros` non-zeros (kept slots for
+        n:m) runs its batched kernel, or None for kinds without one."""
+        if self.kind not in BATCHED_KINDS:
+            return None
+        rows = math.ceil(BATCHED_ROWS_PER_DENSITY * nonzeros / max(1, self.rows * self.cols))
+        return min(BATCHED_MAX_ROWS, max(BATCHED_MIN_ROWS, rows))
 
     @property
     def position_bits(self) -> int:

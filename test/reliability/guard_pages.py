@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_kernels import build  # noqa: E402
 
 from sparsec.kernels import BATCHED_KINDS  # noqa: E402
-from sparsec.runtime.executor import BATCHED_MIN, Executor, transposed_inputs  # noqa: E402
+from sparsec.runtime.executor import Executor, transposed_inputs  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -66,7 +66,7 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
     operands = [guarded(a) for a in (layer.chunk_operands if chunks else layer.operands).arrays]
     bias_array = guarded(layer.bias)
     address = lambda a: a.ctypes.data if a.size else 0  # noqa: E731
-    if batch >= BATCHED_MIN and layer.key.kind in BATCHED_KINDS:  # transposed activations, batch padded to 16
+    if layer.batched_from is not None and batch >= layer.batched_from:  # transposed activations, batch padded to 16
         (kernel, _), x_columns = executor._variant_call(layer, "batched"), transposed_inputs(x)
         padded = x_columns.shape[1]
         x_guarded, y = guarded(x_columns), guarded(np.zeros((rows, padded), np.float32))  # the kernel adds into y

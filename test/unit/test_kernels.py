@@ -20,7 +20,7 @@ from sparsec.runtime.operands import _chunks
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
 ACTIVATIONS = st.sampled_from(["none", "relu", "gelu"])  # fused into the kernel's epilogue
-BATCHES = st.just(1) | st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 12 rows on, bitmask and n:m run batched
+BATCHES = st.just(1) | st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 6 to 12 rows on, bitmask and n:m run batched
 PATTERNS = st.sampled_from(
     [
         "pattern=unstructured sparsity=0.0",
@@ -132,6 +132,31 @@ def test_chunk_variant_follows_sparsity_at_batch_one(sparsity, span, tmp_path, m
     assert (layer.chunk_operands is not None) == bool(expected_span)
     variants = all_kernel_keys(model.module, model.weights, Target.host())
     assert {key.chunk_span for key in variants} - {0} == ({expected_span} if expected_span else set())
+
+
+@pytest.mark.parametrize(
+    ("pattern", "rows"),
+    [
+        ("pattern=unstructured sparsity=0.5", 12),
+        ("pattern=unstructured sparsity=0.75", 8),
+        ("pattern=unstructured sparsity=0.9", 6),
+        ("pattern=nm n=3 m=4", 8),
+        ("pattern=nm n=7 m=8", 6),
+    ],
+)
+def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(40, 512, False, True, "gelu", 9)
+    model.weights["w"] = np.random.default_rng(9).standard_normal((40, 512)).astype(np.float32)  # no empty rows
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights)
+    (layer,) = executor.layers.values()
+    assert layer.batched_from == rows
+    rng = np.random.default_rng(7)
+    for batch in (rows - 1, rows):
+        x = rng.standard_normal((batch, 512)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+        assert ("batched" in layer.variant_calls) == (batch == rows)
 
 
 def small_model() -> Model:
