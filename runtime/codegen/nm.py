@@ -162,6 +162,8 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
         panel_slot = b.mul(first_run, b.const(kept, i64))  # the panel's first kept slot within the row
         first = b.add(b.mul(row, b.const(self.runs * kept, i64)), panel_slot)
         count = b.mul(b.sub(last_run, first_run), b.const(kept, i64))
+        ahead = b.mul(b.sub(self.row_ahead(row), row), b.const(self.runs * kept, i64))
+        self.prefetch_lines(b.element_ptr(self.a0, b.add(first, ahead), self.value_type), 4)
         if not self.step_words:
             return self.slot_columns(first, first_run, count)
         self.widen_values(b.element_ptr(self.a0, first, self.value_type), count)
