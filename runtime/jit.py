@@ -146,9 +146,9 @@ class CompiledKernels:
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off for a while: generating a kernel makes tens
-    of thousands of short-lived objects, enough to set off full collections that cost
-    more than the generation itself on a large model's heap (the IR is freed by
-    reference counting when the block ends)."""
+    of thousands of objects, enough to set off full collections that cost more than the
+    generation itself on a large model's heap; the IR (cyclic through its parent links)
+    is collected at a later collection instead."""
     enabled = gc.isenabled()
     gc.disable()
     try:

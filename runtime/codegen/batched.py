@@ -1,5 +1,6 @@
-"""The batched kernel structure (from 12 batch rows): work in proportion to the non-zeros,
-on transposed activations. bitmask.py and nm.py say how a panel's products are decoded."""
+"""The batched kernel structure (from 6 to 12 batch rows, KernelKey.batched_from): work
+in proportion to the non-zeros, on transposed activations. bitmask.py and nm.py say how
+a panel's products are decoded."""
 
 from __future__ import annotations
 

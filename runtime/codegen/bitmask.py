@@ -145,41 +145,36 @@ class ChunkBitmaskKernel(Kernel):
 
 
 class BatchedBitmaskKernel(BatchedKernel):
-    """Batched bitmask: a panel's products are its set bits, taken 64 columns (one
-    64-bit load of four mask words) at a time. Each 16-bit word compresses the column
-    numbers of its set bits into the lowest lanes of a register, stored whole at the
-    popcount of the step's bits below it, so the four stores do not wait on each other
-    and the only carried chain is one popcount-add per step (`vpcompressd` into a
-    register on AVX-512: its memory form, whose store the loads that follow must wait
-    for, measured 15% slower); a2 gives where each panel's values start."""
+    """Batched bitmask: a panel's products are its set bits. Each 16-bit mask word
+    compresses the column numbers of its set bits into the lowest lanes of a register
+    (`vpcompressd` on AVX-512), stored whole after those of the words before it (its
+    memory form, whose store the loads that follow must wait for, measured 15% slower);
+    a2 gives where each panel's values start."""
 
     def decode(self, row: SSAValue, panel: SSAValue) -> SSAValue:
         b, key = self.b, self.key
         entry = b.add(b.mul(row, b.const(key.panels, i64)), panel)
         start = b.load(self.a2, entry, i64)
         count = b.sub(b.load(self.a2, b.add(entry, b.const(1, i64)), i64), start)
-        self.widen_values(b.element_ptr(self.a1, start, self.value_type), count)
-        panel_steps, row_steps = key.panel_columns // 64, key.mask_words // 4
-        first_step = b.mul(panel, b.const(panel_steps, i64))
-        steps = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.const(panel_steps, i64), b.sub(b.const(row_steps, i64), first_step)], [i64]))
-        masks = b.element_ptr(self.a0, b.mul(b.add(b.mul(row, b.const(row_steps, i64)), first_step), b.const(4, i64)), i16)
+        panel_words = key.panel_columns // 16
+        first_word = b.mul(panel, b.const(panel_words, i64))
+        words = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.const(panel_words, i64), b.sub(b.const(key.mask_words, i64), first_word)], [i64]))
+        masks = b.element_ptr(self.a0, b.add(b.mul(row, b.const(key.mask_words, i64)), first_word), i16)
         ahead = self.row_ahead(row)
         self.prefetch_lines(b.element_ptr(self.a1, b.load(self.a2, b.add(b.mul(ahead, b.const(key.panels, i64)), panel), i64), self.value_type), 4)
         self.prefetch_lines(b.element_ptr(masks, b.mul(b.sub(ahead, row), b.const(key.mask_words, i64)), i16), 1)
+        self.widen_values(b.element_ptr(self.a1, start, self.value_type), count)
+        lanes = b.vector_const(list(range(16)), i32)
+        first_column = b.emit(llvm.TruncOp(b.mul(first_word, b.const(16, i64)), i32))
 
-        def step_body(step: SSAValue, state) -> list[SSAValue]:
+        def word_body(word: SSAValue, state) -> list[SSAValue]:
             (written,) = state
-            bits = b.emit(llvm.LoadOp(b.element_ptr(masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2))
-            first_column = b.splat(b.emit(llvm.TruncOp(b.mul(b.add(first_step, step), b.const(64, i64)), i32)), 16)
-            for quarter in range(4):
-                below = written
-                if quarter:
-                    below = b.add(written, b.intrinsic("llvm.ctpop.i64", [b.and_(bits, b.const((1 << 16 * quarter) - 1, i64))], i64))
-                word = b.emit(llvm.TruncOp(b.lshr(bits, b.const(16 * quarter, i64)), i16))
-                columns = b.add(first_column, b.vector_const(list(range(16 * quarter, 16 * quarter + 16)), i32))
-                packed = b.intrinsic("llvm.experimental.vector.compress.v16i32", [columns, b.bitcast(word, vector(i1, 16)), columns], vector(i32, 16))
-                b.emit(llvm.StoreOp(packed, b.element_ptr(self.columns, below, i32), alignment=4))
-            return [b.add(written, b.intrinsic("llvm.ctpop.i64", [bits], i64))]
+            bits = b.load(masks, word, i16)
+            column = b.add(first_column, b.emit(llvm.TruncOp(b.mul(word, b.const(16, i64)), i32)))
+            columns = b.add(b.splat(column, 16), lanes)
+            packed = b.intrinsic("llvm.experimental.vector.compress.v16i32", [columns, b.bitcast(bits, vector(i1, 16)), columns], vector(i32, 16))
+            b.emit(llvm.StoreOp(packed, b.element_ptr(self.columns, written, i32), alignment=4))
+            return [b.add(written, b.zext(b.intrinsic("llvm.ctpop.i16", [bits], i16), i64))]
 
-        b.loop(b.const(0, i64), steps, [b.const(0, i64)], step_body)
+        b.loop(b.const(0, i64), words, [b.const(0, i64)], word_body)
         return count
