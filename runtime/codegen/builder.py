@@ -54,6 +54,14 @@ def _gep_properties(element: Attribute) -> dict[str, Attribute]:
 
 
 @cache
+def _binary_properties(kind: type[Operation], operand_type: Attribute) -> dict[str, Attribute]:
+    """The properties `kind`'s own constructor gives an op on two `operand_type` values
+    (no flags)."""
+    operand = llvm.UndefOp(operand_type).results[0]
+    return dict(kind(operand, operand).properties)  # pyright: ignore
+
+
+@cache
 def _predicate(name: str) -> IntegerAttr:
     return IntegerAttr(llvm.ICmpPredicateFlag(name).to_int(), i64)
 
@@ -111,36 +119,43 @@ class FunctionBuilder:
             return self._constant((int(value), ty), lambda: llvm.ConstantOp(IntegerAttr(int(value), ty), ty))
         return self._constant((float(value), ty), lambda: llvm.ConstantOp(FloatAttr(float(value), ty), ty))  # pyright: ignore
 
+    def binary(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue:
+        """`a kind b`, for arithmetic ops whose result has the operands' type: `create`d
+        with the properties the constructor gives, built once, which makes the same op at
+        a third of the constructor's cost."""
+        properties = dict(_binary_properties(kind, a.type))
+        return self.emit(kind.create(operands=[a, b], result_types=[a.type], properties=properties))
+
     def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.AddOp(a, b))
+        return self.binary(llvm.AddOp, a, b)
 
     def sub(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.SubOp(a, b))
+        return self.binary(llvm.SubOp, a, b)
 
     def mul(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.MulOp(a, b))
+        return self.binary(llvm.MulOp, a, b)
 
     def and_(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.AndOp(a, b))
+        return self.binary(llvm.AndOp, a, b)
 
     def lshr(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.LShrOp(a, b))
+        return self.binary(llvm.LShrOp, a, b)
 
     def fmuladd(self, a: SSAValue, b: SSAValue, c: SSAValue) -> SSAValue:
         """a * b + c, fused when the target can."""
         return self.emit(llvm.FMAOp(a, b, c))
 
     def fadd(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.FAddOp(a, b))
+        return self.binary(llvm.FAddOp, a, b)
 
     def fsub(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.FSubOp(a, b))
+        return self.binary(llvm.FSubOp, a, b)
 
     def fmul(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.FMulOp(a, b))
+        return self.binary(llvm.FMulOp, a, b)
 
     def fdiv(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.FDivOp(a, b))
+        return self.binary(llvm.FDivOp, a, b)
 
     def select(self, condition: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(llvm.SelectOp(condition, a, b))
