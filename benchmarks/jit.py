@@ -30,6 +30,8 @@ KEYS = {
     "bitmask batched": KernelKey("bitmask", 4096, 4096, batched=True),
     "bitmask batched, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu", batched=True),
     "nm 3:4 batched": KernelKey("nm", 4096, 4096, n=3, m=4, batched=True),
+    "bitmask panelled": KernelKey("bitmask", 4096, 4096, panelled=True),
+    "nm 3:4 panelled": KernelKey("nm", 4096, 4096, n=3, m=4, panelled=True),
     "bitmask chunks64 (window)": KernelKey("bitmask", 4096, 4096, chunk_span=64),
     "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
 }

@@ -7,8 +7,9 @@ both engines execute the same IR.
 
 Kernel calls go through ctypes, which releases the GIL, so a persistent thread pool
 splits each layer's output rows (or row blocks) across `threads` workers. Output
-buffers of kernel ops are allocated once per input shape and reused. Two variants are
-compiled on first use: batched kernels from KernelKey.batched_from batch rows, and the chunk
+buffers of kernel ops are allocated once per input shape and reused. Three variants are
+compiled on first use: batched kernels from KernelKey.batched_from batch rows, panelled
+kernels for fewer batch rows of long weight rows (KernelKey.panels_pay), and the chunk
 kernels for one batch row of sparse bitmask weights (KernelKey.chunk_span_for).
 """
 
@@ -63,10 +64,12 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
 
 def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     """The variants of `key` the executor may also run: batched from a few batch rows
-    (bitmask and n:m, KernelKey.batched_from), and for one batch row the chunk variant of `chunk_span` (if
-    not 0)."""
+    (bitmask and n:m, KernelKey.batched_from), panelled for a few batch rows of long
+    weight rows (KernelKey.panels_pay), and for one batch row the chunk variant of
+    `chunk_span` (if not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.kind in BATCHED_KINDS else []
-    return batched + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
+    panelled = [dataclasses.replace(key, panelled=True)] if key.has_panel_variant else []
+    return batched + panelled + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
 
 
 def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[KernelKey]:
@@ -124,7 +127,7 @@ class _Layer:
     """The chunk variant's operands, once laid out (on its first use)."""
     variant_calls: dict[str, tuple[object, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
     """Kernel and arguments of each variant this layer has run, by kind ("batched",
-    "chunks"): resolved once, so a call costs one lookup."""
+    "panels", "chunks"): resolved once, so a call costs one lookup."""
 
     def __post_init__(self) -> None:
         self.arguments = self._with_bias(self.operands)
@@ -217,7 +220,10 @@ class Executor:
             self._split(*self._variant_call(layer, "chunks"), layer.key, x, y, batch)
             return
         if layer.batched_from is None or batch < layer.batched_from:
-            self._split(layer.kernel, layer.arguments, layer.key, x, y, batch)
+            if layer.key.panels_pay(batch):
+                self._split(*self._variant_call(layer, "panels"), layer.key, x, y, batch)
+            else:
+                self._split(layer.kernel, layer.arguments, layer.key, x, y, batch)
             return
         x_columns = transposed_inputs(x)
         padded = x_columns.shape[1]
@@ -226,20 +232,21 @@ class Executor:
         y[...] = y_columns[:, :batch].T
 
     def _variant_call(self, layer: _Layer, kind: str) -> tuple[object, tuple[int, int, int, int]]:
-        """The kernel and arguments of the layer's batched or chunk variant."""
+        """The kernel and arguments of the layer's batched, panelled or chunk variant."""
         call = layer.variant_calls.get(kind)
         if call is None:
-            change = {"batched": True} if kind == "batched" else {"chunk_span": layer.chunk_span}
+            change = {"batched": {"batched": True}, "panels": {"panelled": True}}.get(kind, {"chunk_span": layer.chunk_span})
             variant = dataclasses.replace(layer.key, **change)
             call = layer.variant_calls[kind] = (self._variant_kernel(variant), layer.arguments_for(variant, self.weights))
         return call
 
     def _variant_kernel(self, variant: KernelKey):
-        """A batched or chunk variant's kernel, compiled on first use, for every layer
+        """A variant's kernel (batched, panelled or chunk), compiled on first use, for every layer
         that has a variant of that kind at once."""
         if variant.symbol not in self.variants:
             keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.chunk_span)]
-            alike = [key for key in keys if (key.batched, bool(key.chunk_span)) == (variant.batched, bool(variant.chunk_span))]
+            kind = (variant.batched, variant.panelled, bool(variant.chunk_span))
+            alike = [key for key in keys if (key.batched, key.panelled, bool(key.chunk_span)) == kind]
             compiled = compile_kernels(alike, self.target)
             self.compiled.append(compiled)  # the functions live as long as their engine
             self.variants.update(compiled.functions)

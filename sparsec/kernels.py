@@ -37,6 +37,9 @@ non-zero in full chunks, more in the window variant's emptier ones at high spars
 crossovers measured on 4096x4096, one thread (docs/kernels.md)."""
 
 
+TILE_INPUT_BYTES = 32 * 1024
+"""Inputs of a batch that a column panel of the panelled variant may span: what stays
+in L1 (48 KiB here) while the panel's weight rows go by."""
 BATCHED_ROWS_PER_DENSITY = 32
 BATCHED_MIN_ROWS, BATCHED_MAX_ROWS = 6, 12
 """Bitmask and n:m weights run the batched kernels from ceil(32 x density) batch rows,
@@ -68,6 +71,11 @@ class KernelKey:
     """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
     which portable LLVM IR cannot express; other targets get the portable kernels."""
 
+    panelled: bool = False
+    """The variant for a few batch rows of long weight rows: the columns in panels
+    whose inputs for the whole batch fit L1 (runtime/codegen/base.py: `panelled`); the
+    executor runs it where the batch's inputs would not fit (`panels_pay`)."""
+
     chunk_span: int = 0
     """Non-zero for the chunk variants, for one batch row of sparse bitmask weights on
     AVX-512: chunks of up to 16 non-zeros within `chunk_span` columns, their columns as
@@ -80,7 +88,7 @@ class KernelKey:
         detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}", "dense": "dense"}[self.kind]
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
-        variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else ""
+        variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else ""
         return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}"
 
     @property
@@ -90,6 +98,20 @@ class KernelKey:
         record's 24-bit field."""
         applies = self.kind == "bitmask" and self.avx512 and self.native_f16 and self.values == "f16"
         return applies and WINDOW_SPAN <= self.cols <= 1 << 24
+
+    @property
+    def has_panel_variant(self) -> bool:
+        """Whether the panelled variant exists: the 64-column-step kernels (vector
+        bitmask and dense) and the 16-lane n:m kernel, on rows of more than two panels'
+        smallest span (512 columns), whose inputs outgrow TILE_INPUT_BYTES at 16 rows."""
+        vector_bitmask = self.kind == "bitmask" and self.values == "f16" and self.native_f16
+        vector_dense = self.kind == "dense" and (self.native_f16 or self.values == "f32")
+        return (vector_bitmask or vector_dense or self.nm_lanes) and self.cols > 512
+
+    def panels_pay(self, batch: int) -> bool:
+        """Whether `batch` rows run the panelled variant: more than one row, and their
+        inputs more than TILE_INPUT_BYTES."""
+        return self.has_panel_variant and batch > 1 and batch * self.cols * 4 > TILE_INPUT_BYTES
 
     def chunk_span_for(self, nonzeros: int) -> int:
         """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through

@@ -51,10 +51,25 @@ class VectorBitmaskKernel(ColumnStepKernel):
     popcount-add per step. The partial step's inputs load under the mask words (zero
     past column K), and the expand-load never reads past the row's values."""
 
-    def row_state(self, row: SSAValue) -> list[SSAValue]:
+    def row_state(self, row: SSAValue, first_step: SSAValue) -> list[SSAValue]:
         b = self.b
         self.masks = b.element_ptr(self.a0, b.mul(row, b.const(self.key.mask_words, i64)), i16)
-        return [b.load(self.a2, b.mul(row, b.const(self.key.panels, i64)), i64)]
+        # The value offset at the step's 256 columns (a2 has one per row and 256 columns).
+        entry = b.add(b.mul(row, b.const(self.key.panels, i64)), b.lshr(first_step, b.const(2, i64)))
+        position = b.load(self.a2, entry, i64)
+        if self.key.panelled:  # where the next row's values are, relative to this row's (the last row: its own)
+            below = b.icmp("slt", row, b.const(self.key.rows - 1, i64))
+            next_entry = b.add(entry, b.select(below, b.const(self.key.panels, i64), b.const(0, i64)))
+            self.next_row = b.sub(b.load(self.a2, next_entry, i64), position)
+        return [position]
+
+    def prefetch_next_row(self, step: SSAValue, state: list[SSAValue]) -> None:
+        b, key = self.b, self.key
+        (position,) = state
+        b.prefetch(b.element_ptr(self.masks, b.add(b.mul(step, b.const(4, i64)), b.const(key.mask_words, i64)), i16))
+        ahead = b.element_ptr(self.a1, b.add(position, self.next_row), i16)
+        for line in range(2):
+            b.prefetch(b.element_ptr(ahead, b.const(64 * line, i64), i8))
 
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b = self.b

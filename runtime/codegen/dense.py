@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import f16, f32, i1, i64
+from xdsl.dialects.builtin import f16, f32, i1, i8, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import ColumnStepKernel, F32x16, Kernel
@@ -15,10 +15,16 @@ class DenseKernel(ColumnStepKernel):
     all N x K values row-major; a step loads 64 of them and widens them. The partial
     step loads weights and inputs under constant lane masks (columns below K)."""
 
-    def row_state(self, row: SSAValue) -> list[SSAValue]:
+    def row_state(self, row: SSAValue, first_step: SSAValue) -> list[SSAValue]:
         b = self.b
         self.values = b.element_ptr(self.a0, b.mul(row, b.const(self.key.cols, i64)), self.value_type)
         return []
+
+    def prefetch_next_row(self, step: SSAValue, state: list[SSAValue]) -> None:
+        b = self.b
+        ahead = b.element_ptr(self.values, b.add(b.mul(step, b.const(64, i64)), b.const(self.key.cols, i64)), self.value_type)
+        for line in range(64 * self.value_type.bitwidth // 8 // 64):
+            b.prefetch(b.element_ptr(ahead, b.const(64 * line, i64), i8))
 
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b, half = self.b, self.value_type == f16

@@ -8,7 +8,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import IntegerType, f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.runtime.codegen.base import F32x16, Kernel, tiled
+from sparsec.runtime.codegen.base import F32x16, Kernel, Panel, panelled
 from sparsec.runtime.codegen.batched import BatchedKernel
 from sparsec.runtime.codegen.builder import vector
 
@@ -29,7 +29,7 @@ class NMKernel(Kernel):
     def runs(self) -> int:
         return math.ceil(self.key.cols / self.key.m)
 
-    def sum_runs(self, row: SSAValue, batch_row: SSAValue, first_run: int, acc: SSAValue) -> SSAValue:
+    def sum_runs(self, row: SSAValue, batch_row: SSAValue, first_run: SSAValue, acc: SSAValue) -> SSAValue:
         """acc + the products of runs [first_run, runs) of `row` with batch row `batch_row`."""
         b, key = self.b, self.key
         kept = key.m - key.n
@@ -54,12 +54,12 @@ class NMKernel(Kernel):
 
             return list(b.loop(b.const(0, i64), b.const(kept, i64), [acc], slot_body))
 
-        (acc,) = b.loop(b.const(first_run, i64), b.const(self.runs, i64), [acc], run_body)
+        (acc,) = b.loop(first_run, b.const(self.runs, i64), [acc], run_body)
         return acc
 
     def build(self) -> llvm.FuncOp:
         def row_body(row: SSAValue, _state) -> list[SSAValue]:
-            self.finish(self.sum_runs(row, self.batch_row, 0, self.b.const(0.0, f32)), row, self.batch_row)
+            self.finish(self.sum_runs(row, self.batch_row, self.b.const(0, i64), self.b.const(0.0, f32)), row, self.batch_row)
             return []
 
         return self.for_each_row(row_body)
@@ -79,13 +79,21 @@ class VectorNMKernel(NMKernel):
     TILE = 4
 
     def build(self) -> llvm.FuncOp:
-        return tiled(self, self.TILE, self.tile_body)
+        return panelled(self, self.TILE, self.key.nm_span, self.tile_body)
 
-    def tile_body(self, row: SSAValue, tile: SSAValue, size: int) -> None:
-        """Weight row `row` times `size` consecutive batch rows from `tile` on."""
+    def tile_body(self, row: SSAValue, tile: SSAValue, size: int, panel: Panel | None) -> None:
+        """Weight row `row` times `size` consecutive batch rows from `tile` on: all its
+        columns, stored in y, or (`panel`) those of one column panel, added into y; the
+        runs past the last whole step go with the last panel."""
         b, key = self.b, self.key
         steps = key.cols // key.nm_span
         tail_run = steps * key.nm_span // key.m
+        if panel is None:
+            first_step, last_step = b.const(0, i64), b.const(steps, i64)
+        else:
+            span = b.const(key.nm_span, i64)
+            first_step = b.emit(llvm.UDivOp(panel.first, span))
+            last_step = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.emit(llvm.UDivOp(panel.end, span)), b.const(steps, i64)], [i64]))
         batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
         x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
         values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
@@ -95,15 +103,18 @@ class VectorNMKernel(NMKernel):
             return self.step(values, words, step, x_rows, accs)
 
         zero = b.vector_const([0.0] * 16, f32)
-        if size == 1:
-            accs = [self.interleaved_sum(b.const(0, i64), b.const(steps, i64), 2, zero, step_body)]
+        if size == 1 and panel is None:  # (a panel's steps are few: one chain will do)
+            accs = [self.interleaved_sum(first_step, last_step, 2, zero, step_body)]
         else:
-            accs = b.loop(b.const(0, i64), b.const(steps, i64), [zero] * size, step_body)
+            accs = b.loop(first_step, last_step, [zero] * size, step_body)
         for batch_row, acc in zip(batch_rows, accs):
             total = b.sum_lanes(acc)
             if tail_run < self.runs:
-                total = self.sum_runs(row, batch_row, tail_run, total)
-            self.finish(total, row, batch_row)
+                tail = b.const(tail_run, i64)
+                if panel is not None:  # in the last panel only
+                    tail = b.select(panel.last(b, key), tail, b.const(self.runs, i64))
+                total = self.sum_runs(row, batch_row, tail, total)
+            self.finish_panel(total, row, batch_row, panel)
 
     def lane_columns(self, word: SSAValue) -> SSAValue:
         """Each lane's column within its 32-column chunk, from the step's position word."""
@@ -119,6 +130,9 @@ class VectorNMKernel(NMKernel):
     def step(self, values: SSAValue, words: SSAValue, step: SSAValue, x_rows: list[SSAValue], accs) -> list[SSAValue]:
         b, key = self.b, self.key
         kept = key.m - key.n
+        if key.panelled:  # the next row's weights for this step (see ColumnStepKernel.prefetch_next_row)
+            b.prefetch(b.element_ptr(values, b.add(b.mul(step, b.const(16, i64)), b.const(self.runs * kept, i64)), i16))
+            b.prefetch(b.element_ptr(words, b.add(step, b.const(key.cols // key.nm_span, i64)), IntegerType(key.nm_word_bits)))
         word = b.load(words, step, IntegerType(key.nm_word_bits))
         columns = self.lane_columns(word)
         half = b.emit(llvm.LoadOp(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), vector(f16, 16), alignment=2))

@@ -74,6 +74,8 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
         y = y[:, :batch].T
     else:
         kernel = chunk_kernel if chunks else executor.kernels.functions[layer.key.symbol]
+        if layer.key.panels_pay(batch):  # columns in panels: y is read back between them
+            kernel, _ = executor._variant_call(layer, "panels")
         x_guarded, y = guarded(x), guarded(np.full((batch, rows), np.nan, np.float32))
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
@@ -94,9 +96,12 @@ PATTERNS = [
 
 if __name__ == "__main__":
     failures = 0
-    for rows, cols, pattern, (bias, activation), batch in itertools.product(
-        [1, 3, 17, 1000], [1, 17, 130, 1000], PATTERNS, [(False, "none"), (True, "relu"), (True, "gelu")], [1, 5, 17]
-    ):
+    cases = itertools.chain(
+        itertools.product([1, 3, 17, 1000], [1, 17, 130, 1000], PATTERNS, [(False, "none"), (True, "relu"), (True, "gelu")], [1, 5, 17]),
+        # rows long enough for the panelled variant at a few batch rows (K not a whole step)
+        itertools.product([3, 17], [2000], PATTERNS, [(True, "relu")], [2, 5]),
+    )
+    for rows, cols, pattern, (bias, activation), batch in cases:
         ok = run_case(rows, cols, pattern, bias, activation, batch)
         failures += not ok
         if not ok:

@@ -135,6 +135,27 @@ def test_chunk_variant_follows_sparsity_at_batch_one(sparsity, span, tmp_path, m
 
 
 @pytest.mark.parametrize(
+    "pattern",
+    ["pattern=unstructured sparsity=0.0", "pattern=unstructured sparsity=0.5", "pattern=nm n=2 m=4", "pattern=nm n=3 m=4", "pattern=nm n=1 m=8"],
+)
+def test_column_panels_of_long_rows(pattern, tmp_path, monkeypatch):
+    """A few batch rows of long weight rows run the panelled variant (columns in
+    panels whose inputs fit L1), one batch row the plain kernel; a partial last step
+    and n:m runs past the last whole step fall in the last panel."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(70, 4500, False, True, "relu", 11)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights)
+    (layer,) = executor.layers.values()
+    assert layer.key.has_panel_variant or not Target.host().avx512  # the vector kernels have one
+    rng = np.random.default_rng(12)
+    for batch in (1, 2, 5):
+        x = rng.standard_normal((batch, 4500)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+        assert ("panels" in layer.variant_calls) == (layer.key.has_panel_variant and batch > 1)
+
+
+@pytest.mark.parametrize(
     ("pattern", "rows"),
     [
         ("pattern=unstructured sparsity=0.5", 12),
