@@ -41,6 +41,7 @@ from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
 CACHE_LINE = 64
+"""Bytes of a cache line, on which the batched kernels' transposed arrays start."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from test_kernels import build  # noqa: E402
 
-from sparsec.kernels import BATCHED_KINDS  # noqa: E402
 from sparsec.runtime.executor import Executor, transposed_inputs  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
