@@ -122,6 +122,20 @@ def transformer_mlp(d: int = 16, h: int = 32) -> onnx.ModelProto:
     )
 
 
+def wide() -> onnx.ModelProto:
+    """One Gemm (transB) + bias + Relu with 1024 inputs: rows long enough for the
+    panelled kernel variant."""
+    rng = _rng()
+    node = helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1, name="fc")
+    relu = helper.make_node("Relu", ["h"], ["y"], name="relu")
+    return _model(
+        [node, relu],
+        [helper.make_tensor_value_info("x", F32, ["batch", 1024])],
+        [helper.make_tensor_value_info("y", F32, ["batch", 32])],
+        [_init("w", rng.standard_normal((32, 1024), dtype=np.float32)), _init("b", rng.standard_normal(32, dtype=np.float32))],
+    )
+
+
 def shapes() -> onnx.ModelProto:
     """Reshape, Transpose, Concat, Unsqueeze/Squeeze (opset 13 inputs), Sum, Sub, Div, Tanh, Sigmoid, Erf."""
     return _model(
@@ -225,7 +239,7 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, transformer_mlp, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+    for f in (gemm, mlp, conv, conv_same, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
 }
 
 
