@@ -112,7 +112,8 @@ class KernelKey:
         """Whether `batch` rows run the panelled variant: 2 to BATCHED_MAX_ROWS rows
         whose inputs exceed TILE_INPUT_BYTES. (From 16 rows the panels get so narrow,
         256 columns, that the dense kernel lost 10 to 16% with them.)"""
-        return self.has_panel_variant and 1 < batch <= BATCHED_MAX_ROWS and batch * self.cols * 4 > TILE_INPUT_BYTES
+        # The batch tests first: the executor asks on every call.
+        return 1 < batch <= BATCHED_MAX_ROWS and batch * self.cols * 4 > TILE_INPUT_BYTES and self.has_panel_variant
 
     def chunk_span_for(self, nonzeros: int) -> int:
         """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through

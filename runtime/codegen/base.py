@@ -61,7 +61,7 @@ class Kernel:
         b, key = self.b, self.key
         unit = key.block if key.kind == "block" else 1
         first = b.mul(self.begin, b.const(unit, i64))
-        last = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.mul(self.end, b.const(unit, i64)), b.const(key.rows, i64)], [i64]))
+        last = b.smin(b.mul(self.end, b.const(unit, i64)), b.const(key.rows, i64))
         lanes = b.vector_const(list(range(16)), i64)
 
         def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
@@ -205,12 +205,12 @@ def panelled(kernel: Kernel, tile: int, unit: int, tile_body) -> llvm.FuncOp:
     cols = b.const(key.cols, i64)
     grain = max(256, unit)
     fitting = b.emit(llvm.UDivOp(b.const(TILE_INPUT_BYTES // 4 // grain, i64), kernel.batch))
-    span = b.mul(b.emit(llvm.CallIntrinsicOp("llvm.smax.i64", [fitting, b.const(1, i64)], [i64])), b.const(grain, i64))
+    span = b.mul(b.smax(fitting, b.const(1, i64)), b.const(grain, i64))
     panels = b.emit(llvm.UDivOp(b.add(cols, b.sub(span, b.const(1, i64))), span))
 
     def panel_body(panel: SSAValue, _state) -> list[SSAValue]:
         first = b.mul(panel, span)
-        columns = Panel(first, b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.add(first, span), cols], [i64])))
+        columns = Panel(first, b.smin(b.add(first, span), cols))
         _tile_rows(kernel, tile, kernel.begin, kernel.end, lambda row, first_batch, size: tile_body(row, first_batch, size, columns))
         return []
 

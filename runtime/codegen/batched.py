@@ -5,7 +5,7 @@ a panel's products are decoded."""
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import f16, f32, i1, i8, i16, i32, i64
+from xdsl.dialects.builtin import f16, f32, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import F32x16, Kernel
@@ -25,7 +25,7 @@ class BatchedKernel(Kernel):
     every row. Bias and activation follow in one pass at the end.
 
     A row's products in a panel are first decoded into two small stack arrays, their
-    columns and their values widened to float32 (`decode`, vectorized: a compress-store
+    columns and their values widened to float32 (`decode`, vectorized: a compress
     of column numbers per mask word, 16 values widened at a time); the batch then goes
     32 lanes (two vectors) at a time, then 16, through a plain loop over those arrays:
     per product, a column load, a broadcast value and one multiply-add per vector,
@@ -49,7 +49,7 @@ class BatchedKernel(Kernel):
         self.weights = b.alloca(self.key.panel_columns + 16, f32)
 
         def group_body(first_row: SSAValue, _state) -> list[SSAValue]:
-            last_row = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.add(first_row, b.const(self.ROWS, i64)), self.end], [i64]))
+            last_row = b.smin(b.add(first_row, b.const(self.ROWS, i64)), self.end)
 
             def panel_body(panel: SSAValue, _inner) -> list[SSAValue]:
                 def row_body(row: SSAValue, _rows) -> list[SSAValue]:
@@ -82,11 +82,7 @@ class BatchedKernel(Kernel):
         rows went to waiting for them)."""
         b = self.b
         ahead = b.add(row, b.const(self.PREFETCH_ROWS, i64))
-        return b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [ahead, b.const(self.key.rows - 1, i64)], [i64]))
-
-    def prefetch_lines(self, at: SSAValue, lines: int) -> None:
-        for line in range(lines):
-            self.b.prefetch(self.b.element_ptr(at, self.b.const(64 * line, i64), i8))
+        return b.smin(ahead, b.const(self.key.rows - 1, i64))
 
     def pad(self, count: SSAValue) -> SSAValue:
         """Fill the arrays after `count` products up to a whole number of rounds with
@@ -106,10 +102,8 @@ class BatchedKernel(Kernel):
             return
 
         def chunk_body(first: SSAValue, _state) -> list[SSAValue]:
-            # The lanes below min(count - first, 16), as bits (cheaper than a vector compare).
-            left = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.sub(count, first), b.const(16, i64)], [i64]))
-            bits = b.sub(b.emit(llvm.ShlOp(b.const(1, i32), b.emit(llvm.TruncOp(left, i32)))), b.const(1, i32))
-            inside = b.bitcast(b.emit(llvm.TruncOp(bits, i16)), vector(i1, 16))
+            # The lanes below min(count - first, 16), from bits (cheaper than a vector compare).
+            inside = b.low_lanes(b.emit(llvm.TruncOp(b.smin(b.sub(count, first), b.const(16, i64)), i32)))
             if self.value_type == f16:
                 bits = b.masked_load(b.element_ptr(values, first, i16), inside, vector(i16, 16))
                 widened = b.emit(llvm.FPExtOp(b.bitcast(bits, vector(f16, 16)), F32x16))

@@ -67,9 +67,7 @@ class VectorBitmaskKernel(ColumnStepKernel):
         b, key = self.b, self.key
         (position,) = state
         b.prefetch(b.element_ptr(self.masks, b.add(b.mul(step, b.const(4, i64)), b.const(key.mask_words, i64)), i16))
-        ahead = b.element_ptr(self.a1, b.add(position, self.next_row), i16)
-        for line in range(2):
-            b.prefetch(b.element_ptr(ahead, b.const(64 * line, i64), i8))
+        b.prefetch(b.element_ptr(self.a1, b.add(position, self.next_row), i16), 2)
 
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b = self.b
@@ -128,7 +126,7 @@ class ChunkBitmaskKernel(Kernel):
                 word = b.emit(llvm.LoadOp(record, i32, alignment=4))
                 base = b.element_ptr(x_row, b.zext(b.and_(word, b.const((1 << 24) - 1, i32)), i64), f32)
                 count = b.lshr(word, b.const(24, i32))
-                mask = b.bitcast(b.emit(llvm.TruncOp(b.sub(b.emit(llvm.ShlOp(b.const(1, i32), count)), b.const(1, i32)), i16)), vector(i1, 16))
+                mask = b.low_lanes(count)
                 offsets = b.emit(llvm.LoadOp(b.element_ptr(record, b.const(4, i64), i8), vector(i8, 16), alignment=4))
                 inputs = self.inputs(base, b.zext(offsets, vector(i32, 16)), mask)
                 at = b.element_ptr(self.a1, position, i16)
@@ -173,11 +171,11 @@ class BatchedBitmaskKernel(BatchedKernel):
         count = b.sub(b.load(self.a2, b.add(entry, b.const(1, i64)), i64), start)
         panel_words = key.panel_columns // 16
         first_word = b.mul(panel, b.const(panel_words, i64))
-        words = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.const(panel_words, i64), b.sub(b.const(key.mask_words, i64), first_word)], [i64]))
+        words = b.smin(b.const(panel_words, i64), b.sub(b.const(key.mask_words, i64), first_word))
         masks = b.element_ptr(self.a0, b.add(b.mul(row, b.const(key.mask_words, i64)), first_word), i16)
         ahead = self.row_ahead(row)
-        self.prefetch_lines(b.element_ptr(self.a1, b.load(self.a2, b.add(b.mul(ahead, b.const(key.panels, i64)), panel), i64), self.value_type), 4)
-        self.prefetch_lines(b.element_ptr(masks, b.mul(b.sub(ahead, row), b.const(key.mask_words, i64)), i16), 1)
+        b.prefetch(b.element_ptr(self.a1, b.load(self.a2, b.add(b.mul(ahead, b.const(key.panels, i64)), panel), i64), self.value_type), 4)
+        b.prefetch(b.element_ptr(masks, b.mul(b.sub(ahead, row), b.const(key.mask_words, i64)), i16))
         self.widen_values(b.element_ptr(self.a1, start, self.value_type), count)
         lanes = b.vector_const(list(range(16)), i32)
         first_column = b.emit(llvm.TruncOp(b.mul(first_word, b.const(16, i64)), i32))

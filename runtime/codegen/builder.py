@@ -160,6 +160,12 @@ class FunctionBuilder:
     def select(self, condition: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(llvm.SelectOp(condition, a, b))
 
+    def smin(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.CallIntrinsicOp(f"llvm.smin.i{a.type.width.data}", [a, b], [a.type]))  # pyright: ignore
+
+    def smax(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.emit(llvm.CallIntrinsicOp(f"llvm.smax.i{a.type.width.data}", [a, b], [a.type]))  # pyright: ignore
+
     def round_down(self, value: SSAValue, multiple: int) -> SSAValue:
         """`value` (>= 0) rounded down to a multiple of `multiple`: where a loop in steps
         of `multiple` ends and its remainder loop starts."""
@@ -225,6 +231,11 @@ class FunctionBuilder:
         mask = _shuffle_mask(tuple(range(first, first + count)))
         return self.emit(llvm.ShuffleVectorOp(source, source, mask, vector(element, count)))
 
+    def low_lanes(self, count: SSAValue, lanes: int = 16) -> SSAValue:
+        """The lane mask of the lowest `count` (an i32, at most `lanes`) of `lanes`."""
+        bits = self.sub(self.emit(llvm.ShlOp(self.const(1, i32), count)), self.const(1, i32))
+        return self.bitcast(self.emit(llvm.TruncOp(bits, IntegerType(lanes))), vector(i1, lanes))
+
     def splat(self, value: SSAValue, count: int) -> SSAValue:
         """`value` in every one of `count` lanes."""
         ty = vector(value.type, count)
@@ -261,11 +272,13 @@ class FunctionBuilder:
     def load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
         return self.emit(llvm.LoadOp(self.element_ptr(base, index, ty), ty))
 
-    def prefetch(self, at: SSAValue) -> None:
-        """Ask for the cache line at `at` ahead of its use (a hint: it never faults, so
-        it may point past the end of an array)."""
+    def prefetch(self, at: SSAValue, lines: int = 1) -> None:
+        """Ask for the `lines` cache lines from `at` on ahead of their use (a hint: it
+        never faults, so it may point past the end of an array)."""
         read, keep, data = (self.const(flag, i32) for flag in (0, 3, 1))
-        self.emit(llvm.CallIntrinsicOp("llvm.prefetch.p0", [at, read, keep, data], []))
+        for line in range(lines):
+            target = self.element_ptr(at, self.const(64 * line, i64), i8) if line else at
+            self.emit(llvm.CallIntrinsicOp("llvm.prefetch.p0", [target, read, keep, data], []))
 
     def alloca(self, count: int, ty: Attribute) -> SSAValue:
         """A stack array of `count` elements of `ty`, 64-byte aligned; emitted where the

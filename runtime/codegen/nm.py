@@ -93,7 +93,7 @@ class VectorNMKernel(NMKernel):
         else:
             span = b.const(key.nm_span, i64)
             first_step = b.emit(llvm.UDivOp(panel.first, span))
-            last_step = b.emit(llvm.CallIntrinsicOp("llvm.smin.i64", [b.emit(llvm.UDivOp(panel.end, span)), b.const(steps, i64)], [i64]))
+            last_step = b.smin(b.emit(llvm.UDivOp(panel.end, span)), b.const(steps, i64))
         batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
         x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
         values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
@@ -170,14 +170,12 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
         b, key = self.b, self.key
         kept, runs_per_panel = key.m - key.n, key.panel_columns // key.m
         first_run = b.mul(panel, b.const(runs_per_panel, i64))
-        last_run = b.emit(
-            llvm.CallIntrinsicOp("llvm.smin.i64", [b.add(first_run, b.const(runs_per_panel, i64)), b.const(self.runs, i64)], [i64])
-        )
+        last_run = b.smin(b.add(first_run, b.const(runs_per_panel, i64)), b.const(self.runs, i64))
         panel_slot = b.mul(first_run, b.const(kept, i64))  # the panel's first kept slot within the row
         first = b.add(b.mul(row, b.const(self.runs * kept, i64)), panel_slot)
         count = b.mul(b.sub(last_run, first_run), b.const(kept, i64))
         ahead = b.mul(b.sub(self.row_ahead(row), row), b.const(self.runs * kept, i64))
-        self.prefetch_lines(b.element_ptr(self.a0, b.add(first, ahead), self.value_type), 4)
+        b.prefetch(b.element_ptr(self.a0, b.add(first, ahead), self.value_type), 4)
         if not self.step_words:
             return self.slot_columns(first, first_run, count)
         self.widen_values(b.element_ptr(self.a0, first, self.value_type), count)
