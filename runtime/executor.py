@@ -5,8 +5,9 @@ generates one LLVM module for the distinct keys and JIT-compiles it (or loads it
 the disk cache). Every other op runs through the reference interpreter's numpy code, so
 both engines execute the same IR.
 
-Kernel calls go through ctypes, which releases the GIL, so a persistent thread pool
-splits each layer's output rows (or row blocks) across `threads` workers. Output
+Kernel calls go through ctypes, which releases the GIL, so worker threads that wait
+spinning in native code (runtime/workers.py) take shares of each layer's output rows
+(or row blocks), `threads` shares in all with the calling thread's. Output
 buffers of kernel ops are allocated once per input shape and reused. Three variants are
 compiled on first use: batched kernels from KernelKey.batched_from batch rows, panelled
 kernels for fewer batch rows of long weight rows (KernelKey.panels_pay), and the chunk
@@ -19,7 +20,6 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,7 @@ from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
+from sparsec.runtime.workers import WorkerPool
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
@@ -192,7 +193,7 @@ class Executor:
         self.variants: dict[str, object] = {}
         """Compiled batched and chunk kernels by symbol (compiled on first use)."""
         self.compiled: list[CompiledKernels] = []
-        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+        self.pool = WorkerPool(self.threads - 1) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
     def _prepare(self, op: KernelOp) -> _Layer:
@@ -211,7 +212,7 @@ class Executor:
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown()
+            self.pool.close()
 
     def _call(self, layer: _Layer, x: np.ndarray, y: np.ndarray) -> None:
         """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y."""
@@ -262,16 +263,9 @@ class Executor:
         if self.pool is None or workers == 1 or batch == 0:
             kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, 0, units)
             return
-        bounds = np.linspace(0, units, workers + 1).astype(np.int64)
-        # The calling thread takes the first share itself: one hand-off fewer.
-        futures = [
-            self.pool.submit(kernel, x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, int(lo), int(hi))
-            for lo, hi in zip(bounds[1:-1], bounds[2:])
-            if hi > lo
-        ]
-        kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, int(bounds[0]), int(bounds[1]))
-        for future in futures:
-            future.result()
+        bounds = np.linspace(0, units, workers + 1).astype(np.int64).tolist()
+        shares = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        self.pool.run(kernel, (x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch), shares)
 
     def _buffer(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
         size = math.prod(shape)

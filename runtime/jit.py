@@ -162,6 +162,11 @@ def _object_code(keys: Sequence[KernelKey], machine: llvm.TargetMachine) -> byte
     """Generate, optimize and compile the kernels for `keys` into object code."""
     with _collector_paused():
         ir = str(convert_module(kernel_module(list(keys)), fallback_target_triple=llvm.get_process_triple()))
+    return _optimized_object(ir, machine)
+
+
+def _optimized_object(ir: str, machine: llvm.TargetMachine) -> bytes:
+    """LLVM IR text, verified, optimized (O2) and compiled for `machine`."""
     module = llvm.parse_assembly(ir)
     module.triple = machine.triple
     module.data_layout = str(machine.target_data)
@@ -187,12 +192,33 @@ def compile_kernels(keys: Sequence[KernelKey], target: Target | None = None, use
         code = _object_code(keys, machine)
         if use_cache:
             _write_cached(path, code)
+    return _load(code, machine, {key.symbol: KERNEL_SIGNATURE for key in keys}, from_cache)
+
+
+def compile_llvm_ir(ir: str, signatures: dict[str, type], target: Target | None = None) -> CompiledKernels:
+    """JIT LLVM IR text (runtime support code that is not a kernel) for `target`, the
+    host by default, optimized like the kernels and through the same disk cache, keyed
+    by the text; `signatures` gives each entry point's ctypes function type."""
+    target = target or Target.host()
+    machine = target.machine()
+    text = "\n".join([ir, target.cpu, target.features, llvmlite.__version__])
+    path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()}.o"
+    code = _read_cached(path)
+    from_cache = code is not None
+    if code is None:
+        code = _optimized_object(ir, machine)
+        _write_cached(path, code)
+    return _load(code, machine, signatures, from_cache)
+
+
+def _load(code: bytes, machine: llvm.TargetMachine, signatures: dict[str, type], from_cache: bool) -> CompiledKernels:
+    """Link object code into a new engine and resolve the entry points in `signatures`."""
     empty = llvm.parse_assembly("")
     empty.triple = machine.triple
     engine = llvm.create_mcjit_compiler(empty, machine)
     engine.add_object_file(llvm.ObjectFileRef.from_data(code))
     engine.finalize_object()
     compiled = CompiledKernels(engine, from_cache=from_cache)
-    for key in keys:
-        compiled.functions[key.symbol] = KERNEL_SIGNATURE(engine.get_function_address(key.symbol))
+    for symbol, signature in signatures.items():
+        compiled.functions[symbol] = signature(engine.get_function_address(symbol))
     return compiled

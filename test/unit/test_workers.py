@@ -1,0 +1,92 @@
+"""The worker pool's hand-off protocol (runtime/workers.py): every share of every call
+runs exactly once, before `run` returns, also when workers park between calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsec.runtime import workers
+from sparsec.runtime.jit import KERNEL_SIGNATURE
+from sparsec.runtime.workers import WorkerPool
+
+
+class CountingKernel:
+    """A kernel-shaped Python callback that counts the units it is given, per thread."""
+
+    def __init__(self, units: int):
+        self.counts = np.zeros(units, np.int64)
+        self.threads: set[str] = set()
+        self.function = KERNEL_SIGNATURE(self.visit)
+
+    def visit(self, x, y, a0, a1, a2, bias, batch, first, last) -> None:
+        self.counts[first:last] += batch
+        self.threads.add(threading.current_thread().name)
+
+
+def run_soon(pool: WorkerPool, kernel: CountingKernel, shares: list[tuple[int, int]]) -> None:
+    """pool.run, failing (not hanging) if a share is lost."""
+    caller = threading.Thread(target=pool.run, args=(kernel.function, (0, 0, 0, 0, 0, 0, 1), shares), daemon=True)
+    caller.start()
+    caller.join(timeout=10)
+    assert not caller.is_alive(), "a share was never run"
+
+
+def shares_of(units: int, parts: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, units, parts + 1).astype(int).tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3), st.integers(4, 200), st.lists(st.sampled_from([0.0, 1e-5, 3e-3]), min_size=1, max_size=30))
+def test_every_share_runs_once_per_call(workers_count, units, pauses):
+    """Calls back to back (the worker is spinning), after short pauses and after pauses
+    longer than IDLE_SPIN_SECONDS (the worker has parked and must be woken)."""
+    kernel = CountingKernel(units)
+    pool = WorkerPool(workers_count)
+    try:
+        for call, pause in enumerate(pauses, start=1):
+            time.sleep(pause)
+            run_soon(pool, kernel, shares_of(units, workers_count + 1))
+            assert (kernel.counts == call).all()  # finished when run returns
+    finally:
+        pool.close()
+    assert any(name.startswith("sparsec-worker-") for name in kernel.threads)
+
+
+def test_parking_races(monkeypatch: pytest.MonkeyPatch):
+    """Workers that park after a few polls: posts keep meeting workers on their way to
+    parking, the race the protocol's sequentially consistent steps settle."""
+    monkeypatch.setattr(workers, "IDLE_SPIN_SECONDS", 1e-7)
+    kernel = CountingKernel(64)
+    pool = WorkerPool(2)
+    try:
+        for call in range(1, 2001):
+            run_soon(pool, kernel, shares_of(64, 3))
+            if call % 100 == 0:
+                assert (kernel.counts == call).all()
+    finally:
+        pool.close()
+
+
+def test_close_stops_the_threads():
+    before = set(threading.enumerate())
+    pool = WorkerPool(2)
+    assert len(set(threading.enumerate()) - before) == 2
+    pool.close()
+    pool.close()  # a second close does nothing
+    assert set(threading.enumerate()) <= before
+
+
+def test_more_shares_than_workers_is_refused():
+    pool = WorkerPool(1)
+    try:
+        with pytest.raises(ValueError, match="3 shares for 1 workers"):
+            pool.run(CountingKernel(3).function, (0, 0, 0, 0, 0, 0, 1), shares_of(3, 3))
+    finally:
+        pool.close()
