@@ -40,13 +40,13 @@ crossovers measured on 4096x4096, one thread (docs/kernels.md)."""
 TILE_INPUT_BYTES = 32 * 1024
 """Inputs of a batch that a column panel of the panelled variant may span: what stays
 in L1 (48 KiB here) while the panel's weight rows go by."""
-BATCHED_ROWS_PER_DENSITY = 32
+BATCHED_ROWS_PER_DENSITY = 24
 BATCHED_MIN_ROWS, BATCHED_MAX_ROWS = 6, 12
-"""Bitmask and n:m weights run the batched kernels from ceil(32 x density) batch rows,
+"""Bitmask and n:m weights run the batched kernels from ceil(24 x density) batch rows,
 kept within [6, 12]: their work follows the non-zeros while the tiled kernels' work per
 decoded step is shared by tiles of 4 rows, so the sparser the weight, the sooner the
-batched kernels win (crossovers measured on the MLP shapes and 4096x4096: about 12 rows
-at 50% density, 8 at 25%, 6 at 12% and below; docs/kernels.md)."""
+batched kernels win (crossovers measured on the MLP shapes and 4096x4096: 10 to 12
+rows at 50% density, 6 at 25%, 5 to 6 at 12% and below; docs/kernels.md)."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ or Gelu). runtime/codegen/kernels.py documents the signature and each kind's ope
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsl.dialects import llvm
@@ -31,6 +32,9 @@ class Kernel:
 
     VECTOR_EPILOGUE = True
     """Whether `ret` applies the epilogue in a vector pass (False: the kernel did)."""
+    PARTIAL_TILES = True
+    """Whether more than half a tile of batch rows left after the whole tiles run as
+    one partial tile (`_tile_rows`) rather than one at a time."""
 
     def __init__(self, key: KernelKey):
         self.key = key
@@ -120,13 +124,34 @@ class Kernel:
 
     def finish_if(self, condition: SSAValue, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
         """`finish` only where `condition` holds (rows past N, or past the batch)."""
+        self.only_if(condition, lambda: self.finish(acc, row, batch_row))
+
+    def only_if(self, condition: SSAValue | None, action: Callable[[], None]) -> None:
+        """Emit `action`'s code to run only where `condition` holds (always for None)."""
+        if condition is None:
+            action()
+            return
         b = self.b
         then_block, after = b.new_block(), b.new_block()
         b.emit(llvm.CondBrOp(condition, then_block, [], after, []))
         b.block = then_block
-        self.finish(acc, row, batch_row)
+        action()
         b.emit(llvm.BrOp(after))
         b.block = after
+
+    def tile_rows(self, tile: SSAValue, size: int) -> list[tuple[SSAValue, SSAValue | None]]:
+        """The batch rows of a tile of `size` rows from `tile` on, each with whether it
+        is inside the batch (None: always). A last, partial tile (`_tile_rows`) reads
+        the last batch row in place of those past it, and must not store them."""
+        b = self.b
+        if size == 1:
+            return [(tile, None)]
+        last = b.sub(self.batch, b.const(1, i64))
+        rows = [(tile, None)]
+        for j in range(1, size):
+            batch_row = b.add(tile, b.const(j, i64))
+            rows.append((b.smin(batch_row, last), b.icmp("slt", batch_row, self.batch)))
+        return rows
 
     def interleaved_sum(self, start: SSAValue, stop: SSAValue, ways: int, zero: SSAValue, body) -> SSAValue:
         """The sum of body(i, [acc]) over i in [start, stop), spread over `ways`
@@ -163,22 +188,32 @@ class Panel:
 
 
 def tiled(kernel: Kernel, tile: int, tile_body) -> llvm.FuncOp:
-    """for row in [begin, end): the batch in tiles of `tile` rows, then the rows left
-    one at a time: tile_body(row, first batch row, rows). Weight rows outside, so each
-    is read from memory once and from cache for the other tiles."""
+    """for row in [begin, end): the batch in tiles of `tile` rows (the last maybe
+    partial), or one row alone: tile_body(row, first batch row, rows). Weight rows
+    outside, so each is read from memory once and from cache for the other tiles."""
     _tile_rows(kernel, tile, kernel.begin, kernel.end, tile_body)
     return kernel.ret()
 
 
 def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValue, tile_body) -> None:
     """for row in [first_row, last_row): the batch in tiles of `tile` rows, then the
-    rows left one at a time: tile_body(row, first batch row, rows)."""
+    rows left: more than half a tile (Kernel.PARTIAL_TILES) in one more, partial tile
+    (Kernel.tile_rows), fewer one at a time: tile_body(row, first batch row, rows).
+
+    A tile decodes the row's weights again, with them in cache now, and costs about
+    1.5x (block 16, dense) to 3x (block 4, n:m) as much as one row; rows left one at
+    a time made 7 batch rows take 2.2x as long as 8 in the block kernels' 8-row
+    tiles. A partial tile needs no code of its own (tile bodies of 2 rows added 30%
+    to the compile time)."""
     b = kernel.b
+    partial_from = tile // 2 + 1 if kernel.PARTIAL_TILES else tile
 
     def row_body(row: SSAValue, _state) -> list[SSAValue]:
         whole = b.round_down(kernel.batch, tile)
-        b.loop(b.const(0, i64), whole, [], lambda first, _s: tile_body(row, first, tile) or [], step=tile)
-        b.loop(whole, kernel.batch, [], lambda first, _s: tile_body(row, first, 1) or [])
+        many_left = b.icmp("sge", b.sub(kernel.batch, whole), b.const(partial_from, i64))
+        tiled_to = b.select(many_left, kernel.batch, whole)
+        b.loop(b.const(0, i64), tiled_to, [], lambda first, _s: tile_body(row, first, tile) or [], step=tile)
+        b.loop(tiled_to, kernel.batch, [], lambda first, _s: tile_body(row, first, 1) or [])
         return []
 
     b.loop(first_row, last_row, [], row_body)
@@ -249,8 +284,8 @@ class ColumnStepKernel(Kernel):
         columns, stored in y, or (`panel`) those of one column panel, added into y."""
         b, key = self.b, self.key
         full_steps, partial = divmod(key.cols, 64)
-        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
-        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
+        batch_rows = self.tile_rows(tile, size)
+        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row, _ in batch_rows]
         if panel is None:
             first_step, last_step = b.const(0, i64), b.const(full_steps, i64)
         else:
@@ -268,9 +303,9 @@ class ColumnStepKernel(Kernel):
             ends = b.select(panel.last(b, key), b.const(full_steps + 1, i64), b.const(full_steps, i64))
             state = b.loop(b.const(full_steps, i64), ends, list(state), lambda step, st: self.step(row, step, x_rows, list(st), len(carried), partial))
         accs = state[len(carried) :]
-        for j, batch_row in enumerate(batch_rows):
-            total = b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3]))
-            self.finish_panel(b.sum_lanes(total), row, batch_row, panel)
+        for j, (batch_row, inside) in enumerate(batch_rows):
+            total = b.sum_lanes(b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3])))
+            self.only_if(inside, lambda total=total, batch_row=batch_row: self.finish_panel(total, row, batch_row, panel))
 
     def prefetch_next_row(self, step: SSAValue, state: list[SSAValue]) -> None:
         """Prefetch the next weight row's weights for `step` (panelled variant: a group

@@ -57,7 +57,7 @@ class VectorBlockKernel(Kernel):
         lanes, stored = vector(f32, key.block), vector(self.value_type, key.block)
         first = b.load(self.a2, row_block, i64)
         last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
-        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
+        batch_rows = self.tile_rows(tile, size)
 
         def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
             col = b.emit(llvm.SExtOp(b.load(self.a1, kept, i32), i64))
@@ -65,7 +65,7 @@ class VectorBlockKernel(Kernel):
             weights = b.emit(llvm.LoadOp(at, stored, alignment=2 if self.value_type == f16 else 4))
             if self.value_type == f16:
                 weights = b.emit(llvm.FPExtOp(weights, lanes))
-            return [b.emit(llvm.FMAOp(weights, b.splat(self.x_at(row, col), key.block), acc)) for row, acc in zip(batch_rows, accs)]
+            return [b.emit(llvm.FMAOp(weights, b.splat(self.x_at(row, col), key.block), acc)) for (row, _), acc in zip(batch_rows, accs)]
 
         zero = b.vector_const([0.0] * key.block, f32)
         if size == 1:
@@ -77,8 +77,8 @@ class VectorBlockKernel(Kernel):
         if key.rows % key.block:  # only the last row block has rows past N
             offsets = b.add(b.splat(first_row, key.block), b.vector_const(list(range(key.block)), i64))
             inside = b.icmp("slt", offsets, b.splat(b.const(key.rows, i64), key.block))
-        for batch_row, acc in zip(batch_rows, accs):
-            self.finish_lanes(acc, first_row, batch_row, inside)
+        for (batch_row, in_batch), acc in zip(batch_rows, accs):
+            self.only_if(in_batch, lambda acc=acc, batch_row=batch_row: self.finish_lanes(acc, first_row, batch_row, inside))
 
     def finish_lanes(self, acc: SSAValue, first_row: SSAValue, batch_row: SSAValue, inside: SSAValue | None) -> None:
         """`finish` for B consecutive outputs at once; `inside` masks rows past N."""

@@ -77,6 +77,7 @@ class VectorNMKernel(NMKernel):
     the last whole step go through the scalar code."""
 
     TILE = 4
+    PARTIAL_TILES = False  # a batch row's permutes make a tile cost 3 rows alone
 
     def build(self) -> llvm.FuncOp:
         return panelled(self, self.TILE, self.key.nm_span, self.tile_body)
@@ -94,8 +95,8 @@ class VectorNMKernel(NMKernel):
             span = b.const(key.nm_span, i64)
             first_step = b.emit(llvm.UDivOp(panel.first, span))
             last_step = b.smin(b.emit(llvm.UDivOp(panel.end, span)), b.const(steps, i64))
-        batch_rows = [b.add(tile, b.const(j, i64)) for j in range(size)]
-        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row in batch_rows]
+        batch_rows = self.tile_rows(tile, size)
+        x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row, _ in batch_rows]
         values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
         words = b.element_ptr(self.a2, b.mul(row, b.const(steps, i64)), IntegerType(key.nm_word_bits))
 
@@ -107,14 +108,14 @@ class VectorNMKernel(NMKernel):
             accs = [self.interleaved_sum(first_step, last_step, 2, zero, step_body)]
         else:
             accs = b.loop(first_step, last_step, [zero] * size, step_body)
-        for batch_row, acc in zip(batch_rows, accs):
+        for (batch_row, inside), acc in zip(batch_rows, accs):
             total = b.sum_lanes(acc)
             if tail_run < self.runs:
                 tail = b.const(tail_run, i64)
                 if panel is not None:  # in the last panel only
                     tail = b.select(panel.last(b, key), tail, b.const(self.runs, i64))
                 total = self.sum_runs(row, batch_row, tail, total)
-            self.finish_panel(total, row, batch_row, panel)
+            self.only_if(inside, lambda total=total, batch_row=batch_row: self.finish_panel(total, row, batch_row, panel))
 
     def lane_columns(self, word: SSAValue) -> SSAValue:
         """Each lane's column within its 32-column chunk, from the step's position word."""

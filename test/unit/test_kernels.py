@@ -149,7 +149,7 @@ def test_column_panels_of_long_rows(pattern, tmp_path, monkeypatch):
     (layer,) = executor.layers.values()
     assert layer.key.has_panel_variant or not Target.host().avx512  # the vector kernels have one
     rng = np.random.default_rng(12)
-    for batch in (1, 2, 5):
+    for batch in (1, 2, 5, 7):  # 7: tiles of 4, 2 and 1 rows
         x = rng.standard_normal((batch, 4500)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
         assert ("panels" in layer.variant_calls) == (layer.key.has_panel_variant and batch > 1)
@@ -159,9 +159,9 @@ def test_column_panels_of_long_rows(pattern, tmp_path, monkeypatch):
     ("pattern", "rows"),
     [
         ("pattern=unstructured sparsity=0.5", 12),
-        ("pattern=unstructured sparsity=0.75", 8),
-        ("pattern=unstructured sparsity=0.9", 6),
-        ("pattern=nm n=3 m=4", 8),
+        ("pattern=unstructured sparsity=0.6", 10),
+        ("pattern=unstructured sparsity=0.75", 6),
+        ("pattern=nm n=3 m=4", 6),
         ("pattern=nm n=7 m=8", 6),
     ],
 )
