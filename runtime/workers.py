@@ -76,9 +76,14 @@ class _ProtocolBuilder:
     def word(self, b: ir.IRBuilder, slot: ir.Value, index: int) -> ir.Value:
         return b.gep(slot, [ir.Constant(_I64, index)], inbounds=True)
 
-    def relax(self, b: ir.IRBuilder) -> None:
+    def idle(self, b: ir.IRBuilder, polls: ir.Value, spins: ir.Value, poll: ir.Block, enough: ir.Block) -> ir.Value:
+        """A spin loop's idle step: pause, count the poll, then poll again, or go to
+        `enough` after `spins` polls; returns the new count."""
         if self.pause is not None:
             b.call(self.pause, [])
+        more = b.add(polls, ir.Constant(_I64, 1))
+        b.cbranch(b.icmp_signed("<", more, spins), poll, enough)
+        return more
 
     def function(self, name: str, arguments: int) -> tuple[ir.Function, ir.IRBuilder]:
         function = ir.Function(self.module, ir.FunctionType(_I64, [_I64.as_pointer()] + [_I64] * arguments), name)
@@ -103,7 +108,8 @@ class _ProtocolBuilder:
         entry = b.block
         b.store_atomic(ir.Constant(_I64, SPINNING), self.word(b, slot, STATE), "seq_cst", 8)
         initial = b.load_atomic(self.word(b, slot, DONE), "monotonic", 8)
-        poll, job, idle, park, resume, run, stop = (function.append_basic_block(n) for n in ("poll", "job", "idle", "park", "resume", "run", "stop"))
+        names = ("poll", "job", "idle", "park", "resume", "run", "stop", "quit")
+        poll, job, idle, park, resume, run, stop, quit_ = (function.append_basic_block(name) for name in names)
         b.branch(poll)
 
         b.position_at_end(poll)
@@ -113,9 +119,7 @@ class _ProtocolBuilder:
         b.cbranch(b.icmp_unsigned("!=", posted, seen), job, idle)
 
         b.position_at_end(idle)
-        self.relax(b)
-        more = b.add(polls, ir.Constant(_I64, 1))
-        b.cbranch(b.icmp_signed("<", more, spins), poll, park)
+        more = self.idle(b, polls, spins, poll, park)
 
         b.position_at_end(park)
         b.store_atomic(ir.Constant(_I64, PARKED), self.word(b, slot, STATE), "seq_cst", 8)
@@ -130,8 +134,8 @@ class _ProtocolBuilder:
 
         b.position_at_end(job)
         kernel = b.load(self.word(b, slot, KERNEL))
-        b.cbranch(b.icmp_unsigned("==", kernel, ir.Constant(_I64, 0)), stop_block := function.append_basic_block("quit"), run)
-        b.position_at_end(stop_block)
+        b.cbranch(b.icmp_unsigned("==", kernel, ir.Constant(_I64, 0)), quit_, run)
+        b.position_at_end(quit_)
         b.store_atomic(posted, self.word(b, slot, DONE), "release", 8)
         b.ret(ir.Constant(_I64, 1))
 
@@ -164,9 +168,7 @@ class _ProtocolBuilder:
         done = b.load_atomic(self.word(b, slot, DONE), "acquire", 8)
         b.cbranch(b.icmp_unsigned("==", done, sequence), finished, idle)
         b.position_at_end(idle)
-        self.relax(b)
-        more = b.add(polls, ir.Constant(_I64, 1))
-        b.cbranch(b.icmp_signed("<", more, spins), poll, give_up)
+        more = self.idle(b, polls, spins, poll, give_up)
         polls.add_incoming(ir.Constant(_I64, 0), entry)
         polls.add_incoming(more, idle)
         b.position_at_end(give_up)
