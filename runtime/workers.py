@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import threading
 import time
 import weakref
@@ -221,6 +222,20 @@ def _stop(post: Callable[..., int], slots: np.ndarray, sequences: list[int], wak
             thread.join()
 
 
+_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: its pools run every share on the
+    calling thread from now on."""
+    for pool in _POOLS:
+        pool._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class WorkerPool:
     """`workers` threads that run shares of kernel calls next to the calling thread."""
 
@@ -248,6 +263,8 @@ class WorkerPool:
             thread.start()
         # Stopping needs nothing of `self`, so an unclosed pool still stops when collected.
         self._finalizer = weakref.finalize(self, _stop, self._post, self._slots, self._sequences, self._wakeups, threads)
+        self._forked = False
+        _POOLS.add(self)
 
     @property
     def workers(self) -> int:
@@ -258,6 +275,10 @@ class WorkerPool:
         the first share on the calling thread, the others on workers 0, 1, ..."""
         if len(shares) - 1 > self.workers:
             raise ValueError(f"{len(shares)} shares for {self.workers} workers and the caller")
+        if self._forked:
+            for share in shares:
+                kernel(*arguments, *share)
+            return
         address = ctypes.cast(kernel, ctypes.c_void_p).value
         with self._lock:
             for worker, (first, last) in enumerate(shares[1:]):
@@ -265,9 +286,17 @@ class WorkerPool:
                 if self._post(self._addresses[worker], self._sequences[worker], address, *arguments, first, last):
                     self._wakeups[worker].set()
             kernel(*arguments, *shares[0])
-            for worker in range(len(shares) - 1):
-                while not self._wait(self._addresses[worker], self._sequences[worker], self._wait_polls):
-                    time.sleep(0)
+            try:
+                self._finish(len(shares) - 1)
+            except KeyboardInterrupt:
+                self._finish(len(shares) - 1)  # the workers still write into the caller's buffers
+                raise
+
+    def _finish(self, workers: int) -> None:
+        """Wait until workers [0, workers) have done their last posted job."""
+        for worker in range(workers):
+            while not self._wait(self._addresses[worker], self._sequences[worker], self._wait_polls):
+                time.sleep(0)
 
     def close(self) -> None:
         """Stop the worker threads (and wait for them)."""

@@ -3,6 +3,7 @@ runs exactly once, before `run` returns, also when workers park between calls.""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -88,5 +89,28 @@ def test_more_shares_than_workers_is_refused():
     try:
         with pytest.raises(ValueError, match="3 shares for 1 workers"):
             pool.run(CountingKernel(3).function, (0, 0, 0, 0, 0, 0, 1), shares_of(3, 3))
+    finally:
+        pool.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_every_share_itself():
+    """The child of a fork has none of the pool's threads: posting to them would wait
+    forever, so its pools run all shares on the calling thread."""
+    kernel = CountingKernel(30)
+    pool = WorkerPool(2)
+    try:
+        run_soon(pool, kernel, shares_of(30, 3))
+        child = os.fork()
+        if child == 0:
+            kernel.threads.clear()
+            pool.run(kernel.function, (0, 0, 0, 0, 0, 0, 1), shares_of(30, 3))
+            os._exit(0 if (kernel.counts == 2).all() and kernel.threads == {threading.current_thread().name} else 1)
+        deadline = time.monotonic() + 20
+        while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if ended[0] == 0:
+            os.kill(child, 9)
+        assert ended[0] == child and os.waitstatus_to_exitcode(ended[1]) == 0
     finally:
         pool.close()
