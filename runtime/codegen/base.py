@@ -133,10 +133,10 @@ class Kernel:
             return
         b = self.b
         then_block, after = b.new_block(), b.new_block()
-        b.emit(llvm.CondBrOp(condition, then_block, [], after, []))
+        b.cond_branch(condition, then_block, after)
         b.block = then_block
         action()
-        b.emit(llvm.BrOp(after))
+        b.branch(after)
         b.block = after
 
     def tile_rows(self, tile: SSAValue, size: int) -> list[tuple[SSAValue, SSAValue | None]]:
@@ -239,9 +239,9 @@ def panelled(kernel: Kernel, tile: int, unit: int, tile_body) -> llvm.FuncOp:
         return kernel.ret()
     cols = b.const(key.cols, i64)
     grain = max(256, unit)
-    fitting = b.emit(llvm.UDivOp(b.const(TILE_INPUT_BYTES // 4 // grain, i64), kernel.batch))
+    fitting = b.udiv(b.const(TILE_INPUT_BYTES // 4 // grain, i64), kernel.batch)
     span = b.mul(b.smax(fitting, b.const(1, i64)), b.const(grain, i64))
-    panels = b.emit(llvm.UDivOp(b.add(cols, b.sub(span, b.const(1, i64))), span))
+    panels = b.udiv(b.add(cols, b.sub(span, b.const(1, i64))), span)
 
     def panel_body(panel: SSAValue, _state) -> list[SSAValue]:
         first = b.mul(panel, span)
@@ -327,6 +327,6 @@ class ColumnStepKernel(Kernel):
                 if partial:
                     inputs = b.masked_load(at, input_masks[q], F32x16)
                 else:
-                    inputs = b.emit(llvm.LoadOp(at, F32x16, alignment=4))
-                updated.append(b.emit(llvm.FMAOp(weight, inputs, accs[4 * j + q])))
+                    inputs = b.load_at(at, F32x16, alignment=4)
+                updated.append(b.fmuladd(weight, inputs, accs[4 * j + q]))
         return [*carried_after, *updated]

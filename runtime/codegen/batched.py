@@ -89,8 +89,8 @@ class BatchedKernel(Kernel):
         products that add nothing (weight 0, column K: x's zero row; a zero weight alone
         could meet an infinite input); return the padded count."""
         b = self.b
-        b.emit(llvm.StoreOp(b.vector_const([self.key.cols] * 16, i32), b.element_ptr(self.columns, count, i32), alignment=4))
-        b.emit(llvm.StoreOp(b.vector_const([0.0] * 16, f32), b.element_ptr(self.weights, count, f32), alignment=4))
+        b.store_at(b.vector_const([self.key.cols] * 16, i32), b.element_ptr(self.columns, count, i32), alignment=4)
+        b.store_at(b.vector_const([0.0] * 16, f32), b.element_ptr(self.weights, count, f32), alignment=4)
         return b.round_down(b.add(count, b.const(self.WAYS - 1, i64)), self.WAYS)
 
     def widen_values(self, values: SSAValue, count: SSAValue) -> None:
@@ -103,13 +103,13 @@ class BatchedKernel(Kernel):
 
         def chunk_body(first: SSAValue, _state) -> list[SSAValue]:
             # The lanes below min(count - first, 16), from bits (cheaper than a vector compare).
-            inside = b.low_lanes(b.emit(llvm.TruncOp(b.smin(b.sub(count, first), b.const(16, i64)), i32)))
+            inside = b.low_lanes(b.trunc(b.smin(b.sub(count, first), b.const(16, i64)), i32))
             if self.value_type == f16:
                 bits = b.masked_load(b.element_ptr(values, first, i16), inside, vector(i16, 16))
-                widened = b.emit(llvm.FPExtOp(b.bitcast(bits, vector(f16, 16)), F32x16))
+                widened = b.fpext(b.bitcast(bits, vector(f16, 16)), F32x16)
             else:
                 widened = b.masked_load(b.element_ptr(values, first, f32), inside, F32x16)
-            b.emit(llvm.StoreOp(widened, b.element_ptr(self.weights, first, f32), alignment=4))
+            b.store_at(widened, b.element_ptr(self.weights, first, f32), alignment=4)
             return []
 
         b.loop(b.const(0, i64), count, [], chunk_body, step=16)
@@ -125,7 +125,7 @@ class BatchedKernel(Kernel):
             weight = b.splat(b.load(self.weights, index, f32), 16)
             inputs = b.element_ptr(x_lanes, b.mul(column, self.batch), f32)
             return [
-                b.emit(llvm.FMAOp(weight, b.emit(llvm.LoadOp(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4)), acc))
+                b.fmuladd(weight, b.load_at(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4), acc)
                 for v, acc in enumerate(accs)
             ]
 
@@ -142,7 +142,7 @@ class BatchedKernel(Kernel):
             for way in range(1, ways):
                 total = b.fadd(total, accs[way * vectors + v])
             at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
-            b.emit(llvm.StoreOp(b.fadd(total, b.emit(llvm.LoadOp(at, F32x16, alignment=4))), at, alignment=4))
+            b.store_at(b.fadd(total, b.load_at(at, F32x16, alignment=4)), at, alignment=4)
 
     def batch_epilogue(self) -> None:
         """Bias and activation on the finished outputs of rows [begin, end), 16 batch
@@ -152,10 +152,10 @@ class BatchedKernel(Kernel):
         def row_body(row: SSAValue, _state) -> list[SSAValue]:
             def lanes_body(lane: SSAValue, _inner) -> list[SSAValue]:
                 at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), lane), f32)
-                acc = b.emit(llvm.LoadOp(at, F32x16, alignment=4))
+                acc = b.load_at(at, F32x16, alignment=4)
                 if key.epilogue.startswith("bias"):
                     acc = b.fadd(acc, b.splat(b.load(self.bias, row, f32), 16))
-                b.emit(llvm.StoreOp(self.activation(acc), at, alignment=4))
+                b.store_at(self.activation(acc), at, alignment=4)
                 return []
 
             b.loop(b.const(0, i64), self.batch, [], lanes_body, step=16)

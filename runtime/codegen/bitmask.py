@@ -72,18 +72,18 @@ class VectorBitmaskKernel(ColumnStepKernel):
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b = self.b
         (position,) = state
-        bits = b.emit(llvm.LoadOp(b.element_ptr(self.masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2))
+        bits = b.load_at(b.element_ptr(self.masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2)
         low = b.and_(bits, b.const(0xFFFFFFFF, i64))
         halves = [(position, low), (b.add(position, b.intrinsic("llvm.ctpop.i64", [low], i64)), b.lshr(bits, b.const(32, i64)))]
         weights = []
         for start, half in halves:
-            lane_mask = b.bitcast(b.emit(llvm.TruncOp(half, i32)), vector(i1, 32))
+            lane_mask = b.bitcast(b.trunc(half, i32), vector(i1, 32))
             packed = b.intrinsic(
                 "llvm.masked.expandload.v32i16",
                 [b.element_ptr(self.a1, start, i16), lane_mask, b.vector_const([0] * 32, i16)],
                 vector(i16, 32),
             )
-            widened = b.emit(llvm.FPExtOp(b.bitcast(packed, vector(f16, 32)), vector(f32, 32)))
+            widened = b.fpext(b.bitcast(packed, vector(f16, 32)), vector(f32, 32))
             weights += [b.lanes(widened, 0, 16), b.lanes(widened, 16, 16)]
         input_masks = [self.quarter_mask(bits, q) for q in range(4)] if partial else []
         return weights, [b.add(position, b.intrinsic("llvm.ctpop.i64", [bits], i64))], input_masks
@@ -91,7 +91,7 @@ class VectorBitmaskKernel(ColumnStepKernel):
     def quarter_mask(self, bits: SSAValue, quarter: int) -> SSAValue:
         """Mask word `quarter` of a 64-bit step as 16 lane flags."""
         b = self.b
-        word = b.emit(llvm.TruncOp(b.lshr(bits, b.const(16 * quarter, i64)), i16))
+        word = b.trunc(b.lshr(bits, b.const(16 * quarter, i64)), i16)
         return b.bitcast(word, vector(i1, 16))
 
 
@@ -123,19 +123,19 @@ class ChunkBitmaskKernel(Kernel):
             def chunk_body(chunk: SSAValue, state) -> list[SSAValue]:
                 position, acc = state
                 record = b.element_ptr(self.a0, b.mul(chunk, b.const(self.RECORD_BYTES, i64)), i8)
-                word = b.emit(llvm.LoadOp(record, i32, alignment=4))
+                word = b.load_at(record, i32, alignment=4)
                 base = b.element_ptr(x_row, b.zext(b.and_(word, b.const((1 << 24) - 1, i32)), i64), f32)
                 count = b.lshr(word, b.const(24, i32))
                 mask = b.low_lanes(count)
-                offsets = b.emit(llvm.LoadOp(b.element_ptr(record, b.const(4, i64), i8), vector(i8, 16), alignment=4))
+                offsets = b.load_at(b.element_ptr(record, b.const(4, i64), i8), vector(i8, 16), alignment=4)
                 inputs = self.inputs(base, b.zext(offsets, vector(i32, 16)), mask)
                 at = b.element_ptr(self.a1, position, i16)
                 b.prefetch(b.element_ptr(at, b.const(self.PREFETCH_BYTES, i64), i8))
                 b.prefetch(b.element_ptr(record, b.const(self.PREFETCH_BYTES * self.RECORD_BYTES // 32, i64), i8))
                 values = b.masked_load(at, mask, vector(i16, 16))
-                widened = b.emit(llvm.FPExtOp(b.bitcast(values, vector(f16, 16)), F32x16))
+                widened = b.fpext(b.bitcast(values, vector(f16, 16)), F32x16)
                 # Masked: the window's spare lanes hold real inputs, which may be infinite.
-                acc = b.select(mask, b.emit(llvm.FMAOp(widened, inputs, acc)), acc)
+                acc = b.select(mask, b.fmuladd(widened, inputs, acc), acc)
                 return [b.add(position, b.zext(count, i64)), acc]
 
             _, acc = b.loop(first, last, [start, b.vector_const([0.0] * 16, f32)], chunk_body)
@@ -150,7 +150,7 @@ class ChunkBitmaskKernel(Kernel):
         if self.key.chunk_span != WINDOW_SPAN:
             zero = b.vector_const([0.0] * 16, f32)
             return b.intrinsic("llvm.x86.avx512.mask.gather.dps.512", [zero, base, offsets, mask, b.const(4, i32)], F32x16)
-        window = [b.emit(llvm.LoadOp(b.element_ptr(base, b.const(16 * q, i64), f32), F32x16, alignment=4)) for q in range(4)]
+        window = [b.load_at(b.element_ptr(base, b.const(16 * q, i64), f32), F32x16, alignment=4) for q in range(4)]
         low = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [window[0], offsets, window[1]], F32x16)
         high = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [window[2], offsets, window[3]], F32x16)
         upper = b.icmp("ne", b.and_(offsets, b.vector_const([32] * 16, i32)), b.vector_const([0] * 16, i32))
@@ -178,15 +178,15 @@ class BatchedBitmaskKernel(BatchedKernel):
         b.prefetch(b.element_ptr(masks, b.mul(b.sub(ahead, row), b.const(key.mask_words, i64)), i16))
         self.widen_values(b.element_ptr(self.a1, start, self.value_type), count)
         lanes = b.vector_const(list(range(16)), i32)
-        first_column = b.emit(llvm.TruncOp(b.mul(first_word, b.const(16, i64)), i32))
+        first_column = b.trunc(b.mul(first_word, b.const(16, i64)), i32)
 
         def word_body(word: SSAValue, state) -> list[SSAValue]:
             (written,) = state
             bits = b.load(masks, word, i16)
-            column = b.add(first_column, b.emit(llvm.TruncOp(b.mul(word, b.const(16, i64)), i32)))
+            column = b.add(first_column, b.trunc(b.mul(word, b.const(16, i64)), i32))
             columns = b.add(b.splat(column, 16), lanes)
             packed = b.intrinsic("llvm.experimental.vector.compress.v16i32", [columns, b.bitcast(bits, vector(i1, 16)), columns], vector(i32, 16))
-            b.emit(llvm.StoreOp(packed, b.element_ptr(self.columns, written, i32), alignment=4))
+            b.store_at(packed, b.element_ptr(self.columns, written, i32), alignment=4)
             return [b.add(written, b.zext(b.intrinsic("llvm.ctpop.i16", [bits], i16), i64))]
 
         b.loop(b.const(0, i64), words, [b.const(0, i64)], word_body)

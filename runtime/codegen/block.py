@@ -20,7 +20,7 @@ class BlockKernel(Kernel):
             last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
 
             def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
-                col = b.emit(llvm.SExtOp(b.load(self.a1, kept, i32), i64))
+                col = b.sext(b.load(self.a1, kept, i32), i64)
                 xv = self.x_at(self.batch_row, col)
                 base = b.mul(kept, b.const(size, i64))
                 return [b.fmuladd(self.value(self.a0, b.add(base, b.const(r, i64))), xv, accs[r]) for r in range(size)]
@@ -60,12 +60,12 @@ class VectorBlockKernel(Kernel):
         batch_rows = self.tile_rows(tile, size)
 
         def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
-            col = b.emit(llvm.SExtOp(b.load(self.a1, kept, i32), i64))
+            col = b.sext(b.load(self.a1, kept, i32), i64)
             at = b.element_ptr(self.a0, b.mul(kept, b.const(key.block, i64)), self.value_type)
-            weights = b.emit(llvm.LoadOp(at, stored, alignment=2 if self.value_type == f16 else 4))
+            weights = b.load_at(at, stored, alignment=2 if self.value_type == f16 else 4)
             if self.value_type == f16:
-                weights = b.emit(llvm.FPExtOp(weights, lanes))
-            return [b.emit(llvm.FMAOp(weights, b.splat(self.x_at(row, col), key.block), acc)) for (row, _), acc in zip(batch_rows, accs)]
+                weights = b.fpext(weights, lanes)
+            return [b.fmuladd(weights, b.splat(self.x_at(row, col), key.block), acc) for (row, _), acc in zip(batch_rows, accs)]
 
         zero = b.vector_const([0.0] * key.block, f32)
         if size == 1:
@@ -87,13 +87,13 @@ class VectorBlockKernel(Kernel):
         if key.epilogue.startswith("bias"):
             at = b.element_ptr(self.bias, first_row, f32)
             if inside is None:
-                bias = b.emit(llvm.LoadOp(at, lanes, alignment=4))
+                bias = b.load_at(at, lanes, alignment=4)
             else:
                 bias = b.masked_load(at, inside, lanes)
             acc = b.fadd(acc, bias)
         acc = self.activation(acc)
         at = b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32)
         if inside is None:
-            b.emit(llvm.StoreOp(acc, at, alignment=4))
+            b.store_at(acc, at, alignment=4)
         else:
             b.emit(llvm.MaskedStoreOp(acc, at, inside, alignment=4))

@@ -66,6 +66,10 @@ def _predicate(name: str) -> IntegerAttr:
     return IntegerAttr(llvm.ICmpPredicateFlag(name).to_int(), i64)
 
 
+_TEMPLATES: dict[tuple, tuple[type[Operation], dict[str, Attribute], list[Attribute]]] = {}
+"""Kind, properties and result types of the first op built for a key (`FunctionBuilder.templated`)."""
+
+
 class FunctionBuilder:
     """Builds one `llvm.func` with external linkage, block by block."""
 
@@ -119,6 +123,19 @@ class FunctionBuilder:
             return self._constant((int(value), ty), lambda: llvm.ConstantOp(IntegerAttr(int(value), ty), ty))
         return self._constant((float(value), ty), lambda: llvm.ConstantOp(FloatAttr(float(value), ty), ty))  # pyright: ignore
 
+    def templated(self, key: tuple, operands: Sequence[SSAValue], make: Callable[[], Operation], successors: Sequence[Block] = ()) -> SSAValue:
+        """The op `make()` builds on `operands`, for ops whose properties and result types
+        depend on `key` alone: the first is built by its constructor, the others are
+        `create`d from its properties, the same op at a fifth of the cost (a constructor
+        converts and checks its arguments anew; kernels have hundreds of such ops)."""
+        template = _TEMPLATES.get(key)
+        if template is None:
+            op = make()
+            _TEMPLATES[key] = (type(op), dict(op.properties), [result.type for result in op.results])
+            return self.emit(op)
+        kind, properties, results = template
+        return self.emit(kind.create(operands=list(operands), result_types=results, properties=dict(properties), successors=list(successors)))
+
     def binary(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue:
         """`a kind b`, for arithmetic ops whose result has the operands' type: `create`d
         with the properties the constructor gives, built once, which makes the same op at
@@ -141,9 +158,21 @@ class FunctionBuilder:
     def lshr(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.LShrOp, a, b)
 
+    def shl(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.binary(llvm.ShlOp, a, b)
+
+    def or_(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.binary(llvm.OrOp, a, b)
+
+    def udiv(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.binary(llvm.UDivOp, a, b)
+
+    def urem(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.binary(llvm.URemOp, a, b)
+
     def fmuladd(self, a: SSAValue, b: SSAValue, c: SSAValue) -> SSAValue:
         """a * b + c, fused when the target can."""
-        return self.emit(llvm.FMAOp(a, b, c))
+        return self.templated(("fma", a.type), [a, b, c], lambda: llvm.FMAOp(a, b, c))
 
     def fadd(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.FAddOp, a, b)
@@ -158,18 +187,18 @@ class FunctionBuilder:
         return self.binary(llvm.FDivOp, a, b)
 
     def select(self, condition: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.SelectOp(condition, a, b))
+        return self.templated(("select", condition.type, a.type), [condition, a, b], lambda: llvm.SelectOp(condition, a, b))
 
     def smin(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.CallIntrinsicOp(f"llvm.smin.i{a.type.width.data}", [a, b], [a.type]))  # pyright: ignore
+        return self.intrinsic(f"llvm.smin.i{a.type.width.data}", [a, b], a.type)  # pyright: ignore
 
     def smax(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.CallIntrinsicOp(f"llvm.smax.i{a.type.width.data}", [a, b], [a.type]))  # pyright: ignore
+        return self.intrinsic(f"llvm.smax.i{a.type.width.data}", [a, b], a.type)  # pyright: ignore
 
     def round_down(self, value: SSAValue, multiple: int) -> SSAValue:
         """`value` (>= 0) rounded down to a multiple of `multiple`: where a loop in steps
         of `multiple` ends and its remainder loop starts."""
-        return self.sub(value, self.emit(llvm.URemOp(value, self.const(multiple, value.type))))
+        return self.sub(value, self.urem(value, self.const(multiple, value.type)))
 
     def masked_load(self, at: SSAValue, mask: SSAValue, ty: VectorType) -> SSAValue:
         """A vector of `ty` from `at`, lanes where `mask` is off read as zero (and not read)."""
@@ -191,10 +220,16 @@ class FunctionBuilder:
         return self.emit(llvm.VectorFMaxOp(a, b))
 
     def zext(self, value: SSAValue, ty: Attribute) -> SSAValue:
-        return self.emit(llvm.ZExtOp(value, ty))
+        return self.templated(("zext", value.type, ty), [value], lambda: llvm.ZExtOp(value, ty))
 
-    def fpext(self, value: SSAValue) -> SSAValue:
-        return self.emit(llvm.FPExtOp(value, f32))
+    def fpext(self, value: SSAValue, ty: Attribute = f32) -> SSAValue:
+        return self.templated(("fpext", value.type, ty), [value], lambda: llvm.FPExtOp(value, ty))
+
+    def sext(self, value: SSAValue, ty: Attribute) -> SSAValue:
+        return self.templated(("sext", value.type, ty), [value], lambda: llvm.SExtOp(value, ty))
+
+    def trunc(self, value: SSAValue, ty: Attribute) -> SSAValue:
+        return self.templated(("trunc", value.type, ty), [value], lambda: llvm.TruncOp(value, ty))
 
     def half_bits_to_float(self, bits16: SSAValue) -> SSAValue:
         """float16 bits (i16) to f32 with integer operations only.
@@ -204,14 +239,14 @@ class FunctionBuilder:
         then the sign bit is copied.
         """
         bits = self.zext(bits16, i32)
-        magnitude = self.emit(llvm.ShlOp(self.and_(bits, self.const(0x7FFF, i32)), self.const(13, i32)))
-        scaled = self.emit(llvm.FMulOp(self.emit(llvm.BitcastOp(magnitude, f32)), self.const(2.0**112, f32)))
-        scaled_bits = self.emit(llvm.BitcastOp(scaled, i32))
+        magnitude = self.shl(self.and_(bits, self.const(0x7FFF, i32)), self.const(13, i32))
+        scaled = self.fmul(self.bitcast(magnitude, f32), self.const(2.0**112, f32))
+        scaled_bits = self.bitcast(scaled, i32)
         special = self.icmp("eq", self.and_(bits, self.const(0x7C00, i32)), self.const(0x7C00, i32))
-        exponent = self.emit(llvm.SelectOp(special, self.const(0x7F800000, i32), self.const(0, i32)))
-        sign = self.emit(llvm.ShlOp(self.and_(bits, self.const(0x8000, i32)), self.const(16, i32)))
-        combined = self.emit(llvm.OrOp(self.emit(llvm.OrOp(scaled_bits, exponent)), sign))
-        return self.emit(llvm.BitcastOp(combined, f32))
+        exponent = self.select(special, self.const(0x7F800000, i32), self.const(0, i32))
+        sign = self.shl(self.and_(bits, self.const(0x8000, i32)), self.const(16, i32))
+        combined = self.or_(self.or_(scaled_bits, exponent), sign)
+        return self.bitcast(combined, f32)
 
     # --- vectors -----------------------------------------------------------------------
 
@@ -219,28 +254,35 @@ class FunctionBuilder:
         ty = vector(element, len(values))
         return self._constant((tuple(values), ty), lambda: llvm.ConstantOp(DenseIntOrFPElementsAttr.from_list(ty, list(values)), ty))
 
-    def intrinsic(self, name: str, operands: Sequence[SSAValue], result: Attribute) -> SSAValue:
-        return self.emit(llvm.CallIntrinsicOp(name, list(operands), [result]))
+    def intrinsic(self, name: str, operands: Sequence[SSAValue], result: Attribute | None) -> SSAValue:
+        """A call of LLVM intrinsic `name` (result None: returns nothing)."""
+        key = ("intrinsic", name, result, tuple(operand.type for operand in operands))
+        return self.templated(key, operands, lambda: llvm.CallIntrinsicOp(name, list(operands), [] if result is None else [result]))
 
     def bitcast(self, value: SSAValue, ty: Attribute) -> SSAValue:
-        return self.emit(llvm.BitcastOp(value, ty))
+        return self.templated(("bitcast", value.type, ty), [value], lambda: llvm.BitcastOp(value, ty))
+
+    def shuffle(self, a: SSAValue, b: SSAValue, indices: tuple[int, ...]) -> SSAValue:
+        """Lanes of a and b (numbered on from a's) at `indices`."""
+        ty = vector(a.type.element_type, len(indices))  # pyright: ignore
+        return self.templated(("shuffle", a.type, indices), [a, b], lambda: llvm.ShuffleVectorOp(a, b, _shuffle_mask(indices), ty))
 
     def lanes(self, source: SSAValue, first: int, count: int) -> SSAValue:
         """Lanes [first, first + count) of `source` as a vector of `count` lanes."""
-        element = source.type.element_type  # pyright: ignore
-        mask = _shuffle_mask(tuple(range(first, first + count)))
-        return self.emit(llvm.ShuffleVectorOp(source, source, mask, vector(element, count)))
+        return self.shuffle(source, source, tuple(range(first, first + count)))
 
     def low_lanes(self, count: SSAValue, lanes: int = 16) -> SSAValue:
         """The lane mask of the lowest `count` (an i32, at most `lanes`) of `lanes`."""
-        bits = self.sub(self.emit(llvm.ShlOp(self.const(1, i32), count)), self.const(1, i32))
-        return self.bitcast(self.emit(llvm.TruncOp(bits, IntegerType(lanes))), vector(i1, lanes))
+        bits = self.sub(self.shl(self.const(1, i32), count), self.const(1, i32))
+        return self.bitcast(self.trunc(bits, IntegerType(lanes)), vector(i1, lanes))
 
     def splat(self, value: SSAValue, count: int) -> SSAValue:
         """`value` in every one of `count` lanes."""
         ty = vector(value.type, count)
-        one = self.emit(llvm.InsertElementOp(self.emit(llvm.UndefOp(ty)), value, self.const(0, i32)))
-        return self.emit(llvm.ShuffleVectorOp(one, one, _shuffle_mask((0,) * count), ty))
+        undef = self.templated(("undef", ty), [], lambda: llvm.UndefOp(ty))
+        position = self.const(0, i32)
+        one = self.templated(("insert", ty), [undef, value, position], lambda: llvm.InsertElementOp(undef, value, position))
+        return self.shuffle(one, one, (0,) * count)
 
     def sum_lanes(self, values: SSAValue) -> SSAValue:
         """The sum of a vector's lanes, added pairwise (a tree of log2(lanes) vector adds
@@ -253,13 +295,13 @@ class FunctionBuilder:
         return self.bitcast(values, values.type.element_type)  # pyright: ignore
 
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.emit(llvm.ICmpOp(a, b, _predicate(predicate)))
+        return self.templated(("icmp", predicate, a.type), [a, b], lambda: llvm.ICmpOp(a, b, _predicate(predicate)))
 
     def cttz(self, value: SSAValue) -> SSAValue:
         """Index of the lowest set bit (`value` is known to be non-zero)."""
         width = value.type.width.data  # pyright: ignore
         poison = self.const(1, i1)
-        return self.emit(llvm.CallIntrinsicOp(f"llvm.cttz.i{width}", [value, poison], [value.type]))
+        return self.intrinsic(f"llvm.cttz.i{width}", [value, poison], value.type)
 
     # --- memory ------------------------------------------------------------------------
 
@@ -270,7 +312,15 @@ class FunctionBuilder:
         return self.emit(llvm.GEPOp.create(operands=[base, index], result_types=[PTR], properties=properties))
 
     def load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
-        return self.emit(llvm.LoadOp(self.element_ptr(base, index, ty), ty))
+        return self.load_at(self.element_ptr(base, index, ty), ty)
+
+    def load_at(self, at: SSAValue, ty: Attribute, alignment: int | None = None) -> SSAValue:
+        """A `ty` from address `at` (`alignment`: what it is known to be aligned to)."""
+        return self.templated(("load", ty, alignment), [at], lambda: llvm.LoadOp(at, ty, alignment=alignment))
+
+    def store_at(self, value: SSAValue, at: SSAValue, alignment: int | None = None) -> None:
+        """Store `value` at address `at`."""
+        self.templated(("store", value.type, alignment), [value, at], lambda: llvm.StoreOp(value, at, alignment=alignment))
 
     def prefetch(self, at: SSAValue, lines: int = 1) -> None:
         """Ask for the `lines` cache lines from `at` on ahead of their use (a hint: it
@@ -278,7 +328,7 @@ class FunctionBuilder:
         read, keep, data = (self.const(flag, i32) for flag in (0, 3, 1))
         for line in range(lines):
             target = self.element_ptr(at, self.const(64 * line, i64), i8) if line else at
-            self.emit(llvm.CallIntrinsicOp("llvm.prefetch.p0", [target, read, keep, data], []))
+            self.intrinsic("llvm.prefetch.p0", [target, read, keep, data], None)
 
     def alloca(self, count: int, ty: Attribute) -> SSAValue:
         """A stack array of `count` elements of `ty`, 64-byte aligned; emitted where the
@@ -289,9 +339,21 @@ class FunctionBuilder:
         return self.bitcast(array, PTR)
 
     def store(self, value: SSAValue, base: SSAValue, index: SSAValue) -> None:
-        self.emit(llvm.StoreOp(value, self.element_ptr(base, index, value.type)))
+        self.store_at(value, self.element_ptr(base, index, value.type))
 
     # --- control flow ------------------------------------------------------------------
+
+    def branch(self, dest: Block, *arguments: SSAValue) -> None:
+        self.templated(("br", len(arguments)), arguments, lambda: llvm.BrOp(dest, *arguments), successors=[dest])
+
+    def cond_branch(self, condition: SSAValue, then_block: Block, else_block: Block, else_arguments: Sequence[SSAValue] = ()) -> None:
+        """To `then_block` (no arguments) where `condition` holds, else to `else_block`."""
+        self.templated(
+            ("cond_br", len(else_arguments)),
+            [condition, *else_arguments],
+            lambda: llvm.CondBrOp(condition, then_block, [], else_block, list(else_arguments)),
+            successors=[then_block, else_block],
+        )
 
     def loop(
         self,
@@ -306,14 +368,14 @@ class FunctionBuilder:
         header = self.new_block([i64, *types])
         inner = self.new_block()
         exit_block = self.new_block(types)
-        self.emit(llvm.BrOp(header, start, *carried))
+        self.branch(header, start, *carried)
         self.block = header
         index, *state = header.args
         index.name_hint = "i"
-        self.emit(llvm.CondBrOp(self.icmp("slt", index, stop), inner, [], exit_block, state))
+        self.cond_branch(self.icmp("slt", index, stop), inner, exit_block, state)
         self.block = inner
         updated = body(index, tuple(state))
-        self.emit(llvm.BrOp(header, self.add(index, self.const(step, i64)), *updated))
+        self.branch(header, self.add(index, self.const(step, i64)), *updated)
         self.block = exit_block
         return exit_block.args
 
@@ -328,11 +390,11 @@ class FunctionBuilder:
         header = self.new_block(types)
         inner = self.new_block()
         exit_block = self.new_block(types)
-        self.emit(llvm.BrOp(header, *carried))
+        self.branch(header, *carried)
         self.block = header
-        self.emit(llvm.CondBrOp(condition(header.args), inner, [], exit_block, list(header.args)))
+        self.cond_branch(condition(header.args), inner, exit_block, header.args)
         self.block = inner
-        self.emit(llvm.BrOp(header, *body(header.args)))
+        self.branch(header, *body(header.args))
         self.block = exit_block
         return exit_block.args
 
@@ -347,16 +409,16 @@ class FunctionBuilder:
         header = self.new_block(types)
         inner = self.new_block()
         exit_block = self.new_block(types[1:])
-        self.emit(llvm.BrOp(header, bits, *carried))
+        self.branch(header, bits, *carried)
         self.block = header
         remaining, *state = header.args
         remaining.name_hint = "bits"
         zero = self.const(0, remaining.type)
-        self.emit(llvm.CondBrOp(self.icmp("ne", remaining, zero), inner, [], exit_block, state))
+        self.cond_branch(self.icmp("ne", remaining, zero), inner, exit_block, state)
         self.block = inner
         updated = body(self.cttz(remaining), tuple(state))
         cleared = self.and_(remaining, self.sub(remaining, self.const(1, remaining.type)))
-        self.emit(llvm.BrOp(header, cleared, *updated))
+        self.branch(header, cleared, *updated)
         self.block = exit_block
         return exit_block.args
 

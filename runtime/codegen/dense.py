@@ -36,8 +36,8 @@ class DenseKernel(ColumnStepKernel):
                 masks.append(lanes)
                 loaded = b.masked_load(at, lanes, stored)
             else:
-                loaded = b.emit(llvm.LoadOp(at, stored, alignment=2 if half else 4))
-            weights.append(b.emit(llvm.FPExtOp(loaded, F32x16)) if half else loaded)
+                loaded = b.load_at(at, stored, alignment=2 if half else 4)
+            weights.append(b.fpext(loaded, F32x16) if half else loaded)
         return weights, [], masks
 
 

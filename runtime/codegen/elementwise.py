@@ -42,7 +42,7 @@ def exp(b: FunctionBuilder, x: SSAValue) -> SSAValue:
     ints = _int_type(b, x)
     # The low mantissa bits of `shifted` hold n (plus the constant's own bits).
     n = b.sub(b.bitcast(shifted, ints), b.bitcast(b.like(_ROUNDING, x), ints))
-    exponent = b.emit(llvm.ShlOp(b.add(n, b.like(127, n, i32)), b.like(23, n, i32)))
+    exponent = b.shl(b.add(n, b.like(127, n, i32)), b.like(23, n, i32))
     return b.fmul(power, b.bitcast(exponent, x.type))
 
 

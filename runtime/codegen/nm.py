@@ -21,7 +21,7 @@ class NMKernel(Kernel):
             return b.const(0, i64)
         offset = b.mul(index, b.const(bits, i64))
         byte = b.lshr(offset, b.const(3, i64))
-        word = b.emit(llvm.LoadOp(b.element_ptr(self.a1, byte, i8), i16, alignment=1))
+        word = b.load_at(b.element_ptr(self.a1, byte, i8), i16, alignment=1)
         shifted = b.lshr(b.zext(word, i64), b.and_(offset, b.const(7, i64)))
         return b.and_(shifted, b.const((1 << bits) - 1, i64))
 
@@ -93,8 +93,8 @@ class VectorNMKernel(NMKernel):
             first_step, last_step = b.const(0, i64), b.const(steps, i64)
         else:
             span = b.const(key.nm_span, i64)
-            first_step = b.emit(llvm.UDivOp(panel.first, span))
-            last_step = b.smin(b.emit(llvm.UDivOp(panel.end, span)), b.const(steps, i64))
+            first_step = b.udiv(panel.first, span)
+            last_step = b.smin(b.udiv(panel.end, span), b.const(steps, i64))
         batch_rows = self.tile_rows(tile, size)
         x_rows = [b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32) for batch_row, _ in batch_rows]
         values = b.element_ptr(self.a0, b.mul(row, b.const(self.runs * (key.m - key.n), i64)), i16)
@@ -124,7 +124,7 @@ class VectorNMKernel(NMKernel):
         wide = IntegerType(key.nm_word_bits)
         shifted = b.lshr(b.splat(word, 16), b.vector_const([bits * lane for lane in range(16)], wide))
         if key.nm_word_bits != 32:
-            shifted = b.emit(llvm.TruncOp(shifted, vector(i32, 16)))
+            shifted = b.trunc(shifted, vector(i32, 16))
         positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
         return b.add(positions, b.vector_const([(lane // kept) * key.m % 32 for lane in range(16)], i32))
 
@@ -136,8 +136,8 @@ class VectorNMKernel(NMKernel):
             b.prefetch(b.element_ptr(words, b.add(step, b.const(key.cols // key.nm_span, i64)), IntegerType(key.nm_word_bits)))
         word = b.load(words, step, IntegerType(key.nm_word_bits))
         columns = self.lane_columns(word)
-        half = b.emit(llvm.LoadOp(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), vector(f16, 16), alignment=2))
-        weights = b.emit(llvm.FPExtOp(half, F32x16))
+        half = b.load_at(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), vector(f16, 16), alignment=2)
+        weights = b.fpext(half, F32x16)
         chunk_of_lane = [(lane // kept) * key.m // 32 for lane in range(16)]
         span_start = b.mul(step, b.const(key.nm_span, i64))
         updated = []
@@ -145,15 +145,15 @@ class VectorNMKernel(NMKernel):
             inputs = None
             for chunk in range(key.nm_span // 32):
                 at = b.element_ptr(x_row, b.add(span_start, b.const(32 * chunk, i64)), f32)
-                low = b.emit(llvm.LoadOp(at, F32x16, alignment=4))
-                high = b.emit(llvm.LoadOp(b.element_ptr(at, b.const(16, i64), f32), F32x16, alignment=4))
+                low = b.load_at(at, F32x16, alignment=4)
+                high = b.load_at(b.element_ptr(at, b.const(16, i64), f32), F32x16, alignment=4)
                 picked = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [low, columns, high], F32x16)
                 if inputs is None:
                     inputs = picked
                 else:
                     in_chunk = b.vector_const([int(c == chunk) for c in chunk_of_lane], i1)
                     inputs = b.select(in_chunk, picked, inputs)
-            updated.append(b.emit(llvm.FMAOp(weights, inputs, acc)))
+            updated.append(b.fmuladd(weights, inputs, acc))
         return updated
 
 
@@ -195,12 +195,12 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
             word = b.load(words, b.lshr(b.add(panel_slot, slot), b.const(4, i64)), wide)
             shifted = b.lshr(b.splat(word, 16), shifts)
             if key.nm_word_bits != 32:
-                shifted = b.emit(llvm.TruncOp(shifted, vector(i32, 16)))
+                shifted = b.trunc(shifted, vector(i32, 16))
             positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
-            run = b.add(first_run, b.emit(llvm.UDivOp(slot, b.const(kept, i64))))
-            base = b.emit(llvm.TruncOp(b.mul(run, b.const(key.m, i64)), i32))
+            run = b.add(first_run, b.udiv(slot, b.const(kept, i64)))
+            base = b.trunc(b.mul(run, b.const(key.m, i64)), i32)
             columns = b.add(b.add(b.splat(base, 16), run_starts), positions)
-            b.emit(llvm.StoreOp(columns, b.element_ptr(self.columns, slot, i32), alignment=4))
+            b.store_at(columns, b.element_ptr(self.columns, slot, i32), alignment=4)
             return []
 
         b.loop(b.const(0, i64), count, [], step_body, step=16)
@@ -214,9 +214,9 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
         def slot_body(slot: SSAValue, state) -> list[SSAValue]:
             (written,) = state
             index = b.add(first, slot)
-            run = b.add(first_run, b.emit(llvm.UDivOp(slot, b.const(kept, i64))))
+            run = b.add(first_run, b.udiv(slot, b.const(kept, i64)))
             column = b.add(b.mul(run, b.const(key.m, i64)), self.position(index))
-            b.store(b.emit(llvm.TruncOp(column, i32)), self.columns, written)
+            b.store(b.trunc(column, i32), self.columns, written)
             b.store(self.value(self.a0, index), self.weights, written)
             if key.cols % key.m == 0:
                 return [b.add(written, b.const(1, i64))]
