@@ -180,6 +180,26 @@ def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_pa
         assert ("batched" in layer.variant_calls) == (batch == rows)
 
 
+def test_inputs_anywhere_in_a_cache_line(tmp_path, monkeypatch):
+    """Inputs starting anywhere in a cache line give the same outputs: the executor
+    hands the kernels a copy starting on one (and kernel outputs start on one, so the
+    next layer needs none)."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = small_model()
+    executor = Executor(model.module, model.weights)
+    rng = np.random.default_rng(5)
+    for batch in (1, 3):
+        values = rng.standard_normal((batch, 70)).astype(np.float32)
+        expected = model.run({"x": values})["y"]
+        raw = np.zeros(batch * 70 + 32, np.float32)
+        start = -raw.ctypes.data % 64 // 4
+        for offset in range(0, 16, 3):  # 0, 12, 24, ... bytes into a line
+            x = raw[start + offset : start + offset + batch * 70].reshape(batch, 70)
+            x[...] = values
+            assert x.ctypes.data % 64 == 4 * offset
+            np.testing.assert_allclose(executor.run({"x": x})["y"], expected, rtol=1e-4, atol=1e-4)
+
+
 def small_model() -> Model:
     model = build(33, 70, False, True, "relu", 0)
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
