@@ -16,10 +16,11 @@ kernels for one batch row of sparse bitmask weights (KernelKey.chunk_span_for).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +132,10 @@ class _Layer:
     """The chunk variant one batch row runs (KernelKey.chunk_span_for), or 0."""
     batched_from: int | None = dataclasses.field(init=False)
     """Batch rows from which the batched variant runs (KernelKey.batched_from), or None."""
+    staging: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.float32))
+    """Inputs copied to start on a cache line (Executor._on_cache_line)."""
+    shares: dict[int, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    """Each thread's (first, last) units of a call, by batch rows (Executor._shares)."""
     chunk_operands: KernelOperands | None = None
     """The chunk variant's operands, once laid out (on its first use)."""
     variant_calls: dict[str, tuple[object, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
@@ -200,7 +205,7 @@ class Executor:
         """Compiled batched and chunk kernels by symbol (compiled on first use)."""
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1) if self.threads > 1 else None
-        self.buffers: dict[tuple[Hashable, int], np.ndarray] = {}
+        self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
     def _prepare(self, op: KernelOp) -> _Layer:
         key = kernel_key_of(op, self.target)
@@ -221,22 +226,27 @@ class Executor:
             self.pool.close()
 
     def _call(self, layer: _Layer, x: np.ndarray, y: np.ndarray) -> None:
-        """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y."""
+        """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y.
+
+        Addresses are taken once a call: after a kernel has streamed its weights through
+        the caches, every numpy attribute lookup here runs cold, at several times its
+        usual cost (two threads on a 0.25 ms layer lost 10% to them)."""
         assert self.kernels is not None
         batch = x.shape[0]
         if layer.batched_from is None or batch < layer.batched_from:
-            x = self._on_cache_line(layer, x)
+            x_address = self._on_cache_line(layer, x)
             if batch == 1 and layer.chunk_span:
-                self._split(*self._variant_call(layer, "chunks"), layer.key, x, y, batch)
+                kernel, arguments = self._variant_call(layer, "chunks")
             elif layer.key.panels_pay(batch):
-                self._split(*self._variant_call(layer, "panels"), layer.key, x, y, batch)
+                kernel, arguments = self._variant_call(layer, "panels")
             else:
-                self._split(layer.kernel, layer.arguments, layer.key, x, y, batch)
+                kernel, arguments = layer.kernel, layer.arguments
+            self._split(layer, kernel, arguments, x_address, y.ctypes.data, batch)
             return
         x_columns = transposed_inputs(x)
         padded = x_columns.shape[1]
         y_columns = _aligned_zeros((layer.key.rows, padded))  # the batched kernels add into it
-        self._split(*self._variant_call(layer, "batched"), layer.key, x_columns, y_columns, padded)
+        self._split(layer, *self._variant_call(layer, "batched"), x_columns.ctypes.data, y_columns.ctypes.data, padded)
         y[...] = y_columns[:, :batch].T
 
     def _variant_call(self, layer: _Layer, kind: str) -> tuple[object, tuple[int, int, int, int]]:
@@ -260,38 +270,51 @@ class Executor:
             self.variants.update(compiled.functions)
         return self.variants[variant.symbol]
 
-    def _split(self, kernel, arguments: tuple[int, int, int, int], key: KernelKey, x: np.ndarray, y: np.ndarray, batch: int) -> None:
-        """Run `kernel` over the layer's units, split across the thread pool when the work pays."""
-        a0, a1, a2, bias = arguments
-        units = key.parallel_units
-        work = key.rows * key.cols * batch
-        workers = min(self.threads, units, max(1, work // _WORK_PER_THREAD))
-        if self.pool is None or workers == 1 or batch == 0:
-            kernel(x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch, 0, units)
-            return
-        bounds = np.linspace(0, units, workers + 1).astype(np.int64).tolist()
-        shares = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-        self.pool.run(kernel, (x.ctypes.data, y.ctypes.data, a0, a1, a2, bias, batch), shares)
+    def _split(self, layer: _Layer, kernel, arguments: tuple[int, int, int, int], x: int, y: int, batch: int) -> None:
+        """Run `kernel` (the layer's, or a variant) on the inputs at address `x` into
+        the outputs at `y` over the layer's units, split across the worker threads when
+        the work pays."""
+        shares = layer.shares.get(batch)
+        if shares is None:
+            shares = layer.shares[batch] = self._shares(layer.key, batch)
+        if len(shares) == 1:
+            kernel(x, y, *arguments, batch, *shares[0])
+        else:
+            self.pool.run(kernel, (x, y, *arguments, batch), shares)  # pyright: ignore
 
-    def _buffer(self, owner: Hashable, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 array of `shape` kept for `owner` (an op's outputs, a layer's
-        inputs), starting on a cache line, as the next layer's inputs best do."""
+    def _shares(self, key: KernelKey, batch: int) -> list[tuple[int, int]]:
+        """The (first, last) units of each thread's share of a call of `key`'s kernel on
+        `batch` rows: one share for work too small to pay for a hand-off."""
+        units = key.parallel_units
+        workers = min(self.threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
+        if self.pool is None or batch == 0:
+            workers = 1
+        bounds = [units * worker // workers for worker in range(workers + 1)]
+        return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)]
+
+    def _buffer(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 array of `shape` for `op`'s outputs, kept for the next call, starting
+        on a cache line, as the next layer's inputs best do."""
         size = math.prod(shape)
-        buffer = self.buffers.get((owner, size))
+        buffer = self.buffers.get((op, size))
         if buffer is None:
-            buffer = self.buffers[(owner, size)] = _aligned(np.empty, (size,))
+            buffer = self.buffers[(op, size)] = _aligned(np.empty, (size,))
         return buffer.reshape(shape)
 
-    def _on_cache_line(self, layer: _Layer, x: np.ndarray) -> np.ndarray:
-        """`x`, or its copy starting on a cache line if it does not: the kernels load 16
-        inputs (64 bytes) at a time, and from an array starting 16 bytes into a line
-        (numpy's usual) every such load spans two lines: n:m 3:4 on 4096x4096 took 1.2x
-        as long at one batch row, 1.3x to 1.5x at four."""
-        if x.ctypes.data % CACHE_LINE == 0:
-            return x
-        staged = self._buffer(("inputs", id(layer)), x.shape)
-        staged[...] = x
-        return staged
+    def _on_cache_line(self, layer: _Layer, x: np.ndarray) -> int:
+        """The address of `x`, or of its copy starting on a cache line if it does not:
+        the kernels load 16 inputs (64 bytes) at a time, and from an array starting 16
+        bytes into a line (numpy's usual) every such load spans two lines: n:m 3:4 on
+        4096x4096 took 1.2x as long at one batch row, 1.3x to 1.5x at four. (Block
+        kernels read one input at a time and take `x` as it is.)"""
+        address = x.ctypes.data
+        if address % CACHE_LINE == 0 or layer.key.kind == "block":
+            return address
+        if layer.staging.nbytes < x.nbytes:
+            layer.staging = _aligned(np.empty, (x.size,))
+        staging = layer.staging.ctypes.data
+        ctypes.memmove(staging, address, x.nbytes)  # one call: numpy's copy costs more here
+        return staging
 
     def _matmul(self, op: SparseMatMulOp, x: np.ndarray) -> np.ndarray:
         layer = self.layers[op]
