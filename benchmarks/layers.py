@@ -210,9 +210,9 @@ def scaling_table(args: argparse.Namespace, rng: np.random.Generator, stream: fl
         one, two = (sparse_layer(weight, options, threads) for threads in (1, 2))
         # Alternate the two, so a change in the machine's load affects both alike.
         times: dict[int, list[float]] = {1: [], 2: []}
-        for _ in range(5):
-            times[1].append(layer_ms(one, x, 5))
-            times[2].append(layer_ms(two, x, 5))
+        for _ in range(7):
+            times[1].append(layer_ms(one, x, 10))
+            times[2].append(layer_ms(two, x, 10))
         ms1, ms2 = float(np.median(times[1])), float(np.median(times[2]))
         layer = next(iter(one.layers.values()))
         streamed = layer.chunk_operands if layer.chunk_span else layer.operands
