@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,7 +37,7 @@ from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
-from sparsec.runtime.workers import WorkerPool
+from sparsec.runtime.workers import WorkerPool, available_cpus
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
@@ -176,7 +175,7 @@ class Executor:
         self.module = module
         self.weights = weights
         self.function = reference.main_function(module)
-        self.threads = max(1, threads or os.cpu_count() or 1)
+        self.threads = max(1, threads or available_cpus())
         self.target = target or Target.host()
         self.layers: dict[Operation, _Layer] = {}
         self.constants: dict[SSAValue, np.ndarray] = {}
@@ -204,7 +203,7 @@ class Executor:
         self.variants: dict[str, object] = {}
         """Compiled batched and chunk kernels by symbol (compiled on first use)."""
         self.compiled: list[CompiledKernels] = []
-        self.pool = WorkerPool(self.threads - 1) if self.threads > 1 else None
+        self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
 
     def _prepare(self, op: KernelOp) -> _Layer:

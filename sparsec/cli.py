@@ -313,6 +313,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.plot is not None:
         check_output_path(args.plot)
+    from sparsec.runtime.workers import available_cpus
+
     data, labels = ev.load_data(Path(args.data), args.labels)
     rows = ev.evaluate(
         load(args.model),
@@ -322,7 +324,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         [m.strip() for m in args.methods.split(",") if m.strip()],
         Path(args.calibration) if args.calibration else None,
         args.min_elements,
-        args.threads or os.cpu_count() or 1,
+        args.threads or available_cpus(),
     )
     sys.stdout.write(ev.rows_json(rows) if args.json else ev.format_rows(rows, markdown=args.markdown))
     if args.plot is not None:
@@ -331,11 +333,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from sparsec.runtime.workers import available_cpus
+
     model = load(args.model, threads=args.threads, engine="jit")
     dense = Path(args.dense) if args.dense else model.source_model
     if dense is not None and not dense.is_file():
         raise SparsecError(f"--dense '{dense}': no such file")
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads or available_cpus()
     for batch in args.batch:
         timings = bench(model, dense, batch, threads, args.runs, args.seconds)
         sys.stdout.write(format_timings(timings, batch))
@@ -419,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the .onnx, .mlir or .spx model")
     p.add_argument("--engine", choices=("jit", "reference"),
                    help="jit (generated kernels; the default for .spx) or reference (numpy)")
-    p.add_argument("--threads", type=int, help="JIT worker threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="JIT worker threads (default: the CPUs this process may use)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input by name (repeatable), or a .npz with all inputs")
     p.add_argument("-o", "--output", help="write every output into this .npz (default: print a summary)")
@@ -434,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="points: 'unstructured:S,S;nm:N:M;block:B:S' (default: %(default)s)")
     p.add_argument("--methods", default="magnitude", help="comma-separated: magnitude, wanda, sparsegpt")
     p.add_argument("--min-elements", type=int, default=2048, help="leave weights this small dense (default 2048)")
-    p.add_argument("--threads", type=int, help="JIT threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="JIT threads (default: the CPUs this process may use)")
     p.add_argument("--json", action="store_true", help="print JSON rows")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--plot", metavar="FILE.png", help="plot accuracy (or error) against sparsity (needs matplotlib)")
@@ -444,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .spx artifact")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
     p.add_argument("--dense", help="the dense original .onnx (default: the model the artifact was compiled from)")
-    p.add_argument("--threads", type=int, help="threads for sparsec and onnxruntime (default: all cores)")
+    p.add_argument("--threads", type=int, help="threads for sparsec and onnxruntime (default: the CPUs this process may use)")
     p.add_argument("--runs", type=int, default=20, help="timed runs at least (default 20)")
     p.add_argument("--seconds", type=float, default=1.0, help="time each engine at least this long (default 1)")
     p.set_defaults(handler=cmd_bench)

@@ -110,7 +110,7 @@ class Model:
 def load(path: str | Path, threads: int | None = None, engine: str | None = None, verify: bool = True) -> Model:
     """Load a model from `.onnx`, `.mlir` or a `.spx` artifact (memory-mapped;
     `verify=False` skips its checksums). `engine` defaults to "jit" for artifacts and
-    "reference" otherwise; `threads` (default: all cores) is the JIT's thread count."""
+    "reference" otherwise; `threads` (default: the CPUs this process may use) is the JIT's thread count."""
     path = Path(path)
     ctx = make_context()
     match path.suffix:

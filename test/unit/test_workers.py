@@ -44,12 +44,13 @@ def shares_of(units: int, parts: int) -> list[tuple[int, int]]:
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(1, 3), st.integers(4, 200), st.lists(st.sampled_from([0.0, 1e-5, 3e-3]), min_size=1, max_size=30))
-def test_every_share_runs_once_per_call(workers_count, units, pauses):
+@given(st.integers(1, 3), st.integers(4, 200), st.lists(st.sampled_from([0.0, 1e-5, 3e-3]), min_size=1, max_size=30), st.booleans())
+def test_every_share_runs_once_per_call(workers_count, units, pauses, spin):
     """Calls back to back (the worker is spinning), after short pauses and after pauses
-    longer than IDLE_SPIN_SECONDS (the worker has parked and must be woken)."""
+    longer than IDLE_SPIN_SECONDS (the worker has parked and must be woken); and with
+    spinning off (more threads than CPUs), where every call wakes a parked worker."""
     kernel = CountingKernel(units)
-    pool = WorkerPool(workers_count)
+    pool = WorkerPool(workers_count, spin=spin)
     try:
         for call, pause in enumerate(pauses, start=1):
             time.sleep(pause)
