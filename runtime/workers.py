@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -205,13 +207,32 @@ def _polls_per_second() -> float:
     return polls / max(time.perf_counter() - start, 1e-6)
 
 
-def available_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (which taskset, cpusets and
-    container runtimes narrow), not every CPU of the machine."""
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its affinity mask (which taskset and cpusets
+    narrow), and no more than a CPU quota of its cgroup allows (a container's `--cpus`)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # no affinity masks on this OS
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup)
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def cgroup_cpu_quota(cgroup: Path) -> float | None:
+    """CPUs' worth of time per period the cgroup mounted at `cgroup` may use (as a
+    container sees its own), or None without a quota: cgroup v2's `cpu.max` ("quota
+    period", or "max period"), else v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us`."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def _serve(serve: Callable[..., int], slot: np.ndarray, wakeup: threading.Event, spins: int) -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sparsec.runtime import workers
 from sparsec.runtime.jit import KERNEL_SIGNATURE
-from sparsec.runtime.workers import WorkerPool
+from sparsec.runtime.workers import WorkerPool, available_cpus, cgroup_cpu_quota
 
 
 class CountingKernel:
@@ -115,3 +115,24 @@ def test_a_forked_child_runs_every_share_itself():
         assert ended[0] == child and os.waitstatus_to_exitcode(ended[1]) == 0
     finally:
         pool.close()
+
+
+def test_cpus_follow_a_cgroup_quota(tmp_path):
+    """A container's CPU quota caps the default thread count; no quota leaves the
+    affinity mask's count."""
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(v2) == 1.5
+    assert available_cpus(v2) == min(2, available_cpus(tmp_path / "none"))
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1) is None
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    assert cgroup_cpu_quota(v1) == 0.5
+    assert available_cpus(v1) == 1
+    assert cgroup_cpu_quota(tmp_path / "none") is None
