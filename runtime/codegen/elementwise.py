@@ -38,7 +38,7 @@ def exp(b: FunctionBuilder, x: SSAValue) -> SSAValue:
     fraction = b.fmul(b.fsub(scaled, whole), b.like(math.log(2), x))
     power = b.like(1 / math.factorial(6), x)
     for k in range(5, -1, -1):
-        power = b.fadd(b.fmul(power, fraction), b.like(1 / math.factorial(k), x))
+        power = b.fmuladd(power, fraction, b.like(1 / math.factorial(k), x))
     ints = _int_type(b, x)
     # The low mantissa bits of `shifted` hold n (plus the constant's own bits).
     n = b.sub(b.bitcast(shifted, ints), b.bitcast(b.like(_ROUNDING, x), ints))
@@ -53,7 +53,7 @@ def erf(b: FunctionBuilder, x: SSAValue) -> SSAValue:
     t = b.fdiv(b.like(1.0, x), b.fadd(b.like(1.0, x), b.fmul(b.like(_ERF_P, x), z)))
     poly = b.like(_ERF_A[-1], x)
     for coefficient in reversed(_ERF_A[:-1]):
-        poly = b.fadd(b.fmul(poly, t), b.like(coefficient, x))
+        poly = b.fmuladd(poly, t, b.like(coefficient, x))
     decay = exp(b, b.fmul(b.fmul(z, z), b.like(-1.0, x)))
     magnitude = b.fsub(b.like(1.0, x), b.fmul(b.fmul(poly, t), decay))
     return b.emit(llvm.FCopySignOp(magnitude, x))
