@@ -36,13 +36,12 @@ from sparsec.kernels import BATCHED_KINDS, KernelKey, key_for
 from sparsec.dialects import StoredWeightOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
+from sparsec.runtime.memory import CACHE_LINE, on_cache_line
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
 from sparsec.runtime.workers import WorkerPool, available_cpus
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
-CACHE_LINE = 64
-"""Bytes of a cache line, on which the batched kernels' transposed arrays start."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
@@ -91,27 +90,12 @@ def kernel_keys(module: ModuleOp, target: Target | None = None) -> list[KernelKe
     return list(dict.fromkeys(keys))
 
 
-def _aligned_zeros(shape: tuple[int, ...]) -> np.ndarray:
-    """float32 zeros starting on a cache line (numpy's own start 16 bytes into one):
-    rows of a multiple of 16 floats then keep every 16-lane load within one line."""
-    return _aligned(np.zeros, shape)
-
-
-def _aligned(allocate, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of `shape` from `allocate` (np.zeros or np.empty), starting on a
-    cache line."""
-    size = math.prod(shape)
-    raw = allocate(size + CACHE_LINE // 4, np.float32)
-    skip = -raw.ctypes.data % CACHE_LINE // 4
-    return raw[skip : skip + size].reshape(shape)
-
-
 def transposed_inputs(x: np.ndarray) -> np.ndarray:
     """The batched kernels' input for the rows of `x` (B x K): x transposed, each row
     padded with zeros to P, a multiple of 16 (a vector of batch rows), then a row of
     zeros, which the kernels' padding products read (runtime/codegen/batched.py)."""
     batch, cols = x.shape
-    columns = _aligned_zeros((cols + 1, -(-batch // 16) * 16))
+    columns = on_cache_line(np.zeros, (cols + 1, -(-batch // 16) * 16))
     columns[:cols, :batch] = x.T
     return columns
 
@@ -132,7 +116,7 @@ class _Layer:
     batched_from: int | None = dataclasses.field(init=False)
     """Batch rows from which the batched variant runs (KernelKey.batched_from), or None."""
     staging: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.float32))
-    """Inputs copied to start on a cache line (Executor._on_cache_line)."""
+    """Inputs copied to start on a cache line (Executor._input_address)."""
     shares: dict[int, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
     """Each thread's (first, last) units of a call, by batch rows (Executor._shares)."""
     chunk_operands: KernelOperands | None = None
@@ -233,7 +217,7 @@ class Executor:
         assert self.kernels is not None
         batch = x.shape[0]
         if layer.batched_from is None or batch < layer.batched_from:
-            x_address = self._on_cache_line(layer, x)
+            x_address = self._input_address(layer, x)
             if batch == 1 and layer.chunk_span:
                 kernel, arguments = self._variant_call(layer, "chunks")
             elif layer.key.panels_pay(batch):
@@ -244,7 +228,7 @@ class Executor:
             return
         x_columns = transposed_inputs(x)
         padded = x_columns.shape[1]
-        y_columns = _aligned_zeros((layer.key.rows, padded))  # the batched kernels add into it
+        y_columns = on_cache_line(np.zeros, (layer.key.rows, padded))  # the batched kernels add into it
         self._split(layer, *self._variant_call(layer, "batched"), x_columns.ctypes.data, y_columns.ctypes.data, padded)
         y[...] = y_columns[:, :batch].T
 
@@ -297,10 +281,10 @@ class Executor:
         size = math.prod(shape)
         buffer = self.buffers.get((op, size))
         if buffer is None:
-            buffer = self.buffers[(op, size)] = _aligned(np.empty, (size,))
+            buffer = self.buffers[(op, size)] = on_cache_line(np.empty, (size,))
         return buffer.reshape(shape)
 
-    def _on_cache_line(self, layer: _Layer, x: np.ndarray) -> int:
+    def _input_address(self, layer: _Layer, x: np.ndarray) -> int:
         """The address of `x`, or of its copy starting on a cache line if it does not:
         the kernels load 16 inputs (64 bytes) at a time, and from an array starting 16
         bytes into a line (numpy's usual) every such load spans two lines: n:m 3:4 on
@@ -310,7 +294,7 @@ class Executor:
         if address % CACHE_LINE == 0 or layer.key.kind == "block":
             return address
         if layer.staging.nbytes < x.nbytes:
-            layer.staging = _aligned(np.empty, (x.size,))
+            layer.staging = on_cache_line(np.empty, (x.size,))
         staging = layer.staging.ctypes.data
         ctypes.memmove(staging, address, x.nbytes)  # one call: numpy's copy costs more here
         return staging

@@ -21,7 +21,7 @@ import gc
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,13 +185,7 @@ def compile_kernels(keys: Sequence[KernelKey], target: Target | None = None, use
     target = target or Target.host()
     keys = list(dict.fromkeys(keys))
     machine = target.machine()
-    path = cache_path(keys, target)
-    code = _read_cached(path) if use_cache else None
-    from_cache = code is not None
-    if code is None:
-        code = _object_code(keys, machine)
-        if use_cache:
-            _write_cached(path, code)
+    code, from_cache = _cached(cache_path(keys, target), lambda: _object_code(keys, machine), use_cache)
     return _load(code, machine, {key.symbol: KERNEL_SIGNATURE for key in keys}, from_cache)
 
 
@@ -203,12 +197,20 @@ def compile_llvm_ir(ir: str, signatures: dict[str, type], target: Target | None 
     machine = target.machine()
     text = "\n".join([ir, target.cpu, target.features, llvmlite.__version__])
     path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()}.o"
-    code = _read_cached(path)
-    from_cache = code is not None
-    if code is None:
-        code = _optimized_object(ir, machine)
-        _write_cached(path, code)
+    code, from_cache = _cached(path, lambda: _optimized_object(ir, machine))
     return _load(code, machine, signatures, from_cache)
+
+
+def _cached(path: Path, compile_object: Callable[[], bytes], use_cache: bool = True) -> tuple[bytes, bool]:
+    """The object code cached at `path`, else `compile_object()`'s (then cached); and
+    whether it came from the cache."""
+    code = _read_cached(path) if use_cache else None
+    if code is not None:
+        return code, True
+    code = compile_object()
+    if use_cache:
+        _write_cached(path, code)
+    return code, False
 
 
 def _load(code: bytes, machine: llvm.TargetMachine, signatures: dict[str, type], from_cache: bool) -> CompiledKernels:

@@ -41,6 +41,7 @@ import numpy as np
 from llvmlite import ir
 
 from sparsec.runtime.jit import CompiledKernels, compile_llvm_ir
+from sparsec.runtime.memory import on_cache_line
 
 IDLE_SPIN_SECONDS = 0.002
 """How long a worker spins for the next job before it parks: longer than the gaps
@@ -281,9 +282,7 @@ class WorkerPool:
         rate = _polls_per_second() if spin else 0.0
         self._wait_polls = max(1, int(rate * WAIT_SPIN_SECONDS))
         # Slots start on a cache line: each of their three lines then belongs to one side.
-        raw = np.zeros(workers * SLOT_WORDS + 8, np.int64)
-        skip = -raw.ctypes.data % 64 // 8
-        self._slots = raw[skip : skip + workers * SLOT_WORDS].reshape(workers, SLOT_WORDS)
+        self._slots = on_cache_line(np.zeros, (workers, SLOT_WORDS), np.int64)
         self._addresses = [self._slots[worker].ctypes.data for worker in range(workers)]
         self._sequences = [0] * workers
         self._wakeups = [threading.Event() for _ in range(workers)]

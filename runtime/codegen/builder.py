@@ -42,30 +42,6 @@ def vector(element: Attribute, lanes: int) -> VectorType:
     return VectorType(element, [lanes])
 
 
-@cache
-def _shuffle_mask(indices: tuple[int, ...]) -> DenseArrayBase:
-    return DenseArrayBase.from_list(i32, list(indices))
-
-
-@cache
-def _gep_properties(element: Attribute) -> dict[str, Attribute]:
-    """What `llvm.GEPOp` stores for `base + index` over `element`s (one dynamic index)."""
-    return dict(llvm.GEPOp.from_mixed_indices(llvm.UndefOp(PTR), [llvm.UndefOp(i64)], pointee_type=element).properties)
-
-
-@cache
-def _binary_properties(kind: type[Operation], operand_type: Attribute) -> dict[str, Attribute]:
-    """The properties `kind`'s own constructor gives an op on two `operand_type` values
-    (no flags)."""
-    operand = llvm.UndefOp(operand_type).results[0]
-    return dict(kind(operand, operand).properties)  # pyright: ignore
-
-
-@cache
-def _predicate(name: str) -> IntegerAttr:
-    return IntegerAttr(llvm.ICmpPredicateFlag(name).to_int(), i64)
-
-
 _TEMPLATES: dict[tuple, tuple[type[Operation], dict[str, Attribute], list[Attribute]]] = {}
 """Kind, properties and result types of the first op built for a key (`FunctionBuilder.templated`)."""
 
@@ -137,11 +113,8 @@ class FunctionBuilder:
         return self.emit(kind.create(operands=list(operands), result_types=results, properties=dict(properties), successors=list(successors)))
 
     def binary(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue:
-        """`a kind b`, for arithmetic ops whose result has the operands' type: `create`d
-        with the properties the constructor gives, built once, which makes the same op at
-        a third of the constructor's cost."""
-        properties = dict(_binary_properties(kind, a.type))
-        return self.emit(kind.create(operands=[a, b], result_types=[a.type], properties=properties))
+        """`a kind b`, for arithmetic ops whose result has the operands' type (no flags)."""
+        return self.templated((kind, a.type), [a, b], lambda: kind(a, b))  # pyright: ignore
 
     def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.AddOp, a, b)
@@ -265,7 +238,8 @@ class FunctionBuilder:
     def shuffle(self, a: SSAValue, b: SSAValue, indices: tuple[int, ...]) -> SSAValue:
         """Lanes of a and b (numbered on from a's) at `indices`."""
         ty = vector(a.type.element_type, len(indices))  # pyright: ignore
-        return self.templated(("shuffle", a.type, indices), [a, b], lambda: llvm.ShuffleVectorOp(a, b, _shuffle_mask(indices), ty))
+        mask = (i32, list(indices))
+        return self.templated(("shuffle", a.type, indices), [a, b], lambda: llvm.ShuffleVectorOp(a, b, DenseArrayBase.from_list(*mask), ty))
 
     def lanes(self, source: SSAValue, first: int, count: int) -> SSAValue:
         """Lanes [first, first + count) of `source` as a vector of `count` lanes."""
@@ -295,7 +269,8 @@ class FunctionBuilder:
         return self.bitcast(values, values.type.element_type)  # pyright: ignore
 
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.templated(("icmp", predicate, a.type), [a, b], lambda: llvm.ICmpOp(a, b, _predicate(predicate)))
+        flag = llvm.ICmpPredicateFlag(predicate)
+        return self.templated(("icmp", predicate, a.type), [a, b], lambda: llvm.ICmpOp(a, b, IntegerAttr(flag.to_int(), i64)))
 
     def cttz(self, value: SSAValue) -> SSAValue:
         """Index of the lowest set bit (`value` is known to be non-zero)."""
@@ -306,10 +281,8 @@ class FunctionBuilder:
     # --- memory ------------------------------------------------------------------------
 
     def element_ptr(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
-        # `create` with the properties built once: the same op as GEPOp's constructor
-        # makes, at a fifth of its cost (kernels have hundreds of them).
-        properties = dict(_gep_properties(ty))
-        return self.emit(llvm.GEPOp.create(operands=[base, index], result_types=[PTR], properties=properties))
+        """The address of element `index` of `ty`s from `base`."""
+        return self.templated(("gep", ty), [base, index], lambda: llvm.GEPOp.from_mixed_indices(base, [index], pointee_type=ty))
 
     def load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
         return self.load_at(self.element_ptr(base, index, ty), ty)
