@@ -35,6 +35,11 @@ class Kernel:
     PARTIAL_TILES = True
     """Whether more than half a tile of batch rows left after the whole tiles run as
     one partial tile (`_tile_rows`) rather than one at a time."""
+    EXPLICIT_VECTORS = False
+    """Whether the kernel is written in vector operations, its loops rotated and their
+    invariants computed outside them, so LLVM's short cleanup pipeline compiles it as
+    well as O2 does in a fraction of the time (runtime/jit.py). Kernels written as
+    scalar loops (for portable targets) need O2's loop vectorizer."""
 
     def __init__(self, key: KernelKey):
         self.key = key
@@ -265,6 +270,7 @@ class ColumnStepKernel(Kernel):
     what integer state (such as a read position) runs along the row."""
 
     TILE = 4
+    EXPLICIT_VECTORS = True
 
     def build(self) -> llvm.FuncOp:
         return panelled(self, self.TILE, 64, self.tile_body)

@@ -41,6 +41,7 @@ class BatchedKernel(Kernel):
     """Weight rows a group: a group's outputs (ROWS x P floats) and its weights stay in
     L2 while its panels go by."""
     VECTOR_EPILOGUE = False
+    EXPLICIT_VECTORS = True
 
     def build(self) -> llvm.FuncOp:
         b = self.b

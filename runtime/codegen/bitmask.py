@@ -110,6 +110,7 @@ class ChunkBitmaskKernel(Kernel):
     saves two bytes a chunk but measured slower.)"""
 
     RECORD_BYTES = 20
+    EXPLICIT_VECTORS = True
     PREFETCH_BYTES = 2048
 
     def build(self) -> llvm.FuncOp:

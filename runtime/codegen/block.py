@@ -47,6 +47,7 @@ class VectorBlockKernel(Kernel):
     vectors (under a lane mask in a last row block that runs past N)."""
 
     VECTOR_EPILOGUE = False
+    EXPLICIT_VECTORS = True
 
     def build(self) -> llvm.FuncOp:
         tile = max(4, min(8, 128 // self.key.block))  # accumulators fit the vector registers
@@ -58,6 +59,7 @@ class VectorBlockKernel(Kernel):
         first = b.load(self.a2, row_block, i64)
         last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
         batch_rows = self.tile_rows(tile, size)
+        x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row, _ in batch_rows]
 
         def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
             col = b.sext(b.load(self.a1, kept, i32), i64)
@@ -65,7 +67,7 @@ class VectorBlockKernel(Kernel):
             weights = b.load_at(at, stored, alignment=2 if self.value_type == f16 else 4)
             if self.value_type == f16:
                 weights = b.fpext(weights, lanes)
-            return [b.fmuladd(weights, b.splat(self.x_at(row, col), key.block), acc) for (row, _), acc in zip(batch_rows, accs)]
+            return [b.fmuladd(weights, b.splat(b.load(x_row, col, f32), key.block), acc) for x_row, acc in zip(x_rows, accs)]
 
         zero = b.vector_const([0.0] * key.block, f32)
         if size == 1:

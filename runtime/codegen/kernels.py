@@ -37,6 +37,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
 from sparsec.kernels import KernelKey
+from sparsec.runtime.codegen.base import Kernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BlockKernel, VectorBlockKernel
 from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
@@ -47,7 +48,12 @@ _BATCHED = {"bitmask": BatchedBitmaskKernel, "nm": BatchedNMKernel}
 
 
 def kernel_function(key: KernelKey) -> llvm.FuncOp:
-    """The `llvm.func` for one specialization key (a pure function of the key).
+    """The `llvm.func` for one specialization key (a pure function of the key)."""
+    return kernel_class(key)(key).build()
+
+
+def kernel_class(key: KernelKey) -> type[Kernel]:
+    """The generator of the kernel for `key`.
 
     Bitmask and dense weights in float16 on a target with float16 conversions use the
     16-lane kernels, n:m weights on AVX-512 too (`KernelKey.nm_lanes`); scalar kernels
@@ -55,18 +61,23 @@ def kernel_function(key: KernelKey) -> llvm.FuncOp:
     variants are the executor's choices for some batch sizes and weights (KernelKey).
     """
     if key.batched:
-        return _BATCHED[key.kind](key).build()
+        return _BATCHED[key.kind]
     if key.chunk_span:
-        return ChunkBitmaskKernel(key).build()
+        return ChunkBitmaskKernel
     if key.kind == "bitmask" and key.values == "f16" and key.native_f16:
-        return VectorBitmaskKernel(key).build()
+        return VectorBitmaskKernel
     if key.kind == "block" and (key.native_f16 or key.values == "f32"):
-        return VectorBlockKernel(key).build()
+        return VectorBlockKernel
     if key.kind == "dense" and (key.native_f16 or key.values == "f32"):
-        return DenseKernel(key).build()
+        return DenseKernel
     if key.nm_lanes:
-        return VectorNMKernel(key).build()
-    return _SCALAR[key.kind](key).build()
+        return VectorNMKernel
+    return _SCALAR[key.kind]
+
+
+def explicit_vectors(keys: list[KernelKey]) -> bool:
+    """Whether every kernel of `keys` is written in vectors (Kernel.EXPLICIT_VECTORS)."""
+    return all(kernel_class(key).EXPLICIT_VECTORS for key in keys)
 
 
 def kernel_llvm_ir(key: KernelKey) -> str:

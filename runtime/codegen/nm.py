@@ -78,6 +78,7 @@ class VectorNMKernel(NMKernel):
 
     TILE = 4
     PARTIAL_TILES = False  # a batch row's permutes make a tile cost 3 rows alone
+    EXPLICIT_VECTORS = True
 
     def build(self) -> llvm.FuncOp:
         return panelled(self, self.TILE, self.key.nm_span, self.tile_body)
@@ -174,7 +175,10 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
         last_run = b.smin(b.add(first_run, b.const(runs_per_panel, i64)), b.const(self.runs, i64))
         panel_slot = b.mul(first_run, b.const(kept, i64))  # the panel's first kept slot within the row
         first = b.add(b.mul(row, b.const(self.runs * kept, i64)), panel_slot)
-        count = b.mul(b.sub(last_run, first_run), b.const(kept, i64))
+        if key.cols % key.panel_columns == 0:  # every panel is whole: a constant trip count for LLVM
+            count = b.const(runs_per_panel * kept, i64)
+        else:
+            count = b.mul(b.sub(last_run, first_run), b.const(kept, i64))
         ahead = b.mul(b.sub(self.row_ahead(row), row), b.const(self.runs * kept, i64))
         b.prefetch(b.element_ptr(self.a0, b.add(first, ahead), self.value_type), 4)
         if not self.step_words:
@@ -190,20 +194,20 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
         words = b.element_ptr(self.a2, b.mul(row, b.const(key.cols // key.nm_span, i64)), wide)
         shifts = b.vector_const([key.position_bits * lane for lane in range(16)], wide)
         run_starts = b.vector_const([(lane // kept) * key.m for lane in range(16)], i32)
+        # Each lane's run start, carried from step to step (a step spans nm_span columns).
+        first_bases = b.add(b.splat(b.trunc(b.mul(first_run, b.const(key.m, i64)), i32), 16), run_starts)
 
-        def step_body(slot: SSAValue, _state) -> list[SSAValue]:
+        def step_body(slot: SSAValue, state) -> list[SSAValue]:
+            (bases,) = state
             word = b.load(words, b.lshr(b.add(panel_slot, slot), b.const(4, i64)), wide)
             shifted = b.lshr(b.splat(word, 16), shifts)
             if key.nm_word_bits != 32:
                 shifted = b.trunc(shifted, vector(i32, 16))
             positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
-            run = b.add(first_run, b.udiv(slot, b.const(kept, i64)))
-            base = b.trunc(b.mul(run, b.const(key.m, i64)), i32)
-            columns = b.add(b.add(b.splat(base, 16), run_starts), positions)
-            b.store_at(columns, b.element_ptr(self.columns, slot, i32), alignment=4)
-            return []
+            b.store_at(b.add(bases, positions), b.element_ptr(self.columns, slot, i32), alignment=4)
+            return [b.add(bases, b.vector_const([key.nm_span] * 16, i32))]
 
-        b.loop(b.const(0, i64), count, [], step_body, step=16)
+        b.loop(b.const(0, i64), count, [first_bases], step_body, step=16)
 
     def slot_columns(self, first: SSAValue, first_run: SSAValue, count: SSAValue) -> SSAValue:
         """Column and value of slots [0, count) one at a time; returns how many were

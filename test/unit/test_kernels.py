@@ -12,8 +12,8 @@ from sparsec.context import make_context
 from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
-from sparsec.runtime.codegen.kernels import kernel_module
-from sparsec.kernels import GATHER_SPAN, WINDOW_SPAN
+from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
+from sparsec.kernels import GATHER_SPAN, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
 from sparsec.runtime.operands import _chunks
@@ -239,6 +239,25 @@ def test_kernel_ir_is_a_pure_function_of_the_key():
     keys = kernel_keys(model.module)
     assert str(kernel_module(keys)) == str(kernel_module(keys))
     assert len(kernel_module(keys + keys).ops) == len(keys)
+
+
+def test_vector_kernels_take_the_short_llvm_pipeline():
+    """Kernels written in vectors compile with jit.CLEANUP_PASSES; one kernel with
+    scalar loops (portable targets) sends its module through O2's loop vectorizer."""
+    host = {"native_f16": True, "avx512": True}
+    vector = [
+        KernelKey("bitmask", 64, 64, **host),
+        KernelKey("bitmask", 64, 64, chunk_span=WINDOW_SPAN, **host),
+        KernelKey("nm", 64, 64, n=3, m=4, **host),
+        KernelKey("nm", 64, 64, n=2, m=4, batched=True, **host),
+        KernelKey("block", 64, 64, block=4, **host),
+        KernelKey("dense", 64, 64, panelled=True, **host),
+        KernelKey("bitmask", 64, 64, batched=True, native_f16=False, avx512=False),
+    ]
+    scalar = [KernelKey(kind, 64, 64, native_f16=False, avx512=False, **extra) for kind, extra in [("bitmask", {}), ("nm", {"n": 3, "m": 4}), ("block", {"block": 4}), ("dense", {})]]
+    assert explicit_vectors(vector)
+    assert not any(explicit_vectors([key]) for key in scalar)
+    assert not explicit_vectors(vector + scalar[:1])
 
 
 @pytest.mark.parametrize("rows", [1, 3, 17, 1000])
