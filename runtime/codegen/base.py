@@ -32,9 +32,6 @@ class Kernel:
 
     VECTOR_EPILOGUE = True
     """Whether `ret` applies the epilogue in a vector pass (False: the kernel did)."""
-    PARTIAL_TILES = True
-    """Whether more than half a tile of batch rows left after the whole tiles run as
-    one partial tile (`_tile_rows`) rather than one at a time."""
     EXPLICIT_VECTORS = False
     """Whether the kernel is written in vector operations, its loops rotated and their
     invariants computed outside them, so LLVM's short cleanup pipeline compiles it as
@@ -46,6 +43,11 @@ class Kernel:
         self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
         self.x, self.y, self.a0, self.a1, self.a2, self.bias, self.batch, self.begin, self.end = self.b.args
         self.value_type = f16 if key.values == "f16" else f32
+
+    def partial_tile_from(self) -> int | None:
+        """From how many batch rows left after the whole tiles they run as one partial
+        tile rather than one at a time (`_tile_rows`); None: always one at a time."""
+        return None
 
     def value(self, base: SSAValue, index: SSAValue) -> SSAValue:
         if self.value_type == f32:
@@ -202,7 +204,7 @@ def tiled(kernel: Kernel, tile: int, tile_body) -> llvm.FuncOp:
 
 def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValue, tile_body) -> None:
     """for row in [first_row, last_row): the batch in tiles of `tile` rows, then the
-    rows left: more than half a tile (Kernel.PARTIAL_TILES) in one more, partial tile
+    rows left: from Kernel.partial_tile_from() of them in one more, partial tile
     (Kernel.tile_rows), fewer one at a time: tile_body(row, first batch row, rows).
 
     A tile decodes the row's weights again, with them in cache now, and costs about
@@ -211,7 +213,7 @@ def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValu
     tiles. A partial tile needs no code of its own (tile bodies of 2 rows added 30%
     to the compile time)."""
     b = kernel.b
-    partial_from = tile // 2 + 1 if kernel.PARTIAL_TILES else tile
+    partial_from = kernel.partial_tile_from() or tile
 
     def row_body(row: SSAValue, _state) -> list[SSAValue]:
         whole = b.round_down(kernel.batch, tile)
@@ -274,6 +276,11 @@ class ColumnStepKernel(Kernel):
 
     def build(self) -> llvm.FuncOp:
         return panelled(self, self.TILE, 64, self.tile_body)
+
+    def partial_tile_from(self) -> int:
+        """A 4-row tile costs less than two rows one at a time (2 rows as a partial
+        tile: dense 1.06-1.08x, bitmask 1.09-1.29x as fast, 4096x4096 and 768x3072)."""
+        return 2
 
     def row_state(self, row: SSAValue, first_step: SSAValue) -> list[SSAValue]:
         """Integer state carried along `row`, before step `first_step` (the first of a

@@ -77,7 +77,6 @@ class VectorNMKernel(NMKernel):
     the last whole step go through the scalar code."""
 
     TILE = 4
-    PARTIAL_TILES = False  # a batch row's permutes make a tile cost 3 rows alone
     EXPLICIT_VECTORS = True
 
     def build(self) -> llvm.FuncOp:

@@ -149,7 +149,7 @@ def test_column_panels_of_long_rows(pattern, tmp_path, monkeypatch):
     (layer,) = executor.layers.values()
     assert layer.key.has_panel_variant or not Target.host().avx512  # the vector kernels have one
     rng = np.random.default_rng(12)
-    for batch in (1, 2, 5, 7):  # 7: tiles of 4, 2 and 1 rows
+    for batch in (1, 2, 5, 7):  # a partial tile of 2 rows; a whole tile and one row; a whole and a partial tile
         x = rng.standard_normal((batch, 4500)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
         assert ("panels" in layer.variant_calls) == (layer.key.has_panel_variant and batch > 1)
