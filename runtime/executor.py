@@ -90,14 +90,23 @@ def kernel_keys(module: ModuleOp, target: Target | None = None) -> list[KernelKe
     return list(dict.fromkeys(keys))
 
 
-def transposed_inputs(x: np.ndarray) -> np.ndarray:
+def transposed_inputs(x: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
     """The batched kernels' input for the rows of `x` (B x K): x transposed, each row
-    padded with zeros to P, a multiple of 16 (a vector of batch rows), then a row of
-    zeros, which the kernels' padding products read (runtime/codegen/batched.py)."""
+    padded to P, a multiple of 16 (a vector of batch rows), then a row of zeros, which
+    the kernels' padding products read (runtime/codegen/batched.py). Into `columns`
+    when given (a (K + 1) x P array whose last row is zero): its lanes past B keep
+    what they held, and as lanes never mix, only their own outputs, which are dropped,
+    depend on it."""
     batch, cols = x.shape
-    columns = on_cache_line(np.zeros, (cols + 1, -(-batch // 16) * 16))
+    if columns is None:
+        columns = on_cache_line(np.zeros, (cols + 1, padded_batch(batch)))
     columns[:cols, :batch] = x.T
     return columns
+
+
+def padded_batch(batch: int) -> int:
+    """P, the batched kernels' batch: `batch` rounded up to a multiple of 16."""
+    return -(-batch // 16) * 16
 
 
 @dataclass
@@ -189,6 +198,7 @@ class Executor:
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
+        self.scratch: dict[tuple[str, int, int], np.ndarray] = {}
 
     def _prepare(self, op: KernelOp) -> _Layer:
         key = kernel_key_of(op, self.target)
@@ -226,9 +236,9 @@ class Executor:
                 kernel, arguments = layer.kernel, layer.arguments
             self._split(layer, kernel, arguments, x_address, y.ctypes.data, batch)
             return
-        x_columns = transposed_inputs(x)
-        padded = x_columns.shape[1]
-        y_columns = on_cache_line(np.zeros, (layer.key.rows, padded))  # the batched kernels add into it
+        padded = padded_batch(batch)
+        x_columns = transposed_inputs(x, self._scratch("x", layer.key.cols + 1, padded, np.zeros))
+        y_columns = self._scratch("y", layer.key.rows, padded, np.empty)
         self._split(layer, *self._variant_call(layer, "batched"), x_columns.ctypes.data, y_columns.ctypes.data, padded)
         y[...] = y_columns[:, :batch].T
 
@@ -283,6 +293,15 @@ class Executor:
         if buffer is None:
             buffer = self.buffers[(op, size)] = on_cache_line(np.empty, (size,))
         return buffer.reshape(shape)
+
+    def _scratch(self, role: str, rows: int, padded: int, allocate) -> np.ndarray:
+        """The batched kernels' transposed input or output array (`role` "x" or "y") of
+        rows x padded floats, kept for later calls and shared by the layers (they run
+        one after another): allocating them per call cost their page faults."""
+        array = self.scratch.get((role, rows, padded))
+        if array is None:
+            array = self.scratch[(role, rows, padded)] = on_cache_line(allocate, (rows, padded))
+        return array
 
     def _input_address(self, layer: _Layer, x: np.ndarray) -> int:
         """The address of `x`, or of its copy starting on a cache line if it does not:

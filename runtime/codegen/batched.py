@@ -15,9 +15,9 @@ from sparsec.runtime.codegen.builder import vector
 class BatchedKernel(Kernel):
     """Kernels for larger batches, with the work proportional to the non-zeros: x is
     the transposed input ((K + 1) x P, P a multiple of 16 holding the batch zero-padded,
-    row K all zeros) and y the transposed output (N x P, zeroed by the caller), so one
-    weight multiplies 16 batch rows' inputs at its column in one vector multiply-add.
-    `batch` is P.
+    row K all zeros) and y the transposed output (N x P: the first panel stores, the
+    others add, so y needs no zeroing), so one weight multiplies 16 batch rows' inputs
+    at its column in one vector multiply-add. `batch` is P.
 
     Rows go in groups of ROWS; a group's weight is taken one column panel
     (KernelKey.panel_columns) at a time for all its rows, adding into y: the inputs a
@@ -53,11 +53,13 @@ class BatchedKernel(Kernel):
             last_row = b.smin(b.add(first_row, b.const(self.ROWS, i64)), self.end)
 
             def panel_body(panel: SSAValue, _inner) -> list[SSAValue]:
+                first_panel = b.icmp("eq", panel, b.const(0, i64))
+
                 def row_body(row: SSAValue, _rows) -> list[SSAValue]:
                     count = self.pad(self.decode(row, panel))
                     pairs = b.round_down(self.batch, 32)
-                    b.loop(b.const(0, i64), pairs, [], lambda lane, _s: self.multiply(row, lane, count, 2) or [], step=32)
-                    b.loop(pairs, self.batch, [], lambda lane, _s: self.multiply(row, lane, count, 1) or [], step=16)
+                    b.loop(b.const(0, i64), pairs, [], lambda lane, _s: self.multiply(row, lane, count, 2, first_panel) or [], step=32)
+                    b.loop(pairs, self.batch, [], lambda lane, _s: self.multiply(row, lane, count, 1, first_panel) or [], step=16)
                     return []
 
                 b.loop(first_row, last_row, [], row_body)
@@ -115,9 +117,9 @@ class BatchedKernel(Kernel):
 
         b.loop(b.const(0, i64), count, [], chunk_body, step=16)
 
-    def multiply(self, row: SSAValue, lane: SSAValue, count: SSAValue, vectors: int) -> None:
-        """y[row, lane:lane + 16 * vectors] += the decoded products (`count`, a whole
-        number of rounds) times their inputs."""
+    def multiply(self, row: SSAValue, lane: SSAValue, count: SSAValue, vectors: int, first_panel: SSAValue) -> None:
+        """y[row, lane:lane + 16 * vectors] = (on the first panel) or += (on the others)
+        the decoded products (`count`, a whole number of rounds) times their inputs."""
         b, ways = self.b, self.WAYS
         x_lanes = b.element_ptr(self.x, lane, f32)
 
@@ -143,7 +145,8 @@ class BatchedKernel(Kernel):
             for way in range(1, ways):
                 total = b.fadd(total, accs[way * vectors + v])
             at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
-            b.store_at(b.fadd(total, b.load_at(at, F32x16, alignment=4)), at, alignment=4)
+            earlier = b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4))
+            b.store_at(b.fadd(total, earlier), at, alignment=4)
 
     def batch_epilogue(self) -> None:
         """Bias and activation on the finished outputs of rows [begin, end), 16 batch

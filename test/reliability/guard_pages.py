@@ -68,7 +68,7 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
     if layer.batched_from is not None and batch >= layer.batched_from:  # transposed activations, batch padded to 16
         (kernel, _), x_columns = executor._variant_call(layer, "batched"), transposed_inputs(x)
         padded = x_columns.shape[1]
-        x_guarded, y = guarded(x_columns), guarded(np.zeros((rows, padded), np.float32))  # the kernel adds into y
+        x_guarded, y = guarded(x_columns), guarded(np.full((rows, padded), np.nan, np.float32))  # the first panel stores
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units)
         y = y[:, :batch].T
     else:

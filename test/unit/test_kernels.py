@@ -180,6 +180,24 @@ def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_pa
         assert ("batched" in layer.variant_calls) == (batch == rows)
 
 
+def test_batched_scratch_arrays_are_reused_across_batches(tmp_path, monkeypatch):
+    """The batched kernels' transposed arrays are kept between calls: a smaller batch
+    with the same padded width leaves the last call's inputs (here infinities) in its
+    spare lanes, and the output array is never zeroed; neither may reach the outputs."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(40, 512, True, True, "gelu", 9)
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights)
+    rng = np.random.default_rng(11)
+    for batch, poisoned_from in [(30, 17), (17, 17), (30, 30), (8, 8)]:
+        x = rng.standard_normal((batch, 512)).astype(np.float32)
+        x[poisoned_from:] = np.inf  # rows 17 on of the first call: the next call's spare lanes
+        with np.errstate(invalid="ignore"):  # inf x 0 in the reference's dense product
+            got, expected = executor.run({"x": x})["y"], model.run({"x": x})["y"]
+        np.testing.assert_allclose(got[:poisoned_from], expected[:poisoned_from], rtol=1e-4, atol=1e-4)
+    assert sorted(executor.scratch) == [("x", 513, 16), ("x", 513, 32), ("y", 40, 16), ("y", 40, 32)]
+
+
 def test_inputs_anywhere_in_a_cache_line(tmp_path, monkeypatch):
     """Inputs starting anywhere in a cache line give the same outputs: the executor
     hands the kernels a copy starting on one (and kernel outputs start on one, so the
