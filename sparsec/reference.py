@@ -192,12 +192,19 @@ def _batch_norm(op: nn.BatchNormOp, x, scale, b, mean, var) -> np.ndarray:
 
 
 def _layer_norm(op: nn.LayerNormOp, x, scale, b=None) -> np.ndarray:
+    """In few numpy calls, in place where possible: in a compiled model this runs
+    between kernels that have pushed numpy's code out of the caches, where each call
+    costs several microseconds (768 values: 52 -> 41 us a call, from np.mean and
+    temporaries)."""
     axes = tuple(range(op.axis.value.data % x.ndim, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    centered = x - mean
-    var = (centered * centered).mean(axis=axes, keepdims=True)
-    y = centered / np.sqrt(var + np.float32(op.epsilon.value.data)) * scale
-    return y + b if b is not None else y
+    inverse_count = np.float32(1 / max(1, math.prod(x.shape[axis] for axis in axes)))
+    centered = x - np.add.reduce(x, axis=axes, keepdims=True) * inverse_count
+    variance = np.add.reduce(centered * centered, axis=axes, keepdims=True) * inverse_count
+    centered *= 1 / np.sqrt(variance + np.float32(op.epsilon.value.data))
+    centered *= scale
+    if b is not None:
+        centered += b
+    return centered
 
 
 def _lrn(op: nn.LRNOp, x: np.ndarray) -> np.ndarray:
