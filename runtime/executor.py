@@ -38,7 +38,7 @@ from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.memory import CACHE_LINE, on_cache_line
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
-from sparsec.runtime.workers import WorkerPool, available_cpus
+from sparsec.runtime.workers import Shares, WorkerPool, available_cpus
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
@@ -126,7 +126,7 @@ class _Layer:
     """Batch rows from which the batched variant runs (KernelKey.batched_from), or None."""
     staging: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.float32))
     """Inputs copied to start on a cache line (Executor._input_address)."""
-    shares: dict[int, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    shares: dict[int, Shares] = dataclasses.field(default_factory=dict)
     """Each thread's (first, last) units of a call, by batch rows (Executor._shares)."""
     chunk_operands: KernelOperands | None = None
     """The chunk variant's operands, once laid out (on its first use)."""
@@ -271,11 +271,11 @@ class Executor:
         if shares is None:
             shares = layer.shares[batch] = self._shares(layer.key, batch)
         if len(shares) == 1:
-            kernel(x, y, *arguments, batch, *shares[0])
+            kernel(x, y, *arguments, batch, *shares.bounds[0])
         else:
             self.pool.run(kernel, (x, y, *arguments, batch), shares)  # pyright: ignore
 
-    def _shares(self, key: KernelKey, batch: int) -> list[tuple[int, int]]:
+    def _shares(self, key: KernelKey, batch: int) -> Shares:
         """The (first, last) units of each thread's share of a call of `key`'s kernel on
         `batch` rows: one share for work too small to pay for a hand-off."""
         units = key.parallel_units
@@ -283,7 +283,7 @@ class Executor:
         if self.pool is None or batch == 0:
             workers = 1
         bounds = [units * worker // workers for worker in range(workers + 1)]
-        return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)]
+        return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)])
 
     def _buffer(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 array of `shape` for `op`'s outputs, kept for the next call, starting

@@ -18,6 +18,11 @@ on different cache lines, so their writes do not pass one line back and forth):
   sees the other's write: no job is left behind a parked worker (a needless wake-up
   only costs one more spell of spinning).
 - wait: the caller spins until DONE holds the number, yielding its CPU now and then.
+- run: one native call posts every worker's share, runs the caller's own and waits:
+  the Python a call costs runs with its code out of the caches (a kernel has just
+  streamed megabytes through them), at several times its usual cost, so a call makes
+  one ctypes call where it made three per worker. Parked workers send it back to
+  Python before the caller's share, to be woken.
 
 A kernel address of 0 asks the worker to stop. xDSL's LLVM translator drops atomic
 orderings and has neither fences nor indirect calls, so this small module is written
@@ -56,11 +61,14 @@ DONE, STATE = 16, 17
 """Word offsets of the worker's part, on the slot's third cache line."""
 SLOT_WORDS = 24
 SPINNING, PARKED = 0, 1
+MASK_BITS = 62
+"""The highest bit of `run`'s mask of parked workers (which stays positive)."""
 
 _I64 = ir.IntType(64)
 _BYTES = ir.IntType(8).as_pointer()
 _KERNEL = ir.FunctionType(ir.VoidType(), [_BYTES] * 6 + [_I64] * 3)
 _SIGNATURES = {
+    "sparsec_worker_run": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 10, ctypes.c_void_p, ctypes.c_int64),
     "sparsec_worker_post": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 11),
     "sparsec_worker_serve": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64),
     "sparsec_worker_wait": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64),
@@ -68,7 +76,7 @@ _SIGNATURES = {
 
 
 class _ProtocolBuilder:
-    """The LLVM module of the three entry points: post, serve and wait."""
+    """The LLVM module of the four entry points: post, serve, wait and run."""
 
     def __init__(self) -> None:
         self.module = ir.Module("sparsec_workers")
@@ -89,11 +97,19 @@ class _ProtocolBuilder:
         b.cbranch(b.icmp_signed("<", more, spins), poll, enough)
         return more
 
-    def function(self, name: str, arguments: int) -> tuple[ir.Function, ir.IRBuilder]:
-        function = ir.Function(self.module, ir.FunctionType(_I64, [_I64.as_pointer()] + [_I64] * arguments), name)
+    def function(self, name: str, arguments: int, pointer_last: bool = False) -> tuple[ir.Function, ir.IRBuilder]:
+        """A function of a slot (or slots) pointer, `arguments` int64 arguments and (with
+        `pointer_last`) one more pointer and one more int64, returning int64."""
+        types = [_I64.as_pointer()] + [_I64] * arguments + ([_I64.as_pointer(), _I64] if pointer_last else [])
+        function = ir.Function(self.module, ir.FunctionType(_I64, types), name)
         return function, ir.IRBuilder(function.append_basic_block("entry"))
 
-    def post(self) -> None:
+    def call_kernel(self, b: ir.IRBuilder, kernel: ir.Value, words: list[ir.Value]) -> None:
+        """kernel(x, y, a0, a1, a2, bias, batch, first, last), from its address and nine words."""
+        pointers = [b.inttoptr(word, _BYTES) for word in words[:6]]
+        b.call(b.inttoptr(kernel, _KERNEL.as_pointer()), pointers + words[6:])
+
+    def post(self) -> ir.Function:
         """post(slot, sequence, kernel, x, y, a0, a1, a2, bias, batch, first, last) -> 1
         if the worker is parked (the caller then sets its event), else 0."""
         function, b = self.function("sparsec_worker_post", 11)
@@ -103,6 +119,7 @@ class _ProtocolBuilder:
         b.store_atomic(sequence, self.word(b, slot, POSTED), "seq_cst", 8)
         state = b.load_atomic(self.word(b, slot, STATE), "seq_cst", 8)
         b.ret(b.zext(b.icmp_unsigned("==", state, ir.Constant(_I64, PARKED)), _I64))
+        return function
 
     def serve(self) -> None:
         """serve(slot, spins) runs the slot's jobs until it has seen none for `spins`
@@ -144,9 +161,7 @@ class _ProtocolBuilder:
         b.ret(ir.Constant(_I64, 1))
 
         b.position_at_end(run)
-        words = [b.load(self.word(b, slot, ARGUMENTS + index)) for index in range(9)]
-        pointers = [b.inttoptr(word, _BYTES) for word in words[:6]]
-        b.call(b.inttoptr(kernel, _KERNEL.as_pointer()), pointers + words[6:])
+        self.call_kernel(b, kernel, [b.load(self.word(b, slot, ARGUMENTS + index)) for index in range(9)])
         b.store_atomic(posted, self.word(b, slot, DONE), "release", 8)
         b.branch(poll)
 
@@ -159,7 +174,7 @@ class _ProtocolBuilder:
         polls.add_incoming(ir.Constant(_I64, 0), resume)
         polls.add_incoming(ir.Constant(_I64, 0), run)
 
-    def wait(self) -> None:
+    def wait(self) -> ir.Function:
         """wait(slot, sequence, spins) -> 1 once DONE holds `sequence`, 0 if it still
         does not after `spins` polls."""
         function, b = self.function("sparsec_worker_wait", 2)
@@ -179,14 +194,78 @@ class _ProtocolBuilder:
         b.ret(ir.Constant(_I64, 0))
         b.position_at_end(finished)
         b.ret(ir.Constant(_I64, 1))
+        return function
+
+    def run(self, post: ir.Function, wait: ir.Function) -> None:
+        """run(slots, workers, sequence, kernel, x, y, a0, a1, a2, bias, batch, shares,
+        spins): post share w + 1 of `shares` ((first, last) int64 pairs, the caller's
+        first) to worker w's slot, for w below `workers`. Returns the mask of the
+        workers found parked (bit MASK_BITS for all from there on), if any, having done nothing more (the caller wakes them,
+        runs its share and waits); else runs share 0 and waits up to `spins` polls for
+        each worker: 0 when all are done, -1 when one is not yet."""
+        function, b = self.function("sparsec_worker_run", 10, pointer_last=True)
+        slots, workers, sequence, kernel, *job, shares, spins = function.args
+        entry = b.block
+        names = ("post", "posted", "own", "wait", "waited", "late", "finished", "parked")
+        post_loop, posted, own, wait_loop, waited, late, finished, parked_exit = (function.append_basic_block(n) for n in names)
+        one = ir.Constant(_I64, 1)
+
+        def slot_of(worker: ir.Value) -> ir.Value:
+            return b.gep(slots, [b.mul(worker, ir.Constant(_I64, SLOT_WORDS))], inbounds=True)
+
+        def bound(share: ir.Value, end: int) -> ir.Value:
+            return b.load(b.gep(shares, [b.add(b.mul(share, ir.Constant(_I64, 2)), ir.Constant(_I64, end))], inbounds=True))
+
+        b.branch(post_loop)
+        b.position_at_end(post_loop)
+        worker = b.phi(_I64)
+        parked = b.phi(_I64)
+        more = b.icmp_signed("<", worker, workers)
+        post_body = function.append_basic_block("post_body")
+        b.cbranch(more, post_body, posted)
+        b.position_at_end(post_body)
+        share = b.add(worker, one)
+        found = b.call(post, [slot_of(worker), sequence, kernel, *job, bound(share, 0), bound(share, 1)])
+        bit = b.select(b.icmp_unsigned("<", worker, ir.Constant(_I64, MASK_BITS)), worker, ir.Constant(_I64, MASK_BITS))
+        parked_after = b.or_(parked, b.shl(found, bit))
+        next_worker = b.add(worker, one)
+        b.branch(post_loop)
+        worker.add_incoming(ir.Constant(_I64, 0), entry)
+        worker.add_incoming(next_worker, post_body)
+        parked.add_incoming(ir.Constant(_I64, 0), entry)
+        parked.add_incoming(parked_after, post_body)
+
+        b.position_at_end(posted)
+        b.cbranch(b.icmp_unsigned("!=", parked, ir.Constant(_I64, 0)), parked_exit, own)
+        b.position_at_end(parked_exit)
+        b.ret(parked)
+
+        b.position_at_end(own)
+        zero = ir.Constant(_I64, 0)
+        self.call_kernel(b, kernel, [*job, bound(zero, 0), bound(zero, 1)])
+        b.branch(wait_loop)
+        b.position_at_end(wait_loop)
+        waiting = b.phi(_I64)
+        b.cbranch(b.icmp_signed("<", waiting, workers), waited, finished)
+        b.position_at_end(waited)
+        done = b.call(wait, [slot_of(waiting), sequence, spins])
+        next_waiting = b.add(waiting, one)
+        b.cbranch(b.icmp_unsigned("!=", done, zero), wait_loop, late)
+        waiting.add_incoming(zero, own)
+        waiting.add_incoming(next_waiting, waited)
+        b.position_at_end(late)
+        b.ret(ir.Constant(_I64, -1))
+        b.position_at_end(finished)
+        b.ret(zero)
 
 
 def protocol_ir() -> str:
     """The LLVM IR of the worker protocol's entry points."""
     builder = _ProtocolBuilder()
-    builder.post()
+    post = builder.post()
     builder.serve()
-    builder.wait()
+    wait = builder.wait()
+    builder.run(post, wait)
     return str(builder.module)
 
 
@@ -243,14 +322,27 @@ def _serve(serve: Callable[..., int], slot: np.ndarray, wakeup: threading.Event,
         wakeup.clear()
 
 
-def _stop(post: Callable[..., int], slots: np.ndarray, sequences: list[int], wakeups: list[threading.Event], threads: list[threading.Thread]) -> None:
-    for worker, slot in enumerate(slots):
-        sequences[worker] += 1
-        post(slot.ctypes.data, sequences[worker], 0, *[0] * 9)
-        wakeups[worker].set()
+def _stop(post: Callable[..., int], slots: np.ndarray, sequence: list[int], wakeups: list[threading.Event], threads: list[threading.Thread]) -> None:
+    sequence[0] += 1
+    for slot, wakeup in zip(slots, wakeups):
+        post(slot.ctypes.data, sequence[0], 0, *[0] * 9)
+        wakeup.set()
     for thread in threads:
         if thread is not threading.current_thread():  # a collection can run on a worker
             thread.join()
+
+
+class Shares:
+    """The (first, last) units of each share of a call, the caller's first, kept also
+    as the int64 pairs the native `run` reads (made once per layer and batch)."""
+
+    def __init__(self, bounds: Sequence[tuple[int, int]]):
+        self.bounds = [(int(first), int(last)) for first, last in bounds]
+        self._pairs = np.array(self.bounds, np.int64).reshape(-1, 2)
+        self.address = self._pairs.ctypes.data
+
+    def __len__(self) -> int:
+        return len(self.bounds)
 
 
 _POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
@@ -279,12 +371,15 @@ class WorkerPool:
         functions = _protocol().functions
         self._post = functions["sparsec_worker_post"]
         self._wait = functions["sparsec_worker_wait"]
+        self._run = functions["sparsec_worker_run"]
         rate = _polls_per_second() if spin else 0.0
         self._wait_polls = max(1, int(rate * WAIT_SPIN_SECONDS))
         # Slots start on a cache line: each of their three lines then belongs to one side.
         self._slots = on_cache_line(np.zeros, (workers, SLOT_WORDS), np.int64)
         self._addresses = [self._slots[worker].ctypes.data for worker in range(workers)]
-        self._sequences = [0] * workers
+        self._sequence = [0]
+        """The number of the last job posted (one count for all workers, so the native
+        `run` posts the same number to each; a list, shared with the finalizer)."""
         self._wakeups = [threading.Event() for _ in range(workers)]
         self._lock = threading.Lock()
         idle_polls = max(1, int(rate * IDLE_SPIN_SECONDS))
@@ -296,7 +391,7 @@ class WorkerPool:
         for thread in threads:
             thread.start()
         # Stopping needs nothing of `self`, so an unclosed pool still stops when collected.
-        self._finalizer = weakref.finalize(self, _stop, self._post, self._slots, self._sequences, self._wakeups, threads)
+        self._finalizer = weakref.finalize(self, _stop, self._post, self._slots, self._sequence, self._wakeups, threads)
         self._forked = False
         _POOLS.add(self)
 
@@ -304,32 +399,39 @@ class WorkerPool:
     def workers(self) -> int:
         return len(self._addresses)
 
-    def run(self, kernel: ctypes._CFuncPtr, arguments: Sequence[int], shares: Sequence[tuple[int, int]]) -> None:
+    def run(self, kernel: ctypes._CFuncPtr, arguments: Sequence[int], shares: Shares | Sequence[tuple[int, int]]) -> None:
         """Call `kernel(*arguments, first, last)` for every (first, last) of `shares`:
         the first share on the calling thread, the others on workers 0, 1, ..."""
-        if len(shares) - 1 > self.workers:
+        if not isinstance(shares, Shares):
+            shares = Shares(shares)
+        workers = len(shares) - 1
+        if workers > self.workers:
             raise ValueError(f"{len(shares)} shares for {self.workers} workers and the caller")
         if self._forked:
-            for share in shares:
+            for share in shares.bounds:
                 kernel(*arguments, *share)
             return
         address = ctypes.cast(kernel, ctypes.c_void_p).value
         with self._lock:
-            for worker, (first, last) in enumerate(shares[1:]):
-                self._sequences[worker] += 1
-                if self._post(self._addresses[worker], self._sequences[worker], address, *arguments, first, last):
-                    self._wakeups[worker].set()
-            kernel(*arguments, *shares[0])
+            self._sequence[0] += 1
+            status = self._run(self._addresses[0], workers, self._sequence[0], address, *arguments, shares.address, self._wait_polls)
+            if status == 0:
+                return
+            if status > 0:  # nothing ran: wake the parked workers, then do the caller's share
+                for worker in range(workers):
+                    if status >> min(worker, MASK_BITS) & 1:
+                        self._wakeups[worker].set()
+                kernel(*arguments, *shares.bounds[0])
             try:
-                self._finish(len(shares) - 1)
+                self._finish(workers)
             except KeyboardInterrupt:
-                self._finish(len(shares) - 1)  # the workers still write into the caller's buffers
+                self._finish(workers)  # the workers still write into the caller's buffers
                 raise
 
     def _finish(self, workers: int) -> None:
-        """Wait until workers [0, workers) have done their last posted job."""
+        """Wait until workers [0, workers) have done the last job posted."""
         for worker in range(workers):
-            while not self._wait(self._addresses[worker], self._sequences[worker], self._wait_polls):
+            while not self._wait(self._addresses[worker], self._sequence[0], self._wait_polls):
                 time.sleep(0)
 
     def close(self) -> None:
