@@ -227,7 +227,7 @@ def scaling_table(args: argparse.Namespace, rng: np.random.Generator, stream: fl
             continue
         executor = sparse_layer(weight, options, 2)
         # One executor for both counts: two executors of the same weights lay out their
-        # operands at different addresses, which alone moved a kernel by up to 25%.
+        # operands at different addresses, which alone moves a kernel by 1% to 10%.
         # Alternate the counts, so a change in the machine's load affects both alike.
         times: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(7):
