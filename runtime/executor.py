@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 
 from sparsec import reference
@@ -32,8 +32,9 @@ from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
-from sparsec.kernels import BATCHED_KINDS, KernelKey, key_for
+from sparsec.kernels import BATCHED_KINDS, KernelKey, NormKey, key_for
 from sparsec.dialects import StoredWeightOp
+from sparsec.dialects.nn import LayerNormOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.memory import CACHE_LINE, on_cache_line
@@ -153,12 +154,28 @@ class _Layer:
 
 
 @dataclass
+class _Norm:
+    """A layer normalization run by a generated kernel (runtime/codegen/norm.py)."""
+
+    key: NormKey
+    scale: np.ndarray
+    bias: np.ndarray
+    epsilon: np.ndarray
+    kernel: object = None
+    """The compiled kernel (set once the module is compiled)."""
+
+    @property
+    def arguments(self) -> tuple[int, int, int, int]:
+        return (self.scale.ctypes.data, self.bias.ctypes.data, self.epsilon.ctypes.data, 0)
+
+
+@dataclass
 class _Step:
     op: Operation
     inputs: list[SSAValue]
     result: SSAValue
     dtype: np.dtype | None
-    """The result dtype of a numpy-evaluated op (None for kernel ops)."""
+    """The result dtype of a numpy-evaluated op (None for ops run by kernels)."""
 
 
 class Executor:
@@ -171,6 +188,8 @@ class Executor:
         self.threads = max(1, threads or available_cpus())
         self.target = target or Target.host()
         self.layers: dict[Operation, _Layer] = {}
+        self.norms: dict[Operation, _Norm] = {}
+        """Layer normalizations that run as generated kernels (the others run in numpy)."""
         self.constants: dict[SSAValue, np.ndarray] = {}
         """Weights that ops other than kernels read, decoded once here rather than per run."""
         self.steps: list[_Step] = []
@@ -182,6 +201,9 @@ class Executor:
             elif isinstance(op, StoredWeightOp):
                 if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
                     self.constants[op.result] = dense_value(op, weights)
+            elif isinstance(op, LayerNormOp) and (norm := self._prepare_norm(op)) is not None:
+                self.norms[op] = norm
+                self.steps.append(_Step(op, [op.x], op.results[0], None))
             elif not isinstance(op, func.ReturnOp):
                 dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
                 self.steps.append(_Step(op, list(op.operands), op.results[0], dtype))
@@ -189,10 +211,10 @@ class Executor:
         self.arguments = list(self.function.args)
         self.output_names = reference.output_names(self.function)
         self.returned = list(self.function.body.block.last_op.operands)  # pyright: ignore
-        keys = [layer.key for layer in self.layers.values()]
+        keys = [layer.key for layer in self.layers.values()] + [norm.key for norm in self.norms.values()]
         self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
-        for layer in self.layers.values():
-            layer.kernel = self.kernels.functions[layer.key.symbol]  # pyright: ignore
+        for unit in [*self.layers.values(), *self.norms.values()]:
+            unit.kernel = self.kernels.functions[unit.key.symbol]  # pyright: ignore
         self.variants: dict[str, object] = {}
         """Compiled batched and chunk kernels by symbol (compiled on first use)."""
         self.compiled: list[CompiledKernels] = []
@@ -213,6 +235,24 @@ class Executor:
                 raise SparsecError(f"'{op.name}': the bias must be a weight")
             bias = np.ascontiguousarray(dense_value(owner, self.weights), dtype=np.float32).reshape(-1)
         return _Layer(key, operands, bias, weight, transposed)
+
+    def _prepare_norm(self, op: LayerNormOp) -> _Norm | None:
+        """The kernel form of `op` when it normalizes float32 rows over their last,
+        static axis with a scale (and bias) that are weights; else None (numpy)."""
+        x_type = op.x.type
+        if not isinstance(x_type, TensorType) or x_type.element_type != f32:
+            return None
+        shape = x_type.get_shape()
+        cols = shape[-1] if shape else -1
+        if cols <= 0 or op.axis.value.data % len(shape) != len(shape) - 1:
+            return None
+        scale = self.constants.get(op.scale)
+        bias = self.constants.get(op.b) if op.b is not None else np.zeros(1, np.float32)
+        if scale is None or bias is None or scale.size not in (1, cols) or bias.size not in (1, cols):
+            return None
+        scale, bias = (np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (cols,)), np.float32) for value in (scale, bias))
+        epsilon = np.array([op.epsilon.value.data], np.float32)
+        return _Norm(NormKey(cols), scale, bias, epsilon)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -325,6 +365,13 @@ class Executor:
         self._call(layer, rows, y)
         return y.reshape(*x.shape[:-1], layer.key.rows)
 
+    def _layer_norm(self, op: Operation, x: np.ndarray) -> np.ndarray:
+        norm = self.norms[op]
+        rows = np.ascontiguousarray(x.reshape(-1, norm.key.cols), dtype=np.float32)
+        y = self._buffer(op, rows.shape)
+        norm.kernel(rows.ctypes.data, y.ctypes.data, *norm.arguments, rows.shape[0], 0, rows.shape[0])  # pyright: ignore
+        return y.reshape(x.shape)
+
     def _conv(self, op: SparseConvOp, x: np.ndarray) -> np.ndarray:
         layer = self.layers[op]
         weight_shape = op.w.type.get_shape()  # pyright: ignore
@@ -347,6 +394,8 @@ class Executor:
                 env[step.result] = self._matmul(op, env[step.inputs[0]])
             elif isinstance(op, SparseConvOp):
                 env[step.result] = self._conv(op, env[step.inputs[0]])
+            elif step.dtype is None:  # a layer normalization kernel
+                env[step.result] = self._layer_norm(op, env[step.inputs[0]])
             else:
                 env[step.result] = reference.evaluate(op, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}

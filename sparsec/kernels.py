@@ -187,6 +187,20 @@ class KernelKey:
         return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
 
 
+@dataclass(frozen=True)
+class NormKey:
+    """A layer normalization over the last axis of `cols` float32 values per row,
+    y = (x - mean) / sqrt(variance + epsilon) * scale + bias: the runtime generates it
+    for `nn.layer_norm` between kernels, where numpy runs with its code out of the
+    caches (runtime/codegen/norm.py). Epsilon is an operand, not part of the key."""
+
+    cols: int
+
+    @property
+    def symbol(self) -> str:
+        return f"layer_norm_f32_{self.cols}"
+
+
 def epilogue_name(bias: bool, activation: str | None) -> str:
     """The epilogue that adds a bias (or not), then applies `activation` (or none)."""
     return "_".join((["bias"] if bias else []) + ([activation] if activation else [])) or "none"

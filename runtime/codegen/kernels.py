@@ -36,23 +36,24 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
-from sparsec.kernels import KernelKey
+from sparsec.kernels import KernelKey, NormKey
 from sparsec.runtime.codegen.base import Kernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BlockKernel, VectorBlockKernel
 from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
 from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
+from sparsec.runtime.codegen.norm import LayerNormKernel
 
 _SCALAR = {"bitmask": BitmaskKernel, "nm": NMKernel, "block": BlockKernel, "dense": ScalarDenseKernel}
 _BATCHED = {"bitmask": BatchedBitmaskKernel, "nm": BatchedNMKernel}
 
 
-def kernel_function(key: KernelKey) -> llvm.FuncOp:
+def kernel_function(key: KernelKey | NormKey) -> llvm.FuncOp:
     """The `llvm.func` for one specialization key (a pure function of the key)."""
-    return kernel_class(key)(key).build()
+    return kernel_class(key)(key).build()  # pyright: ignore
 
 
-def kernel_class(key: KernelKey) -> type[Kernel]:
+def kernel_class(key: KernelKey | NormKey) -> type[Kernel] | type[LayerNormKernel]:
     """The generator of the kernel for `key`.
 
     Bitmask and dense weights in float16 on a target with float16 conversions use the
@@ -60,6 +61,8 @@ def kernel_class(key: KernelKey) -> type[Kernel]:
     cover the rest (float32 bitmask values, portable targets). The batched and chunk
     variants are the executor's choices for some batch sizes and weights (KernelKey).
     """
+    if isinstance(key, NormKey):
+        return LayerNormKernel
     if key.batched:
         return _BATCHED[key.kind]
     if key.chunk_span:
@@ -75,7 +78,7 @@ def kernel_class(key: KernelKey) -> type[Kernel]:
     return _SCALAR[key.kind]
 
 
-def explicit_vectors(keys: list[KernelKey]) -> bool:
+def explicit_vectors(keys: list[KernelKey | NormKey]) -> bool:
     """Whether every kernel of `keys` is written in vectors (Kernel.EXPLICIT_VECTORS)."""
     return all(kernel_class(key).EXPLICIT_VECTORS for key in keys)
 
@@ -88,7 +91,7 @@ def kernel_llvm_ir(key: KernelKey) -> str:
     return str(convert_module(module, fallback_target_triple=llvm.get_process_triple()))
 
 
-def kernel_module(keys: list[KernelKey]) -> ModuleOp:
+def kernel_module(keys: list[KernelKey | NormKey]) -> ModuleOp:
     """One module holding a function for each distinct key."""
     unique = list(dict.fromkeys(keys))
     return ModuleOp([kernel_function(key) for key in unique])
