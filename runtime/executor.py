@@ -74,15 +74,34 @@ def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     return batched + panelled + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
 
 
-def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[KernelKey]:
+def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[KernelKey | NormKey]:
     """Every kernel an executor of `module` may compile on `target`, variants included."""
-    keys = []
+    keys: list[KernelKey | NormKey] = []
     for op in module.walk():
         if isinstance(op, KernelOp):
             key = kernel_key_of(op, target)
             nonzeros = nonzero_count(op.w.owner, weights) if key.has_chunk_variants else 0  # pyright: ignore
             keys += [key, *variant_keys(key, key.chunk_span_for(nonzeros))]
+        elif isinstance(op, LayerNormOp) and (key := norm_key_of(op)) is not None:
+            keys.append(key)
     return list(dict.fromkeys(keys))
+
+
+def norm_key_of(op: LayerNormOp) -> NormKey | None:
+    """The kernel of a layer normalization of float32 rows over their last, static
+    axis whose scale (and bias) are weights of that length or one value; else None
+    (it runs in numpy)."""
+    x_type = op.x.type
+    if not isinstance(x_type, TensorType) or x_type.element_type != f32:
+        return None
+    shape = x_type.get_shape()
+    cols = shape[-1] if shape else -1
+    if cols <= 0 or op.axis.value.data % len(shape) != len(shape) - 1:
+        return None
+    for parameter in [op.scale] + ([op.b] if op.b is not None else []):
+        if not isinstance(parameter.owner, StoredWeightOp) or math.prod(parameter.type.get_shape()) not in (1, cols):  # pyright: ignore
+            return None
+    return NormKey(cols)
 
 
 def kernel_keys(module: ModuleOp, target: Target | None = None) -> list[KernelKey]:
@@ -237,22 +256,13 @@ class Executor:
         return _Layer(key, operands, bias, weight, transposed)
 
     def _prepare_norm(self, op: LayerNormOp) -> _Norm | None:
-        """The kernel form of `op` when it normalizes float32 rows over their last,
-        static axis with a scale (and bias) that are weights; else None (numpy)."""
-        x_type = op.x.type
-        if not isinstance(x_type, TensorType) or x_type.element_type != f32:
+        """The kernel form of `op` (`norm_key_of`), with its weights decoded; or None."""
+        key = norm_key_of(op)
+        if key is None:
             return None
-        shape = x_type.get_shape()
-        cols = shape[-1] if shape else -1
-        if cols <= 0 or op.axis.value.data % len(shape) != len(shape) - 1:
-            return None
-        scale = self.constants.get(op.scale)
-        bias = self.constants.get(op.b) if op.b is not None else np.zeros(1, np.float32)
-        if scale is None or bias is None or scale.size not in (1, cols) or bias.size not in (1, cols):
-            return None
-        scale, bias = (np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (cols,)), np.float32) for value in (scale, bias))
-        epsilon = np.array([op.epsilon.value.data], np.float32)
-        return _Norm(NormKey(cols), scale, bias, epsilon)
+        parameters = [self.constants[op.scale], self.constants[op.b] if op.b is not None else np.zeros(1, np.float32)]
+        scale, bias = (np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (key.cols,)), np.float32) for value in parameters)
+        return _Norm(key, scale, bias, np.array([op.epsilon.value.data], np.float32))
 
     def close(self) -> None:
         if self.pool is not None:
