@@ -5,7 +5,6 @@ far from zero, with and without bias; and the layer normalizations it does not t
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
