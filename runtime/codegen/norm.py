@@ -9,6 +9,8 @@ shifted outputs. Same signature as the matrix kernels, with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f32, i1, i64
 from xdsl.ir import SSAValue
@@ -26,58 +28,61 @@ class LayerNormKernel:
         self.key = key
         self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
         self.x, self.y, self.scale, self.bias, self.epsilon, _, _, self.begin, self.end = self.b.args
+        whole, self.tail = divmod(key.cols, 16)
+        self.whole_columns = 16 * whole
+        self.tail_lanes = self.b.vector_const([int(lane < self.tail) for lane in range(16)], i1) if self.tail else None
+        self.zero = self.b.vector_const([0.0] * 16, f32)
 
     def build(self) -> llvm.FuncOp:
+        self.b.loop(self.begin, self.end, [], self.row)
+        return self.b.ret()
+
+    def row(self, row: SSAValue, _state) -> list[SSAValue]:
         b, cols = self.b, self.key.cols
-        whole, tail = divmod(cols, 16)
-        tail_mask = b.vector_const([int(lane < tail) for lane in range(16)], i1) if tail else None
-        zero = b.vector_const([0.0] * 16, f32)
+        inputs = b.element_ptr(self.x, b.mul(row, b.const(cols, i64)), f32)
+        outputs = b.element_ptr(self.y, b.mul(row, b.const(cols, i64)), f32)
+        (total,) = self.vectors(inputs, [self.zero], lambda _column, values, _lanes, acc: [b.fadd(acc[0], values)])
+        mean = b.splat(b.fmul(b.sum_lanes(total), b.const(1 / cols, f32)), 16)
 
-        def chunks(row_x: SSAValue, carried: list[SSAValue], step) -> list[SSAValue]:
-            """step(column, inputs, lanes or None, carried) over the row's whole vectors,
-            then (if N is not a multiple of 16) its partial one."""
-            def body(column: SSAValue, state) -> list[SSAValue]:
-                return step(column, b.load_at(b.element_ptr(row_x, column, f32), F32x16, alignment=4), None, list(state))
+        def squares(_column, values, lanes, acc) -> list[SSAValue]:
+            deviation = b.fsub(values, mean)
+            if lanes is not None:  # lanes past N hold 0, not a deviation
+                deviation = b.select(lanes, deviation, self.zero)
+            return [b.fmuladd(deviation, deviation, acc[0])]
 
-            carried = list(b.loop(b.const(0, i64), b.const(16 * whole, i64), carried, body, step=16))
-            if tail_mask is not None:
-                column = b.const(16 * whole, i64)
-                carried = step(column, b.masked_load(b.element_ptr(row_x, column, f32), tail_mask, F32x16), tail_mask, carried)
-            return carried
+        (squared,) = self.vectors(inputs, [self.zero], squares)
+        variance = b.fmul(b.sum_lanes(squared), b.const(1 / cols, f32))
+        spread = b.intrinsic("llvm.sqrt.f32", [b.fadd(variance, b.load(self.epsilon, b.const(0, i64), f32))], f32)
+        inverse = b.splat(b.fdiv(b.const(1.0, f32), spread), 16)
+        self.vectors(inputs, [], lambda column, values, lanes, _acc: self.store(outputs, column, values, lanes, mean, inverse))
+        return []
 
-        def row_body(row: SSAValue, _state) -> list[SSAValue]:
-            row_x = b.element_ptr(self.x, b.mul(row, b.const(cols, i64)), f32)
-            row_y = b.element_ptr(self.y, b.mul(row, b.const(cols, i64)), f32)
-            (total,) = chunks(row_x, [zero], lambda _c, v, _m, acc: [b.fadd(acc[0], v)])
-            mean = b.splat(b.fmul(b.sum_lanes(total), b.const(1 / cols, f32)), 16)
+    def vectors(self, inputs: SSAValue, carried: list[SSAValue], step: Callable[..., list[SSAValue]]) -> list[SSAValue]:
+        """step(column, 16 inputs, lanes or None, carried) -> carried over a row's whole
+        vectors, then over its partial one under `tail_lanes` (if N is not a multiple
+        of 16)."""
+        b = self.b
 
-            def squares(_column, values, lanes, acc) -> list[SSAValue]:
-                deviation = b.fsub(values, mean)
-                if lanes is not None:  # lanes past N hold 0, not a deviation
-                    deviation = b.select(lanes, deviation, zero)
-                return [b.fmuladd(deviation, deviation, acc[0])]
+        def body(column: SSAValue, state) -> list[SSAValue]:
+            return step(column, b.load_at(b.element_ptr(inputs, column, f32), F32x16, alignment=4), None, list(state))
 
-            (squared,) = chunks(row_x, [zero], squares)
-            variance = b.fmul(b.sum_lanes(squared), b.const(1 / cols, f32))
-            spread = b.intrinsic("llvm.sqrt.f32", [b.fadd(variance, b.load(self.epsilon, b.const(0, i64), f32))], f32)
-            inverse = b.splat(b.fdiv(b.const(1.0, f32), spread), 16)
+        carried = list(b.loop(b.const(0, i64), b.const(self.whole_columns, i64), carried, body, step=16))
+        if self.tail:
+            column = b.const(self.whole_columns, i64)
+            carried = step(column, b.masked_load(b.element_ptr(inputs, column, f32), self.tail_lanes, F32x16), self.tail_lanes, carried)
+        return carried
 
-            def outputs(column, values, lanes, _acc) -> list[SSAValue]:
-                scale_at, bias_at = (b.element_ptr(base, column, f32) for base in (self.scale, self.bias))
-                if lanes is None:
-                    scale, bias = (b.load_at(at, F32x16, alignment=4) for at in (scale_at, bias_at))
-                else:
-                    scale, bias = (b.masked_load(at, lanes, F32x16) for at in (scale_at, bias_at))
-                normalized = b.fmuladd(b.fmul(b.fsub(values, mean), inverse), scale, bias)
-                at = b.element_ptr(row_y, column, f32)
-                if lanes is None:
-                    b.store_at(normalized, at, alignment=4)
-                else:
-                    b.emit(llvm.MaskedStoreOp(normalized, at, lanes, alignment=4))
-                return []
-
-            chunks(row_x, [], outputs)
-            return []
-
-        b.loop(self.begin, self.end, [], row_body)
-        return b.ret()
+    def store(self, outputs: SSAValue, column: SSAValue, values: SSAValue, lanes: SSAValue | None, mean: SSAValue, inverse: SSAValue) -> list[SSAValue]:
+        """outputs[column:column + 16] = (values - mean) * inverse * scale + bias (under `lanes`)."""
+        b = self.b
+        scale_at, bias_at, at = (b.element_ptr(base, column, f32) for base in (self.scale, self.bias, outputs))
+        if lanes is None:
+            scale, bias = (b.load_at(where, F32x16, alignment=4) for where in (scale_at, bias_at))
+        else:
+            scale, bias = (b.masked_load(where, lanes, F32x16) for where in (scale_at, bias_at))
+        normalized = b.fmuladd(b.fmul(b.fsub(values, mean), inverse), scale, bias)
+        if lanes is None:
+            b.store_at(normalized, at, alignment=4)
+        else:
+            b.emit(llvm.MaskedStoreOp(normalized, at, lanes, alignment=4))
+        return []
