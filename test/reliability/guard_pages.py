@@ -1,4 +1,5 @@
-"""Run every kernel variant on buffers that end at a PROT_NONE guard page.
+"""Run every kernel variant (and the layer normalization kernel) on buffers that end
+at a PROT_NONE guard page.
 
     python test/reliability/guard_pages.py
 
@@ -23,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from test_kernels import build  # noqa: E402
+from test_norm_kernel import norm_model  # noqa: E402
+
+from sparsec import reference  # noqa: E402
 
 from sparsec.runtime.executor import Executor, transposed_inputs  # noqa: E402
 
@@ -80,6 +84,19 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
 
 
+def run_norm_case(rows: int, cols: int) -> bool:
+    """The layer normalization kernel on guarded rows, scale, bias, epsilon and outputs."""
+    model = norm_model((rows, cols), -1, True, cols, 1e-5, cols)
+    executor = Executor(model.module, model.weights, threads=1)
+    ((op, norm),) = executor.norms.items()
+    x = np.random.default_rng(rows).standard_normal((rows, cols)).astype(np.float32)
+    expected = reference.run(model.module, model.weights, {"x": x})["y"]
+    x_guarded, y = guarded(x), guarded(np.full((rows, cols), np.nan, np.float32))
+    scale, bias, epsilon = guarded(norm.scale), guarded(norm.bias), guarded(norm.epsilon)
+    norm.kernel(x_guarded.ctypes.data, y.ctypes.data, scale.ctypes.data, bias.ctypes.data, epsilon.ctypes.data, 0, rows, 0, rows)  # pyright: ignore
+    return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
+
+
 PATTERNS = [
     "pattern=unstructured sparsity=0.0",
     "pattern=unstructured sparsity=0.7",  # batch 1: the chunk variants (window, gather)
@@ -105,5 +122,10 @@ if __name__ == "__main__":
         failures += not ok
         if not ok:
             print(f"MISMATCH rows={rows} cols={cols} {pattern} bias={bias} activation={activation} batch={batch}", flush=True)
+    for rows, cols in itertools.product([1, 3], [1, 15, 16, 17, 33, 768, 1000]):
+        ok = run_norm_case(rows, cols)
+        failures += not ok
+        if not ok:
+            print(f"MISMATCH layer norm rows={rows} cols={cols}", flush=True)
     print(f"guard pages: {failures} mismatches")
     sys.exit(1 if failures else 0)
