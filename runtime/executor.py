@@ -129,6 +129,16 @@ def padded_batch(batch: int) -> int:
     return -(-batch // 16) * 16
 
 
+def _kept(arrays: dict, key: tuple, shape: tuple[int, ...], allocate=np.empty) -> np.ndarray:
+    """The float32 array `arrays` keeps under `key`, made by `allocate` on first use,
+    starting on a cache line (as kernel inputs best do): allocated per call, such arrays
+    cost their page faults on every call."""
+    array = arrays.get(key)
+    if array is None:
+        array = arrays[key] = on_cache_line(allocate, shape)
+    return array
+
+
 @dataclass
 class _Layer:
     key: KernelKey
@@ -182,10 +192,11 @@ class _Norm:
     epsilon: np.ndarray
     kernel: object = None
     """The compiled kernel (set once the module is compiled)."""
+    arguments: tuple[int, int, int, int] = dataclasses.field(init=False)
+    """a0, a1, a2 and bias of every call (runtime/codegen/norm.py), taken once."""
 
-    @property
-    def arguments(self) -> tuple[int, int, int, int]:
-        return (self.scale.ctypes.data, self.bias.ctypes.data, self.epsilon.ctypes.data, 0)
+    def __post_init__(self) -> None:
+        self.arguments = (self.scale.ctypes.data, self.bias.ctypes.data, self.epsilon.ctypes.data, 0)
 
 
 @dataclass
@@ -239,7 +250,10 @@ class Executor:
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
+        """Ops' outputs, kept from call to call (`_buffer`)."""
         self.scratch: dict[tuple[str, int, int], np.ndarray] = {}
+        """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, kept
+        from call to call and shared by the layers (they run one after another)."""
 
     def _prepare(self, op: KernelOp) -> _Layer:
         key = kernel_key_of(op, self.target)
@@ -287,8 +301,9 @@ class Executor:
             self._split(layer, kernel, arguments, x_address, y.ctypes.data, batch)
             return
         padded = padded_batch(batch)
-        x_columns = transposed_inputs(x, self._scratch("x", layer.key.cols + 1, padded, np.zeros))
-        y_columns = self._scratch("y", layer.key.rows, padded, np.empty)
+        x_shape, y_shape = (layer.key.cols + 1, padded), (layer.key.rows, padded)
+        x_columns = transposed_inputs(x, _kept(self.scratch, ("x", *x_shape), x_shape, np.zeros))
+        y_columns = _kept(self.scratch, ("y", *y_shape), y_shape)
         self._split(layer, *self._variant_call(layer, "batched"), x_columns.ctypes.data, y_columns.ctypes.data, padded)
         y[...] = y_columns[:, :batch].T
 
@@ -336,22 +351,9 @@ class Executor:
         return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)])
 
     def _buffer(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 array of `shape` for `op`'s outputs, kept for the next call, starting
-        on a cache line, as the next layer's inputs best do."""
+        """A float32 array of `shape` for `op`'s outputs, kept for the next call."""
         size = math.prod(shape)
-        buffer = self.buffers.get((op, size))
-        if buffer is None:
-            buffer = self.buffers[(op, size)] = on_cache_line(np.empty, (size,))
-        return buffer.reshape(shape)
-
-    def _scratch(self, role: str, rows: int, padded: int, allocate) -> np.ndarray:
-        """The batched kernels' transposed input or output array (`role` "x" or "y") of
-        rows x padded floats, kept for later calls and shared by the layers (they run
-        one after another): allocating them per call cost their page faults."""
-        array = self.scratch.get((role, rows, padded))
-        if array is None:
-            array = self.scratch[(role, rows, padded)] = on_cache_line(allocate, (rows, padded))
-        return array
+        return _kept(self.buffers, (op, size), (size,)).reshape(shape)
 
     def _input_address(self, layer: _Layer, x: np.ndarray) -> int:
         """The address of `x`, or of its copy starting on a cache line if it does not:

@@ -31,7 +31,7 @@ import llvmlite.binding as llvm
 from xdsl.backend.llvm.convert import convert_module
 
 from sparsec import kernels
-from sparsec.kernels import KernelKey
+from sparsec.kernels import KernelKey, NormKey
 from sparsec.runtime import codegen
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
 
@@ -164,7 +164,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _object_code(keys: Sequence[KernelKey], machine: llvm.TargetMachine) -> bytes:
+def _object_code(keys: Sequence[KernelKey | NormKey], machine: llvm.TargetMachine) -> bytes:
     """Generate, optimize and compile the kernels for `keys` into object code."""
     with _collector_paused():
         ir = str(convert_module(kernel_module(list(keys)), fallback_target_triple=llvm.get_process_triple()))
@@ -192,7 +192,7 @@ def _optimized_object(ir: str, machine: llvm.TargetMachine, passes: Sequence[str
     return machine.emit_object(module)
 
 
-def compile_kernels(keys: Sequence[KernelKey], target: Target | None = None, use_cache: bool = True) -> CompiledKernels:
+def compile_kernels(keys: Sequence[KernelKey | NormKey], target: Target | None = None, use_cache: bool = True) -> CompiledKernels:
     """JIT the kernels for `keys` (duplicates are compiled once) for `target`, the host
     by default, through the disk cache."""
     target = target or Target.host()

@@ -192,10 +192,10 @@ def _batch_norm(op: nn.BatchNormOp, x, scale, b, mean, var) -> np.ndarray:
 
 
 def _layer_norm(op: nn.LayerNormOp, x, scale, b=None) -> np.ndarray:
-    """In few numpy calls, in place where possible: in a compiled model this runs
-    between kernels that have pushed numpy's code out of the caches, where each call
-    costs several microseconds (768 values: 52 -> 41 us a call, from np.mean and
-    temporaries)."""
+    """In few numpy calls, in place where possible: where a compiled model runs it in
+    numpy (the LayerNorms the executor has no kernel for), it runs between kernels that
+    have pushed numpy's code out of the caches, where each call costs several
+    microseconds (768 values: 52 -> 41 us a call, from np.mean and temporaries)."""
     axes = tuple(range(op.axis.value.data % x.ndim, x.ndim))
     inverse_count = np.float32(1 / max(1, math.prod(x.shape[axis] for axis in axes)))
     centered = x - np.add.reduce(x, axis=axes, keepdims=True) * inverse_count

@@ -84,7 +84,7 @@ class Kernel:
                 values = b.masked_load(at, inside, F32x16)
                 if key.epilogue.startswith("bias"):
                     values = b.fadd(values, b.masked_load(b.element_ptr(self.bias, row, f32), inside, F32x16))
-                b.emit(llvm.MaskedStoreOp(self.activation(values), at, inside, alignment=4))
+                b.store_lanes(self.activation(values), at, inside)
                 return []
 
             b.loop(first, last, [], chunk_body, step=16)
@@ -337,9 +337,6 @@ class ColumnStepKernel(Kernel):
         for j, x_row in enumerate(x_rows):
             for q, weight in enumerate(weights):
                 at = b.element_ptr(x_row, b.add(column, b.const(16 * q, i64)), f32)
-                if partial:
-                    inputs = b.masked_load(at, input_masks[q], F32x16)
-                else:
-                    inputs = b.load_at(at, F32x16, alignment=4)
+                inputs = b.load_lanes(at, F32x16, input_masks[q] if partial else None)
                 updated.append(b.fmuladd(weight, inputs, accs[4 * j + q]))
         return [*carried_after, *updated]

@@ -93,15 +93,6 @@ class VectorBlockKernel(Kernel):
         b, key = self.b, self.key
         lanes = vector(f32, key.block)
         if key.epilogue.startswith("bias"):
-            at = b.element_ptr(self.bias, first_row, f32)
-            if inside is None:
-                bias = b.load_at(at, lanes, alignment=4)
-            else:
-                bias = b.masked_load(at, inside, lanes)
-            acc = b.fadd(acc, bias)
+            acc = b.fadd(acc, b.load_lanes(b.element_ptr(self.bias, first_row, f32), lanes, inside))
         acc = self.activation(acc)
-        at = b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32)
-        if inside is None:
-            b.store_at(acc, at, alignment=4)
-        else:
-            b.emit(llvm.MaskedStoreOp(acc, at, inside, alignment=4))
+        b.store_lanes(acc, b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32), inside)

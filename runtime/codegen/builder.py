@@ -181,6 +181,21 @@ class FunctionBuilder:
         zero = 0 if isinstance(element, IntegerType) else 0.0
         return self.intrinsic(name, [at, alignment, mask, self.vector_const([zero] * lanes, element)], ty)
 
+    def load_lanes(self, at: SSAValue, ty: VectorType, lanes: SSAValue | None) -> SSAValue:
+        """A vector of `ty` from `at`: whole (aligned to its element), or under the lane
+        mask `lanes` when given (the end of a row, rows past N)."""
+        if lanes is None:
+            return self.load_at(at, ty, alignment=_ELEMENT_BYTES[ty.element_type])
+        return self.masked_load(at, lanes, ty)
+
+    def store_lanes(self, value: SSAValue, at: SSAValue, lanes: SSAValue | None) -> None:
+        """Store vector `value` at `at`: whole, or under the lane mask `lanes` when given."""
+        alignment = _ELEMENT_BYTES[value.type.element_type]  # pyright: ignore
+        if lanes is None:
+            self.store_at(value, at, alignment=alignment)
+        else:
+            self.emit(llvm.MaskedStoreOp(value, at, lanes, alignment=alignment))
+
     def like(self, value: int | float, shape_of: SSAValue, element: Attribute | None = None) -> SSAValue:
         """The constant `value` as a scalar or vector shaped like `shape_of` (of its element
         type, or `element`)."""

@@ -27,16 +27,13 @@ class DenseKernel(ColumnStepKernel):
 
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b, half = self.b, self.value_type == f16
-        stored = vector(self.value_type, 16)
         weights, masks = [], []
         for q in range(4):
             at = b.element_ptr(self.values, b.add(b.mul(step, b.const(64, i64)), b.const(16 * q, i64)), self.value_type)
-            if partial:
-                lanes = b.vector_const([int(16 * q + lane < partial) for lane in range(16)], i1)
+            lanes = b.vector_const([int(16 * q + lane < partial) for lane in range(16)], i1) if partial else None
+            if lanes is not None:
                 masks.append(lanes)
-                loaded = b.masked_load(at, lanes, stored)
-            else:
-                loaded = b.load_at(at, stored, alignment=2 if half else 4)
+            loaded = b.load_lanes(at, vector(self.value_type, 16), lanes)
             weights.append(b.fpext(loaded, F32x16) if half else loaded)
         return weights, [], masks
 

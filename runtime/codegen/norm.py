@@ -64,25 +64,18 @@ class LayerNormKernel:
         b = self.b
 
         def body(column: SSAValue, state) -> list[SSAValue]:
-            return step(column, b.load_at(b.element_ptr(inputs, column, f32), F32x16, alignment=4), None, list(state))
+            return step(column, b.load_lanes(b.element_ptr(inputs, column, f32), F32x16, None), None, list(state))
 
         carried = list(b.loop(b.const(0, i64), b.const(self.whole_columns, i64), carried, body, step=16))
         if self.tail:
             column = b.const(self.whole_columns, i64)
-            carried = step(column, b.masked_load(b.element_ptr(inputs, column, f32), self.tail_lanes, F32x16), self.tail_lanes, carried)
+            carried = step(column, b.load_lanes(b.element_ptr(inputs, column, f32), F32x16, self.tail_lanes), self.tail_lanes, carried)
         return carried
 
     def store(self, outputs: SSAValue, column: SSAValue, values: SSAValue, lanes: SSAValue | None, mean: SSAValue, inverse: SSAValue) -> list[SSAValue]:
         """outputs[column:column + 16] = (values - mean) * inverse * scale + bias (under `lanes`)."""
         b = self.b
-        scale_at, bias_at, at = (b.element_ptr(base, column, f32) for base in (self.scale, self.bias, outputs))
-        if lanes is None:
-            scale, bias = (b.load_at(where, F32x16, alignment=4) for where in (scale_at, bias_at))
-        else:
-            scale, bias = (b.masked_load(where, lanes, F32x16) for where in (scale_at, bias_at))
+        scale, bias = (b.load_lanes(b.element_ptr(base, column, f32), F32x16, lanes) for base in (self.scale, self.bias))
         normalized = b.fmuladd(b.fmul(b.fsub(values, mean), inverse), scale, bias)
-        if lanes is None:
-            b.store_at(normalized, at, alignment=4)
-        else:
-            b.emit(llvm.MaskedStoreOp(normalized, at, lanes, alignment=4))
+        b.store_lanes(normalized, b.element_ptr(outputs, column, f32), lanes)
         return []
