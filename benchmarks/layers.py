@@ -143,25 +143,24 @@ def sparse_layer(weight: np.ndarray, options: str, threads: int) -> Executor:
 
 
 def layer_ms(executor: Executor, x: np.ndarray, repeats: int) -> float:
-    layer = next(iter(executor.layers.values()))
-    y = np.empty((x.shape[0], layer.key.rows), np.float32)
-    return median_ms(lambda: executor._call(layer, x, y), repeats)
+    """The layer's median ms as a kernel step inside a model runs it: its call resolved
+    by a first run, its input where that run staged it (a step reading an earlier
+    kernel's output takes it in place), for batched kernels transposed in every call."""
+    executor.run({"x": x})
+    step = executor.steps[0]
+    call = step.calls[x.shape]
+    address = None if call.scratch is not None else call.input_address
+    return median_ms(lambda: step.run(executor, step, call, x, address), repeats)  # pyright: ignore
 
 
 @contextmanager
 def threads_limited(executor: Executor, threads: int) -> Iterator[None]:
-    """Run `executor` (made with more threads) on `threads` of them for a while: one
-    thread leaves its worker pool aside."""
-    pool = executor.pool
-    for layer in executor.layers.values():
-        layer.shares.clear()  # shares are computed per thread count
-    executor.pool = pool if threads > 1 else None
+    """Run `executor` (made with more threads) on `threads` of them for a while."""
+    executor.limit_threads(threads)
     try:
         yield
     finally:
-        executor.pool = pool
-        for layer in executor.layers.values():
-            layer.shares.clear()
+        executor.limit_threads(executor.threads)
 
 
 def print_table(header: tuple[str, ...], lines: list[tuple[str, ...]], markdown: bool) -> None:

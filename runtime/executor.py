@@ -7,8 +7,10 @@ both engines execute the same IR.
 
 Kernel calls go through ctypes, which releases the GIL, so worker threads that wait
 spinning in native code (runtime/workers.py) take shares of each layer's output rows
-(or row blocks), `threads` shares in all with the calling thread's. Output
-buffers of kernel ops are allocated once per input shape and reused. Three variants are
+(or row blocks), `threads` shares in all with the calling thread's. Each kernel step
+is resolved once per input shape into a call (`_Call`: kernel, arguments, shares and
+a kept output buffer), and a kernel step that reads another's output takes it in
+place, so a run's Python between kernels is a few lookups. Three variants are
 compiled on first use: batched kernels from KernelKey.batched_from batch rows, panelled
 kernels for fewer batch rows of long weight rows (KernelKey.panels_pay), and the chunk
 kernels for one batch row of sparse bitmask weights (KernelKey.chunk_span_for).
@@ -19,8 +21,9 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
@@ -37,7 +40,7 @@ from sparsec.dialects import StoredWeightOp
 from sparsec.dialects.nn import LayerNormOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
-from sparsec.runtime.memory import CACHE_LINE, on_cache_line
+from sparsec.runtime.memory import on_cache_line
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
 from sparsec.runtime.workers import Shares, WorkerPool, available_cpus
 from sparsec.weights import WeightStore
@@ -154,10 +157,6 @@ class _Layer:
     """The chunk variant one batch row runs (KernelKey.chunk_span_for), or 0."""
     batched_from: int | None = dataclasses.field(init=False)
     """Batch rows from which the batched variant runs (KernelKey.batched_from), or None."""
-    staging: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.float32))
-    """Inputs copied to start on a cache line (Executor._input_address)."""
-    shares: dict[int, Shares] = dataclasses.field(default_factory=dict)
-    """Each thread's (first, last) units of a call, by batch rows (Executor._shares)."""
     chunk_operands: KernelOperands | None = None
     """The chunk variant's operands, once laid out (on its first use)."""
     variant_calls: dict[str, tuple[object, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
@@ -200,12 +199,52 @@ class _Norm:
 
 
 @dataclass
+class _Call:
+    """A kernel step made ready for one input shape on its first run with it: the
+    kernel (the layer's, a variant, or a layer normalization's), its address and the
+    arguments after x and y, the threads' shares and the kept output buffer. Later runs
+    cost a lookup and one native call: Python between two kernel calls runs with its
+    code out of the caches, where each numpy attribute or ctypes conversion costs
+    microseconds (resolving all this per run took 30 us of a 0.22 ms layer call on
+    two threads)."""
+
+    kernel: Any
+    address: int
+    """The kernel's address, as the worker pool posts it."""
+    arguments: tuple[int, ...]
+    """a0, a1, a2, the bias and the rows the kernel runs on."""
+    shares: Shares
+    alone: bool
+    """One share: the calling thread runs it without the pool."""
+    output: np.ndarray
+    """The output rows, 2-D: the step's kept buffer (for batched kernels, the rows are
+    copied there from the transposed scratch output)."""
+    output_address: int
+    result: np.ndarray
+    """The op's result: `output` in the result's shape (a view, made once)."""
+    result_address: int | None
+    """Where the next kernel steps read the result in place: `output_address`, or None
+    for a result not laid out as rows (a convolution's)."""
+    scratch: tuple[np.ndarray, np.ndarray] | None = None
+    """A batched kernel's transposed input and output arrays (`transposed_inputs`)."""
+    input: np.ndarray | None = None
+    """Where inputs that are not a kernel's output are copied (`Executor._staged`)."""
+    input_address: int = 0
+
+
+@dataclass
 class _Step:
     op: Operation
     inputs: list[SSAValue]
     result: SSAValue
     dtype: np.dtype | None
     """The result dtype of a numpy-evaluated op (None for ops run by kernels)."""
+    unit: _Layer | _Norm | None = None
+    """What a kernel step runs (None for numpy-evaluated ops)."""
+    run: Callable[..., None] | None = None
+    """How a kernel step runs its call: Executor._run_rows or Executor._run_conv."""
+    calls: dict[tuple[int, ...], _Call] = dataclasses.field(default_factory=dict)
+    """A kernel step's calls by input shape (Executor._call_for)."""
 
 
 class Executor:
@@ -216,6 +255,8 @@ class Executor:
         self.weights = weights
         self.function = reference.main_function(module)
         self.threads = max(1, threads or available_cpus())
+        self.active_threads = self.threads
+        """The threads calls are split across (`limit_threads`)."""
         self.target = target or Target.host()
         self.layers: dict[Operation, _Layer] = {}
         self.norms: dict[Operation, _Norm] = {}
@@ -226,14 +267,15 @@ class Executor:
         """The ops `run` executes, in order, with what it needs of each read up front."""
         for op in self.function.body.ops:
             if isinstance(op, KernelOp):
-                self.layers[op] = self._prepare(op)
-                self.steps.append(_Step(op, list(op.operands[:1]), op.results[0], None))
+                self.layers[op] = layer = self._prepare(op)
+                run = Executor._run_conv if isinstance(op, SparseConvOp) else Executor._run_rows
+                self.steps.append(_Step(op, list(op.operands[:1]), op.results[0], None, layer, run))
             elif isinstance(op, StoredWeightOp):
                 if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
                     self.constants[op.result] = dense_value(op, weights)
             elif isinstance(op, LayerNormOp) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
-                self.steps.append(_Step(op, [op.x], op.results[0], None))
+                self.steps.append(_Step(op, [op.x], op.results[0], None, norm, Executor._run_rows))
             elif not isinstance(op, func.ReturnOp):
                 dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
                 self.steps.append(_Step(op, list(op.operands), op.results[0], dtype))
@@ -250,7 +292,7 @@ class Executor:
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
-        """Ops' outputs, kept from call to call (`_buffer`)."""
+        """Kernel steps' outputs by op and rows, kept from call to call (`_call_for`)."""
         self.scratch: dict[tuple[str, int, int], np.ndarray] = {}
         """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, kept
         from call to call and shared by the layers (they run one after another)."""
@@ -282,30 +324,63 @@ class Executor:
         if self.pool is not None:
             self.pool.close()
 
-    def _call(self, layer: _Layer, x: np.ndarray, y: np.ndarray) -> None:
-        """y[b, :] = kernel(x[b, :]) for every row of the 2-D arrays x and y.
+    def limit_threads(self, threads: int) -> None:
+        """Run the next calls on at most `threads` of the executor's threads (at least
+        one). The scaling benchmark times one executor at each count: two executors of
+        the same weights lay their operands out at different addresses, which alone
+        moves a kernel by 1% to 10%."""
+        self.active_threads = max(1, min(threads, self.threads))
+        for step in self.steps:
+            step.calls.clear()
 
-        Addresses are taken once a call: after a kernel has streamed its weights through
-        the caches, every numpy attribute lookup here runs cold, at several times its
-        usual cost (two threads on a 0.25 ms layer lost 10% to them)."""
-        assert self.kernels is not None
-        batch = x.shape[0]
-        if layer.batched_from is None or batch < layer.batched_from:
-            x_address = self._input_address(layer, x)
-            if batch == 1 and layer.chunk_span:
-                kernel, arguments = self._variant_call(layer, "chunks")
-            elif layer.key.panels_pay(batch):
-                kernel, arguments = self._variant_call(layer, "panels")
+    def _call_for(self, step: _Step, x: np.ndarray) -> _Call:
+        """The call of kernel step `step` on inputs shaped as `x`, made and kept."""
+        unit = step.unit
+        if isinstance(unit, _Norm):
+            rows = x.size // unit.key.cols
+            output = _kept(self.buffers, (step.op, rows), (rows, unit.key.cols))
+            call = self._call(unit.kernel, (*unit.arguments, rows), Shares([(0, rows)]), output, output.reshape(x.shape))
+        else:
+            assert isinstance(unit, _Layer)
+            if isinstance(step.op, SparseConvOp):
+                windows = self._windows(step.op, x)
+                spatial, batch = windows.shape[1 : x.ndim - 1], windows.size // unit.key.cols
             else:
-                kernel, arguments = layer.kernel, layer.arguments
-            self._split(layer, kernel, arguments, x_address, y.ctypes.data, batch)
-            return
-        padded = padded_batch(batch)
-        x_shape, y_shape = (layer.key.cols + 1, padded), (layer.key.rows, padded)
-        x_columns = transposed_inputs(x, _kept(self.scratch, ("x", *x_shape), x_shape, np.zeros))
-        y_columns = _kept(self.scratch, ("y", *y_shape), y_shape)
-        self._split(layer, *self._variant_call(layer, "batched"), x_columns.ctypes.data, y_columns.ctypes.data, padded)
-        y[...] = y_columns[:, :batch].T
+                batch, spatial = x.size // unit.key.cols, ()
+            output = _kept(self.buffers, (step.op, batch), (batch, unit.key.rows))
+            if isinstance(step.op, SparseConvOp):
+                result = np.moveaxis(output.reshape(x.shape[0], *spatial, unit.key.rows), -1, 1)
+            else:
+                result = output.reshape(*x.shape[:-1], unit.key.rows)
+            call = self._layer_call(unit, batch, output, result)
+            if isinstance(step.op, SparseConvOp):
+                call.result_address = None
+        step.calls[x.shape] = call
+        return call
+
+    def _layer_call(self, layer: _Layer, batch: int, output: np.ndarray, result: np.ndarray) -> _Call:
+        """The call of `layer` on `batch` rows: its kernel, or the batched, chunk or
+        panelled variant where one pays."""
+        if layer.batched_from is not None and batch >= layer.batched_from:
+            padded = padded_batch(batch)
+            kernel, arguments = self._variant_call(layer, "batched")
+            x_shape, y_shape = (layer.key.cols + 1, padded), (layer.key.rows, padded)
+            scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
+            call = self._call(kernel, (*arguments, padded), self._shares(layer.key, padded), output, result)
+            call.scratch = scratch
+            return call
+        if batch == 1 and layer.chunk_span:
+            kernel, arguments = self._variant_call(layer, "chunks")
+        elif layer.key.panels_pay(batch):
+            kernel, arguments = self._variant_call(layer, "panels")
+        else:
+            kernel, arguments = layer.kernel, layer.arguments
+        return self._call(kernel, (*arguments, batch), self._shares(layer.key, batch), output, result)
+
+    def _call(self, kernel, arguments: tuple[int, ...], shares: Shares, output: np.ndarray, result: np.ndarray) -> _Call:
+        address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
+        output_address = output.ctypes.data
+        return _Call(kernel, address, arguments, shares, len(shares) == 1, output, output_address, result, output_address)
 
     def _variant_call(self, layer: _Layer, kind: str) -> tuple[object, tuple[int, int, int, int]]:
         """The kernel and arguments of the layer's batched, panelled or chunk variant."""
@@ -328,86 +403,85 @@ class Executor:
             self.variants.update(compiled.functions)
         return self.variants[variant.symbol]
 
-    def _split(self, layer: _Layer, kernel, arguments: tuple[int, int, int, int], x: int, y: int, batch: int) -> None:
-        """Run `kernel` (the layer's, or a variant) on the inputs at address `x` into
-        the outputs at `y` over the layer's units, split across the worker threads when
-        the work pays."""
-        shares = layer.shares.get(batch)
-        if shares is None:
-            shares = layer.shares[batch] = self._shares(layer.key, batch)
-        if len(shares) == 1:
-            kernel(x, y, *arguments, batch, *shares.bounds[0])
-        else:
-            self.pool.run(kernel, (x, y, *arguments, batch), shares)  # pyright: ignore
-
     def _shares(self, key: KernelKey, batch: int) -> Shares:
         """The (first, last) units of each thread's share of a call of `key`'s kernel on
         `batch` rows: one share for work too small to pay for a hand-off."""
         units = key.parallel_units
-        workers = min(self.threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
+        workers = min(self.active_threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
         if self.pool is None or batch == 0:
             workers = 1
         bounds = [units * worker // workers for worker in range(workers + 1)]
         return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)])
 
-    def _buffer(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 array of `shape` for `op`'s outputs, kept for the next call."""
-        size = math.prod(shape)
-        return _kept(self.buffers, (op, size), (size,)).reshape(shape)
+    def _execute(self, call: _Call, x: int, y: int) -> None:
+        """Run `call` on the inputs at address `x` into the outputs at `y`, split across
+        the worker threads when the work pays."""
+        if call.alone:
+            call.kernel(x, y, *call.arguments, *call.shares.bounds[0])
+        else:
+            self.pool.run(call.kernel, (x, y, *call.arguments), call.shares, call.address)  # pyright: ignore
 
-    def _input_address(self, layer: _Layer, x: np.ndarray) -> int:
-        """The address of `x`, or of its copy starting on a cache line if it does not:
-        the kernels load 16 inputs (64 bytes) at a time, and from an array starting 16
-        bytes into a line (numpy's usual) every such load spans two lines: n:m 3:4 on
-        4096x4096 took 1.2x as long at one batch row, 1.3x to 1.5x at four. (Block
-        kernels read one input at a time and take `x` as it is.)"""
-        address = x.ctypes.data
-        if address % CACHE_LINE == 0 or layer.key.kind == "block":
-            return address
-        if layer.staging.nbytes < x.nbytes:
-            layer.staging = on_cache_line(np.empty, (x.size,))
-        staging = layer.staging.ctypes.data
-        ctypes.memmove(staging, address, x.nbytes)  # one call: numpy's copy costs more here
-        return staging
+    def _run_rows(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
+        """A matrix product's or layer normalization's call on x, (..., K) rows; at
+        `x_address` when they are a kernel's output (contiguous, on a cache line)."""
+        if call.scratch is not None:
+            self._run_batched(call, x.reshape(-1, x.shape[-1]))
+        elif x_address is not None:
+            self._execute(call, x_address, call.output_address)
+        else:
+            self._execute(call, self._staged(call, x), call.output_address)
 
-    def _matmul(self, op: SparseMatMulOp, x: np.ndarray) -> np.ndarray:
-        layer = self.layers[op]
-        rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-        y = self._buffer(op, (rows.shape[0], layer.key.rows))
-        self._call(layer, rows, y)
-        return y.reshape(*x.shape[:-1], layer.key.rows)
+    def _run_conv(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
+        windows = self._windows(step.op, x)  # pyright: ignore
+        if call.scratch is not None:
+            self._run_batched(call, windows.reshape(-1, step.unit.key.cols))  # pyright: ignore
+        else:
+            self._execute(call, self._staged(call, windows), call.output_address)
 
-    def _layer_norm(self, op: Operation, x: np.ndarray) -> np.ndarray:
-        norm = self.norms[op]
-        rows = np.ascontiguousarray(x.reshape(-1, norm.key.cols), dtype=np.float32)
-        y = self._buffer(op, rows.shape)
-        norm.kernel(rows.ctypes.data, y.ctypes.data, *norm.arguments, rows.shape[0], 0, rows.shape[0])  # pyright: ignore
-        return y.reshape(x.shape)
+    def _run_batched(self, call: _Call, rows: np.ndarray) -> None:
+        """A batched kernel's call: `rows` (B x K) transposed into the scratch input,
+        the scratch output's first B lanes transposed back into the call's output."""
+        x_columns, y_columns = call.scratch  # pyright: ignore
+        transposed_inputs(rows, x_columns)
+        self._execute(call, x_columns.ctypes.data, y_columns.ctypes.data)
+        call.output[...] = y_columns[:, : rows.shape[0]].T
 
-    def _conv(self, op: SparseConvOp, x: np.ndarray) -> np.ndarray:
-        layer = self.layers[op]
-        weight_shape = op.w.type.get_shape()  # pyright: ignore
-        kernel = tuple(weight_shape[2:])
+    @staticmethod
+    def _staged(call: _Call, x: np.ndarray) -> int:
+        """The address of x copied, as float32 rows, into the call's input buffer, which
+        starts on a cache line: the kernels load 16 inputs (64 bytes) at a time, and
+        from an array starting 16 bytes into a line (numpy's usual) every such load
+        spans two lines (n:m 3:4 on 4096x4096 took 1.2x as long at one batch row, 1.3x
+        to 1.5x at four). One copy in C also costs less than numpy's conversions and
+        address lookups, which run cache-cold between kernels."""
+        if call.input is None:
+            call.input = on_cache_line(np.empty, x.shape)
+            call.input_address = call.input.ctypes.data
+        np.copyto(call.input, x, casting="unsafe")
+        return call.input_address
+
+    @staticmethod
+    def _windows(op: SparseConvOp, x: np.ndarray) -> np.ndarray:
+        """The convolution's input windows, (N, *spatial, C, *kernel): one row of the
+        kernel's columns per output position (a view of x, padded)."""
+        kernel = tuple(op.w.type.get_shape()[2:])  # pyright: ignore
         strides, dilations, pads = op.geometry(x.shape, kernel)
-        cols = reference._windows(reference._pad(x, pads, 0.0), kernel, strides, dilations)  # (N, C, *out, *k)
-        n, spatial = x.shape[0], cols.shape[2 : 2 + len(kernel)]
-        patches = np.ascontiguousarray(np.moveaxis(cols, 1, 1 + len(kernel)).reshape(-1, layer.key.cols), dtype=np.float32)
-        y = self._buffer(op, (patches.shape[0], layer.key.rows))
-        self._call(layer, patches, y)
-        return np.moveaxis(y.reshape(n, *spatial, layer.key.rows), -1, 1)
+        windows = reference._windows(reference._pad(x, pads, 0.0), kernel, strides, dilations)  # (N, C, *out, *k)
+        return np.moveaxis(windows, 1, 1 + len(kernel))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name for inputs by name."""
-        env: dict[SSAValue, np.ndarray] = dict(zip(self.arguments, self.feeds(feeds)))
-        env.update(self.constants)
+        env = self.constants.copy()
+        env.update(zip(self.arguments, self.feeds(feeds)))
+        addresses: dict[SSAValue, int | None] = {}
+        """The addresses of the kernel outputs that later kernel steps read in place."""
         for step in self.steps:
-            op = step.op
-            if isinstance(op, SparseMatMulOp):
-                env[step.result] = self._matmul(op, env[step.inputs[0]])
-            elif isinstance(op, SparseConvOp):
-                env[step.result] = self._conv(op, env[step.inputs[0]])
-            elif step.dtype is None:  # a layer normalization kernel
-                env[step.result] = self._layer_norm(op, env[step.inputs[0]])
-            else:
-                env[step.result] = reference.evaluate(op, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
+            if step.dtype is not None:
+                env[step.result] = reference.evaluate(step.op, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
+                continue
+            x = env[step.inputs[0]]
+            call = step.calls.get(x.shape) or self._call_for(step, x)
+            step.run(self, step, call, x, addresses.get(step.inputs[0]))  # pyright: ignore
+            env[step.result] = call.result
+            addresses[step.result] = call.result_address  # pyright: ignore
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}

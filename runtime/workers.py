@@ -399,9 +399,10 @@ class WorkerPool:
     def workers(self) -> int:
         return len(self._addresses)
 
-    def run(self, kernel: ctypes._CFuncPtr, arguments: Sequence[int], shares: Shares | Sequence[tuple[int, int]]) -> None:
+    def run(self, kernel: ctypes._CFuncPtr, arguments: Sequence[int], shares: Shares | Sequence[tuple[int, int]], address: int | None = None) -> None:
         """Call `kernel(*arguments, first, last)` for every (first, last) of `shares`:
-        the first share on the calling thread, the others on workers 0, 1, ..."""
+        the first share on the calling thread, the others on workers 0, 1, ...
+        `address` is the kernel's, if the caller has it (finding it costs microseconds)."""
         if not isinstance(shares, Shares):
             shares = Shares(shares)
         workers = len(shares) - 1
@@ -411,7 +412,8 @@ class WorkerPool:
             for share in shares.bounds:
                 kernel(*arguments, *share)
             return
-        address = ctypes.cast(kernel, ctypes.c_void_p).value
+        if address is None:
+            address = ctypes.cast(kernel, ctypes.c_void_p).value
         with self._lock:
             self._sequence[0] += 1
             status = self._run(self._addresses[0], workers, self._sequence[0], address, *arguments, shares.address, self._wait_polls)

@@ -1,0 +1,94 @@
+"""Repeated runs of one executor: each kernel step's call is resolved on the first run
+with an input shape and reused; a kernel step reading an earlier kernel's output takes
+it in place; feeds that change between runs (layout, shape, dtype, names) are still
+checked and copied for the kernels."""
+
+from __future__ import annotations
+
+import models
+import numpy as np
+import pytest
+
+import sparsec
+from sparsec.errors import ExecutionError
+from sparsec.runtime.executor import Executor
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory) -> sparsec.Model:
+    """Three Gemm + Relu layers, 2:4 sparse: three kernel steps in a chain."""
+    path = models.gemm_stack(tmp_path_factory.mktemp("mlp") / "mlp.onnx", layers=3, width=256, bias=True, scale=0.09)
+    model = sparsec.load(path)
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    return model
+
+
+@pytest.fixture
+def executor(mlp, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    executor = Executor(mlp.module, mlp.weights, threads=2)
+    yield executor
+    executor.close()
+
+
+def check(executor: Executor, model: sparsec.Model, x: np.ndarray) -> None:
+    (name,) = model.run({"x": x})
+    np.testing.assert_allclose(executor.run({"x": x})[name], model.run({"x": x})[name], rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_steps_take_earlier_kernel_outputs_in_place(mlp, executor):
+    x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
+    check(executor, mlp, x)
+    first, *later = [step.calls[(2, 256)] for step in executor.steps if step.calls]
+    assert len(later) == 2
+    assert first.input is not None  # the feed, copied to a cache line
+    assert all(call.input is None for call in later)  # read where the previous kernel wrote
+    calls = [call for step in executor.steps for call in step.calls.values()]
+    check(executor, mlp, x + 1)
+    assert [call for step in executor.steps for call in step.calls.values()] == calls  # resolved once
+
+
+def test_outputs_are_copies(mlp, executor):
+    rng = np.random.default_rng(1)
+    x, other = (rng.standard_normal((3, 256)).astype(np.float32) for _ in range(2))
+    (name,) = mlp.run({"x": x})
+    kept = executor.run({"x": x})[name]
+    before = kept.copy()
+    executor.run({"x": other})
+    np.testing.assert_array_equal(kept, before)
+
+
+def test_feeds_that_change_between_runs(mlp, executor):
+    """After a run that passed, feeds of another layout, batch, dtype or name set."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    check(executor, mlp, x)
+    check(executor, mlp, np.asfortranarray(x))  # same shape and dtype, not contiguous
+    check(executor, mlp, rng.standard_normal((256, 4)).astype(np.float32).T)
+    raw = np.zeros(4 * 256 + 1, np.float32)[1:].reshape(4, 256)  # 4 bytes into a line
+    raw[...] = x
+    check(executor, mlp, raw)
+    check(executor, mlp, x[:1])  # another batch: its own calls
+    check(executor, mlp, rng.standard_normal((40, 256)).astype(np.float32))  # batched kernels
+    with pytest.raises(ExecutionError, match="dtype float64, expected float32"):
+        executor.run({"x": x.astype(np.float64)})
+    with pytest.raises(ExecutionError, match="unknown input"):
+        executor.run({"x": x, "extra": x})
+    with pytest.raises(ExecutionError, match="missing input 'x'"):
+        executor.run({})
+    with pytest.raises(ExecutionError, match="has shape"):
+        executor.run({"x": x[:, :95]})
+    check(executor, mlp, x)
+
+
+def test_limited_threads_compute_the_same(mlp, executor):
+    """At 40 rows the layers are split between the two threads; limited to one, the
+    same calls run whole on the calling thread, to the same bits."""
+    x = np.random.default_rng(3).standard_normal((40, 256)).astype(np.float32)
+    (name,) = mlp.run({"x": x})
+    both = executor.run({"x": x})[name]
+    assert not any(call.alone for step in executor.steps for call in step.calls.values())
+    executor.limit_threads(1)
+    one = executor.run({"x": x})[name]
+    assert all(call.alone for step in executor.steps for call in step.calls.values())
+    np.testing.assert_array_equal(one, both)
