@@ -46,6 +46,8 @@ from sparsec.runtime.workers import Shares, WorkerPool, available_cpus
 from sparsec.weights import WeightStore
 
 KernelOp = SparseMatMulOp | SparseConvOp
+SHARES_PER_THREAD = 4
+"""Shares a call is cut into per thread that takes part (runtime/workers.py)."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
@@ -380,7 +382,7 @@ class Executor:
     def _call(self, kernel, arguments: tuple[int, ...], shares: Shares, output: np.ndarray, result: np.ndarray) -> _Call:
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         output_address = output.ctypes.data
-        return _Call(kernel, address, arguments, shares, len(shares) == 1, output, output_address, result, output_address)
+        return _Call(kernel, address, arguments, shares, shares.threads == 1, output, output_address, result, output_address)
 
     def _variant_call(self, layer: _Layer, kind: str) -> tuple[object, tuple[int, int, int, int]]:
         """The kernel and arguments of the layer's batched, panelled or chunk variant."""
@@ -404,14 +406,17 @@ class Executor:
         return self.variants[variant.symbol]
 
     def _shares(self, key: KernelKey, batch: int) -> Shares:
-        """The (first, last) units of each thread's share of a call of `key`'s kernel on
-        `batch` rows: one share for work too small to pay for a hand-off."""
+        """The (first, last) units of the shares of a call of `key`'s kernel on `batch`
+        rows, and how many threads claim them: one share for work too small to pay for
+        a hand-off, else SHARES_PER_THREAD per thread (workers/pool: claimed, so a
+        thread held up leaves its shares to the others)."""
         units = key.parallel_units
-        workers = min(self.active_threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
+        threads = min(self.active_threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
         if self.pool is None or batch == 0:
-            workers = 1
-        bounds = [units * worker // workers for worker in range(workers + 1)]
-        return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)])
+            threads = 1
+        count = 1 if threads == 1 else min(units, threads * SHARES_PER_THREAD)
+        bounds = [units * share // count for share in range(count + 1)]
+        return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)
 
     def _execute(self, call: _Call, x: int, y: int) -> None:
         """Run `call` on the inputs at address `x` into the outputs at `y`, split across

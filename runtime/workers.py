@@ -1,4 +1,4 @@
-"""Worker threads that take a share of a kernel call within a microsecond or so.
+"""Worker threads that take shares of a kernel call within a microsecond or so.
 
 A thread asleep on a lock or an event takes tens of microseconds to wake (a
 ThreadPoolExecutor round trip measured 71 us on a 2-vCPU VM, half the time a 90%-sparse
@@ -7,22 +7,29 @@ Here each worker waits in native code, with the GIL released, spinning on its ow
 of memory for IDLE_SPIN_SECONDS after its last job, and only then parks on a
 threading.Event; OpenMP runtimes and onnxruntime's thread pool wait the same way.
 
+A call's units are cut into shares, more than there are threads, and each thread
+claims the next share from a counter until none are left (`share`): a thread that
+starts late or runs slow (on a VM, a neighbour can take a core for a while) leaves
+more shares to the others, where equal parts made every call wait for the slowest.
+
 The protocol, on a slot of int64 words per worker (the caller's words and the worker's
 on different cache lines, so their writes do not pass one line back and forth):
 
-- post: the caller writes the kernel's address and its nine arguments, then the job's
-  sequence number to POSTED, then reads STATE; a PARKED worker needs its event set.
-- the worker sees POSTED change, calls the kernel and writes the number to DONE.
+- post: the caller writes the kernel's address and the job (its arguments but the
+  units, the shares and the counter), then the job's sequence number to POSTED, then
+  reads STATE; a PARKED worker needs its event set.
+- the worker sees POSTED change, claims shares until none are left and writes the
+  number to DONE.
 - before parking, the worker writes PARKED to STATE, then reads POSTED once more. The
   caller's two steps and these two are sequentially consistent, so at least one side
   sees the other's write: no job is left behind a parked worker (a needless wake-up
   only costs one more spell of spinning).
 - wait: the caller spins until DONE holds the number, yielding its CPU now and then.
-- run: one native call posts every worker's share, runs the caller's own and waits:
-  the Python a call costs runs with its code out of the caches (a kernel has just
-  streamed megabytes through them), at several times its usual cost, so a call makes
-  one ctypes call where it made three per worker. Parked workers send it back to
-  Python before the caller's share, to be woken.
+- run: one native call resets the counter, posts the job to the workers, claims shares
+  itself and waits: the Python a call costs runs with its code out of the caches (a
+  kernel has just streamed megabytes through them), at several times its usual cost,
+  so a call makes one ctypes call. Parked workers send it back to Python before the
+  caller claims any share, to be woken.
 
 A kernel address of 0 asks the worker to stop. xDSL's LLVM translator drops atomic
 orderings and has neither fences nor indirect calls, so this small module is written
@@ -55,8 +62,10 @@ what a user would notice as a busy core."""
 WAIT_SPIN_SECONDS = 0.00005
 """How long the caller spins on a worker's DONE before it yields its CPU once."""
 
-POSTED, KERNEL, ARGUMENTS = 0, 1, 2
-"""Word offsets of the caller's part of a slot (ARGUMENTS: nine words)."""
+POSTED, KERNEL, JOB = 0, 1, 2
+"""Word offsets of the caller's part of a slot (JOB: JOB_WORDS words, `share`'s
+arguments after the kernel)."""
+JOB_WORDS = 10
 DONE, STATE = 16, 17
 """Word offsets of the worker's part, on the slot's third cache line."""
 SLOT_WORDS = 24
@@ -67,9 +76,11 @@ MASK_BITS = 62
 _I64 = ir.IntType(64)
 _BYTES = ir.IntType(8).as_pointer()
 _KERNEL = ir.FunctionType(ir.VoidType(), [_BYTES] * 6 + [_I64] * 3)
+_WORDS = [ctypes.c_int64] * (1 + JOB_WORDS)  # the kernel's address, then the job
 _SIGNATURES = {
-    "sparsec_worker_run": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 10, ctypes.c_void_p, ctypes.c_int64),
-    "sparsec_worker_post": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 11),
+    "sparsec_worker_run": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, *_WORDS, ctypes.c_int64),
+    "sparsec_worker_post": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, *_WORDS),
+    "sparsec_worker_share": ctypes.CFUNCTYPE(ctypes.c_int64, *_WORDS),
     "sparsec_worker_serve": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64),
     "sparsec_worker_wait": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64),
 }
@@ -97,22 +108,43 @@ class _ProtocolBuilder:
         b.cbranch(b.icmp_signed("<", more, spins), poll, enough)
         return more
 
-    def function(self, name: str, arguments: int, pointer_last: bool = False) -> tuple[ir.Function, ir.IRBuilder]:
-        """A function of a slot (or slots) pointer, `arguments` int64 arguments and (with
-        `pointer_last`) one more pointer and one more int64, returning int64."""
-        types = [_I64.as_pointer()] + [_I64] * arguments + ([_I64.as_pointer(), _I64] if pointer_last else [])
+    def function(self, name: str, types: list[ir.Type]) -> tuple[ir.Function, ir.IRBuilder]:
+        """A function of `types` returning int64."""
         function = ir.Function(self.module, ir.FunctionType(_I64, types), name)
         return function, ir.IRBuilder(function.append_basic_block("entry"))
 
-    def call_kernel(self, b: ir.IRBuilder, kernel: ir.Value, words: list[ir.Value]) -> None:
-        """kernel(x, y, a0, a1, a2, bias, batch, first, last), from its address and nine words."""
-        pointers = [b.inttoptr(word, _BYTES) for word in words[:6]]
-        b.call(b.inttoptr(kernel, _KERNEL.as_pointer()), pointers + words[6:])
+    def share(self) -> ir.Function:
+        """share(kernel, x, y, a0, a1, a2, bias, batch, shares, count, counter): claim
+        share i = counter++ of the `count` (first, last) int64 pairs at `shares` and call
+        kernel(x, y, a0, a1, a2, bias, batch, first, last), until i reaches `count`;
+        returns the number of shares this thread ran."""
+        function, b = self.function("sparsec_worker_share", [_I64] * (1 + JOB_WORDS))
+        kernel, *arguments, shares, count, counter = function.args
+        entry = b.block
+        claim, run, finished = (function.append_basic_block(n) for n in ("claim", "run", "finished"))
+        b.branch(claim)
+        b.position_at_end(claim)
+        ran = b.phi(_I64)
+        share = b.atomic_rmw("add", b.inttoptr(counter, _I64.as_pointer()), ir.Constant(_I64, 1), "monotonic")
+        b.cbranch(b.icmp_signed("<", share, count), run, finished)
+        b.position_at_end(run)
+        pairs = b.inttoptr(shares, _I64.as_pointer())
+        first = b.load(b.gep(pairs, [b.mul(share, ir.Constant(_I64, 2))], inbounds=True))
+        last = b.load(b.gep(pairs, [b.add(b.mul(share, ir.Constant(_I64, 2)), ir.Constant(_I64, 1))], inbounds=True))
+        pointers = [b.inttoptr(word, _BYTES) for word in arguments[:6]]
+        b.call(b.inttoptr(kernel, _KERNEL.as_pointer()), pointers + [arguments[6], first, last])
+        more = b.add(ran, ir.Constant(_I64, 1))
+        b.branch(claim)
+        ran.add_incoming(ir.Constant(_I64, 0), entry)
+        ran.add_incoming(more, run)
+        b.position_at_end(finished)
+        b.ret(ran)
+        return function
 
     def post(self) -> ir.Function:
-        """post(slot, sequence, kernel, x, y, a0, a1, a2, bias, batch, first, last) -> 1
-        if the worker is parked (the caller then sets its event), else 0."""
-        function, b = self.function("sparsec_worker_post", 11)
+        """post(slot, sequence, kernel, job...) -> 1 if the worker is parked (the caller
+        then sets its event), else 0."""
+        function, b = self.function("sparsec_worker_post", [_I64.as_pointer()] + [_I64] * (2 + JOB_WORDS))
         slot, sequence, *job = function.args
         for index, value in enumerate(job):
             b.store(value, self.word(b, slot, KERNEL + index))
@@ -121,10 +153,10 @@ class _ProtocolBuilder:
         b.ret(b.zext(b.icmp_unsigned("==", state, ir.Constant(_I64, PARKED)), _I64))
         return function
 
-    def serve(self) -> None:
+    def serve(self, share: ir.Function) -> None:
         """serve(slot, spins) runs the slot's jobs until it has seen none for `spins`
         polls; returns 0 when it parks, 1 when asked to stop."""
-        function, b = self.function("sparsec_worker_serve", 1)
+        function, b = self.function("sparsec_worker_serve", [_I64.as_pointer(), _I64])
         slot, spins = function.args
         entry = b.block
         b.store_atomic(ir.Constant(_I64, SPINNING), self.word(b, slot, STATE), "seq_cst", 8)
@@ -161,7 +193,7 @@ class _ProtocolBuilder:
         b.ret(ir.Constant(_I64, 1))
 
         b.position_at_end(run)
-        self.call_kernel(b, kernel, [b.load(self.word(b, slot, ARGUMENTS + index)) for index in range(9)])
+        b.call(share, [kernel] + [b.load(self.word(b, slot, JOB + index)) for index in range(JOB_WORDS)])
         b.store_atomic(posted, self.word(b, slot, DONE), "release", 8)
         b.branch(poll)
 
@@ -177,7 +209,7 @@ class _ProtocolBuilder:
     def wait(self) -> ir.Function:
         """wait(slot, sequence, spins) -> 1 once DONE holds `sequence`, 0 if it still
         does not after `spins` polls."""
-        function, b = self.function("sparsec_worker_wait", 2)
+        function, b = self.function("sparsec_worker_wait", [_I64.as_pointer(), _I64, _I64])
         slot, sequence, spins = function.args
         entry = b.block
         poll, idle, give_up, finished = (function.append_basic_block(n) for n in ("poll", "idle", "give_up", "finished"))
@@ -196,53 +228,49 @@ class _ProtocolBuilder:
         b.ret(ir.Constant(_I64, 1))
         return function
 
-    def run(self, post: ir.Function, wait: ir.Function) -> None:
-        """run(slots, workers, sequence, kernel, x, y, a0, a1, a2, bias, batch, shares,
-        spins): post share w + 1 of `shares` ((first, last) int64 pairs, the caller's
-        first) to worker w's slot, for w below `workers`. Returns the mask of the
-        workers found parked (bit MASK_BITS for all from there on), if any, having done nothing more (the caller wakes them,
-        runs its share and waits); else runs share 0 and waits up to `spins` polls for
-        each worker: 0 when all are done, -1 when one is not yet."""
-        function, b = self.function("sparsec_worker_run", 10, pointer_last=True)
-        slots, workers, sequence, kernel, *job, shares, spins = function.args
+    def run(self, post: ir.Function, share: ir.Function, wait: ir.Function) -> None:
+        """run(slots, workers, sequence, kernel, job..., spins): reset the job's counter,
+        post the job to the slots of workers [0, workers). Returns the mask of the workers
+        found parked (bit MASK_BITS for all from there on), if any, having claimed no
+        share (the caller wakes them, claims shares and waits); else claims shares and
+        waits up to `spins` polls for each worker: 0 when all are done, -1 when one is
+        not yet."""
+        function, b = self.function("sparsec_worker_run", [_I64.as_pointer()] + [_I64] * (3 + JOB_WORDS + 1))
+        slots, workers, sequence, kernel, *job, spins = function.args
         entry = b.block
         names = ("post", "posted", "own", "wait", "waited", "late", "finished", "parked")
         post_loop, posted, own, wait_loop, waited, late, finished, parked_exit = (function.append_basic_block(n) for n in names)
-        one = ir.Constant(_I64, 1)
+        one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
 
         def slot_of(worker: ir.Value) -> ir.Value:
             return b.gep(slots, [b.mul(worker, ir.Constant(_I64, SLOT_WORDS))], inbounds=True)
 
-        def bound(share: ir.Value, end: int) -> ir.Value:
-            return b.load(b.gep(shares, [b.add(b.mul(share, ir.Constant(_I64, 2)), ir.Constant(_I64, end))], inbounds=True))
-
+        # Workers read the counter only after POSTED (acquire), which the post stores after this.
+        b.store(zero, b.inttoptr(job[-1], _I64.as_pointer()))
         b.branch(post_loop)
         b.position_at_end(post_loop)
         worker = b.phi(_I64)
         parked = b.phi(_I64)
-        more = b.icmp_signed("<", worker, workers)
         post_body = function.append_basic_block("post_body")
-        b.cbranch(more, post_body, posted)
+        b.cbranch(b.icmp_signed("<", worker, workers), post_body, posted)
         b.position_at_end(post_body)
-        share = b.add(worker, one)
-        found = b.call(post, [slot_of(worker), sequence, kernel, *job, bound(share, 0), bound(share, 1)])
+        found = b.call(post, [slot_of(worker), sequence, kernel, *job])
         bit = b.select(b.icmp_unsigned("<", worker, ir.Constant(_I64, MASK_BITS)), worker, ir.Constant(_I64, MASK_BITS))
         parked_after = b.or_(parked, b.shl(found, bit))
         next_worker = b.add(worker, one)
         b.branch(post_loop)
-        worker.add_incoming(ir.Constant(_I64, 0), entry)
+        worker.add_incoming(zero, entry)
         worker.add_incoming(next_worker, post_body)
-        parked.add_incoming(ir.Constant(_I64, 0), entry)
+        parked.add_incoming(zero, entry)
         parked.add_incoming(parked_after, post_body)
 
         b.position_at_end(posted)
-        b.cbranch(b.icmp_unsigned("!=", parked, ir.Constant(_I64, 0)), parked_exit, own)
+        b.cbranch(b.icmp_unsigned("!=", parked, zero), parked_exit, own)
         b.position_at_end(parked_exit)
         b.ret(parked)
 
         b.position_at_end(own)
-        zero = ir.Constant(_I64, 0)
-        self.call_kernel(b, kernel, [*job, bound(zero, 0), bound(zero, 1)])
+        b.call(share, [kernel, *job])
         b.branch(wait_loop)
         b.position_at_end(wait_loop)
         waiting = b.phi(_I64)
@@ -263,9 +291,10 @@ def protocol_ir() -> str:
     """The LLVM IR of the worker protocol's entry points."""
     builder = _ProtocolBuilder()
     post = builder.post()
-    builder.serve()
+    share = builder.share()
+    builder.serve(share)
     wait = builder.wait()
-    builder.run(post, wait)
+    builder.run(post, share, wait)
     return str(builder.module)
 
 
@@ -325,7 +354,7 @@ def _serve(serve: Callable[..., int], slot: np.ndarray, wakeup: threading.Event,
 def _stop(post: Callable[..., int], slots: np.ndarray, sequence: list[int], wakeups: list[threading.Event], threads: list[threading.Thread]) -> None:
     sequence[0] += 1
     for slot, wakeup in zip(slots, wakeups):
-        post(slot.ctypes.data, sequence[0], 0, *[0] * 9)
+        post(slot.ctypes.data, sequence[0], 0, *[0] * JOB_WORDS)
         wakeup.set()
     for thread in threads:
         if thread is not threading.current_thread():  # a collection can run on a worker
@@ -333,11 +362,14 @@ def _stop(post: Callable[..., int], slots: np.ndarray, sequence: list[int], wake
 
 
 class Shares:
-    """The (first, last) units of each share of a call, the caller's first, kept also
-    as the int64 pairs the native `run` reads (made once per layer and batch)."""
+    """The (first, last) units of each share of a call, kept also as the int64 pairs
+    the native `share` claims (made once per layer and batch), and how many threads
+    take part: the calling thread and `threads - 1` workers (by default one share
+    each)."""
 
-    def __init__(self, bounds: Sequence[tuple[int, int]]):
+    def __init__(self, bounds: Sequence[tuple[int, int]], threads: int | None = None):
         self.bounds = [(int(first), int(last)) for first, last in bounds]
+        self.threads = len(self.bounds) if threads is None else threads
         self._pairs = np.array(self.bounds, np.int64).reshape(-1, 2)
         self.address = self._pairs.ctypes.data
 
@@ -372,11 +404,16 @@ class WorkerPool:
         self._post = functions["sparsec_worker_post"]
         self._wait = functions["sparsec_worker_wait"]
         self._run = functions["sparsec_worker_run"]
+        self._share = functions["sparsec_worker_share"]
         rate = _polls_per_second() if spin else 0.0
         self._wait_polls = max(1, int(rate * WAIT_SPIN_SECONDS))
         # Slots start on a cache line: each of their three lines then belongs to one side.
         self._slots = on_cache_line(np.zeros, (workers, SLOT_WORDS), np.int64)
         self._addresses = [self._slots[worker].ctypes.data for worker in range(workers)]
+        self._counter = on_cache_line(np.zeros, (SLOT_WORDS,), np.int64)
+        """The next share a call's threads claim, on a line of its own (every thread
+        writes it)."""
+        self._counter_address = self._counter.ctypes.data
         self._sequence = [0]
         """The number of the last job posted (one count for all workers, so the native
         `run` posts the same number to each; a list, shared with the finalizer)."""
@@ -400,30 +437,32 @@ class WorkerPool:
         return len(self._addresses)
 
     def run(self, kernel: ctypes._CFuncPtr, arguments: Sequence[int], shares: Shares | Sequence[tuple[int, int]], address: int | None = None) -> None:
-        """Call `kernel(*arguments, first, last)` for every (first, last) of `shares`:
-        the first share on the calling thread, the others on workers 0, 1, ...
-        `address` is the kernel's, if the caller has it (finding it costs microseconds)."""
+        """Call `kernel(*arguments, first, last)` once for every (first, last) of
+        `shares`, which the calling thread and workers 0, 1, ... (shares.threads in all)
+        claim one after another. `arguments` are the kernel's first seven; `address` is
+        the kernel's, if the caller has it (finding it costs microseconds)."""
         if not isinstance(shares, Shares):
             shares = Shares(shares)
-        workers = len(shares) - 1
+        workers = shares.threads - 1
         if workers > self.workers:
-            raise ValueError(f"{len(shares)} shares for {self.workers} workers and the caller")
+            raise ValueError(f"{shares.threads} threads for {self.workers} workers and the caller")
         if self._forked:
             for share in shares.bounds:
                 kernel(*arguments, *share)
             return
         if address is None:
             address = ctypes.cast(kernel, ctypes.c_void_p).value
+        job = (address, *arguments, shares.address, len(shares.bounds), self._counter_address)
         with self._lock:
             self._sequence[0] += 1
-            status = self._run(self._addresses[0], workers, self._sequence[0], address, *arguments, shares.address, self._wait_polls)
+            status = self._run(self._addresses[0], workers, self._sequence[0], *job, self._wait_polls)
             if status == 0:
                 return
-            if status > 0:  # nothing ran: wake the parked workers, then do the caller's share
+            if status > 0:  # no share claimed yet: wake the parked workers, then claim
                 for worker in range(workers):
                     if status >> min(worker, MASK_BITS) & 1:
                         self._wakeups[worker].set()
-                kernel(*arguments, *shares.bounds[0])
+                self._share(*job)
             try:
                 self._finish(workers)
             except KeyboardInterrupt:

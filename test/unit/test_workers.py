@@ -14,25 +14,33 @@ from hypothesis import strategies as st
 
 from sparsec.runtime import workers
 from sparsec.runtime.jit import KERNEL_SIGNATURE
-from sparsec.runtime.workers import WorkerPool, available_cpus, cgroup_cpu_quota
+from sparsec.runtime.workers import Shares, WorkerPool, available_cpus, cgroup_cpu_quota
 
 
 class CountingKernel:
     """A kernel-shaped Python callback that counts the units it is given, per thread."""
 
-    def __init__(self, units: int):
+    def __init__(self, units: int, seconds: float = 0.0, slow_thread: str | None = None):
         self.counts = np.zeros(units, np.int64)
         self.threads: set[str] = set()
+        self.shares_by_thread: dict[str, int] = {}
+        self.seconds = seconds
+        """How long each share takes (on `slow_thread` only, if given)."""
+        self.slow_thread = slow_thread
         self.function = KERNEL_SIGNATURE(self.visit)
 
     def visit(self, x, y, a0, a1, a2, bias, batch, first, last) -> None:
+        name = threading.current_thread().name
+        if self.seconds and self.slow_thread in (None, name):
+            time.sleep(self.seconds)
         self.counts[first:last] += batch
-        self.threads.add(threading.current_thread().name)
+        self.threads.add(name)
+        self.shares_by_thread[name] = self.shares_by_thread.get(name, 0) + 1
 
 
-def run_soon(pool: WorkerPool, kernel: CountingKernel, shares: list[tuple[int, int]]) -> None:
+def run_soon(pool: WorkerPool, kernel: CountingKernel, shares: list[tuple[int, int]] | Shares, name: str = "caller") -> None:
     """pool.run, failing (not hanging) if a share is lost."""
-    caller = threading.Thread(target=pool.run, args=(kernel.function, (0, 0, 0, 0, 0, 0, 1), shares), daemon=True)
+    caller = threading.Thread(target=pool.run, args=(kernel.function, (0, 0, 0, 0, 0, 0, 1), shares), name=name, daemon=True)
     caller.start()
     caller.join(timeout=10)
     assert not caller.is_alive(), "a share was never run"
@@ -44,21 +52,43 @@ def shares_of(units: int, parts: int) -> list[tuple[int, int]]:
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(1, 3), st.integers(4, 200), st.lists(st.sampled_from([0.0, 1e-5, 3e-3]), min_size=1, max_size=30), st.booleans())
-def test_every_share_runs_once_per_call(workers_count, units, pauses, spin):
+@given(
+    st.integers(1, 3),
+    st.integers(4, 200),
+    st.integers(1, 4),
+    st.lists(st.sampled_from([0.0, 1e-5, 3e-3]), min_size=1, max_size=30),
+    st.booleans(),
+)
+def test_every_share_runs_once_per_call(workers_count, units, shares_per_thread, pauses, spin):
     """Calls back to back (the worker is spinning), after short pauses and after pauses
     longer than IDLE_SPIN_SECONDS (the worker has parked and must be woken); and with
     spinning off (more threads than CPUs), where every call wakes a parked worker."""
-    kernel = CountingKernel(units)
+    kernel = CountingKernel(units, seconds=2e-4)
     pool = WorkerPool(workers_count, spin=spin)
+    shares = Shares(shares_of(units, min(units, (workers_count + 1) * shares_per_thread)), threads=workers_count + 1)
     try:
         for call, pause in enumerate(pauses, start=1):
             time.sleep(pause)
-            run_soon(pool, kernel, shares_of(units, workers_count + 1))
+            run_soon(pool, kernel, shares)
             assert (kernel.counts == call).all()  # finished when run returns
     finally:
         pool.close()
-    assert any(name.startswith("sparsec-worker-") for name in kernel.threads)
+    if len(shares) > 1 and len(pauses) > 3:
+        assert any(name.startswith("sparsec-worker-") for name in kernel.threads)
+
+
+def test_a_slow_thread_leaves_its_shares_to_the_others():
+    """Shares are claimed, not dealt: while the caller is held up in its first share,
+    the worker runs the rest."""
+    kernel = CountingKernel(80, seconds=0.05, slow_thread="caller")
+    pool = WorkerPool(1)
+    try:
+        run_soon(pool, kernel, Shares(shares_of(80, 8), threads=2))
+    finally:
+        pool.close()
+    assert (kernel.counts == 1).all()
+    assert kernel.shares_by_thread.get("caller", 0) <= 2
+    assert kernel.shares_by_thread["sparsec-worker-0"] >= 6
 
 
 def test_parking_races(monkeypatch: pytest.MonkeyPatch):
@@ -88,7 +118,7 @@ def test_close_stops_the_threads():
 def test_more_shares_than_workers_is_refused():
     pool = WorkerPool(1)
     try:
-        with pytest.raises(ValueError, match="3 shares for 1 workers"):
+        with pytest.raises(ValueError, match="3 threads for 1 workers"):
             pool.run(CountingKernel(3).function, (0, 0, 0, 0, 0, 0, 1), shares_of(3, 3))
     finally:
         pool.close()
