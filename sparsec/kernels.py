@@ -40,13 +40,16 @@ crossovers measured on 4096x4096, one thread (docs/kernels.md)."""
 TILE_INPUT_BYTES = 32 * 1024
 """Inputs of a batch that a column panel of the panelled variant may span: what stays
 in L1 (48 KiB here) while the panel's weight rows go by."""
-BATCHED_ROWS_PER_DENSITY = 24
-BATCHED_MIN_ROWS, BATCHED_MAX_ROWS = 6, 12
-"""Bitmask and n:m weights run the batched kernels from ceil(24 x density) batch rows,
-kept within [6, 12]: their work follows the non-zeros while the tiled kernels' work per
-decoded step is shared by tiles of 4 rows, so the sparser the weight, the sooner the
-batched kernels win (crossovers measured on the MLP shapes and 4096x4096: 10 to 12
-rows at 50% density, 6 at 25%, 5 to 6 at 12% and below; docs/kernels.md)."""
+PANELS_MAX_ROWS = 12
+"""The most batch rows the panelled variant runs (`panels_pay`)."""
+BATCHED_FROM = {"bitmask": (36, 5, 13), "nm": (28, 6, 12)}
+"""(rows per density, fewest, most) by kind: bitmask and n:m weights run the batched
+kernels from ceil(rows per density x density) batch rows, kept within [fewest, most].
+Their work follows the non-zeros, while a tiled kernel's decoded step is shared by a
+tile of 4 rows, so the sparser the weight, the sooner the batched kernels win; the
+n:m tiles cost more (a permute per row), so n:m switches sooner. Crossovers measured
+on 4096x4096 and the MLP shapes, one thread: unstructured 13 rows at 50% density, 9
+at 25%, 5 at 10%; n:m 2:4 12, 3:4 7 to 9, 7:8 6 (docs/kernels.md)."""
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,10 @@ class KernelKey:
         return (vector_bitmask or vector_dense or self.nm_lanes) and self.cols > 512
 
     def panels_pay(self, batch: int) -> bool:
-        """Whether `batch` rows run the panelled variant: 2 to BATCHED_MAX_ROWS rows
+        """Whether `batch` rows run the panelled variant: 2 to PANELS_MAX_ROWS rows
         whose inputs exceed TILE_INPUT_BYTES. (From 16 rows the panels get so narrow,
         256 columns, that the dense kernel lost 10 to 16% with them.)"""
-        # The batch tests first: the executor asks on every call.
-        return 1 < batch <= BATCHED_MAX_ROWS and batch * self.cols * 4 > TILE_INPUT_BYTES and self.has_panel_variant
+        return 1 < batch <= PANELS_MAX_ROWS and batch * self.cols * 4 > TILE_INPUT_BYTES and self.has_panel_variant
 
     def chunk_span_for(self, nonzeros: int) -> int:
         """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through
@@ -128,11 +130,12 @@ class KernelKey:
 
     def batched_from(self, nonzeros: int) -> int | None:
         """Batch rows from which a weight with `nonzeros` non-zeros (kept slots for
-        n:m) runs its batched kernel, or None for kinds without one."""
-        if self.kind not in BATCHED_KINDS:
+        n:m) runs its batched kernel (BATCHED_FROM), or None for kinds without one."""
+        if self.kind not in BATCHED_FROM:
             return None
-        rows = math.ceil(BATCHED_ROWS_PER_DENSITY * nonzeros / max(1, self.rows * self.cols))
-        return min(BATCHED_MAX_ROWS, max(BATCHED_MIN_ROWS, rows))
+        per_density, fewest, most = BATCHED_FROM[self.kind]
+        rows = math.ceil(per_density * nonzeros / max(1, self.rows * self.cols))
+        return min(most, max(fewest, rows))
 
     @property
     def position_bits(self) -> int:

@@ -1,4 +1,4 @@
-"""The batched kernel structure (from 6 to 12 batch rows, KernelKey.batched_from): work
+"""The batched kernel structure (from 5 to 13 batch rows on, KernelKey.batched_from): work
 in proportion to the non-zeros, on transposed activations. bitmask.py and nm.py say how
 a panel's products are decoded."""
 
