@@ -237,8 +237,9 @@ class _Call:
 @dataclass
 class _Step:
     op: Operation
-    inputs: list[SSAValue]
-    result: SSAValue
+    inputs: list[int]
+    """The slots of the values it reads (Executor.slots)."""
+    result: int
     dtype: np.dtype | None
     """The result dtype of a numpy-evaluated op (None for ops run by kernels)."""
     unit: _Layer | _Norm | None = None
@@ -267,24 +268,31 @@ class Executor:
         """Weights that ops other than kernels read, decoded once here rather than per run."""
         self.steps: list[_Step] = []
         """The ops `run` executes, in order, with what it needs of each read up front."""
+        self.slots: dict[SSAValue, int] = {argument: index for index, argument in enumerate(self.function.args)}
+        """Each value's index in a run's list of arrays: xDSL values hash in Python, a
+        cost on every read of a dictionary keyed by them."""
         for op in self.function.body.ops:
             if isinstance(op, KernelOp):
                 self.layers[op] = layer = self._prepare(op)
                 run = Executor._run_conv if isinstance(op, SparseConvOp) else Executor._run_rows
-                self.steps.append(_Step(op, list(op.operands[:1]), op.results[0], None, layer, run))
+                self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, layer, run))
             elif isinstance(op, StoredWeightOp):
                 if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
                     self.constants[op.result] = dense_value(op, weights)
+                    self._slots(op.results)
             elif isinstance(op, LayerNormOp) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
-                self.steps.append(_Step(op, [op.x], op.results[0], None, norm, Executor._run_rows))
+                self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, norm, Executor._run_rows))
             elif not isinstance(op, func.ReturnOp):
                 dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
-                self.steps.append(_Step(op, list(op.operands), op.results[0], dtype))
+                self.steps.append(_Step(op, self._slots(op.operands), self._slots(op.results)[0], dtype))
         self.feeds = reference.FeedCheck.of(self.function)
-        self.arguments = list(self.function.args)
         self.output_names = reference.output_names(self.function)
-        self.returned = list(self.function.body.block.last_op.operands)  # pyright: ignore
+        self.returned = self._slots(self.function.body.block.last_op.operands)  # pyright: ignore
+        self.initial: list[np.ndarray | None] = [None] * len(self.slots)
+        """A run's arrays before it starts: the constants in their slots."""
+        for value, array in self.constants.items():
+            self.initial[self.slots[value]] = array
         keys = [layer.key for layer in self.layers.values()] + [norm.key for norm in self.norms.values()]
         self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
         for unit in [*self.layers.values(), *self.norms.values()]:
@@ -321,6 +329,10 @@ class Executor:
         parameters = [self.constants[op.scale], self.constants[op.b] if op.b is not None else np.zeros(1, np.float32)]
         scale, bias = (np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (key.cols,)), np.float32) for value in parameters)
         return _Norm(key, scale, bias, np.array([op.epsilon.value.data], np.float32))
+
+    def _slots(self, values) -> list[int]:
+        """The slots of `values`, new ones numbered on."""
+        return [self.slots.setdefault(value, len(self.slots)) for value in values]
 
     def close(self) -> None:
         if self.pool is not None:
@@ -476,17 +488,17 @@ class Executor:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name for inputs by name."""
-        env = self.constants.copy()
-        env.update(zip(self.arguments, self.feeds(feeds)))
-        addresses: dict[SSAValue, int | None] = {}
+        env = self.initial.copy()
+        env[: len(self.feeds.names)] = self.feeds(feeds)  # the arguments' slots come first
+        addresses: list[int | None] = [None] * len(env)
         """The addresses of the kernel outputs that later kernel steps read in place."""
         for step in self.steps:
             if step.dtype is not None:
                 env[step.result] = reference.evaluate(step.op, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
                 continue
             x = env[step.inputs[0]]
-            call = step.calls.get(x.shape) or self._call_for(step, x)
-            step.run(self, step, call, x, addresses.get(step.inputs[0]))  # pyright: ignore
+            call = step.calls.get(x.shape) or self._call_for(step, x)  # pyright: ignore
+            step.run(self, step, call, x, addresses[step.inputs[0]])  # pyright: ignore
             env[step.result] = call.result
-            addresses[step.result] = call.result_address  # pyright: ignore
+            addresses[step.result] = call.result_address
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}

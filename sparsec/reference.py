@@ -111,9 +111,12 @@ def check_feeds(function: func.FuncOp, feeds: Mapping[str, np.ndarray]) -> list[
 def _gemm(op: nn.GemmOp, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
     a = a.T if op.trans_a.value.data else a
     b = b.T if op.trans_b.value.data else b
-    y = (a @ b) * np.float32(op.alpha.value.data)
+    alpha, beta = op.alpha.value.data, op.beta.value.data
+    y = a @ b
+    if alpha != 1.0:  # scaling by 1 changes nothing, and costs a pass over y
+        y *= np.float32(alpha)
     if c is not None:
-        y = y + c * np.float32(op.beta.value.data)
+        y += c if beta == 1.0 else c * np.float32(beta)
     return y
 
 
