@@ -351,37 +351,36 @@ class Executor:
         """The call of kernel step `step` on inputs shaped as `x`, made and kept."""
         unit = step.unit
         if isinstance(unit, _Norm):
-            rows = x.size // unit.key.cols
-            output = _kept(self.buffers, (step.op, rows), (rows, unit.key.cols))
-            call = self._call(unit.kernel, (*unit.arguments, rows), Shares([(0, rows)]), output, output.reshape(x.shape))
+            output = self._output(step, x.size // unit.key.cols, unit.key.cols)
+            call = self._make_call(unit.kernel, (*unit.arguments, len(output)), Shares([(0, len(output))]), output, output.reshape(x.shape))
+        elif isinstance(step.op, SparseConvOp):
+            assert isinstance(unit, _Layer)
+            windows = self._windows(step.op, x)
+            output = self._output(step, windows.size // unit.key.cols, unit.key.rows)
+            spatial = windows.shape[1 : x.ndim - 1]
+            call = self._layer_call(unit, output, np.moveaxis(output.reshape(x.shape[0], *spatial, unit.key.rows), -1, 1))
+            call.result_address = None  # channels first: the next kernel step copies it into rows
         else:
             assert isinstance(unit, _Layer)
-            if isinstance(step.op, SparseConvOp):
-                windows = self._windows(step.op, x)
-                spatial, batch = windows.shape[1 : x.ndim - 1], windows.size // unit.key.cols
-            else:
-                batch, spatial = x.size // unit.key.cols, ()
-            output = _kept(self.buffers, (step.op, batch), (batch, unit.key.rows))
-            if isinstance(step.op, SparseConvOp):
-                result = np.moveaxis(output.reshape(x.shape[0], *spatial, unit.key.rows), -1, 1)
-            else:
-                result = output.reshape(*x.shape[:-1], unit.key.rows)
-            call = self._layer_call(unit, batch, output, result)
-            if isinstance(step.op, SparseConvOp):
-                call.result_address = None
+            output = self._output(step, x.size // unit.key.cols, unit.key.rows)
+            call = self._layer_call(unit, output, output.reshape(*x.shape[:-1], unit.key.rows))
         step.calls[x.shape] = call
         return call
 
-    def _layer_call(self, layer: _Layer, batch: int, output: np.ndarray, result: np.ndarray) -> _Call:
-        """The call of `layer` on `batch` rows: its kernel, or the batched, chunk or
-        panelled variant where one pays."""
+    def _output(self, step: _Step, rows: int, cols: int) -> np.ndarray:
+        """The kept output buffer of `step` for `rows` rows of `cols` values."""
+        return _kept(self.buffers, (step.op, rows), (rows, cols))
+
+    def _layer_call(self, layer: _Layer, output: np.ndarray, result: np.ndarray) -> _Call:
+        """The call of `layer` on as many batch rows as `output` has: its kernel, or
+        the batched, chunk or panelled variant where one pays."""
+        batch = len(output)
         if layer.batched_from is not None and batch >= layer.batched_from:
             padded = padded_batch(batch)
             kernel, arguments = self._variant_call(layer, "batched")
             x_shape, y_shape = (layer.key.cols + 1, padded), (layer.key.rows, padded)
-            scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
-            call = self._call(kernel, (*arguments, padded), self._shares(layer.key, padded), output, result)
-            call.scratch = scratch
+            call = self._make_call(kernel, (*arguments, padded), self._shares(layer.key, padded), output, result)
+            call.scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
             return call
         if batch == 1 and layer.chunk_span:
             kernel, arguments = self._variant_call(layer, "chunks")
@@ -389,9 +388,10 @@ class Executor:
             kernel, arguments = self._variant_call(layer, "panels")
         else:
             kernel, arguments = layer.kernel, layer.arguments
-        return self._call(kernel, (*arguments, batch), self._shares(layer.key, batch), output, result)
+        return self._make_call(kernel, (*arguments, batch), self._shares(layer.key, batch), output, result)
 
-    def _call(self, kernel, arguments: tuple[int, ...], shares: Shares, output: np.ndarray, result: np.ndarray) -> _Call:
+    @staticmethod
+    def _make_call(kernel, arguments: tuple[int, ...], shares: Shares, output: np.ndarray, result: np.ndarray) -> _Call:
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         output_address = output.ctypes.data
         return _Call(kernel, address, arguments, shares, shares.threads == 1, output, output_address, result, output_address)
