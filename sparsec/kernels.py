@@ -50,6 +50,12 @@ tile of 4 rows, so the sparser the weight, the sooner the batched kernels win; t
 n:m tiles cost more (a permute per row), so n:m switches sooner. Crossovers measured
 on 4096x4096 and the MLP shapes, one thread: unstructured 13 rows at 50% density, 9
 at 25%, 5 at 10%; n:m 2:4 12, 3:4 7 to 9, 7:8 6 (docs/kernels.md)."""
+SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
+"""Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
+at the earliest: the executor transposes a batched kernel's inputs and outputs in
+numpy, about 6 us a call, more than a small weight's extra tiles cost (the digits MLP,
+256x64 and 128x256 at nm 3:4: 41 us batched against 27.5 us tiled at 8 rows, 43 and
+41 at 16, 51 and 67 at 32)."""
 
 
 @dataclass(frozen=True)
@@ -130,12 +136,13 @@ class KernelKey:
 
     def batched_from(self, nonzeros: int) -> int | None:
         """Batch rows from which a weight with `nonzeros` non-zeros (kept slots for
-        n:m) runs its batched kernel (BATCHED_FROM), or None for kinds without one."""
+        n:m) runs its batched kernel (BATCHED_FROM, SMALL_WEIGHT), or None for kinds
+        without one."""
         if self.kind not in BATCHED_FROM:
             return None
         per_density, fewest, most = BATCHED_FROM[self.kind]
-        rows = math.ceil(per_density * nonzeros / max(1, self.rows * self.cols))
-        return min(most, max(fewest, rows))
+        rows = min(most, max(fewest, math.ceil(per_density * nonzeros / max(1, self.rows * self.cols))))
+        return max(rows, SMALL_BATCHED_FROM) if self.rows * self.cols < SMALL_WEIGHT else rows
 
     @property
     def position_bits(self) -> int:

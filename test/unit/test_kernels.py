@@ -13,7 +13,7 @@ from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
-from sparsec.kernels import GATHER_SPAN, WINDOW_SPAN, KernelKey
+from sparsec.kernels import GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
 from sparsec.runtime.operands import _chunks
@@ -169,8 +169,8 @@ def test_column_panels_of_long_rows(pattern, tmp_path, monkeypatch):
 )
 def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    model = build(40, 512, False, True, "gelu", 9)
-    model.weights["w"] = np.random.default_rng(9).standard_normal((40, 512)).astype(np.float32)  # no empty rows
+    model = build(160, 512, False, True, "gelu", 9)
+    model.weights["w"] = np.random.default_rng(9).standard_normal((160, 512)).astype(np.float32)  # no empty rows
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights)
     (layer,) = executor.layers.values()
@@ -182,12 +182,21 @@ def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_pa
         assert ("batched" in layer.variant_calls) == (batch == rows)
 
 
+def test_small_weights_run_batched_later():
+    """Below SMALL_WEIGHT values, the batched kernels' transposes cost more than the
+    tiles they save until SMALL_BATCHED_FROM rows."""
+    small, large = (KernelKey("nm", rows, 256, n=1, m=4) for rows in (255, 256))
+    assert small.rows * small.cols < SMALL_WEIGHT <= large.rows * large.cols
+    assert small.batched_from(small.rows * small.cols // 4) == SMALL_BATCHED_FROM
+    assert large.batched_from(large.rows * large.cols // 4) == 7
+
+
 def test_batched_scratch_arrays_are_reused_across_batches(tmp_path, monkeypatch):
     """The batched kernels' transposed arrays are kept between calls: a smaller batch
     with the same padded width leaves the last call's inputs (here infinities) in its
     spare lanes, and the output array is never zeroed; neither may reach the outputs."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    model = build(40, 512, True, True, "gelu", 9)
+    model = build(160, 512, True, True, "gelu", 9)
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights)
     rng = np.random.default_rng(11)
@@ -197,7 +206,7 @@ def test_batched_scratch_arrays_are_reused_across_batches(tmp_path, monkeypatch)
         with np.errstate(invalid="ignore"):  # inf x 0 in the reference's dense product
             got, expected = executor.run({"x": x})["y"], model.run({"x": x})["y"]
         np.testing.assert_allclose(got[:poisoned_from], expected[:poisoned_from], rtol=1e-4, atol=1e-4)
-    assert sorted(executor.scratch) == [("x", 513, 16), ("x", 513, 32), ("y", 40, 16), ("y", 40, 32)]
+    assert sorted(executor.scratch) == [("x", 513, 16), ("x", 513, 32), ("y", 160, 16), ("y", 160, 32)]
 
 
 def test_inputs_anywhere_in_a_cache_line(tmp_path, monkeypatch):
