@@ -21,6 +21,9 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
+import os
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -250,6 +253,20 @@ class _Step:
     """A kernel step's calls by input shape (Executor._call_for)."""
 
 
+_EXECUTORS: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: a run another thread was in the
+    middle of will never end there, so its executors start with their lock free."""
+    for executor in _EXECUTORS:
+        executor._running = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Executor:
     """A model compiled for this machine; `run` takes and returns arrays by name."""
 
@@ -306,6 +323,10 @@ class Executor:
         self.scratch: dict[tuple[str, int, int], np.ndarray] = {}
         """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, kept
         from call to call and shared by the layers (they run one after another)."""
+        self._running = threading.Lock()
+        """Held through a run: runs share the kept buffers, so runs from several Python
+        threads take turns."""
+        _EXECUTORS.add(self)
 
     def _prepare(self, op: KernelOp) -> _Layer:
         key = kernel_key_of(op, self.target)
@@ -487,7 +508,12 @@ class Executor:
         return np.moveaxis(windows, 1, 1 + len(kernel))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by name for inputs by name."""
+        """Outputs by name for inputs by name. Safe to call from several threads; their
+        runs take turns."""
+        with self._running:
+            return self._run(feeds)
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = self.initial.copy()
         env[: len(self.feeds.names)] = self.feeds(feeds)  # the arguments' slots come first
         addresses: list[int | None] = [None] * len(env)

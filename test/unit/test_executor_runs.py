@@ -5,6 +5,10 @@ checked and copied for the kernels."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import models
 import numpy as np
 import pytest
@@ -92,3 +96,43 @@ def test_limited_threads_compute_the_same(mlp, executor):
     one = executor.run({"x": x})[name]
     assert all(call.alone for step in executor.steps for call in step.calls.values())
     np.testing.assert_array_equal(one, both)
+
+
+def test_runs_from_several_threads(mlp, executor):
+    """Runs share the kept buffers: from several Python threads they take turns, and
+    each gets its own inputs' outputs."""
+    rng = np.random.default_rng(4)
+    inputs = [rng.standard_normal((batch, 256)).astype(np.float32) for batch in (1, 3, 1, 40, 3, 1, 40, 7)]
+    (name,) = mlp.run({"x": inputs[0]})
+    expected = [executor.run({"x": x})[name] for x in inputs]
+    got: dict[int, list[np.ndarray]] = {}
+
+    def worker(index: int) -> None:
+        got[index] = [executor.run({"x": x})[name] for x in inputs[index:] + inputs[:index] for _ in range(5)]
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, results in got.items():
+        order = [i for i in list(range(index, len(inputs))) + list(range(index)) for _ in range(5)]
+        for result, i in zip(results, order, strict=True):
+            np.testing.assert_array_equal(result, expected[i])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_during_a_run_leaves_the_child_free_to_run(mlp, executor):
+    x = np.random.default_rng(5).standard_normal((3, 256)).astype(np.float32)
+    (name,) = mlp.run({"x": x})
+    expected = executor.run({"x": x})[name]
+    with executor._running:  # as if another thread were in the middle of a run
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if np.array_equal(executor.run({"x": x})[name], expected) else 1)
+    deadline = time.monotonic() + 20
+    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if ended[0] == 0:
+        os.kill(child, 9)
+    assert ended[0] == child and os.waitstatus_to_exitcode(ended[1]) == 0
