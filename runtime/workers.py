@@ -128,9 +128,8 @@ class _ProtocolBuilder:
         share = b.atomic_rmw("add", b.inttoptr(counter, _I64.as_pointer()), ir.Constant(_I64, 1), "monotonic")
         b.cbranch(b.icmp_signed("<", share, count), run, finished)
         b.position_at_end(run)
-        pairs = b.inttoptr(shares, _I64.as_pointer())
-        first = b.load(b.gep(pairs, [b.mul(share, ir.Constant(_I64, 2))], inbounds=True))
-        last = b.load(b.gep(pairs, [b.add(b.mul(share, ir.Constant(_I64, 2)), ir.Constant(_I64, 1))], inbounds=True))
+        pair = b.gep(b.inttoptr(shares, _I64.as_pointer()), [b.mul(share, ir.Constant(_I64, 2))], inbounds=True)
+        first, last = b.load(pair), b.load(b.gep(pair, [ir.Constant(_I64, 1)], inbounds=True))
         pointers = [b.inttoptr(word, _BYTES) for word in arguments[:6]]
         b.call(b.inttoptr(kernel, _KERNEL.as_pointer()), pointers + [arguments[6], first, last])
         more = b.add(ran, ir.Constant(_I64, 1))

@@ -21,7 +21,6 @@ ACTIVATIONS = ("relu", "gelu")
 EPILOGUES = ("none", "bias", *ACTIVATIONS, *(f"bias_{a}" for a in ACTIVATIONS))
 """What a kernel applies to each output: an optional bias, then an optional activation
 (Relu, or Gelu with the exact erf form)."""
-BATCHED_KINDS = ("bitmask", "nm")
 PANEL = 256
 """Columns per panel of the batched kernels (a multiple of the 64-column mask step)."""
 WINDOW_SPAN = 64
@@ -50,6 +49,7 @@ tile of 4 rows, so the sparser the weight, the sooner the batched kernels win; t
 n:m tiles cost more (a permute per row), so n:m switches sooner. Crossovers measured
 on 4096x4096 and the MLP shapes, one thread: unstructured 13 rows at 50% density, 9
 at 25%, 5 at 10%; n:m 2:4 12, 3:4 7 to 9, 7:8 6 (docs/kernels.md)."""
+BATCHED_KINDS = tuple(BATCHED_FROM)
 SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
 """Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
 at the earliest: the executor transposes a batched kernel's inputs and outputs in

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +47,24 @@ def random_feeds(model, seed: int = 0, dynamic: int = 3) -> dict[str, np.ndarray
         shape = [d if d >= 0 else dynamic for d in arg.type.get_shape()]
         feeds[name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
+
+
+def in_forked_child(check: Callable[[], bool], seconds: float = 20) -> bool:
+    """Whether `check` returns true in a forked child of this process, which is killed
+    (and the answer false) if it has not ended after `seconds`: a child that waits on
+    a thread or lock it did not inherit hangs rather than fails."""
+    child = os.fork()
+    if child == 0:
+        try:
+            passed = check()
+        except BaseException:  # the child must not go on as a second pytest
+            passed = False
+        os._exit(0 if passed else 1)
+    deadline = time.monotonic() + seconds
+    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if ended[0] == 0:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        return False
+    return os.waitstatus_to_exitcode(ended[1]) == 0

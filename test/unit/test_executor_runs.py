@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import models
 import numpy as np
 import pytest
 
 import sparsec
+from conftest import in_forked_child
 from sparsec.errors import ExecutionError
 from sparsec.runtime.executor import Executor
 
@@ -127,12 +127,4 @@ def test_a_fork_during_a_run_leaves_the_child_free_to_run(mlp, executor):
     (name,) = mlp.run({"x": x})
     expected = executor.run({"x": x})[name]
     with executor._running:  # as if another thread were in the middle of a run
-        child = os.fork()
-        if child == 0:
-            os._exit(0 if np.array_equal(executor.run({"x": x})[name], expected) else 1)
-    deadline = time.monotonic() + 20
-    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if ended[0] == 0:
-        os.kill(child, 9)
-    assert ended[0] == child and os.waitstatus_to_exitcode(ended[1]) == 0
+        assert in_forked_child(lambda: np.array_equal(executor.run({"x": x})[name], expected))

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import in_forked_child
 from sparsec.runtime import workers
 from sparsec.runtime.jit import KERNEL_SIGNATURE
 from sparsec.runtime.workers import Shares, WorkerPool, available_cpus, cgroup_cpu_quota
@@ -132,17 +133,13 @@ def test_a_forked_child_runs_every_share_itself():
     pool = WorkerPool(2)
     try:
         run_soon(pool, kernel, shares_of(30, 3))
-        child = os.fork()
-        if child == 0:
+
+        def child_runs_every_share() -> bool:
             kernel.threads.clear()
             pool.run(kernel.function, (0, 0, 0, 0, 0, 0, 1), shares_of(30, 3))
-            os._exit(0 if (kernel.counts == 2).all() and kernel.threads == {threading.current_thread().name} else 1)
-        deadline = time.monotonic() + 20
-        while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if ended[0] == 0:
-            os.kill(child, 9)
-        assert ended[0] == child and os.waitstatus_to_exitcode(ended[1]) == 0
+            return bool((kernel.counts == 2).all()) and kernel.threads == {threading.current_thread().name}
+
+        assert in_forked_child(child_runs_every_share)
     finally:
         pool.close()
 
