@@ -166,7 +166,7 @@ def _block(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed:
     values = blocks[row_block, :, column].astype(dtype)  # (kept, size)
     offsets = np.zeros(row_blocks + 1, dtype=np.int64)
     np.cumsum(kept.sum(axis=1), out=offsets[1:])
-    return KernelOperands((np.ascontiguousarray(values.reshape(-1)), column.astype(np.int32), offsets))
+    return KernelOperands((np.ascontiguousarray(values.reshape(-1)), column.astype(np.uint16 if key.block_column_bits == 16 else np.int32), offsets))
 
 
 def _dense(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:

@@ -101,6 +101,12 @@ class KernelKey:
         return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}"
 
     @property
+    def block_column_bits(self) -> int:
+        """The width of a block weight's stored column per kept block: 16 bits when
+        every column fits, so a kept block of 16 float16 values streams 34 bytes, not 36."""
+        return 16 if self.cols <= 1 << 16 else 32
+
+    @property
     def has_chunk_variants(self) -> bool:
         """Whether a chunk variant can run this kernel: bitmask weights with float16
         values on AVX-512, rows of at least one window, and columns that fit the

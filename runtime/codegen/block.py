@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import f16, f32, i32, i64
+from xdsl.dialects.builtin import IntegerType, f16, f32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import Kernel, tiled
 from sparsec.runtime.codegen.builder import vector
 
 
-class BlockKernel(Kernel):
+class BlockKernelBase(Kernel):
+    """What the block kernels share: a kept block's stored column."""
+
+    def column(self, kept: SSAValue) -> SSAValue:
+        """The column of kept block `kept` (KernelKey.block_column_bits wide, unsigned)."""
+        b = self.b
+        return b.zext(b.load(self.a1, kept, IntegerType(self.key.block_column_bits)), i64)
+
+
+class BlockKernel(BlockKernelBase):
     def build(self) -> llvm.FuncOp:
         b, key = self.b, self.key
         size = key.block
@@ -20,7 +29,7 @@ class BlockKernel(Kernel):
             last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
 
             def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
-                col = b.sext(b.load(self.a1, kept, i32), i64)
+                col = self.column(kept)
                 xv = self.x_at(self.batch_row, col)
                 base = b.mul(kept, b.const(size, i64))
                 return [b.fmuladd(self.value(self.a0, b.add(base, b.const(r, i64))), xv, accs[r]) for r in range(size)]
@@ -39,15 +48,19 @@ class BlockKernel(Kernel):
         return self.for_each_row(row_block_body)
 
 
-class VectorBlockKernel(Kernel):
+class VectorBlockKernel(BlockKernelBase):
     """The block kernel with a block's B rows as vector lanes: each kept block's values
     load and widen once per tile of batch rows and multiply every row's input at the
     block's column (one broadcast each) into that row's B-lane accumulator. A tile's
     accumulators are the tile's outputs for the row block: contiguous in y, stored as
-    vectors (under a lane mask in a last row block that runs past N)."""
+    vectors (under a lane mask in a last row block that runs past N). One batch row
+    prefetches values and columns PREFETCH_BYTES ahead from blocks of 8 on: on
+    11008x4096 at 90% it ran 17% faster (one thread) and 16% (two); at blocks of 4,
+    two prefetches per 8 bytes of values cost what they save."""
 
     VECTOR_EPILOGUE = False
     EXPLICIT_VECTORS = True
+    PREFETCH_BYTES = 2048
 
     def partial_tile_from(self) -> int:
         """An 8-row tile costs about 3 rows at blocks of 4 and 1.5 to 2 from 8 up: with
@@ -68,9 +81,11 @@ class VectorBlockKernel(Kernel):
         x_rows = [b.element_ptr(self.x, b.mul(row, b.const(key.cols, i64)), f32) for row, _ in batch_rows]
 
         def kept_body(kept: SSAValue, accs) -> list[SSAValue]:
-            col = b.sext(b.load(self.a1, kept, i32), i64)
+            col = self.column(kept)
             at = b.element_ptr(self.a0, b.mul(kept, b.const(key.block, i64)), self.value_type)
             weights = b.load_at(at, stored, alignment=2 if self.value_type == f16 else 4)
+            if size == 1 and key.block >= 8:
+                self.prefetch_ahead(kept)
             if self.value_type == f16:
                 weights = b.fpext(weights, lanes)
             return [b.fmuladd(weights, b.splat(b.load(x_row, col, f32), key.block), acc) for x_row, acc in zip(x_rows, accs)]
@@ -87,6 +102,13 @@ class VectorBlockKernel(Kernel):
             inside = b.icmp("slt", offsets, b.splat(b.const(key.rows, i64), key.block))
         for (batch_row, in_batch), acc in zip(batch_rows, accs):
             self.only_if(in_batch, lambda acc=acc, batch_row=batch_row: self.finish_lanes(acc, first_row, batch_row, inside))
+
+    def prefetch_ahead(self, kept: SSAValue) -> None:
+        """Prefetch the values and column of the kept block PREFETCH_BYTES of values ahead."""
+        b, key = self.b, self.key
+        ahead = b.add(kept, b.const(self.PREFETCH_BYTES // (key.block * self.value_type.bitwidth // 8), i64))
+        b.prefetch(b.element_ptr(self.a0, b.mul(ahead, b.const(key.block, i64)), self.value_type))
+        b.prefetch(b.element_ptr(self.a1, ahead, IntegerType(key.block_column_bits)))
 
     def finish_lanes(self, acc: SSAValue, first_row: SSAValue, batch_row: SSAValue, inside: SSAValue | None) -> None:
         """`finish` for B consecutive outputs at once; `inside` masks rows past N."""

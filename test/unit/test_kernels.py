@@ -289,6 +289,27 @@ def test_vector_kernels_take_the_short_llvm_pipeline():
     assert not explicit_vectors(vector + scalar[:1])
 
 
+@pytest.mark.parametrize(("cols", "bits"), [(65536, 16), (65537, 32)])
+@pytest.mark.parametrize("target", [Target.host(), Target.portable()], ids=["host", "portable"])
+def test_block_columns_past_16_bits(cols, bits, target, tmp_path, monkeypatch):
+    """A block weight stores its kept blocks' columns in 16 bits while every column
+    fits and in 32 bits beyond; the last column, kept, is where a narrow field would wrap."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    ctx = make_context()
+    module = parse_module(layer_text(40, cols, False, False, "none"), ctx)
+    weight = np.random.default_rng(5).standard_normal((40, cols)).astype(np.float32)
+    weight[:, -1] = 100.0
+    ctx.weights["w"] = weight
+    model = Model(module, ctx)
+    model.apply("prune-magnitude{pattern=block block-size=16 sparsity=0.75 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, target=target)
+    (layer,) = executor.layers.values()
+    assert layer.key.block_column_bits == bits and layer.operands.arrays[1].itemsize * 8 == bits
+    x = np.random.default_rng(6).standard_normal((3, cols)).astype(np.float32)
+    for batch in (1, 3):  # sums of ~16000 terms in another order: float32 rounding near 1e-3
+        np.testing.assert_allclose(executor.run({"x": x[:batch]})["y"], model.run({"x": x[:batch]})["y"], rtol=1e-4, atol=1e-2)
+
+
 @pytest.mark.parametrize("rows", [1, 3, 17, 1000])
 def test_extreme_rows(rows):
     model = build(rows, 17, False, True, "none", rows)
