@@ -7,18 +7,20 @@ infers itself. ONNX tensor names survive as `sparsec.name` argument and result
 attributes and as SSA name hints; node names become op locations (`loc("fc1")`,
 shown with --print-debuginfo), which per-layer pruning configs can refer to.
 
-Initializers are converted one at a time and their protobuf bytes dropped as soon
-as they are copied, so peak memory stays near one copy of the weights; initializers in
-external data files are memory-mapped, not read.
+Peak memory stays near one copy of the weights: protobuf parses the file without its
+initializers' raw bytes (`onnx_wire`), which are read from the file straight into
+their arrays; initializers in external data files are memory-mapped, not read.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -47,6 +49,7 @@ from sparsec.dialects.literals import ir_element_type, tensor_type_of
 from sparsec.dialects.nn import NNOp, WeightOp, build_inferred
 from sparsec.dialects.shapes import DYNAMIC, ShapeError
 from sparsec.errors import ModelImportError, SparsecError
+from sparsec.frontend.onnx_wire import Span, WireError, split_raw_data
 
 MIN_OPSET, MAX_OPSET = 7, 22
 NAME_ATTR = "sparsec.name"
@@ -352,16 +355,24 @@ _MIN_INPUTS = {
 """Required inputs per op type (1 when not listed)."""
 
 
-def _load_model(path: Path) -> onnx.ModelProto:
+def _load_model(path: Path) -> tuple[onnx.ModelProto, list[Span | None]]:
+    """The model without its initializers' raw bytes, and where each lies in the file
+    (`onnx_wire`); a file the wire walk cannot follow goes to onnx.load whole, which
+    says what is wrong with it."""
     if not path.is_file():
         raise ModelImportError(f"{path}: no such file")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            skeleton, spans = split_raw_data(data)
+    except (WireError, ValueError):  # ValueError: an empty file cannot be mapped
+        skeleton, spans = None, []
+    try:
+        model = onnx.load(str(path), load_external_data=False) if skeleton is None else onnx.load_model_from_string(skeleton)
     except (DecodeError, ValueError, RuntimeError) as error:
         raise ModelImportError(f"{path} is not a valid ONNX model: {error}") from None
     if not model.HasField("graph"):
         raise ModelImportError(f"{path} is not a valid ONNX model: it has no graph")
-    return model
+    return model, spans
 
 
 def _external_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
@@ -398,15 +409,28 @@ def _check_names(path: Path, graph: onnx.GraphProto) -> None:
         raise ModelImportError(f"{path} is not a valid ONNX model: some names are not UTF-8 text")
 
 
-def _initializer_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
+def _initializer_array(path: Path, tensor: onnx.TensorProto, span: Span | None, file: BinaryIO) -> np.ndarray:
+    if span is not None:
+        return _embedded_array(path, tensor, span, file)
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return _external_array(path, tensor)
     try:
-        array = numpy_helper.to_array(tensor)
+        return numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as error:
         raise ModelImportError(f"{path}: initializer '{tensor.name}' is malformed: {error}") from None
-    tensor.ClearField("raw_data")
-    return array
+
+
+def _embedded_array(path: Path, tensor: onnx.TensorProto, span: Span, file: BinaryIO) -> np.ndarray:
+    """An initializer's raw bytes (little-endian), read from the file into its array."""
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    shape = tuple(int(d) for d in tensor.dims)
+    if math.prod(shape) * dtype.itemsize != span.length:
+        raise ModelImportError(
+            f"{path}: initializer '{tensor.name}' is malformed: {span.length} bytes of raw data for {shape} {dtype}"
+        )
+    file.seek(span.offset)
+    array = np.fromfile(file, dtype=dtype, count=math.prod(shape)).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
 
 
 def _input_type(path: Path, value: onnx.ValueInfoProto) -> TensorType:
@@ -434,7 +458,7 @@ def _opset(path: Path, model: onnx.ModelProto) -> int:
 def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
     """Import the ONNX model at `path`; its weights go into `ctx.weights`."""
     path = Path(path)
-    model = _load_model(path)
+    model, spans = _load_model(path)
     opset = _opset(path, model)
     graph = model.graph
     _check_names(path, graph)
@@ -448,8 +472,10 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
     for value, arg in zip(inputs, block.args):
         importer.values[value.name] = arg
         arg.name_hint = _ssa_hint(value.name)
-    for tensor in graph.initializer:
-        importer.values[tensor.name] = importer.add_weight(tensor.name, _initializer_array(path, tensor))
+    with path.open("rb") as file:
+        for index, tensor in enumerate(graph.initializer):
+            span = spans[index] if index < len(spans) else None
+            importer.values[tensor.name] = importer.add_weight(tensor.name, _initializer_array(path, tensor, span, file))
     for node in graph.node:
         importer.import_node(node)
 

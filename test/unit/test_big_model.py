@@ -1,7 +1,7 @@
-"""A 100 MB ONNX model imports in under 10 s, within 2.1x its weights in memory, to < 1 MB
-of IR. Weights inside the .onnx file are held twice until the import ends: the parsed
-protobuf keeps its copy (its arena is freed whole, however much of it is cleared) while
-the arrays take theirs; external data is memory-mapped instead (test_compile_1gb)."""
+"""A 100 MB ONNX model imports in under 10 s, within 1.1x its weights in memory, to < 1 MB
+of IR. Protobuf parses the file without the weights' bytes, which go from the file
+straight into their arrays (sparsec/frontend/onnx_wire.py); parsing it whole held them
+twice until the import ended (2.0x). External data is memory-mapped (test_compile_1gb)."""
 
 from __future__ import annotations
 
@@ -38,5 +38,5 @@ def test_import_100mb_model(tmp_path: Path):
     figures = json.loads(result.stdout)
     print(figures)
     assert figures["seconds"] < 10
-    assert figures["extra_kib"] * 1024 < 2.1 * figures["weights"]
+    assert figures["extra_kib"] * 1024 < 1.1 * figures["weights"]
     assert figures["text"] < 1_000_000
