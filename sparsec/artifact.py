@@ -9,6 +9,7 @@
                checksums     JSON {tensor name: sha256 of its bytes}, plus "__ir__"
                source        the ONNX model it was compiled from (for `bench`), or ""
 
+The header's keys are sorted, so one model compiles to the same bytes every time.
 Loading maps the file into memory (`mmap`) and hands out read-only numpy views, so a
 model's weights are not copied. Every checksum is verified at load by default;
 `verify=False` skips that for trusted files (the check reads every byte once).
@@ -76,6 +77,23 @@ def write_spx(module: ModuleOp, weights: WeightStore, path: str | Path, source: 
     }
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+        _sort_header(tmp)
+
+
+def _sort_header(path: str | Path) -> None:
+    """Rewrite the safetensors header with its keys in sorted order, so one model
+    compiles to the same bytes every time: safetensors 0.8 writes the metadata in a
+    per-process random order (safetensors issue 584). Done only where re-serializing
+    the header as written gives back its exact bytes; the sorted header then has the
+    same length, and the tensors' offsets stay as they are."""
+    compact = {"separators": (",", ":"), "ensure_ascii": False}
+    with open(path, "r+b") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        text = file.read(length).rstrip(b" ")  # safetensors pads the header with spaces
+        header = json.loads(text)
+        if json.dumps(header, **compact).encode() == text:
+            file.seek(8)
+            file.write(json.dumps(header, sort_keys=True, **compact).encode())
 
 
 def _header(path: Path, buffer: mmap.mmap) -> tuple[dict, int]:

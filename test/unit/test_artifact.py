@@ -61,6 +61,17 @@ def test_outputs_survive_the_artifact(tmp_path):
     assert sparsec.load(tmp_path / "t2.onnx").run(feeds).keys() == model.run(feeds).keys()
 
 
+def test_one_model_compiles_to_the_same_bytes(tmp_path):
+    """safetensors writes its header's metadata in a random order; write_spx sorts it."""
+    model = sparsec.load(models.save("transformer_mlp", tmp_path / "t.onnx"))
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask")
+    for copy in range(4):
+        model.save(tmp_path / f"t{copy}.spx")
+    assert len({(tmp_path / f"t{copy}.spx").read_bytes() for copy in range(4)}) == 1
+    header, _ = _header(tmp_path / "t0.spx")
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+
+
 def _header(path: Path) -> tuple[dict, int]:
     data = path.read_bytes()
     (length,) = struct.unpack("<Q", data[:8])
