@@ -367,12 +367,15 @@ def _load_model(path: Path) -> tuple[onnx.ModelProto, list[Span | None]]:
     except (WireError, ValueError):  # ValueError: an empty file cannot be mapped
         skeleton, spans = None, []
     try:
-        model = onnx.load(str(path), load_external_data=False) if skeleton is None else onnx.load_model_from_string(skeleton)
+        if skeleton is None:
+            model = onnx.load(str(path), load_external_data=False)
+        else:
+            model = onnx.load_model_from_string(skeleton)
     except (DecodeError, ValueError, RuntimeError) as error:
         raise ModelImportError(f"{path} is not a valid ONNX model: {error}") from None
     if not model.HasField("graph"):
         raise ModelImportError(f"{path} is not a valid ONNX model: it has no graph")
-    return model, spans
+    return model, spans or [None] * len(model.graph.initializer)
 
 
 def _external_array(path: Path, tensor: onnx.TensorProto) -> np.ndarray:
@@ -473,8 +476,7 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
         importer.values[value.name] = arg
         arg.name_hint = _ssa_hint(value.name)
     with path.open("rb") as file:
-        for index, tensor in enumerate(graph.initializer):
-            span = spans[index] if index < len(spans) else None
+        for tensor, span in zip(graph.initializer, spans, strict=True):
             importer.values[tensor.name] = importer.add_weight(tensor.name, _initializer_array(path, tensor, span, file))
     for node in graph.node:
         importer.import_node(node)
