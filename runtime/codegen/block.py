@@ -91,7 +91,9 @@ class VectorBlockKernel(BlockKernelBase):
             return [b.fmuladd(weights, b.splat(b.load(x_row, col, f32), key.block), acc) for x_row, acc in zip(x_rows, accs)]
 
         zero = b.vector_const([0.0] * key.block, f32)
-        if size == 1:
+        if size == 1 and key.block < 16 and 16 % key.block == 0:
+            accs = [self.grouped_sum(first, last, x_rows[0], zero, kept_body)]
+        elif size == 1:
             accs = [self.interleaved_sum(first, last, 4, zero, kept_body)]
         else:
             accs = b.loop(first, last, [zero] * size, kept_body)
@@ -102,6 +104,42 @@ class VectorBlockKernel(BlockKernelBase):
             inside = b.icmp("slt", offsets, b.splat(b.const(key.rows, i64), key.block))
         for (batch_row, in_batch), acc in zip(batch_rows, accs):
             self.only_if(in_batch, lambda acc=acc, batch_row=batch_row: self.finish_lanes(acc, first_row, batch_row, inside))
+
+    def grouped_sum(self, first: SSAValue, last: SSAValue, x_row: SSAValue, zero: SSAValue, kept_body) -> SSAValue:
+        """One batch row's sum over kept blocks [first, last) for blocks narrower than 16
+        lanes: 16 / B consecutive kept blocks per step, as one 16-lane multiply-add
+        (`group_product`) into two interleaved accumulators; the blocks past the last
+        whole pair of groups go one at a time (`kept_body`), and the B-lane parts of the
+        16-lane sums are added at the end."""
+        b, key = self.b, self.key
+        group = 16 // key.block
+        whole = b.add(first, b.round_down(b.sub(last, first), 2 * group))
+
+        def pair_body(kept: SSAValue, accs) -> list[SSAValue]:
+            return [self.group_product(b.add(kept, b.const(j * group, i64)), x_row, acc) for j, acc in enumerate(accs)]
+
+        wide = b.loop(first, whole, [b.vector_const([0.0] * 16, f32)] * 2, pair_body, step=2 * group)
+        total = b.fadd(*wide)
+        (rest,) = b.loop(whole, last, [zero], kept_body)
+        for part in range(group):
+            rest = b.fadd(rest, b.lanes(total, part * key.block, key.block))
+        return rest
+
+    def group_product(self, kept: SSAValue, x_row: SSAValue, acc: SSAValue) -> SSAValue:
+        """acc + the values of 16 / B kept blocks from `kept` on (one 16-lane load) times
+        each block's input broadcast over its B lanes."""
+        b, key = self.b, self.key
+        at = b.element_ptr(self.a0, b.mul(kept, b.const(key.block, i64)), self.value_type)
+        weights = b.load_at(at, vector(self.value_type, 16), alignment=2 if self.value_type == f16 else 4)
+        if self.value_type == f16:
+            weights = b.fpext(weights, vector(f32, 16))
+        if key.block >= 8:
+            self.prefetch_ahead(kept)
+        inputs = [b.splat(b.load(x_row, self.column(b.add(kept, b.const(j, i64))), f32), key.block) for j in range(16 // key.block)]
+        while len(inputs) > 1:  # concatenated pairwise: B lanes each, then 2B, ... 16
+            lanes = inputs[0].type.get_shape()[0]  # pyright: ignore
+            inputs = [b.shuffle(low, high, tuple(range(2 * lanes))) for low, high in zip(inputs[::2], inputs[1::2])]
+        return b.fmuladd(weights, inputs[0], acc)
 
     def prefetch_ahead(self, kept: SSAValue) -> None:
         """Prefetch the values and column of the kept block PREFETCH_BYTES of values ahead."""
