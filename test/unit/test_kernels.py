@@ -289,6 +289,18 @@ def test_vector_kernels_take_the_short_llvm_pipeline():
     assert not explicit_vectors(vector + scalar[:1])
 
 
+@pytest.mark.parametrize("block", [2, 4, 8])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9])
+def test_narrow_blocks_at_one_batch_row(block, sparsity):
+    """One batch row takes blocks narrower than 16 lanes 16 / B at a time; the kept
+    blocks past the last whole pair of groups (any count here) go one at a time."""
+    model = build(100, 130, False, True, "relu", block)
+    model.apply(f"prune-magnitude{{pattern=block block-size={block} sparsity={sparsity} min-elements=0}},pack-bitmask,lower-kernels")
+    x = np.random.default_rng(block).standard_normal((1, 130)).astype(np.float32)
+    got = Executor(model.module, model.weights).run({"x": x})["y"]
+    np.testing.assert_allclose(got, model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(("cols", "bits"), [(65536, 16), (65537, 32)])
 @pytest.mark.parametrize("target", [Target.host(), Target.portable()], ids=["host", "portable"])
 def test_block_columns_past_16_bits(cols, bits, target, tmp_path, monkeypatch):
