@@ -84,7 +84,7 @@ class VectorBlockKernel(BlockKernelBase):
             col = self.column(kept)
             at = b.element_ptr(self.a0, b.mul(kept, b.const(key.block, i64)), self.value_type)
             weights = b.load_at(at, stored, alignment=2 if self.value_type == f16 else 4)
-            if size == 1 and key.block >= 8:
+            if size == 1:
                 self.prefetch_ahead(kept)
             if self.value_type == f16:
                 weights = b.fpext(weights, lanes)
@@ -133,8 +133,7 @@ class VectorBlockKernel(BlockKernelBase):
         weights = b.load_at(at, vector(self.value_type, 16), alignment=2 if self.value_type == f16 else 4)
         if self.value_type == f16:
             weights = b.fpext(weights, vector(f32, 16))
-        if key.block >= 8:
-            self.prefetch_ahead(kept)
+        self.prefetch_ahead(kept)
         inputs = [b.splat(b.load(x_row, self.column(b.add(kept, b.const(j, i64))), f32), key.block) for j in range(16 // key.block)]
         while len(inputs) > 1:  # concatenated pairwise: B lanes each, then 2B, ... 16
             lanes = inputs[0].type.get_shape()[0]  # pyright: ignore
@@ -142,8 +141,11 @@ class VectorBlockKernel(BlockKernelBase):
         return b.fmuladd(weights, inputs[0], acc)
 
     def prefetch_ahead(self, kept: SSAValue) -> None:
-        """Prefetch the values and column of the kept block PREFETCH_BYTES of values ahead."""
+        """Prefetch the values and column of the kept block PREFETCH_BYTES of values ahead,
+        for blocks of 8 and more (see the class docstring)."""
         b, key = self.b, self.key
+        if key.block < 8:
+            return
         ahead = b.add(kept, b.const(self.PREFETCH_BYTES // (key.block * self.value_type.bitwidth // 8), i64))
         b.prefetch(b.element_ptr(self.a0, b.mul(ahead, b.const(key.block, i64)), self.value_type))
         b.prefetch(b.element_ptr(self.a1, ahead, IntegerType(key.block_column_bits)))

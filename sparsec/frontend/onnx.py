@@ -49,7 +49,7 @@ from sparsec.dialects.literals import ir_element_type, tensor_type_of
 from sparsec.dialects.nn import NNOp, WeightOp, build_inferred
 from sparsec.dialects.shapes import DYNAMIC, ShapeError
 from sparsec.errors import ModelImportError, SparsecError
-from sparsec.frontend.onnx_wire import Span, WireError, split_raw_data
+from sparsec.frontend.onnx_wire import Span, split_raw_data
 
 MIN_OPSET, MAX_OPSET = 7, 22
 NAME_ATTR = "sparsec.name"
@@ -364,7 +364,7 @@ def _load_model(path: Path) -> tuple[onnx.ModelProto, list[Span | None]]:
     try:
         with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             skeleton, spans = split_raw_data(data)
-    except (WireError, ValueError):  # ValueError: an empty file cannot be mapped
+    except ValueError:  # a WireError, or an empty file, which cannot be mapped
         skeleton, spans = None, []
     try:
         if skeleton is None:
@@ -427,12 +427,13 @@ def _embedded_array(path: Path, tensor: onnx.TensorProto, span: Span, file: Bina
     """An initializer's raw bytes (little-endian), read from the file into its array."""
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
     shape = tuple(int(d) for d in tensor.dims)
-    if math.prod(shape) * dtype.itemsize != span.length:
+    count = math.prod(shape)
+    if count * dtype.itemsize != span.length:
         raise ModelImportError(
             f"{path}: initializer '{tensor.name}' is malformed: {span.length} bytes of raw data for {shape} {dtype}"
         )
     file.seek(span.offset)
-    array = np.fromfile(file, dtype=dtype, count=math.prod(shape)).reshape(shape)
+    array = np.fromfile(file, dtype=dtype, count=count).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 

@@ -19,7 +19,7 @@ importer then hands it to `onnx.load`, which reports what is wrong with it.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from onnx import TensorProto
@@ -105,32 +105,36 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _length_delimited(number: int, payload: bytes | bytearray) -> bytes:
+def _length_delimited(number: int, payload: bytes) -> bytes:
     return _encode_varint(number << 3 | LENGTH_DELIMITED) + _encode_varint(len(payload)) + payload
 
 
 def split_raw_data(data: mmap.mmap | bytes) -> tuple[bytes, list[Span | None]]:
     """The skeleton of the ModelProto in `data`, and for each initializer of its graph,
     in order, where its left-out raw bytes lie (None: it kept them, or had none)."""
-    skeleton, spans = bytearray(), []
-    for field in _fields(data, 0, len(data)):
-        if field.number == MODEL_GRAPH and field.wire == LENGTH_DELIMITED:
-            skeleton += _length_delimited(MODEL_GRAPH, _graph(data, field, spans))
-        else:
-            skeleton += data[field.start : field.end]
-    return bytes(skeleton), spans
+    spans: list[Span | None] = []
+
+    def initializer(tensor: _Field) -> bytes:
+        kept, span = _tensor(data, tensor)
+        spans.append(span)
+        return kept
+
+    def graph(field: _Field) -> bytes:
+        return _rewritten(data, field.value, field.end, GRAPH_INITIALIZER, initializer)
+
+    return _rewritten(data, 0, len(data), MODEL_GRAPH, graph), spans
 
 
-def _graph(data: mmap.mmap | bytes, graph: _Field, spans: list[Span | None]) -> bytearray:
+def _rewritten(data: mmap.mmap | bytes, start: int, end: int, number: int, rewrite: Callable[[_Field], bytes]) -> bytes:
+    """The message in data[start:end] with each length-delimited field `number`
+    replaced by rewrite(field) (re-framed with its new length); other fields as they are."""
     out = bytearray()
-    for field in _fields(data, graph.value, graph.end):
-        if field.number == GRAPH_INITIALIZER and field.wire == LENGTH_DELIMITED:
-            tensor, span = _tensor(data, field)
-            out += _length_delimited(GRAPH_INITIALIZER, tensor)
-            spans.append(span)
+    for field in _fields(data, start, end):
+        if field.number == number and field.wire == LENGTH_DELIMITED:
+            out += _length_delimited(number, rewrite(field))
         else:
             out += data[field.start : field.end]
-    return out
+    return bytes(out)
 
 
 def _tensor(data: mmap.mmap | bytes, tensor: _Field) -> tuple[bytes, Span | None]:
