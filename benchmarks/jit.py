@@ -1,5 +1,6 @@
 """JIT benchmark: how long one kernel takes to generate and compile (cold), and to load
-from the disk cache, for the kernels of a 4096x4096 layer.
+from the disk cache, for the kernels of a 4096x4096 layer (and the MLP block's
+3072x768 n:m layer with its Gelu, the slowest to compile: its short rows' steps).
 
     python benchmarks/jit.py [--repeats 5]
 
@@ -25,6 +26,8 @@ KEYS = {
     "bitmask": KernelKey("bitmask", 4096, 4096),
     "bitmask, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu"),
     "nm 3:4": KernelKey("nm", 4096, 4096, n=3, m=4),
+    "nm 3:4, bias + Gelu": KernelKey("nm", 4096, 4096, n=3, m=4, epilogue="bias_gelu"),
+    "nm 3:4 3072x768, bias + Gelu": KernelKey("nm", 3072, 768, n=3, m=4, epilogue="bias_gelu"),
     "block 16": KernelKey("block", 4096, 4096, block=16),
     "dense": KernelKey("dense", 4096, 4096),
     "bitmask batched": KernelKey("bitmask", 4096, 4096, batched=True),
@@ -32,6 +35,9 @@ KEYS = {
     "nm 3:4 batched": KernelKey("nm", 4096, 4096, n=3, m=4, batched=True),
     "bitmask panelled": KernelKey("bitmask", 4096, 4096, panelled=True),
     "nm 3:4 panelled": KernelKey("nm", 4096, 4096, n=3, m=4, panelled=True),
+    "nm 3:4 paired": KernelKey("nm", 4096, 4096, n=3, m=4, paired=True),
+    "nm 3:4 3072x768 paired, bias + Gelu": KernelKey("nm", 3072, 768, n=3, m=4, epilogue="bias_gelu", paired=True),
+    "nm 3:4 panelled and paired": KernelKey("nm", 4096, 4096, n=3, m=4, panelled=True, paired=True),
     "bitmask chunks64 (window)": KernelKey("bitmask", 4096, 4096, chunk_span=64),
     "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
 }

@@ -10,10 +10,11 @@ spinning in native code (runtime/workers.py) take shares of each layer's output 
 (or row blocks), `threads` shares in all with the calling thread's. Each kernel step
 is resolved once per input shape into a call (`_Call`: kernel, arguments, shares and
 a kept output buffer), and a kernel step that reads another's output takes it in
-place, so a run's Python between kernels is a few lookups. Three variants are
-compiled on first use: batched kernels from KernelKey.batched_from batch rows, panelled
-kernels for fewer batch rows of long weight rows (KernelKey.panels_pay), and the chunk
-kernels for one batch row of sparse bitmask weights (KernelKey.chunk_span_for).
+place, so a run's Python between kernels is a few lookups. Variants are compiled on
+first use: batched kernels from KernelKey.batched_from batch rows, panelled kernels
+for fewer batch rows of long weight rows (KernelKey.panels_pay), paired n:m kernels
+for 4k + 2 batch rows (KernelKey.pairs_pay), and the chunk kernels for one batch row
+of sparse bitmask weights (KernelKey.chunk_span_for).
 """
 
 from __future__ import annotations
@@ -75,11 +76,19 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
 def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     """The variants of `key` the executor may also run: batched from a few batch rows
     (bitmask and n:m, KernelKey.batched_from), panelled for a few batch rows of long
-    weight rows (KernelKey.panels_pay), and for one batch row the chunk variant of
-    `chunk_span` (if not 0)."""
+    weight rows (KernelKey.panels_pay), paired (and panelled and paired) for 4k + 2
+    rows of 16-lane n:m weights (KernelKey.pairs_pay), and for one batch row the chunk
+    variant of `chunk_span` (if not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.kind in BATCHED_KINDS else []
     panelled = [dataclasses.replace(key, panelled=True)] if key.has_panel_variant else []
-    return batched + panelled + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
+    paired = [dataclasses.replace(tiled, paired=True) for tiled in [key, *panelled]] if key.nm_lanes else []
+    return batched + panelled + paired + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
+
+
+def variant_kind(key: KernelKey) -> tuple[bool, bool, bool, bool]:
+    """Which variant `key` is (all False: the plain kernel); the executor compiles the
+    variants of one kind for all its layers at once."""
+    return key.batched, key.panelled, key.paired, bool(key.chunk_span)
 
 
 def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[KernelKey | NormKey]:
@@ -164,9 +173,9 @@ class _Layer:
     """Batch rows from which the batched variant runs (KernelKey.batched_from), or None."""
     chunk_operands: KernelOperands | None = None
     """The chunk variant's operands, once laid out (on its first use)."""
-    variant_calls: dict[str, tuple[object, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
-    """Kernel and arguments of each variant this layer has run, by kind ("batched",
-    "panels", "chunks"): resolved once, so a call costs one lookup."""
+    variant_calls: dict[KernelKey, tuple[object, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
+    """Kernel and arguments of each variant this layer has run, by its key: resolved
+    once, so a call costs one lookup."""
 
     def __post_init__(self) -> None:
         self.arguments = self._with_bias(self.operands)
@@ -394,22 +403,21 @@ class Executor:
 
     def _layer_call(self, layer: _Layer, output: np.ndarray, result: np.ndarray) -> _Call:
         """The call of `layer` on as many batch rows as `output` has: its kernel, or
-        the batched, chunk or panelled variant where one pays."""
-        batch = len(output)
+        the batched, chunk, panelled or paired variant where one pays."""
+        batch, key = len(output), layer.key
         if layer.batched_from is not None and batch >= layer.batched_from:
             padded = padded_batch(batch)
-            kernel, arguments = self._variant_call(layer, "batched")
-            x_shape, y_shape = (layer.key.cols + 1, padded), (layer.key.rows, padded)
-            call = self._make_call(kernel, (*arguments, padded), self._shares(layer.key, padded), output, result)
+            kernel, arguments = self._variant_call(layer, dataclasses.replace(key, batched=True))
+            x_shape, y_shape = (key.cols + 1, padded), (key.rows, padded)
+            call = self._make_call(kernel, (*arguments, padded), self._shares(key, padded), output, result)
             call.scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
             return call
         if batch == 1 and layer.chunk_span:
-            kernel, arguments = self._variant_call(layer, "chunks")
-        elif layer.key.panels_pay(batch):
-            kernel, arguments = self._variant_call(layer, "panels")
+            variant = dataclasses.replace(key, chunk_span=layer.chunk_span)
         else:
-            kernel, arguments = layer.kernel, layer.arguments
-        return self._make_call(kernel, (*arguments, batch), self._shares(layer.key, batch), output, result)
+            variant = dataclasses.replace(key, panelled=key.panels_pay(batch), paired=key.pairs_pay(batch))
+        kernel, arguments = self._variant_call(layer, variant)
+        return self._make_call(kernel, (*arguments, batch), self._shares(key, batch), output, result)
 
     @staticmethod
     def _make_call(kernel, arguments: tuple[int, ...], shares: Shares, output: np.ndarray, result: np.ndarray) -> _Call:
@@ -417,22 +425,22 @@ class Executor:
         output_address = output.ctypes.data
         return _Call(kernel, address, arguments, shares, shares.threads == 1, output, output_address, result, output_address)
 
-    def _variant_call(self, layer: _Layer, kind: str) -> tuple[object, tuple[int, int, int, int]]:
-        """The kernel and arguments of the layer's batched, panelled or chunk variant."""
-        call = layer.variant_calls.get(kind)
+    def _variant_call(self, layer: _Layer, variant: KernelKey) -> tuple[object, tuple[int, int, int, int]]:
+        """The kernel and arguments of `variant` of the layer's kernel (its own kernel
+        when `variant` is its key)."""
+        if variant == layer.key:
+            return layer.kernel, layer.arguments
+        call = layer.variant_calls.get(variant)
         if call is None:
-            change = {"batched": {"batched": True}, "panels": {"panelled": True}}.get(kind, {"chunk_span": layer.chunk_span})
-            variant = dataclasses.replace(layer.key, **change)
-            call = layer.variant_calls[kind] = (self._variant_kernel(variant), layer.arguments_for(variant, self.weights))
+            call = layer.variant_calls[variant] = (self._variant_kernel(variant), layer.arguments_for(variant, self.weights))
         return call
 
     def _variant_kernel(self, variant: KernelKey):
-        """A variant's kernel (batched, panelled or chunk), compiled on first use, for every layer
-        that has a variant of that kind at once."""
+        """A variant's kernel, compiled on first use, for every layer that has a
+        variant of that kind at once."""
         if variant.symbol not in self.variants:
             keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.chunk_span)]
-            kind = (variant.batched, variant.panelled, bool(variant.chunk_span))
-            alike = [key for key in keys if (key.batched, key.panelled, bool(key.chunk_span)) == kind]
+            alike = [key for key in keys if variant_kind(key) == variant_kind(variant)]
             compiled = compile_kernels(alike, self.target)
             self.compiled.append(compiled)  # the functions live as long as their engine
             self.variants.update(compiled.functions)

@@ -33,7 +33,7 @@ from xdsl.backend.llvm.convert import convert_module
 from sparsec import kernels
 from sparsec.kernels import KernelKey, NormKey
 from sparsec.runtime import codegen
-from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
+from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module, unrolled_loops
 
 KERNEL_SIGNATURE = ctypes.CFUNCTYPE(
     None,
@@ -41,12 +41,14 @@ KERNEL_SIGNATURE = ctypes.CFUNCTYPE(
     ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
 )  # fmt: skip
 _CHECKSUM_BYTES = 32
-CLEANUP_PASSES = ("instruction_combine", "simplify_cfg", "loop_unroll", "instruction_combine", "simplify_cfg")
+CLEANUP_PASSES = ("instruction_combine", "simplify_cfg")
+UNROLL_PASSES = ("loop_unroll", "instruction_combine", "simplify_cfg")
 """The LLVM passes for kernels written in vectors (codegen Kernel.EXPLICIT_VECTORS):
 the generator has already placed their work where it belongs, so what is left is
-folding the index arithmetic and unrolling loops of constant trip count (a batched n:m
-kernel's decoding, 0.72x as fast rolled up). O2 runs about 60 passes, and took 13-22 ms
-per kernel against 3-5 ms for these, for the same speed of the kernels."""
+folding the index arithmetic and, in a module with a kernel that needs it
+(Kernel.UNROLLED_LOOPS), unrolling loops of constant trip count. O2 runs about 60
+passes, and took 13-22 ms per kernel against 3-5 ms for these, for the same speed of
+the kernels."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,9 @@ def _object_code(keys: Sequence[KernelKey | NormKey], machine: llvm.TargetMachin
     """Generate, optimize and compile the kernels for `keys` into object code."""
     with _collector_paused():
         ir = str(convert_module(kernel_module(list(keys)), fallback_target_triple=llvm.get_process_triple()))
-    return _optimized_object(ir, machine, CLEANUP_PASSES if explicit_vectors(list(keys)) else None)
+    if not explicit_vectors(list(keys)):
+        return _optimized_object(ir, machine)
+    return _optimized_object(ir, machine, CLEANUP_PASSES + (UNROLL_PASSES if unrolled_loops(list(keys)) else ()))
 
 
 def _optimized_object(ir: str, machine: llvm.TargetMachine, passes: Sequence[str] | None = None) -> bytes:

@@ -85,6 +85,13 @@ class KernelKey:
     whose inputs for the whole batch fit L1 (runtime/codegen/base.py: `panelled`); the
     executor runs it where the batch's inputs would not fit (`panels_pay`)."""
 
+    paired: bool = False
+    """The variant for 4k + 2 batch rows of 16-lane n:m weights: the two rows past the
+    whole 4-row tiles go as one 2-row tile (runtime/codegen/base.py: `_tile_rows`),
+    where the plain kernel runs them one at a time; the executor runs it where
+    `pairs_pay`. A variant, since its tile body adds about 8 ms to a kernel's compile
+    time, which only these batch sizes repay."""
+
     chunk_span: int = 0
     """Non-zero for the chunk variants, for one batch row of sparse bitmask weights on
     AVX-512: chunks of up to 16 non-zeros within `chunk_span` columns, their columns as
@@ -98,7 +105,8 @@ class KernelKey:
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
         variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else ""
-        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}"
+        pairs = "_pairs" if self.paired else ""
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}{pairs}"
 
     @property
     def block_column_bits(self) -> int:
@@ -128,6 +136,12 @@ class KernelKey:
         whose inputs exceed TILE_INPUT_BYTES. (From 16 rows the panels get so narrow,
         256 columns, that the dense kernel lost 10 to 16% with them.)"""
         return 1 < batch <= PANELS_MAX_ROWS and batch * self.cols * 4 > TILE_INPUT_BYTES and self.has_panel_variant
+
+    def pairs_pay(self, batch: int) -> bool:
+        """Whether `batch` rows run the paired variant: 4k + 2 rows of 16-lane n:m
+        weights. Two rows cost the plain kernel twice one row; one 2-row tile, whose
+        positions and values are decoded once for both, 1.3 to 1.6x (docs/kernels.md)."""
+        return self.nm_lanes and batch % 4 == 2
 
     def chunk_span_for(self, nonzeros: int) -> int:
         """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through

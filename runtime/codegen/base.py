@@ -37,6 +37,11 @@ class Kernel:
     invariants computed outside them, so LLVM's short cleanup pipeline compiles it as
     well as O2 does in a fraction of the time (runtime/jit.py). Kernels written as
     scalar loops (for portable targets) need O2's loop vectorizer."""
+    UNROLLED_LOOPS = False
+    """Whether the short pipeline unrolls the kernel's loops of constant trip count
+    (runtime/jit.py). Only the batched kernels need it; the tiled ones ran as fast or
+    up to 10% faster without, and compiled 3 to 8 ms sooner (LLVM unrolled a Gelu
+    epilogue's loop and the steps of short rows)."""
 
     def __init__(self, key: KernelKey):
         self.key = key
@@ -205,13 +210,16 @@ def tiled(kernel: Kernel, tile: int, tile_body) -> llvm.FuncOp:
 def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValue, tile_body) -> None:
     """for row in [first_row, last_row): the batch in tiles of `tile` rows, then the
     rows left: from Kernel.partial_tile_from() of them in one more, partial tile
-    (Kernel.tile_rows), fewer one at a time: tile_body(row, first batch row, rows).
+    (Kernel.tile_rows), fewer one at a time, or in the paired variant
+    (KernelKey.paired) two at a time, a last single row as a partial pair:
+    tile_body(row, first batch row, rows).
 
     A tile decodes the row's weights again, with them in cache now, and costs about
-    1.5x (block 16, dense) to 3x (block 4, n:m) as much as one row; rows left one at
+    1.5x (block 16, dense) to 2.5x (block 4, n:m) as much as one row; rows left one at
     a time made 7 batch rows take 2.2x as long as 8 in the block kernels' 8-row
-    tiles. A partial tile needs no code of its own (tile bodies of 2 rows added 30%
-    to the compile time)."""
+    tiles. A partial tile needs no code of its own, where each tile size does: the
+    paired variant has no single-row body, so it compiles about as fast as the plain
+    kernel."""
     b = kernel.b
     partial_from = kernel.partial_tile_from() or tile
 
@@ -220,7 +228,8 @@ def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValu
         many_left = b.icmp("sge", b.sub(kernel.batch, whole), b.const(partial_from, i64))
         tiled_to = b.select(many_left, kernel.batch, whole)
         b.loop(b.const(0, i64), tiled_to, [], lambda first, _s: tile_body(row, first, tile) or [], step=tile)
-        b.loop(tiled_to, kernel.batch, [], lambda first, _s: tile_body(row, first, 1) or [])
+        rest = 2 if kernel.key.paired else 1
+        b.loop(tiled_to, kernel.batch, [], lambda first, _s: tile_body(row, first, rest) or [], step=rest)
         return []
 
     b.loop(first_row, last_row, [], row_body)

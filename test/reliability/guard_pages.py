@@ -12,6 +12,7 @@ per case and exits 0 when all match the reference interpreter.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import itertools
 import math
 import mmap
@@ -65,20 +66,21 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
     ((op, layer),) = executor.layers.items()
     chunks = batch == 1 and layer.chunk_span
     if chunks:
-        chunk_kernel, _ = executor._variant_call(layer, "chunks")  # lays out the chunk operands
+        chunk_kernel, _ = executor._variant_call(layer, dataclasses.replace(layer.key, chunk_span=layer.chunk_span))  # lays out its operands
     operands = [guarded(a) for a in (layer.chunk_operands if chunks else layer.operands).arrays]
     bias_array = guarded(layer.bias)
     address = lambda a: a.ctypes.data if a.size else 0  # noqa: E731
     if layer.batched_from is not None and batch >= layer.batched_from:  # transposed activations, batch padded to 16
-        (kernel, _), x_columns = executor._variant_call(layer, "batched"), transposed_inputs(x)
+        (kernel, _), x_columns = executor._variant_call(layer, dataclasses.replace(layer.key, batched=True)), transposed_inputs(x)
         padded = x_columns.shape[1]
         x_guarded, y = guarded(x_columns), guarded(np.full((rows, padded), np.nan, np.float32))  # the first panel stores
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units)
         y = y[:, :batch].T
     else:
         kernel = chunk_kernel if chunks else executor.kernels.functions[layer.key.symbol]
-        if layer.key.panels_pay(batch):  # columns in panels: y is read back between them
-            kernel, _ = executor._variant_call(layer, "panels")
+        if not chunks:  # panels read y back between them; pairs clamp a tile's second row
+            variant = dataclasses.replace(layer.key, panelled=layer.key.panels_pay(batch), paired=layer.key.pairs_pay(batch))
+            kernel, _ = executor._variant_call(layer, variant)
         x_guarded, y = guarded(x), guarded(np.full((batch, rows), np.nan, np.float32))
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
@@ -114,8 +116,9 @@ if __name__ == "__main__":
     failures = 0
     cases = itertools.chain(
         itertools.product([1, 3, 17, 1000], [1, 17, 130, 1000], PATTERNS, [(False, "none"), (True, "relu"), (True, "gelu")], [1, 7, 17]),  # 7: tiles of 4, 2, 1
-        # rows long enough for the panelled variant at a few batch rows (K not a whole step)
-        itertools.product([3, 17], [2000], PATTERNS, [(True, "relu")], [2, 7]),
+        # rows long enough for the panelled variant at a few batch rows (K not a whole
+        # step); n:m pairs at 2 and 6 (panelled at 6)
+        itertools.product([3, 17], [2000], PATTERNS, [(True, "relu")], [2, 6, 7]),
     )
     for rows, cols, pattern, (bias, activation), batch in cases:
         ok = run_case(rows, cols, pattern, bias, activation, batch)

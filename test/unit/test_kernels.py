@@ -3,6 +3,8 @@ the JIT's disk cache and its portable target."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +14,7 @@ from sparsec.context import make_context
 from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
-from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
+from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module, unrolled_loops
 from sparsec.kernels import GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
@@ -152,7 +154,32 @@ def test_column_panels_of_long_rows(pattern, tmp_path, monkeypatch):
     for batch in (1, 2, 5, 7):  # a partial tile of 2 rows; a whole tile and one row; a whole and a partial tile
         x = rng.standard_normal((batch, 4500)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
-        assert ("panels" in layer.variant_calls) == (layer.key.has_panel_variant and batch > 1)
+        assert any(key.panelled for key in layer.variant_calls) == (layer.key.has_panel_variant and batch > 1)
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=2 m=4", "pattern=nm n=3 m=4", "pattern=nm n=7 m=8"])
+def test_pairs_of_batch_rows(pattern, tmp_path, monkeypatch):
+    """4k + 2 batch rows of 16-lane n:m weights run the paired variant, which takes the
+    two rows past the whole tiles as one 2-row tile; at any other batch size (forced
+    here) a last single row goes as a partial pair and 3 rows as a partial 4-row tile.
+    K = 300 is no whole number of steps, so each tile also has runs past the last."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(37, 300, False, True, "gelu", 13)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask{{encoding=nm}},lower-kernels")
+    executor = Executor(model.module, model.weights)
+    (layer,) = executor.layers.values()
+    paired = dataclasses.replace(layer.key, paired=True)
+    rng = np.random.default_rng(14)
+    for batch in (1, 2, 3, 6):
+        x = rng.standard_normal((batch, 300)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+        assert (paired in layer.variant_calls) == (layer.key.nm_lanes and batch >= 2)
+    assert layer.key.nm_lanes == Target.host().avx512
+    monkeypatch.setattr(KernelKey, "pairs_pay", lambda key, batch: key.nm_lanes)
+    executor = Executor(model.module, model.weights)
+    for batch in (1, 3, 5, 7, 9):
+        x = rng.standard_normal((batch, 300)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +206,7 @@ def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_pa
     for batch in (rows - 1, rows):
         x = rng.standard_normal((batch, 512)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
-        assert ("batched" in layer.variant_calls) == (batch == rows)
+        assert any(key.batched for key in layer.variant_calls) == (batch == rows)
 
 
 def test_small_weights_run_batched_later():
@@ -271,8 +298,9 @@ def test_kernel_ir_is_a_pure_function_of_the_key():
 
 
 def test_vector_kernels_take_the_short_llvm_pipeline():
-    """Kernels written in vectors compile with jit.CLEANUP_PASSES; one kernel with
-    scalar loops (portable targets) sends its module through O2's loop vectorizer."""
+    """Kernels written in vectors compile with jit.CLEANUP_PASSES (and UNROLL_PASSES
+    for the batched ones); one kernel with scalar loops (portable targets) sends its
+    module through O2's loop vectorizer."""
     host = {"native_f16": True, "avx512": True}
     vector = [
         KernelKey("bitmask", 64, 64, **host),
@@ -287,6 +315,8 @@ def test_vector_kernels_take_the_short_llvm_pipeline():
     assert explicit_vectors(vector)
     assert not any(explicit_vectors([key]) for key in scalar)
     assert not explicit_vectors(vector + scalar[:1])
+    # ... and only the batched kernels' modules unroll loops
+    assert all(unrolled_loops([key]) == key.batched for key in vector)
 
 
 @pytest.mark.parametrize("block", [2, 4, 8])
