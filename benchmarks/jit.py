@@ -1,6 +1,6 @@
 """JIT benchmark: how long one kernel takes to generate and compile (cold), and to load
-from the disk cache, for the kernels of a 4096x4096 layer (and the MLP block's
-3072x768 n:m layer with its Gelu, the slowest to compile: its short rows' steps).
+from the disk cache, for the kernels of a 4096x4096 layer (and of the MLP block's first
+n:m layer, 3072x768 with bias and Gelu).
 
     python benchmarks/jit.py [--repeats 5]
 
