@@ -38,6 +38,9 @@ KEYS = {
     "nm 3:4 paired": KernelKey("nm", 4096, 4096, n=3, m=4, paired=True),
     "nm 3:4 3072x768 paired, bias + Gelu": KernelKey("nm", 3072, 768, n=3, m=4, epilogue="bias_gelu", paired=True),
     "nm 3:4 panelled and paired": KernelKey("nm", 4096, 4096, n=3, m=4, panelled=True, paired=True),
+    "bitmask paired": KernelKey("bitmask", 4096, 4096, paired=True),
+    "bitmask panelled and paired, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu", panelled=True, paired=True),
+    "dense paired": KernelKey("dense", 4096, 4096, paired=True),
     "bitmask chunks64 (window)": KernelKey("bitmask", 4096, 4096, chunk_span=64),
     "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
 }

@@ -81,7 +81,7 @@ def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     variant of `chunk_span` (if not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.kind in BATCHED_KINDS else []
     panelled = [dataclasses.replace(key, panelled=True)] if key.has_panel_variant else []
-    paired = [dataclasses.replace(tiled, paired=True) for tiled in [key, *panelled]] if key.nm_lanes else []
+    paired = [dataclasses.replace(tiled, paired=True) for tiled in [key, *panelled]] if key.tiled_in_fours else []
     return batched + panelled + paired + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
 
 

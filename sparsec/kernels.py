@@ -86,11 +86,11 @@ class KernelKey:
     executor runs it where the batch's inputs would not fit (`panels_pay`)."""
 
     paired: bool = False
-    """The variant for 4k + 2 batch rows of 16-lane n:m weights: the two rows past the
-    whole 4-row tiles go as one 2-row tile (runtime/codegen/base.py: `_tile_rows`),
-    where the plain kernel runs them one at a time; the executor runs it where
-    `pairs_pay`. A variant, since its tile body adds about 8 ms to a kernel's compile
-    time, which only these batch sizes repay."""
+    """The variant for 4k + 2 batch rows of the kernels tiled in fours: the two rows
+    past the whole 4-row tiles go as one 2-row tile (runtime/codegen/base.py:
+    `_tile_rows`); the executor runs it where `pairs_pay`. A variant, since a third
+    tile body in the plain kernels added 8 to 10 ms to their compile time, which only
+    these batch sizes repay."""
 
     chunk_span: int = 0
     """Non-zero for the chunk variants, for one batch row of sparse bitmask weights on
@@ -123,13 +123,20 @@ class KernelKey:
         return applies and WINDOW_SPAN <= self.cols <= 1 << 24
 
     @property
-    def has_panel_variant(self) -> bool:
-        """Whether the panelled variant exists: the 64-column-step kernels (vector
-        bitmask and dense) and the 16-lane n:m kernel, on rows of more than 512 columns
-        (shorter rows' inputs fit TILE_INPUT_BYTES at every batch it runs)."""
+    def tiled_in_fours(self) -> bool:
+        """Whether the kernel takes batch rows in tiles of 4: the 64-column-step kernels
+        (vector bitmask and dense) and the 16-lane n:m kernel. They have the panelled
+        and paired variants."""
         vector_bitmask = self.kind == "bitmask" and self.values == "f16" and self.native_f16
         vector_dense = self.kind == "dense" and (self.native_f16 or self.values == "f32")
-        return (vector_bitmask or vector_dense or self.nm_lanes) and self.cols > 512
+        return vector_bitmask or vector_dense or self.nm_lanes
+
+    @property
+    def has_panel_variant(self) -> bool:
+        """Whether the panelled variant exists: kernels tiled in fours, on rows of more
+        than 512 columns (shorter rows' inputs fit TILE_INPUT_BYTES at every batch it
+        runs)."""
+        return self.tiled_in_fours and self.cols > 512
 
     def panels_pay(self, batch: int) -> bool:
         """Whether `batch` rows run the panelled variant: 2 to PANELS_MAX_ROWS rows
@@ -138,10 +145,11 @@ class KernelKey:
         return 1 < batch <= PANELS_MAX_ROWS and batch * self.cols * 4 > TILE_INPUT_BYTES and self.has_panel_variant
 
     def pairs_pay(self, batch: int) -> bool:
-        """Whether `batch` rows run the paired variant: 4k + 2 rows of 16-lane n:m
-        weights. Two rows cost the plain kernel twice one row; one 2-row tile, whose
-        positions and values are decoded once for both, 1.3 to 1.6x (docs/kernels.md)."""
-        return self.nm_lanes and batch % 4 == 2
+        """Whether `batch` rows run the paired variant: 4k + 2 rows of a kernel tiled in
+        fours. The plain kernels take the two rows left one at a time (n:m) or as a
+        partial 4-row tile (bitmask, dense); one 2-row tile, which decodes the weights
+        once for both, ran 1.14x to 1.55x as fast at 2 rows (docs/kernels.md)."""
+        return self.tiled_in_fours and batch % 4 == 2
 
     def chunk_span_for(self, nonzeros: int) -> int:
         """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through

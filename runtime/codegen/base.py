@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import f16, f32, i16, i64
+from xdsl.dialects.builtin import f16, f32, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import TILE_INPUT_BYTES, KernelKey, epilogue_activation
@@ -78,13 +78,12 @@ class Kernel:
         unit = key.block if key.kind == "block" else 1
         first = b.mul(self.begin, b.const(unit, i64))
         last = b.smin(b.mul(self.end, b.const(unit, i64)), b.const(key.rows, i64))
-        lanes = b.vector_const(list(range(16)), i64)
 
         def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
             outputs = b.element_ptr(self.y, b.mul(batch_row, b.const(key.rows, i64)), f32)
 
             def chunk_body(row: SSAValue, _inner) -> list[SSAValue]:
-                inside = b.icmp("slt", b.add(b.splat(row, 16), lanes), b.splat(last, 16))
+                inside = b.low_lanes(b.trunc(b.smin(b.sub(last, row), b.const(16, i64)), i32))
                 at = b.element_ptr(outputs, row, f32)
                 values = b.masked_load(at, inside, F32x16)
                 if key.epilogue.startswith("bias"):
@@ -211,8 +210,8 @@ def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValu
     """for row in [first_row, last_row): the batch in tiles of `tile` rows, then the
     rows left: from Kernel.partial_tile_from() of them in one more, partial tile
     (Kernel.tile_rows), fewer one at a time, or in the paired variant
-    (KernelKey.paired) two at a time, a last single row as a partial pair:
-    tile_body(row, first batch row, rows).
+    (KernelKey.paired) from 3 of them in a partial tile, fewer two at a time, a last
+    single row as a partial pair: tile_body(row, first batch row, rows).
 
     A tile decodes the row's weights again, with them in cache now, and costs about
     1.5x (block 16, dense) to 2.5x (block 4, n:m) as much as one row; rows left one at
@@ -222,6 +221,8 @@ def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValu
     kernel."""
     b = kernel.b
     partial_from = kernel.partial_tile_from() or tile
+    if kernel.key.paired:  # two rows left go as a pair
+        partial_from = max(partial_from, 3)
 
     def row_body(row: SSAValue, _state) -> list[SSAValue]:
         whole = b.round_down(kernel.batch, tile)

@@ -157,25 +157,38 @@ def test_column_panels_of_long_rows(pattern, tmp_path, monkeypatch):
         assert any(key.panelled for key in layer.variant_calls) == (layer.key.has_panel_variant and batch > 1)
 
 
-@pytest.mark.parametrize("pattern", ["pattern=nm n=2 m=4", "pattern=nm n=3 m=4", "pattern=nm n=7 m=8"])
-def test_pairs_of_batch_rows(pattern, tmp_path, monkeypatch):
-    """4k + 2 batch rows of 16-lane n:m weights run the paired variant, which takes the
-    two rows past the whole tiles as one 2-row tile; at any other batch size (forced
-    here) a last single row goes as a partial pair and 3 rows as a partial 4-row tile.
-    K = 300 is no whole number of steps, so each tile also has runs past the last."""
+@pytest.mark.parametrize(
+    ("pattern", "kind"),
+    [
+        ("pattern=nm n=2 m=4", "nm"),
+        ("pattern=nm n=3 m=4", "nm"),
+        ("pattern=nm n=7 m=8", "nm"),
+        ("pattern=unstructured sparsity=0.6", "bitmask"),
+        ("pattern=unstructured sparsity=0.0", "dense"),
+    ],
+)
+def test_pairs_of_batch_rows(pattern, kind, tmp_path, monkeypatch):
+    """4k + 2 batch rows of the kernels tiled in fours run the paired variant, which
+    takes the two rows past the whole tiles as one 2-row tile; at any other batch size
+    (forced here) a last single row goes as a partial pair and 3 rows as a partial
+    4-row tile. K = 300 is no whole number of steps, so each tile also has a partial
+    last step (n:m: runs past the last)."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     model = build(37, 300, False, True, "gelu", 13)
-    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask{{encoding=nm}},lower-kernels")
+    model.weights["w"] = np.random.default_rng(13).standard_normal((37, 300)).astype(np.float32)  # no empty rows: dense stays dense
+    encoding = "nm" if kind == "nm" else "auto"
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask{{encoding={encoding}}},lower-kernels")
     executor = Executor(model.module, model.weights)
     (layer,) = executor.layers.values()
+    assert layer.key.kind == kind
+    assert layer.key.tiled_in_fours == (kind != "nm" or Target.host().avx512)
     paired = dataclasses.replace(layer.key, paired=True)
     rng = np.random.default_rng(14)
     for batch in (1, 2, 3, 6):
         x = rng.standard_normal((batch, 300)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
-        assert (paired in layer.variant_calls) == (layer.key.nm_lanes and batch >= 2)
-    assert layer.key.nm_lanes == Target.host().avx512
-    monkeypatch.setattr(KernelKey, "pairs_pay", lambda key, batch: key.nm_lanes)
+        assert (paired in layer.variant_calls) == (layer.key.tiled_in_fours and batch >= 2)
+    monkeypatch.setattr(KernelKey, "pairs_pay", lambda key, batch: key.tiled_in_fours)
     executor = Executor(model.module, model.weights)
     for batch in (1, 3, 5, 7, 9):
         x = rng.standard_normal((batch, 300)).astype(np.float32)
