@@ -12,9 +12,9 @@ is resolved once per input shape into a call (`_Call`: kernel, arguments, shares
 a kept output buffer), and a kernel step that reads another's output takes it in
 place, so a run's Python between kernels is a few lookups. Variants are compiled on
 first use: batched kernels from KernelKey.batched_from batch rows, panelled kernels
-for fewer batch rows of long weight rows (KernelKey.panels_pay), paired n:m kernels
-for 4k + 2 batch rows (KernelKey.pairs_pay), and the chunk kernels for one batch row
-of sparse bitmask weights (KernelKey.chunk_span_for).
+for fewer batch rows of long weight rows (KernelKey.panels_pay), paired kernels for
+4k + 2 batch rows (KernelKey.pairs_pay), and the chunk kernels for one batch row of
+sparse bitmask weights (KernelKey.chunk_span_for).
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     """The variants of `key` the executor may also run: batched from a few batch rows
     (bitmask and n:m, KernelKey.batched_from), panelled for a few batch rows of long
     weight rows (KernelKey.panels_pay), paired (and panelled and paired) for 4k + 2
-    rows of 16-lane n:m weights (KernelKey.pairs_pay), and for one batch row the chunk
-    variant of `chunk_span` (if not 0)."""
+    rows of kernels tiled in fours (KernelKey.pairs_pay), and for one batch row the
+    chunk variant of `chunk_span` (if not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.kind in BATCHED_KINDS else []
     panelled = [dataclasses.replace(key, panelled=True)] if key.has_panel_variant else []
     paired = [dataclasses.replace(tiled, paired=True) for tiled in [key, *panelled]] if key.tiled_in_fours else []

@@ -39,9 +39,9 @@ class Kernel:
     scalar loops (for portable targets) need O2's loop vectorizer."""
     UNROLLED_LOOPS = False
     """Whether the short pipeline unrolls the kernel's loops of constant trip count
-    (runtime/jit.py). Only the batched kernels need it; the tiled ones ran as fast or
-    up to 10% faster without, and compiled 3 to 8 ms sooner (LLVM unrolled a Gelu
-    epilogue's loop and the steps of short rows)."""
+    (runtime/jit.py). Only the batched kernels need it; the tiled ones ran within noise
+    without it (n:m at one batch row perhaps 2 to 3% slower) and compiled 3 to 8 ms
+    sooner: LLVM had unrolled the epilogue's loop and every step of short rows."""
 
     def __init__(self, key: KernelKey):
         self.key = key
@@ -214,7 +214,7 @@ def _tile_rows(kernel: Kernel, tile: int, first_row: SSAValue, last_row: SSAValu
     single row as a partial pair: tile_body(row, first batch row, rows).
 
     A tile decodes the row's weights again, with them in cache now, and costs about
-    1.5x (block 16, dense) to 2.5x (block 4, n:m) as much as one row; rows left one at
+    1.5x (block 16, dense) to 3x (block 4, n:m) as much as one row; rows left one at
     a time made 7 batch rows take 2.2x as long as 8 in the block kernels' 8-row
     tiles. A partial tile needs no code of its own, where each tile size does: the
     paired variant has no single-row body, so it compiles about as fast as the plain
