@@ -255,8 +255,9 @@ def _erf(x: np.ndarray) -> np.ndarray:
     for coefficient in reversed(_ERFC_COEFFICIENTS[1:]):
         poly = t * (coefficient + poly)
     large = 1.0 - t * np.exp(-z * z + _ERFC_COEFFICIENTS[0] + poly)
-    x2 = x * x
-    series = x * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (1 - x2 * 7 / 36 * (1 - x2 * 9 / 55 * (1 - x2 * 11 / 78))))))
+    near = np.where(z < 0.5, x, 0.0)  # the series only where it is used: no overflow far out
+    x2 = near * near
+    series = near * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (1 - x2 * 7 / 36 * (1 - x2 * 9 / 55 * (1 - x2 * 11 / 78))))))
     return np.where(z < 0.5, 2 / math.sqrt(math.pi) * series, np.copysign(large, x))
 
 
