@@ -4,6 +4,7 @@ the JIT's disk cache and its portable target."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -363,6 +364,20 @@ def test_block_columns_past_16_bits(cols, bits, target, tmp_path, monkeypatch):
     x = np.random.default_rng(6).standard_normal((3, cols)).astype(np.float32)
     for batch in (1, 3):  # sums of ~16000 terms in another order: float32 rounding near 1e-3
         np.testing.assert_allclose(executor.run({"x": x[:batch]})["y"], model.run({"x": x[:batch]})["y"], rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("batch", [4, 64])  # the tiled kernel's epilogue pass; the batched kernel's
+def test_gelu_epilogue_is_exact_to_float32(batch, tmp_path, monkeypatch):
+    """The fused Gelu (its erf a rational approximation) against 0.5 x (1 + erf(x / sqrt 2))
+    in float64, through an identity layer, from -8 to 8: within 3e-6 absolute."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(16, 16, False, True, "gelu", 1)
+    model.weights["w"], model.weights["b"] = np.eye(16, dtype=np.float32), np.zeros(16, np.float32)
+    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},pack-bitmask,lower-kernels")
+    x = np.linspace(-8.0, 8.0, batch * 16, dtype=np.float32).reshape(batch, 16)
+    got = Executor(model.module, model.weights).run({"x": x})["y"]
+    exact = np.vectorize(lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))))(x.astype(np.float64))
+    np.testing.assert_allclose(got, exact, rtol=0, atol=3e-6)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 17, 1000])
