@@ -183,6 +183,17 @@ class _Layer:
         self.chunk_span = self.key.chunk_span_for(self.operands.arrays[1].size)
         self.batched_from = self.key.batched_from(self.operands.arrays[1 if self.key.kind == "bitmask" else 0].size)
 
+    def variant_for(self, batch: int) -> KernelKey:
+        """The key of the kernel `batch` rows run: batched from `batched_from` rows, the
+        chunk variant for one row, else panelled and paired where they pay (the
+        layer's own key where nothing does)."""
+        key = self.key
+        if self.batched_from is not None and batch >= self.batched_from:
+            return dataclasses.replace(key, batched=True)
+        if batch == 1 and self.chunk_span:
+            return dataclasses.replace(key, chunk_span=self.chunk_span)
+        return dataclasses.replace(key, panelled=key.panels_pay(batch), paired=key.pairs_pay(batch))
+
     def _with_bias(self, operands: KernelOperands) -> tuple[int, int, int, int]:
         return (*operands.addresses, self.bias.ctypes.data if self.bias.size else 0)
 
@@ -403,21 +414,17 @@ class Executor:
 
     def _layer_call(self, layer: _Layer, output: np.ndarray, result: np.ndarray) -> _Call:
         """The call of `layer` on as many batch rows as `output` has: its kernel, or
-        the batched, chunk, panelled or paired variant where one pays."""
+        the variant that pays (`_Layer.variant_for`)."""
         batch, key = len(output), layer.key
-        if layer.batched_from is not None and batch >= layer.batched_from:
-            padded = padded_batch(batch)
-            kernel, arguments = self._variant_call(layer, dataclasses.replace(key, batched=True))
-            x_shape, y_shape = (key.cols + 1, padded), (key.rows, padded)
-            call = self._make_call(kernel, (*arguments, padded), self._shares(key, padded), output, result)
-            call.scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
-            return call
-        if batch == 1 and layer.chunk_span:
-            variant = dataclasses.replace(key, chunk_span=layer.chunk_span)
-        else:
-            variant = dataclasses.replace(key, panelled=key.panels_pay(batch), paired=key.pairs_pay(batch))
+        variant = layer.variant_for(batch)
         kernel, arguments = self._variant_call(layer, variant)
-        return self._make_call(kernel, (*arguments, batch), self._shares(key, batch), output, result)
+        if not variant.batched:
+            return self._make_call(kernel, (*arguments, batch), self._shares(key, batch), output, result)
+        padded = padded_batch(batch)
+        x_shape, y_shape = (key.cols + 1, padded), (key.rows, padded)
+        call = self._make_call(kernel, (*arguments, padded), self._shares(key, padded), output, result)
+        call.scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
+        return call
 
     @staticmethod
     def _make_call(kernel, arguments: tuple[int, ...], shares: Shares, output: np.ndarray, result: np.ndarray) -> _Call:

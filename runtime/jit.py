@@ -168,11 +168,12 @@ def _collector_paused() -> Iterator[None]:
 
 def _object_code(keys: Sequence[KernelKey | NormKey], machine: llvm.TargetMachine) -> bytes:
     """Generate, optimize and compile the kernels for `keys` into object code."""
+    keys = list(keys)
     with _collector_paused():
-        ir = str(convert_module(kernel_module(list(keys)), fallback_target_triple=llvm.get_process_triple()))
-    if not explicit_vectors(list(keys)):
+        ir = str(convert_module(kernel_module(keys), fallback_target_triple=llvm.get_process_triple()))
+    if not explicit_vectors(keys):
         return _optimized_object(ir, machine)
-    return _optimized_object(ir, machine, CLEANUP_PASSES + (UNROLL_PASSES if unrolled_loops(list(keys)) else ()))
+    return _optimized_object(ir, machine, CLEANUP_PASSES + (UNROLL_PASSES if unrolled_loops(keys) else ()))
 
 
 def _optimized_object(ir: str, machine: llvm.TargetMachine, passes: Sequence[str] | None = None) -> bytes:

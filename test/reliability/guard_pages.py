@@ -12,7 +12,6 @@ per case and exits 0 when all match the reference interpreter.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import itertools
 import math
 import mmap
@@ -64,23 +63,18 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
     if not executor.layers:
         return True  # left dense (pattern larger than the layer): no kernel to guard
     ((op, layer),) = executor.layers.items()
-    chunks = batch == 1 and layer.chunk_span
-    if chunks:
-        chunk_kernel, _ = executor._variant_call(layer, dataclasses.replace(layer.key, chunk_span=layer.chunk_span))  # lays out its operands
-    operands = [guarded(a) for a in (layer.chunk_operands if chunks else layer.operands).arrays]
+    variant = layer.variant_for(batch)  # the kernel the executor would run
+    kernel, _ = executor._variant_call(layer, variant)  # lays out a chunk variant's operands
+    operands = [guarded(a) for a in (layer.chunk_operands if variant.chunk_span else layer.operands).arrays]
     bias_array = guarded(layer.bias)
     address = lambda a: a.ctypes.data if a.size else 0  # noqa: E731
-    if layer.batched_from is not None and batch >= layer.batched_from:  # transposed activations, batch padded to 16
-        (kernel, _), x_columns = executor._variant_call(layer, dataclasses.replace(layer.key, batched=True)), transposed_inputs(x)
+    if variant.batched:  # transposed activations, batch padded to 16
+        x_columns = transposed_inputs(x)
         padded = x_columns.shape[1]
         x_guarded, y = guarded(x_columns), guarded(np.full((rows, padded), np.nan, np.float32))  # the first panel stores
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units)
         y = y[:, :batch].T
     else:
-        kernel = chunk_kernel if chunks else executor.kernels.functions[layer.key.symbol]
-        if not chunks:  # panels read y back between them; pairs clamp a tile's second row
-            variant = dataclasses.replace(layer.key, panelled=layer.key.panels_pay(batch), paired=layer.key.pairs_pay(batch))
-            kernel, _ = executor._variant_call(layer, variant)
         x_guarded, y = guarded(x), guarded(np.full((batch, rows), np.nan, np.float32))
         kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
