@@ -49,7 +49,13 @@ tile of 4 rows, so the sparser the weight, the sooner the batched kernels win; t
 n:m tiles cost more (a permute per row), so n:m switches sooner. Crossovers measured
 on 4096x4096 and the MLP shapes, one thread: unstructured 13 rows at 50% density, 9
 at 25%, 5 at 10%; n:m 2:4 12, 3:4 7 to 9, 7:8 6 (docs/kernels.md)."""
-BATCHED_KINDS = tuple(BATCHED_FROM)
+BLOCK_BATCHED_FROM = ((2, 4), (4, 9), (8, 12))
+"""(widest block, batch rows from): blocks narrower than 16 lanes run their batched
+kernel from a batch size that grows with the block, as the tiled kernel's B-lane
+vectors fill more of 16 lanes; wider blocks have none. Crossovers measured on 4096x4096,
+3072x768 and 768x3072 at 50% and 90%, one thread: blocks of 2 ran 1.4-1.7x as fast at
+4 rows, blocks of 4 1.2-1.8x at 9 (the tiled kernel's second 8-row tile), blocks of 8
+1.1-1.5x at 12 (docs/kernels.md)."""
 SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
 """Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
 at the earliest: the executor transposes a batched kernel's inputs and outputs in
@@ -75,7 +81,7 @@ class KernelKey:
     F16C): float16 values are widened with integer operations instead of a libcall."""
     batched: bool = False
     """The variant for larger batches on transposed activations (runtime/codegen/batched.py);
-    only bitmask and n:m weights have one (BATCHED_KINDS)."""
+    only some weights have one (`has_batched_variant`)."""
     avx512: bool = False
     """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
     which portable LLVM IR cannot express; other targets get the portable kernels."""
@@ -164,13 +170,23 @@ class KernelKey:
 
     def batched_from(self, nonzeros: int) -> int | None:
         """Batch rows from which a weight with `nonzeros` non-zeros (kept slots for
-        n:m) runs its batched kernel (BATCHED_FROM, SMALL_WEIGHT), or None for kinds
-        without one."""
-        if self.kind not in BATCHED_FROM:
+        n:m) runs its batched kernel (BATCHED_FROM, BLOCK_BATCHED_FROM, SMALL_WEIGHT), or
+        None for weights without one."""
+        if not self.has_batched_variant:
             return None
-        per_density, fewest, most = BATCHED_FROM[self.kind]
-        rows = min(most, max(fewest, math.ceil(per_density * nonzeros / max(1, self.rows * self.cols))))
+        if self.kind == "block":
+            rows = next(rows for widest, rows in BLOCK_BATCHED_FROM if self.block <= widest)
+        else:
+            per_density, fewest, most = BATCHED_FROM[self.kind]
+            rows = min(most, max(fewest, math.ceil(per_density * nonzeros / max(1, self.rows * self.cols))))
         return max(rows, SMALL_BATCHED_FROM) if self.rows * self.cols < SMALL_WEIGHT else rows
+
+    @property
+    def has_batched_variant(self) -> bool:
+        """Whether the batched variant exists: bitmask and n:m weights, and blocks of at
+        most 8 (BLOCK_BATCHED_FROM): wider ones fill most of the tiled block kernel's
+        16-lane vectors already, and 2B accumulators would not fit the registers."""
+        return self.kind in BATCHED_FROM or (self.kind == "block" and self.block <= BLOCK_BATCHED_FROM[-1][0])
 
     @property
     def position_bits(self) -> int:

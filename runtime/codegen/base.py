@@ -75,9 +75,7 @@ class Kernel:
         """Bias and activation on y[b, first:last] for every batch row, 16 outputs at a
         time under a lane mask; [first, last) are the output rows of units [begin, end)."""
         b, key = self.b, self.key
-        unit = key.block if key.kind == "block" else 1
-        first = b.mul(self.begin, b.const(unit, i64))
-        last = b.smin(b.mul(self.end, b.const(unit, i64)), b.const(key.rows, i64))
+        first, last = self.output_rows()
 
         def batch_body(batch_row: SSAValue, _state) -> list[SSAValue]:
             outputs = b.element_ptr(self.y, b.mul(batch_row, b.const(key.rows, i64)), f32)
@@ -95,6 +93,15 @@ class Kernel:
             return []
 
         b.loop(b.const(0, i64), self.batch, [], batch_body)
+
+    def output_rows(self) -> tuple[SSAValue, SSAValue]:
+        """The output rows [first, last) of units [begin, end): rows, or row blocks of
+        block kernels (the last may run past N)."""
+        b, key = self.b, self.key
+        if key.kind != "block":
+            return self.begin, self.end
+        first = b.mul(self.begin, b.const(key.block, i64))
+        return first, b.smin(b.mul(self.end, b.const(key.block, i64)), b.const(key.rows, i64))
 
     def activation(self, acc: SSAValue) -> SSAValue:
         """The epilogue's activation on a scalar or vector of outputs."""

@@ -1,6 +1,7 @@
-"""The batched kernel structure (from 5 to 13 batch rows on, KernelKey.batched_from): work
+"""The batched kernel structure (from 4 to 13 batch rows on, KernelKey.batched_from): work
 in proportion to the non-zeros, on transposed activations. bitmask.py and nm.py say how
-a panel's products are decoded."""
+a panel's products are decoded; block.py has a batched kernel of its own, whose kept
+blocks need no decoding."""
 
 from __future__ import annotations
 
@@ -150,9 +151,10 @@ class BatchedKernel(Kernel):
             b.store_at(b.fadd(total, earlier), at, alignment=4)
 
     def batch_epilogue(self) -> None:
-        """Bias and activation on the finished outputs of rows [begin, end), 16 batch
+        """Bias and activation on the finished outputs of units [begin, end), 16 batch
         rows at a time."""
         b, key = self.b, self.key
+        first, last = self.output_rows()
 
         def row_body(row: SSAValue, _state) -> list[SSAValue]:
             def lanes_body(lane: SSAValue, _inner) -> list[SSAValue]:
@@ -166,4 +168,4 @@ class BatchedKernel(Kernel):
             b.loop(b.const(0, i64), self.batch, [], lanes_body, step=16)
             return []
 
-        b.loop(self.begin, self.end, [], row_body)
+        b.loop(first, last, [], row_body)

@@ -39,13 +39,13 @@ from xdsl.dialects.builtin import ModuleOp
 from sparsec.kernels import KernelKey, NormKey
 from sparsec.runtime.codegen.base import Kernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
-from sparsec.runtime.codegen.block import BlockKernel, VectorBlockKernel
+from sparsec.runtime.codegen.block import BatchedBlockKernel, BlockKernel, VectorBlockKernel
 from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
 from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
 from sparsec.runtime.codegen.norm import LayerNormKernel
 
 _SCALAR = {"bitmask": BitmaskKernel, "nm": NMKernel, "block": BlockKernel, "dense": ScalarDenseKernel}
-_BATCHED = {"bitmask": BatchedBitmaskKernel, "nm": BatchedNMKernel}
+_BATCHED = {"bitmask": BatchedBitmaskKernel, "nm": BatchedNMKernel, "block": BatchedBlockKernel}
 
 
 def kernel_function(key: KernelKey | NormKey) -> llvm.FuncOp:

@@ -16,14 +16,14 @@ from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module, unrolled_loops
-from sparsec.kernels import GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WINDOW_SPAN, KernelKey
+from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
 from sparsec.runtime.operands import _chunks
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
 ACTIVATIONS = st.sampled_from(["none", "relu", "gelu"])  # fused into the kernel's epilogue
-BATCHES = st.just(1) | st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 5 to 13 rows on, bitmask and n:m run batched
+BATCHES = st.just(1) | st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 4 to 13 rows on, bitmask, n:m and narrow blocks run batched
 PATTERNS = st.sampled_from(
     [
         "pattern=unstructured sparsity=0.0",
@@ -37,6 +37,7 @@ PATTERNS = st.sampled_from(
         "pattern=nm n=1 m=2",
         "pattern=nm n=7 m=16",
         "pattern=nm n=12 m=16",
+        "pattern=block block-size=2 sparsity=0.6",
         "pattern=block block-size=4 sparsity=0.5",
         "pattern=block block-size=16 sparsity=0.75",
     ]
@@ -223,6 +224,35 @@ def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_pa
         assert any(key.batched for key in layer.variant_calls) == (batch == rows)
 
 
+@pytest.mark.parametrize("target", [Target.host(), Target.portable()], ids=["host", "portable"])
+@pytest.mark.parametrize(("block", "rows"), [(2, 4), (3, 9), (4, 9), (8, 12)])
+def test_batched_variant_of_narrow_blocks(block, rows, target, tmp_path, monkeypatch):
+    """Blocks of 2 to 8 rows run batched from a batch size that grows with the block.
+    301 weight rows leave a partial last row block; 700 columns at 50% give row blocks
+    more kept blocks than one chunk of widened values; 17, 33 and 48 batch rows take
+    the 16-lane tile, then 32 + 16 lanes, with bias and Gelu after."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(301, 700, False, True, "gelu", block)
+    model.weights["w"] = np.random.default_rng(block).standard_normal((301, 700)).astype(np.float32)  # no empty rows
+    model.apply(f"prune-magnitude{{pattern=block block-size={block} sparsity=0.5 min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2, target=target)
+    (layer,) = executor.layers.values()
+    assert layer.key.kind == "block" and layer.batched_from == rows
+    rng = np.random.default_rng(block + 1)
+    for batch in (rows - 1, rows, 17, 33, 48):
+        x = rng.standard_normal((batch, 700)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+        assert any(key.batched for key in layer.variant_calls) == (batch >= rows)
+
+
+def test_wide_blocks_have_no_batched_variant():
+    """From 9 rows a block fills most of the tiled kernel's 16 lanes already."""
+    assert BLOCK_BATCHED_FROM[-1][0] == 8
+    for block, rows in [(2, 4), (3, 9), (4, 9), (5, 12), (8, 12)]:
+        assert KernelKey("block", 4096, 4096, block=block).batched_from(4096 * 4096 // 2) == rows
+    assert all(KernelKey("block", 4096, 4096, block=block).batched_from(4096 * 4096 // 2) is None for block in (9, 16, 32))
+
+
 def test_small_weights_run_batched_later():
     """Below SMALL_WEIGHT values, the batched kernels' transposes cost more than the
     tiles they save until SMALL_BATCHED_FROM rows."""
@@ -322,6 +352,7 @@ def test_vector_kernels_take_the_short_llvm_pipeline():
         KernelKey("nm", 64, 64, n=3, m=4, **host),
         KernelKey("nm", 64, 64, n=2, m=4, batched=True, **host),
         KernelKey("block", 64, 64, block=4, **host),
+        KernelKey("block", 64, 64, block=4, batched=True, **host),
         KernelKey("dense", 64, 64, panelled=True, **host),
         KernelKey("bitmask", 64, 64, batched=True, native_f16=False, avx512=False),
     ]
@@ -329,8 +360,8 @@ def test_vector_kernels_take_the_short_llvm_pipeline():
     assert explicit_vectors(vector)
     assert not any(explicit_vectors([key]) for key in scalar)
     assert not explicit_vectors(vector + scalar[:1])
-    # ... and only the batched kernels' modules unroll loops
-    assert all(unrolled_loops([key]) == key.batched for key in vector)
+    # ... and only the bitmask and n:m batched kernels' modules unroll loops
+    assert all(unrolled_loops([key]) == (key.batched and key.kind != "block") for key in vector)
 
 
 @pytest.mark.parametrize("block", [2, 4, 8])
