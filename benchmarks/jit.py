@@ -33,6 +33,8 @@ KEYS = {
     "bitmask batched": KernelKey("bitmask", 4096, 4096, batched=True),
     "bitmask batched, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu", batched=True),
     "nm 3:4 batched": KernelKey("nm", 4096, 4096, n=3, m=4, batched=True),
+    "block 4 batched": KernelKey("block", 4096, 4096, block=4, batched=True),
+    "block 8 batched, bias + Gelu": KernelKey("block", 4096, 4096, block=8, epilogue="bias_gelu", batched=True),
     "bitmask panelled": KernelKey("bitmask", 4096, 4096, panelled=True),
     "nm 3:4 panelled": KernelKey("nm", 4096, 4096, n=3, m=4, panelled=True),
     "nm 3:4 paired": KernelKey("nm", 4096, 4096, n=3, m=4, paired=True),

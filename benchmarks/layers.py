@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 import sparsec
 from sparsec.context import make_context
+from sparsec.kernels import KernelKey
 from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.executor import Executor
@@ -142,6 +143,12 @@ def sparse_layer(weight: np.ndarray, options: str, threads: int) -> Executor:
     return Executor(model.module, model.weights, threads=threads)
 
 
+def variant_label(key: KernelKey) -> str:
+    """The kernel a call ran: its kind, then its variant (batched, panels, pairs, chunks)."""
+    variants = {"batched": key.batched, "panels": key.panelled, "pairs": key.paired, f"chunks{key.chunk_span}": key.chunk_span}
+    return " ".join([key.kind, *(name for name, used in variants.items() if used)])
+
+
 def layer_ms(executor: Executor, x: np.ndarray, repeats: int) -> float:
     """The layer's median ms as a kernel step inside a model runs it: its call resolved
     by a first run, its input where that run staged it (a step reading an earlier
@@ -202,7 +209,7 @@ def layer_table(args: argparse.Namespace, rng: np.random.Generator, stream: floa
                 chunks = batch == 1 and layer.chunk_span  # a chunk variant ran, on its own operands
                 streamed = layer.chunk_operands if chunks else layer.operands
                 gbps = streamed.nbytes / (ms / 1000) / 1e9  # pyright: ignore
-                kind = f"{layer.key.kind}{f' chunks{layer.chunk_span}' if chunks else ''}"
+                kind = variant_label(layer.variant_for(batch))
                 lines.append(
                     (f"{rows}x{cols}", str(batch), label, kind, f"{ms:.3f}", f"{numpy_ms:.3f}", f"{ort_ms:.3f}",
                      f"{numpy_ms / ms:.2f}x", f"{ort_ms / ms:.2f}x", f"{dense_ms / ms:.2f}x", f"{gbps:.1f}", f"{gbps / stream:.0%}")
