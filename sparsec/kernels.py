@@ -56,6 +56,13 @@ vectors fill more of 16 lanes; wider blocks have none. Crossovers measured on 40
 3072x768 and 768x3072 at 50% and 90%, one thread: blocks of 2 ran 1.4-1.7x as fast at
 4 rows, blocks of 4 1.2-1.8x at 9 (the tiled kernel's second 8-row tile), blocks of 8
 1.1-1.5x at 12 (docs/kernels.md)."""
+BATCHED_LANES = {"bitmask": 64, "nm": 32, "block": 32}
+"""The most batch rows one call of a batched kernel takes, by kind: the executor runs
+larger batches in chunks of as many. One call on all of 128 or 256 rows streams
+inputs that no longer stay in L1 (a bitmask panel's) or in L2 (a block row block's,
+from every column): 4096x4096, one thread, 256 rows, ms whole / in chunks of 32 / of
+64: block 4 at 50% 112 / 33 / 35, n:m 3:4 45 / 27 / 28, unstructured 90% 26 / 22 / 19
+(docs/performance.md)."""
 SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
 """Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
 at the earliest: the executor transposes a batched kernel's inputs and outputs in
@@ -180,6 +187,11 @@ class KernelKey:
             per_density, fewest, most = BATCHED_FROM[self.kind]
             rows = min(most, max(fewest, math.ceil(per_density * nonzeros / max(1, self.rows * self.cols))))
         return max(rows, SMALL_BATCHED_FROM) if self.rows * self.cols < SMALL_WEIGHT else rows
+
+    @property
+    def batched_lanes(self) -> int:
+        """The most batch rows one call of the batched kernel takes (BATCHED_LANES)."""
+        return BATCHED_LANES[self.kind]
 
     @property
     def has_batched_variant(self) -> bool:

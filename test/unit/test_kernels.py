@@ -280,6 +280,27 @@ def test_batched_scratch_arrays_are_reused_across_batches(tmp_path, monkeypatch)
     assert sorted(executor.scratch) == [("x", 513, 16), ("x", 513, 32), ("y", 160, 16), ("y", 160, 32)]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "lanes"),
+    [("pattern=unstructured sparsity=0.75", 64), ("pattern=nm n=3 m=4", 32), ("pattern=block block-size=4 sparsity=0.5", 32)],
+)
+def test_large_batches_run_in_lane_chunks(pattern, lanes, tmp_path, monkeypatch):
+    """A batch larger than the batched kernel's lanes (KernelKey.batched_lanes) runs
+    as calls of that many rows and one of the rest, on two threads; each call's rows
+    go back to their place in the output."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(301, 700, False, True, "gelu", 15)
+    model.weights["w"] = np.random.default_rng(15).standard_normal((301, 700)).astype(np.float32)  # no empty rows
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    rng = np.random.default_rng(16)
+    for batch in (lanes, 2 * lanes + 6):
+        x = rng.standard_normal((batch, 700)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+        taken = [(rows.start, rows.stop) for rows, _ in executor.steps[0].calls[x.shape].lane_chunks]
+        assert taken == ([(0, lanes)] if batch == lanes else [(0, lanes), (lanes, 2 * lanes), (2 * lanes, batch)])
+
+
 def test_inputs_anywhere_in_a_cache_line(tmp_path, monkeypatch):
     """Inputs starting anywhere in a cache line give the same outputs: the executor
     hands the kernels a copy starting on one (and kernel outputs start on one, so the
