@@ -11,11 +11,12 @@ spinning in native code (runtime/workers.py) take shares of each layer's output 
 is resolved once per input shape into a call (`_Call`: kernel, arguments, shares and
 a kept output buffer), and a kernel step that reads another's output takes it in
 place, so a run's Python between kernels is a few lookups. Variants are compiled on
-first use: batched kernels from KernelKey.batched_from batch rows (larger batches in
-chunks of KernelKey.batched_lanes rows, one call each), panelled kernels
+first use: batched kernels from KernelKey.batched_from batch rows, panelled kernels
 for fewer batch rows of long weight rows (KernelKey.panels_pay), paired kernels for
 4k + 2 batch rows (KernelKey.pairs_pay), and the chunk kernels for one batch row of
-sparse bitmask weights (KernelKey.chunk_span_for).
+sparse bitmask weights (KernelKey.chunk_span_for). A batch larger than a kernel takes
+in one call (KernelKey.batch_chunk) runs as calls on chunks of it, each with the
+variant its own rows pay for.
 """
 
 from __future__ import annotations
@@ -253,9 +254,9 @@ class _Call:
     for a result not laid out as rows (a convolution's)."""
     scratch: tuple[np.ndarray, np.ndarray] | None = None
     """A batched kernel's transposed input and output arrays (`transposed_inputs`)."""
-    lane_chunks: list[tuple[slice, _Call]] = dataclasses.field(default_factory=list)
-    """A batched call's calls, each on the batch rows of its slice (at most
-    KernelKey.batched_lanes) and its own scratch; empty for other calls."""
+    batch_chunks: list[tuple[slice, _Call]] = dataclasses.field(default_factory=list)
+    """The calls a call on more batch rows than its kernel takes at once runs instead
+    (KernelKey.batch_chunk), each on the batch rows of its slice; else empty."""
     input: np.ndarray | None = None
     """Where inputs that are not a kernel's output are copied (`Executor._staged`)."""
     input_address: int = 0
@@ -422,21 +423,17 @@ class Executor:
         batch, key = len(output), layer.key
         variant = layer.variant_for(batch)
         kernel, arguments = self._variant_call(layer, variant)
+        if variant.batch_chunk and batch > variant.batch_chunk:
+            call = self._make_call(kernel, (*arguments, 0), Shares([(0, 0)]), output, result)  # runs only its chunks
+            for first in range(0, batch, variant.batch_chunk):
+                rows = slice(first, min(batch, first + variant.batch_chunk))
+                call.batch_chunks.append((rows, self._layer_call(layer, output[rows], output[rows])))
+            return call
         if not variant.batched:
             return self._make_call(kernel, (*arguments, batch), self._shares(key, batch), output, result)
-        call = self._make_call(kernel, (*arguments, 0), Shares([(0, 0)]), output, result)  # runs only its lane chunks
-        for first in range(0, batch, variant.batched_lanes):
-            rows = slice(first, min(batch, first + variant.batched_lanes))
-            call.lane_chunks.append((rows, self._lane_chunk(kernel, arguments, key, output[rows])))
-        return call
-
-    def _lane_chunk(self, kernel, arguments: tuple[int, ...], key: KernelKey, output: np.ndarray) -> _Call:
-        """A batched kernel's call on as many batch rows as `output` has, with the
-        transposed arrays of their padded width (kept, and shared by the calls of that
-        width)."""
-        padded = padded_batch(len(output))
+        padded = padded_batch(batch)
         x_shape, y_shape = (key.cols + 1, padded), (key.rows, padded)
-        call = self._make_call(kernel, (*arguments, padded), self._shares(key, padded), output, output)
+        call = self._make_call(kernel, (*arguments, padded), self._shares(key, padded), output, result)
         call.scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
         return call
 
@@ -491,29 +488,34 @@ class Executor:
     def _run_rows(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A matrix product's or layer normalization's call on x, (..., K) rows; at
         `x_address` when they are a kernel's output (contiguous, on a cache line)."""
-        if call.lane_chunks:
-            self._run_batched(call, x.reshape(-1, x.shape[-1]))
-        elif x_address is not None:
-            self._execute(call, x_address, call.output_address)
-        else:
-            self._execute(call, self._staged(call, x), call.output_address)
+        self._run_call(call, x, x.shape[-1], x_address)
 
     def _run_conv(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
-        windows = self._windows(step.op, x)  # pyright: ignore
-        if call.lane_chunks:
-            self._run_batched(call, windows.reshape(-1, step.unit.key.cols))  # pyright: ignore
+        self._run_call(call, self._windows(step.op, x), step.unit.key.cols, None)  # pyright: ignore
+
+    def _run_call(self, call: _Call, x: np.ndarray, cols: int, x_address: int | None) -> None:
+        """`call` on the rows of `cols` values x holds, at `x_address` when they are a
+        kernel's output: its batch chunks in turn (the inputs staged once for the
+        chunks that read them in place), a batched kernel on the rows transposed, or
+        the kernel on the rows."""
+        if call.batch_chunks:
+            if x_address is None and any(chunk.scratch is None for _, chunk in call.batch_chunks):
+                x_address, x = self._staged(call, x), call.input
+            rows = x.reshape(-1, cols)
+            for taken, chunk in call.batch_chunks:
+                self._run_call(chunk, rows[taken], cols, None if x_address is None else x_address + taken.start * cols * 4)
+        elif call.scratch is not None:
+            self._run_batched(call, x.reshape(-1, cols))
         else:
-            self._execute(call, self._staged(call, windows), call.output_address)
+            self._execute(call, self._staged(call, x) if x_address is None else x_address, call.output_address)
 
     def _run_batched(self, call: _Call, rows: np.ndarray) -> None:
-        """A batched kernel's call on `rows` (B x K), lane chunk by lane chunk: its rows
-        transposed into the chunk's scratch input, the scratch output's lanes for them
-        transposed back into the call's output."""
-        for taken, chunk in call.lane_chunks:
-            x_columns, y_columns = chunk.scratch  # pyright: ignore
-            transposed_inputs(rows[taken], x_columns)
-            self._execute(chunk, x_columns.ctypes.data, y_columns.ctypes.data)
-            chunk.output[...] = y_columns[:, : len(chunk.output)].T
+        """A batched kernel's call: `rows` (B x K) transposed into the scratch input,
+        the scratch output's first B lanes transposed back into the call's output."""
+        x_columns, y_columns = call.scratch  # pyright: ignore
+        transposed_inputs(rows, x_columns)
+        self._execute(call, x_columns.ctypes.data, y_columns.ctypes.data)
+        call.output[...] = y_columns[:, : rows.shape[0]].T
 
     @staticmethod
     def _staged(call: _Call, x: np.ndarray) -> int:

@@ -56,13 +56,17 @@ vectors fill more of 16 lanes; wider blocks have none. Crossovers measured on 40
 3072x768 and 768x3072 at 50% and 90%, one thread: blocks of 2 ran 1.4-1.7x as fast at
 4 rows, blocks of 4 1.2-1.8x at 9 (the tiled kernel's second 8-row tile), blocks of 8
 1.1-1.5x at 12 (docs/kernels.md)."""
-BATCHED_LANES = {"bitmask": 64, "nm": 32, "block": 32}
-"""The most batch rows one call of a batched kernel takes, by kind: the executor runs
-larger batches in chunks of as many. One call on all of 128 or 256 rows streams
-inputs that no longer stay in L1 (a bitmask panel's) or in L2 (a block row block's,
-from every column): 4096x4096, one thread, 256 rows, ms whole / in chunks of 32 / of
-64: block 4 at 50% 112 / 33 / 35, n:m 3:4 45 / 27 / 28, unstructured 90% 26 / 22 / 19
-(docs/performance.md)."""
+BATCH_CHUNKS = {("bitmask", True): 64, ("nm", True): 32, ("block", True): 32, ("block", False): 32, ("dense", False): 8}
+"""The most batch rows one kernel call takes, by kind and whether the kernel is the
+batched variant: the executor runs larger batches as calls of that many rows and one
+of the rest. One call on 128 or 256 rows streams inputs that no longer stay in cache:
+a batched bitmask panel's outgrows L1, a batched block row block's (from every column)
+L2, and the tiled block and dense kernels read every batch row's inputs (16 KiB each
+at K = 4096) for each tile of weight rows. 4096x4096, one thread, 256 rows, ms in one
+call / in chunks of 32 / of 64: batched block 4 at 50% 112 / 33 / 35, batched n:m 3:4
+45 / 27 / 28, batched unstructured 90% 26 / 22 / 19, tiled block 16 at 90% 37 / 9.5 /
+9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance.md). The
+tiled bitmask and n:m kernels run only below the batched threshold."""
 SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
 """Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
 at the earliest: the executor transposes a batched kernel's inputs and outputs in
@@ -189,9 +193,9 @@ class KernelKey:
         return max(rows, SMALL_BATCHED_FROM) if self.rows * self.cols < SMALL_WEIGHT else rows
 
     @property
-    def batched_lanes(self) -> int:
-        """The most batch rows one call of the batched kernel takes (BATCHED_LANES)."""
-        return BATCHED_LANES[self.kind]
+    def batch_chunk(self) -> int | None:
+        """The most batch rows one call of this kernel takes (BATCH_CHUNKS), or None."""
+        return BATCH_CHUNKS.get((self.kind, self.batched))
 
     @property
     def has_batched_variant(self) -> bool:

@@ -100,9 +100,9 @@ def test_limited_threads_compute_the_same(mlp, executor):
 
 
 def kernel_calls(executor):
-    """The calls that run a kernel: a batched call's lane chunks, other calls themselves."""
+    """The calls that run a kernel: a call's batch chunks, or the call itself."""
     calls = [call for step in executor.steps for call in step.calls.values()]
-    return [part for call in calls for part in ([chunk for _, chunk in call.lane_chunks] or [call])]
+    return [part for call in calls for part in ([chunk for _, chunk in call.batch_chunks] or [call])]
 
 
 def test_runs_from_several_threads(mlp, executor):

@@ -281,24 +281,58 @@ def test_batched_scratch_arrays_are_reused_across_batches(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
-    ("pattern", "lanes"),
-    [("pattern=unstructured sparsity=0.75", 64), ("pattern=nm n=3 m=4", 32), ("pattern=block block-size=4 sparsity=0.5", 32)],
+    ("pattern", "kind", "chunk"),
+    [
+        ("pattern=unstructured sparsity=0.75", "bitmask", 64),
+        ("pattern=nm n=3 m=4", "nm", 32),
+        ("pattern=block block-size=4 sparsity=0.5", "block", 32),
+        ("pattern=block block-size=16 sparsity=0.5", "block", 32),  # tiled
+        ("pattern=unstructured sparsity=0.0", "dense", 8),
+    ],
 )
-def test_large_batches_run_in_lane_chunks(pattern, lanes, tmp_path, monkeypatch):
-    """A batch larger than the batched kernel's lanes (KernelKey.batched_lanes) runs
-    as calls of that many rows and one of the rest, on two threads; each call's rows
-    go back to their place in the output."""
+@pytest.mark.parametrize("in_place", [False, True], ids=["staged", "in-place"])
+def test_large_batches_run_in_chunks(pattern, kind, chunk, in_place, tmp_path, monkeypatch):
+    """A batch larger than its kernel takes in one call (KernelKey.batch_chunk) runs as
+    calls of that many rows and one of the rest, on two threads, each with the
+    variant its rows pay for (6 rows: tiled, paired where there is a pair variant);
+    each call's rows go back to their place. The inputs come as a model input (staged)
+    or as an earlier kernel's output (read in place, at each chunk's first row)."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    model = build(301, 700, False, True, "gelu", 15)
-    model.weights["w"] = np.random.default_rng(15).standard_normal((301, 700)).astype(np.float32)  # no empty rows
-    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    model = two_layers(pattern) if in_place else build(301, 700, False, True, "gelu", 15)
+    if not in_place:
+        model.weights["w"] = np.random.default_rng(15).standard_normal((301, 700)).astype(np.float32)  # no empty rows
+        model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights, threads=2)
+    layer = list(executor.layers.values())[-1]
+    assert layer.key.kind == kind
     rng = np.random.default_rng(16)
-    for batch in (lanes, 2 * lanes + 6):
+    for batch in (chunk, 2 * chunk + 6):
         x = rng.standard_normal((batch, 700)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
-        taken = [(rows.start, rows.stop) for rows, _ in executor.steps[0].calls[x.shape].lane_chunks]
-        assert taken == ([(0, lanes)] if batch == lanes else [(0, lanes), (lanes, 2 * lanes), (2 * lanes, batch)])
+        call = executor.steps[-1].calls[(batch, 700)]
+        taken = [(rows.start, rows.stop) for rows, _ in call.batch_chunks]
+        assert taken == ([] if batch == chunk else [(0, chunk), (chunk, 2 * chunk), (2 * chunk, batch)])
+
+
+def two_layers(pattern: str) -> Model:
+    """Two layers pruned by `pattern`, 700x700 then 301x700: the first kernel's output
+    is the second's input, read in place."""
+    ctx = make_context()
+    text = """func.func @main(%x: tensor<?x700xf32> {sparsec.name = "x"}) -> (tensor<?x301xf32> {sparsec.name = "y"}) {
+  %w0 = nn.weight "w0" : tensor<700x700xf32>
+  %h = nn.gemm %x, %w0 {trans_b = 1 : i64} : (tensor<?x700xf32>, tensor<700x700xf32>) -> tensor<?x700xf32>
+  %w = nn.weight "w" : tensor<301x700xf32>
+  %y = nn.gemm %h, %w {trans_b = 1 : i64} : (tensor<?x700xf32>, tensor<301x700xf32>) -> tensor<?x301xf32>
+  func.return %y : tensor<?x301xf32>
+}
+"""
+    module = parse_module(text, ctx)
+    rng = np.random.default_rng(17)
+    ctx.weights["w0"] = (rng.standard_normal((700, 700)) / 26).astype(np.float32)
+    ctx.weights["w"] = rng.standard_normal((301, 700)).astype(np.float32)
+    model = Model(module, ctx)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    return model
 
 
 def test_inputs_anywhere_in_a_cache_line(tmp_path, monkeypatch):
