@@ -2,6 +2,7 @@
 
 from xdsl.passes import ModulePass
 
+from sparsec.passes.fold_batch_norm import FoldBatchNormPass
 from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
 from sparsec.passes.prune_magnitude import PruneMagnitudePass
@@ -13,6 +14,7 @@ from sparsec.passes.strip_identity import StripIdentityPass
 from sparsec.passes.unpack import UnpackPass
 
 ALL_PASSES: tuple[type[ModulePass], ...] = (
+    FoldBatchNormPass,
     LowerKernelsPass,
     PackBitmaskPass,
     PruneMagnitudePass,
