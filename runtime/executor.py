@@ -57,6 +57,10 @@ SHARES_PER_THREAD = 4
 """Shares a call is cut into per thread that takes part (runtime/workers.py)."""
 BLAS_OPS = (ConvOp, GemmOp, MatMulOp)
 """The ops numpy runs with BLAS (runtime steps for layers left dense)."""
+BLAS_SOLO_FROM = 1 << 28
+"""Input size times weight size from which a BLAS step runs on one BLAS thread next
+to the worker pool (`Executor._evaluate`): a proxy for the multiply-adds, large enough
+to leave small models' calls alone (the digits MLP's last layer: 2^17)."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
@@ -347,10 +351,8 @@ class Executor:
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self.blas = ThreadpoolController() if self.pool is not None and any(isinstance(step.op, BLAS_OPS) for step in self.steps) else None
-        """Set when numpy steps call BLAS next to the worker pool: runs then limit BLAS to
-        one thread, as its threads spin after each call on the CPUs the workers wait on
-        (ResNet50 with its first convolution in numpy: 160 ms a run on two threads, 100
-        with BLAS limited; 95 on one)."""
+        """Set when numpy steps may call BLAS next to the worker pool: large ones then run
+        with BLAS limited to one thread (`_evaluate`)."""
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
         """Kernel steps' outputs by op and rows, kept from call to call (`_call_for`)."""
         self.scratch: dict[tuple[str, int, int], np.ndarray] = {}
@@ -552,10 +554,18 @@ class Executor:
         """Outputs by name for inputs by name. Safe to call from several threads; their
         runs take turns."""
         with self._running:
-            if self.blas is None:
-                return self._run(feeds)
+            return self._run(feeds)
+
+    def _evaluate(self, step: _Step, operands: list[np.ndarray]) -> np.ndarray:
+        """A numpy step's result. Next to the worker pool, a large BLAS call runs on one
+        BLAS thread: BLAS's threads spin after each call on the CPUs the workers wait
+        on (ResNet50, its first convolution in numpy: 160 ms a run on two threads, 97
+        with this; 95 on one). Limiting costs 6.6 us, too much to pay on every run of
+        a small model, whose small calls BLAS runs on one thread anyway."""
+        if self.blas is not None and isinstance(step.op, BLAS_OPS) and operands[0].size * operands[1].size >= BLAS_SOLO_FROM:
             with self.blas.limit(limits=1, user_api="blas"):
-                return self._run(feeds)
+                return reference.evaluate(step.op, operands)
+        return reference.evaluate(step.op, operands)
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = self.initial.copy()
@@ -564,7 +574,7 @@ class Executor:
         """The addresses of the kernel outputs that later kernel steps read in place."""
         for step in self.steps:
             if step.dtype is not None:
-                env[step.result] = reference.evaluate(step.op, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
+                env[step.result] = self._evaluate(step, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
                 continue
             x = env[step.inputs[0]]
             call = step.calls.get(x.shape) or self._call_for(step, x)  # pyright: ignore

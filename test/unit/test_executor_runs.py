@@ -137,36 +137,41 @@ def test_a_fork_during_a_run_leaves_the_child_free_to_run(mlp, executor):
         assert in_forked_child(lambda: np.array_equal(executor.run({"x": x})[name], expected))
 
 
-def test_blas_runs_on_one_thread_next_to_the_workers(tmp_path, monkeypatch):
-    """Layers left dense run in numpy, with BLAS: next to the worker pool, a run limits
-    BLAS to one thread (its threads spin after each call on the CPUs the workers wait
-    on) and restores it after; with no pool, or no such step, BLAS is left alone."""
+def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkeypatch):
+    """Layers left dense run in numpy, with BLAS: next to the worker pool, a large
+    BLAS call runs on one BLAS thread (its threads spin after each call on the CPUs
+    the workers wait on) and the limit is lifted after it; small calls, other ops, and
+    executors without a pool or without such steps leave BLAS alone."""
     from threadpoolctl import ThreadpoolController, threadpool_limits
 
     from sparsec import reference
+    from sparsec.dialects import nn
 
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     path = models.gemm_stack(tmp_path / "mlp.onnx", layers=2, width=256, bias=True, scale=0.09)
     model = sparsec.load(path)
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
     assert Executor(model.module, model.weights, threads=2).blas is None  # every layer a kernel
-    model = sparsec.load(path)  # left dense: two Gemms in numpy
-    seen: list[int] = []
+    model = sparsec.load(path)  # left dense: Gemm and Relu in numpy
+    seen: list[tuple[bool, int]] = []
     evaluate = reference.evaluate
 
     def counting(op, operands):
-        seen.append(ThreadpoolController().info()[0]["num_threads"])
+        seen.append((isinstance(op, nn.GemmOp), ThreadpoolController().info()[0]["num_threads"]))
         return evaluate(op, operands)
 
     monkeypatch.setattr(reference, "evaluate", counting)
-    x = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
+    rng = np.random.default_rng(0)
     with threadpool_limits(2, user_api="blas"):
         assert Executor(model.module, model.weights, threads=1).blas is None
         executor = Executor(model.module, model.weights, threads=2)
         assert executor.blas is not None
-        got = executor.run({"x": x})
-        assert len(seen) == len(executor.steps) and set(seen) == {1}
-        assert ThreadpoolController().info()[0]["num_threads"] == 2
+        for batch, gemm_threads in [(4, 2), (8192, 1)]:  # 4 x 256 x 65536 values: below BLAS_SOLO_FROM
+            seen.clear()
+            x = rng.standard_normal((batch, 256)).astype(np.float32)
+            got = executor.run({"x": x})
+            assert sorted(set(seen)) == [(False, 2), (True, gemm_threads)]
+            assert ThreadpoolController().info()[0]["num_threads"] == 2
+            for name, value in model.run({"x": x}).items():
+                np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5)
         executor.close()
-    for name, value in model.run({"x": x}).items():
-        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)
