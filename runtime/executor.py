@@ -84,10 +84,10 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
 
 def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     """The variants of `key` the executor may also run: batched from a few batch rows
-    (bitmask, n:m and blocks of up to 8, KernelKey.batched_from), panelled for a few batch rows of long
-    weight rows (KernelKey.panels_pay), paired (and panelled and paired) for 4k + 2
-    rows of kernels tiled in fours (KernelKey.pairs_pay), and for one batch row the
-    chunk variant of `chunk_span` (if not 0)."""
+    (bitmask, n:m and blocks of up to 8, KernelKey.batched_from), panelled for a few
+    batch rows of long weight rows (KernelKey.panels_pay), paired (and panelled and
+    paired) for 4k + 2 rows of kernels tiled in fours (KernelKey.pairs_pay), and for
+    one batch row the chunk variant of `chunk_span` (if not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.has_batched_variant else []
     panelled = [dataclasses.replace(key, panelled=True)] if key.has_panel_variant else []
     paired = [dataclasses.replace(tiled, paired=True) for tiled in [key, *panelled]] if key.tiled_in_fours else []
