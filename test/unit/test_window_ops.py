@@ -1,6 +1,7 @@
-"""Pooling in the reference interpreter (which the executor runs for every op without
-a kernel) against onnxruntime, over random 1-D, 2-D and 3-D geometries: kernels,
-strides, pads, dilations, ceil_mode and count_include_pad."""
+"""Pooling and depthwise convolutions in the reference interpreter (which the executor
+runs for every op without a kernel) against onnxruntime, over random 1-D, 2-D and 3-D
+geometries: kernels, strides, pads, dilations, ceil_mode and count_include_pad, channel
+multipliers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import onnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
 from conftest import onnxruntime_outputs
@@ -32,11 +33,12 @@ def pools(draw):
     return op, [draw(st.integers(1, 2)), draw(st.integers(1, 3)), *spatial], attributes
 
 
-def pool_model(path, op: str, shape: list[int], attributes: dict) -> None:
-    node = helper.make_node(op, ["x"], ["y"], name="pool", **attributes)
+def pool_model(path, op: str, shape: list[int], attributes: dict, initializers=(), inputs=("x",)) -> None:
+    node = helper.make_node(op, list(inputs), ["y"], name="window", **attributes)
     graph = helper.make_graph(
-        [node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
-    )
+        [node], "window", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        list(initializers),
+    )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
@@ -54,3 +56,24 @@ def test_pooling_matches_onnxruntime(tmp_path_factory, pool, seed):
         got = model.run({"x": layout})["y"]
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pools(), st.integers(1, 2), st.booleans(), st.integers(0, 99))
+def test_depthwise_convolution_matches_onnxruntime(tmp_path_factory, pool, multiplier, bias, seed):
+    """A convolution with one input channel per group (and `multiplier` outputs per
+    channel), on the pooling cases' geometries (ceil_mode and count_include_pad aside)."""
+    _, shape, attributes = pool
+    rank, channels = len(shape) - 2, shape[1]
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((channels * multiplier, 1, *attributes["kernel_shape"])).astype(np.float32)
+    conv = {k: v for k, v in attributes.items() if k in ("kernel_shape", "strides", "pads", "dilations")}
+    conv.setdefault("dilations", [1] * rank)
+    initializers = [numpy_helper.from_array(weight, "w")] + ([numpy_helper.from_array(rng.standard_normal(len(weight)).astype(np.float32), "b")] if bias else [])
+    path = tmp_path_factory.mktemp("conv") / "conv.onnx"
+    pool_model(path, "Conv", shape, {**conv, "group": channels}, initializers, ("x", "w", "b") if bias else ("x", "w"))
+    x = rng.standard_normal(shape).astype(np.float32)
+    expected = onnxruntime_outputs(path, {"x": x})["y"]
+    got = sparsec.load(path).run({"x": x})["y"]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
