@@ -1,4 +1,4 @@
-"""Fold inference-mode batch normalization into the convolution before it.
+"""Fold inference-mode batch normalization into the convolution or Gemm before it.
 
     %y = nn.conv %x, %w, %b                       %y2 = nn.conv %x, %w_bn, %b_bn
     %z = nn.batch_norm %y, %s, %t, %mean, %var    (nn.batch_norm gone)
@@ -6,7 +6,9 @@
 with, per output channel, inv = s / sqrt(var + epsilon), w_bn = w * inv and
 b_bn = (b - mean) * inv + t (b = 0 without a bias). A batch normalization after each
 convolution (ResNet's 53) then costs nothing at run time, and the folded bias and a
-Relu after it fuse into the convolution's kernel (lower-kernels).
+Relu after it fuse into the convolution's kernel (lower-kernels). A Gemm followed by
+a normalization (BatchNorm1d after a Linear layer) folds the same way, its weight's
+output columns scaled.
 
 Scaling an output channel keeps its zeros where they are, so the pass may run after
 pruning: the pattern the pruning pass recorded on the weight still holds, and the
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import builtin
-from xdsl.dialects.builtin import TensorType, f32
+from xdsl.dialects.builtin import FloatAttr, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
@@ -37,13 +39,22 @@ def _weight(value: SSAValue | None) -> nn.WeightOp | None:
     return owner if isinstance(owner, nn.WeightOp) else None
 
 
-def _foldable(norm: nn.BatchNormOp) -> nn.ConvOp | None:
-    """The convolution `norm` can be folded into, if any."""
-    conv = norm.x.owner
-    if not isinstance(conv, nn.ConvOp) or not conv.output.has_one_use():
+Layer = nn.ConvOp | nn.GemmOp
+
+
+def _weights_of(layer: Layer) -> tuple[SSAValue, SSAValue | None]:
+    """The layer's weight and bias operands."""
+    return (layer.w, layer.b) if isinstance(layer, nn.ConvOp) else (layer.b, layer.c)
+
+
+def _foldable(norm: nn.BatchNormOp) -> Layer | None:
+    """The convolution or Gemm (weight on the right) `norm` can be folded into, if any."""
+    layer = norm.x.owner
+    if not isinstance(layer, Layer) or not layer.output.has_one_use():
         return None
-    weights = [conv.w, norm.scale, norm.b, norm.mean, norm.var] + ([conv.b] if conv.b is not None else [])
-    return conv if all(_weight(value) is not None for value in weights) else None
+    weight, bias = _weights_of(layer)
+    operands = [weight, norm.scale, norm.b, norm.mean, norm.var] + ([bias] if bias is not None else [])
+    return layer if all(_weight(value) is not None for value in operands) else None
 
 
 def _array(value: SSAValue, weights: WeightStore) -> np.ndarray:
@@ -64,24 +75,38 @@ def _new_weight(weights: WeightStore, like: nn.WeightOp, suffix: str, array: np.
     return op
 
 
-def _fold(conv: nn.ConvOp, norm: nn.BatchNormOp, weights: WeightStore) -> None:
-    """Replace conv and norm by one convolution with the folded weight and bias."""
-    w_op = _weight(conv.w)
+def _fold(layer: Layer, norm: nn.BatchNormOp, weights: WeightStore) -> None:
+    """Replace layer and norm by one layer with the folded weight and bias.
+
+    A Gemm computes alpha * A @ B' + beta * C with B' the (K, N) view of B, so its
+    columns scale, and the folded bias beta * C * inv + shift - mean * inv takes beta
+    = 1 (C may be any shape that broadcasts to the output's)."""
+    weight, bias = _weights_of(layer)
+    w_op = _weight(weight)
     assert w_op is not None
     inv = _array(norm.scale, weights) / np.sqrt(_array(norm.var, weights) + norm.epsilon.value.data)
-    bias = _array(conv.b, weights) if conv.b is not None else 0.0
-    w = _array(conv.w, weights)
-    new_w = _new_weight(weights, w_op, "_bn", w * inv.reshape(-1, *(1,) * (w.ndim - 1)), w_op.sparsity)
-    new_b = _new_weight(weights, w_op, "_bn_bias", (bias - _array(norm.mean, weights)) * inv + _array(norm.b, weights), None)
-    new_conv = nn.ConvOp.build(operands=[[conv.x], [new_w.result], [new_b.result]], properties=dict(conv.properties), result_types=[norm.output.type])
-    block = conv.parent_block()
+    offset = _array(norm.b, weights) - _array(norm.mean, weights) * inv
+    w = _array(weight, weights)
+    b = _array(bias, weights) if bias is not None else 0.0
+    properties = dict(layer.properties)
+    if isinstance(layer, nn.ConvOp):
+        folded_w, folded_b = w * inv.reshape(-1, *(1,) * (w.ndim - 1)), b * inv + offset
+    else:
+        folded_w = w * inv[:, None] if layer.trans_b.value.data else w * inv
+        folded_b = layer.beta.value.data * b * inv + offset
+        properties["beta"] = FloatAttr(1.0, f32)
+    new_w = _new_weight(weights, w_op, "_bn", folded_w, w_op.sparsity)
+    new_b = _new_weight(weights, w_op, "_bn_bias", np.asarray(folded_b), None)
+    activation = layer.x if isinstance(layer, nn.ConvOp) else layer.a
+    new = type(layer).build(operands=[[activation], [new_w.result], [new_b.result]], properties=properties, result_types=[norm.output.type])
+    block = layer.parent_block()
     assert block is not None
-    block.insert_ops_before([new_w, new_b, new_conv], conv)
-    new_conv.location = conv.location
-    new_conv.output.name_hint = norm.output.name_hint
-    norm.output.replace_all_uses_with(new_conv.output)
+    block.insert_ops_before([new_w, new_b, new], layer)
+    new.location = layer.location
+    new.output.name_hint = norm.output.name_hint
+    norm.output.replace_all_uses_with(new.output)
     block.erase_op(norm)
-    block.erase_op(conv)
+    block.erase_op(layer)
 
 
 def _drop_unused_weights(module: builtin.ModuleOp, weights: WeightStore, candidates: list[Operation]) -> None:
@@ -99,7 +124,7 @@ def _drop_unused_weights(module: builtin.ModuleOp, weights: WeightStore, candida
 
 @dataclass(frozen=True)
 class FoldBatchNormPass(ModulePass):
-    """Fold nn.batch_norm into the nn.conv before it (weight and bias scaled per channel)."""
+    """Fold nn.batch_norm into the nn.conv or nn.gemm before it (weight and bias scaled per channel)."""
 
     name = "fold-batch-norm"
 
@@ -107,10 +132,10 @@ class FoldBatchNormPass(ModulePass):
         weights = weight_store(ctx)
         replaced: list[Operation] = []
         for norm in [o for o in op.walk() if isinstance(o, nn.BatchNormOp)]:
-            conv = _foldable(norm)
-            if conv is None:
+            layer = _foldable(norm)
+            if layer is None:
                 continue
-            operands = [conv.w, conv.b, norm.scale, norm.b, norm.mean, norm.var]
+            operands = [*_weights_of(layer), norm.scale, norm.b, norm.mean, norm.var]
             replaced += [value.owner for value in operands if value is not None]  # pyright: ignore
-            _fold(conv, norm, weights)
+            _fold(layer, norm, weights)
         _drop_unused_weights(op, weights, replaced)

@@ -108,3 +108,41 @@ def test_compile_folds_for_the_runtime_only(tmp_path):
     assert main(["compile", str(path), "--pattern", "nm:2:4", "--min-elements", "0", "-o", str(tmp_path / "m.onnx")]) == 0
     assert count(sparsec.load(tmp_path / "m.spx"), nn.BatchNormOp) == 0
     assert sum(node.op_type == "BatchNormalization" for node in onnx.load(str(tmp_path / "m.onnx")).graph.node) == 2
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_and_batch_norm_fold(trans_b, tmp_path, monkeypatch):
+    """Gemm (beta 0.5, a bias) -> BatchNormalization -> Relu, as a Linear layer and
+    BatchNorm1d export: folded, it matches onnxruntime, and compiled to kernels (bias
+    and Relu fused), the reference on the same float16 weights."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(5)
+    weight = (rng.standard_normal((48, 64) if trans_b else (64, 48)) * 0.2).astype(np.float32)
+    norm = {"scale": 1 + 0.3 * rng.standard_normal(48), "shift": rng.standard_normal(48), "mean": rng.standard_normal(48), "var": 0.5 + rng.random(48)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "c"], ["g"], name="fc", transB=trans_b, beta=0.5),
+        helper.make_node("BatchNormalization", ["g", "scale", "shift", "mean", "var"], ["n"]),
+        helper.make_node("Relu", ["n"], ["y"]),
+    ]
+    initializers = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(rng.standard_normal(48).astype(np.float32), "c")]
+    initializers += [numpy_helper.from_array(v.astype(np.float32), k) for k, v in norm.items()]
+    graph = helper.make_graph(
+        nodes, "gemm_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers,
+    )  # fmt: skip
+    path = tmp_path / "gemm_bn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = sparsec.load(path)
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},fold-batch-norm")
+    assert count(model, nn.BatchNormOp) == 0
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    pruned = sparsec.load(path)
+    pruned.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0}")
+    np.testing.assert_allclose(model.run({"x": x})["y"], pruned.run({"x": x})["y"], rtol=1e-4, atol=1e-5)
+    dense = sparsec.load(path)
+    dense.apply("fold-batch-norm")
+    np.testing.assert_allclose(dense.run({"x": x})["y"], onnxruntime_outputs(path, {"x": x})["y"], rtol=1e-4, atol=1e-5)
+    model.apply("pack-bitmask,lower-kernels")
+    assert count(model, nn.GemmOp) == 0 and count(model, nn.ReluOp) == 0
+    got = Executor(model.module, model.weights).run({"x": x})["y"]
+    np.testing.assert_allclose(got, model.run({"x": x})["y"], rtol=1e-3, atol=1e-4)

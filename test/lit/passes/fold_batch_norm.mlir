@@ -83,3 +83,37 @@ func.func @main(%x: tensor<?x1x1x1xf32>) -> (tensor<?x1x1x1xf32>, tensor<?x1x1x1
 // CHECK:      %w_bn = nn.weight "w_bn" dense<{{\[\[\[\[}}6.0]]]]> : tensor<1x1x1x1xf32>
 // CHECK:      %w_bn_1 = nn.weight "w_bn_1" dense<{{\[\[\[\[}}9.0]]]]> : tensor<1x1x1x1xf32>
 // CHECK-NOT:  "w"
+
+// -----
+// Gemm, B as (N, K) (trans_b = 1): B's rows scale; C and beta fold into a bias with
+// beta = 1. inv = [2, 0.5]; bias = 3 * [1, 2] * inv + [0, 1] - [1, 2] * inv = [4, 3].
+func.func @main(%x: tensor<?x2xf32>) -> tensor<?x2xf32> {
+  %w = nn.weight "w" dense<[[1.0, 2.0], [4.0, 0.0]]> : tensor<2x2xf32>
+  %c = nn.weight "c" dense<[1.0, 2.0]> : tensor<2xf32>
+  %s = nn.weight "s" dense<[2.0, 0.5]> : tensor<2xf32>
+  %t = nn.weight "t" dense<[0.0, 1.0]> : tensor<2xf32>
+  %m = nn.weight "m" dense<[1.0, 2.0]> : tensor<2xf32>
+  %v = nn.weight "v" dense<[1.0, 1.0]> : tensor<2xf32>
+  %y = nn.gemm %x, %w, %c {trans_b = 1 : i64, beta = 3.0 : f32} : (tensor<?x2xf32>, tensor<2x2xf32>, tensor<2xf32>) -> tensor<?x2xf32>
+  %z = nn.batch_norm %y, %s, %t, %m, %v {epsilon = 0.0 : f32} : (tensor<?x2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> tensor<?x2xf32>
+  func.return %z : tensor<?x2xf32>
+}
+// CHECK:      %w_bn = nn.weight "w_bn" dense<{{\[\[}}2.0, 4.0], [2.0, 0.0]]> : tensor<2x2xf32>
+// CHECK-NEXT: %w_bn_bias = nn.weight "w_bn_bias" dense<[4.0, 3.0]> : tensor<2xf32>
+// CHECK-NEXT: %z = nn.gemm %x, %w_bn, %w_bn_bias {trans_b = 1 : i64} :
+
+// -----
+// Gemm, B as (K, N), no C: B's columns scale; the bias is shift - mean * inv.
+func.func @main(%x: tensor<?x2xf32>) -> tensor<?x2xf32> {
+  %w = nn.weight "w" dense<[[1.0, 2.0], [4.0, 0.0]]> : tensor<2x2xf32>
+  %s = nn.weight "s" dense<[2.0, 0.5]> : tensor<2xf32>
+  %t = nn.weight "t" dense<[0.0, 1.0]> : tensor<2xf32>
+  %m = nn.weight "m" dense<[1.0, 2.0]> : tensor<2xf32>
+  %v = nn.weight "v" dense<[1.0, 1.0]> : tensor<2xf32>
+  %y = nn.gemm %x, %w : (tensor<?x2xf32>, tensor<2x2xf32>) -> tensor<?x2xf32>
+  %z = nn.batch_norm %y, %s, %t, %m, %v {epsilon = 0.0 : f32} : (tensor<?x2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> tensor<?x2xf32>
+  func.return %z : tensor<?x2xf32>
+}
+// CHECK:      %w_bn = nn.weight "w_bn" dense<{{\[\[}}2.0, 1.0], [8.0, 0.0]]> : tensor<2x2xf32>
+// CHECK-NEXT: %w_bn_bias = nn.weight "w_bn_bias" dense<[-2.0, 0.0]> : tensor<2xf32>
+// CHECK-NEXT: %z = nn.gemm %x, %w_bn, %w_bn_bias :
