@@ -246,9 +246,13 @@ def _average_pool(op: nn.AveragePoolOp, x: np.ndarray) -> np.ndarray:
 
 
 def _batch_norm(op: nn.BatchNormOp, x, scale, b, mean, var) -> np.ndarray:
+    """x * inv + (b - mean * inv): two passes over x where (x - mean) * inv + b took
+    three (DenseNet's 62 normalizations after a Concat, which nothing folds: 23 ms)."""
     shape = (-1,) + (1,) * (x.ndim - 2)
     inv = scale / np.sqrt(var + np.float32(op.epsilon.value.data))
-    return (x - mean.reshape(shape)) * inv.reshape(shape) + b.reshape(shape)
+    y = x * inv.reshape(shape)
+    y += (b - mean * inv).reshape(shape)
+    return y
 
 
 def _layer_norm(op: nn.LayerNormOp, x, scale, b=None) -> np.ndarray:
