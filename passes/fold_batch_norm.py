@@ -31,6 +31,7 @@ from xdsl.passes import ModulePass
 from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.dialects.sparse import PatternAttr
+from sparsec.irfile import drop_unread_weights
 from sparsec.weights import WeightStore
 
 
@@ -112,14 +113,11 @@ def _fold(layer: Layer, norm: nn.BatchNormOp, weights: WeightStore) -> None:
 def _drop_unused_weights(module: builtin.ModuleOp, weights: WeightStore, candidates: list[Operation]) -> None:
     """Erase the `nn.weight` ops of `candidates` left without uses, and their arrays
     when no other op reads them."""
-    for op in candidates:
-        if isinstance(op, nn.WeightOp) and op.result.first_use is None and op.parent is not None:
-            op.detach()
-            op.erase()
-    still_read = {op.weight_name.data for op in module.walk() if isinstance(op, nn.WeightOp)}
-    for op in candidates:
-        if isinstance(op, nn.WeightOp) and op.weight_name.data not in still_read and op.weight_name.data in weights:
-            weights.pop(op.weight_name.data)
+    unused = [op for op in dict.fromkeys(candidates) if isinstance(op, nn.WeightOp) and op.result.first_use is None]
+    for op in unused:
+        op.detach()
+        op.erase()
+    drop_unread_weights(module, weights, [op.weight_name.data for op in unused])
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from sparsec.context import weight_store
+from sparsec.irfile import drop_unread_weights
 from sparsec.dialects import nn
 from sparsec.dialects.sparse import VALUE_TYPES, EncodingAttr, PackedWeightOp, PatternKind
 from sparsec.errors import PassFailure, PipelineError
@@ -115,7 +116,4 @@ class PackBitmaskPass(ModulePass):
             assert weight.sparsity is not None
             to_stored = axes.get(weight, lambda axis: axis)
             self.pack(weight, to_stored(weight.sparsity.axis.data), weights)
-        still_used = {w.weight_name.data for w in op.walk() if isinstance(w, nn.WeightOp)}
-        for weight in pending:
-            if weight.weight_name.data not in still_used and weight.weight_name.data in weights:
-                weights.pop(weight.weight_name.data)
+        drop_unread_weights(op, weights, [weight.weight_name.data for weight in pending])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -42,6 +42,15 @@ def storing_ops(module: ModuleOp) -> Iterator[StoredWeightOp]:
     for op in module.walk():
         if isinstance(op, StoredWeightOp):
             yield op
+
+
+def drop_unread_weights(module: ModuleOp, weights: WeightStore, names: Iterable[str]) -> None:
+    """Remove from `weights` each of `names` that no op of `module` stores any more:
+    what a pass that replaced weight ops leaves behind."""
+    read = {name for op in storing_ops(module) for name in op.stored_tensors().values()}
+    for name in names:
+        if name not in read and name in weights:
+            weights.pop(name)
 
 
 def parse_module(
