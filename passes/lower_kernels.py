@@ -3,7 +3,7 @@
     lower-kernels
 
 Gemm (trans_a = 0, alpha = beta = 1), MatMul with a packed 2-D weight on the right, and
-Conv (group 1) with a packed weight become `sparse.matmul` / `sparse.conv`, each naming
+Conv (group 1, 1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, each naming
 the kernel it needs (sparsec.kernels.KernelKey). A bias (Gemm's C, MatMul followed by an
 Add of a 1-D weight, Conv's B) and a Relu that is the only user are fused as the epilogue.
 
@@ -128,7 +128,7 @@ def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
 
 def _lower_conv(op: nn.ConvOp) -> None:
     weight = _packed(op.w)
-    if weight is None or op.group.value.data != 1 or len(weight.tensor_type.get_shape()) != 4:
+    if weight is None or op.group.value.data != 1 or not 3 <= len(weight.tensor_type.get_shape()) <= 5:
         return
     fused: list[Operation] = [op]
     activation = _fused_activation(op.output)

@@ -94,10 +94,10 @@ def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     return batched + panelled + paired + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
 
 
-def variant_kind(key: KernelKey) -> tuple[bool, bool, bool, bool]:
+def variant_kind(key: KernelKey) -> tuple[bool, bool, bool, bool, bool]:
     """Which variant `key` is (all False: the plain kernel); the executor compiles the
     variants of one kind for all its layers at once."""
-    return key.batched, key.panelled, key.paired, bool(key.chunk_span)
+    return key.batched, key.panelled, key.paired, bool(key.chunk_span), bool(key.window)
 
 
 def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[KernelKey | NormKey]:
@@ -108,6 +108,8 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
             key = kernel_key_of(op, target)
             nonzeros = nonzero_count(op.w.owner, weights) if key.has_chunk_variants else 0  # pyright: ignore
             keys += [key, *variant_keys(key, key.chunk_span_for(nonzeros))]
+            if isinstance(op, SparseConvOp) and (conv := static_implicit_conv(op, key)) is not None:
+                keys.append(conv.key)
         elif isinstance(op, LayerNormOp) and (key := norm_key_of(op)) is not None:
             keys.append(key)
     return list(dict.fromkeys(keys))
@@ -153,6 +155,65 @@ def transposed_inputs(x: np.ndarray, columns: np.ndarray | None = None) -> np.nd
 def padded_batch(batch: int) -> int:
     """P, the batched kernels' batch: `batch` rounded up to a multiple of 16."""
     return -(-batch // 16) * 16
+
+
+@dataclass(frozen=True)
+class ImplicitConv:
+    """How a convolution with stride 1 runs the implicit variant of its batched kernel
+    (KernelKey.window): each image is copied into the inner part of a zeroed array of
+    padded planes (C planes of Hp x Wp, then a zero plane the padding products read),
+    and batch lane l is the output at row l // Wp, column l % Wp. Every tap of every
+    channel then reads 16 consecutive lanes as one vector at a fixed offset, so there
+    are no input windows to copy (im2col) and no transposes; the lanes of the last
+    (kernel width - 1) x dilation columns of each row are computed and dropped."""
+
+    key: KernelKey
+    channels: int
+    padded: tuple[int, int]
+    """Hp, Wp: the planes' rows and columns, pads included."""
+    before: tuple[int, int]
+    """The pads before the first row and column."""
+    out: tuple[int, int]
+    """Ho, Wo: the output's rows and columns (one row for a 1-D convolution)."""
+    spatial: tuple[int, ...]
+    """The result's spatial shape: (Ho, Wo), or (Wo,) for a 1-D convolution."""
+    lanes: int
+    """Ho x Wp rounded up to 16: the batch of each image's call."""
+
+    @property
+    def size(self) -> int:
+        """Floats of the padded input: the planes, then a zero plane and slack for the
+        last lanes, which run up to 15 past the last output row."""
+        return self.channels * self.padded[0] * self.padded[1] + max(self.lanes, self.padded[0] * self.padded[1])
+
+
+def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) -> ImplicitConv | None:
+    """The implicit form of convolution `op` with kernel `key` on inputs of `x_shape`,
+    or None where it does not apply: a 1-D or 2-D convolution with stride 1 whose
+    kernel has an implicit variant."""
+    kernel = tuple(op.w.type.get_shape()[2:])  # pyright: ignore
+    if not key.has_implicit_variant or len(kernel) not in (1, 2) or len(x_shape) != 2 + len(kernel):
+        return None
+    strides, dilations, pads = op.geometry(x_shape, kernel)
+    if any(stride != 1 for stride in strides):
+        return None
+    ones = (1,) * (2 - len(kernel))  # a 1-D convolution is a 2-D one of one row
+    (kh, kw), (dh, dw), (h, w) = (ones + tuple(kernel)), (ones + tuple(dilations)), (ones + tuple(x_shape[2:]))
+    (top, left), (bottom, right) = ((0,) * len(ones) + tuple(pads[: len(kernel)])), ((0,) * len(ones) + tuple(pads[len(kernel) :]))
+    hp, wp = h + top + bottom, w + left + right
+    ho, wo = hp - (kh - 1) * dh, wp - (kw - 1) * dw
+    if ho < 1 or wo < 1:
+        return None
+    window = (kh * kw, kw, hp * wp, dh * wp, dw)
+    variant = dataclasses.replace(key, batched=True, window=window)
+    return ImplicitConv(variant, x_shape[1], (hp, wp), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wp))
+
+
+def static_implicit_conv(op: SparseConvOp, key: KernelKey) -> ImplicitConv | None:
+    """The implicit form of convolution `op` (`implicit_conv`) when the IR fixes its
+    input's shape, else None."""
+    shape = tuple(op.x.type.get_shape())  # pyright: ignore
+    return implicit_conv(op, key, shape) if shape and min(shape) > 0 else None
 
 
 def _kept(arrays: dict, key: tuple, shape: tuple[int, ...], allocate=np.empty) -> np.ndarray:
@@ -265,8 +326,11 @@ class _Call:
     """The calls a call on more batch rows than its kernel takes at once runs instead
     (KernelKey.batch_chunk), each on the batch rows of its slice; else empty."""
     input: np.ndarray | None = None
-    """Where inputs that are not a kernel's output are copied (`Executor._staged`)."""
+    """Where inputs that are not a kernel's output are copied (`Executor._staged`), or
+    an implicit convolution's padded input (ImplicitConv)."""
     input_address: int = 0
+    padded_input: np.ndarray | None = None
+    """An implicit convolution's padded input without its pads, where each image goes."""
 
 
 @dataclass
@@ -348,6 +412,9 @@ class Executor:
             unit.kernel = self.kernels.functions[unit.key.symbol]  # pyright: ignore
         self.variants: dict[str, object] = {}
         """Compiled batched and chunk kernels by symbol (compiled on first use)."""
+        self.implicit_keys = [conv.key for conv in map(self._static_implicit_conv, self.steps) if conv is not None]
+        """The implicit convolutions' kernels the IR's shapes call for, compiled together
+        on first use (another input shape compiles its own)."""
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self.blas = ThreadpoolController() if self.pool is not None and any(isinstance(step.op, BLAS_OPS) for step in self.steps) else None
@@ -386,6 +453,14 @@ class Executor:
         scale, bias = (np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (key.cols,)), np.float32) for value in parameters)
         return _Norm(key, scale, bias, np.array([op.epsilon.value.data], np.float32))
 
+    @staticmethod
+    def _static_implicit_conv(step: _Step) -> ImplicitConv | None:
+        """The implicit form of a convolution step where the IR's input shape runs it."""
+        if not isinstance(step.op, SparseConvOp) or not isinstance(step.unit, _Layer):
+            return None
+        conv = static_implicit_conv(step.op, step.unit.key)
+        return conv if conv is not None and step.unit.variant_for(conv.lanes).batched else None
+
     def _slots(self, values) -> list[int]:
         """The slots of `values`, new ones numbered on."""
         return [self.slots.setdefault(value, len(self.slots)) for value in values]
@@ -411,6 +486,10 @@ class Executor:
             call = self._make_call(unit.kernel, (*unit.arguments, len(output)), Shares([(0, len(output))]), output, output.reshape(x.shape))
         elif isinstance(step.op, SparseConvOp):
             assert isinstance(unit, _Layer)
+            call = self._implicit_call(step, unit, x)
+            if call is not None:
+                step.calls[x.shape] = call
+                return call
             windows = self._windows(step.op, x)
             output = self._output(step, windows.size // unit.key.cols, unit.key.rows)
             spatial = windows.shape[1 : x.ndim - 1]
@@ -421,6 +500,27 @@ class Executor:
             output = self._output(step, x.size // unit.key.cols, unit.key.rows)
             call = self._layer_call(unit, output, output.reshape(*x.shape[:-1], unit.key.rows))
         step.calls[x.shape] = call
+        return call
+
+    def _implicit_call(self, step: _Step, layer: _Layer, x: np.ndarray) -> _Call | None:
+        """The call of a convolution that runs its kernel's implicit variant on inputs
+        shaped as `x` (ImplicitConv), or None when it does not apply or pay. Its result
+        is a view of the output lanes: channels first, each row's dropped lanes skipped."""
+        conv = implicit_conv(step.op, layer.key, x.shape)  # pyright: ignore
+        if conv is None or not layer.variant_for(conv.lanes).batched:
+            return None
+        images, rows, (ho, wo), (hp, wp) = x.shape[0], layer.key.rows, conv.out, conv.padded
+        output = _kept(self.buffers, (step.op, images), (images, rows, conv.lanes))
+        result = output[:, :, : ho * wp].reshape(images, rows, ho, wp)[..., :wo].reshape(images, rows, *conv.spatial)
+        kernel, arguments = self._variant_call(layer, conv.key)
+        call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(layer.key, conv.lanes), output, result)
+        call.result_address = None
+        call.input = on_cache_line(np.zeros, (conv.size,))
+        call.input_address = call.input.ctypes.data
+        top, left = conv.before
+        planes = call.input[: conv.channels * hp * wp].reshape(conv.channels, hp, wp)
+        h, w = (1,) * (4 - x.ndim) + x.shape[2:]
+        call.padded_input = planes[:, top : top + h, left : left + w].reshape(x.shape[1:])
         return call
 
     def _output(self, step: _Step, rows: int, cols: int) -> np.ndarray:
@@ -468,8 +568,8 @@ class Executor:
         variant of that kind at once."""
         if variant.symbol not in self.variants:
             keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.chunk_span)]
-            alike = [key for key in keys if variant_kind(key) == variant_kind(variant)]
-            compiled = compile_kernels(alike, self.target)
+            alike = [key for key in [*keys, *self.implicit_keys] if variant_kind(key) == variant_kind(variant)]
+            compiled = compile_kernels(list(dict.fromkeys([*alike, variant])), self.target)
             self.compiled.append(compiled)  # the functions live as long as their engine
             self.variants.update(compiled.functions)
         return self.variants[variant.symbol]
@@ -501,7 +601,18 @@ class Executor:
         self._run_call(call, x, x.shape[-1], x_address)
 
     def _run_conv(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
-        self._run_call(call, self._windows(step.op, x), step.unit.key.cols, None)  # pyright: ignore
+        if call.padded_input is not None:
+            self._run_implicit(call, x)
+        else:
+            self._run_call(call, self._windows(step.op, x), step.unit.key.cols, None)  # pyright: ignore
+
+    def _run_implicit(self, call: _Call, x: np.ndarray) -> None:
+        """An implicit convolution's call on each image of x in turn, copied into the
+        padded input (whose pads stay zero)."""
+        image_bytes = call.output[0].nbytes
+        for image, planes in enumerate(x):
+            np.copyto(call.padded_input, planes, casting="unsafe")  # pyright: ignore
+            self._execute(call, call.input_address, call.output_address + image * image_bytes)
 
     def _run_call(self, call: _Call, x: np.ndarray, cols: int, x_address: int | None) -> None:
         """`call` on the rows of `cols` values x holds, at `x_address` when they are a

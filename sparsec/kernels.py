@@ -115,6 +115,15 @@ class KernelKey:
     byte offsets (runtime/codegen/bitmask.py); the executor picks the span with
     `chunk_span_for`."""
 
+    window: tuple[int, ...] = ()
+    """Non-empty for the implicit convolution variant of a batched bitmask or n:m
+    kernel (`has_implicit_variant`): (taps, kernel width, plane, row step, column
+    step) of a convolution with stride 1 that reads its input in place from the padded
+    input's planes, one batch lane per position of a padded row. Weight column k,
+    channel k // taps at tap row (k % taps) // width and tap column k % width, reads at
+    channel x plane + tap row x row step + tap column x column step, lane l at offset l
+    from there (runtime/codegen/batched.py, `column_offsets`)."""
+
     @property
     def symbol(self) -> str:
         shape = f"{self.rows}x{self.cols}"
@@ -123,7 +132,8 @@ class KernelKey:
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
         variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else ""
         pairs = "_pairs" if self.paired else ""
-        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}{pairs}"
+        window = "_window" + "_".join(map(str, self.window)) if self.window else ""
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}{pairs}{window}"
 
     @property
     def block_column_bits(self) -> int:
@@ -198,11 +208,29 @@ class KernelKey:
         return BATCH_CHUNKS.get((self.kind, self.batched))
 
     @property
+    def lane_chunk(self) -> int:
+        """The lanes a batched kernel takes through the whole weight at a time: its
+        BATCH_CHUNKS size, for a call on more lanes (an implicit convolution's image,
+        `window`), whose inputs are read in place rather than transposed per chunk."""
+        chunk = BATCH_CHUNKS[(self.kind, True)]
+        if not self.window:
+            return chunk
+        fitting = TILE_INPUT_BYTES // (4 * min(self.cols, self.panel_columns)) // 32 * 32
+        return min(256, max(chunk, fitting))
+
+    @property
     def has_batched_variant(self) -> bool:
         """Whether the batched variant exists: bitmask and n:m weights, and blocks of at
         most 8 (BLOCK_BATCHED_FROM): wider ones fill most of the tiled block kernel's
         16-lane vectors already, and 2B accumulators would not fit the registers."""
         return self.kind in BATCHED_FROM or (self.kind == "block" and self.block <= BLOCK_BATCHED_FROM[-1][0])
+
+    @property
+    def has_implicit_variant(self) -> bool:
+        """Whether a convolution may run the implicit variant of the batched kernel
+        (`window`): bitmask and n:m weights, whose batched kernels decode each panel's
+        columns into a small array first, which then become input offsets."""
+        return self.kind in BATCHED_FROM
 
     @property
     def position_bits(self) -> int:

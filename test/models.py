@@ -99,6 +99,27 @@ def conv_same() -> onnx.ModelProto:
     )
 
 
+def residual() -> onnx.ModelProto:
+    """A ResNet basic block: 3x3 Conv (padded, bias) -> Relu -> 1x1 Conv -> Add x -> Relu."""
+    rng = _rng()
+    return _model(
+        [
+            helper.make_node("Conv", ["x", "w3", "b3"], ["c"], name="conv3x3", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"], name="relu3x3"),
+            helper.make_node("Conv", ["r", "w1"], ["d"], name="conv1x1"),
+            helper.make_node("Add", ["x", "d"], ["s"], name="residual"),
+            helper.make_node("Relu", ["s"], ["out"], name="relu"),
+        ],
+        [helper.make_tensor_value_info("x", F32, [1, 16, 12, 12])],
+        [helper.make_tensor_value_info("out", F32, [1, 16, 12, 12])],
+        [
+            _init("w3", (rng.standard_normal((32, 16, 3, 3)) / 12).astype(np.float32)),
+            _init("b3", rng.standard_normal(32).astype(np.float32)),
+            _init("w1", (rng.standard_normal((16, 32, 1, 1)) / np.sqrt(32)).astype(np.float32)),
+        ],
+    )
+
+
 def transformer_mlp(d: int = 16, h: int = 32) -> onnx.ModelProto:
     """LayerNorm -> MatMul -> Gelu -> MatMul -> residual Add (opset 20 for Gelu)."""
     rng = _rng()
@@ -239,7 +260,7 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+    for f in (gemm, mlp, conv, conv_same, residual, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
 }
 
 

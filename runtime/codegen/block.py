@@ -183,19 +183,19 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
     def build(self) -> llvm.FuncOp:
         b = self.b
         self.weights = b.alloca(self.CHUNK * self.key.block + 16, f32)  # 16 slots of slack: widening writes whole vectors
+        self.lane_chunks(self.chunk_pass)
+        return self.ret()
+
+    def chunk_pass(self, first_lane: SSAValue, last_lane: SSAValue) -> None:
+        b = self.b
 
         def row_block_body(row_block: SSAValue, _state) -> list[SSAValue]:
             first = b.load(self.a2, row_block, i64)
             last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
-            pairs = b.round_down(self.batch, 32)
-            for start, stop, vectors in ((b.const(0, i64), pairs, 2), (pairs, self.batch, 1)):
-                b.loop(start, stop, [], lambda lane, _s, v=vectors: self.block_lanes(row_block, lane, first, last, v) or [], step=16 * vectors)
+            self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.block_lanes(row_block, lane, first, last, vectors))
             return []
 
         b.loop(self.begin, self.end, [], row_block_body)
-        if self.key.epilogue != "none":
-            self.batch_epilogue()
-        return self.ret()
 
     def block_lanes(self, row_block: SSAValue, lane: SSAValue, first: SSAValue, last: SSAValue, vectors: int) -> None:
         """y[rows of `row_block`, lane:lane + 16 * vectors] = the row block's kept blocks

@@ -310,10 +310,11 @@ class FunctionBuilder:
         """Store `value` at address `at`."""
         self.templated(("store", value.type, alignment), [value, at], lambda: llvm.StoreOp(value, at, alignment=alignment))
 
-    def prefetch(self, at: SSAValue, lines: int = 1) -> None:
-        """Ask for the `lines` cache lines from `at` on ahead of their use (a hint: it
-        never faults, so it may point past the end of an array)."""
-        read, keep, data = (self.const(flag, i32) for flag in (0, 3, 1))
+    def prefetch(self, at: SSAValue, lines: int = 1, write: bool = False, keep: int = 3) -> None:
+        """Ask for the `lines` cache lines from `at` on ahead of their use, to be read
+        or (`write`) written (a hint: it never faults, so it may point past the end of
+        an array)."""
+        read, keep, data = (self.const(flag, i32) for flag in (int(write), keep, 1))
         for line in range(lines):
             target = self.element_ptr(at, self.const(64 * line, i64), i8) if line else at
             self.intrinsic("llvm.prefetch.p0", [target, read, keep, data], None)

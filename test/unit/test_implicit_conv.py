@@ -1,0 +1,124 @@
+"""Convolutions through the implicit variant of the batched kernels (runtime/executor.py,
+ImplicitConv), against the reference interpreter on the same pruned IR: random 1-D and
+2-D geometries (kernel sizes, dilations, asymmetric pads, channels, images), bitmask and
+n:m weights, bias and Relu fused. Strided and 3-D convolutions take the other path and
+must agree too."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import models
+import sparsec
+from sparsec.runtime.executor import Executor, implicit_conv
+
+PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
+
+
+@st.composite
+def convolutions(draw):
+    rank = draw(st.sampled_from([1, 2, 2, 2, 3]))
+    kernel = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
+    dilations = draw(st.lists(st.integers(1, 2), min_size=rank, max_size=rank))
+    strides = draw(st.sampled_from([[1] * rank, [1] * rank, [2] * rank]))
+    pads = [draw(st.integers(0, k)) for k in kernel] + [draw(st.integers(0, k)) for k in kernel]
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    spatial = [draw(st.integers(max(1, span - pads[i] - pads[i + rank]), 20 if rank < 3 else 6)) for i, span in enumerate(spans)]
+    channels, outputs = draw(st.integers(8, 24)), draw(st.integers(1, 40))
+    attributes = {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations}
+    return [draw(st.integers(1, 2)), channels, *spatial], outputs, attributes
+
+
+def conv_model(path, shape: list[int], outputs: int, attributes: dict, seed: int) -> None:
+    """Conv with a bias, then Relu (fused into the kernel)."""
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((outputs, shape[1], *attributes["kernel_shape"])).astype(np.float32)
+    bias = rng.standard_normal(outputs).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["h"], name="conv", **attributes), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(convolutions(), st.sampled_from(PATTERNS), st.integers(0, 99))
+def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, pattern, seed):
+    """Each geometry runs twice with new inputs (the pads of the padded input stay zero),
+    the second time as a channels-last view; where it applies and pays, the implicit
+    variant is what ran."""
+    shape, outputs, attributes = conv
+    path = tmp_path_factory.mktemp("conv") / "conv.onnx"
+    conv_model(path, shape, outputs, attributes, seed)
+    model = sparsec.load(path)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    rng = np.random.default_rng(seed + 1)
+    for run in range(2):
+        x = rng.standard_normal(shape).astype(np.float32)
+        x = x if run == 0 else np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
+        expected = model.run({"x": x})["y"]
+        got = executor.run({"x": x})["y"]
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    if not executor.layers:
+        return  # left dense: too few channels for the n:m pattern
+    ((op, layer),) = executor.layers.items()
+    implicit = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+    call = executor.steps[0].calls[tuple(shape)]
+    runs_implicit = implicit is not None and layer.variant_for(implicit.lanes).batched
+    assert (call.padded_input is not None) == runs_implicit
+    assert (implicit is not None) == (len(shape) < 5 and attributes["strides"][0] == 1 and layer.key.kind in ("bitmask", "nm"))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "dilations", "pads", "spatial", "window", "out", "lanes"),
+    [
+        ((3, 3), (1, 1), (1, 1, 1, 1), (56, 56), (9, 3, 58 * 58, 58, 1), (56, 56), 56 * 58),
+        ((1, 1), (1, 1), (0, 0, 0, 0), (14, 14), (1, 1, 196, 14, 1), (14, 14), 208),
+        ((3, 3), (2, 2), (2, 0, 2, 1), (10, 9), (9, 3, 14 * 10, 2 * 10, 2), (10, 6), 112),
+        ((5,), (1,), (2, 2), (30,), (5, 5, 34, 34, 1), (30,), 48),
+    ],
+)
+def test_implicit_layout(tmp_path, kernel, dilations, pads, spatial, window, out, lanes):
+    """The window arithmetic: C planes of the padded input (Hp x Wp), a tap row a
+    dilation of Wp apart, one lane per padded column of each output row (Ho x Wp lanes,
+    rounded up to 16)."""
+    shape = [1, 8, *spatial]
+    conv_model(tmp_path / "conv.onnx", shape, 8, {"kernel_shape": list(kernel), "dilations": list(dilations), "pads": list(pads)}, 0)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1)
+    ((op, layer),) = executor.layers.items()
+    conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+    assert conv is not None and conv.key.window == window and conv.spatial == out and conv.lanes == lanes
+    assert conv.key == dataclasses.replace(layer.key, batched=True, window=window) and layer.key.cols == 8 * math.prod(kernel)
+    assert conv.key in executor.implicit_keys  # the IR's shapes are static: compiled with the others
+
+
+def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
+    """With the batch axis left open, no implicit kernel is known up front; each image
+    count compiles (or finds) its own on first use, and a ResNet block matches the
+    reference at 1 and 3 images on two threads."""
+    proto = models.residual()
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(proto, str(tmp_path / "block.onnx"))
+    model = sparsec.load(tmp_path / "block.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},fold-batch-norm,pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    assert executor.implicit_keys == []
+    for images in (1, 3):
+        x = np.random.default_rng(images).standard_normal((images, 16, 12, 12)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
+    windows = sorted(key.window for layer in executor.layers.values() for key in layer.variant_calls)
+    assert windows == [(1, 1, 144, 12, 1), (9, 3, 196, 14, 1)]
