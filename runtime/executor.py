@@ -159,18 +159,21 @@ def padded_batch(batch: int) -> int:
 
 @dataclass(frozen=True)
 class ImplicitConv:
-    """How a convolution with stride 1 runs the implicit variant of its batched kernel
-    (KernelKey.window): each image is copied into the inner part of a zeroed array of
-    padded planes (C planes of Hp x Wp, then a zero plane the padding products read),
-    and batch lane l is the output at row l // Wp, column l % Wp. Every tap of every
-    channel then reads 16 consecutive lanes as one vector at a fixed offset, so there
-    are no input windows to copy (im2col) and no transposes; the lanes of the last
-    (kernel width - 1) x dilation columns of each row are computed and dropped."""
+    """How a 1-D or 2-D convolution runs the implicit variant of its batched kernel
+    (KernelKey.window). Each image is copied into a zeroed array of phase planes: for
+    strides (sh, sw), channel c's padded input splits into sh x sw planes of Hq x Wq,
+    phase (p, q) holding the padded rows p, p + sh, ... and columns q, q + sw, ...
+    (one plane, the padded input itself, at stride 1); a zero plane follows for the
+    padding products. Batch lane l is the output at row l // Wq, column l % Wq: every
+    tap of every channel reads 16 consecutive lanes as one vector at a fixed offset,
+    so there are no input windows to copy (im2col) and no transposes. The lanes of the
+    columns past Wo in each row are computed and dropped."""
 
     key: KernelKey
     channels: int
-    padded: tuple[int, int]
-    """Hp, Wp: the planes' rows and columns, pads included."""
+    strides: tuple[int, int]
+    phase: tuple[int, int]
+    """Hq, Wq: a phase plane's rows and columns."""
     before: tuple[int, int]
     """The pads before the first row and column."""
     out: tuple[int, int]
@@ -178,35 +181,56 @@ class ImplicitConv:
     spatial: tuple[int, ...]
     """The result's spatial shape: (Ho, Wo), or (Wo,) for a 1-D convolution."""
     lanes: int
-    """Ho x Wp rounded up to 16: the batch of each image's call."""
+    """Ho x Wq rounded up to 16: the batch of each image's call."""
+    phases_read: tuple[tuple[int, int], ...]
+    """The phases some tap reads (a 1x1 convolution with stride 2 reads one of four)."""
+
+    @property
+    def planes(self) -> int:
+        return self.channels * self.strides[0] * self.strides[1]
 
     @property
     def size(self) -> int:
-        """Floats of the padded input: the planes, then a zero plane and slack for the
-        last lanes, which run up to 15 past the last output row."""
-        return self.channels * self.padded[0] * self.padded[1] + max(self.lanes, self.padded[0] * self.padded[1])
+        """Floats of the phase planes, then a zero plane and slack for the last lanes,
+        which run up to 15 past the last output row."""
+        plane = self.phase[0] * self.phase[1]
+        return self.planes * plane + max(self.lanes, plane)
+
+    def copies(self, planes: np.ndarray, shape: tuple[int, ...]) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
+        """For the phase planes `planes` (C, sh, sw, Hq, Wq) and images of `shape`
+        (C, H, W): each phase read, the part of it an image fills, and the image's
+        rows and columns that go there (every sh-th row from the first landing in it)."""
+        (sh, sw), (top, left), (h, w) = self.strides, self.before, shape[1:]
+        copies = []
+        for p, q in self.phases_read:
+            first_row, first_column = (p - top) % sh, (q - left) % sw
+            rows, columns = range(first_row, h, sh), range(first_column, w, sw)
+            at_row, at_column = (first_row + top - p) // sh, (first_column + left - q) // sw
+            target = planes[:, p, q, at_row : at_row + len(rows), at_column : at_column + len(columns)]
+            copies.append((target, (slice(first_row, None, sh), slice(first_column, None, sw))))
+        return copies
 
 
 def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) -> ImplicitConv | None:
     """The implicit form of convolution `op` with kernel `key` on inputs of `x_shape`,
-    or None where it does not apply: a 1-D or 2-D convolution with stride 1 whose
-    kernel has an implicit variant."""
+    or None where it does not apply: a 1-D or 2-D convolution whose kernel has an
+    implicit variant."""
     kernel = tuple(op.w.type.get_shape()[2:])  # pyright: ignore
     if not key.has_implicit_variant or len(kernel) not in (1, 2) or len(x_shape) != 2 + len(kernel):
         return None
     strides, dilations, pads = op.geometry(x_shape, kernel)
-    if any(stride != 1 for stride in strides):
-        return None
     ones = (1,) * (2 - len(kernel))  # a 1-D convolution is a 2-D one of one row
-    (kh, kw), (dh, dw), (h, w) = (ones + tuple(kernel)), (ones + tuple(dilations)), (ones + tuple(x_shape[2:]))
+    (kh, kw), (dh, dw), (sh, sw), (h, w) = ((ones + tuple(v)) for v in (kernel, dilations, strides, x_shape[2:]))
     (top, left), (bottom, right) = ((0,) * len(ones) + tuple(pads[: len(kernel)])), ((0,) * len(ones) + tuple(pads[len(kernel) :]))
     hp, wp = h + top + bottom, w + left + right
-    ho, wo = hp - (kh - 1) * dh, wp - (kw - 1) * dw
+    ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
     if ho < 1 or wo < 1:
         return None
-    window = (kh * kw, kw, hp * wp, dh * wp, dw)
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    window = (kh * kw, kw, hq * wq, wq, dh, dw, sh, sw)
     variant = dataclasses.replace(key, batched=True, window=window)
-    return ImplicitConv(variant, x_shape[1], (hp, wp), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wp))
+    phases = tuple(sorted({(i * dh % sh, j * dw % sw) for i in range(kh) for j in range(kw)}))
+    return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wq), phases)
 
 
 def static_implicit_conv(op: SparseConvOp, key: KernelKey) -> ImplicitConv | None:
@@ -329,8 +353,9 @@ class _Call:
     """Where inputs that are not a kernel's output are copied (`Executor._staged`), or
     an implicit convolution's padded input (ImplicitConv)."""
     input_address: int = 0
-    padded_input: np.ndarray | None = None
-    """An implicit convolution's padded input without its pads, where each image goes."""
+    phase_copies: list[tuple[np.ndarray, tuple[slice, slice]]] = dataclasses.field(default_factory=list)
+    """An implicit convolution's copies of each image into its phase planes
+    (ImplicitConv.copies); empty for other calls."""
 
 
 @dataclass
@@ -509,18 +534,16 @@ class Executor:
         conv = implicit_conv(step.op, layer.key, x.shape)  # pyright: ignore
         if conv is None or not layer.variant_for(conv.lanes).batched:
             return None
-        images, rows, (ho, wo), (hp, wp) = x.shape[0], layer.key.rows, conv.out, conv.padded
+        images, rows, (ho, wo), (hq, wq) = x.shape[0], layer.key.rows, conv.out, conv.phase
         output = _kept(self.buffers, (step.op, images), (images, rows, conv.lanes))
-        result = output[:, :, : ho * wp].reshape(images, rows, ho, wp)[..., :wo].reshape(images, rows, *conv.spatial)
+        result = output[:, :, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
         kernel, arguments = self._variant_call(layer, conv.key)
         call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(layer.key, conv.lanes), output, result)
         call.result_address = None
         call.input = on_cache_line(np.zeros, (conv.size,))
         call.input_address = call.input.ctypes.data
-        top, left = conv.before
-        planes = call.input[: conv.channels * hp * wp].reshape(conv.channels, hp, wp)
-        h, w = (1,) * (4 - x.ndim) + x.shape[2:]
-        call.padded_input = planes[:, top : top + h, left : left + w].reshape(x.shape[1:])
+        planes = call.input[: conv.planes * hq * wq].reshape(conv.channels, *conv.strides, hq, wq)
+        call.phase_copies = conv.copies(planes, (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))
         return call
 
     def _output(self, step: _Step, rows: int, cols: int) -> np.ndarray:
@@ -601,17 +624,19 @@ class Executor:
         self._run_call(call, x, x.shape[-1], x_address)
 
     def _run_conv(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
-        if call.padded_input is not None:
+        if call.phase_copies:
             self._run_implicit(call, x)
         else:
             self._run_call(call, self._windows(step.op, x), step.unit.key.cols, None)  # pyright: ignore
 
     def _run_implicit(self, call: _Call, x: np.ndarray) -> None:
         """An implicit convolution's call on each image of x in turn, copied into the
-        padded input (whose pads stay zero)."""
+        phase planes (whose pads stay zero)."""
         image_bytes = call.output[0].nbytes
         for image, planes in enumerate(x):
-            np.copyto(call.padded_input, planes, casting="unsafe")  # pyright: ignore
+            planes = planes.reshape(planes.shape[0], -1, planes.shape[-1])  # a 1-D image is one row
+            for target, (rows, columns) in call.phase_copies:
+                np.copyto(target, planes[:, rows, columns], casting="unsafe")
             self._execute(call, call.input_address, call.output_address + image * image_bytes)
 
     def _run_call(self, call: _Call, x: np.ndarray, cols: int, x_address: int | None) -> None:

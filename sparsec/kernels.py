@@ -117,12 +117,12 @@ class KernelKey:
 
     window: tuple[int, ...] = ()
     """Non-empty for the implicit convolution variant of a batched bitmask or n:m
-    kernel (`has_implicit_variant`): (taps, kernel width, plane, row step, column
-    step) of a convolution with stride 1 that reads its input in place from the padded
-    input's planes, one batch lane per position of a padded row. Weight column k,
-    channel k // taps at tap row (k % taps) // width and tap column k % width, reads at
-    channel x plane + tap row x row step + tap column x column step, lane l at offset l
-    from there (runtime/codegen/batched.py, `column_offsets`)."""
+    kernel (`has_implicit_variant`): (taps, kernel width, plane, pitch, dilations dh
+    and dw, strides sh and sw) of a convolution that reads its input in place from
+    its phase planes (runtime/executor.py, ImplicitConv), one batch lane per output
+    position of a row of `pitch` lanes. Weight column k, channel c at tap row i and tap
+    column j, reads lane l at (((c sh + i dh % sh) sw + j dw % sw) x plane + i dh // sh
+    x pitch + j dw // sw) + l (runtime/codegen/batched.py, `column_offsets`)."""
 
     @property
     def symbol(self) -> str:

@@ -71,20 +71,21 @@ class BatchedKernel(Kernel):
 
     def prefetch_lanes(self, first: SSAValue) -> None:
         """Prefetch the next chunk's lanes from `first` on: each output row's, to be
-        written, and each input channel's tap rows. Lanes of one row lie a plane apart
-        (tens of KiB at 56 x 56), hundreds of short streams no hardware prefetcher
-        follows: the outputs of a 1x1 convolution took 3x as long in a network as in
-        a loop over the one layer."""
+        written, and each input channel's rows that its taps read. Lanes of one row lie
+        a plane apart (tens of KiB at 56 x 56), hundreds of short streams no hardware
+        prefetcher follows: the outputs of a 1x1 convolution took 3x as long in a
+        network as in a loop over the one layer."""
         b, key = self.b, self.key
         lines = key.lane_chunk * 4 // 64
-        taps, width, plane, row_step, _ = key.window
+        taps, width, plane, pitch, dh, dw, sh, sw = key.window
         first_row, last_row = self.output_rows()
         b.loop(first_row, last_row, [], lambda row, _s: b.prefetch(b.element_ptr(self.y, b.add(b.mul(row, self.batch), first), f32), lines, write=True) or [])
+        tap_rows = sorted({((i * dh % sh) * sw + j * dw % sw) * plane + i * dh // sh * pitch for i in range(taps // width) for j in range(width)})
 
         def channel_body(channel: SSAValue, _state) -> list[SSAValue]:
-            at = b.element_ptr(self.x, b.add(b.mul(channel, b.const(plane, i64)), first), f32)
-            for tap_row in range(taps // width):
-                b.prefetch(b.element_ptr(at, b.const(tap_row * row_step, i64), f32), lines, keep=2)
+            at = b.element_ptr(self.x, b.add(b.mul(channel, b.const(sh * sw * plane, i64)), first), f32)
+            for offset in tap_rows:
+                b.prefetch(b.element_ptr(at, b.const(offset, i64), f32), lines, keep=2)
             return []
 
         b.loop(b.const(0, i64), b.const(key.cols // taps, i64), [], channel_body)
@@ -148,10 +149,12 @@ class BatchedKernel(Kernel):
     def column_offsets(self, count: SSAValue) -> None:
         """Turn `self.columns[0:count]` into input offsets (KernelKey.window), 16 at a
         time: the implicit convolution reads column k's inputs for batch lane l at
-        offset(k) + l of the padded input, so a product's 16 lanes are still one load.
-        The padding products' column K becomes the zero plane after the last channel."""
+        offset(k) + l of the phase planes, so a product's 16 lanes are still one load.
+        Column k is channel c at tap (i, j); the tap's padded row i x dh lies in phase
+        row i x dh % sh, i x dh // sh rows in, and likewise its column. The padding
+        products' column K becomes the zero plane after the last channel's."""
         b = self.b
-        taps, width, plane, row_step, column_step = (b.vector_const([value] * 16, i32) for value in self.key.window)
+        taps, width, plane, pitch, dh, dw, sh, sw = (b.vector_const([value] * 16, i32) for value in self.key.window)
 
         def step_body(first: SSAValue, _state) -> list[SSAValue]:
             at = b.element_ptr(self.columns, first, i32)
@@ -159,8 +162,9 @@ class BatchedKernel(Kernel):
             channel = b.udiv(column, taps)
             tap = b.sub(column, b.mul(channel, taps))
             tap_row = b.udiv(tap, width)
-            tap_column = b.sub(tap, b.mul(tap_row, width))
-            offset = b.add(b.mul(channel, plane), b.add(b.mul(tap_row, row_step), b.mul(tap_column, column_step)))
+            row, col = b.mul(tap_row, dh), b.mul(b.sub(tap, b.mul(tap_row, width)), dw)
+            phase = b.add(b.mul(b.add(b.mul(channel, sh), b.urem(row, sh)), sw), b.urem(col, sw))
+            offset = b.add(b.mul(phase, plane), b.add(b.mul(b.udiv(row, sh), pitch), b.udiv(col, sw)))
             b.store_at(offset, at, alignment=4)
             return []
 

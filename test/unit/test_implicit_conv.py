@@ -1,7 +1,7 @@
 """Convolutions through the implicit variant of the batched kernels (runtime/executor.py,
 ImplicitConv), against the reference interpreter on the same pruned IR: random 1-D and
-2-D geometries (kernel sizes, dilations, asymmetric pads, channels, images), bitmask and
-n:m weights, bias and Relu fused. Strided and 3-D convolutions take the other path and
+2-D geometries (kernel sizes, dilations, strides, asymmetric pads, channels, images),
+bitmask and n:m weights, bias and Relu fused. 3-D convolutions take the other path and
 must agree too."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def convolutions(draw):
     rank = draw(st.sampled_from([1, 2, 2, 2, 3]))
     kernel = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
     dilations = draw(st.lists(st.integers(1, 2), min_size=rank, max_size=rank))
-    strides = draw(st.sampled_from([[1] * rank, [1] * rank, [2] * rank]))
+    strides = draw(st.sampled_from([[1] * rank, [2] * rank, draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))]))
     pads = [draw(st.integers(0, k)) for k in kernel] + [draw(st.integers(0, k)) for k in kernel]
     spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     spatial = [draw(st.integers(max(1, span - pads[i] - pads[i + rank]), 20 if rank < 3 else 6)) for i, span in enumerate(spans)]
@@ -76,31 +76,35 @@ def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, patte
     implicit = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
     call = executor.steps[0].calls[tuple(shape)]
     runs_implicit = implicit is not None and layer.variant_for(implicit.lanes).batched
-    assert (call.padded_input is not None) == runs_implicit
-    assert (implicit is not None) == (len(shape) < 5 and attributes["strides"][0] == 1 and layer.key.kind in ("bitmask", "nm"))
+    assert bool(call.phase_copies) == runs_implicit
+    assert (implicit is not None) == (len(shape) < 5 and layer.key.kind in ("bitmask", "nm"))
 
 
 @pytest.mark.parametrize(
-    ("kernel", "dilations", "pads", "spatial", "window", "out", "lanes"),
+    ("kernel", "dilations", "strides", "pads", "spatial", "window", "out", "lanes", "phases"),
     [
-        ((3, 3), (1, 1), (1, 1, 1, 1), (56, 56), (9, 3, 58 * 58, 58, 1), (56, 56), 56 * 58),
-        ((1, 1), (1, 1), (0, 0, 0, 0), (14, 14), (1, 1, 196, 14, 1), (14, 14), 208),
-        ((3, 3), (2, 2), (2, 0, 2, 1), (10, 9), (9, 3, 14 * 10, 2 * 10, 2), (10, 6), 112),
-        ((5,), (1,), (2, 2), (30,), (5, 5, 34, 34, 1), (30,), 48),
+        ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (56, 56), (9, 3, 58 * 58, 58, 1, 1, 1, 1), (56, 56), 56 * 58, 1),
+        ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (14, 14), (1, 1, 196, 14, 1, 1, 1, 1), (14, 14), 208, 1),
+        ((3, 3), (2, 2), (1, 1), (2, 0, 2, 1), (10, 9), (9, 3, 14 * 10, 10, 2, 2, 1, 1), (10, 6), 112, 1),
+        ((5,), (1,), (1,), (2, 2), (30,), (5, 5, 34, 34, 1, 1, 1, 1), (30,), 48, 1),
+        ((3, 3), (1, 1), (2, 2), (1, 1, 1, 1), (56, 56), (9, 3, 29 * 29, 29, 1, 1, 2, 2), (28, 28), 816, 4),
+        ((1, 1), (1, 1), (2, 2), (0, 0, 0, 0), (56, 56), (1, 1, 28 * 28, 28, 1, 1, 2, 2), (28, 28), 784, 1),
     ],
 )
-def test_implicit_layout(tmp_path, kernel, dilations, pads, spatial, window, out, lanes):
-    """The window arithmetic: C planes of the padded input (Hp x Wp), a tap row a
-    dilation of Wp apart, one lane per padded column of each output row (Ho x Wp lanes,
-    rounded up to 16)."""
+def test_implicit_layout(tmp_path, kernel, dilations, strides, pads, spatial, window, out, lanes, phases):
+    """The window arithmetic: sh x sw phase planes of Hq x Wq per channel (the padded
+    input itself at stride 1), one lane per column of each output row's Wq (Ho x Wq
+    lanes, rounded up to 16); a 1x1 convolution with stride 2 reads one phase of four."""
     shape = [1, 8, *spatial]
-    conv_model(tmp_path / "conv.onnx", shape, 8, {"kernel_shape": list(kernel), "dilations": list(dilations), "pads": list(pads)}, 0)
+    attributes = {"kernel_shape": list(kernel), "dilations": list(dilations), "strides": list(strides), "pads": list(pads)}
+    conv_model(tmp_path / "conv.onnx", shape, 8, attributes, 0)
     model = sparsec.load(tmp_path / "conv.onnx")
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights, threads=1)
     ((op, layer),) = executor.layers.items()
     conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
     assert conv is not None and conv.key.window == window and conv.spatial == out and conv.lanes == lanes
+    assert len(conv.phases_read) == phases
     assert conv.key == dataclasses.replace(layer.key, batched=True, window=window) and layer.key.cols == 8 * math.prod(kernel)
     assert conv.key in executor.implicit_keys  # the IR's shapes are static: compiled with the others
 
@@ -121,4 +125,4 @@ def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
         x = np.random.default_rng(images).standard_normal((images, 16, 12, 12)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
     windows = sorted(key.window for layer in executor.layers.values() for key in layer.variant_calls)
-    assert windows == [(1, 1, 144, 12, 1), (9, 3, 196, 14, 1)]
+    assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 196, 14, 1, 1, 1, 1)]
