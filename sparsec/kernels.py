@@ -124,6 +124,10 @@ class KernelKey:
     column j, reads lane l at (((c sh + i dh % sh) sw + j dw % sw) x plane + i dh // sh
     x pitch + j dw // sw) + l (runtime/codegen/batched.py, `column_offsets`)."""
 
+    accumulate: bool = False
+    """The implicit convolution variant that adds its products to what its outputs
+    hold (the executor copies a residual there first) instead of storing them."""
+
     @property
     def symbol(self) -> str:
         shape = f"{self.rows}x{self.cols}"
@@ -133,7 +137,8 @@ class KernelKey:
         variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else ""
         pairs = "_pairs" if self.paired else ""
         window = "_window" + "_".join(map(str, self.window)) if self.window else ""
-        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}{pairs}{window}"
+        accumulate = "_accumulate" if self.accumulate else ""
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}{pairs}{window}{accumulate}"
 
     @property
     def block_column_bits(self) -> int:

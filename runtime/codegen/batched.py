@@ -219,7 +219,8 @@ class BatchedKernel(Kernel):
             for way in range(1, ways):
                 total = b.fadd(total, accs[way * vectors + v])
             at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
-            earlier = b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4))
+            earlier = b.load_at(at, F32x16, alignment=4)
+            earlier = earlier if self.key.accumulate else b.select(first_panel, zero, earlier)
             b.store_at(b.fadd(total, earlier), at, alignment=4)
 
     def batch_epilogue(self, first_lane: SSAValue, last_lane: SSAValue) -> None:

@@ -126,3 +126,52 @@ def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
         np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
     windows = sorted(key.window for layer in executor.layers.values() for key in layer.variant_calls)
     assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 196, 14, 1, 1, 1, 1)]
+
+
+def residual_model(path, kind: str) -> None:
+    """x (2 x 16 x 12 x 12) -> 3x3 Conv `a` (pads 1) -> the residual op of `kind`:
+    add_relu: Relu(Add(a, x)); sum: Relu(Sum(x, a)); returned: Relu(Add(a, x)) with
+    the Add returned too; broadcast: Relu(Add(a, per-channel constant)); later: Relu(
+    Add(a, b)), b a second Conv of x after `a`."""
+    rng = np.random.default_rng(3)
+    weights = [numpy_helper.from_array((rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32), name) for name in ("wa", "wb")]
+    weights.append(numpy_helper.from_array(rng.standard_normal((1, 16, 1, 1)).astype(np.float32), "c"))
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="a", **conv)]
+    outputs = ["y"]
+    if kind == "later":
+        nodes.append(helper.make_node("Conv", ["x", "wb"], ["b"], name="b", **conv))
+    other = {"broadcast": "c", "later": "b"}.get(kind, "x")
+    operands = [other, "a"] if kind == "sum" else ["a", other]
+    nodes.append(helper.make_node("Sum" if kind == "sum" else "Add", operands, ["s"]))
+    nodes.append(helper.make_node("Relu", ["s"], ["y"]))
+    outputs += ["s"] if kind == "returned" else []
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 16, 12, 12])  # noqa: E731
+    graph = helper.make_graph(nodes, "residual", [value("x")], [value(name) for name in outputs], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize(
+    ("kind", "taken_in"),
+    [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True})],
+)
+def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in):
+    """A convolution whose only use is an Add (or Sum of two) of one type with a value
+    made before it runs its accumulate variant on that value and skips the Add, and
+    the Relu after it when that is the Add's only use (`taken_in`: the convolutions
+    that take one in, and whether with the Relu). An Add that broadcasts, or whose
+    other operand is made later, stays in numpy; results match the reference, twice
+    (the outputs are refilled on every run)."""
+    residual_model(tmp_path / "residual.onnx", kind)
+    model = sparsec.load(tmp_path / "residual.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    for seed in (0, 1):
+        x = np.random.default_rng(seed).standard_normal((2, 16, 12, 12)).astype(np.float32)
+        expected, got = model.run({"x": x}), executor.run({"x": x})
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4)
+    convs = [step for step in executor.steps if step.unit is not None]
+    names = {step.op.results[0].name_hint: next(iter(step.calls.values())) for step in convs}
+    assert {name: call.residual.relu for name, call in names.items() if call.residual is not None} == taken_in
+    assert sum(key.accumulate for key in executor.implicit_keys) == len(taken_in)  # compiled up front with the others
