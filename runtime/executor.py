@@ -57,10 +57,12 @@ SHARES_PER_THREAD = 4
 """Shares a call is cut into per thread that takes part (runtime/workers.py)."""
 BLAS_OPS = (ConvOp, GemmOp, MatMulOp)
 """The ops numpy runs with BLAS (runtime steps for layers left dense)."""
-BLAS_SOLO_FROM = 1 << 28
+BLAS_SOLO_FROM = 1 << 24
 """Input size times weight size from which a BLAS step runs on one BLAS thread next
-to the worker pool (`Executor._evaluate`): a proxy for the multiply-adds, large enough
-to leave small models' calls alone (the digits MLP's last layer: 2^17)."""
+to the worker pool (`Executor._evaluate`): a proxy for the multiply-adds, small enough
+to catch SqueezeNet's first convolution (2^27.9: two threads took 34 ms a run with
+it on two BLAS threads, 12 without), large enough to leave small models' calls alone
+(the digits MLP's last layer: 2^17)."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""

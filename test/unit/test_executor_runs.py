@@ -15,7 +15,7 @@ import pytest
 import sparsec
 from conftest import in_forked_child
 from sparsec.errors import ExecutionError
-from sparsec.runtime.executor import Executor
+from sparsec.runtime.executor import BLAS_SOLO_FROM, Executor
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,8 @@ def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkey
     from sparsec.dialects import nn
 
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    path = models.gemm_stack(tmp_path / "mlp.onnx", layers=2, width=256, bias=True, scale=0.09)
+    assert 3 * 224 * 224 * 64 * 3 * 3 * 3 >= BLAS_SOLO_FROM > 2**17  # SqueezeNet's first convolution; the digits MLP's dense layer
+    path = models.gemm_stack(tmp_path / "mlp.onnx", layers=2, width=128, bias=True, scale=0.09)
     model = sparsec.load(path)
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
     assert Executor(model.module, model.weights, threads=2).blas is None  # every layer a kernel
@@ -166,9 +167,9 @@ def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkey
         assert Executor(model.module, model.weights, threads=1).blas is None
         executor = Executor(model.module, model.weights, threads=2)
         assert executor.blas is not None
-        for batch, gemm_threads in [(4, 2), (8192, 1)]:  # 4 x 256 x 65536 values: below BLAS_SOLO_FROM
+        for batch, gemm_threads in [(4, 2), (8192, 1)]:  # 4 x 128 x 16384 values: below BLAS_SOLO_FROM
             seen.clear()
-            x = rng.standard_normal((batch, 256)).astype(np.float32)
+            x = rng.standard_normal((batch, 128)).astype(np.float32)
             got = executor.run({"x": x})
             assert sorted(set(seen)) == [(False, 2), (True, gemm_threads)]
             assert ThreadpoolController().info()[0]["num_threads"] == 2
