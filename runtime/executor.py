@@ -505,9 +505,10 @@ class Executor:
         with BLAS limited to one thread (`_evaluate`)."""
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
         """Kernel steps' outputs by op and rows, kept from call to call (`_call_for`)."""
-        self.scratch: dict[tuple[str, int, int], np.ndarray] = {}
-        """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, kept
-        from call to call and shared by the layers (they run one after another)."""
+        self.scratch: dict[tuple, np.ndarray] = {}
+        """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, and
+        the implicit convolutions' phase planes by geometry, kept from call to call and
+        shared by the layers (they run one after another)."""
         self._running = threading.Lock()
         """Held through a run: runs share the kept buffers, so runs from several Python
         threads take turns."""
@@ -614,7 +615,10 @@ class Executor:
         kernel, arguments = self._variant_call(layer, conv.key)
         call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(layer.key, conv.lanes), output, result)
         call.result_address = None
-        call.input = on_cache_line(np.zeros, (conv.size,))
+        # Convolutions whose images fill the same parts of the same planes share them:
+        # each fills its part right before its call, and no call writes the pads.
+        geometry = ("planes", conv.size, conv.channels, conv.strides, conv.phase, conv.before, x.shape[2:])
+        call.input = _kept(self.scratch, geometry, (conv.size,), np.zeros)
         call.input_address = call.input.ctypes.data
         planes = call.input[: conv.planes * hq * wq].reshape(conv.channels, *conv.strides, hq, wq)
         call.phase_copies = conv.copies(planes, (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))

@@ -175,3 +175,5 @@ def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in):
     names = {step.op.results[0].name_hint: next(iter(step.calls.values())) for step in convs}
     assert {name: call.residual.relu for name, call in names.items() if call.residual is not None} == taken_in
     assert sum(key.accumulate for key in executor.implicit_keys) == len(taken_in)  # compiled up front with the others
+    if kind == "later":  # two convolutions of x with one geometry fill one set of planes in turn
+        assert names["a"].input is names["b"].input
