@@ -236,11 +236,17 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
     return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wq), phases)
 
 
+def static_shape(value: SSAValue) -> tuple[int, ...] | None:
+    """The shape of a tensor value when the IR fixes it, else None."""
+    shape = tuple(value.type.get_shape()) if isinstance(value.type, TensorType) else ()
+    return shape if shape and min(shape) > 0 else None
+
+
 def static_implicit_conv(op: SparseConvOp, key: KernelKey) -> ImplicitConv | None:
     """The implicit form of convolution `op` (`implicit_conv`) when the IR fixes its
     input's shape, else None."""
-    shape = tuple(op.x.type.get_shape())  # pyright: ignore
-    return implicit_conv(op, key, shape) if shape and min(shape) > 0 else None
+    shape = static_shape(op.x)
+    return implicit_conv(op, key, shape) if shape is not None else None
 
 
 @dataclass(frozen=True)
@@ -257,13 +263,13 @@ class ResidualAdd:
 
 def residual_add(op: SparseConvOp, key: KernelKey) -> ResidualAdd | None:
     """The residual Add an implicit call of `op` may take in: `op`'s only use is an Add
-    or Sum of two tensors of one type whose other operand is made before `op`, and
-    `op` applies no activation itself."""
+    or Sum of two tensors of one static type (so nothing broadcasts) whose other
+    operand is made before `op`, and `op` applies no activation itself."""
     uses = list(op.results[0].uses)
     if len(uses) != 1 or not isinstance(add := uses[0].operation, AddOp | SumOp) or epilogue_activation(key.epilogue):
         return None
     terms = list(add.operands)
-    if len(terms) != 2 or terms[0].type != terms[1].type or terms[0] is terms[1]:
+    if len(terms) != 2 or terms[0].type != terms[1].type or terms[0] is terms[1] or static_shape(terms[0]) is None:
         return None
     other = terms[1] if terms[0] is op.results[0] else terms[0]
     if isinstance(other.owner, Operation) and not other.owner.is_before_in_block(op):
@@ -558,8 +564,8 @@ class Executor:
         """The implicit form of a convolution step where the IR's input shape runs it."""
         if not isinstance(step.op, SparseConvOp) or not isinstance(step.unit, _Layer):
             return None
-        shape = tuple(step.op.x.type.get_shape())  # pyright: ignore
-        return Executor._implicit_for(step, shape) if shape and min(shape) > 0 else None
+        shape = static_shape(step.op.x)
+        return Executor._implicit_for(step, shape) if shape is not None else None
 
     def _slots(self, values) -> list[int]:
         """The slots of `values`, new ones numbered on."""

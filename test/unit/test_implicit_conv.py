@@ -132,7 +132,8 @@ def residual_model(path, kind: str) -> None:
     """x (2 x 16 x 12 x 12) -> 3x3 Conv `a` (pads 1) -> the residual op of `kind`:
     add_relu: Relu(Add(a, x)); sum: Relu(Sum(x, a)); returned: Relu(Add(a, x)) with
     the Add returned too; broadcast: Relu(Add(a, per-channel constant)); later: Relu(
-    Add(a, b)), b a second Conv of x after `a`."""
+    Add(a, b)), b a second Conv of x after `a`; dynamic: add_relu with the batch axis
+    left open."""
     rng = np.random.default_rng(3)
     weights = [numpy_helper.from_array((rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32), name) for name in ("wa", "wb")]
     weights.append(numpy_helper.from_array(rng.standard_normal((1, 16, 1, 1)).astype(np.float32), "c"))
@@ -146,22 +147,22 @@ def residual_model(path, kind: str) -> None:
     nodes.append(helper.make_node("Sum" if kind == "sum" else "Add", operands, ["s"]))
     nodes.append(helper.make_node("Relu", ["s"], ["y"]))
     outputs += ["s"] if kind == "returned" else []
-    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 16, 12, 12])  # noqa: E731
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch" if kind == "dynamic" else 2, 16, 12, 12])  # noqa: E731
     graph = helper.make_graph(nodes, "residual", [value("x")], [value(name) for name in outputs], weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
 @pytest.mark.parametrize(
     ("kind", "taken_in"),
-    [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True})],
+    [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True}), ("dynamic", {})],
 )
 def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in):
     """A convolution whose only use is an Add (or Sum of two) of one type with a value
     made before it runs its accumulate variant on that value and skips the Add, and
     the Relu after it when that is the Add's only use (`taken_in`: the convolutions
-    that take one in, and whether with the Relu). An Add that broadcasts, or whose
-    other operand is made later, stays in numpy; results match the reference, twice
-    (the outputs are refilled on every run)."""
+    that take one in, and whether with the Relu). An Add that broadcasts or may
+    broadcast (its type not static), or whose other operand is made later, stays in
+    numpy; results match the reference, twice (the outputs are refilled every run)."""
     residual_model(tmp_path / "residual.onnx", kind)
     model = sparsec.load(tmp_path / "residual.onnx")
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
