@@ -10,10 +10,18 @@ Relu after it fuse into the convolution's kernel (lower-kernels). A Gemm followe
 a normalization (BatchNorm1d after a Linear layer) folds the same way, its weight's
 output columns scaled.
 
+Exporters also write a normalization, or its scale and shift, as a Mul and an Add of
+per-channel constants (DenseNet's light model: 121 of each). Those fold too: into the
+convolution or Gemm before them (w * m, b * m for a Mul by m; b + a for an Add of a),
+or into the normalization before them (its scale and shift times m; its shift plus
+a), until no more fold. A per-channel constant is an `nn.weight`, possibly through
+`nn.unsqueeze`, `nn.reshape` or `nn.squeeze`, whose type broadcasts along the output's
+channel axis (axis 1) only: one value, or one per channel.
+
 Scaling an output channel keeps its zeros where they are, so the pass may run after
 pruning: the pattern the pruning pass recorded on the weight still holds, and the
 weights were pruned as the model stored them (as coremltools prunes). It folds only
-where the convolution's result feeds nothing but the normalization and every operand
+where the result folded into feeds nothing but the op folded and every operand
 involved is an unpacked `nn.weight`; anything else is left as it is.
 """
 
@@ -76,18 +84,20 @@ def _new_weight(weights: WeightStore, like: nn.WeightOp, suffix: str, array: np.
     return op
 
 
-def _fold(layer: Layer, norm: nn.BatchNormOp, weights: WeightStore) -> None:
-    """Replace layer and norm by one layer with the folded weight and bias.
+def _fold(layer: Layer, scale: np.ndarray | None, shift: np.ndarray | None, folded: Operation, suffix: str, weights: WeightStore) -> None:
+    """Replace layer and the op `folded` after it, which scales (`scale`, None for 1)
+    and shifts (`shift`, None for 0) each output channel, by one layer with the folded
+    weight and bias.
 
     A Gemm computes alpha * A @ B' + beta * C with B' the (K, N) view of B, so its
-    columns scale, and the folded bias beta * C * inv + shift - mean * inv takes beta
-    = 1 (C may be any shape that broadcasts to the output's)."""
+    columns scale, and the folded bias beta * C * scale + shift takes beta = 1 (C may
+    be any shape that broadcasts to the output's)."""
     weight, bias = _weights_of(layer)
     w_op = _weight(weight)
     assert w_op is not None
-    inv = _array(norm.scale, weights) / np.sqrt(_array(norm.var, weights) + norm.epsilon.value.data)
-    offset = _array(norm.b, weights) - _array(norm.mean, weights) * inv
     w = _array(weight, weights)
+    inv = np.ones(w.shape[0] if isinstance(layer, nn.ConvOp) or layer.trans_b.value.data else w.shape[1]) if scale is None else scale
+    offset = np.zeros_like(inv) if shift is None else shift
     b = _array(bias, weights) if bias is not None else 0.0
     properties = dict(layer.properties)
     if isinstance(layer, nn.ConvOp):
@@ -96,28 +106,103 @@ def _fold(layer: Layer, norm: nn.BatchNormOp, weights: WeightStore) -> None:
         folded_w = w * inv[:, None] if layer.trans_b.value.data else w * inv
         folded_b = layer.beta.value.data * b * inv + offset
         properties["beta"] = FloatAttr(1.0, f32)
-    new_w = _new_weight(weights, w_op, "_bn", folded_w, w_op.sparsity)
-    new_b = _new_weight(weights, w_op, "_bn_bias", np.asarray(folded_b), None)
+    new_w = w_op if scale is None else _new_weight(weights, w_op, suffix, folded_w, w_op.sparsity)
+    new_b = _new_weight(weights, w_op, suffix + "_bias", np.asarray(folded_b), None) if bias is not None or shift is not None else None
     activation = layer.x if isinstance(layer, nn.ConvOp) else layer.a
-    new = type(layer).build(operands=[[activation], [new_w.result], [new_b.result]], properties=properties, result_types=[norm.output.type])
-    block = layer.parent_block()
+    operands = [[activation], [new_w.result], [new_b.result] if new_b is not None else []]
+    new = type(layer).build(operands=operands, properties=properties, result_types=[folded.results[0].type])
+    _replace([layer, folded], new, [op for op in (new_w, new_b) if op is not None and op is not w_op])
+
+
+def _fold_into_norm(norm: nn.BatchNormOp, scale: np.ndarray | None, shift: np.ndarray | None, folded: Operation, weights: WeightStore) -> None:
+    """Replace norm and the op `folded` after it by one normalization whose scale and
+    shift absorb `folded`'s (s * scale and t * scale + shift)."""
+    s_op, t_op = _weight(norm.scale), _weight(norm.b)
+    assert s_op is not None and t_op is not None
+    s, t = _array(norm.scale, weights), _array(norm.b, weights)
+    new_s = _new_weight(weights, s_op, "_scaled", s * scale, None) if scale is not None else s_op
+    new_t = _new_weight(weights, t_op, "_shifted", t * (1.0 if scale is None else scale) + (0.0 if shift is None else shift), None)
+    operands = [[norm.x], [new_s.result], [new_t.result], [norm.mean], [norm.var]]
+    new = nn.BatchNormOp.build(operands=operands, properties=dict(norm.properties), result_types=[folded.results[0].type])
+    _replace([norm, folded], new, [op for op in (new_s, new_t) if op is not s_op])
+
+
+def _replace(old: list[Operation], new: Operation, new_weights: list[Operation]) -> None:
+    """Insert `new_weights` and `new` before old[0]; `new` takes the last old op's
+    result's uses and name, and the old ops go."""
+    first, last = old[0], old[-1]
+    block = first.parent_block()
     assert block is not None
-    block.insert_ops_before([new_w, new_b, new], layer)
-    new.location = layer.location
-    new.output.name_hint = norm.output.name_hint
-    norm.output.replace_all_uses_with(new.output)
-    block.erase_op(norm)
-    block.erase_op(layer)
+    block.insert_ops_before([*new_weights, new], first)
+    new.location = first.location
+    new.results[0].name_hint = last.results[0].name_hint
+    last.results[0].replace_all_uses_with(new.results[0])
+    for op in reversed(old):
+        block.erase_op(op)
 
 
-def _drop_unused_weights(module: builtin.ModuleOp, weights: WeightStore, candidates: list[Operation]) -> None:
-    """Erase the `nn.weight` ops of `candidates` left without uses, and their arrays
-    when no other op reads them."""
-    unused = [op for op in dict.fromkeys(candidates) if isinstance(op, nn.WeightOp) and op.result.first_use is None]
-    for op in unused:
-        op.detach()
-        op.erase()
-    drop_unread_weights(module, weights, [op.weight_name.data for op in unused])
+_CONSTANT_VIEWS = (nn.UnsqueezeOp, nn.ReshapeOp, nn.SqueezeOp)
+"""Ops that give a constant another shape without changing its values' order."""
+
+
+def _channel_values(value: SSAValue, like: SSAValue, weights: WeightStore) -> tuple[np.ndarray, list[Operation]] | None:
+    """The per-channel values of constant `value` when it broadcasts against `like`
+    (N, C, ...) along the channel axis only (one value, or C), and the ops that make
+    it; else None."""
+    value_shape, shape = value.type.get_shape(), like.type.get_shape()  # pyright: ignore
+    if len(value_shape) > len(shape) or len(shape) < 2 or shape[1] <= 0:
+        return None
+    aligned = (1,) * (len(shape) - len(value_shape)) + tuple(value_shape)
+    if any(size != 1 for axis, size in enumerate(aligned) if axis != 1) or aligned[1] not in (1, shape[1]):
+        return None
+    producers: list[Operation] = []
+    source = value
+    while isinstance(source.owner, _CONSTANT_VIEWS):
+        producers.append(source.owner)
+        source = source.owner.input
+    if _weight(source) is None:
+        return None
+    return np.broadcast_to(_array(source, weights).reshape(-1), (shape[1],)), [*producers, source.owner]  # pyright: ignore
+
+
+def _affine_fold(op: nn.MulOp | nn.AddOp, weights: WeightStore) -> bool:
+    """Fold the Mul or Add `op` of a per-channel constant into the layer or the
+    normalization whose only use it is; whether it did."""
+    for before, constant in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+        owner = before.owner
+        if not isinstance(owner, (nn.ConvOp, nn.GemmOp, nn.BatchNormOp)) or not before.has_one_use() or op.output.type != before.type:
+            continue
+        values = _channel_values(constant, before, weights)
+        if values is None:
+            continue
+        channel, _ = values
+        scale, shift = (channel, None) if isinstance(op, nn.MulOp) else (None, channel)
+        if isinstance(owner, nn.BatchNormOp):
+            if _weight(owner.scale) is None or _weight(owner.b) is None:
+                continue
+            _fold_into_norm(owner, scale, shift, op, weights)
+            return True
+        if all(_weight(operand) is not None for operand in _weights_of(owner) if operand is not None):
+            _fold(owner, scale, shift, op, "_scaled" if scale is not None else "_shifted", weights)
+            return True
+    return False
+
+
+def _unused_constants(module: builtin.ModuleOp) -> list[Operation]:
+    """The weights and weight views without uses, in program order."""
+    return [o for o in module.walk() if isinstance(o, (nn.WeightOp, *_CONSTANT_VIEWS)) and o.results[0].first_use is None]
+
+
+def _drop_unused_constants(module: builtin.ModuleOp, weights: WeightStore, unused_before: list[Operation]) -> None:
+    """Erase the weights and views the folds left without uses (those the module had
+    without uses before stay), views first, and the weights' arrays when no other op
+    reads them."""
+    kept = set(unused_before)
+    while unused := [o for o in reversed(_unused_constants(module)) if o not in kept]:
+        for o in unused:
+            o.detach()
+            o.erase()
+        drop_unread_weights(module, weights, [o.weight_name.data for o in unused if isinstance(o, nn.WeightOp)])
 
 
 @dataclass(frozen=True)
@@ -128,12 +213,14 @@ class FoldBatchNormPass(ModulePass):
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
         weights = weight_store(ctx)
-        replaced: list[Operation] = []
+        unused_before = _unused_constants(op)
         for norm in [o for o in op.walk() if isinstance(o, nn.BatchNormOp)]:
             layer = _foldable(norm)
             if layer is None:
                 continue
-            operands = [*_weights_of(layer), norm.scale, norm.b, norm.mean, norm.var]
-            replaced += [value.owner for value in operands if value is not None]  # pyright: ignore
-            _fold(layer, norm, weights)
-        _drop_unused_weights(op, weights, replaced)
+            inv = _array(norm.scale, weights) / np.sqrt(_array(norm.var, weights) + norm.epsilon.value.data)
+            offset = _array(norm.b, weights) - _array(norm.mean, weights) * inv
+            _fold(layer, inv, offset, norm, "_bn", weights)
+        while any(_affine_fold(o, weights) for o in op.walk() if isinstance(o, nn.MulOp | nn.AddOp)):
+            pass
+        _drop_unused_constants(op, weights, unused_before)

@@ -24,7 +24,9 @@ def count(model: sparsec.Model, kind: type) -> int:
 @pytest.mark.parametrize("name", ["resnet50", "densenet121", "inception_v2", "shufflenet"])
 def test_folded_light_models_match_onnxruntime(name, tmp_path):
     """Every normalization right after a convolution folds (DenseNet's and ShuffleNet's
-    others follow a Concat or a pool, and stay); the outputs still match onnxruntime,
+    others follow a Concat or a pool, and stay), and so does every Mul and Add of a
+    per-channel constant (DenseNet's 121 and Inception's 69 of each, after a
+    convolution or a normalization: none stays); the outputs still match onnxruntime,
     and the model before the fold to float32 rounding. (With random weights ResNet50's
     and ShuffleNet's softmax saturate to one class, which a wrong fold can keep;
     DenseNet's logits and Inception's probabilities show one.)"""
@@ -32,10 +34,11 @@ def test_folded_light_models_match_onnxruntime(name, tmp_path):
     model = sparsec.load(path)
     unfolded = model.clone()
     after_conv = sum(isinstance(op.x.owner, nn.ConvOp) and op.x.has_one_use() for op in model.module.walk() if isinstance(op, nn.BatchNormOp))
-    norms, weights = count(model, nn.BatchNormOp), len(model.weights)
+    norms, weights, affine = count(model, nn.BatchNormOp), len(model.weights), count(model, nn.MulOp) + count(model, nn.AddOp)
     model.apply("fold-batch-norm")
     assert after_conv > 0 and count(model, nn.BatchNormOp) == norms - after_conv
-    assert len(model.weights) <= weights - 3 * after_conv  # scale, shift, mean and var gone; a bias in
+    assert len(model.weights) <= weights - 3 * after_conv - affine  # scale, shift, mean and var gone, a bias in; each Mul's or Add's constant gone
+    assert count(model, nn.MulOp) + count(model, nn.AddOp) == 0
     feeds = random_feeds(model)
     expected, before = onnxruntime_outputs(path, feeds), unfolded.run(feeds)
     for key, value in model.run(feeds).items():

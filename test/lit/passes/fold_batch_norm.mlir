@@ -117,3 +117,65 @@ func.func @main(%x: tensor<?x2xf32>) -> tensor<?x2xf32> {
 // CHECK:      %w_bn = nn.weight "w_bn" dense<{{\[\[}}2.0, 1.0], [8.0, 0.0]]> : tensor<2x2xf32>
 // CHECK-NEXT: %w_bn_bias = nn.weight "w_bn_bias" dense<[-2.0, 0.0]> : tensor<2xf32>
 // CHECK-NEXT: %z = nn.gemm %x, %w_bn, %w_bn_bias :
+
+// -----
+// A Mul and an Add of per-channel constants (exported normalizations; an nn.unsqueeze
+// of a weight, or one value) fold into the convolution before them, one after the
+// other: w * m per output channel, then the bias b * m + a (here 0 * m + a). The Relu
+// stays for lower-kernels to fuse; the constants and their views go.
+func.func @main(%x: tensor<?x1x2x2xf32>) -> tensor<?x2x1x1xf32> {
+  %w = nn.weight "w" dense<[[[[1.0, 0.0], [0.0, 1.0]]], [[[2.0, 2.0], [0.0, 0.0]]]]> : tensor<2x1x2x2xf32>
+  %m = nn.weight "m" dense<[3.0, -1.0]> : tensor<2xf32>
+  %a = nn.weight "a" dense<0.5> : tensor<1xf32>
+  %m3 = nn.unsqueeze %m {axes = array<i64: 1, 2>} : (tensor<2xf32>) -> tensor<2x1x1xf32>
+  %y = nn.conv %x, %w : (tensor<?x1x2x2xf32>, tensor<2x1x2x2xf32>) -> tensor<?x2x1x1xf32>
+  %s = nn.mul %y, %m3 : (tensor<?x2x1x1xf32>, tensor<2x1x1xf32>) -> tensor<?x2x1x1xf32>
+  %t = nn.add %a, %s : (tensor<1xf32>, tensor<?x2x1x1xf32>) -> tensor<?x2x1x1xf32>
+  %r = nn.relu %t : (tensor<?x2x1x1xf32>) -> tensor<?x2x1x1xf32>
+  func.return %r : tensor<?x2x1x1xf32>
+}
+// CHECK:      func.func @main
+// CHECK-NEXT:   %w_scaled = nn.weight "w_scaled" dense<{{\[\[\[\[}}3.0, 0.0], [0.0, 3.0]]], {{\[\[\[}}-2.0, -2.0], [-0.0, -0.0]]]]> : tensor<2x1x2x2xf32>
+// CHECK-NEXT:   %w_scaled_shifted_bias = nn.weight "w_scaled_shifted_bias" dense<0.5> : tensor<2xf32>
+// CHECK-NEXT:   %t = nn.conv %x, %w_scaled, %w_scaled_shifted_bias : (tensor<?x1x2x2xf32>, tensor<2x1x2x2xf32>, tensor<2xf32>) -> tensor<?x2x1x1xf32>
+// CHECK-NEXT:   %r = nn.relu %t
+// CHECK-NEXT:   func.return %r
+
+// -----
+// Into a normalization that does not follow a convolution: its scale times m, its
+// shift times m plus a.
+func.func @main(%x: tensor<?x2x3x3xf32>) -> tensor<?x2x3x3xf32> {
+  %s = nn.weight "s" dense<[2.0, 4.0]> : tensor<2xf32>
+  %t = nn.weight "t" dense<[1.0, -1.0]> : tensor<2xf32>
+  %mean = nn.weight "mean" dense<0.0> : tensor<2xf32>
+  %var = nn.weight "var" dense<1.0> : tensor<2xf32>
+  %m = nn.weight "m" dense<[[[[0.5]], [[2.0]]]]> : tensor<1x2x1x1xf32>
+  %a = nn.weight "a" dense<[[[1.0]], [[0.0]]]> : tensor<2x1x1xf32>
+  %r = nn.relu %x : (tensor<?x2x3x3xf32>) -> tensor<?x2x3x3xf32>
+  %n = nn.batch_norm %r, %s, %t, %mean, %var : (tensor<?x2x3x3xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>) -> tensor<?x2x3x3xf32>
+  %p = nn.mul %n, %m : (tensor<?x2x3x3xf32>, tensor<1x2x1x1xf32>) -> tensor<?x2x3x3xf32>
+  %q = nn.add %p, %a : (tensor<?x2x3x3xf32>, tensor<2x1x1xf32>) -> tensor<?x2x3x3xf32>
+  func.return %q : tensor<?x2x3x3xf32>
+}
+// CHECK:      %s_scaled = nn.weight "s_scaled" dense<[1.0, 8.0]> : tensor<2xf32>
+// CHECK:      %t_shifted_shifted = nn.weight "t_shifted_shifted" dense<[1.5, -2.0]> : tensor<2xf32>
+// CHECK-NEXT: %q = nn.batch_norm %r, %s_scaled, %t_shifted_shifted, %mean, %var
+// CHECK-NEXT: func.return %q
+
+// -----
+// Not folded: a constant that varies along a spatial axis, a convolution result with
+// another use, an Add of a computed value.
+func.func @main(%x: tensor<?x1x2x2xf32>) -> (tensor<?x1x2x2xf32>, tensor<?x1x2x2xf32>, tensor<?x1x2x2xf32>, tensor<?x1x2x2xf32>) {
+  %w = nn.weight "w" dense<1.0> : tensor<1x1x1x1xf32>
+  %k = nn.weight "k" dense<[[1.0, 2.0], [3.0, 4.0]]> : tensor<2x2xf32>
+  %y = nn.conv %x, %w : (tensor<?x1x2x2xf32>, tensor<1x1x1x1xf32>) -> tensor<?x1x2x2xf32>
+  %p = nn.mul %y, %k : (tensor<?x1x2x2xf32>, tensor<2x2xf32>) -> tensor<?x1x2x2xf32>
+  %y2 = nn.conv %x, %w : (tensor<?x1x2x2xf32>, tensor<1x1x1x1xf32>) -> tensor<?x1x2x2xf32>
+  %q = nn.mul %y2, %w : (tensor<?x1x2x2xf32>, tensor<1x1x1x1xf32>) -> tensor<?x1x2x2xf32>
+  %y3 = nn.conv %x, %w : (tensor<?x1x2x2xf32>, tensor<1x1x1x1xf32>) -> tensor<?x1x2x2xf32>
+  %s = nn.add %y3, %x : (tensor<?x1x2x2xf32>, tensor<?x1x2x2xf32>) -> tensor<?x1x2x2xf32>
+  func.return %p, %q, %y2, %s : tensor<?x1x2x2xf32>, tensor<?x1x2x2xf32>, tensor<?x1x2x2xf32>, tensor<?x1x2x2xf32>
+}
+// CHECK:      %p = nn.mul %y, %k
+// CHECK:      %q = nn.mul %y2, %w
+// CHECK:      %s = nn.add %y3, %x
