@@ -207,7 +207,7 @@ def _drop_unused_constants(module: builtin.ModuleOp, weights: WeightStore, unuse
 
 @dataclass(frozen=True)
 class FoldBatchNormPass(ModulePass):
-    """Fold nn.batch_norm into the nn.conv or nn.gemm before it (weight and bias scaled per channel)."""
+    """Fold nn.batch_norm, and Mul and Add of per-channel constants, into the nn.conv or nn.gemm (or nn.batch_norm) before them."""
 
     name = "fold-batch-norm"
 
