@@ -44,7 +44,7 @@ from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
 from sparsec.kernels import KernelKey, NormKey, epilogue_activation, key_for
 from sparsec.dialects import StoredWeightOp
-from sparsec.dialects.nn import AddOp, ConvOp, GemmOp, LayerNormOp, MatMulOp, ReluOp, SumOp
+from sparsec.dialects.nn import AddOp, BatchNormOp, ConvOp, GemmOp, LayerNormOp, MatMulOp, ReluOp, SumOp
 from sparsec.layers import dense_value
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.memory import on_cache_line
@@ -402,6 +402,8 @@ class _Call:
     input_address: int = 0
     residual: _Residual | None = None
     """The residual Add this implicit call takes in (`_Residual`), or None."""
+    prologue: _Prologue | None = None
+    """The normalization (and Relu) this implicit call applies as it copies, or None."""
     phase_copies: list[tuple[np.ndarray, tuple[slice, slice]]] = dataclasses.field(default_factory=list)
     """An implicit convolution's copies of each image into its phase planes
     (ImplicitConv.copies); empty for other calls."""
@@ -416,6 +418,26 @@ class _Residual:
 
     addend: int
     absorbed: tuple[int, ...]
+    relu: bool
+
+
+@dataclass(frozen=True)
+class _Prologue:
+    """A batch normalization, and the Relu after it, that only a convolution reads:
+    its steps are put off to the convolution's step, whose implicit call applies them
+    while it copies each image into its planes (x * scale + shift per channel, then
+    the Relu), three in-place passes over planes that stay in cache, in place of two
+    numpy steps over the whole input. Other calls run the put-off steps first.
+    DenseNet121's 62 normalizations after a Concat, and their Relus, took about 25 ms
+    of its run in numpy."""
+
+    source: int
+    """The slot of the normalization's input."""
+    steps: tuple[_Step, ...]
+    """The put-off steps: the normalization, then the Relu if there is one."""
+    scale: np.ndarray
+    shift: np.ndarray
+    """Per channel, shaped (C, 1, 1): inv = scale / sqrt(var + epsilon), shift - mean * inv."""
     relu: bool
 
 
@@ -435,6 +457,10 @@ class _Step:
     """A kernel step's calls by input shape (Executor._call_for)."""
     residual: _Residual | None = None
     """The residual Add an implicit call of this convolution takes in, if any."""
+    prologue: _Prologue | None = None
+    """The normalization (and Relu) put off to this convolution's step, if any."""
+    deferred: bool = False
+    """A numpy step put off to the convolution that reads its result (_Prologue)."""
 
 
 _EXECUTORS: weakref.WeakSet[Executor] = weakref.WeakSet()
@@ -477,7 +503,8 @@ class Executor:
                 self.layers[op] = layer = self._prepare(op)
                 run = Executor._run_conv if isinstance(op, SparseConvOp) else Executor._run_rows
                 residual = self._residual_of(op, layer.key) if isinstance(op, SparseConvOp) else None
-                self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, layer, run, residual=residual))
+                prologue = self._prologue_of(op) if isinstance(op, SparseConvOp) else None
+                self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, layer, run, residual=residual, prologue=prologue))
             elif isinstance(op, StoredWeightOp):
                 if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
                     self.constants[op.result] = dense_value(op, weights)
@@ -549,6 +576,28 @@ class Executor:
         if residual is None:
             return None
         return _Residual(self.slots[residual.addend], tuple(self._slots(residual.absorbed)), residual.relu)
+
+    def _prologue_of(self, op: SparseConvOp) -> _Prologue | None:
+        """The normalization (and Relu) before convolution `op` that only `op` reads,
+        with constant parameters, as a _Prologue whose steps are marked put off."""
+        producer = op.x.owner
+        relu = isinstance(producer, ReluOp)
+        norm = producer.input.owner if relu else producer  # pyright: ignore
+        if not isinstance(norm, BatchNormOp) or not op.x.has_one_use() or not norm.output.has_one_use():
+            return None
+        parameters = [norm.scale, norm.b, norm.mean, norm.var]
+        if any(value not in self.constants for value in parameters):
+            return None
+        wanted = [norm, producer] if relu else [norm]
+        steps = tuple(step for step in self.steps if step.op in wanted)
+        if len(steps) != len(wanted):
+            return None
+        scale, b, mean, var = (self.constants[value].reshape(-1) for value in parameters)
+        inv = scale / np.sqrt(var + np.float32(norm.epsilon.value.data))
+        for step in steps:
+            step.deferred = True
+        shape = (-1, 1, 1)
+        return _Prologue(self.slots[norm.x], steps, inv.reshape(shape), (b - mean * inv).reshape(shape), relu)
 
     @staticmethod
     def _implicit_for(step: _Step, shape: tuple[int, ...]) -> ImplicitConv | None:
@@ -629,6 +678,7 @@ class Executor:
         planes = call.input[: conv.planes * hq * wq].reshape(conv.channels, *conv.strides, hq, wq)
         call.phase_copies = conv.copies(planes, (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))
         call.residual = step.residual
+        call.prologue = step.prologue
         return call
 
     def _output(self, step: _Step, rows: int, cols: int) -> np.ndarray:
@@ -716,12 +766,19 @@ class Executor:
 
     def _run_implicit(self, call: _Call, x: np.ndarray) -> None:
         """An implicit convolution's call on each image of x in turn, copied into the
-        phase planes (whose pads stay zero)."""
+        phase planes (whose pads stay zero), through its prologue if it has one."""
         image_bytes = call.output[0].nbytes
+        prologue = call.prologue
         for image, planes in enumerate(x):
             planes = planes.reshape(planes.shape[0], -1, planes.shape[-1])  # a 1-D image is one row
             for target, (rows, columns) in call.phase_copies:
-                np.copyto(target, planes[:, rows, columns], casting="unsafe")
+                if prologue is None:
+                    np.copyto(target, planes[:, rows, columns], casting="unsafe")
+                    continue
+                np.multiply(planes[:, rows, columns], prologue.scale, out=target)
+                target += prologue.shift
+                if prologue.relu:
+                    np.maximum(target, 0.0, out=target)
             self._execute(call, call.input_address, call.output_address + image * image_bytes)
 
     def _run_call(self, call: _Call, x: np.ndarray, cols: int, x_address: int | None) -> None:
@@ -795,11 +852,16 @@ class Executor:
         """The addresses of the kernel outputs that later kernel steps read in place."""
         for step in self.steps:
             if step.dtype is not None:
-                if env[step.result] is None:  # else a kernel call took it in (_Residual)
+                if env[step.result] is None and not step.deferred:  # else a kernel call takes it in
                     env[step.result] = self._evaluate(step, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
                 continue
-            x = env[step.inputs[0]]
+            prologue = step.prologue
+            x = env[step.inputs[0] if prologue is None else prologue.source]
             call = step.calls.get(x.shape) or self._call_for(step, x)  # pyright: ignore
+            if prologue is not None and call.prologue is None:  # not implicit: run the put-off steps
+                for deferred in prologue.steps:
+                    env[deferred.result] = self._evaluate(deferred, [env[v] for v in deferred.inputs]).astype(deferred.dtype, copy=False)  # pyright: ignore
+                x = env[step.inputs[0]]
             if call.residual is not None:
                 np.copyto(call.result, env[call.residual.addend])
             step.run(self, step, call, x, addresses[step.inputs[0]])  # pyright: ignore

@@ -178,3 +178,46 @@ def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in):
     assert sum(key.accumulate for key in executor.implicit_keys) == len(taken_in)  # compiled up front with the others
     if kind == "later":  # two convolutions of x with one geometry fill one set of planes in turn
         assert names["a"].input is names["b"].input
+
+
+def prologue_model(path, kind: str) -> None:
+    """x (2 x 16 x 12 x 12) -> BatchNormalization -> Relu -> 3x3 Conv (pads 1) `y`, as
+    DenseNet's layers start: norm_relu; norm: without the Relu; shared: the Relu's
+    result also returned; conv3d: the same on a 3-D input, whose convolution is not
+    implicit."""
+    rng = np.random.default_rng(4)
+    spatial = [12, 12, 3] if kind == "conv3d" else [12, 12]
+    kernel = [3] * len(spatial)
+    weights = [numpy_helper.from_array((rng.standard_normal((16, 16, *kernel)) / 12).astype(np.float32), "w")]
+    norm = {"s": 1 + 0.3 * rng.standard_normal(16), "t": rng.standard_normal(16), "m": rng.standard_normal(16), "v": 0.5 + rng.random(16)}
+    weights += [numpy_helper.from_array(value.astype(np.float32), name) for name, value in norm.items()]
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"])]
+    if kind != "norm":
+        nodes.append(helper.make_node("Relu", ["n"], ["r"]))
+    nodes.append(helper.make_node("Conv", ["n" if kind == "norm" else "r", "w"], ["y"], kernel_shape=kernel, pads=[1] * 2 * len(kernel)))
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 16, *spatial])  # noqa: E731
+    outputs = [value("y")] + ([value("r")] if kind == "shared" else [])
+    graph = helper.make_graph(nodes, "prologue", [value("x")], outputs, weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize(("kind", "deferred", "applied"), [("norm_relu", 2, True), ("norm", 1, True), ("shared", 0, False), ("conv3d", 2, False)])
+def test_normalizations_before_a_convolution_apply_as_its_input_is_copied(tmp_path, kind, deferred, applied):
+    """A batch normalization (and Relu) that only a convolution reads is put off to the
+    convolution's step (`deferred` steps); an implicit call applies it while copying
+    each image into its planes, any other call (a 3-D convolution) runs the put-off
+    steps first. A Relu with another use stays where it is. Results match the
+    reference on two runs."""
+    prologue_model(tmp_path / "prologue.onnx", kind)
+    model = sparsec.load(tmp_path / "prologue.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    shape = (2, 16, 12, 12, 3) if kind == "conv3d" else (2, 16, 12, 12)
+    for seed in (0, 1):
+        x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        expected, got = model.run({"x": x}), executor.run({"x": x})
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-4)
+    assert sum(step.deferred for step in executor.steps) == deferred
+    (call,) = next(step for step in executor.steps if step.unit is not None).calls.values()
+    assert (call.prologue is not None) == applied
