@@ -533,9 +533,12 @@ class Executor:
         on first use (another input shape compiles its own)."""
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
-        self.blas = ThreadpoolController() if self.pool is not None and any(isinstance(step.op, BLAS_OPS) for step in self.steps) else None
-        """Set when numpy steps may call BLAS next to the worker pool: large ones then run
-        with BLAS limited to one thread (`_evaluate`)."""
+        self.blas: ThreadpoolController | None = None
+        """Set once a kernel call takes the worker pool in a model with numpy steps that
+        may call BLAS: large ones then run with BLAS limited to one thread (`_evaluate`).
+        Until then BLAS keeps its threads: ShuffleNet, whose only kernel runs alone,
+        took 45 ms a run on two threads with the limit against 40 on one without."""
+        self._calls_blas = self.pool is not None and any(isinstance(step.op, BLAS_OPS) for step in self.steps)
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
         """Kernel steps' outputs by op and rows, kept from call to call (`_call_for`)."""
         self.scratch: dict[tuple, np.ndarray] = {}
@@ -741,6 +744,8 @@ class Executor:
         threads = min(self.active_threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
         if self.pool is None or batch == 0:
             threads = 1
+        if threads > 1 and self.blas is None and self._calls_blas:
+            self.blas = ThreadpoolController()
         count = 1 if threads == 1 else min(units, threads * SHARES_PER_THREAD)
         bounds = [units * share // count for share in range(count + 1)]
         return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)

@@ -10,6 +10,7 @@ import threading
 
 import models
 import numpy as np
+import onnx
 import pytest
 
 import sparsec
@@ -137,11 +138,31 @@ def test_a_fork_during_a_run_leaves_the_child_free_to_run(mlp, executor):
         assert in_forked_child(lambda: np.array_equal(executor.run({"x": x})[name], expected))
 
 
+def wide_then_narrow(path) -> None:
+    """fc0: Gemm 128 -> 512, Relu; fc1: Gemm 512 -> 8 (4,096 weights: the one left dense)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {"w0": rng.standard_normal((512, 128)) * 0.09, "b0": rng.standard_normal(512), "w1": rng.standard_normal((8, 512)) * 0.05, "b1": rng.standard_normal(8)}
+    nodes = [
+        helper.make_node("Gemm", ["x", "w0", "b0"], ["h"], transB=1, name="fc0"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu0"),
+        helper.make_node("Gemm", ["r", "w1", "b1"], ["y"], transB=1, name="fc1"),
+    ]
+    graph = helper.make_graph(
+        nodes, "wide_then_narrow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        [numpy_helper.from_array(a.astype(np.float32), name) for name, a in arrays.items()],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
 def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkeypatch):
-    """Layers left dense run in numpy, with BLAS: next to the worker pool, a large
-    BLAS call runs on one BLAS thread (its threads spin after each call on the CPUs
-    the workers wait on) and the limit is lifted after it; small calls, other ops, and
-    executors without a pool or without such steps leave BLAS alone."""
+    """Layers left dense run in numpy, with BLAS: once a kernel call has taken the
+    worker pool, a large BLAS call runs on one BLAS thread (its threads spin after each
+    call on the CPUs the workers wait on) and the limit is lifted after it. Small
+    calls, other ops, executors without a pool or without such steps, and executors
+    whose pool no call has taken leave BLAS alone."""
     from threadpoolctl import ThreadpoolController, threadpool_limits
 
     from sparsec import reference
@@ -149,11 +170,13 @@ def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkey
 
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     assert 3 * 224 * 224 * 64 * 3 * 3 * 3 >= BLAS_SOLO_FROM > 2**17  # SqueezeNet's first convolution; the digits MLP's dense layer
-    path = models.gemm_stack(tmp_path / "mlp.onnx", layers=2, width=128, bias=True, scale=0.09)
-    model = sparsec.load(path)
+    wide_then_narrow(tmp_path / "mlp.onnx")
+    model = sparsec.load(tmp_path / "mlp.onnx")
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
-    assert Executor(model.module, model.weights, threads=2).blas is None  # every layer a kernel
-    model = sparsec.load(path)  # left dense: Gemm and Relu in numpy
+    assert not Executor(model.module, model.weights, threads=2)._calls_blas  # every layer a kernel
+    dense = sparsec.load(tmp_path / "mlp.onnx")  # Gemms and Relu in numpy
+    model = sparsec.load(tmp_path / "mlp.onnx")
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=5000},pack-bitmask,lower-kernels")  # fc0 a kernel
     seen: list[tuple[bool, int]] = []
     evaluate = reference.evaluate
 
@@ -164,14 +187,19 @@ def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkey
     monkeypatch.setattr(reference, "evaluate", counting)
     rng = np.random.default_rng(0)
     with threadpool_limits(2, user_api="blas"):
-        assert Executor(model.module, model.weights, threads=1).blas is None
+        assert not Executor(model.module, model.weights, threads=1)._calls_blas
+        idle = Executor(dense.module, dense.weights, threads=2)  # no kernel: the pool never works
+        idle.run({"x": rng.standard_normal((8192, 128)).astype(np.float32)})
+        assert idle.blas is None and set(seen) == {(True, 2), (False, 2)}
+        idle.close()
         executor = Executor(model.module, model.weights, threads=2)
-        assert executor.blas is not None
-        for batch, gemm_threads in [(4, 2), (8192, 1)]:  # 4 x 128 x 16384 values: below BLAS_SOLO_FROM
+        # 4 rows: fc0 runs alone, the pool untouched; 8192: fc0 takes the pool, fc1 is
+        # large (8192 x 512 x 4096 values); 4 again: fc1 small (4 x 512 x 4096).
+        for batch, gemm_threads in [(4, 2), (8192, 1), (4, 2)]:
             seen.clear()
             x = rng.standard_normal((batch, 128)).astype(np.float32)
             got = executor.run({"x": x})
-            assert sorted(set(seen)) == [(False, 2), (True, gemm_threads)]
+            assert set(seen) == {(True, gemm_threads)}
             assert ThreadpoolController().info()[0]["num_threads"] == 2
             for name, value in model.run({"x": x}).items():
                 np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5)
