@@ -119,7 +119,7 @@ class KernelKey:
     """Non-empty for the implicit convolution variant of a batched bitmask or n:m
     kernel (`has_implicit_variant`): (taps, kernel width, plane, pitch, dilations dh
     and dw, strides sh and sw) of a convolution that reads its input in place from
-    its phase planes (runtime/executor.py, ImplicitConv), one batch lane per output
+    its phase planes (runtime/implicit.py, ImplicitConv), one batch lane per output
     position of a row of `pitch` lanes. Weight column k, channel c at tap row i and tap
     column j, reads lane l at (((c sh + i dh % sh) sw + j dw % sw) x plane + i dh // sh
     x pitch + j dw // sw) + l (runtime/codegen/batched.py, `column_offsets`)."""
@@ -302,6 +302,11 @@ class NormKey:
     @property
     def symbol(self) -> str:
         return f"layer_norm_f32_{self.cols}"
+
+
+def padded_batch(batch: int) -> int:
+    """P, the batched kernels' batch: `batch` rounded up to a multiple of 16."""
+    return -(-batch // 16) * 16
 
 
 def epilogue_name(bias: bool, activation: str | None) -> str:

@@ -18,7 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 import sparsec
-from sparsec.runtime.executor import Executor, implicit_conv
+from sparsec.runtime.executor import Executor
+from sparsec.runtime.implicit import implicit_conv
 
 PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
 

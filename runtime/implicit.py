@@ -1,0 +1,143 @@
+"""Implicit convolutions: how a 1-D or 2-D convolution runs the implicit variant of
+its batched kernel (KernelKey.window) on its input's planes in place, and the residual
+Add it may take in (docs/kernels.md, "Convolutions"). The executor makes the calls."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import TensorType
+from xdsl.ir import Operation, SSAValue
+
+from sparsec.dialects.kernel_ops import SparseConvOp
+from sparsec.dialects.nn import AddOp, ReluOp, SumOp
+from sparsec.kernels import KernelKey, epilogue_activation, padded_batch
+
+
+@dataclass(frozen=True)
+class ImplicitConv:
+    """How a 1-D or 2-D convolution runs the implicit variant of its batched kernel
+    (KernelKey.window). Each image is copied into a zeroed array of phase planes: for
+    strides (sh, sw), channel c's padded input splits into sh x sw planes of Hq x Wq,
+    phase (p, q) holding the padded rows p, p + sh, ... and columns q, q + sw, ...
+    (one plane, the padded input itself, at stride 1); a zero plane follows for the
+    padding products. Batch lane l is the output at row l // Wq, column l % Wq: every
+    tap of every channel reads 16 consecutive lanes as one vector at a fixed offset,
+    so there are no input windows to copy (im2col) and no transposes. The lanes of the
+    columns past Wo in each row are computed and dropped."""
+
+    key: KernelKey
+    channels: int
+    strides: tuple[int, int]
+    phase: tuple[int, int]
+    """Hq, Wq: a phase plane's rows and columns."""
+    before: tuple[int, int]
+    """The pads before the first row and column."""
+    out: tuple[int, int]
+    """Ho, Wo: the output's rows and columns (one row for a 1-D convolution)."""
+    spatial: tuple[int, ...]
+    """The result's spatial shape: (Ho, Wo), or (Wo,) for a 1-D convolution."""
+    lanes: int
+    """Ho x Wq rounded up to 16: the batch of each image's call."""
+    phases_read: tuple[tuple[int, int], ...]
+    """The phases some tap reads (a 1x1 convolution with stride 2 reads one of four)."""
+
+    @property
+    def planes(self) -> int:
+        return self.channels * self.strides[0] * self.strides[1]
+
+    @property
+    def size(self) -> int:
+        """Floats of the phase planes, then a zero plane and slack for the last lanes,
+        which run up to 15 past the last output row."""
+        plane = self.phase[0] * self.phase[1]
+        return self.planes * plane + max(self.lanes, plane)
+
+    def copies(self, planes: np.ndarray, shape: tuple[int, ...]) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
+        """For the phase planes `planes` (C, sh, sw, Hq, Wq) and images of `shape`
+        (C, H, W): each phase read, the part of it an image fills, and the image's
+        rows and columns that go there (every sh-th row from the first landing in it)."""
+        (sh, sw), (top, left), (h, w) = self.strides, self.before, shape[1:]
+        copies = []
+        for p, q in self.phases_read:
+            first_row, first_column = (p - top) % sh, (q - left) % sw
+            rows, columns = range(first_row, h, sh), range(first_column, w, sw)
+            at_row, at_column = (first_row + top - p) // sh, (first_column + left - q) // sw
+            target = planes[:, p, q, at_row : at_row + len(rows), at_column : at_column + len(columns)]
+            copies.append((target, (slice(first_row, None, sh), slice(first_column, None, sw))))
+        return copies
+
+
+def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) -> ImplicitConv | None:
+    """The implicit form of convolution `op` with kernel `key` on inputs of `x_shape`,
+    or None where it does not apply: a 1-D or 2-D convolution whose kernel has an
+    implicit variant."""
+    kernel = tuple(op.w.type.get_shape()[2:])  # pyright: ignore
+    if not key.has_implicit_variant or len(kernel) not in (1, 2) or len(x_shape) != 2 + len(kernel):
+        return None
+    strides, dilations, pads = op.geometry(x_shape, kernel)
+    ones = (1,) * (2 - len(kernel))  # a 1-D convolution is a 2-D one of one row
+    (kh, kw), (dh, dw), (sh, sw), (h, w) = ((ones + tuple(v)) for v in (kernel, dilations, strides, x_shape[2:]))
+    (top, left), (bottom, right) = ((0,) * len(ones) + tuple(pads[: len(kernel)])), ((0,) * len(ones) + tuple(pads[len(kernel) :]))
+    hp, wp = h + top + bottom, w + left + right
+    ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    if ho < 1 or wo < 1:
+        return None
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    window = (kh * kw, kw, hq * wq, wq, dh, dw, sh, sw)
+    variant = dataclasses.replace(key, batched=True, window=window)
+    phases = tuple(sorted({(i * dh % sh, j * dw % sw) for i in range(kh) for j in range(kw)}))
+    return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wq), phases)
+
+
+def static_shape(value: SSAValue) -> tuple[int, ...] | None:
+    """The shape of a tensor value when the IR fixes it, else None."""
+    shape = tuple(value.type.get_shape()) if isinstance(value.type, TensorType) else ()
+    return shape if shape and min(shape) > 0 else None
+
+
+def static_implicit_conv(op: SparseConvOp, key: KernelKey) -> ImplicitConv | None:
+    """The implicit form of convolution `op` (`implicit_conv`) when the IR fixes its
+    input's shape, else None."""
+    shape = static_shape(op.x)
+    return implicit_conv(op, key, shape) if shape is not None else None
+
+
+@dataclass(frozen=True)
+class ResidualAdd:
+    """A residual Add (or Sum of two) that an implicit call of a convolution takes in,
+    and the Relu after it when that is the Add's only use (`residual_add`)."""
+
+    addend: SSAValue
+    """The Add's other operand, made before the convolution."""
+    absorbed: tuple[SSAValue, ...]
+    """The Add's result, and the Relu's."""
+    relu: bool
+
+
+def residual_add(op: SparseConvOp, key: KernelKey) -> ResidualAdd | None:
+    """The residual Add an implicit call of `op` may take in: `op`'s only use is an Add
+    or Sum of two tensors of one static type (so nothing broadcasts) whose other
+    operand is made before `op`, and `op` applies no activation itself."""
+    uses = list(op.results[0].uses)
+    if len(uses) != 1 or not isinstance(add := uses[0].operation, AddOp | SumOp) or epilogue_activation(key.epilogue):
+        return None
+    terms = list(add.operands)
+    if len(terms) != 2 or terms[0].type != terms[1].type or terms[0] is terms[1] or static_shape(terms[0]) is None:
+        return None
+    other = terms[1] if terms[0] is op.results[0] else terms[0]
+    if isinstance(other.owner, Operation) and not other.owner.is_before_in_block(op):
+        return None
+    add_uses = list(add.output.uses)
+    relu = len(add_uses) == 1 and isinstance(add_uses[0].operation, ReluOp)
+    return ResidualAdd(other, (add.output, add_uses[0].operation.results[0]) if relu else (add.output,), relu)
+
+
+def accumulating(conv: ImplicitConv, relu: bool) -> ImplicitConv:
+    """`conv` with the kernel that takes in a residual Add (ResidualAdd): it adds its
+    products to the residual in its outputs, then applies the Relu if it takes that in
+    too (`relu`)."""
+    epilogue = conv.key.epilogue if not relu else "relu" if conv.key.epilogue == "none" else f"{conv.key.epilogue}_relu"
+    return dataclasses.replace(conv, key=dataclasses.replace(conv.key, accumulate=True, epilogue=epilogue))
