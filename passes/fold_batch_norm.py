@@ -40,6 +40,7 @@ from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.dialects.sparse import PatternAttr
 from sparsec.irfile import drop_unread_weights
+from sparsec.reference import batch_norm_affine
 from sparsec.weights import WeightStore
 
 
@@ -145,24 +146,21 @@ _CONSTANT_VIEWS = (nn.UnsqueezeOp, nn.ReshapeOp, nn.SqueezeOp)
 """Ops that give a constant another shape without changing its values' order."""
 
 
-def _channel_values(value: SSAValue, like: SSAValue, weights: WeightStore) -> tuple[np.ndarray, list[Operation]] | None:
+def _channel_values(value: SSAValue, like: SSAValue, weights: WeightStore) -> np.ndarray | None:
     """The per-channel values of constant `value` when it broadcasts against `like`
-    (N, C, ...) along the channel axis only (one value, or C), and the ops that make
-    it; else None."""
+    (N, C, ...) along the channel axis only (one value, or C); else None."""
     value_shape, shape = value.type.get_shape(), like.type.get_shape()  # pyright: ignore
     if len(value_shape) > len(shape) or len(shape) < 2 or shape[1] <= 0:
         return None
     aligned = (1,) * (len(shape) - len(value_shape)) + tuple(value_shape)
     if any(size != 1 for axis, size in enumerate(aligned) if axis != 1) or aligned[1] not in (1, shape[1]):
         return None
-    producers: list[Operation] = []
     source = value
     while isinstance(source.owner, _CONSTANT_VIEWS):
-        producers.append(source.owner)
         source = source.owner.input
     if _weight(source) is None:
         return None
-    return np.broadcast_to(_array(source, weights).reshape(-1), (shape[1],)), [*producers, source.owner]  # pyright: ignore
+    return np.broadcast_to(_array(source, weights).reshape(-1), (shape[1],))
 
 
 def _affine_fold(op: nn.MulOp | nn.AddOp, weights: WeightStore) -> bool:
@@ -172,10 +170,9 @@ def _affine_fold(op: nn.MulOp | nn.AddOp, weights: WeightStore) -> bool:
         owner = before.owner
         if not isinstance(owner, (nn.ConvOp, nn.GemmOp, nn.BatchNormOp)) or not before.has_one_use() or op.output.type != before.type:
             continue
-        values = _channel_values(constant, before, weights)
-        if values is None:
+        channel = _channel_values(constant, before, weights)
+        if channel is None:
             continue
-        channel, _ = values
         scale, shift = (channel, None) if isinstance(op, nn.MulOp) else (None, channel)
         if isinstance(owner, nn.BatchNormOp):
             if _weight(owner.scale) is None or _weight(owner.b) is None:
@@ -218,8 +215,7 @@ class FoldBatchNormPass(ModulePass):
             layer = _foldable(norm)
             if layer is None:
                 continue
-            inv = _array(norm.scale, weights) / np.sqrt(_array(norm.var, weights) + norm.epsilon.value.data)
-            offset = _array(norm.b, weights) - _array(norm.mean, weights) * inv
+            inv, offset = batch_norm_affine(norm, *(_array(value, weights) for value in (norm.scale, norm.b, norm.mean, norm.var)))
             _fold(layer, inv, offset, norm, "_bn", weights)
         while any(_affine_fold(o, weights) for o in op.walk() if isinstance(o, nn.MulOp | nn.AddOp)):
             pass

@@ -464,12 +464,10 @@ class Executor:
         steps = tuple(step for step in self.steps if step.op in wanted)
         if len(steps) != len(wanted):
             return None
-        scale, b, mean, var = (self.constants[value].reshape(-1) for value in parameters)
-        inv = scale / np.sqrt(var + np.float32(norm.epsilon.value.data))
+        inv, shift = reference.batch_norm_affine(norm, *(self.constants[value].reshape(-1) for value in parameters))
         for step in steps:
             step.deferred = True
-        shape = (-1, 1, 1)
-        return _Prologue(self.slots[norm.x], steps, inv.reshape(shape), (b - mean * inv).reshape(shape), relu)
+        return _Prologue(self.slots[norm.x], steps, inv.reshape(-1, 1, 1), shift.reshape(-1, 1, 1), relu)
 
     @staticmethod
     def _implicit_for(step: _Step, shape: tuple[int, ...]) -> ImplicitConv | None:
@@ -708,16 +706,20 @@ class Executor:
         with self._running:
             return self._run(feeds)
 
-    def _evaluate(self, step: _Step, operands: list[np.ndarray]) -> np.ndarray:
-        """A numpy step's result. Next to the worker pool, a large BLAS call runs on one
-        BLAS thread: BLAS's threads spin after each call on the CPUs the workers wait
-        on (ResNet50, its first convolution in numpy: 160 ms a run on two threads, 97
-        with this; 95 on one). Limiting costs 6.6 us, too much to pay on every run of
-        a small model, whose small calls BLAS runs on one thread anyway."""
+    def _evaluate(self, step: _Step, env: list) -> None:
+        """A numpy step's result, into its slot of `env`. Next to the worker pool, a
+        large BLAS call runs on one BLAS thread: BLAS's threads spin after each call on
+        the CPUs the workers wait on (ResNet50, its first convolution in numpy: 160 ms a
+        run on two threads, 97 with this; 95 on one). Limiting costs 6.6 us, too much to
+        pay on every run of a small model, whose small calls BLAS runs on one thread
+        anyway."""
+        operands = [env[v] for v in step.inputs]
         if self.blas is not None and isinstance(step.op, BLAS_OPS) and operands[0].size * operands[1].size >= BLAS_SOLO_FROM:
             with self.blas.limit(limits=1, user_api="blas"):
-                return reference.evaluate(step.op, operands)
-        return reference.evaluate(step.op, operands)
+                result = reference.evaluate(step.op, operands)
+        else:
+            result = reference.evaluate(step.op, operands)
+        env[step.result] = result.astype(step.dtype, copy=False)  # pyright: ignore
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = self.initial.copy()
@@ -727,14 +729,14 @@ class Executor:
         for step in self.steps:
             if step.dtype is not None:
                 if env[step.result] is None and not step.deferred:  # else a kernel call takes it in
-                    env[step.result] = self._evaluate(step, [env[v] for v in step.inputs]).astype(step.dtype, copy=False)
+                    self._evaluate(step, env)
                 continue
             prologue = step.prologue
             x = env[step.inputs[0] if prologue is None else prologue.source]
             call = step.calls.get(x.shape) or self._call_for(step, x)  # pyright: ignore
             if prologue is not None and call.prologue is None:  # not implicit: run the put-off steps
                 for deferred in prologue.steps:
-                    env[deferred.result] = self._evaluate(deferred, [env[v] for v in deferred.inputs]).astype(deferred.dtype, copy=False)  # pyright: ignore
+                    self._evaluate(deferred, env)
                 x = env[step.inputs[0]]
             if call.residual is not None:
                 np.copyto(call.result, env[call.residual.addend])

@@ -13,7 +13,7 @@ from xdsl.ir import Operation, SSAValue
 
 from sparsec.dialects.kernel_ops import SparseConvOp
 from sparsec.dialects.nn import AddOp, ReluOp, SumOp
-from sparsec.kernels import KernelKey, epilogue_activation, padded_batch
+from sparsec.kernels import KernelKey, epilogue_activation, epilogue_name, padded_batch
 
 
 @dataclass(frozen=True)
@@ -139,5 +139,5 @@ def accumulating(conv: ImplicitConv, relu: bool) -> ImplicitConv:
     """`conv` with the kernel that takes in a residual Add (ResidualAdd): it adds its
     products to the residual in its outputs, then applies the Relu if it takes that in
     too (`relu`)."""
-    epilogue = conv.key.epilogue if not relu else "relu" if conv.key.epilogue == "none" else f"{conv.key.epilogue}_relu"
+    epilogue = epilogue_name(conv.key.epilogue.startswith("bias"), "relu") if relu else conv.key.epilogue
     return dataclasses.replace(conv, key=dataclasses.replace(conv.key, accumulate=True, epilogue=epilogue))
