@@ -88,7 +88,7 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
     hq, wq = -(-hp // sh), -(-wp // sw)
     window = (kh * kw, kw, hq * wq, wq, dh, dw, sh, sw)
     variant = dataclasses.replace(key, batched=True, window=window)
-    phases = tuple(sorted({(i * dh % sh, j * dw % sw) for i in range(kh) for j in range(kw)}))
+    phases = tuple(sorted({(p, q) for p, q, _row, _column in variant.window_taps}))
     return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wq), phases)
 
 

@@ -33,7 +33,7 @@ from xdsl.backend.llvm.convert import convert_module
 from sparsec import kernels
 from sparsec.kernels import KernelKey, NormKey
 from sparsec.runtime import codegen
-from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module, unrolled_loops
+from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
 
 KERNEL_SIGNATURE = ctypes.CFUNCTYPE(
     None,
@@ -42,13 +42,12 @@ KERNEL_SIGNATURE = ctypes.CFUNCTYPE(
 )  # fmt: skip
 _CHECKSUM_BYTES = 32
 CLEANUP_PASSES = ("instruction_combine", "simplify_cfg")
-UNROLL_PASSES = ("loop_unroll", "instruction_combine", "simplify_cfg")
 """The LLVM passes for kernels written in vectors (codegen Kernel.EXPLICIT_VECTORS):
-the generator has already placed their work where it belongs, so what is left is
-folding the index arithmetic and, in a module with a kernel that needs it
-(Kernel.UNROLLED_LOOPS), unrolling loops of constant trip count. O2 runs about 60
-passes, and took 13-22 ms per kernel against 3-5 ms for these, for the same speed of
-the kernels."""
+the generator has already placed their work where it belongs (and unrolled the loops
+that pay for it, FunctionBuilder.loop), so what is left is folding the index
+arithmetic. O2 runs about 60 passes, and took 13-22 ms per kernel against 3-5 ms for
+these, for the same speed of the kernels; LLVM's unroll pass, which also unrolls every
+small loop of unknown trip count, added 4 to 14 ms."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,7 @@ def _object_code(keys: Sequence[KernelKey | NormKey], machine: llvm.TargetMachin
         ir = str(convert_module(kernel_module(keys), fallback_target_triple=llvm.get_process_triple()))
     if not explicit_vectors(keys):
         return _optimized_object(ir, machine)
-    return _optimized_object(ir, machine, CLEANUP_PASSES + (UNROLL_PASSES if unrolled_loops(keys) else ()))
+    return _optimized_object(ir, machine, CLEANUP_PASSES)
 
 
 def _optimized_object(ir: str, machine: llvm.TargetMachine, passes: Sequence[str] | None = None) -> bytes:

@@ -67,6 +67,10 @@ call / in chunks of 32 / of 64: batched block 4 at 50% 112 / 33 / 35, batched n:
 45 / 27 / 28, batched unstructured 90% 26 / 22 / 19, tiled block 16 at 90% 37 / 9.5 /
 9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance.md). The
 tiled bitmask and n:m kernels run only below the batched threshold."""
+WINDOW_MAX_COLUMNS = 1 << 14
+"""The most weight columns (channels x taps) of a convolution that runs the implicit
+variant: its kernel keeps each column's input offset in a table on the stack, 4 bytes a
+column (64 KiB at most; ResNet50's widest, 3x3 x 512, takes 18 KiB)."""
 SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
 """Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
 at the earliest: the executor transposes a batched kernel's inputs and outputs in
@@ -120,9 +124,9 @@ class KernelKey:
     kernel (`has_implicit_variant`): (taps, kernel width, plane, pitch, dilations dh
     and dw, strides sh and sw) of a convolution that reads its input in place from
     its phase planes (runtime/implicit.py, ImplicitConv), one batch lane per output
-    position of a row of `pitch` lanes. Weight column k, channel c at tap row i and tap
-    column j, reads lane l at (((c sh + i dh % sh) sw + j dw % sw) x plane + i dh // sh
-    x pitch + j dw // sw) + l (runtime/codegen/batched.py, `column_offsets`)."""
+    position of a row of `pitch` lanes. Weight column k = c x taps + t, channel c at
+    tap t, reads lane l at c x `channel_floats` + `tap_offsets`[t] + l
+    (runtime/codegen/batched.py, `column_offsets`)."""
 
     accumulate: bool = False
     """The implicit convolution variant that adds its products to what its outputs
@@ -234,8 +238,28 @@ class KernelKey:
     def has_implicit_variant(self) -> bool:
         """Whether a convolution may run the implicit variant of the batched kernel
         (`window`): bitmask and n:m weights, whose batched kernels decode each panel's
-        columns into a small array first, which then become input offsets."""
-        return self.kind in BATCHED_FROM
+        columns into a small array first, which then become input offsets, on at most
+        WINDOW_MAX_COLUMNS columns."""
+        return self.kind in BATCHED_FROM and self.cols <= WINDOW_MAX_COLUMNS
+
+    @property
+    def window_taps(self) -> list[tuple[int, int, int, int]]:
+        """Each tap of the implicit variant's window, in weight column order (tap row i,
+        then tap column j): the phase row and column its inputs lie in (i dh % sh,
+        j dw % sw), then its row and column within that phase (i dh // sh, j dw // sw)."""
+        taps, width, _plane, _pitch, dh, dw, sh, sw = self.window
+        return [(i * dh % sh, j * dw % sw, i * dh // sh, j * dw // sw) for i in range(taps // width) for j in range(width)]
+
+    @property
+    def tap_offsets(self) -> list[int]:
+        """Each tap's input offset (floats) from its channel's first phase plane."""
+        _taps, _width, plane, pitch, _dh, _dw, _sh, sw = self.window
+        return [(p * sw + q) * plane + row * pitch + column for p, q, row, column in self.window_taps]
+
+    @property
+    def channel_floats(self) -> int:
+        """The floats of one channel's phase planes (sh x sw planes)."""
+        return self.window[6] * self.window[7] * self.window[2]
 
     @property
     def position_bits(self) -> int:

@@ -37,11 +37,6 @@ class Kernel:
     invariants computed outside them, so LLVM's short cleanup pipeline compiles it as
     well as O2 does in a fraction of the time (runtime/jit.py). Kernels written as
     scalar loops (for portable targets) need O2's loop vectorizer."""
-    UNROLLED_LOOPS = False
-    """Whether the short pipeline unrolls the kernel's loops of constant trip count
-    (runtime/jit.py). Only the batched kernels need it; the tiled ones ran within noise
-    without it (n:m at one batch row perhaps 2 to 3% slower) and compiled 3 to 8 ms
-    sooner: LLVM had unrolled the epilogue's loop and every step of short rows."""
 
     def __init__(self, key: KernelKey):
         self.key = key

@@ -6,7 +6,7 @@ blocks need no decoding."""
 from __future__ import annotations
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import f16, f32, i16, i32, i64
+from xdsl.dialects.builtin import f16, f32, i1, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.runtime.codegen.base import F32x16, Kernel
@@ -41,7 +41,6 @@ class BatchedKernel(Kernel):
     ROWS = 128
     """Weight rows a group: a group's outputs (ROWS x P floats) and its weights stay in
     L2 while its panels go by."""
-    UNROLLED_LOOPS = True  # a batched n:m row's decode ran 0.72x as fast rolled up
     VECTOR_EPILOGUE = False
     EXPLICIT_VECTORS = True
 
@@ -50,6 +49,8 @@ class BatchedKernel(Kernel):
         # 16 slots of slack: decoding writes whole vectors past the last product.
         self.columns = b.alloca(self.key.panel_columns + 16, i32)
         self.weights = b.alloca(self.key.panel_columns + 16, f32)
+        if self.key.window and self.key.window[0] > 1:
+            self.offset_table()
         self.lane_chunks(self.chunk_pass)
         return self.ret()
 
@@ -71,24 +72,22 @@ class BatchedKernel(Kernel):
 
     def prefetch_lanes(self, first: SSAValue) -> None:
         """Prefetch the next chunk's lanes from `first` on: each output row's, to be
-        written, and each input channel's rows that its taps read. Lanes of one row lie
-        a plane apart (tens of KiB at 56 x 56), hundreds of short streams no hardware
-        prefetcher follows: the outputs of a 1x1 convolution took 3x as long in a
-        network as in a loop over the one layer."""
+        written, and each input channel's spans that its taps read (`tap_spans`). Lanes
+        of one row lie a plane apart (tens of KiB at 56 x 56), hundreds of short streams
+        no hardware prefetcher follows: the outputs of a 1x1 convolution took 3x as long
+        in a network as in a loop over the one layer."""
         b, key = self.b, self.key
         lines = key.lane_chunk * 4 // 64
-        taps, width, plane, pitch, dh, dw, sh, sw = key.window
         first_row, last_row = self.output_rows()
         b.loop(first_row, last_row, [], lambda row, _s: b.prefetch(b.element_ptr(self.y, b.add(b.mul(row, self.batch), first), f32), lines, write=True) or [])
-        tap_rows = sorted({((i * dh % sh) * sw + j * dw % sw) * plane + i * dh // sh * pitch for i in range(taps // width) for j in range(width)})
 
         def channel_body(channel: SSAValue, _state) -> list[SSAValue]:
-            at = b.element_ptr(self.x, b.add(b.mul(channel, b.const(sh * sw * plane, i64)), first), f32)
-            for offset in tap_rows:
-                b.prefetch(b.element_ptr(at, b.const(offset, i64), f32), lines, keep=2)
+            at = b.element_ptr(self.x, b.add(b.mul(channel, b.const(key.channel_floats, i64)), first), f32)
+            for offset, floats in tap_spans(key.tap_offsets, key.lane_chunk):
+                b.prefetch(b.element_ptr(at, b.const(offset, i64), f32), -(-floats * 4 // 64), keep=2)
             return []
 
-        b.loop(b.const(0, i64), b.const(key.cols // taps, i64), [], channel_body)
+        b.loop(b.const(0, i64), b.const(key.cols // key.window[0], i64), [], channel_body)
 
     def lane_tiles(self, first: SSAValue, last: SSAValue, body) -> None:
         """`body(lane, vectors)` over lanes [first, last): 32 lanes (two vectors) at a
@@ -146,29 +145,51 @@ class BatchedKernel(Kernel):
         b.store_at(b.vector_const([0.0] * 16, f32), b.element_ptr(self.weights, count, f32), alignment=4)
         return b.round_down(b.add(count, b.const(self.WAYS - 1, i64)), self.WAYS)
 
+    def offset_table(self) -> None:
+        """`self.offsets`[k] = weight column k's input offset (KernelKey.window): channel
+        c x the floats of a channel's planes + tap t's offset within them, written once
+        a call, a channel's taps at a time from a constant vector of tap offsets; column
+        K, the padding products', becomes the zero plane after the last channel's."""
+        b, key = self.b, self.key
+        taps, channels = key.window[0], key.cols // key.window[0]
+        tables = [key.tap_offsets[start : start + 16] for start in range(0, taps, 16)]
+        self.offsets = b.alloca(key.cols + 16 * len(tables), i32)
+        tap_vectors = [b.vector_const(table + [0] * (16 - len(table)), i32) for table in tables]
+
+        def channel_body(channel: SSAValue, _state) -> list[SSAValue]:
+            base = b.splat(b.trunc(b.mul(channel, b.const(key.channel_floats, i64)), i32), 16)
+            at = b.element_ptr(self.offsets, b.mul(channel, b.const(taps, i64)), i32)
+            for start, offsets in enumerate(tap_vectors):  # the lanes past the taps are overwritten by the next channel's
+                b.store_at(b.add(base, offsets), b.element_ptr(at, b.const(16 * start, i64), i32), alignment=4)
+            return []
+
+        b.loop(b.const(0, i64), b.const(channels + 1, i64), [], channel_body)
+
     def column_offsets(self, count: SSAValue) -> None:
-        """Turn `self.columns[0:count]` into input offsets (KernelKey.window), 16 at a
-        time: the implicit convolution reads column k's inputs for batch lane l at
-        offset(k) + l of the phase planes, so a product's 16 lanes are still one load.
-        Column k is channel c at tap (i, j); the tap's padded row i x dh lies in phase
-        row i x dh % sh, i x dh // sh rows in, and likewise its column. The padding
-        products' column K becomes the zero plane after the last channel's."""
+        """Turn `self.columns[0:count]` into input offsets: the implicit convolution
+        reads column k's inputs for batch lane l at offset(k) + l of the phase planes,
+        so a product's 16 lanes are still one load. Other targets than AVX-512 look a
+        window's offsets up one by one."""
         b = self.b
-        taps, width, plane, pitch, dh, dw, sh, sw = (b.vector_const([value] * 16, i32) for value in self.key.window)
+        if self.key.window[0] > 1 and not self.key.avx512:
+            b.loop(b.const(0, i64), count, [], lambda j, _s: b.store(b.load(self.offsets, b.zext(b.load(self.columns, j, i32), i64), i32), self.columns, j) or [])
+            return
 
         def step_body(first: SSAValue, _state) -> list[SSAValue]:
             at = b.element_ptr(self.columns, first, i32)
-            column = b.load_at(at, vector(i32, 16), alignment=4)
-            channel = b.udiv(column, taps)
-            tap = b.sub(column, b.mul(channel, taps))
-            tap_row = b.udiv(tap, width)
-            row, col = b.mul(tap_row, dh), b.mul(b.sub(tap, b.mul(tap_row, width)), dw)
-            phase = b.add(b.mul(b.add(b.mul(channel, sh), b.urem(row, sh)), sw), b.urem(col, sw))
-            offset = b.add(b.mul(phase, plane), b.add(b.mul(b.udiv(row, sh), pitch), b.udiv(col, sw)))
-            b.store_at(offset, at, alignment=4)
+            b.store_at(self.offsets_of(b.load_at(at, vector(i32, 16), alignment=4)), at, alignment=4)
             return []
 
-        b.loop(b.const(0, i64), count, [], step_body, step=16)
+        b.loop(b.const(0, i64), count, [], step_body, step=16, unrolled=True)
+
+    def offsets_of(self, columns: SSAValue) -> SSAValue:
+        """The input offsets of 16 columns: a 1x1 window's column is its channel, so one
+        multiply; other windows' are gathered from `self.offsets`."""
+        b, key = self.b, self.key
+        if key.window[0] == 1:
+            return b.mul(columns, b.vector_const([key.channel_floats] * 16, i32))
+        every_lane = b.bitcast(b.const(-1, i16), vector(i1, 16))
+        return b.intrinsic("llvm.x86.avx512.mask.gather.dpi.512", [columns, self.offsets, columns, every_lane, b.const(4, i32)], vector(i32, 16))
 
     def widen_values(self, values: SSAValue, count: SSAValue) -> None:
         """`self.weights[0:count]` = the `count` weight values at `values`, as float32:
@@ -189,7 +210,7 @@ class BatchedKernel(Kernel):
             b.store_at(widened, b.element_ptr(self.weights, first, f32), alignment=4)
             return []
 
-        b.loop(b.const(0, i64), count, [], chunk_body, step=16)
+        b.loop(b.const(0, i64), count, [], chunk_body, step=16, unrolled=True)
 
     def multiply(self, row: SSAValue, lane: SSAValue, count: SSAValue, vectors: int, first_panel: SSAValue) -> None:
         """y[row, lane:lane + 16 * vectors] = (on the first panel) or += (on the others)
@@ -242,3 +263,17 @@ class BatchedKernel(Kernel):
             return []
 
         b.loop(first, last, [], row_body)
+
+
+def tap_spans(tap_offsets: list[int], lanes: int) -> list[tuple[int, int]]:
+    """The (offset, floats) runs of a channel's phase planes that `lanes` consecutive
+    lanes read through taps at `tap_offsets`: overlapping taps' reads (a 3x3 window's
+    three taps of one row are one float apart) merge, so each line is prefetched once."""
+    spans: list[tuple[int, int]] = []
+    for offset in sorted(set(tap_offsets)):
+        if spans and offset <= spans[-1][0] + spans[-1][1]:
+            start, _floats = spans[-1]
+            spans[-1] = (start, offset + lanes - start)
+        else:
+            spans.append((offset, lanes))
+    return spans

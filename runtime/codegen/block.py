@@ -178,7 +178,6 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
 
     CHUNK = 256
     ACCUMULATORS = 8
-    UNROLLED_LOOPS = False  # LLVM's unroll cost 8-10 ms of compile time and gained nothing
 
     def build(self) -> llvm.FuncOp:
         b = self.b

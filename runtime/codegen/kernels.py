@@ -83,11 +83,6 @@ def explicit_vectors(keys: list[KernelKey | NormKey]) -> bool:
     return all(kernel_class(key).EXPLICIT_VECTORS for key in keys)
 
 
-def unrolled_loops(keys: list[KernelKey | NormKey]) -> bool:
-    """Whether a kernel of `keys` needs its loops unrolled (Kernel.UNROLLED_LOOPS)."""
-    return any(kernel_class(key).UNROLLED_LOOPS for key in keys)
-
-
 def kernel_llvm_ir(key: KernelKey) -> str:
     """LLVM IR text of one kernel, through xDSL's llvm-dialect translator."""
     import llvmlite.binding as llvm

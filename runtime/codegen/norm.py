@@ -23,7 +23,6 @@ from sparsec.runtime.codegen.builder import FunctionBuilder
 class LayerNormKernel:
     EXPLICIT_VECTORS = True
     """Written in vectors with its loops rotated: the short LLVM pipeline (codegen Kernel)."""
-    UNROLLED_LOOPS = False
 
     def __init__(self, key: NormKey):
         self.key = key

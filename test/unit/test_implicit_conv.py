@@ -18,8 +18,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 import sparsec
+from sparsec.kernels import WINDOW_MAX_COLUMNS, KernelKey
 from sparsec.runtime.executor import Executor
 from sparsec.runtime.implicit import implicit_conv
+from sparsec.runtime.jit import Target
 
 PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
 
@@ -79,6 +81,46 @@ def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, patte
     runs_implicit = implicit is not None and layer.variant_for(implicit.lanes).batched
     assert bool(call.phase_copies) == runs_implicit
     assert (implicit is not None) == (len(shape) < 5 and layer.key.kind in ("bitmask", "nm"))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS[:1] + PATTERNS[2:3])
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 1)])
+def test_portable_targets_look_up_column_offsets(tmp_path, pattern, kernel):
+    """Without AVX-512 a window's column offsets are looked up one by one (no gather);
+    a 1x1 window's are one multiply on every target."""
+    shape, attributes = [1, 12, 9, 11], {"kernel_shape": list(kernel), "strides": [2, 1], "pads": [1, 0, 1, 1]}
+    conv_model(tmp_path / "conv.onnx", shape, 20, attributes, 3)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1, target=Target.portable())
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+    assert executor.steps[0].calls[tuple(shape)].phase_copies and not next(iter(executor.layers.values())).key.avx512
+
+
+def test_tap_offsets():
+    """Column k = c x taps + t reads its inputs c x channel_floats + tap_offsets[t]
+    into the phase planes: 3x3 with stride 2 on planes of 29 x 29 (four phases a
+    channel), and 3x3 with dilation 2 on one plane of 14 x 10."""
+    strided = KernelKey("nm", 8, 72, n=3, m=4, batched=True, window=(9, 3, 29 * 29, 29, 1, 1, 2, 2))
+    assert strided.tap_offsets == [0, 841, 1, 1682, 2523, 1683, 29, 870, 30] and strided.channel_floats == 4 * 841
+    dilated = KernelKey("nm", 8, 72, n=3, m=4, batched=True, window=(9, 3, 14 * 10, 10, 2, 2, 1, 1))
+    assert dilated.tap_offsets == [0, 2, 4, 20, 22, 24, 40, 42, 44] and dilated.channel_floats == 140
+
+
+def test_wide_convolutions_keep_the_explicit_path(tmp_path):
+    """A convolution of more than WINDOW_MAX_COLUMNS weight columns (its kernel's table
+    of column offsets would not fit the stack) runs the explicit path."""
+    channels = WINDOW_MAX_COLUMNS // 9 + 1
+    shape, attributes = [1, channels, 4, 4], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    conv_model(tmp_path / "conv.onnx", shape, 4, attributes, 5)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1)
+    ((op, layer),) = executor.layers.items()
+    assert layer.key.cols == 9 * channels > WINDOW_MAX_COLUMNS and implicit_conv(op, layer.key, tuple(shape)) is None  # pyright: ignore
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from xdsl.dialects.builtin import i64
+
 from sparsec.context import make_context
 from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
-from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module, unrolled_loops
+from sparsec.runtime.codegen.builder import FunctionBuilder
+from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
 from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels
@@ -397,9 +400,8 @@ def test_kernel_ir_is_a_pure_function_of_the_key():
 
 
 def test_vector_kernels_take_the_short_llvm_pipeline():
-    """Kernels written in vectors compile with jit.CLEANUP_PASSES (and UNROLL_PASSES
-    for the batched ones); one kernel with scalar loops (portable targets) sends its
-    module through O2's loop vectorizer."""
+    """Kernels written in vectors compile with jit.CLEANUP_PASSES; one kernel with
+    scalar loops (portable targets) sends its module through O2's loop vectorizer."""
     host = {"native_f16": True, "avx512": True}
     vector = [
         KernelKey("bitmask", 64, 64, **host),
@@ -415,8 +417,23 @@ def test_vector_kernels_take_the_short_llvm_pipeline():
     assert explicit_vectors(vector)
     assert not any(explicit_vectors([key]) for key in scalar)
     assert not explicit_vectors(vector + scalar[:1])
-    # ... and only the bitmask and n:m batched kernels' modules unroll loops
-    assert all(unrolled_loops([key]) == (key.batched and key.kind != "block") for key in vector)
+
+
+def test_loops_with_constant_bounds_unroll_in_the_generator():
+    """`unrolled` loops with constant bounds are emitted once per index, carrying their
+    values, with no blocks of their own (the JIT runs no unroll pass); with a bound
+    known only at run time they stay loops."""
+    b = FunctionBuilder("f", [i64], ["n"])
+    indices = []
+
+    def body(index, state):
+        indices.append(b.constant_value(index))
+        return [b.add(state[0], index)]
+
+    (total,) = b.loop(b.const(2, i64), b.const(40, i64), [b.const(0, i64)], body, step=16, unrolled=True)
+    assert indices == [2, 18, 34] and len(b.region.blocks) == 1
+    b.loop(b.const(0, i64), b.args[0], [total], body, step=16, unrolled=True)
+    assert indices[-1] is None and len(b.region.blocks) == 3
 
 
 @pytest.mark.parametrize("block", [2, 4, 8])
