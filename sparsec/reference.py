@@ -157,14 +157,14 @@ def _conv(op: nn.ConvolutionOp, x: np.ndarray, w: np.ndarray, b: np.ndarray | No
         y = _depthwise_conv(_pad(x, pads, 0.0), w, mg, kernel, strides, dilations)
         return y if b is None else y + b.reshape(-1, *(1,) * len(kernel))
     cols = _windows(_pad(x, pads, 0.0), kernel, strides, dilations)
-    out_spatial = cols.shape[2 : 2 + len(kernel)]
-    # (N, G, Cg, *out, *k) against (G, Mg, Cg, *k)
+    rank = len(kernel)
+    out_spatial = cols.shape[2 : 2 + rank]
+    # (G, Mg, Cg x k) times (N, G, Cg x k, P): the product comes out channels first, and
+    # a 1x1 window's columns are the input itself (a view, no copy).
     cols = cols.reshape(n, group, cg, *out_spatial, *kernel)
-    wg = w.reshape(group, mg, cg, -1)
-    cols = np.moveaxis(cols, 2, 2 + len(out_spatial))  # (N, G, *out, Cg, *k)
-    cols = cols.reshape(n, group, math.prod(out_spatial), cg * math.prod(kernel))
-    y = np.matmul(cols, wg.reshape(group, mg, -1).transpose(0, 2, 1))  # (N, G, P, Mg)
-    y = y.transpose(0, 1, 3, 2).reshape(n, group * mg, *out_spatial)
+    cols = np.moveaxis(cols, tuple(range(3 + rank, 3 + 2 * rank)), tuple(range(3, 3 + rank)))  # (N, G, Cg, *k, *out)
+    cols = cols.reshape(n, group, cg * math.prod(kernel), math.prod(out_spatial))
+    y = np.matmul(w.reshape(group, mg, -1), cols).reshape(n, group * mg, *out_spatial)
     if b is not None:
         y = y + b.reshape(-1, *(1,) * len(kernel))
     return y
