@@ -219,13 +219,16 @@ class KernelKey:
     @property
     def lane_chunk(self) -> int:
         """The lanes a batched kernel takes through the whole weight at a time: its
-        BATCH_CHUNKS size, for a call on more lanes (an implicit convolution's image,
-        `window`), whose inputs are read in place rather than transposed per chunk."""
+        BATCH_CHUNKS size; for a call on more lanes (an implicit convolution's image,
+        `window`), whose inputs are read in place rather than transposed per chunk, as
+        many as keep the inputs a panel reads within TILE_INPUT_BYTES (its channels'
+        `tap_spans`), from 32 to 256."""
         chunk = BATCH_CHUNKS[(self.kind, True)]
         if not self.window:
             return chunk
-        fitting = TILE_INPUT_BYTES // (4 * min(self.cols, self.panel_columns)) // 32 * 32
-        return min(256, max(chunk, fitting))
+        channels = math.ceil(min(self.cols, self.panel_columns) / self.window[0])
+        fitting = [lanes for lanes in range(32, 257, 32) if channels * sum(floats for _, floats in self.tap_spans(lanes)) * 4 <= TILE_INPUT_BYTES]
+        return max([chunk, *fitting])
 
     @property
     def has_batched_variant(self) -> bool:
@@ -255,6 +258,20 @@ class KernelKey:
         """Each tap's input offset (floats) from its channel's first phase plane."""
         _taps, _width, plane, pitch, _dh, _dw, _sh, sw = self.window
         return [(p * sw + q) * plane + row * pitch + column for p, q, row, column in self.window_taps]
+
+    def tap_spans(self, lanes: int) -> list[tuple[int, int]]:
+        """The (offset, floats) runs of a channel's phase planes that `lanes`
+        consecutive lanes read through its taps (`tap_offsets`): overlapping reads (a
+        3x3 window's three taps of one row are one float apart, its rows one pitch)
+        merge into one run."""
+        spans: list[tuple[int, int]] = []
+        for offset in sorted(set(self.tap_offsets)):
+            if spans and offset <= spans[-1][0] + spans[-1][1]:
+                start, _floats = spans[-1]
+                spans[-1] = (start, offset + lanes - start)
+            else:
+                spans.append((offset, lanes))
+        return spans
 
     @property
     def channel_floats(self) -> int:

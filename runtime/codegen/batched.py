@@ -72,7 +72,7 @@ class BatchedKernel(Kernel):
 
     def prefetch_lanes(self, first: SSAValue) -> None:
         """Prefetch the next chunk's lanes from `first` on: each output row's, to be
-        written, and each input channel's spans that its taps read (`tap_spans`). Lanes
+        written, and each input channel's spans that its taps read (KernelKey.tap_spans). Lanes
         of one row lie a plane apart (tens of KiB at 56 x 56), hundreds of short streams
         no hardware prefetcher follows: the outputs of a 1x1 convolution took 3x as long
         in a network as in a loop over the one layer."""
@@ -83,7 +83,7 @@ class BatchedKernel(Kernel):
 
         def channel_body(channel: SSAValue, _state) -> list[SSAValue]:
             at = b.element_ptr(self.x, b.add(b.mul(channel, b.const(key.channel_floats, i64)), first), f32)
-            for offset, floats in tap_spans(key.tap_offsets, key.lane_chunk):
+            for offset, floats in key.tap_spans(key.lane_chunk):
                 b.prefetch(b.element_ptr(at, b.const(offset, i64), f32), -(-floats * 4 // 64), keep=2)
             return []
 
@@ -264,16 +264,3 @@ class BatchedKernel(Kernel):
 
         b.loop(first, last, [], row_body)
 
-
-def tap_spans(tap_offsets: list[int], lanes: int) -> list[tuple[int, int]]:
-    """The (offset, floats) runs of a channel's phase planes that `lanes` consecutive
-    lanes read through taps at `tap_offsets`: overlapping taps' reads (a 3x3 window's
-    three taps of one row are one float apart) merge, so each line is prefetched once."""
-    spans: list[tuple[int, int]] = []
-    for offset in sorted(set(tap_offsets)):
-        if spans and offset <= spans[-1][0] + spans[-1][1]:
-            start, _floats = spans[-1]
-            spans[-1] = (start, offset + lanes - start)
-        else:
-            spans.append((offset, lanes))
-    return spans

@@ -108,6 +108,24 @@ def test_tap_offsets():
     assert dilated.tap_offsets == [0, 2, 4, 20, 22, 24, 40, 42, 44] and dilated.channel_floats == 140
 
 
+@pytest.mark.parametrize(
+    ("window", "spans", "lanes"),
+    [
+        ((9, 3, 58 * 58, 58, 1, 1, 1, 1), [(0, 118 + 64)], 160),  # rows 58 apart overlap: one span
+        ((9, 3, 9 * 9, 9, 1, 1, 1, 1), [(0, 20 + 64)], 256),
+        ((9, 3, 29 * 29, 29, 1, 1, 2, 2), [(0, 30 + 64), (841, 29 + 64), (1682, 1 + 64), (2523, 64)], 64),  # four phases
+        ((1, 1, 56 * 56, 56, 1, 1, 1, 1), [(0, 64)], 64),
+        ((9, 3, 100 * 100, 100, 1, 1, 1, 1), [(0, 66), (100, 66), (200, 66)], 64),  # rows too far apart to merge at 64 lanes, too long from 96
+    ],
+)
+def test_lane_chunks_fit_the_spans_a_panel_reads(window, spans, lanes):
+    """A channel's taps read merged spans of its planes (`tap_spans`, here for 64
+    lanes); an implicit kernel takes as many lanes at a time as keep a 256-column
+    panel's channels' spans within 32 KiB, at least its kind's batch chunk (64)."""
+    key = KernelKey("bitmask", 64, 4608 if window[0] == 9 else 512, batched=True, window=window)
+    assert key.tap_spans(64) == spans and key.lane_chunk == lanes
+
+
 def test_wide_convolutions_keep_the_explicit_path(tmp_path):
     """A convolution of more than WINDOW_MAX_COLUMNS weight columns (its kernel's table
     of column offsets would not fit the stack) runs the explicit path."""
