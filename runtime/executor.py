@@ -538,7 +538,7 @@ class Executor:
         output = _kept(self.buffers, (step.op, images), (images, rows, conv.lanes))
         result = output[:, :, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
         kernel, arguments = self._variant_call(layer, conv.key)
-        call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(layer.key, conv.lanes), output, result)
+        call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, result)
         call.result_address = None
         # Convolutions whose images fill the same parts of the same planes share them:
         # each fills its part right before its call, and no call writes the pads.
@@ -607,7 +607,7 @@ class Executor:
         rows, and how many threads claim them: one share for work too small to pay for
         a hand-off, else SHARES_PER_THREAD per thread (workers/pool: claimed, so a
         thread held up leaves its shares to the others)."""
-        units = key.parallel_units
+        units = key.parallel_units(batch)
         threads = min(self.active_threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
         if self.pool is None or batch == 0:
             threads = 1

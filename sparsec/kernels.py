@@ -67,6 +67,10 @@ call / in chunks of 32 / of 64: batched block 4 at 50% 112 / 33 / 35, batched n:
 45 / 27 / 28, batched unstructured 90% 26 / 22 / 19, tiled block 16 at 90% 37 / 9.5 /
 9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance.md). The
 tiled bitmask and n:m kernels run only below the batched threshold."""
+ROW_GROUP = 128
+"""Weight rows the batched bitmask and n:m kernels take through the weight's panels
+together: a group's outputs (ROW_GROUP x lanes floats) and its weights stay in L2
+while its panels go by (runtime/codegen/batched.py)."""
 WINDOW_MAX_COLUMNS = 1 << 14
 """The most weight columns (channels x taps) of a convolution that runs the implicit
 variant: its kernel keeps each column's input offset in a table on the stack, 4 bytes a
@@ -326,8 +330,21 @@ class KernelKey:
         return 32 if 16 * self.position_bits <= 32 else 64
 
     @property
-    def parallel_units(self) -> int:
-        """How many units [begin, end) ranges over: rows, or row blocks."""
+    def splits_lanes(self) -> bool:
+        """Whether a call's units are its lane chunks rather than its rows: the implicit
+        variant (`window`) of a weight of at most ROW_GROUP rows. Split by rows, every
+        share reads all of an image's planes, and a share of so few rows has too little
+        work to pay for that (a 1x1 convolution of 256 channels to 64 at 56 x 56 ran
+        slower on two threads than on one); split by lanes, each reads its own. Weights
+        of more rows ran 6 to 8% slower split by lanes (or by lane chunks of row groups)."""
+        return bool(self.window) and self.rows <= ROW_GROUP
+
+    def parallel_units(self, batch: int) -> int:
+        """How many units a call on `batch` rows (lanes) has, the range [begin, end) of
+        its kernel's last two arguments: rows, row blocks, or lane chunks
+        (`splits_lanes`)."""
+        if self.splits_lanes:
+            return math.ceil(batch / self.lane_chunk)
         return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
 
 

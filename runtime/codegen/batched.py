@@ -9,6 +9,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f16, f32, i1, i16, i32, i64
 from xdsl.ir import SSAValue
 
+from sparsec.kernels import ROW_GROUP
 from sparsec.runtime.codegen.base import F32x16, Kernel
 from sparsec.runtime.codegen.builder import vector
 
@@ -20,7 +21,7 @@ class BatchedKernel(Kernel):
     others add, so y needs no zeroing), so one weight multiplies 16 batch rows' inputs
     at its column in one vector multiply-add. `batch` is P.
 
-    Rows go in groups of ROWS; a group's weight is taken one column panel
+    Rows go in groups of ROW_GROUP; a group's weight is taken one column panel
     (KernelKey.panel_columns) at a time for all its rows, adding into y: the inputs a
     panel reads (panel x P floats) stay in L1 instead of streaming all K x P from L2 for
     every row. Bias and activation follow in one pass at the end.
@@ -38,9 +39,6 @@ class BatchedKernel(Kernel):
 
     WAYS = 4
     PREFETCH_ROWS = 4
-    ROWS = 128
-    """Weight rows a group: a group's outputs (ROWS x P floats) and its weights stay in
-    L2 while its panels go by."""
     VECTOR_EPILOGUE = False
     EXPLICIT_VECTORS = True
 
@@ -55,20 +53,29 @@ class BatchedKernel(Kernel):
         return self.ret()
 
     def lane_chunks(self, chunk_pass) -> None:
-        """`chunk_pass(first, last)` for each chunk of KernelKey.lane_chunk lanes of the
-        batch, then the chunk's epilogue while its outputs are still in cache."""
-        b = self.b
+        """`chunk_pass(first, last)` for each chunk of KernelKey.lane_chunk lanes, on the
+        rows `chunk_rows`, then the chunk's epilogue while its outputs are still in
+        cache; an implicit variant prefetches the next chunk's lanes first. Units
+        [begin, end) are the rows (of all lanes), or the lane chunks (on all rows) where
+        the key `splits_lanes`."""
+        b, key = self.b, self.key
+        if key.splits_lanes:
+            self.chunk_rows = (b.const(0, i64), b.const(key.rows, i64))
+            start, stop = (b.mul(unit, b.const(key.lane_chunk, i64)) for unit in (self.begin, self.end))
+        else:
+            self.chunk_rows = self.output_rows()
+            start, stop = b.const(0, i64), self.batch
 
         def chunk_body(first: SSAValue, _state) -> list[SSAValue]:
-            last = b.smin(b.add(first, b.const(self.key.lane_chunk, i64)), self.batch)
-            if self.key.window:
+            last = b.smin(b.add(first, b.const(key.lane_chunk, i64)), self.batch)
+            if key.window:
                 self.prefetch_lanes(last)
             chunk_pass(first, last)
-            if self.key.epilogue != "none":
+            if key.epilogue != "none":
                 self.batch_epilogue(first, last)
             return []
 
-        b.loop(b.const(0, i64), self.batch, [], chunk_body, step=self.key.lane_chunk)
+        b.loop(start, stop, [], chunk_body, step=key.lane_chunk)
 
     def prefetch_lanes(self, first: SSAValue) -> None:
         """Prefetch the next chunk's lanes from `first` on: each output row's, to be
@@ -78,7 +85,7 @@ class BatchedKernel(Kernel):
         in a network as in a loop over the one layer."""
         b, key = self.b, self.key
         lines = key.lane_chunk * 4 // 64
-        first_row, last_row = self.output_rows()
+        first_row, last_row = self.chunk_rows
         b.loop(first_row, last_row, [], lambda row, _s: b.prefetch(b.element_ptr(self.y, b.add(b.mul(row, self.batch), first), f32), lines, write=True) or [])
 
         def channel_body(channel: SSAValue, _state) -> list[SSAValue]:
@@ -98,11 +105,13 @@ class BatchedKernel(Kernel):
             b.loop(start, stop, [], lambda lane, _s, v=vectors: body(lane, v) or [], step=16 * vectors)
 
     def chunk_pass(self, first_lane: SSAValue, last_lane: SSAValue) -> None:
-        """The products of every row of units [begin, end) on lanes [first_lane, last_lane)."""
+        """The products of every row of `chunk_rows` on lanes [first_lane, last_lane),
+        in groups of ROW_GROUP rows."""
         b = self.b
+        first, last = self.chunk_rows
 
         def group_body(first_row: SSAValue, _state) -> list[SSAValue]:
-            last_row = b.smin(b.add(first_row, b.const(self.ROWS, i64)), self.end)
+            last_row = b.smin(b.add(first_row, b.const(ROW_GROUP, i64)), last)
 
             def panel_body(panel: SSAValue, _inner) -> list[SSAValue]:
                 first_panel = b.icmp("eq", panel, b.const(0, i64))
@@ -120,7 +129,7 @@ class BatchedKernel(Kernel):
             b.loop(b.const(0, i64), b.const(self.key.panels, i64), [], panel_body)
             return []
 
-        b.loop(self.begin, self.end, [], group_body, step=self.ROWS)
+        b.loop(first, last, [], group_body, step=ROW_GROUP)
 
     def decode(self, row: SSAValue, panel: SSAValue) -> SSAValue:
         """Write `row`'s products in column panel `panel` to `self.columns` (i32) and
@@ -245,10 +254,10 @@ class BatchedKernel(Kernel):
             b.store_at(b.fadd(total, earlier), at, alignment=4)
 
     def batch_epilogue(self, first_lane: SSAValue, last_lane: SSAValue) -> None:
-        """Bias and activation on the finished outputs of units [begin, end), lanes
+        """Bias and activation on the finished outputs of the rows `chunk_rows`, lanes
         [first_lane, last_lane), 16 at a time."""
         b, key = self.b, self.key
-        first, last = self.output_rows()
+        first, last = self.chunk_rows
 
         def row_body(row: SSAValue, _state) -> list[SSAValue]:
             def lanes_body(lane: SSAValue, _inner) -> list[SSAValue]:

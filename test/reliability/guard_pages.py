@@ -72,11 +72,11 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
         x_columns = transposed_inputs(x)
         padded = x_columns.shape[1]
         x_guarded, y = guarded(x_columns), guarded(np.full((rows, padded), np.nan, np.float32))  # the first panel stores
-        kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units)
+        kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), padded, 0, layer.key.parallel_units(batch))
         y = y[:, :batch].T
     else:
         x_guarded, y = guarded(x), guarded(np.full((batch, rows), np.nan, np.float32))
-        kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units)
+        kernel(address(x_guarded), address(y), *(address(a) for a in operands), address(bias_array), batch, 0, layer.key.parallel_units(batch))
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
 
 

@@ -126,6 +126,26 @@ def test_lane_chunks_fit_the_spans_a_panel_reads(window, spans, lanes):
     assert key.tap_spans(64) == spans and key.lane_chunk == lanes
 
 
+@pytest.mark.parametrize(("outputs", "splits_lanes"), [(64, True), (160, False)])
+def test_two_threads_split_an_image_by_lane_chunks_or_rows(tmp_path, outputs, splits_lanes):
+    """On two threads an implicit call's shares are lane chunks where the weight has at
+    most ROW_GROUP rows (each thread reads only its own lanes' planes), else rows; both
+    compute what the reference does, the residual-free epilogue included."""
+    shape, attributes = [1, 32, 40, 40], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    conv_model(tmp_path / "conv.onnx", shape, outputs, attributes, 7)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("prune-magnitude{pattern=unstructured sparsity=0.7 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+    ((op, layer),) = executor.layers.items()
+    conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+    call = executor.steps[0].calls[tuple(shape)]
+    assert conv is not None and conv.key.splits_lanes == splits_lanes and call.phase_copies
+    units = math.ceil(conv.lanes / conv.key.lane_chunk) if splits_lanes else outputs
+    assert conv.key.parallel_units(conv.lanes) == units and call.shares.threads == 2 and call.shares.bounds[-1][1] == units
+
+
 def test_wide_convolutions_keep_the_explicit_path(tmp_path):
     """A convolution of more than WINDOW_MAX_COLUMNS weight columns (its kernel's table
     of column offsets would not fit the stack) runs the explicit path."""
