@@ -31,7 +31,7 @@ import llvmlite.binding as llvm
 from xdsl.backend.llvm.convert import convert_module
 
 from sparsec import kernels
-from sparsec.kernels import KernelKey, NormKey
+from sparsec.kernels import AnyKey
 from sparsec.runtime import codegen
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
 
@@ -112,7 +112,7 @@ def _codegen_fingerprint() -> str:
 _FINGERPRINT = _codegen_fingerprint()
 
 
-def cache_path(keys: Sequence[KernelKey], target: Target) -> Path:
+def cache_path(keys: Sequence[AnyKey], target: Target) -> Path:
     """Where the object code for these kernels on `target` is cached: keyed by the keys
     (code generation is a pure function of them), the generator's sources, the CPU, its
     features and the llvmlite version, so a hit needs no IR at all."""
@@ -165,7 +165,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _object_code(keys: Sequence[KernelKey | NormKey], machine: llvm.TargetMachine) -> bytes:
+def _object_code(keys: Sequence[AnyKey], machine: llvm.TargetMachine) -> bytes:
     """Generate, optimize and compile the kernels for `keys` into object code."""
     keys = list(keys)
     with _collector_paused():
@@ -196,7 +196,7 @@ def _optimized_object(ir: str, machine: llvm.TargetMachine, passes: Sequence[str
     return machine.emit_object(module)
 
 
-def compile_kernels(keys: Sequence[KernelKey | NormKey], target: Target | None = None, use_cache: bool = True) -> CompiledKernels:
+def compile_kernels(keys: Sequence[AnyKey], target: Target | None = None, use_cache: bool = True) -> CompiledKernels:
     """JIT the kernels for `keys` (duplicates are compiled once) for `target`, the host
     by default, through the disk cache."""
     target = target or Target.host()

@@ -362,6 +362,32 @@ class NormKey:
         return f"layer_norm_f32_{self.cols}"
 
 
+PLANE_PROLOGUES = ("none", "affine", "affine_relu")
+
+
+@dataclass(frozen=True)
+class PlaneKey:
+    """Copying images into an implicit convolution's planes (stride 1: one plane a
+    channel, ImplicitConv), each channel's rows into the middle of its plane, through
+    the put-off normalization of the convolution's input when it has one: x * scale +
+    shift per channel ("affine"), then the Relu ("affine_relu") (runtime/codegen/
+    planes.py). The geometry and the image's strides are operands, not part of the key."""
+
+    prologue: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.prologue not in PLANE_PROLOGUES:
+            raise ValueError(f"plane prologue '{self.prologue}': expected one of {', '.join(PLANE_PROLOGUES)}")
+
+    @property
+    def symbol(self) -> str:
+        return f"planes_f32_{self.prologue}"
+
+
+AnyKey = KernelKey | NormKey | PlaneKey
+"""A key of any kernel the runtime generates."""
+
+
 def padded_batch(batch: int) -> int:
     """P, the batched kernels' batch: `batch` rounded up to a multiple of 16."""
     return -(-batch // 16) * 16

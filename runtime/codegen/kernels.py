@@ -36,24 +36,25 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
-from sparsec.kernels import KernelKey, NormKey
+from sparsec.kernels import AnyKey, NormKey, PlaneKey
 from sparsec.runtime.codegen.base import Kernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BatchedBlockKernel, BlockKernel, VectorBlockKernel
 from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
 from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
 from sparsec.runtime.codegen.norm import LayerNormKernel
+from sparsec.runtime.codegen.planes import PlaneCopyKernel
 
 _SCALAR = {"bitmask": BitmaskKernel, "nm": NMKernel, "block": BlockKernel, "dense": ScalarDenseKernel}
 _BATCHED = {"bitmask": BatchedBitmaskKernel, "nm": BatchedNMKernel, "block": BatchedBlockKernel}
 
 
-def kernel_function(key: KernelKey | NormKey) -> llvm.FuncOp:
+def kernel_function(key: AnyKey) -> llvm.FuncOp:
     """The `llvm.func` for one specialization key (a pure function of the key)."""
     return kernel_class(key)(key).build()  # pyright: ignore
 
 
-def kernel_class(key: KernelKey | NormKey) -> type[Kernel] | type[LayerNormKernel]:
+def kernel_class(key: AnyKey) -> type[Kernel] | type[LayerNormKernel] | type[PlaneCopyKernel]:
     """The generator of the kernel for `key`.
 
     Bitmask and dense weights in float16 on a target with float16 conversions use the
@@ -63,6 +64,8 @@ def kernel_class(key: KernelKey | NormKey) -> type[Kernel] | type[LayerNormKerne
     """
     if isinstance(key, NormKey):
         return LayerNormKernel
+    if isinstance(key, PlaneKey):
+        return PlaneCopyKernel
     if key.batched:
         return _BATCHED[key.kind]
     if key.chunk_span:
@@ -78,12 +81,12 @@ def kernel_class(key: KernelKey | NormKey) -> type[Kernel] | type[LayerNormKerne
     return _SCALAR[key.kind]
 
 
-def explicit_vectors(keys: list[KernelKey | NormKey]) -> bool:
+def explicit_vectors(keys: list[AnyKey]) -> bool:
     """Whether every kernel of `keys` is written in vectors (Kernel.EXPLICIT_VECTORS)."""
     return all(kernel_class(key).EXPLICIT_VECTORS for key in keys)
 
 
-def kernel_llvm_ir(key: KernelKey) -> str:
+def kernel_llvm_ir(key: AnyKey) -> str:
     """LLVM IR text of one kernel, through xDSL's llvm-dialect translator."""
     import llvmlite.binding as llvm
 
@@ -91,7 +94,7 @@ def kernel_llvm_ir(key: KernelKey) -> str:
     return str(convert_module(module, fallback_target_triple=llvm.get_process_triple()))
 
 
-def kernel_module(keys: list[KernelKey | NormKey]) -> ModuleOp:
+def kernel_module(keys: list[AnyKey]) -> ModuleOp:
     """One module holding a function for each distinct key."""
     unique = list(dict.fromkeys(keys))
     return ModuleOp([kernel_function(key) for key in unique])

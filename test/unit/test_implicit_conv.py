@@ -18,10 +18,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 import sparsec
-from sparsec.kernels import WINDOW_MAX_COLUMNS, KernelKey
+from sparsec.kernels import PLANE_PROLOGUES, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
 from sparsec.runtime.executor import Executor
 from sparsec.runtime.implicit import implicit_conv
-from sparsec.runtime.jit import Target
+from sparsec.runtime.jit import Target, compile_kernels
 
 PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
 
@@ -302,3 +302,27 @@ def test_normalizations_before_a_convolution_apply_as_its_input_is_copied(tmp_pa
     assert sum(step.deferred for step in executor.steps) == deferred
     (call,) = next(step for step in executor.steps if step.unit is not None).calls.values()
     assert (call.prologue is not None) == applied
+    prologue = {"norm_relu": "affine_relu", "norm": "affine", "shared": "none"}.get(kind)
+    assert (call.plane_copy.key.prologue if call.plane_copy else None) == prologue
+
+
+@pytest.mark.parametrize("prologue", PLANE_PROLOGUES)
+@pytest.mark.parametrize("columns", [5, 16, 37])
+def test_plane_copy_kernel(prologue, columns):
+    """The plane copy kernel writes channels [begin, end) of an image, read in place at
+    its strides, into the middle of their planes, 16 values at a time and a partial
+    vector, through scale, shift and Relu as its key says; it writes nothing else (the
+    pads keep what they hold)."""
+    rng = np.random.default_rng(columns)
+    channels, rows, (hq, wq, top, left) = 5, 3, (6, columns + 4, 2, 1)
+    source = rng.standard_normal((channels, rows + 2, columns + 7)).astype(np.float32)[:, 1 : rows + 1, 2 : columns + 2]
+    scale, shift = rng.standard_normal((2, channels)).astype(np.float32)
+    planes = np.full((channels, hq, wq), 7.0, np.float32)
+    geometry = np.array([source.strides[0] // 4, source.strides[1] // 4, rows, columns, hq * wq, wq, top * wq + left], np.int64)
+    key = PlaneKey(prologue)
+    compiled = compile_kernels([key])  # its engine holds the code while the kernel runs
+    compiled.functions[key.symbol](source.ctypes.data, planes.ctypes.data, geometry.ctypes.data, scale.ctypes.data, shift.ctypes.data, 0, 0, 1, channels)
+    values = source if prologue == "none" else source * scale[:, None, None] + shift[:, None, None]
+    expected = np.full_like(planes, 7.0)
+    expected[1:, top : top + rows, left : left + columns] = (np.maximum(values, 0) if prologue == "affine_relu" else values)[1:]
+    np.testing.assert_allclose(planes, expected, rtol=1e-6, atol=1e-6)

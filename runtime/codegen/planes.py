@@ -1,0 +1,77 @@
+"""The plane copy kernel (sparsec.kernels.PlaneKey): an image's channels into an implicit
+convolution's planes at stride 1, each row 16 floats at a time with the last partial
+vector under a lane mask, through the put-off normalization (and Relu) of the
+convolution's input in the same pass. Same signature as the matrix kernels, with
+
+    x = the image's first value, y = the first plane,
+    a0 = int64 geometry: the image's channel and row strides (floats), its rows and
+         columns, a plane's floats, its pitch, and the offset of the image's first
+         value in its plane (past the pads before it),
+    a1, a2 = scale and shift (one float per channel; read by the prologue kinds only),
+    [begin, end) = the channels to copy.
+
+The pads around the image are never written: they stay zero from the planes' first use.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import f32, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.kernels import PlaneKey
+from sparsec.runtime.codegen.base import ARG_NAMES, ARG_TYPES, F32x16
+from sparsec.runtime.codegen.builder import FunctionBuilder
+
+GEOMETRY = ("channel_stride", "row_stride", "rows", "columns", "plane", "pitch", "first")
+"""The int64 words of a0, in order."""
+
+
+class PlaneCopyKernel:
+    EXPLICIT_VECTORS = True
+    """Written in vectors with its loops rotated: the short LLVM pipeline (codegen Kernel)."""
+
+    def __init__(self, key: PlaneKey):
+        self.key = key
+        self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
+        self.x, self.y, geometry, self.scale, self.shift, _, _, self.begin, self.end = self.b.args
+        self.geometry = {name: self.b.load(geometry, self.b.const(index, i64), i64) for index, name in enumerate(GEOMETRY)}
+
+    def build(self) -> llvm.FuncOp:
+        self.b.loop(self.begin, self.end, [], self.channel)
+        return self.b.ret()
+
+    def channel(self, channel: SSAValue, _state) -> list[SSAValue]:
+        b, g = self.b, self.geometry
+        source = b.element_ptr(self.x, b.mul(channel, g["channel_stride"]), f32)
+        target = b.element_ptr(self.y, b.add(b.mul(channel, g["plane"]), g["first"]), f32)
+        affine = None
+        if self.key.prologue != "none":
+            affine = tuple(b.splat(b.load(values, channel, f32), 16) for values in (self.scale, self.shift))
+        whole = b.round_down(g["columns"], 16)
+        tail = b.low_lanes(b.trunc(b.sub(g["columns"], whole), i32))
+
+        def row(index: SSAValue, _rows) -> list[SSAValue]:
+            inputs = b.element_ptr(source, b.mul(index, g["row_stride"]), f32)
+            outputs = b.element_ptr(target, b.mul(index, g["pitch"]), f32)
+
+            def vector(column: SSAValue, _columns) -> list[SSAValue]:
+                self.copy(inputs, outputs, column, None, affine)
+                return []
+
+            b.loop(b.const(0, i64), whole, [], vector, step=16)
+            self.copy(inputs, outputs, whole, tail, affine)  # the partial vector: no lanes when W is a multiple of 16
+            return []
+
+        b.loop(b.const(0, i64), g["rows"], [], row)
+        return []
+
+    def copy(self, inputs: SSAValue, outputs: SSAValue, column: SSAValue, lanes: SSAValue | None, affine: tuple[SSAValue, SSAValue] | None) -> None:
+        """outputs[column:column + 16] = prologue(inputs[column:column + 16]) (under `lanes`)."""
+        b = self.b
+        values = b.load_lanes(b.element_ptr(inputs, column, f32), F32x16, lanes)
+        if affine is not None:
+            values = b.fmuladd(values, *affine)
+            if self.key.prologue == "affine_relu":
+                values = b.fmax(values, b.vector_const([0.0] * 16, f32))
+        b.store_lanes(values, b.element_ptr(outputs, column, f32), lanes)
