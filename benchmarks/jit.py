@@ -1,6 +1,7 @@
 """JIT benchmark: how long one kernel takes to generate and compile (cold), and to load
 from the disk cache, for the kernels of a 4096x4096 layer (and of the MLP block's first
-n:m layer, 3072x768 with bias and Gelu).
+n:m layer, 3072x768 with bias and Gelu), two implicit convolutions' and the plane copy
+kernels.
 
     python benchmarks/jit.py [--repeats 5]
 
@@ -19,10 +20,10 @@ import time
 
 import numpy as np
 
-from sparsec.kernels import KernelKey
+from sparsec.kernels import AnyKey, KernelKey, PlaneKey
 from sparsec.runtime.jit import Target, compile_kernels
 
-KEYS = {
+KEYS: dict[str, AnyKey] = {
     "bitmask": KernelKey("bitmask", 4096, 4096),
     "bitmask, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu"),
     "nm 3:4": KernelKey("nm", 4096, 4096, n=3, m=4),
@@ -47,6 +48,8 @@ KEYS = {
     "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
     "bitmask implicit 3x3 conv, bias + Relu": KernelKey("bitmask", 256, 2304, epilogue="bias_relu", batched=True, window=(9, 3, 16 * 16, 16, 1, 1, 1, 1)),
     "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2)),
+    "plane copy": PlaneKey(),
+    "plane copy, normalization + Relu": PlaneKey("affine_relu"),
 }
 
 
@@ -59,7 +62,8 @@ def main() -> None:
     print("| kernel | cold ms (median) | cached ms (median) |")
     print("|---|---|---|")
     for label, key in KEYS.items():
-        key = KernelKey(**{**key.__dict__, "native_f16": target.native_f16, "avx512": target.avx512})
+        if isinstance(key, KernelKey):
+            key = KernelKey(**{**key.__dict__, "native_f16": target.native_f16, "avx512": target.avx512})
         cold, cached = [], []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as cache:
