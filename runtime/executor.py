@@ -122,6 +122,14 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
     return list(dict.fromkeys(keys))
 
 
+def _split(units: int, threads: int) -> Shares:
+    """`units` cut into SHARES_PER_THREAD shares per thread (one for one thread), for
+    `threads` threads to claim."""
+    count = 1 if threads == 1 else min(units, threads * SHARES_PER_THREAD)
+    bounds = [units * share // count for share in range(count + 1)]
+    return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)
+
+
 def prologue_ops(op: SparseConvOp) -> tuple[BatchNormOp, ReluOp | None] | None:
     """The batch normalization, and the Relu after it, that convolution `op` alone
     reads (through the Relu, if any), with stored parameters: the ops its implicit
@@ -452,7 +460,8 @@ class Executor:
         for unit in [*self.layers.values(), *self.norms.values()]:
             unit.kernel = self.kernels.functions[unit.key.symbol]  # pyright: ignore
         self.variants: dict[str, object] = {}
-        """Compiled batched and chunk kernels by symbol (compiled on first use)."""
+        """Compiled variant kernels (batched, chunk, implicit) and plane copy kernels by
+        symbol (compiled on first use)."""
         self.implicit_keys = [conv.key for conv in map(self._static_implicit_conv, self.steps) if conv is not None]
         """The implicit convolutions' kernels the IR's shapes call for, compiled together
         on first use (another input shape compiles its own)."""
@@ -620,8 +629,7 @@ class Executor:
         affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
         threads = 1 if self.pool is None else min(self.active_threads, conv.channels, max(1, conv.channels * pixels // _COPY_PER_THREAD))
-        count = 1 if threads == 1 else min(conv.channels, threads * SHARES_PER_THREAD)
-        shares = Shares([(conv.channels * i // count, conv.channels * (i + 1) // count) for i in range(count)], threads)
+        shares = _split(conv.channels, threads)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, threads == 1, affine)  # pyright: ignore
 
@@ -687,9 +695,7 @@ class Executor:
             threads = 1
         if threads > 1 and self.blas is None and self._calls_blas:
             self.blas = ThreadpoolController()
-        count = 1 if threads == 1 else min(units, threads * SHARES_PER_THREAD)
-        bounds = [units * share // count for share in range(count + 1)]
-        return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)
+        return _split(units, threads)
 
     def _execute(self, call: _Call | _PlaneCopy, x: int, y: int) -> None:
         """Run `call` on the inputs at address `x` into the outputs at `y`, split across

@@ -279,4 +279,3 @@ class BatchedKernel(Kernel):
             return []
 
         b.loop(first, last, [], row_body)
-
