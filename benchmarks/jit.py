@@ -1,7 +1,7 @@
 """JIT benchmark: how long one kernel takes to generate and compile (cold), and to load
 from the disk cache, for the kernels of a 4096x4096 layer (and of the MLP block's first
 n:m layer, 3072x768 with bias and Gelu), two implicit convolutions' and the plane copy
-kernels.
+and pooling kernels.
 
     python benchmarks/jit.py [--repeats 5]
 
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from sparsec.kernels import AnyKey, KernelKey, PlaneKey
+from sparsec.kernels import AnyKey, KernelKey, PlaneKey, PoolKey
 from sparsec.runtime.jit import Target, compile_kernels
 
 KEYS: dict[str, AnyKey] = {
@@ -50,6 +50,8 @@ KEYS: dict[str, AnyKey] = {
     "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2)),
     "plane copy": PlaneKey(),
     "plane copy, normalization + Relu": PlaneKey("affine_relu"),
+    "max pool, stride 2": PoolKey("max", 2),
+    "average pool": PoolKey("avg", 1),
 }
 
 

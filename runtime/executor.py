@@ -42,9 +42,9 @@ from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
-from sparsec.kernels import AnyKey, KernelKey, NormKey, PlaneKey, key_for, padded_batch
+from sparsec.kernels import POOL_SLACK, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp
-from sparsec.dialects.nn import BatchNormOp, ConvOp, GemmOp, LayerNormOp, MatMulOp, ReluOp
+from sparsec.dialects.nn import AveragePoolOp, BatchNormOp, ConvOp, GemmOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ints_of
 from sparsec.layers import dense_value
 from sparsec.runtime.implicit import ImplicitConv, accumulating, implicit_conv, residual_add, static_implicit_conv, static_shape
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
@@ -64,8 +64,8 @@ to the worker pool (`Executor._evaluate`): a proxy for the multiply-adds, small 
 to catch SqueezeNet's first convolution (2^27.9: two threads took 34 ms a run with
 it on two BLAS threads, 12 without), large enough to leave small models' calls alone
 (the digits MLP's last layer: 2^17)."""
-_COPY_PER_THREAD = 1 << 16
-"""Values a plane copy takes per extra thread."""
+_VALUES_PER_THREAD = 1 << 16
+"""Values a plane copy or a pool reads per extra thread."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
@@ -119,6 +119,8 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
                 keys += [plane] if (plane := plane_key_of(op, conv)) is not None else []
         elif isinstance(op, LayerNormOp) and (key := norm_key_of(op)) is not None:
             keys.append(key)
+        elif isinstance(op, MaxPoolOp | AveragePoolOp) and (key := pool_key_of(op)) is not None:
+            keys.append(key)
     return list(dict.fromkeys(keys))
 
 
@@ -152,6 +154,18 @@ def plane_key_of(op: SparseConvOp, conv: ImplicitConv) -> PlaneKey | None:
         return None
     ops = prologue_ops(op)
     return PlaneKey("none" if ops is None else "affine_relu" if ops[1] is not None else "affine")
+
+
+def pool_key_of(op: MaxPoolOp | AveragePoolOp) -> PoolKey | None:
+    """The kernel of a 2-D max or average pool of float32 images at column stride 1
+    or 2; else None (it runs in numpy)."""
+    x_type = op.x.type
+    if not isinstance(x_type, TensorType) or x_type.element_type != f32 or x_type.get_num_dims() != 4:
+        return None
+    strides = ints_of(op.strides) or (1, 1)
+    if len(ints_of(op.kernel_shape)) != 2 or len(strides) != 2 or strides[1] not in (1, 2):
+        return None
+    return PoolKey("max" if isinstance(op, MaxPoolOp) else "avg", strides[1])
 
 
 def norm_key_of(op: LayerNormOp) -> NormKey | None:
@@ -269,6 +283,15 @@ class _Norm:
 
 
 @dataclass
+class _Pool:
+    """A max or average pool run by a generated kernel (runtime/codegen/pool.py)."""
+
+    key: PoolKey
+    kernel: object = None
+    """The compiled kernel (set once the module is compiled)."""
+
+
+@dataclass
 class _Call:
     """A kernel step made ready for one input shape on its first run with it: the
     kernel (the layer's, a variant, or a layer normalization's), its address and the
@@ -313,6 +336,10 @@ class _Call:
     (ImplicitConv.copies); empty for other calls."""
     plane_copy: _PlaneCopy | None = None
     """The kernel that makes those copies at stride 1 (PlaneKey), or None (numpy)."""
+    pool_interior: np.ndarray | None = None
+    """A pool's input without its pads: the part of `input` each run fills."""
+    operand_arrays: tuple[np.ndarray, ...] = ()
+    """Arrays whose addresses `arguments` hold (kept alive with the call)."""
 
 
 @dataclass
@@ -382,7 +409,7 @@ class _Step:
     result: int
     dtype: np.dtype | None
     """The result dtype of a numpy-evaluated op (None for ops run by kernels)."""
-    unit: _Layer | _Norm | None = None
+    unit: _Layer | _Norm | _Pool | None = None
     """What a kernel step runs (None for numpy-evaluated ops)."""
     run: Callable[..., None] | None = None
     """How a kernel step runs its call: Executor._run_rows or Executor._run_conv."""
@@ -424,6 +451,8 @@ class Executor:
         self.layers: dict[Operation, _Layer] = {}
         self.norms: dict[Operation, _Norm] = {}
         """Layer normalizations that run as generated kernels (the others run in numpy)."""
+        self.pools: dict[Operation, _Pool] = {}
+        """Max and average pools that run as generated kernels (the others run in numpy)."""
         self.constants: dict[SSAValue, np.ndarray] = {}
         """Weights that ops other than kernels read, decoded once here rather than per run."""
         self.steps: list[_Step] = []
@@ -445,6 +474,9 @@ class Executor:
             elif isinstance(op, LayerNormOp) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
                 self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, norm, Executor._run_rows))
+            elif isinstance(op, MaxPoolOp | AveragePoolOp) and (pool_key := pool_key_of(op)) is not None:
+                self.pools[op] = pool = _Pool(pool_key)
+                self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, pool, Executor._run_pool))
             elif not isinstance(op, func.ReturnOp):
                 dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
                 self.steps.append(_Step(op, self._slots(op.operands), self._slots(op.results)[0], dtype))
@@ -455,9 +487,10 @@ class Executor:
         """A run's arrays before it starts: the constants in their slots."""
         for value, array in self.constants.items():
             self.initial[self.slots[value]] = array
-        keys = [layer.key for layer in self.layers.values()] + [norm.key for norm in self.norms.values()]
+        units = [*self.layers.values(), *self.norms.values(), *self.pools.values()]
+        keys = [unit.key for unit in units]
         self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
-        for unit in [*self.layers.values(), *self.norms.values()]:
+        for unit in units:
             unit.kernel = self.kernels.functions[unit.key.symbol]  # pyright: ignore
         self.variants: dict[str, object] = {}
         """Compiled variant kernels (batched, chunk, implicit) and plane copy kernels by
@@ -568,7 +601,9 @@ class Executor:
     def _call_for(self, step: _Step, x: np.ndarray) -> _Call:
         """The call of kernel step `step` on inputs shaped as `x`, made and kept."""
         unit = step.unit
-        if isinstance(unit, _Norm):
+        if isinstance(unit, _Pool):
+            call = self._pool_call(step, unit, x)
+        elif isinstance(unit, _Norm):
             output = self._output(step, x.size // unit.key.cols, unit.key.cols)
             call = self._make_call(unit.kernel, (*unit.arguments, len(output)), Shares([(0, len(output))]), output, output.reshape(x.shape))
         elif isinstance(step.op, SparseConvOp):
@@ -588,6 +623,37 @@ class Executor:
             call = self._layer_call(unit, output, output.reshape(*x.shape[:-1], unit.key.rows))
         step.calls[x.shape] = call
         return call
+
+    def _pool_call(self, step: _Step, pool: _Pool, x: np.ndarray) -> _Call:
+        """The call of a pool on images shaped as `x`: its input padded once in a kept
+        array, whose pads (the lowest float for max, as the reference pads, or zeros)
+        no run writes; the average's divisors, per output position."""
+        (kh, kw), (sh, _sw), (dh, dw), pads, extra = reference._pool_geometry(step.op, x)  # pyright: ignore
+        images, channels, height, width = x.shape
+        top, left, bottom, right = pads
+        hp, wp = height + top + bottom + extra[0], width + left + right + extra[1]
+        ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // pool.key.stride + 1
+        planes = images * channels
+        fill = float(np.finfo(np.float32).min) if pool.key.kind == "max" else 0.0
+        padded = _kept(self.scratch, ("pool", step.op, x.shape), (planes * hp * wp + POOL_SLACK,), lambda size, dtype: np.full(size, fill, dtype))
+        output = _kept(self.buffers, (step.op, images), (planes * ho * wo,))
+        geometry = np.array([hp * wp, wp, ho, wo, kh, kw, sh, dh, dw], np.int64)
+        divisors = np.zeros(0, np.float32)
+        if pool.key.kind == "avg":
+            divisors = np.concatenate([reference.pool_counts(step.op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
+        threads = 1 if self.pool is None else min(self.active_threads, planes, max(1, planes * ho * wo * kh * kw // _VALUES_PER_THREAD))
+        arguments = (geometry.ctypes.data, divisors.ctypes.data if divisors.size else 0, 0, 0, 0)
+        call = self._make_call(pool.kernel, arguments, _split(planes, threads), output, output.reshape(images, channels, ho, wo))
+        call.input, call.input_address = padded, padded.ctypes.data
+        call.pool_interior = padded[: planes * hp * wp].reshape(images, channels, hp, wp)[:, :, top : top + height, left : left + width]
+        call.operand_arrays = (geometry, divisors)
+        call.result_address = None
+        return call
+
+    def _run_pool(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
+        """A pool's call: x copied into the middle of its padded input, then pooled."""
+        np.copyto(call.pool_interior, x, casting="unsafe")  # pyright: ignore
+        self._execute(call, call.input_address, call.output_address)
 
     def _implicit_call(self, step: _Step, layer: _Layer, x: np.ndarray) -> _Call | None:
         """The call of a convolution that runs its kernel's implicit variant on inputs
@@ -628,7 +694,7 @@ class Executor:
         geometry = np.array([0, 0, pixels // columns, columns, hq * wq, wq, top * wq + left], np.int64)
         affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
-        threads = 1 if self.pool is None else min(self.active_threads, conv.channels, max(1, conv.channels * pixels // _COPY_PER_THREAD))
+        threads = 1 if self.pool is None else min(self.active_threads, conv.channels, max(1, conv.channels * pixels // _VALUES_PER_THREAD))
         shares = _split(conv.channels, threads)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, threads == 1, affine)  # pyright: ignore

@@ -384,7 +384,31 @@ class PlaneKey:
         return f"planes_f32_{self.prologue}"
 
 
-AnyKey = KernelKey | NormKey | PlaneKey
+POOL_SLACK = 64
+"""Floats after a pool kernel's last padded plane that its loads may read (whole
+vectors past a row's last input, two at column stride 2)."""
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """2-D max or average pooling ("max", "avg") of padded planes at column stride 1 or
+    2 (runtime/codegen/pool.py), for `nn.max_pool` and `nn.average_pool` between
+    kernels, where numpy took one pass over the outputs per window tap (Inception v2's
+    pools: 10.6 of its 38.6 ms a run). The geometry is an operand, not part of the key."""
+
+    kind: str
+    stride: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("max", "avg") or self.stride not in (1, 2):
+            raise ValueError(f"pool kernel '{self.kind}' at column stride {self.stride}: expected max or avg, at stride 1 or 2")
+
+    @property
+    def symbol(self) -> str:
+        return f"pool_{self.kind}_f32_stride{self.stride}"
+
+
+AnyKey = KernelKey | NormKey | PlaneKey | PoolKey
 """A key of any kernel the runtime generates."""
 
 

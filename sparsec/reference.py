@@ -236,13 +236,18 @@ def _max_pool(op: nn.MaxPoolOp, x: np.ndarray) -> np.ndarray:
 def _average_pool(op: nn.AveragePoolOp, x: np.ndarray) -> np.ndarray:
     kernel, strides, dilations, pads, extra = _pool_geometry(op, x)
     sums = _window_reduce(_pad(x, pads, 0.0, extra), kernel, strides, dilations, np.add)
+    return (sums / pool_counts(op, x)).astype(x.dtype)
+
+
+def pool_counts(op: nn.AveragePoolOp, x: np.ndarray) -> np.ndarray:
+    """The divisor of each output of an average pool of x, (1, 1, *out_spatial): the
+    inputs its window covers, explicit pads included when the op counts them (the
+    extra end that ceil_mode adds never counts)."""
+    kernel, strides, dilations, pads, extra = _pool_geometry(op, x)
     ones = np.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
     if op.count_include_pad.value.data:
-        # Explicit pads count; the extra end that ceil_mode adds does not.
-        counts = _window_reduce(_pad(_pad(ones, pads, 1.0), (0,) * len(pads), 0.0, extra), kernel, strides, dilations, np.add)
-    else:
-        counts = _window_reduce(_pad(ones, pads, 0.0, extra), kernel, strides, dilations, np.add)
-    return (sums / counts).astype(x.dtype)
+        return _window_reduce(_pad(_pad(ones, pads, 1.0), (0,) * len(pads), 0.0, extra), kernel, strides, dilations, np.add)
+    return _window_reduce(_pad(ones, pads, 0.0, extra), kernel, strides, dilations, np.add)
 
 
 def batch_norm_affine(op: nn.BatchNormOp, scale, b, mean, var) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
-from sparsec.kernels import AnyKey, NormKey, PlaneKey
+from sparsec.kernels import AnyKey, NormKey, PlaneKey, PoolKey
 from sparsec.runtime.codegen.base import Kernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BatchedBlockKernel, BlockKernel, VectorBlockKernel
@@ -44,6 +44,7 @@ from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
 from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
 from sparsec.runtime.codegen.norm import LayerNormKernel
 from sparsec.runtime.codegen.planes import PlaneCopyKernel
+from sparsec.runtime.codegen.pool import PoolKernel
 
 _SCALAR = {"bitmask": BitmaskKernel, "nm": NMKernel, "block": BlockKernel, "dense": ScalarDenseKernel}
 _BATCHED = {"bitmask": BatchedBitmaskKernel, "nm": BatchedNMKernel, "block": BatchedBlockKernel}
@@ -54,7 +55,7 @@ def kernel_function(key: AnyKey) -> llvm.FuncOp:
     return kernel_class(key)(key).build()  # pyright: ignore
 
 
-def kernel_class(key: AnyKey) -> type[Kernel] | type[LayerNormKernel] | type[PlaneCopyKernel]:
+def kernel_class(key: AnyKey) -> type[Kernel] | type[LayerNormKernel] | type[PlaneCopyKernel] | type[PoolKernel]:
     """The generator of the kernel for `key`.
 
     Bitmask and dense weights in float16 on a target with float16 conversions use the
@@ -66,6 +67,8 @@ def kernel_class(key: AnyKey) -> type[Kernel] | type[LayerNormKernel] | type[Pla
         return LayerNormKernel
     if isinstance(key, PlaneKey):
         return PlaneCopyKernel
+    if isinstance(key, PoolKey):
+        return PoolKernel
     if key.batched:
         return _BATCHED[key.kind]
     if key.chunk_span:

@@ -1,23 +1,25 @@
 """Pooling and depthwise convolutions in the reference interpreter (which the executor
 runs for every op without a kernel) against onnxruntime, over random 1-D, 2-D and 3-D
 geometries: kernels, strides, pads, dilations, ceil_mode and count_include_pad, channel
-multipliers."""
+multipliers; and 2-D pools through the executor's pool kernels."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
 from conftest import onnxruntime_outputs
+from sparsec.runtime.executor import Executor
 
 
 @st.composite
-def pools(draw):
-    rank = draw(st.integers(1, 3))
+def pools(draw, ranks=st.integers(1, 3)):
+    rank = draw(ranks)
     kernel = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
     strides = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
     op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
@@ -40,6 +42,42 @@ def pool_model(path, op: str, shape: list[int], attributes: dict, initializers=(
         list(initializers),
     )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@settings(max_examples=40, deadline=None)
+@given(pools(st.just(2)), st.integers(0, 99), st.sampled_from([1, 2]))
+def test_pool_kernels_match_onnxruntime(tmp_path_factory, pool, seed, threads):
+    """2-D pools at column stride 1 or 2 run the pool kernel (its planes padded once, the
+    average's divisors per position), other strides numpy; both match onnxruntime, on
+    two runs with the input contiguous and as a channels-last view."""
+    op, shape, attributes = pool
+    shape[1] = 8 * shape[1]  # channels enough for shares of planes on two threads
+    path = tmp_path_factory.mktemp("pool") / "pool.onnx"
+    pool_model(path, op, shape, attributes)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    expected = onnxruntime_outputs(path, {"x": x})["y"]
+    model = sparsec.load(path)
+    executor = Executor(model.module, model.weights, threads=threads)
+    channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
+    for layout in (x, channels_last):
+        np.testing.assert_allclose(executor.run({"x": layout})["y"], expected, rtol=1e-5, atol=1e-6)
+    assert bool(executor.pools) == (attributes["strides"][1] in (1, 2))
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
+def test_pool_kernels_at_borders(tmp_path, op, strides):
+    """Pads on every side, rows of more than 16 outputs (a whole vector and a partial
+    one) and an average not counting the pads: each output position divides by its
+    own count."""
+    attributes = {"kernel_shape": [3, 3], "strides": strides, "pads": [1, 1, 1, 1]}
+    attributes |= {"count_include_pad": 0} if op == "AveragePool" else {}
+    pool_model(tmp_path / "pool.onnx", op, [2, 8, 9, 41], attributes)
+    x = np.random.default_rng(3).standard_normal((2, 8, 9, 41)).astype(np.float32)
+    model = sparsec.load(tmp_path / "pool.onnx")
+    executor = Executor(model.module, model.weights, threads=2)
+    np.testing.assert_allclose(executor.run({"x": x})["y"], onnxruntime_outputs(tmp_path / "pool.onnx", {"x": x})["y"], rtol=1e-5, atol=1e-6)
+    assert executor.pools
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,97 @@
+"""The pooling kernel (sparsec.kernels.PoolKey): 2-D max or average pooling of already
+padded planes, 16 outputs of a row at a time. Same signature as the matrix kernels, with
+
+    x = the padded planes (images x channels of them, one after another, then slack),
+    y = the outputs (Ho x Wo per plane, one after another),
+    a0 = int64 geometry: a padded plane's floats, its pitch, Ho, Wo, the kernel's rows
+         and columns, the row stride, the dilations (rows, columns),
+    a1 = the average's divisors, one float per output position (Ho x Wo; average only),
+    [begin, end) = the planes to pool.
+
+The column stride (1 or 2) is the key's: at stride 2 a vector of inputs is the even
+lanes of two consecutive vectors. Loads may read past a row's last input (into the next
+row, or the POOL_SLACK floats after the last plane); those lanes are never stored. Taps are reduced
+in the reference's order, so the results are the reference's exactly.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import f32, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.kernels import PoolKey
+from sparsec.runtime.codegen.base import ARG_NAMES, ARG_TYPES, F32x16
+from sparsec.runtime.codegen.builder import FunctionBuilder
+
+GEOMETRY = ("plane", "pitch", "out_rows", "out_columns", "kernel_rows", "kernel_columns", "row_stride", "row_dilation", "column_dilation")
+"""The int64 words of a0, in order."""
+
+
+class PoolKernel:
+    EXPLICIT_VECTORS = True
+    """Written in vectors with its loops rotated: the short LLVM pipeline (codegen Kernel)."""
+
+    def __init__(self, key: PoolKey):
+        self.key = key
+        self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
+        self.x, self.y, geometry, self.divisors, _, _, _, self.begin, self.end = self.b.args
+        self.g = {name: self.b.load(geometry, self.b.const(index, i64), i64) for index, name in enumerate(GEOMETRY)}
+
+    def build(self) -> llvm.FuncOp:
+        self.b.loop(self.begin, self.end, [], self.plane)
+        return self.b.ret()
+
+    def plane(self, plane: SSAValue, _state) -> list[SSAValue]:
+        b, g = self.b, self.g
+        inputs = b.element_ptr(self.x, b.mul(plane, g["plane"]), f32)
+        outputs = b.element_ptr(self.y, b.mul(plane, b.mul(g["out_rows"], g["out_columns"])), f32)
+
+        def row(out_row: SSAValue, _rows) -> list[SSAValue]:
+            first_row = b.element_ptr(inputs, b.mul(b.mul(out_row, g["row_stride"]), g["pitch"]), f32)
+            position = b.mul(out_row, g["out_columns"])
+
+            def vector(column: SSAValue, _columns) -> list[SSAValue]:
+                lanes = b.low_lanes(b.trunc(b.smin(b.sub(g["out_columns"], column), b.const(16, i64)), i32))
+                total = self.window(b.element_ptr(first_row, b.mul(column, b.const(self.key.stride, i64)), f32))
+                at = b.add(position, column)
+                if self.key.kind == "avg":
+                    total = b.fdiv(total, b.load_lanes(b.element_ptr(self.divisors, at, f32), F32x16, lanes))
+                b.store_lanes(total, b.element_ptr(outputs, at, f32), lanes)
+                return []
+
+            b.loop(b.const(0, i64), g["out_columns"], [], vector, step=16)
+            return []
+
+        b.loop(b.const(0, i64), g["out_rows"], [], row)
+        return []
+
+    def window(self, corner: SSAValue) -> SSAValue:
+        """The maximum or the sum of the window taps of 16 outputs whose first window's
+        top-left input is at `corner`, tap by tap, rows first."""
+        b, g = self.b, self.g
+        start = b.vector_const([float("-inf") if self.key.kind == "max" else 0.0] * 16, f32)
+
+        def tap_row(i: SSAValue, state) -> list[SSAValue]:
+            at = b.element_ptr(corner, b.mul(b.mul(i, g["row_dilation"]), g["pitch"]), f32)
+
+            def tap(j: SSAValue, inner) -> list[SSAValue]:
+                values = self.inputs(b.element_ptr(at, b.mul(j, g["column_dilation"]), f32))
+                if self.key.kind == "max":
+                    return [b.intrinsic("llvm.maximum.v16f32", [inner[0], values], F32x16)]
+                return [b.fadd(inner[0], values)]
+
+            return list(b.loop(b.const(0, i64), g["kernel_columns"], list(state), tap))
+
+        (total,) = b.loop(b.const(0, i64), g["kernel_rows"], [start], tap_row)
+        return total
+
+    def inputs(self, at: SSAValue) -> SSAValue:
+        """The inputs of 16 consecutive outputs' same tap: 16 floats from `at`, or at
+        stride 2 the even ones of 32."""
+        b = self.b
+        low = b.load_lanes(at, F32x16, None)
+        if self.key.stride == 1:
+            return low
+        high = b.load_lanes(b.element_ptr(at, b.const(16, i64), f32), F32x16, None)
+        return b.shuffle(low, high, tuple(range(0, 32, 2)))
