@@ -501,10 +501,13 @@ class Executor:
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self.blas: ThreadpoolController | None = None
-        """Set once a kernel call takes the worker pool in a model with numpy steps that
-        may call BLAS: large ones then run with BLAS limited to one thread (`_evaluate`).
-        Until then BLAS keeps its threads: ShuffleNet, whose only kernel runs alone,
-        took 45 ms a run on two threads with the limit against 40 on one without."""
+        """Set once a call (a kernel's, a plane copy's or a pool's) takes the worker pool
+        in a model with numpy steps that may call BLAS: large ones then run with BLAS
+        limited to one thread (`_evaluate`). Until then BLAS keeps its threads: before
+        its pools ran as kernels, ShuffleNet, whose only kernel runs alone, took 45 ms
+        a run on two threads with the limit against 40 on one without. Now its pools
+        take the pool, and without the limit two threads ran it in 27-28 ms against
+        24 on one; with it, 23-26."""
         self._calls_blas = self.pool is not None and any(isinstance(step.op, BLAS_OPS) for step in self.steps)
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
         """Kernel steps' outputs by op and rows, kept from call to call (`_call_for`)."""
@@ -643,7 +646,7 @@ class Executor:
             divisors = np.concatenate([reference.pool_counts(step.op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
         threads = 1 if self.pool is None else min(self.active_threads, planes, max(1, planes * ho * wo * kh * kw // _VALUES_PER_THREAD))
         arguments = (geometry.ctypes.data, divisors.ctypes.data if divisors.size else 0, 0, 0, 0)
-        call = self._make_call(pool.kernel, arguments, _split(planes, threads), output, output.reshape(images, channels, ho, wo))
+        call = self._make_call(pool.kernel, arguments, self._split(planes, threads), output, output.reshape(images, channels, ho, wo))
         call.input, call.input_address = padded, padded.ctypes.data
         call.pool_interior = padded[: planes * hp * wp].reshape(images, channels, hp, wp)[:, :, top : top + height, left : left + width]
         call.operand_arrays = (geometry, divisors)
@@ -695,7 +698,7 @@ class Executor:
         affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
         threads = 1 if self.pool is None else min(self.active_threads, conv.channels, max(1, conv.channels * pixels // _VALUES_PER_THREAD))
-        shares = _split(conv.channels, threads)
+        shares = self._split(conv.channels, threads)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, threads == 1, affine)  # pyright: ignore
 
@@ -759,6 +762,10 @@ class Executor:
         threads = min(self.active_threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
         if self.pool is None or batch == 0:
             threads = 1
+        return self._split(units, threads)
+
+    def _split(self, units: int, threads: int) -> Shares:
+        """`_split`, and the BLAS limit (`blas`) from the first call that takes the pool."""
         if threads > 1 and self.blas is None and self._calls_blas:
             self.blas = ThreadpoolController()
         return _split(units, threads)

@@ -204,3 +204,30 @@ def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkey
             for name, value in model.run({"x": x}).items():
                 np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5)
         executor.close()
+
+
+def test_pool_calls_on_the_workers_limit_blas_too(tmp_path):
+    """A pool kernel's call that takes the worker pool sets the BLAS limit as a layer's
+    does: the workers spin after it on the CPUs a numpy step's BLAS threads would take
+    (ShuffleNet, whose pools are its only calls on the pool: two threads ran slower
+    than one without the limit). A pool too small to share leaves BLAS alone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p", "w"], ["y"], kernel_shape=[1, 1]),
+    ]
+    weight = numpy_helper.from_array(rng.standard_normal((8, 3, 1, 1)).astype(np.float32), "w")
+    for size, limited in [(224, True), (8, False)]:
+        graph = helper.make_graph(
+            nodes, "pool_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight],
+        )  # fmt: skip
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "pool.onnx"))
+        model = sparsec.load(tmp_path / "pool.onnx")
+        executor = Executor(model.module, model.weights, threads=2)
+        x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-5, atol=1e-5)
+        assert executor.pools and executor._calls_blas and (executor.blas is not None) == limited
+        executor.close()
