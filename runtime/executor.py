@@ -124,14 +124,6 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
     return list(dict.fromkeys(keys))
 
 
-def _split(units: int, threads: int) -> Shares:
-    """`units` cut into SHARES_PER_THREAD shares per thread (one for one thread), for
-    `threads` threads to claim."""
-    count = 1 if threads == 1 else min(units, threads * SHARES_PER_THREAD)
-    bounds = [units * share // count for share in range(count + 1)]
-    return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)
-
-
 def prologue_ops(op: SparseConvOp) -> tuple[BatchNormOp, ReluOp | None] | None:
     """The batch normalization, and the Relu after it, that convolution `op` alone
     reads (through the Relu, if any), with stored parameters: the ops its implicit
@@ -644,9 +636,9 @@ class Executor:
         divisors = np.zeros(0, np.float32)
         if pool.key.kind == "avg":
             divisors = np.concatenate([reference.pool_counts(step.op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
-        threads = 1 if self.pool is None else min(self.active_threads, planes, max(1, planes * ho * wo * kh * kw // _VALUES_PER_THREAD))
         arguments = (geometry.ctypes.data, divisors.ctypes.data if divisors.size else 0, 0, 0, 0)
-        call = self._make_call(pool.kernel, arguments, self._split(planes, threads), output, output.reshape(images, channels, ho, wo))
+        shares = self._shares_for(planes, planes * ho * wo * kh * kw, _VALUES_PER_THREAD)
+        call = self._make_call(pool.kernel, arguments, shares, output, output.reshape(images, channels, ho, wo))
         call.input, call.input_address = padded, padded.ctypes.data
         call.pool_interior = padded[: planes * hp * wp].reshape(images, channels, hp, wp)[:, :, top : top + height, left : left + width]
         call.operand_arrays = (geometry, divisors)
@@ -689,18 +681,15 @@ class Executor:
         values a channel, rows of `columns`, applying `prologue` if given."""
         key = PlaneKey("none" if prologue is None else "affine_relu" if prologue.relu else "affine")
         if key.symbol not in self.variants:
-            compiled = compile_kernels([key], self.target)
-            self.compiled.append(compiled)
-            self.variants.update(compiled.functions)
+            self._compile([key])
         kernel = self.variants[key.symbol]
         (hq, wq), (top, left) = conv.phase, conv.before
         geometry = np.array([0, 0, pixels // columns, columns, hq * wq, wq, top * wq + left], np.int64)
         affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
-        threads = 1 if self.pool is None else min(self.active_threads, conv.channels, max(1, conv.channels * pixels // _VALUES_PER_THREAD))
-        shares = self._split(conv.channels, threads)
+        shares = self._shares_for(conv.channels, conv.channels * pixels, _VALUES_PER_THREAD)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
-        return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, threads == 1, affine)  # pyright: ignore
+        return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, shares.threads == 1, affine)  # pyright: ignore
 
     def _output(self, step: _Step, rows: int, cols: int) -> np.ndarray:
         """The kept output buffer of `step` for `rows` rows of `cols` values."""
@@ -748,27 +737,34 @@ class Executor:
         if variant.symbol not in self.variants:
             keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.chunk_span)]
             alike = [key for key in [*keys, *self.implicit_keys] if variant_kind(key) == variant_kind(variant)]
-            compiled = compile_kernels(list(dict.fromkeys([*alike, variant])), self.target)
-            self.compiled.append(compiled)  # the functions live as long as their engine
-            self.variants.update(compiled.functions)
+            self._compile(list(dict.fromkeys([*alike, variant])))
         return self.variants[variant.symbol]
 
-    def _shares(self, key: KernelKey, batch: int) -> Shares:
-        """The (first, last) units of the shares of a call of `key`'s kernel on `batch`
-        rows, and how many threads claim them: one share for work too small to pay for
-        a hand-off, else SHARES_PER_THREAD per thread (workers/pool: claimed, so a
-        thread held up leaves its shares to the others)."""
-        units = key.parallel_units(batch)
-        threads = min(self.active_threads, units, max(1, key.rows * key.cols * batch // _WORK_PER_THREAD))
-        if self.pool is None or batch == 0:
-            threads = 1
-        return self._split(units, threads)
+    def _compile(self, keys: list[AnyKey]) -> None:
+        """Compile `keys` on first use into `variants`; their engine is kept in
+        `compiled`, as the functions live as long as it does."""
+        compiled = compile_kernels(keys, self.target)
+        self.compiled.append(compiled)
+        self.variants.update(compiled.functions)
 
-    def _split(self, units: int, threads: int) -> Shares:
-        """`_split`, and the BLAS limit (`blas`) from the first call that takes the pool."""
+    def _shares(self, key: KernelKey, batch: int) -> Shares:
+        """The shares of a call of `key`'s kernel on `batch` rows (`_shares_for`), its
+        work counted in weight values visited."""
+        return self._shares_for(key.parallel_units(batch), key.rows * key.cols * batch, _WORK_PER_THREAD)
+
+    def _shares_for(self, units: int, work: int, per_thread: int) -> Shares:
+        """The (first, last) units of the shares of a call of `units` units and `work`,
+        and how many threads claim them: one per `per_thread` of work, at most one per
+        unit. One share for work too small to pay for a hand-off, else
+        SHARES_PER_THREAD per thread (workers/pool: claimed, so a thread held up leaves
+        its shares to the others). The first call that takes the pool sets the BLAS
+        limit (`blas`)."""
+        threads = 1 if self.pool is None or units == 0 else min(self.active_threads, units, max(1, work // per_thread))
         if threads > 1 and self.blas is None and self._calls_blas:
             self.blas = ThreadpoolController()
-        return _split(units, threads)
+        count = 1 if threads == 1 else min(units, threads * SHARES_PER_THREAD)
+        bounds = [units * share // count for share in range(count + 1)]
+        return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)
 
     def _execute(self, call: _Call | _PlaneCopy, x: int, y: int) -> None:
         """Run `call` on the inputs at address `x` into the outputs at `y`, split across

@@ -334,6 +334,10 @@ class FunctionBuilder:
         # takes vector stores like any other.
         return self.bitcast(array, PTR)
 
+    def load_words(self, base: SSAValue, names: Sequence[str]) -> dict[str, SSAValue]:
+        """The int64 words at `base` by name, in order: a kernel's geometry operand."""
+        return {name: self.load(base, self.const(index, i64), i64) for index, name in enumerate(names)}
+
     def store(self, value: SSAValue, base: SSAValue, index: SSAValue) -> None:
         self.store_at(value, self.element_ptr(base, index, value.type))
 

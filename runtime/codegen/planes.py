@@ -35,7 +35,7 @@ class PlaneCopyKernel:
         self.key = key
         self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
         self.x, self.y, geometry, self.scale, self.shift, _, _, self.begin, self.end = self.b.args
-        self.geometry = {name: self.b.load(geometry, self.b.const(index, i64), i64) for index, name in enumerate(GEOMETRY)}
+        self.geometry = self.b.load_words(geometry, GEOMETRY)
 
     def build(self) -> llvm.FuncOp:
         self.b.loop(self.begin, self.end, [], self.channel)

@@ -36,7 +36,7 @@ class PoolKernel:
         self.key = key
         self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
         self.x, self.y, geometry, self.divisors, _, _, _, self.begin, self.end = self.b.args
-        self.g = {name: self.b.load(geometry, self.b.const(index, i64), i64) for index, name in enumerate(GEOMETRY)}
+        self.g = self.b.load_words(geometry, GEOMETRY)
 
     def build(self) -> llvm.FuncOp:
         self.b.loop(self.begin, self.end, [], self.plane)
