@@ -106,8 +106,11 @@ class ChunkBitmaskKernel(Kernel):
     multiply-add, masked, takes the chunk. The bytes and work follow the non-zeros
     (3.25 bytes each in full chunks), not the columns. Both streams are prefetched
     PREFETCH_BYTES ahead: the hardware prefetcher alone leaves ~15% of the bandwidth
-    unused here. (A 16-bit column with the lane mask taken from the non-zero offsets
-    saves two bytes a chunk but measured slower.)"""
+    unused here (on Zen 4, 11008x4096 at 75%: 2.7 ms without, 2.2 with). Chunks go in
+    pairs, which prefetch once (a pair reads at most 64 bytes of values and 40 of
+    records): on Zen 4 the window variant is bound by its loads, and a prefetch takes a
+    load slot (2.19 -> 2.09 ms). (A 16-bit column with the lane mask taken from the
+    non-zero offsets saves two bytes a chunk but measured slower.)"""
 
     RECORD_BYTES = 20
     EXPLICIT_VECTORS = True
@@ -121,9 +124,8 @@ class ChunkBitmaskKernel(Kernel):
             first, start, last = (b.load(self.a2, b.add(entry, b.const(j, i64)), i64) for j in range(3))
             x_row = b.element_ptr(self.x, b.mul(self.batch_row, b.const(key.cols, i64)), f32)
 
-            def chunk_body(chunk: SSAValue, state) -> list[SSAValue]:
-                position, acc = state
-                record = b.element_ptr(self.a0, b.mul(chunk, b.const(self.RECORD_BYTES, i64)), i8)
+            def chunk(index: SSAValue, position: SSAValue, acc: SSAValue, prefetch: bool) -> list[SSAValue]:
+                record = b.element_ptr(self.a0, b.mul(index, b.const(self.RECORD_BYTES, i64)), i8)
                 word = b.load_at(record, i32, alignment=4)
                 base = b.element_ptr(x_row, b.zext(b.and_(word, b.const((1 << 24) - 1, i32)), i64), f32)
                 count = b.lshr(word, b.const(24, i32))
@@ -131,15 +133,22 @@ class ChunkBitmaskKernel(Kernel):
                 offsets = b.load_at(b.element_ptr(record, b.const(4, i64), i8), vector(i8, 16), alignment=4)
                 inputs = self.inputs(base, b.zext(offsets, vector(i32, 16)), mask)
                 at = b.element_ptr(self.a1, position, i16)
-                b.prefetch(b.element_ptr(at, b.const(self.PREFETCH_BYTES, i64), i8))
-                b.prefetch(b.element_ptr(record, b.const(self.PREFETCH_BYTES * self.RECORD_BYTES // 32, i64), i8))
+                if prefetch:
+                    b.prefetch(b.element_ptr(at, b.const(self.PREFETCH_BYTES, i64), i8))
+                    b.prefetch(b.element_ptr(record, b.const(self.PREFETCH_BYTES * self.RECORD_BYTES // 32, i64), i8))
                 values = b.masked_load(at, mask, vector(i16, 16))
                 widened = b.fpext(b.bitcast(values, vector(f16, 16)), F32x16)
                 # Masked: the window's spare lanes hold real inputs, which may be infinite.
                 acc = b.select(mask, b.fmuladd(widened, inputs, acc), acc)
                 return [b.add(position, b.zext(count, i64)), acc]
 
-            _, acc = b.loop(first, last, [start, b.vector_const([0.0] * 16, f32)], chunk_body)
+            def pair(index: SSAValue, state) -> list[SSAValue]:
+                position, acc = chunk(index, state[0], state[1], True)
+                return chunk(b.add(index, b.const(1, i64)), position, acc, False)
+
+            paired = b.add(first, b.round_down(b.sub(last, first), 2))
+            state = b.loop(first, paired, [start, b.vector_const([0.0] * 16, f32)], pair, step=2)
+            _, acc = b.loop(paired, last, state, lambda index, st: chunk(index, st[0], st[1], True))
             self.finish(b.sum_lanes(acc), row, self.batch_row)
             return []
 
