@@ -448,6 +448,21 @@ def test_narrow_blocks_at_one_batch_row(block, sparsity):
     np.testing.assert_allclose(got, model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("n_m", [(2, 4), (3, 4), (7, 8)])
+@pytest.mark.parametrize(("rows", "cols"), [(3, 64), (7, 130), (1003, 2100)])
+def test_nm_row_groups_at_one_batch_row(n_m, rows, cols):
+    """One batch row takes n:m weight rows four at a time (VectorNMKernel.group_body);
+    the rows past the last whole group of a thread's share, and the runs past the last
+    whole step, go one at a time."""
+    n, m = n_m
+    model = build(rows, cols, False, True, "gelu", rows)
+    model.apply(f"prune-magnitude{{pattern=nm n={n} m={m} min-elements=0}},pack-bitmask,lower-kernels")
+    x = np.random.default_rng(cols).standard_normal((1, cols)).astype(np.float32)
+    for threads in (1, 2):
+        got = Executor(model.module, model.weights, threads=threads).run({"x": x})["y"]
+        np.testing.assert_allclose(got, model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(("cols", "bits"), [(65536, 16), (65537, 32)])
 @pytest.mark.parametrize("target", [Target.host(), Target.portable()], ids=["host", "portable"])
 def test_block_columns_past_16_bits(cols, bits, target, tmp_path, monkeypatch):
