@@ -328,8 +328,8 @@ class ColumnStepKernel(Kernel):
             ends = b.select(panel.last(b, key), b.const(full_steps + 1, i64), b.const(full_steps, i64))
             state = b.loop(b.const(full_steps, i64), ends, list(state), lambda step, st: self.step(row, step, x_rows, list(st), len(carried), partial))
         accs = state[len(carried) :]
-        for j, (batch_row, inside) in enumerate(batch_rows):
-            total = b.sum_lanes(b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3])))
+        row_sums = [b.fadd(b.fadd(accs[4 * j], accs[4 * j + 1]), b.fadd(accs[4 * j + 2], accs[4 * j + 3])) for j in range(size)]
+        for (batch_row, inside), total in zip(batch_rows, b.sum_lanes_each(row_sums)):
             self.only_if(inside, lambda total=total, batch_row=batch_row: self.finish_panel(total, row, batch_row, panel))
 
     def prefetch_next_row(self, step: SSAValue, state: list[SSAValue]) -> None:

@@ -290,6 +290,32 @@ class FunctionBuilder:
         # A one-lane vector and its element have the same bits.
         return self.bitcast(values, values.type.element_type)  # pyright: ignore
 
+    def sum_lanes_each(self, vectors: Sequence[SSAValue]) -> list[SSAValue]:
+        """`sum_lanes` of each of 2^k vectors (of at least 2^k lanes), sharing the adds:
+        pairs of vectors are merged first, the lanes of both halves added in one vector
+        add, so four 16-lane sums take 10 shuffles and 5 adds instead of 16 and 16."""
+        count = len(vectors)
+        assert count & (count - 1) == 0, "sum_lanes_each takes a power of two of vectors"
+        if count == 1:
+            return [self.sum_lanes(vectors[0])]
+        lanes = vectors[0].type.get_shape()[0]  # pyright: ignore
+        groups = 1  # each vector: `groups` runs of lanes, one per vector merged into it
+        while len(vectors) > 1:
+            width = lanes // groups
+            firsts = [g * width + lane for g in range(groups) for lane in range(width // 2)]
+            seconds = [index + width // 2 for index in firsts]
+            low = tuple(firsts + [lanes + index for index in firsts])
+            high = tuple(seconds + [lanes + index for index in seconds])
+            vectors = [self.fadd(self.shuffle(a, b, low), self.shuffle(a, b, high)) for a, b in zip(vectors[::2], vectors[1::2])]
+            groups *= 2
+        merged, width = vectors[0], lanes // count
+        while width > 1:
+            width //= 2
+            firsts = tuple(g * 2 * width + lane for g in range(count) for lane in range(width))
+            seconds = tuple(index + width for index in firsts)
+            merged = self.fadd(self.shuffle(merged, merged, firsts), self.shuffle(merged, merged, seconds))
+        return [self.bitcast(self.lanes(merged, g, 1), merged.type.element_type) for g in range(count)]  # pyright: ignore
+
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
         flag = llvm.ICmpPredicateFlag(predicate)
         return self.templated(("icmp", predicate, a.type), [a, b], lambda: llvm.ICmpOp(a, b, IntegerAttr(flag.to_int(), i64)))

@@ -85,7 +85,9 @@ class VectorNMKernel(NMKernel):
     other, so the rows ROW_GROUP further on (the panelled variant: the next row's, see
     ColumnStepKernel.prefetch_next_row; a lone row: PREFETCH_BYTES of values ahead). On
     AMD Zen 4 the hardware prefetcher leaves these streams at half the bandwidth:
-    11008x4096 at 3:4 took 2.4-3.4 ms without, 1.3-1.4 with (2:4: 4.6, 2.4)."""
+    11008x4096 at 3:4 took 2.4-3.4 ms without, 1.3-1.4 with (2:4: 4.6, 2.4); in groups
+    1.0-1.1 (2:4: 2.0-2.2, where one prefetch walking all four rows' values left it at
+    2.9-3.5)."""
 
     TILE = 4
     ROW_GROUP = 4
@@ -142,11 +144,18 @@ class VectorNMKernel(NMKernel):
         rows = [b.add(first_row, b.const(j, i64)) for j in range(self.ROW_GROUP)]
         streams = [self.row_streams(row) for row in rows]
 
+        group, kept = self.ROW_GROUP, self.key.m - self.key.n
+        first_words, first_words_type = streams[0][1], IntegerType(self.key.nm_word_bits)
+
         def step_body(step: SSAValue, accs) -> list[SSAValue]:
+            # The next group's rows follow this group's: each row prefetches the values of
+            # the row ROW_GROUP on; their words, one a row a step, are walked ROW_GROUP
+            # words a step from the first row's.
+            b.prefetch(b.element_ptr(first_words, b.add(b.mul(step, b.const(group, i64)), b.const(group * self.steps, i64)), first_words_type))
             window = self.input_window(self.x, step)
             updated = []
             for (values, words), acc in zip(streams, accs):
-                self.prefetch(values, words, step, self.ROW_GROUP * self.runs * (self.key.m - self.key.n), self.ROW_GROUP * self.steps)
+                b.prefetch(b.element_ptr(values, b.add(b.mul(step, b.const(16, i64)), b.const(group * self.runs * kept, i64)), i16))
                 weights, columns = self.decode(values, words, step)
                 updated.append(b.fmuladd(weights, self.pick(window, columns), acc))
             return updated
@@ -154,8 +163,8 @@ class VectorNMKernel(NMKernel):
         zero = b.vector_const([0.0] * 16, f32)
         accs = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * self.ROW_GROUP, step_body)
         batch_row = b.const(0, i64)
-        for row, acc in zip(rows, accs):
-            self.finish(self.add_tail(b.sum_lanes(acc), row, batch_row, None), row, batch_row)
+        for row, total in zip(rows, b.sum_lanes_each(accs)):
+            self.finish(self.add_tail(total, row, batch_row, None), row, batch_row)
 
     def tile_body(self, row: SSAValue, tile: SSAValue, size: int, panel: Panel | None) -> None:
         """Weight row `row` times `size` consecutive batch rows from `tile` on: all its
@@ -183,11 +192,12 @@ class VectorNMKernel(NMKernel):
 
         zero = b.vector_const([0.0] * 16, f32)
         accs = b.loop(first_step, last_step, [zero] * size, step_body)
-        for (batch_row, inside), acc in zip(batch_rows, accs):
-            total = self.add_tail(b.sum_lanes(acc), row, batch_row, panel)
+        for (batch_row, inside), total in zip(batch_rows, b.sum_lanes_each(accs)):
+            total = self.add_tail(total, row, batch_row, panel)
             self.only_if(inside, lambda total=total, batch_row=batch_row: self.finish_panel(total, row, batch_row, panel))
 
     def prefetch(self, values: SSAValue, words: SSAValue, step: SSAValue, values_ahead: int, steps_ahead: int) -> None:
+        """Prefetch the values and the word of `step` + the given distances."""
         b = self.b
         b.prefetch(b.element_ptr(values, b.add(b.mul(step, b.const(16, i64)), b.const(values_ahead, i64)), i16))
         b.prefetch(b.element_ptr(words, b.add(step, b.const(steps_ahead, i64)), IntegerType(self.key.nm_word_bits)))

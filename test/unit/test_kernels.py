@@ -3,6 +3,7 @@ the JIT's disk cache and its portable target."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 
@@ -11,17 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xdsl.dialects.builtin import i64
+import llvmlite.binding as llvm
+from xdsl.backend.llvm.convert import convert_module
+from xdsl.dialects.builtin import ModuleOp, f32, i64
 
 from sparsec.context import make_context
 from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.irfile import parse_module
 from sparsec.model import Model
-from sparsec.runtime.codegen.builder import FunctionBuilder
+from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
 from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
-from sparsec.runtime.jit import Target, compile_kernels
+from sparsec.runtime.jit import Target, compile_kernels, compile_llvm_ir
 from sparsec.runtime.operands import _chunks
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
@@ -434,6 +437,26 @@ def test_loops_with_constant_bounds_unroll_in_the_generator():
     assert indices == [2, 18, 34] and len(b.region.blocks) == 1
     b.loop(b.const(0, i64), b.args[0], [total], body, step=16, unrolled=True)
     assert indices[-1] is None and len(b.region.blocks) == 3
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([1, 2, 4, 8, 16]), st.sampled_from([4, 16, 32]), st.integers(0, 99))
+def test_lane_sums_of_several_vectors(count, lanes, seed):
+    """FunctionBuilder.sum_lanes_each, which the kernels use for a tile's or a row
+    group's outputs, gives each vector's lane sum."""
+    if count > lanes:
+        return
+    b = FunctionBuilder("sums", [PTR, PTR], ["x", "y"])
+    x, y = b.args
+    vectors = [b.load_at(b.element_ptr(x, b.const(lanes * j, i64), f32), vector(f32, lanes), alignment=4) for j in range(count)]
+    for j, total in enumerate(b.sum_lanes_each(vectors)):
+        b.store(total, y, b.const(j, i64))
+    ir = str(convert_module(ModuleOp([b.ret()]), fallback_target_triple=llvm.get_process_triple()))
+    compiled = compile_llvm_ir(ir, {"sums": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)})  # (keeps the code alive)
+    inputs = np.random.default_rng(seed).standard_normal((count, lanes)).astype(np.float32)
+    got = np.zeros(count, np.float32)
+    compiled.functions["sums"](inputs.ctypes.data, got.ctypes.data)
+    np.testing.assert_allclose(got, inputs.sum(axis=1), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("block", [2, 4, 8])
