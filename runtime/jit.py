@@ -3,9 +3,12 @@
 The target machine is built for the host CPU: its name and its feature string from
 llvmlite (the name alone can be a different marketing name). `SPARSEC_CPU=generic`, or
 a host whose CPU llvmlite cannot describe, selects the portable path: a baseline
-target for the architecture with no optional features. The target's features are part
-of each kernel key (`native_f16`, `avx512`): only AVX-512 kernels use target-specific
-intrinsics, and every other target gets the portable form of the same computation.
+target for the architecture with no optional features; `SPARSEC_CPU=<LLVM CPU name>`
+tunes for that CPU (its scheduling, and the kernel choices below) with the host's
+features. The target's features are part of each kernel key (`native_f16`, `avx512`):
+only AVX-512 kernels use target-specific intrinsics, and every other target gets the
+portable form of the same computation. Some choices follow the CPU rather than its
+features (`tuning`).
 
 Compiled objects are cached under `$SPARSEC_CACHE_DIR` (default
 `$XDG_CACHE_HOME/sparsec` or `~/.cache/sparsec`), keyed by the kernel keys, a hash of
@@ -60,10 +63,11 @@ class Target:
         """The host CPU, or the portable baseline when asked for or undetectable."""
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        if os.environ.get("SPARSEC_CPU", "host") == "generic":
+        cpu = os.environ.get("SPARSEC_CPU", "host")
+        if cpu == "generic":
             return Target.portable()
         try:
-            return Target(llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())
+            return Target(llvm.get_host_cpu_name() if cpu == "host" else cpu, llvm.get_host_cpu_features().flatten())
         except RuntimeError:
             return Target.portable()
 
@@ -87,6 +91,12 @@ class Target:
         """Whether kernels may use AVX-512 (F and BW) lane permutes."""
         features = self.features.split(",")
         return "+avx512f" in features and "+avx512bw" in features
+
+    @property
+    def tuning(self) -> str:
+        """The kernel choices this CPU gets (KernelKey.tuning): "zen" on AMD Zen, else
+        "default"."""
+        return "zen" if self.cpu.startswith("znver") else "default"
 
     def machine(self) -> llvm.TargetMachine:
         target = llvm.Target.from_triple(llvm.get_process_triple())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import KernelKey
+from sparsec.kernels import WINDOW_ALIGN, WINDOW_SPAN, KernelKey
 from sparsec.layers import dense_value
 from sparsec.packing import Encoding, unpack_bits
 from sparsec.weights import WeightStore
@@ -81,7 +81,8 @@ _CHUNK_BLOCK_ROWS = 256
 def _chunk_operands(nonzero: np.ndarray, values: np.ndarray, span: int) -> KernelOperands:
     """Chunk records, the values, and each row's (first chunk, first value)."""
     rows = nonzero.shape[0]
-    blocks = [_chunks(nonzero[first : first + _CHUNK_BLOCK_ROWS], span) for first in range(0, rows, _CHUNK_BLOCK_ROWS)]
+    align = WINDOW_ALIGN if span == WINDOW_SPAN else 1
+    blocks = [_chunks(nonzero[first : first + _CHUNK_BLOCK_ROWS], span, align) for first in range(0, rows, _CHUNK_BLOCK_ROWS)]
     records = np.concatenate([records for records, _ in blocks]) if blocks else np.zeros(0, CHUNK_RECORD)
     table = np.zeros((nonzero.shape[0] + 1, 2), np.int64)
     np.cumsum(np.concatenate([chunks for _, chunks in blocks]), out=table[1:, 0])
@@ -89,20 +90,24 @@ def _chunk_operands(nonzero: np.ndarray, values: np.ndarray, span: int) -> Kerne
     return KernelOperands((records, values, table.reshape(-1)))
 
 
-def _chunks(nonzero: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' non-zeros cut greedily into chunks of up to 16 within `span` columns of
-    the chunk's first: the chunk records, and how many chunks each row has. A chunk's
-    base column is its first non-zero's, moved back where needed so that base + span
-    stays within the row (a window kernel loads all `span` inputs).
+def _chunks(nonzero: np.ndarray, span: int, align: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' non-zeros cut greedily into chunks of up to 16 within the `span`
+    columns from the chunk's base: the chunk records, and how many chunks each row has.
+    A chunk's base column is its first non-zero's rounded down to a multiple of `align`
+    (WINDOW_ALIGN for the window variant, whose loads from there then start on a cache
+    line), moved back where needed so that base + span stays within the row (a window
+    kernel loads all `span` inputs).
 
-    Every non-zero's successor chunk start (16 on, or the first non-zero too far away)
-    is found at once; the starts themselves follow by stepping all rows together."""
+    Every non-zero's successor chunk start (16 on, or the first non-zero past the span
+    of a chunk starting there) is found at once; the starts themselves follow by
+    stepping all rows together."""
     rows, cols = nonzero.shape
     row, col = np.nonzero(nonzero)
     count = row.size
     index = np.arange(count)
+    bases = np.minimum(col - col % align, max(cols - span, 0))
     keys = row * (cols + span) + col  # sorted; the next row's keys lie beyond any span
-    successor = np.minimum(index + 16, np.searchsorted(keys, keys + span))
+    successor = np.minimum(index + 16, np.searchsorted(keys, keys - col + bases + span))
     per_row = nonzero.sum(axis=1)
     stop = np.cumsum(per_row)
     current = stop - per_row
@@ -116,7 +121,7 @@ def _chunks(nonzero: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
         current = successor[current]
     first = np.flatnonzero(starts)
     chunk = np.cumsum(starts) - 1
-    base = np.minimum(col[first], max(cols - span, 0))
+    base = bases[first]
     records = np.zeros(first.size, CHUNK_RECORD)
     records["column_count"] = base | (np.diff(np.append(first, count)) << 24)
     records["offsets"][chunk, index - first[chunk]] = col - base[chunk]
