@@ -56,12 +56,17 @@ class VectorBlockKernel(BlockKernelBase):
     accumulators are the tile's outputs for the row block: contiguous in y, stored as
     vectors (under a lane mask in a last row block that runs past N). One batch row
     prefetches values and columns PREFETCH_BYTES ahead from blocks of 8 on: on
-    11008x4096 at 90% it ran 17% faster (one thread) and 16% (two); at blocks of 4,
-    two prefetches per 8 bytes of values cost what they save."""
+    11008x4096 at 90% it ran 17% faster (one thread) and 16% (two). Narrower blocks
+    prefetch on weights of more than PREFETCH_NARROW_FROM bytes as dense float16: on an
+    Intel Xeon their prefetches cost what they saved, but on AMD Zen 4 the hardware
+    prefetcher left them far from the bandwidth (block 4, 11008x4096 at 50%: 4.0 -> 2.7
+    ms, 75%: 1.9 -> 1.25; 4096x4096 at 50%: 1.17 -> 0.80), while weights that stay in
+    cache lost 8 to 12% (3072x768 and 768x3072, and at 90% sparsity)."""
 
     VECTOR_EPILOGUE = False
     EXPLICIT_VECTORS = True
     PREFETCH_BYTES = 2048
+    PREFETCH_NARROW_FROM = 8 << 20
 
     def partial_tile_from(self) -> int:
         """An 8-row tile costs about 3 rows at blocks of 4 and 1.5 to 2 from 8 up: with
@@ -143,9 +148,9 @@ class VectorBlockKernel(BlockKernelBase):
 
     def prefetch_ahead(self, kept: SSAValue) -> None:
         """Prefetch the values and column of the kept block PREFETCH_BYTES of values ahead,
-        for blocks of 8 and more (see the class docstring)."""
+        for blocks of 8 and more and for large weights (see the class docstring)."""
         b, key = self.b, self.key
-        if key.block < 8:
+        if key.block < 8 and key.rows * key.cols * 2 <= self.PREFETCH_NARROW_FROM:
             return
         ahead = b.add(kept, b.const(self.PREFETCH_BYTES // (key.block * self.value_type.bitwidth // 8), i64))
         b.prefetch(b.element_ptr(self.a0, b.mul(ahead, b.const(key.block, i64)), self.value_type))
