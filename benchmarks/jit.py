@@ -45,6 +45,7 @@ KEYS: dict[str, AnyKey] = {
     "bitmask panelled and paired, bias + Gelu": KernelKey("bitmask", 4096, 4096, epilogue="bias_gelu", panelled=True, paired=True),
     "dense paired": KernelKey("dense", 4096, 4096, paired=True),
     "bitmask chunks64 (window)": KernelKey("bitmask", 4096, 4096, chunk_span=64),
+    "bitmask chunks128 (wide window)": KernelKey("bitmask", 4096, 4096, chunk_span=128),
     "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
     "bitmask implicit 3x3 conv, bias + Relu": KernelKey("bitmask", 256, 2304, epilogue="bias_relu", batched=True, window=(9, 3, 16 * 16, 16, 1, 1, 1, 1)),
     "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2)),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import WINDOW_ALIGN, WINDOW_SPAN, KernelKey
+from sparsec.kernels import GATHER_SPAN, WINDOW_ALIGN, KernelKey
 from sparsec.layers import dense_value
 from sparsec.packing import Encoding, unpack_bits
 from sparsec.weights import WeightStore
@@ -81,7 +81,7 @@ _CHUNK_BLOCK_ROWS = 256
 def _chunk_operands(nonzero: np.ndarray, values: np.ndarray, span: int) -> KernelOperands:
     """Chunk records, the values, and each row's (first chunk, first value)."""
     rows = nonzero.shape[0]
-    align = WINDOW_ALIGN if span == WINDOW_SPAN else 1
+    align = 1 if span == GATHER_SPAN else WINDOW_ALIGN
     blocks = [_chunks(nonzero[first : first + _CHUNK_BLOCK_ROWS], span, align) for first in range(0, rows, _CHUNK_BLOCK_ROWS)]
     records = np.concatenate([records for records, _ in blocks]) if blocks else np.zeros(0, CHUNK_RECORD)
     table = np.zeros((nonzero.shape[0] + 1, 2), np.int64)

@@ -24,23 +24,29 @@ EPILOGUES = ("none", "bias", *ACTIVATIONS, *(f"bias_{a}" for a in ACTIVATIONS))
 PANEL = 256
 """Columns per panel of the batched kernels (a multiple of the 64-column mask step)."""
 WINDOW_SPAN = 64
+WIDE_WINDOW_SPAN = 128
 GATHER_SPAN = 256
-"""Columns a chunk of the chunk variants may span (its offsets are bytes): 64 when the
-kernel picks the inputs from a window of four vectors, 256 when it gathers them."""
+"""Columns a chunk of the chunk variants may span (its offsets are bytes): 64 or 128
+when the kernel picks the inputs from a window of four or eight vectors, 256 when it
+gathers them."""
 WINDOW_ALIGN = 16
-"""The window variant's chunks start on a multiple of 16 columns (but the last of a row,
+"""The window variants' chunks start on a multiple of 16 columns (but the last of a row,
 which ends at the row's end), so its four loads of 16 inputs each read one cache line
 of a row that starts on one, as the executor's buffers do: on Zen 4, where loads bound
 the kernel, 11008x4096 at 75% took 2.1 ms with windows anywhere, 1.7 with aligned
 ones, though aligned windows hold fewer non-zeros."""
-CHUNK_DENSITIES = {"default": (0.35, 0.16), "zen": (0.5, 0.0)}
-"""By KernelKey.tuning, the densities (non-zeros per weight) up to which bitmask weights
-run one batch row through a chunk variant, and up to which it gathers. The mask
-kernel's work per column is fixed while the chunk variants' bytes and work follow the
-non-zeros (3.25 bytes per non-zero in full chunks, more in the window variant's emptier
-ones at high sparsity): crossovers measured on 4096x4096, one thread (docs/kernels.md).
-On AMD Zen 4 a gather takes ~15 cycles and the mask kernel's expand-loads and widening
-are slow too: the window variant was the fastest at every sparsity from 50%."""
+CHUNK_SPANS = {
+    "default": ((0.16, GATHER_SPAN), (0.35, WINDOW_SPAN)),
+    "zen": ((0.14, WIDE_WINDOW_SPAN), (0.5, WINDOW_SPAN)),
+}
+"""By KernelKey.tuning, the chunk variant (its span) that one batch row of bitmask weights
+runs up to each density (non-zeros per weight), sparsest first; denser weights run the
+mask kernel. The mask kernel's work per column is fixed while the chunk variants' bytes
+and work follow the non-zeros (3.25 bytes per non-zero in full chunks, more in the
+windows' emptier ones at high sparsity): crossovers measured on 4096x4096, one thread
+(docs/kernels.md). On AMD Zen 4 a gather takes ~15 cycles and the mask kernel's
+expand-loads and widening are slow too: the 64-column window was the fastest from 50%
+sparsity, the 128-column one from about 87%."""
 
 
 TILE_INPUT_BYTES = 32 * 1024
@@ -114,7 +120,7 @@ class KernelKey:
 
     tuning: str = "default"
     """The CPU family the choices between kernels are tuned for (jit.Target.tuning):
-    "default" or "zen" (`CHUNK_DENSITIES`)."""
+    "default" or "zen" (`CHUNK_SPANS`)."""
 
     panelled: bool = False
     """The variant for a few batch rows of long weight rows: the columns in panels
@@ -204,14 +210,15 @@ class KernelKey:
 
     def chunk_span_for(self, nonzeros: int) -> int:
         """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through
-        fastest (its span), or 0 for the mask kernel (CHUNK_DENSITIES)."""
+        fastest (its span), or 0 for the mask kernel (CHUNK_SPANS; a window wider than
+        the rows is passed over)."""
         if not self.has_chunk_variants:
             return 0
         density = nonzeros / (self.rows * self.cols)
-        chunks_max, gather_max = CHUNK_DENSITIES[self.tuning]
-        if density <= gather_max:
-            return GATHER_SPAN
-        return WINDOW_SPAN if density <= chunks_max else 0
+        for most, span in CHUNK_SPANS[self.tuning]:
+            if density <= most and (span <= self.cols or span == GATHER_SPAN):
+                return span
+        return 0
 
     def batched_from(self, nonzeros: int) -> int | None:
         """Batch rows from which a weight with `nonzeros` non-zeros (kept slots for

@@ -8,7 +8,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.kernels import WINDOW_SPAN
+from sparsec.kernels import GATHER_SPAN
 from sparsec.runtime.codegen.base import F32x16, ColumnStepKernel, Kernel
 from sparsec.runtime.codegen.batched import BatchedKernel
 from sparsec.runtime.codegen.builder import vector
@@ -99,9 +99,10 @@ class ChunkBitmaskKernel(Kernel):
     """The chunk variants (KernelKey.chunk_span): a row is a run of chunks of up to 16
     non-zeros within `chunk_span` columns, each a 20-byte record: a 32-bit word with the
     chunk's base column (low 24 bits) and count (high 8), then every non-zero's byte
-    offset from that column. Per chunk, the inputs at those offsets are picked from four
-    loaded vectors by two `vpermi2ps` (span 64, the window) or gathered by `vgatherdps`
-    (span 256, for weights too sparse to fill a window's chunks); the values load
+    offset from that column. Per chunk, the inputs at those offsets are picked from
+    span / 16 loaded vectors by span / 32 `vpermi2ps`, merged on the offset's bits 5 and
+    up (span 64, the window, or 128, the wide window for sparser weights), or gathered by
+    `vgatherdps` (span 256, where gathers are fast); the values load
     contiguously under the count's lane mask from the weight's own value array; one
     multiply-add, masked, takes the chunk. The bytes and work follow the non-zeros
     (3.25 bytes each in full chunks), not the columns. Both streams are prefetched
@@ -157,14 +158,17 @@ class ChunkBitmaskKernel(Kernel):
     def inputs(self, base: SSAValue, offsets: SSAValue, mask: SSAValue) -> SSAValue:
         """The inputs at base + offsets, in the lanes `mask` selects."""
         b = self.b
-        if self.key.chunk_span != WINDOW_SPAN:
+        if self.key.chunk_span == GATHER_SPAN:
             zero = b.vector_const([0.0] * 16, f32)
             return b.intrinsic("llvm.x86.avx512.mask.gather.dps.512", [zero, base, offsets, mask, b.const(4, i32)], F32x16)
-        window = [b.load_at(b.element_ptr(base, b.const(16 * q, i64), f32), F32x16, alignment=4) for q in range(4)]
-        low = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [window[0], offsets, window[1]], F32x16)
-        high = b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [window[2], offsets, window[3]], F32x16)
-        upper = b.icmp("ne", b.and_(offsets, b.vector_const([32] * 16, i32)), b.vector_const([0] * 16, i32))
-        return b.select(upper, high, low)
+        window = [b.load_at(b.element_ptr(base, b.const(16 * q, i64), f32), F32x16, alignment=4) for q in range(self.key.chunk_span // 16)]
+        picked = [b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [low, offsets, high], F32x16) for low, high in zip(window[::2], window[1::2])]
+        bit = 32
+        while len(picked) > 1:  # merge pairs of 32-column picks on offset bits 5, 6, ...
+            upper = b.icmp("ne", b.and_(offsets, b.vector_const([bit] * 16, i32)), b.vector_const([0] * 16, i32))
+            picked = [b.select(upper, high, low) for low, high in zip(picked[::2], picked[1::2])]
+            bit *= 2
+        return picked[0]
 
 
 class BatchedBitmaskKernel(BatchedKernel):

@@ -22,7 +22,7 @@ from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
-from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WINDOW_ALIGN, WINDOW_SPAN, KernelKey
+from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WIDE_WINDOW_SPAN, WINDOW_ALIGN, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels, compile_llvm_ir
 from sparsec.runtime.operands import _chunks
@@ -102,14 +102,14 @@ def test_kernels_match_numpy(rows, cols, pattern, matmul, bias, activation, batc
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 1200), st.floats(0.0, 1.0), st.sampled_from([WINDOW_SPAN, GATHER_SPAN]), st.integers(0, 99))
+@given(st.integers(1, 6), st.integers(1, 1200), st.floats(0.0, 1.0), st.sampled_from([WINDOW_SPAN, WIDE_WINDOW_SPAN, GATHER_SPAN]), st.integers(0, 99))
 def test_chunks_cover_each_row_exactly(rows, cols, density, span, seed):
     """Chunks hold 1-16 non-zeros within `span` columns of their base, in order, end
     only where they must (16 taken, the row's end, or the next one past the span), and
     their base column is the first's rounded down to the alignment (the window
     variant's 16 columns) but where base + span would leave the row."""
     nonzero = np.random.default_rng(seed).random((rows, cols)) < density
-    align = WINDOW_ALIGN if span == WINDOW_SPAN else 1
+    align = 1 if span == GATHER_SPAN else WINDOW_ALIGN
     records, chunks_per_row = _chunks(nonzero, span, align)
     assert chunks_per_row.sum() == records.size
     counts = records["column_count"] >> 24
@@ -139,13 +139,15 @@ def test_chunks_cover_each_row_exactly(rows, cols, density, span, seed):
         (0.9, "icelake-server", GATHER_SPAN),
         (0.4, "znver4", 0),
         (0.5, "znver4", WINDOW_SPAN),
-        (0.9, "znver4", WINDOW_SPAN),
+        (0.85, "znver4", WINDOW_SPAN),
+        (0.9, "znver4", WIDE_WINDOW_SPAN),
     ],
 )
 def test_chunk_variant_follows_sparsity_at_batch_one(sparsity, cpu, span, tmp_path, monkeypatch):
     """One batch row of sparse bitmask weights runs a chunk variant, by the tuning of
     the CPU named (SPARSEC_CPU, with the host's features): by default the window one
-    from 65% sparsity and the gather one from 84%; on AMD Zen the window one from 50%."""
+    from 65% sparsity and the gather one from 84%; on AMD Zen the window one from 50%
+    and the wide window from 86%."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("SPARSEC_CPU", cpu)
     model = build(40, 600, False, True, "relu", 5)
