@@ -94,7 +94,7 @@ def _chunks(nonzero: np.ndarray, span: int, align: int = 1) -> tuple[np.ndarray,
     """The rows' non-zeros cut greedily into chunks of up to 16 within the `span`
     columns from the chunk's base: the chunk records, and how many chunks each row has.
     A chunk's base column is its first non-zero's rounded down to a multiple of `align`
-    (WINDOW_ALIGN for the window variant, whose loads from there then start on a cache
+    (WINDOW_ALIGN for the window variants, whose loads from there then start on a cache
     line), moved back where needed so that base + span stays within the row (a window
     kernel loads all `span` inputs).
 

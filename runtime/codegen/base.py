@@ -200,11 +200,12 @@ class Panel:
         return b.icmp("eq", self.end, b.const(key.cols, i64))
 
 
-def tiled(kernel: Kernel, tile: int, tile_body) -> llvm.FuncOp:
-    """for row in [begin, end): the batch in tiles of `tile` rows (the last maybe
-    partial), or one row alone: tile_body(row, first batch row, rows). Weight rows
-    outside, so each is read from memory once and from cache for the other tiles."""
-    _tile_rows(kernel, tile, kernel.begin, kernel.end, tile_body)
+def tiled(kernel: Kernel, tile: int, tile_body, first_row: SSAValue | None = None) -> llvm.FuncOp:
+    """for row in [first_row (default begin), end): the batch in tiles of `tile` rows
+    (the last maybe partial), or one row alone: tile_body(row, first batch row, rows).
+    Weight rows outside, so each is read from memory once and from cache for the other
+    tiles."""
+    _tile_rows(kernel, tile, kernel.begin if first_row is None else first_row, kernel.end, tile_body)
     return kernel.ret()
 
 

@@ -8,7 +8,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import IntegerType, f16, f32, i1, i8, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.runtime.codegen.base import F32x16, Kernel, Panel, _tile_rows, panelled
+from sparsec.runtime.codegen.base import F32x16, Kernel, Panel, panelled, tiled
 from sparsec.runtime.codegen.batched import BatchedKernel
 from sparsec.runtime.codegen.builder import vector
 
@@ -106,8 +106,7 @@ class VectorNMKernel(NMKernel):
 
         self.only_if(single, groups)
         rest = b.select(single, grouped_end, self.begin)
-        _tile_rows(self, self.TILE, rest, self.end, lambda row, first, size: self.tile_body(row, first, size, None))
-        return self.ret()
+        return tiled(self, self.TILE, lambda row, first, size: self.tile_body(row, first, size, None), rest)
 
     def partial_tile_from(self) -> int:
         """A 4-row tile costs 1.8x (2:4) to 3x (7:8) one row: 3 rows ran 1.1x to 1.6x
@@ -143,7 +142,6 @@ class VectorNMKernel(NMKernel):
         b = self.b
         rows = [b.add(first_row, b.const(j, i64)) for j in range(self.ROW_GROUP)]
         streams = [self.row_streams(row) for row in rows]
-
         group, kept = self.ROW_GROUP, self.key.m - self.key.n
         first_words, first_words_type = streams[0][1], IntegerType(self.key.nm_word_bits)
 
