@@ -8,10 +8,11 @@ one run.
 Each layer is a Gemm (transB) with random weights, pruned and packed by sparsec's own
 passes; the kernel is called through the executor's layer call (thread split, the chunk
 variants at one batch row for sparse bitmask weights and, from 6 to 12 batch rows, the batched
-kernels with their transposes) but without the rest of a model. The table gives medians in milliseconds, sparsec's speed-up over numpy,
-onnxruntime and its dense float16 kernel, and the packed weight bytes streamed per
-second, also as a share of the machine's streaming read bandwidth (one thread)
-measured in the same run.
+kernels with their transposes) but without the rest of a model. The table gives medians
+in milliseconds, sparsec's speed-up over numpy (timed in rounds alternated with each
+row's layer), onnxruntime and its dense float16 kernel, and the packed weight bytes
+streamed per second, also as a share of the machine's streaming read bandwidth (one
+thread) measured in the same run.
 `--scaling` adds the speed-up of two threads over one on the 11008x4096 layer.
 """
 
@@ -59,6 +60,8 @@ PATTERNS = {
     "block 16 90%": "pattern=block block-size=16 sparsity=0.9",
 }
 SCALING_LAYER = (11008, 4096)
+ROUNDS = 5
+"""Alternated rounds of numpy and the layer per table row (`alternated`)."""
 
 
 def median_ms(run, repeats: int) -> float:
@@ -160,6 +163,18 @@ def layer_ms(executor: Executor, x: np.ndarray, repeats: int) -> float:
     return median_ms(lambda: step.run(executor, step, call, x, address), repeats)  # pyright: ignore
 
 
+def alternated(numpy_run, executor: Executor, x: np.ndarray, repeats: int, threads: int) -> tuple[float, float]:
+    """numpy's and the layer's median ms, timed in ROUNDS alternated rounds: the
+    host's load moves within seconds here, and a baseline timed once per shape let it
+    tilt every later row's ratio."""
+    numpy_times, layer_times = [], []
+    for _ in range(ROUNDS):
+        with threadpool_limits(threads):
+            numpy_times.append(median_ms(numpy_run, repeats))
+        layer_times.append(layer_ms(executor, x, repeats))
+    return float(np.median(numpy_times)), float(np.median(layer_times))
+
+
 @contextmanager
 def threads_limited(executor: Executor, threads: int) -> Iterator[None]:
     """Run `executor` (made with more threads) on `threads` of them for a while."""
@@ -195,8 +210,6 @@ def layer_table(args: argparse.Namespace, rng: np.random.Generator, stream: floa
                 continue
             x = rng.standard_normal((batch, cols), dtype=np.float32)
             repeats = 20 if rows * cols * batch < 2**26 else 7
-            with threadpool_limits(args.threads):
-                numpy_ms = median_ms(lambda: x @ weight.T, repeats)
             ort_ms = onnxruntime_ms(weight, x, args.threads, repeats)
             dense_executor = sparse_layer(weight, PATTERNS[DENSE], args.threads)
             dense_ms = layer_ms(dense_executor, x, repeats)
@@ -204,7 +217,9 @@ def layer_table(args: argparse.Namespace, rng: np.random.Generator, stream: floa
             for label, options in chosen.items():
                 executor = sparse_layer(weight, options, args.threads)
                 layer = next(iter(executor.layers.values()))
-                ms = dense_ms if label == DENSE else layer_ms(executor, x, repeats)
+                numpy_ms, ms = alternated(lambda: x @ weight.T, executor, x, repeats, args.threads)
+                if label == DENSE:
+                    dense_ms = ms
                 executor.close()
                 chunks = batch == 1 and layer.chunk_span  # a chunk variant ran, on its own operands
                 streamed = layer.chunk_operands if chunks else layer.operands
