@@ -5,7 +5,7 @@ llvmlite (the name alone can be a different marketing name). `SPARSEC_CPU=generi
 a host whose CPU llvmlite cannot describe, selects the portable path: a baseline
 target for the architecture with no optional features; `SPARSEC_CPU=<LLVM CPU name>`
 tunes for that CPU (its scheduling, and the kernel choices below) with the host's
-features. The target's features are part of each kernel key (`native_f16`, `avx512`):
+features, and a name LLVM does not know is an error. The target's features are part of each kernel key (`native_f16`, `avx512`):
 only AVX-512 kernels use target-specific intrinsics, and every other target gets the
 portable form of the same computation. Some choices follow the CPU rather than its
 features (`tuning`).
@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import llvmlite
@@ -34,6 +35,7 @@ import llvmlite.binding as llvm
 from xdsl.backend.llvm.convert import convert_module
 
 from sparsec import kernels
+from sparsec.errors import SparsecError
 from sparsec.kernels import AnyKey
 from sparsec.runtime import codegen
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
@@ -66,6 +68,8 @@ class Target:
         cpu = os.environ.get("SPARSEC_CPU", "host")
         if cpu == "generic":
             return Target.portable()
+        if cpu != "host" and not _recognized_cpu(cpu):
+            raise SparsecError(f"SPARSEC_CPU={cpu!r} is no CPU LLVM knows for {llvm.get_process_triple()}: use host, generic or an LLVM CPU name (znver4, icelake-server, ...)")
         try:
             return Target(llvm.get_host_cpu_name() if cpu == "host" else cpu, llvm.get_host_cpu_features().flatten())
         except RuntimeError:
@@ -101,6 +105,22 @@ class Target:
     def machine(self) -> llvm.TargetMachine:
         target = llvm.Target.from_triple(llvm.get_process_triple())
         return target.create_target_machine(cpu=self.cpu, features=self.features, opt=3, jit=True)
+
+
+@cache
+def _recognized_cpu(cpu: str) -> bool:
+    """Whether LLVM knows `cpu` for this process's target. LLVM only warns on standard
+    error about a name it does not know, and ignores it; the warning is caught here."""
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(cpu=cpu)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        return b"not a recognized processor" not in captured.read()
 
 
 def cache_dir() -> Path:
