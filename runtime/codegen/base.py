@@ -12,7 +12,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f16, f32, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.kernels import TILE_INPUT_BYTES, KernelKey, epilogue_activation
+from sparsec.kernels import TILE_INPUT_BYTES, AnyKey, KernelKey, epilogue_activation
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.elementwise import gelu
 
@@ -186,6 +186,28 @@ class Kernel:
     def x_at(self, batch_row: SSAValue, col: SSAValue) -> SSAValue:
         b = self.b
         return b.load(self.x, b.add(b.mul(batch_row, b.const(self.key.cols, i64)), col), f32)
+
+
+class UnitKernel:
+    """The kernels that are no matrix product (layer normalization, plane copies,
+    pooling): the same work for each unit of [begin, end) (a row, a channel, a plane),
+    written in vectors with their loops rotated, so the short LLVM pipeline compiles
+    them (Kernel.EXPLICIT_VECTORS)."""
+
+    EXPLICIT_VECTORS = True
+
+    def __init__(self, key: AnyKey):
+        self.key = key
+        self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
+        self.begin, self.end = self.b.args[-2:]
+
+    def build(self) -> llvm.FuncOp:
+        self.b.loop(self.begin, self.end, [], self.unit)
+        return self.b.ret()
+
+    def unit(self, unit: SSAValue, _state) -> list[SSAValue]:
+        """The work for one unit."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

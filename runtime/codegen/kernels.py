@@ -37,7 +37,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
 from sparsec.kernels import AnyKey, NormKey, PlaneKey, PoolKey
-from sparsec.runtime.codegen.base import Kernel
+from sparsec.runtime.codegen.base import Kernel, UnitKernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BatchedBlockKernel, BlockKernel, VectorBlockKernel
 from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
@@ -55,7 +55,7 @@ def kernel_function(key: AnyKey) -> llvm.FuncOp:
     return kernel_class(key)(key).build()  # pyright: ignore
 
 
-def kernel_class(key: AnyKey) -> type[Kernel] | type[LayerNormKernel] | type[PlaneCopyKernel] | type[PoolKernel]:
+def kernel_class(key: AnyKey) -> type[Kernel] | type[UnitKernel]:
     """The generator of the kernel for `key`.
 
     Bitmask and dense weights in float16 on a target with float16 conversions use the

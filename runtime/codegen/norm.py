@@ -11,33 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f32, i1, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import NormKey
-from sparsec.runtime.codegen.base import ARG_NAMES, ARG_TYPES, F32x16
-from sparsec.runtime.codegen.builder import FunctionBuilder
+from sparsec.runtime.codegen.base import F32x16, UnitKernel
 
 
-class LayerNormKernel:
-    EXPLICIT_VECTORS = True
-    """Written in vectors with its loops rotated: the short LLVM pipeline (codegen Kernel)."""
+class LayerNormKernel(UnitKernel):
+    """Units are rows."""
 
     def __init__(self, key: NormKey):
-        self.key = key
-        self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
-        self.x, self.y, self.scale, self.bias, self.epsilon, _, _, self.begin, self.end = self.b.args
+        super().__init__(key)
+        self.x, self.y, self.scale, self.bias, self.epsilon = self.b.args[:5]
         whole, self.tail = divmod(key.cols, 16)
         self.whole_columns = 16 * whole
         self.tail_lanes = self.b.vector_const([int(lane < self.tail) for lane in range(16)], i1) if self.tail else None
         self.zero = self.b.vector_const([0.0] * 16, f32)
 
-    def build(self) -> llvm.FuncOp:
-        self.b.loop(self.begin, self.end, [], self.row)
-        return self.b.ret()
-
-    def row(self, row: SSAValue, _state) -> list[SSAValue]:
+    def unit(self, row: SSAValue, _state) -> list[SSAValue]:
         b, cols = self.b, self.key.cols
         inputs = b.element_ptr(self.x, b.mul(row, b.const(cols, i64)), f32)
         outputs = b.element_ptr(self.y, b.mul(row, b.const(cols, i64)), f32)

@@ -15,33 +15,25 @@ The pads around the image are never written: they stay zero from the planes' fir
 
 from __future__ import annotations
 
-from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f32, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import PlaneKey
-from sparsec.runtime.codegen.base import ARG_NAMES, ARG_TYPES, F32x16
-from sparsec.runtime.codegen.builder import FunctionBuilder
+from sparsec.runtime.codegen.base import F32x16, UnitKernel
 
 GEOMETRY = ("channel_stride", "row_stride", "rows", "columns", "plane", "pitch", "first")
 """The int64 words of a0, in order."""
 
 
-class PlaneCopyKernel:
-    EXPLICIT_VECTORS = True
-    """Written in vectors with its loops rotated: the short LLVM pipeline (codegen Kernel)."""
+class PlaneCopyKernel(UnitKernel):
+    """Units are channels."""
 
     def __init__(self, key: PlaneKey):
-        self.key = key
-        self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
-        self.x, self.y, geometry, self.scale, self.shift, _, _, self.begin, self.end = self.b.args
+        super().__init__(key)
+        self.x, self.y, geometry, self.scale, self.shift = self.b.args[:5]
         self.geometry = self.b.load_words(geometry, GEOMETRY)
 
-    def build(self) -> llvm.FuncOp:
-        self.b.loop(self.begin, self.end, [], self.channel)
-        return self.b.ret()
-
-    def channel(self, channel: SSAValue, _state) -> list[SSAValue]:
+    def unit(self, channel: SSAValue, _state) -> list[SSAValue]:
         b, g = self.b, self.geometry
         source = b.element_ptr(self.x, b.mul(channel, g["channel_stride"]), f32)
         target = b.element_ptr(self.y, b.add(b.mul(channel, g["plane"]), g["first"]), f32)

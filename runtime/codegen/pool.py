@@ -16,33 +16,25 @@ in the reference's order, so the results are the reference's exactly.
 
 from __future__ import annotations
 
-from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f32, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import PoolKey
-from sparsec.runtime.codegen.base import ARG_NAMES, ARG_TYPES, F32x16
-from sparsec.runtime.codegen.builder import FunctionBuilder
+from sparsec.runtime.codegen.base import F32x16, UnitKernel
 
 GEOMETRY = ("plane", "pitch", "out_rows", "out_columns", "kernel_rows", "kernel_columns", "row_stride", "row_dilation", "column_dilation")
 """The int64 words of a0, in order."""
 
 
-class PoolKernel:
-    EXPLICIT_VECTORS = True
-    """Written in vectors with its loops rotated: the short LLVM pipeline (codegen Kernel)."""
+class PoolKernel(UnitKernel):
+    """Units are planes."""
 
     def __init__(self, key: PoolKey):
-        self.key = key
-        self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
-        self.x, self.y, geometry, self.divisors, _, _, _, self.begin, self.end = self.b.args
+        super().__init__(key)
+        self.x, self.y, geometry, self.divisors = self.b.args[:4]
         self.g = self.b.load_words(geometry, GEOMETRY)
 
-    def build(self) -> llvm.FuncOp:
-        self.b.loop(self.begin, self.end, [], self.plane)
-        return self.b.ret()
-
-    def plane(self, plane: SSAValue, _state) -> list[SSAValue]:
+    def unit(self, plane: SSAValue, _state) -> list[SSAValue]:
         b, g = self.b, self.g
         inputs = b.element_ptr(self.x, b.mul(plane, g["plane"]), f32)
         outputs = b.element_ptr(self.y, b.mul(plane, b.mul(g["out_rows"], g["out_columns"])), f32)
