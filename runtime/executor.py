@@ -84,7 +84,7 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
         raise SparsecError(f"'{op.name}' names kernel {op.kernel.data}, but its weight and attributes give {key.symbol}")
     if target is None:
         return key
-    return dataclasses.replace(key, native_f16=target.native_f16, avx512=target.avx512, tuning=target.tuning)
+    return dataclasses.replace(key, native_f16=target.native_f16, avx512=target.avx512, vbmi2=target.vbmi2, tuning=target.tuning)
 
 
 def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:

@@ -5,9 +5,10 @@ llvmlite (the name alone can be a different marketing name). `SPARSEC_CPU=generi
 a host whose CPU llvmlite cannot describe, selects the portable path: a baseline
 target for the architecture with no optional features; `SPARSEC_CPU=<LLVM CPU name>`
 tunes for that CPU (its scheduling, and the kernel choices below) with the host's
-features, and a name LLVM does not know is an error. The target's features are part of each kernel key (`native_f16`, `avx512`):
-only AVX-512 kernels use target-specific intrinsics, and every other target gets the
-portable form of the same computation. Some choices follow the CPU rather than its
+features, and a name LLVM does not know is an error. The target's features are part
+of each kernel key (`native_f16`, `avx512`, `vbmi2`): only AVX-512 kernels use
+target-specific intrinsics (and one instruction as inline assembly), and every other
+target gets the portable form of the same computation. Some choices follow the CPU rather than its
 features (`tuning`).
 
 Compiled objects are cached under `$SPARSEC_CACHE_DIR` (default
@@ -63,8 +64,7 @@ class Target:
     @staticmethod
     def host() -> Target:
         """The host CPU, or the portable baseline when asked for or undetectable."""
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
+        _initialize_llvm()
         cpu = os.environ.get("SPARSEC_CPU", "host")
         if cpu == "generic":
             return Target.portable()
@@ -77,8 +77,7 @@ class Target:
 
     @staticmethod
     def portable() -> Target:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
+        _initialize_llvm()
         return Target("generic", "")
 
     @property
@@ -97,6 +96,11 @@ class Target:
         return "+avx512f" in features and "+avx512bw" in features
 
     @property
+    def vbmi2(self) -> bool:
+        """Whether kernels may use AVX-512 VBMI2's 16-bit expand (KernelKey.vbmi2)."""
+        return self.avx512 and "+avx512vbmi2" in self.features.split(",")
+
+    @property
     def tuning(self) -> str:
         """The kernel choices this CPU gets (KernelKey.tuning): "zen" on AMD Zen, else
         "default"."""
@@ -108,6 +112,14 @@ class Target:
 
 
 @cache
+def _initialize_llvm() -> None:
+    """LLVM's native target, its assembly printer (object code) and its assembly parser
+    (the kernels' inline assembly, FunctionBuilder.expand)."""
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    llvm.initialize_native_asmparser()
+
+
 def _recognized_cpu(cpu: str) -> bool:
     """Whether LLVM knows `cpu` for this process's target. LLVM only warns on standard
     error about a name it does not know, and ignores it; the warning is caught here."""

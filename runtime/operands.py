@@ -29,7 +29,7 @@ class KernelOperands:
 
     @property
     def addresses(self) -> tuple[int, int, int]:
-        return tuple(a.ctypes.data if a.size else 0 for a in self.arrays)  # pyright: ignore
+        return tuple(a.ctypes.data for a in self.arrays)  # pyright: ignore
 
     @property
     def nbytes(self) -> int:
@@ -68,7 +68,30 @@ def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transpose
     nonzero, values = _nonzeros(op, weights, key, transposed, dtype)
     if key.chunk_span:
         return _chunk_operands(nonzero, values, key.chunk_span)
+    if key.vbmi2:
+        values = _with_slack(values, VALUE_SLACK_BYTES)
     return KernelOperands((_row_words(nonzero, key.mask_words), values, _panel_offsets(nonzero, key)))
+
+
+VALUE_SLACK_BYTES = 32
+"""Bytes past a bitmask weight's values that its VBMI2 kernel reads: each mask word's
+16 values load whole from where the word's first value is, before the expand moves
+the word's own into place (runtime/codegen/bitmask.py)."""
+
+
+def _with_slack(array: np.ndarray, slack: int) -> np.ndarray:
+    """`array` if `slack` bytes past its end lie within the memory it views (a tensor of
+    a mapped artifact followed by another), else a copy of it followed by `slack` zero
+    bytes, so that reading them cannot fault."""
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    whole = root if root.base is None else np.frombuffer(root.base, np.uint8)
+    if array.ctypes.data + array.nbytes + slack <= whole.ctypes.data + whole.nbytes:
+        return array
+    padded = np.zeros(array.size + -(-slack // array.itemsize), array.dtype)
+    padded[: array.size] = array
+    return padded[: array.size]
 
 
 CHUNK_RECORD = np.dtype([("column_count", "<u4"), ("offsets", "u1", (16,))])

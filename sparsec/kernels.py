@@ -37,16 +37,16 @@ the kernel, 11008x4096 at 75% took 2.1 ms with windows anywhere, 1.7 with aligne
 ones, though aligned windows hold fewer non-zeros."""
 CHUNK_SPANS = {
     "default": ((0.16, GATHER_SPAN), (0.35, WINDOW_SPAN)),
-    "zen": ((0.14, WIDE_WINDOW_SPAN), (0.5, WINDOW_SPAN)),
+    "zen": ((0.14, WIDE_WINDOW_SPAN), (0.38, WINDOW_SPAN)),
 }
 """By KernelKey.tuning, the chunk variant (its span) that one batch row of bitmask weights
 runs up to each density (non-zeros per weight), sparsest first; denser weights run the
 mask kernel. The mask kernel's work per column is fixed while the chunk variants' bytes
 and work follow the non-zeros (3.25 bytes per non-zero in full chunks, more in the
 windows' emptier ones at high sparsity): crossovers measured on 4096x4096, one thread
-(docs/kernels.md). On AMD Zen 4 a gather takes ~15 cycles and the mask kernel's
-expand-loads and widening are slow too: the 64-column window was the fastest from 50%
-sparsity, the 128-column one from about 87%."""
+(docs/kernels.md). On AMD Zen 4 a gather takes ~15 cycles: the 64-column window
+was the fastest from about 62% sparsity (the mask kernel with register-form expands
+below it), the 128-column one from about 87%."""
 
 
 TILE_INPUT_BYTES = 32 * 1024
@@ -117,6 +117,10 @@ class KernelKey:
     avx512: bool = False
     """True for targets with AVX-512 (F, BW): kernels may use its dynamic lane permutes,
     which portable LLVM IR cannot express; other targets get the portable kernels."""
+
+    vbmi2: bool = False
+    """True for targets with AVX-512 VBMI2, whose 16-bit expand (`vpexpandw`) the
+    bitmask kernel runs in its register form (runtime/codegen/bitmask.py)."""
 
     tuning: str = "default"
     """The CPU family the choices between kernels are tuned for (jit.Target.tuning):

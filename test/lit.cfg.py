@@ -26,6 +26,8 @@ from sparsec.runtime.jit import Target  # noqa: E402
 
 if Target.host().avx512:
     config.available_features.add("avx512")
+if Target.host().vbmi2:
+    config.available_features.add("avx512-vbmi2")
 
 config.environment["PATH"] = os.environ.get("PATH", "")
 for variable in ("HOME", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR"):

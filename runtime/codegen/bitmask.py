@@ -43,13 +43,21 @@ class BitmaskKernel(Kernel):
 
 
 class VectorBitmaskKernel(ColumnStepKernel):
-    """The bitmask kernel on 16 lanes. One 64-bit load takes a step's four mask words;
-    each 32-bit half selects how many float16 values a 32-lane expand-load takes (as
-    i16, which LLVM turns into a single VBMI2 `vpexpandw`; the same load on half is
-    scalarized), widened to two 16-lane vectors. The second half starts where the
-    popcount of the first ends, so the only loop-carried integer chain is one
+    """The bitmask kernel on 16 lanes. One 64-bit load takes a step's four mask words.
+    With AVX-512 VBMI2 each word's 16 lanes are a 16-value load from where the word before it
+    ends, expanded under the word (`FunctionBuilder.expand`: VBMI2 `vpexpandw` in
+    its register form; KernelKey.vbmi2) and widened; the loads read up to 32 bytes past the values,
+    which `runtime/operands.py` leaves readable (VALUE_SLACK_BYTES). Elsewhere each
+    32-bit half selects how many values a 32-lane expand-load takes (as i16: the same
+    load on half is scalarized). The only loop-carried integer chain is one
     popcount-add per step. The partial step's inputs load under the mask words (zero
-    past column K), and the expand-load never reads past the row's values."""
+    past column K). The plain variant prefetches values and mask words ahead: on
+    Zen 4, 11008x4096 at 50% ran 3.7 ms without, 2.8 with."""
+
+    PREFETCH_VALUES = 2048
+    """Values the plain variant prefetches ahead of a step's (4 KiB)."""
+    PREFETCH_WORDS = 256
+    """Mask words it prefetches ahead of a step's (512 bytes: 128 steps)."""
 
     def row_state(self, row: SSAValue, first_step: SSAValue) -> list[SSAValue]:
         b = self.b
@@ -72,7 +80,33 @@ class VectorBitmaskKernel(ColumnStepKernel):
     def decode(self, row: SSAValue, step: SSAValue, state: list[SSAValue], partial: int):
         b = self.b
         (position,) = state
-        bits = b.load_at(b.element_ptr(self.masks, b.mul(step, b.const(4, i64)), i16), i64, alignment=2)
+        words = b.element_ptr(self.masks, b.mul(step, b.const(4, i64)), i16)
+        if not self.key.panelled:
+            b.prefetch(b.element_ptr(self.a1, b.add(position, b.const(self.PREFETCH_VALUES, i64)), i16))
+            b.prefetch(b.element_ptr(words, b.const(self.PREFETCH_WORDS, i64), i16))
+        bits = b.load_at(words, i64, alignment=2)
+        weights = self.expanded_words(bits, position) if self.key.vbmi2 else self.expanded_halves(bits, position)
+        input_masks = [self.quarter_mask(bits, q) for q in range(4)] if partial else []
+        return weights, [b.add(position, b.intrinsic("llvm.ctpop.i64", [bits], i64))], input_masks
+
+    def expanded_words(self, bits: SSAValue, position: SSAValue) -> list[SSAValue]:
+        """A step's four weight vectors, one register-form expand per mask word (on
+        Zen 4 a little faster than two 32-lane expands, which also need their upper
+        halves extracted)."""
+        b = self.b
+        weights, start = [], position
+        for quarter in range(4):
+            word = b.trunc(b.lshr(bits, b.const(16 * quarter, i64)), i16)
+            packed = b.load_at(b.element_ptr(self.a1, start, i16), vector(i16, 16), alignment=2)
+            expanded = b.expand(packed, b.bitcast(word, vector(i1, 16)))
+            weights.append(b.fpext(b.bitcast(expanded, vector(f16, 16)), F32x16))
+            start = b.add(start, b.zext(b.intrinsic("llvm.ctpop.i16", [word], i16), i64))
+        return weights
+
+    def expanded_halves(self, bits: SSAValue, position: SSAValue) -> list[SSAValue]:
+        """A step's four weight vectors, one 32-lane expand-load per half of its mask
+        (the second half starting where the popcount of the first ends)."""
+        b = self.b
         low = b.and_(bits, b.const(0xFFFFFFFF, i64))
         halves = [(position, low), (b.add(position, b.intrinsic("llvm.ctpop.i64", [low], i64)), b.lshr(bits, b.const(32, i64)))]
         weights = []
@@ -85,8 +119,7 @@ class VectorBitmaskKernel(ColumnStepKernel):
             )
             widened = b.fpext(b.bitcast(packed, vector(f16, 32)), vector(f32, 32))
             weights += [b.lanes(widened, 0, 16), b.lanes(widened, 16, 16)]
-        input_masks = [self.quarter_mask(bits, q) for q in range(4)] if partial else []
-        return weights, [b.add(position, b.intrinsic("llvm.ctpop.i64", [bits], i64))], input_masks
+        return weights
 
     def quarter_mask(self, bits: SSAValue, quarter: int) -> SSAValue:
         """Mask word `quarter` of a 64-bit step as 16 lane flags."""

@@ -267,6 +267,15 @@ class FunctionBuilder:
         """Lanes [first, first + count) of `source` as a vector of `count` lanes."""
         return self.shuffle(source, source, tuple(range(first, first + count)))
 
+    def expand(self, packed: SSAValue, mask: SSAValue) -> SSAValue:
+        """AVX-512's expand: the low lanes of `packed` (a vector of i16 or i32) moved, in
+        order, to the lanes `mask` selects, zeros elsewhere. Written as inline assembly,
+        for LLVM folds a load of `packed` into the expand's memory form, which on Zen 4
+        ran the bitmask kernel 1.4x as slow as a load, then the register form."""
+        suffix = {i16: "w", i32: "d"}[packed.type.element_type]  # pyright: ignore
+        expand = llvm.InlineAsmOp(f"vpexpand{suffix} $1, $0 {{$2}} {{z}}", "=v,v,^Yk", [packed, mask], [packed.type])
+        return self.emit(expand)
+
     def low_lanes(self, count: SSAValue, lanes: int = 16) -> SSAValue:
         """The lane mask of the lowest `count` (an i32, at most `lanes`) of `lanes`."""
         bits = self.sub(self.shl(self.const(1, i32), count), self.const(1, i32))
