@@ -166,14 +166,17 @@ class Kernel:
             rows.append((b.smin(batch_row, last), b.icmp("slt", batch_row, self.batch)))
         return rows
 
-    def interleaved_sum(self, start: SSAValue, stop: SSAValue, ways: int, zero: SSAValue, body) -> SSAValue:
+    def interleaved_sum(self, start: SSAValue, stop: SSAValue, ways: int, zero: SSAValue, body, each_round: Callable[[SSAValue], None] | None = None) -> SSAValue:
         """The sum of body(i, [acc]) over i in [start, stop), spread over `ways`
         accumulators used in turn, so consecutive multiply-adds do not wait on each
-        other; the iterations past the last whole round go to the first."""
+        other; the iterations past the last whole round go to the first. `each_round`
+        (its first index) runs at the start of each whole round."""
         b = self.b
         whole = b.add(start, b.round_down(b.sub(stop, start), ways))
 
         def round_body(index: SSAValue, accs) -> list[SSAValue]:
+            if each_round is not None:
+                each_round(index)
             return [body(b.add(index, b.const(j, i64)), [acc])[0] for j, acc in enumerate(accs)]
 
         accs = list(b.loop(start, whole, [zero] * ways, round_body, step=ways))

@@ -130,6 +130,13 @@ class FunctionBuilder:
         return self.binary(llvm.SubOp, a, b)
 
     def mul(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        """a * b; (x + c) * d as x * d + c * d for constants c and d, so that the
+        addresses of an unrolled loop's consecutive elements differ by constants, which
+        address modes take (where LLVM's loop strength reduction would otherwise have
+        had to find them)."""
+        factor, owner = self.constant_value(b), a.owner
+        if factor is not None and isinstance(owner, llvm.AddOp) and (offset := self.constant_value(owner.rhs)) is not None:
+            return self.add(self.mul(owner.lhs, b), self.const(offset * factor, a.type))
         return self.binary(llvm.MulOp, a, b)
 
     def and_(self, a: SSAValue, b: SSAValue) -> SSAValue:
