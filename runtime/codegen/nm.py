@@ -138,30 +138,39 @@ class VectorNMKernel(NMKernel):
         return self.sum_runs(row, batch_row, tail, total)
 
     def group_body(self, first_row: SSAValue) -> None:
-        """Weight rows [first_row, first_row + ROW_GROUP) times the batch's one row."""
-        b = self.b
-        rows = [b.add(first_row, b.const(j, i64)) for j in range(self.ROW_GROUP)]
-        streams = [self.row_streams(row) for row in rows]
-        group, kept = self.ROW_GROUP, self.key.m - self.key.n
-        first_words, first_words_type = streams[0][1], IntegerType(self.key.nm_word_bits)
+        """Weight rows [first_row, first_row + ROW_GROUP) times the batch's one row. The
+        rows lie one after another, so each row's streams are at constant distances
+        from the first row's, and the loop carries one pointer per stream (values,
+        words, inputs) rather than indexing each, which left LLVM's loop strength
+        reduction to find those pointers (about 0.5 ms of the kernel's compile time)."""
+        b, key = self.b, self.key
+        group, kept = self.ROW_GROUP, key.m - key.n
+        rows = [b.add(first_row, b.const(j, i64)) for j in range(group)]
+        values, words = self.row_streams(first_row)
+        words_type = IntegerType(key.nm_word_bits)
+        row_values, row_words = self.runs * kept, self.steps
 
-        def step_body(step: SSAValue, accs) -> list[SSAValue]:
+        def step_body(_step: SSAValue, state) -> list[SSAValue]:
+            accs, (values_at, words_at, x_at, words_ahead) = state[:group], state[group:]
             # The next group's rows follow this group's: each row prefetches the values of
             # the row ROW_GROUP on; their words, one a row a step, are walked ROW_GROUP
-            # words a step from the first row's.
-            b.prefetch(b.element_ptr(first_words, b.add(b.mul(step, b.const(group, i64)), b.const(group * self.steps, i64)), first_words_type))
-            window = self.input_window(self.x, step)
+            # words a step from the next group's first row's.
+            b.prefetch(words_ahead)
+            window = self.window_at(x_at)
             updated = []
-            for (values, words), acc in zip(streams, accs):
-                b.prefetch(b.element_ptr(values, b.add(b.mul(step, b.const(16, i64)), b.const(group * self.runs * kept, i64)), i16))
-                weights, columns = self.decode(values, words, step)
+            for j, acc in enumerate(accs):
+                row_values_at = b.element_ptr(values_at, b.const(j * row_values, i64), i16)
+                b.prefetch(b.element_ptr(row_values_at, b.const(group * row_values, i64), i16))
+                weights, columns = self.decode_at(row_values_at, b.element_ptr(words_at, b.const(j * row_words, i64), words_type))
                 updated.append(b.fmuladd(weights, self.pick(window, columns), acc))
-            return updated
+            strides = [(values_at, 16, i16), (words_at, 1, words_type), (x_at, key.nm_span, f32), (words_ahead, group, words_type)]
+            return updated + [b.element_ptr(at, b.const(stride, i64), ty) for at, stride, ty in strides]
 
         zero = b.vector_const([0.0] * 16, f32)
-        accs = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * self.ROW_GROUP, step_body)
+        words_ahead = b.element_ptr(words, b.const(group * self.steps, i64), words_type)
+        state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * group + [values, words, self.x, words_ahead], step_body)
         batch_row = b.const(0, i64)
-        for row, total in zip(rows, b.sum_lanes_each(accs)):
+        for row, total in zip(rows, b.sum_lanes_each(list(state[:group]))):
             self.finish(self.add_tail(total, row, batch_row, None), row, batch_row)
 
     def tile_body(self, row: SSAValue, tile: SSAValue, size: int, panel: Panel | None) -> None:
@@ -203,9 +212,13 @@ class VectorNMKernel(NMKernel):
     def decode(self, values: SSAValue, words: SSAValue, step: SSAValue) -> tuple[SSAValue, SSAValue]:
         """A step's 16 weights, widened, and each lane's column within its 32-column chunk."""
         b = self.b
-        columns = self.lane_columns(b.load(words, step, IntegerType(self.key.nm_word_bits)))
-        half = b.load_at(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), vector(f16, 16), alignment=2)
-        return b.fpext(half, F32x16), columns
+        return self.decode_at(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), b.element_ptr(words, step, IntegerType(self.key.nm_word_bits)))
+
+    def decode_at(self, values_at: SSAValue, word_at: SSAValue) -> tuple[SSAValue, SSAValue]:
+        """`decode` of the step whose values and word are at `values_at` and `word_at`."""
+        b = self.b
+        columns = self.lane_columns(b.load_at(word_at, IntegerType(self.key.nm_word_bits)))
+        return b.fpext(b.load_at(values_at, vector(f16, 16), alignment=2), F32x16), columns
 
     def lane_columns(self, word: SSAValue) -> SSAValue:
         """Each lane's column within its 32-column chunk, from the step's position word."""
@@ -220,13 +233,13 @@ class VectorNMKernel(NMKernel):
 
     def input_window(self, x_row: SSAValue, step: SSAValue) -> list[tuple[SSAValue, SSAValue]]:
         """A step's `nm_span` inputs from `x_row`, as (low, high) vector pairs of 32 columns."""
+        return self.window_at(self.b.element_ptr(x_row, self.b.mul(step, self.b.const(self.key.nm_span, i64)), f32))
+
+    def window_at(self, at: SSAValue) -> list[tuple[SSAValue, SSAValue]]:
+        """The `nm_span` inputs from `at`, as (low, high) vector pairs of 32 columns."""
         b = self.b
-        span_start = b.mul(step, b.const(self.key.nm_span, i64))
-        window = []
-        for chunk in range(self.key.nm_span // 32):
-            at = b.element_ptr(x_row, b.add(span_start, b.const(32 * chunk, i64)), f32)
-            window.append((b.load_at(at, F32x16, alignment=4), b.load_at(b.element_ptr(at, b.const(16, i64), f32), F32x16, alignment=4)))
-        return window
+        vectors = [b.load_at(b.element_ptr(at, b.const(16 * q, i64), f32), F32x16, alignment=4) for q in range(self.key.nm_span // 16)]
+        return list(zip(vectors[::2], vectors[1::2]))
 
     def pick(self, window: list[tuple[SSAValue, SSAValue]], columns: SSAValue) -> SSAValue:
         """Each lane's input: from its run's chunk of `window`, at its column there."""
