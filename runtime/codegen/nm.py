@@ -192,30 +192,28 @@ class VectorNMKernel(NMKernel):
         else:  # a step takes 16 values of two bytes
             ahead = self.PREFETCH_BYTES // 2, self.PREFETCH_BYTES // 32
 
-        def step_body(step: SSAValue, accs) -> list[SSAValue]:
-            self.prefetch(values, words, step, *ahead)
-            weights, columns = self.decode(values, words, step)
-            return [b.fmuladd(weights, self.pick(self.input_window(x_row, step), columns), acc) for x_row, acc in zip(x_rows, accs)]
+        words_type = IntegerType(key.nm_word_bits)
+
+        def step_body(_step: SSAValue, state) -> list[SSAValue]:
+            accs, (values_at, words_at, *x_ats) = state[:size], state[size:]
+            b.prefetch(b.element_ptr(values_at, b.const(ahead[0], i64), i16))
+            b.prefetch(b.element_ptr(words_at, b.const(ahead[1], i64), words_type))
+            weights, columns = self.decode_at(values_at, words_at)
+            updated = [b.fmuladd(weights, self.pick(self.window_at(x_at), columns), acc) for x_at, acc in zip(x_ats, accs)]
+            advanced = [b.element_ptr(values_at, b.const(16, i64), i16), b.element_ptr(words_at, b.const(1, i64), words_type)]
+            return updated + advanced + [b.element_ptr(x_at, b.const(key.nm_span, i64), f32) for x_at in x_ats]
 
         zero = b.vector_const([0.0] * 16, f32)
-        accs = b.loop(first_step, last_step, [zero] * size, step_body)
-        for (batch_row, inside), total in zip(batch_rows, b.sum_lanes_each(accs)):
+        starts = [b.element_ptr(values, b.mul(first_step, b.const(16, i64)), i16), b.element_ptr(words, first_step, words_type)]
+        x_starts = [b.element_ptr(x_row, b.mul(first_step, b.const(key.nm_span, i64)), f32) for x_row in x_rows]
+        accs = b.loop(first_step, last_step, [zero] * size + starts + x_starts, step_body)[:size]
+        for (batch_row, inside), total in zip(batch_rows, b.sum_lanes_each(list(accs))):
             total = self.add_tail(total, row, batch_row, panel)
             self.only_if(inside, lambda total=total, batch_row=batch_row: self.finish_panel(total, row, batch_row, panel))
 
-    def prefetch(self, values: SSAValue, words: SSAValue, step: SSAValue, values_ahead: int, steps_ahead: int) -> None:
-        """Prefetch the values and the word of `step` + the given distances."""
-        b = self.b
-        b.prefetch(b.element_ptr(values, b.add(b.mul(step, b.const(16, i64)), b.const(values_ahead, i64)), i16))
-        b.prefetch(b.element_ptr(words, b.add(step, b.const(steps_ahead, i64)), IntegerType(self.key.nm_word_bits)))
-
-    def decode(self, values: SSAValue, words: SSAValue, step: SSAValue) -> tuple[SSAValue, SSAValue]:
-        """A step's 16 weights, widened, and each lane's column within its 32-column chunk."""
-        b = self.b
-        return self.decode_at(b.element_ptr(values, b.mul(step, b.const(16, i64)), i16), b.element_ptr(words, step, IntegerType(self.key.nm_word_bits)))
-
     def decode_at(self, values_at: SSAValue, word_at: SSAValue) -> tuple[SSAValue, SSAValue]:
-        """`decode` of the step whose values and word are at `values_at` and `word_at`."""
+        """The 16 weights, widened, of the step whose values and position word are at
+        `values_at` and `word_at`, and each lane's column within its 32-column chunk."""
         b = self.b
         columns = self.lane_columns(b.load_at(word_at, IntegerType(self.key.nm_word_bits)))
         return b.fpext(b.load_at(values_at, vector(f16, 16), alignment=2), F32x16), columns
@@ -230,10 +228,6 @@ class VectorNMKernel(NMKernel):
             shifted = b.trunc(shifted, vector(i32, 16))
         positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
         return b.add(positions, b.vector_const([(lane // kept) * key.m % 32 for lane in range(16)], i32))
-
-    def input_window(self, x_row: SSAValue, step: SSAValue) -> list[tuple[SSAValue, SSAValue]]:
-        """A step's `nm_span` inputs from `x_row`, as (low, high) vector pairs of 32 columns."""
-        return self.window_at(self.b.element_ptr(x_row, self.b.mul(step, self.b.const(self.key.nm_span, i64)), f32))
 
     def window_at(self, at: SSAValue) -> list[tuple[SSAValue, SSAValue]]:
         """The `nm_span` inputs from `at`, as (low, high) vector pairs of 32 columns."""
