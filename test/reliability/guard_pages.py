@@ -29,6 +29,7 @@ from test_norm_kernel import norm_model  # noqa: E402
 from sparsec import reference  # noqa: E402
 
 from sparsec.runtime.executor import Executor, transposed_inputs  # noqa: E402
+from sparsec.runtime.operands import VALUE_SLACK_BYTES  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -36,18 +37,19 @@ PROT_NONE = 0
 _KEEP: list[object] = []
 
 
-def guarded(array: np.ndarray) -> np.ndarray:
-    """A copy of `array` whose last byte sits right before a guard page."""
+def guarded(array: np.ndarray, slack: int = 0) -> np.ndarray:
+    """A copy of `array` whose last byte sits `slack` bytes before a guard page (the
+    bytes a kernel may read past it by contract, as VALUE_SLACK_BYTES)."""
     array = np.ascontiguousarray(array)
-    if array.nbytes == 0:
+    if array.nbytes + slack == 0:
         return array
     page = mmap.PAGESIZE
-    pages = math.ceil(array.nbytes / page) + 1
+    pages = math.ceil((array.nbytes + slack) / page) + 1
     buffer = mmap.mmap(-1, pages * page)
     base = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
     if LIBC.mprotect(base + (pages - 1) * page, page, PROT_NONE) != 0:
         raise OSError(ctypes.get_errno(), "mprotect failed")
-    start = (pages - 1) * page - array.nbytes
+    start = (pages - 1) * page - array.nbytes - slack
     view = np.frombuffer(buffer, dtype=array.dtype, count=array.size, offset=start).reshape(array.shape)
     view[...] = array
     _KEEP.append(buffer)
@@ -65,9 +67,11 @@ def run_case(rows: int, cols: int, pattern: str, bias: bool, activation: str, ba
     ((op, layer),) = executor.layers.items()
     variant = layer.variant_for(batch)  # the kernel the executor would run
     kernel, _ = executor._variant_call(layer, variant)  # lays out a chunk variant's operands
-    operands = [guarded(a) for a in (layer.chunk_operands if variant.chunk_span else layer.operands).arrays]
+    arrays = (layer.chunk_operands if variant.chunk_span else layer.operands).arrays
+    slack = [VALUE_SLACK_BYTES if layer.key.kind == "bitmask" and layer.key.vbmi2 and not variant.chunk_span and role == 1 else 0 for role in range(3)]
+    operands = [guarded(a, extra) for a, extra in zip(arrays, slack)]
     bias_array = guarded(layer.bias)
-    address = lambda a: a.ctypes.data if a.size else 0  # noqa: E731
+    address = lambda a: a.ctypes.data  # noqa: E731
     if variant.batched:  # transposed activations, batch padded to 16
         x_columns = transposed_inputs(x)
         padded = x_columns.shape[1]
