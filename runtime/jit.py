@@ -8,8 +8,8 @@ tunes for that CPU (its scheduling, and the kernel choices below) with the host'
 features, and a name LLVM does not know is an error. The target's features are part
 of each kernel key (`native_f16`, `avx512`, `vbmi2`): only AVX-512 kernels use
 target-specific intrinsics (and one instruction as inline assembly), and every other
-target gets the portable form of the same computation. Some choices follow the CPU rather than its
-features (`tuning`).
+target gets the portable form of the same computation. Some choices follow the CPU
+rather than its features (`tuning`).
 
 Compiled objects are cached under `$SPARSEC_CACHE_DIR` (default
 `$XDG_CACHE_HOME/sparsec` or `~/.cache/sparsec`), keyed by the kernel keys, a hash of
@@ -120,6 +120,7 @@ def _initialize_llvm() -> None:
     llvm.initialize_native_asmparser()
 
 
+@cache
 def _recognized_cpu(cpu: str) -> bool:
     """Whether LLVM knows `cpu` for this process's target. LLVM only warns on standard
     error about a name it does not know, and ignores it; the warning is caught here."""

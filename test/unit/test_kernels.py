@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import math
+import mmap
 
 import numpy as np
 import pytest
@@ -514,8 +515,8 @@ WITHOUT_VBMI2 = Target(Target.host().cpu, Target.host().features.replace("+avx51
 @pytest.mark.parametrize("batch", [1, 3])
 def test_bitmask_expand_forms(target, rows, cols, batch, tmp_path, monkeypatch):
     """The mask kernel's two forms: VBMI2's register-form expand of each mask word's 16
-    values (read whole, up to 32 bytes past the values: a weight built in memory has
-    no such slack, so its values are copied with it) and the expand-loads elsewhere."""
+    values (read whole, up to 32 bytes past the values, which `_with_slack` keeps
+    readable) and the expand-loads elsewhere."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     model = build(rows, cols, False, True, "relu", rows * cols)
     model.apply("prune-magnitude{pattern=unstructured sparsity=0.5 min-elements=0},pack-bitmask,lower-kernels")
@@ -527,14 +528,19 @@ def test_bitmask_expand_forms(target, rows, cols, batch, tmp_path, monkeypatch):
 
 
 def test_values_get_slack_where_they_have_none():
-    """`_with_slack`: a view followed by enough of its buffer is used as it is; an array
-    ending where its memory ends is copied, with zeros after it."""
-    buffer = np.arange(100, dtype=np.float16)
-    assert _with_slack(buffer[:80], 32).ctypes.data == buffer.ctypes.data
-    copied = _with_slack(buffer[:90], 32)
-    assert copied.ctypes.data != buffer.ctypes.data and np.array_equal(copied, buffer[:90])
-    whole = copied.base
-    assert whole.nbytes >= copied.nbytes + 32 and not whole[90:].any()
+    """`_with_slack`: an array is used as it is where the bytes past it lie on its last
+    page or in the buffer it views; one ending at its mapping's last page's end is
+    copied, with zeros after it."""
+    page = mmap.mmap(-1, 2 * mmap.PAGESIZE)
+    values = np.frombuffer(page, np.float16)
+    values[:] = 1.0
+    assert _with_slack(values[:100], 32).ctypes.data == values.ctypes.data  # its page goes on
+    whole_page = values[: mmap.PAGESIZE // 2]
+    assert _with_slack(whole_page, 32).ctypes.data == values.ctypes.data  # the buffer goes on
+    last = values[mmap.PAGESIZE // 2 :]  # ends where the mapping ends
+    copied = _with_slack(last, 32)
+    assert copied.ctypes.data != last.ctypes.data and np.array_equal(copied, last)
+    assert copied.base.nbytes >= copied.nbytes + 32 and not copied.base[copied.size :].any()
 
 
 @pytest.mark.parametrize(("cols", "bits"), [(65536, 16), (65537, 32)])
