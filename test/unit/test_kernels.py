@@ -405,6 +405,20 @@ def test_disk_cache_hits_and_recovers_from_damage(tmp_path, monkeypatch):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+def test_disk_cache_has_an_entry_per_kernel(tmp_path, monkeypatch):
+    """Kernels are cached one entry each: a set sharing a cached kernel compiles only
+    the others (in the generate-then-compile pipeline), and then comes from the cache."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    (key,) = kernel_keys(small_model().module, Target.host())
+    keys = [dataclasses.replace(key, rows=rows) for rows in (33, 34, 35)]
+    assert not compile_kernels(keys[:1]).from_cache
+    assert len(list(tmp_path.glob("*.o"))) == 1
+    several = compile_kernels(keys)
+    assert not several.from_cache and len(list(tmp_path.glob("*.o"))) == 3
+    assert all(ctypes.cast(function, ctypes.c_void_p).value for function in several.functions.values())
+    assert compile_kernels(list(reversed(keys))).from_cache
+
+
 def test_portable_target_computes_the_same(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     model = small_model()
