@@ -1,7 +1,7 @@
 """JIT benchmark: how long one kernel takes to generate and compile (cold), and to load
 from the disk cache, for the kernels of a 4096x4096 layer (and of the MLP block's first
-n:m layer, 3072x768 with bias and Gelu), two implicit convolutions' and the plane copy
-and pooling kernels.
+n:m layer, 3072x768 with bias and Gelu), two implicit convolutions' and the plane copy,
+pooling and depthwise convolution kernels.
 
     python benchmarks/jit.py [--repeats 5]
 
@@ -53,6 +53,7 @@ KEYS: dict[str, AnyKey] = {
     "plane copy, normalization + Relu": PlaneKey("affine_relu"),
     "max pool, stride 2": PoolKey("max", 2),
     "average pool": PoolKey("avg", 1),
+    "depthwise convolution, stride 2, bias": PoolKey("depthwise", 2, bias=True),
 }
 
 

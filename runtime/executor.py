@@ -119,7 +119,7 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
                 keys += [plane] if (plane := plane_key_of(op, conv)) is not None else []
         elif isinstance(op, LayerNormOp) and (key := norm_key_of(op)) is not None:
             keys.append(key)
-        elif isinstance(op, MaxPoolOp | AveragePoolOp) and (key := pool_key_of(op)) is not None:
+        elif isinstance(op, MaxPoolOp | AveragePoolOp | ConvOp) and (key := pool_key_of(op)) is not None:
             keys.append(key)
     return list(dict.fromkeys(keys))
 
@@ -148,16 +148,30 @@ def plane_key_of(op: SparseConvOp, conv: ImplicitConv) -> PlaneKey | None:
     return PlaneKey("none" if ops is None else "affine_relu" if ops[1] is not None else "affine")
 
 
-def pool_key_of(op: MaxPoolOp | AveragePoolOp) -> PoolKey | None:
-    """The kernel of a 2-D max or average pool of float32 images at column stride 1
-    or 2; else None (it runs in numpy)."""
+def pool_key_of(op: MaxPoolOp | AveragePoolOp | ConvOp) -> PoolKey | None:
+    """The kernel of a 2-D max or average pool, or of a depthwise 2-D convolution
+    (`depthwise`), of float32 images at column stride 1 or 2; else None (it runs in
+    numpy)."""
     x_type = op.x.type
     if not isinstance(x_type, TensorType) or x_type.element_type != f32 or x_type.get_num_dims() != 4:
         return None
     strides = ints_of(op.strides) or (1, 1)
-    if len(ints_of(op.kernel_shape)) != 2 or len(strides) != 2 or strides[1] not in (1, 2):
+    if len(strides) != 2 or strides[1] not in (1, 2):
         return None
-    return PoolKey("max" if isinstance(op, MaxPoolOp) else "avg", strides[1])
+    if isinstance(op, ConvOp):
+        return PoolKey("depthwise", strides[1], bias=op.b is not None) if depthwise(op) else None
+    return PoolKey("max" if isinstance(op, MaxPoolOp) else "avg", strides[1]) if len(ints_of(op.kernel_shape)) == 2 else None
+
+
+def depthwise(op: ConvOp) -> bool:
+    """Whether `op` is a depthwise convolution the pool kernel runs: a group per input
+    channel, one output channel each, float32 weights (and bias) that are weights,
+    stored or packed (pruned: the kernel reads them decoded, as the reference does)."""
+    w_type, group = op.w.type, op.group.value.data
+    parameters = [op.w] if op.b is None else [op.w, op.b]
+    if not all(isinstance(p.owner, StoredWeightOp | PackedWeightOp) and p.type.element_type == f32 for p in parameters):  # pyright: ignore
+        return False
+    return isinstance(w_type, TensorType) and w_type.get_num_dims() == 4 and w_type.get_shape()[:2] == (group, 1)
 
 
 def norm_key_of(op: LayerNormOp) -> NormKey | None:
@@ -276,7 +290,8 @@ class _Norm:
 
 @dataclass
 class _Pool:
-    """A max or average pool run by a generated kernel (runtime/codegen/pool.py)."""
+    """A max or average pool, or a depthwise convolution, run by a generated kernel
+    (runtime/codegen/pool.py)."""
 
     key: PoolKey
     kernel: object = None
@@ -466,7 +481,7 @@ class Executor:
             elif isinstance(op, LayerNormOp) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
                 self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, norm, Executor._run_rows))
-            elif isinstance(op, MaxPoolOp | AveragePoolOp) and (pool_key := pool_key_of(op)) is not None:
+            elif isinstance(op, MaxPoolOp | AveragePoolOp | ConvOp) and (pool_key := pool_key_of(op)) is not None:
                 self.pools[op] = pool = _Pool(pool_key)
                 self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, pool, Executor._run_pool))
             elif not isinstance(op, func.ReturnOp):
@@ -500,7 +515,7 @@ class Executor:
         a run on two threads with the limit against 40 on one without. Now its pools
         take the pool, and without the limit two threads ran it in 27-28 ms against
         24 on one; with it, 23-26."""
-        self._calls_blas = self.pool is not None and any(isinstance(step.op, BLAS_OPS) for step in self.steps)
+        self._calls_blas = self.pool is not None and any(isinstance(step.op, BLAS_OPS) and step.dtype is not None for step in self.steps)  # numpy steps
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
         """Kernel steps' outputs by op and rows, kept from call to call (`_call_for`)."""
         self.scratch: dict[tuple, np.ndarray] = {}
@@ -623,25 +638,35 @@ class Executor:
         """The call of a pool on images shaped as `x`: its input padded once in a kept
         array, whose pads (the lowest float for max, as the reference pads, or zeros)
         no run writes; the average's divisors, per output position."""
-        (kh, kw), (sh, _sw), (dh, dw), pads, extra = reference._pool_geometry(step.op, x)  # pyright: ignore
+        op = step.op
+        if isinstance(op, ConvOp):
+            weights = np.ascontiguousarray(dense_value(op.w.owner, self.weights), np.float32)  # pyright: ignore
+            (kh, kw), (sh, _sw), (dh, dw), pads = weights.shape[2:], *op.geometry(x.shape, weights.shape[2:])
+            extra = (0, 0)
+        else:
+            (kh, kw), (sh, _sw), (dh, dw), pads, extra = reference._pool_geometry(op, x)  # pyright: ignore
         images, channels, height, width = x.shape
         top, left, bottom, right = pads
         hp, wp = height + top + bottom + extra[0], width + left + right + extra[1]
         ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // pool.key.stride + 1
         planes = images * channels
         fill = float(np.finfo(np.float32).min) if pool.key.kind == "max" else 0.0
-        padded = _kept(self.scratch, ("pool", step.op, x.shape), (planes * hp * wp + POOL_SLACK,), lambda size, dtype: np.full(size, fill, dtype))
-        output = _kept(self.buffers, (step.op, images), (planes * ho * wo,))
-        geometry = np.array([hp * wp, wp, ho, wo, kh, kw, sh, dh, dw], np.int64)
-        divisors = np.zeros(0, np.float32)
-        if pool.key.kind == "avg":
-            divisors = np.concatenate([reference.pool_counts(step.op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
-        arguments = (geometry.ctypes.data, divisors.ctypes.data if divisors.size else 0, 0, 0, 0)
+        padded = _kept(self.scratch, ("pool", op, x.shape), (planes * hp * wp + POOL_SLACK,), lambda size, dtype: np.full(size, fill, dtype))
+        output = _kept(self.buffers, (op, images), (planes * ho * wo,))
+        geometry = np.array([hp * wp, wp, ho, wo, kh, kw, sh, dh, dw, channels], np.int64)
+        per_tap, bias = np.zeros(0, np.float32), np.zeros(0, np.float32)
+        if pool.key.kind == "avg":  # the divisors
+            per_tap = np.concatenate([reference.pool_counts(op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
+        elif isinstance(op, ConvOp):
+            per_tap = weights.reshape(-1)  # pyright: ignore
+            if op.b is not None:
+                bias = np.ascontiguousarray(dense_value(op.b.owner, self.weights), np.float32).reshape(-1)  # pyright: ignore
+        arguments = (geometry.ctypes.data, per_tap.ctypes.data, 0, bias.ctypes.data, 0)
         shares = self._shares_for(planes, planes * ho * wo * kh * kw, _VALUES_PER_THREAD)
         call = self._make_call(pool.kernel, arguments, shares, output, output.reshape(images, channels, ho, wo))
         call.input, call.input_address = padded, padded.ctypes.data
         call.pool_interior = padded[: planes * hp * wp].reshape(images, channels, hp, wp)[:, :, top : top + height, left : left + width]
-        call.operand_arrays = (geometry, divisors)
+        call.operand_arrays = (geometry, per_tap, bias)
         call.result_address = None
         return call
 

@@ -411,23 +411,31 @@ POOL_SLACK = 64
 vectors past a row's last input, two at column stride 2)."""
 
 
+POOL_KINDS = ("max", "avg", "depthwise")
+
+
 @dataclass(frozen=True)
 class PoolKey:
-    """2-D max or average pooling ("max", "avg") of padded planes at column stride 1 or
-    2 (runtime/codegen/pool.py), for `nn.max_pool` and `nn.average_pool` between
-    kernels, where numpy took one pass over the outputs per window tap (Inception v2's
-    pools: 10.6 of its 38.6 ms a run). The geometry is an operand, not part of the key."""
+    """A window kernel over padded planes at column stride 1 or 2 (runtime/codegen/
+    pool.py): 2-D max or average pooling ("max", "avg"), for `nn.max_pool` and
+    `nn.average_pool` between kernels, where numpy took one pass over the outputs per
+    window tap (Inception v2's pools: 10.6 of its 38.6 ms a run); or a depthwise 2-D
+    convolution ("depthwise": one input channel per output channel, a pool whose taps
+    are weighted by the plane's channel's weights, then its bias when `bias`), for
+    `nn.conv` with a group per channel (ShuffleNet's: 8.9 of its 18.4 ms in numpy).
+    The geometry is an operand, not part of the key."""
 
     kind: str
     stride: int
+    bias: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in ("max", "avg") or self.stride not in (1, 2):
-            raise ValueError(f"pool kernel '{self.kind}' at column stride {self.stride}: expected max or avg, at stride 1 or 2")
+        if self.kind not in POOL_KINDS or self.stride not in (1, 2) or (self.bias and self.kind != "depthwise"):
+            raise ValueError(f"pool kernel '{self.kind}' at column stride {self.stride}: expected {', '.join(POOL_KINDS)} (a bias only for depthwise), at stride 1 or 2")
 
     @property
     def symbol(self) -> str:
-        return f"pool_{self.kind}_f32_stride{self.stride}"
+        return f"pool_{self.kind}_f32_stride{self.stride}" + ("_bias" if self.bias else "")
 
 
 AnyKey = KernelKey | NormKey | PlaneKey | PoolKey

@@ -99,6 +99,25 @@ def conv_same() -> onnx.ModelProto:
     )
 
 
+def depthwise() -> onnx.ModelProto:
+    """A MobileNet block: depthwise 3x3 Conv (stride 2, padded, bias), Relu, 1x1 Conv."""
+    rng = _rng()
+    return _model(
+        [
+            helper.make_node("Conv", ["x", "dw", "db"], ["d"], name="depthwise", group=8, strides=[2, 2], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["d"], ["r"], name="relu"),
+            helper.make_node("Conv", ["r", "pw"], ["out"], name="pointwise"),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["batch", 8, 9, 40])],
+        [helper.make_tensor_value_info("out", F32, ["batch", 16, 5, 20])],
+        [
+            _init("dw", rng.standard_normal((8, 1, 3, 3)).astype(np.float32)),
+            _init("db", rng.standard_normal(8).astype(np.float32)),
+            _init("pw", rng.standard_normal((16, 8, 1, 1)).astype(np.float32)),
+        ],
+    )
+
+
 def residual() -> onnx.ModelProto:
     """A ResNet basic block: 3x3 Conv (padded, bias) -> Relu -> 1x1 Conv -> Add x -> Relu."""
     rng = _rng()
@@ -260,7 +279,7 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, residual, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+    for f in (gemm, mlp, conv, conv_same, depthwise, residual, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
 }
 
 

@@ -1,7 +1,8 @@
 """Pooling and depthwise convolutions in the reference interpreter (which the executor
 runs for every op without a kernel) against onnxruntime, over random 1-D, 2-D and 3-D
 geometries: kernels, strides, pads, dilations, ceil_mode and count_include_pad, channel
-multipliers; and 2-D pools through the executor's pool kernels."""
+multipliers; and 2-D pools and depthwise convolutions through the executor's pool
+kernels."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
 from conftest import onnxruntime_outputs
+from sparsec import reference
+from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.runtime.executor import Executor
 
 
@@ -115,3 +118,46 @@ def test_depthwise_convolution_matches_onnxruntime(tmp_path_factory, pool, multi
     got = sparsec.load(path).run({"x": x})["y"]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pools(st.just(2)), st.booleans(), st.integers(0, 99), st.sampled_from([1, 2]))
+def test_depthwise_kernel_matches_onnxruntime(tmp_path_factory, pool, bias, seed, threads):
+    """2-D depthwise convolutions (a group per channel, one output channel each) at
+    column stride 1 or 2 run the pool kernel, its taps weighted by the channel's
+    weights, then the bias; other strides numpy. Both match onnxruntime on one and two
+    threads, the input contiguous and as a channels-last view."""
+    _, shape, attributes = pool
+    shape[1] = 8 * shape[1]  # channels enough for shares of planes on two threads
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((shape[1], 1, *attributes["kernel_shape"])).astype(np.float32)
+    conv = {k: v for k, v in attributes.items() if k in ("kernel_shape", "strides", "pads")}
+    conv["dilations"] = attributes.get("dilations", [1, 1])
+    initializers = [numpy_helper.from_array(weight, "w")] + ([numpy_helper.from_array(rng.standard_normal(shape[1]).astype(np.float32), "b")] if bias else [])
+    path = tmp_path_factory.mktemp("depthwise") / "conv.onnx"
+    pool_model(path, "Conv", shape, {**conv, "group": shape[1]}, initializers, ("x", "w", "b") if bias else ("x", "w"))
+    x = rng.standard_normal(shape).astype(np.float32)
+    expected = onnxruntime_outputs(path, {"x": x})["y"]
+    model = sparsec.load(path)
+    executor = Executor(model.module, model.weights, threads=threads)
+    channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
+    for layout in (x, channels_last):
+        np.testing.assert_allclose(executor.run({"x": layout})["y"], expected, rtol=1e-4, atol=1e-5)
+    assert bool(executor.pools) == (attributes["strides"][1] in (1, 2))
+
+
+def test_depthwise_kernel_on_pruned_weights(tmp_path):
+    """A depthwise convolution whose weights were pruned and packed (lower-kernels
+    leaves grouped convolutions to the executor) runs the pool kernel on the decoded
+    weights, exactly as the reference does."""
+    shape = [2, 32, 12, 20]
+    rng = np.random.default_rng(5)
+    initializers = [numpy_helper.from_array(rng.standard_normal((32, 1, 3, 3)).astype(np.float32), "w")]
+    pool_model(tmp_path / "conv.onnx", "Conv", shape, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 32}, initializers, ("x", "w"))
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("prune-magnitude{sparsity=0.5 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights)
+    x = rng.standard_normal(shape).astype(np.float32)
+    (packed,) = [op for op in model.module.walk() if isinstance(op, PackedWeightOp)]
+    np.testing.assert_array_equal(executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"])
+    assert executor.pools and packed.results[0].uses
