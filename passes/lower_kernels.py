@@ -3,8 +3,10 @@
     lower-kernels
 
 Gemm (trans_a = 0, alpha = beta = 1), MatMul with a packed 2-D weight on the right, and
-Conv (group 1, 1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, each naming
-the kernel it needs (sparsec.kernels.KernelKey). A bias (Gemm's C, MatMul followed by an
+Conv (1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, each naming
+the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its groups, and the
+runtime makes a call per group over the group's weight rows; depthwise ones (one input
+channel a group) stay, as do block weights whose groups would split a row block. A bias (Gemm's C, MatMul followed by an
 Add of a 1-D weight, Conv's B) and a Relu that is the only user are fused as the epilogue.
 
 The kernel kind follows the packed encoding: n:m runs along the input channels use the
@@ -128,7 +130,7 @@ def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
 
 def _lower_conv(op: nn.ConvOp) -> None:
     weight = _packed(op.w)
-    if weight is None or op.group.value.data != 1 or not 3 <= len(weight.tensor_type.get_shape()) <= 5:
+    if weight is None or not 3 <= len(weight.tensor_type.get_shape()) <= 5 or not _groups_split(weight, op.group.value.data):
         return
     fused: list[Operation] = [op]
     activation = _fused_activation(op.output)
@@ -142,6 +144,18 @@ def _lower_conv(op: nn.ConvOp) -> None:
         result_types=[fused[-1].results[0].type],
     )
     _swap(op, fused[-1], new, fused)
+
+
+def _groups_split(weight: PackedWeightOp, groups: int) -> bool:
+    """Whether a convolution's `groups` split its weight's rows into whole units of its
+    kernel (runs one call per group over its rows): a block weight's groups must hold
+    whole row blocks. Depthwise weights (one input channel a group) stay: the runtime
+    runs them as weighted pools, 9 multiply-adds per output for a 3x3 kernel."""
+    shape = weight.tensor_type.get_shape()
+    if groups > 1 and shape[1] == 1:
+        return False
+    block = weight.encoding.block_size.data if kernel_kind(weight, False) == "block" else 1
+    return (shape[0] // groups) % block == 0
 
 
 def _swap(first: Operation, last: Operation, new: Operation, fused: list[Operation]) -> None:

@@ -328,6 +328,14 @@ class _Call:
     scratch: tuple[np.ndarray, np.ndarray] | None = None
     """A batched kernel's transposed input and output arrays (`transposed_inputs`)."""
     batch_chunks: list[tuple[slice, _Call]] = dataclasses.field(default_factory=list)
+    group_calls: list[_Call] = dataclasses.field(default_factory=list)
+    """A grouped convolution's call per group, run instead, each on its group's input
+    windows (`Executor._grouped_call`); else empty."""
+    weight_rows: slice = dataclasses.field(default_factory=lambda: slice(None))
+    """The weight rows (output columns) this call computes: all, or a group's."""
+    input_offset: int = 0
+    """Bytes from the input's address to this call's: a grouped implicit call's group
+    reads its planes from its first channel's."""
     """The calls a call on more batch rows than its kernel takes at once runs instead
     (KernelKey.batch_chunk), each on the batch rows of its slice; else empty."""
     input: np.ndarray | None = None
@@ -623,9 +631,11 @@ class Executor:
                 step.calls[x.shape] = call
                 return call
             windows = self._windows(step.op, x)
-            output = self._output(step, windows.size // unit.key.cols, unit.key.rows)
+            groups = step.op.group.value.data
+            output = self._output(step, windows.size // (groups * unit.key.cols), unit.key.rows)
             spatial = windows.shape[1 : x.ndim - 1]
-            call = self._layer_call(unit, output, np.moveaxis(output.reshape(x.shape[0], *spatial, unit.key.rows), -1, 1))
+            result = np.moveaxis(output.reshape(x.shape[0], *spatial, unit.key.rows), -1, 1)
+            call = self._layer_call(unit, output, result) if groups == 1 else self._grouped_call(unit, groups, output, result)
             call.result_address = None  # channels first: the next kernel step copies it into rows
         else:
             assert isinstance(unit, _Layer)
@@ -687,6 +697,8 @@ class Executor:
         result = output[:, :, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
         kernel, arguments = self._variant_call(layer, conv.key)
         call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, result)
+        if conv.key.groups > 1:
+            self._split_groups(call, conv, conv.lanes)
         call.result_address = None
         # Convolutions whose images fill the same parts of the same planes share them:
         # each fills its part right before its call, and no call writes the pads.
@@ -739,6 +751,43 @@ class Executor:
         call = self._make_call(kernel, (*arguments, padded), self._shares(key, padded), output, result)
         call.scratch = (_kept(self.scratch, ("x", *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", *y_shape), y_shape))
         return call
+
+    def _grouped_call(self, layer: _Layer, groups: int, output: np.ndarray, result: np.ndarray) -> _Call:
+        """The call of a grouped convolution's kernel on input windows: one call per
+        group (`group_calls`), each on that group's windows."""
+        call = self._make_call(layer.kernel, (0, 0, 0, 0, 0), Shares([(0, 0)]), output, result)  # runs only its groups
+        call.group_calls = [self._layer_call(layer, output, result) for _ in range(groups)]
+        for group, group_call in enumerate(call.group_calls):
+            self._restrict_to_group(group_call, layer.key, groups, group, len(output))
+        return call
+
+    def _split_groups(self, call: _Call, conv: ImplicitConv, lanes: int) -> None:
+        """Give an implicit call of a grouped convolution one call per group: the same
+        kernel and arguments, the group's units, its planes from its first channel's."""
+        groups = conv.key.groups
+        group_bytes = conv.channels // groups * conv.key.channel_floats * 4
+        call.group_calls = [dataclasses.replace(call, group_calls=[], input_offset=group * group_bytes) for group in range(groups)]
+        for group, group_call in enumerate(call.group_calls):
+            self._restrict_to_group(group_call, conv.key, groups, group, lanes)
+
+    def _restrict_to_group(self, call: _Call, key: KernelKey, groups: int, group: int, batch: int) -> None:
+        """Make `call` compute group `group`'s weight rows only (`_restrict`)."""
+        units, left = divmod(key.parallel_units(batch), groups)
+        if left:
+            raise SparsecError(f"'{key.symbol}': {groups} groups do not split its {key.parallel_units(batch)} row units evenly")
+        rows_per_unit = key.block if key.kind == "block" else 1
+        first = group * units
+        self._restrict(call, first, units, slice(first * rows_per_unit, (first + units) * rows_per_unit), key.rows * key.cols * batch // groups)
+
+    def _restrict(self, call: _Call, first: int, units: int, rows: slice, work: int) -> None:
+        """Make `call` (and its batch chunks) run units [first, first + units) only: its
+        shares, and the weight rows (output columns) a batched call copies back."""
+        shares = self._shares_for(units, work, _WORK_PER_THREAD)
+        call.shares = Shares([(first + lo, first + hi) for lo, hi in shares.bounds], shares.threads)
+        call.alone = call.shares.threads == 1
+        call.weight_rows = rows
+        for taken, chunk in call.batch_chunks:
+            self._restrict(chunk, first, units, rows, work * (taken.stop - taken.start) // max(1, len(call.output)))
 
     @staticmethod
     def _make_call(kernel, arguments: tuple[int, ...], shares: Shares, output: np.ndarray, result: np.ndarray) -> _Call:
@@ -805,10 +854,15 @@ class Executor:
         self._run_call(call, x, x.shape[-1], x_address)
 
     def _run_conv(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
+        cols = step.unit.key.cols  # pyright: ignore
         if call.phase_copies:
             self._run_implicit(call, x)
+        elif call.group_calls:  # each group's windows: its slice of the channel axis
+            windows = np.split(self._windows(step.op, x), len(call.group_calls), axis=x.ndim - 1)  # pyright: ignore
+            for group_call, group_windows in zip(call.group_calls, windows):
+                self._run_call(group_call, group_windows, cols, None)
         else:
-            self._run_call(call, self._windows(step.op, x), step.unit.key.cols, None)  # pyright: ignore
+            self._run_call(call, self._windows(step.op, x), cols, None)
 
     def _run_implicit(self, call: _Call, x: np.ndarray) -> None:
         """An implicit convolution's call on each image of x in turn, copied into the
@@ -820,7 +874,7 @@ class Executor:
             if copy is not None and copy.takes(planes):
                 copy.geometry[:2] = planes.strides[0] // 4, planes.strides[1] // 4
                 self._execute(copy, planes.ctypes.data, call.input_address)  # pyright: ignore
-                self._execute(call, call.input_address, call.output_address + image * image_bytes)
+                self._execute_groups(call, call.input_address, call.output_address + image * image_bytes)
                 continue
             for target, (rows, columns) in call.phase_copies:
                 if prologue is None:
@@ -830,7 +884,12 @@ class Executor:
                 target += prologue.shift
                 if prologue.relu:
                     np.maximum(target, 0.0, out=target)
-            self._execute(call, call.input_address, call.output_address + image * image_bytes)
+            self._execute_groups(call, call.input_address, call.output_address + image * image_bytes)
+
+    def _execute_groups(self, call: _Call, x: int, y: int) -> None:
+        """`_execute` of `call`, or of each of its groups' calls (`group_calls`)."""
+        for each in call.group_calls or [call]:
+            self._execute(each, x + each.input_offset, y)
 
     def _run_call(self, call: _Call, x: np.ndarray, cols: int, x_address: int | None) -> None:
         """`call` on the rows of `cols` values x holds, at `x_address` when they are a
@@ -854,7 +913,7 @@ class Executor:
         x_columns, y_columns = call.scratch  # pyright: ignore
         transposed_inputs(rows, x_columns)
         self._execute(call, x_columns.ctypes.data, y_columns.ctypes.data)
-        call.output[...] = y_columns[:, : rows.shape[0]].T
+        call.output[:, call.weight_rows] = y_columns[call.weight_rows, : rows.shape[0]].T
 
     @staticmethod
     def _staged(call: _Call, x: np.ndarray) -> int:

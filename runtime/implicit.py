@@ -73,7 +73,7 @@ class ImplicitConv:
 def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) -> ImplicitConv | None:
     """The implicit form of convolution `op` with kernel `key` on inputs of `x_shape`,
     or None where it does not apply: a 1-D or 2-D convolution whose kernel has an
-    implicit variant."""
+    implicit variant (with groups, KernelKey.groups)."""
     kernel = tuple(op.w.type.get_shape()[2:])  # pyright: ignore
     if not key.has_implicit_variant or len(kernel) not in (1, 2) or len(x_shape) != 2 + len(kernel):
         return None
@@ -87,7 +87,7 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
         return None
     hq, wq = -(-hp // sh), -(-wp // sw)
     window = (kh * kw, kw, hq * wq, wq, dh, dw, sh, sw)
-    variant = dataclasses.replace(key, batched=True, window=window)
+    variant = dataclasses.replace(key, batched=True, window=window, groups=op.group.value.data)
     phases = tuple(sorted({(p, q) for p, q, _row, _column in variant.window_taps}))
     return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wq), phases)
 

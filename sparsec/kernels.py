@@ -153,6 +153,11 @@ class KernelKey:
     tap t, reads lane l at c x `channel_floats` + `tap_offsets`[t] + l
     (runtime/codegen/batched.py, `column_offsets`)."""
 
+    groups: int = 1
+    """The groups of a grouped convolution's implicit variant: a call per group runs
+    that group's weight rows on that group's input channels (its planes from its
+    first channel's), so its units are rows, never lane chunks (`splits_lanes`)."""
+
     accumulate: bool = False
     """The implicit convolution variant that adds its products to what its outputs
     hold (the executor copies a residual there first) instead of storing them."""
@@ -167,7 +172,8 @@ class KernelKey:
         pairs = "_pairs" if self.paired else ""
         window = "_window" + "_".join(map(str, self.window)) if self.window else ""
         accumulate = "_accumulate" if self.accumulate else ""
-        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}{pairs}{window}{accumulate}"
+        groups = f"_groups{self.groups}" if self.groups > 1 else ""
+        return f"spmm_{detail}_{self.values}_{shape}{suffix}{portable}{variant}{pairs}{window}{groups}{accumulate}"
 
     @property
     def block_column_bits(self) -> int:
@@ -359,7 +365,7 @@ class KernelKey:
         work to pay for that (a 1x1 convolution of 256 channels to 64 at 56 x 56 ran
         slower on two threads than on one); split by lanes, each reads its own. Weights
         of more rows ran 6 to 8% slower split by lanes (or by lane chunks of row groups)."""
-        return bool(self.window) and self.rows <= ROW_GROUP
+        return bool(self.window) and self.rows <= ROW_GROUP and self.groups == 1
 
     def parallel_units(self, batch: int) -> int:
         """How many units a call on `batch` rows (lanes) has, the range [begin, end) of

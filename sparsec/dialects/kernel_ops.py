@@ -7,7 +7,7 @@
 `sparse.matmul` is y = epilogue(x @ W^T + b) with W in its (out, in) view: the packed
 weight as stored, or its transpose when `transposed = 1` (MatMul's (in, out) layout).
 `sparse.conv` is nn.conv with the same kernel attributes, computed as im2col followed
-by the kernel. `kernel` is the symbol of the specialized kernel (sparsec.kernels).
+by the kernel (one call per group). `kernel` is the symbol of the specialized kernel (sparsec.kernels).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class SparseMatMulOp(FloatComputeOp):
 
 @irdl_op_definition
 class SparseConvOp(ConvolutionOp):
-    """nn.conv (group 1) with a fused epilogue, as im2col plus a generated sparse kernel."""
+    """nn.conv with a fused epilogue, as im2col plus a generated sparse kernel; with
+    groups, a kernel call per group on its input channels and its weight rows."""
 
     name = "sparse.conv"
     ONNX_OP: ClassVar[str] = "Conv"
@@ -80,6 +81,4 @@ class SparseConvOp(ConvolutionOp):
 
     def verify_(self) -> None:
         _check_kernel(self)
-        if self.group.value.data != 1:
-            raise VerifyException("'sparse.conv': only group = 1 is lowered to kernels")
         super().verify_()

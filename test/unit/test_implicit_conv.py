@@ -1,8 +1,8 @@
 """Convolutions through the implicit variant of the batched kernels (runtime/executor.py,
 ImplicitConv), against the reference interpreter on the same pruned IR: random 1-D and
 2-D geometries (kernel sizes, dilations, strides, asymmetric pads, channels, images),
-bitmask and n:m weights, bias and Relu fused. 3-D convolutions take the other path and
-must agree too."""
+bitmask and n:m weights, bias and Relu fused; grouped convolutions too, a call per
+group. 3-D convolutions take the other path and must agree too."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def convolutions(draw):
 def conv_model(path, shape: list[int], outputs: int, attributes: dict, seed: int) -> None:
     """Conv with a bias, then Relu (fused into the kernel)."""
     rng = np.random.default_rng(seed)
-    weight = rng.standard_normal((outputs, shape[1], *attributes["kernel_shape"])).astype(np.float32)
+    weight = rng.standard_normal((outputs, shape[1] // attributes.get("group", 1), *attributes["kernel_shape"])).astype(np.float32)
     bias = rng.standard_normal(outputs).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["h"], name="conv", **attributes), helper.make_node("Relu", ["h"], ["y"])]
     graph = helper.make_graph(
@@ -81,6 +81,34 @@ def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, patte
     runs_implicit = implicit is not None and layer.variant_for(implicit.lanes).batched
     assert bool(call.phase_copies) == runs_implicit
     assert (implicit is not None) == (len(shape) < 5 and layer.key.kind in ("bitmask", "nm"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(convolutions(), st.sampled_from([2, 3, 4]), st.sampled_from([*PATTERNS, "pattern=block block-size=2 sparsity=0.5"]), st.integers(1, 2), st.integers(0, 99))
+def test_grouped_convolutions_match_the_reference(tmp_path_factory, conv, groups, pattern, threads, seed):
+    """A grouped convolution (groups of at least two input channels) lowers to one
+    sparse.conv whose runs make a call per group: its weight rows on its input
+    channels, through the implicit variant's planes (1-D and 2-D, from its first
+    channel's plane) or its slice of the input windows (3-D)."""
+    shape, outputs, attributes = conv
+    shape[1] = groups * max(2, shape[1] // groups)
+    outputs = groups * 2 * max(1, outputs // (2 * groups))  # whole blocks of 2 a group
+    attributes = {**attributes, "group": groups}
+    path = tmp_path_factory.mktemp("grouped") / "conv.onnx"
+    conv_model(path, shape, outputs, attributes, seed)
+    model = sparsec.load(path)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=threads)
+    x = np.random.default_rng(seed + 1).standard_normal(shape).astype(np.float32)
+    expected = model.run({"x": x})["y"]
+    np.testing.assert_allclose(executor.run({"x": x})["y"], expected, rtol=1e-4, atol=1e-4)
+    if not executor.layers:
+        return  # left dense: too few channels for the pattern
+    ((op, layer),) = executor.layers.items()
+    call = executor.steps[0].calls[tuple(shape)]
+    implicit = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+    assert len(call.group_calls) == groups
+    assert bool(call.phase_copies) == (implicit is not None and layer.variant_for(implicit.lanes).batched)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS[:1] + PATTERNS[2:3])

@@ -76,3 +76,21 @@ func.func @main(%x: tensor<?x4xf32>) -> tensor<?x2xf32> {
   func.return %y : tensor<?x2xf32>
 }
 // CHECK: %y = sparse.matmul %x, %w {kernel = "spmm_dense_f16_2x4", kind = "dense", epilogue = "none", transposed = 0 : i64}
+
+// -----
+// Grouped convolutions lower with their groups (the runtime makes a call per group over
+// its weight rows and input channels), but depthwise ones (one input channel a group:
+// the runtime runs them as weighted pools) and block weights whose groups would split
+// a row block (here blocks of 4, groups of 2 rows) stay nn.conv.
+func.func @main(%x: tensor<1x4x3x3xf32>) -> (tensor<1x4x3x3xf32>, tensor<1x4x3x3xf32>, tensor<1x4x3x2xf32>) {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[[[1.0]], [[0.0]]], [[[0.0]], [[2.0]]], [[[3.0]], [[0.0]]], [[[0.0]], [[4.0]]]]> : tensor<4x2x1x1xf32>
+  %y = nn.conv %x, %w {group = 2 : i64} : (tensor<1x4x3x3xf32>, tensor<4x2x1x1xf32>) -> tensor<1x4x3x3xf32>
+  %d = nn.weight "d" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[[[1.0]]], [[[0.0]]], [[[3.0]]], [[[0.0]]]]> : tensor<4x1x1x1xf32>
+  %z = nn.conv %x, %d {group = 4 : i64} : (tensor<1x4x3x3xf32>, tensor<4x1x1x1xf32>) -> tensor<1x4x3x3xf32>
+  %b = nn.weight "b" {sparsity = #sparse.pattern<block 4, axis = 0, sparsity = 0.5>} dense<[[[[1.0, 2.0]], [[3.0, 4.0]]], [[[5.0, 6.0]], [[7.0, 8.0]]], [[[9.0, 1.0]], [[2.0, 3.0]]], [[[4.0, 5.0]], [[6.0, 7.0]]]]> : tensor<4x2x1x2xf32>
+  %v = nn.conv %x, %b {group = 2 : i64} : (tensor<1x4x3x3xf32>, tensor<4x2x1x2xf32>) -> tensor<1x4x3x2xf32>
+  func.return %y, %z, %v : tensor<1x4x3x3xf32>, tensor<1x4x3x3xf32>, tensor<1x4x3x2xf32>
+}
+// CHECK:      %y = sparse.conv %x, %w {group = 2 : i64, kernel = "spmm_bitmask_f16_4x2", kind = "bitmask", epilogue = "none"}
+// CHECK:      %z = nn.conv %x, %d {group = 4 : i64}
+// CHECK:      %v = nn.conv %x, %b {group = 2 : i64}
