@@ -242,12 +242,14 @@ def residual_model(path, kind: str) -> None:
     add_relu: Relu(Add(a, x)); sum: Relu(Sum(x, a)); returned: Relu(Add(a, x)) with
     the Add returned too; broadcast: Relu(Add(a, per-channel constant)); later: Relu(
     Add(a, b)), b a second Conv of x after `a`; dynamic: add_relu with the batch axis
-    left open."""
+    left open; grouped: add_relu with `a` in two groups."""
     rng = np.random.default_rng(3)
-    weights = [numpy_helper.from_array((rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32), name) for name in ("wa", "wb")]
+    groups = 2 if kind == "grouped" else 1
+    weights = [numpy_helper.from_array((rng.standard_normal((16, 16 // groups, 3, 3)) / 12).astype(np.float32), "wa")]
+    weights.append(numpy_helper.from_array((rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32), "wb"))
     weights.append(numpy_helper.from_array(rng.standard_normal((1, 16, 1, 1)).astype(np.float32), "c"))
     conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
-    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="a", **conv)]
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="a", group=groups, **conv)]
     outputs = ["y"]
     if kind == "later":
         nodes.append(helper.make_node("Conv", ["x", "wb"], ["b"], name="b", **conv))
@@ -263,7 +265,7 @@ def residual_model(path, kind: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "taken_in"),
-    [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True}), ("dynamic", {})],
+    [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True}), ("dynamic", {}), ("grouped", {"a": True})],
 )
 def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in):
     """A convolution whose only use is an Add (or Sum of two) of one type with a value
@@ -293,24 +295,25 @@ def prologue_model(path, kind: str) -> None:
     """x (2 x 16 x 12 x 12) -> BatchNormalization -> Relu -> 3x3 Conv (pads 1) `y`, as
     DenseNet's layers start: norm_relu; norm: without the Relu; shared: the Relu's
     result also returned; conv3d: the same on a 3-D input, whose convolution is not
-    implicit."""
+    implicit; grouped: norm_relu before a convolution of two groups."""
     rng = np.random.default_rng(4)
     spatial = [12, 12, 3] if kind == "conv3d" else [12, 12]
     kernel = [3] * len(spatial)
-    weights = [numpy_helper.from_array((rng.standard_normal((16, 16, *kernel)) / 12).astype(np.float32), "w")]
+    groups = 2 if kind == "grouped" else 1
+    weights = [numpy_helper.from_array((rng.standard_normal((16, 16 // groups, *kernel)) / 12).astype(np.float32), "w")]
     norm = {"s": 1 + 0.3 * rng.standard_normal(16), "t": rng.standard_normal(16), "m": rng.standard_normal(16), "v": 0.5 + rng.random(16)}
     weights += [numpy_helper.from_array(value.astype(np.float32), name) for name, value in norm.items()]
     nodes = [helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"])]
     if kind != "norm":
         nodes.append(helper.make_node("Relu", ["n"], ["r"]))
-    nodes.append(helper.make_node("Conv", ["n" if kind == "norm" else "r", "w"], ["y"], kernel_shape=kernel, pads=[1] * 2 * len(kernel)))
+    nodes.append(helper.make_node("Conv", ["n" if kind == "norm" else "r", "w"], ["y"], kernel_shape=kernel, pads=[1] * 2 * len(kernel), group=groups))
     value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 16, *spatial])  # noqa: E731
     outputs = [value("y")] + ([value("r")] if kind == "shared" else [])
     graph = helper.make_graph(nodes, "prologue", [value("x")], outputs, weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
-@pytest.mark.parametrize(("kind", "deferred", "applied"), [("norm_relu", 2, True), ("norm", 1, True), ("shared", 0, False), ("conv3d", 2, False)])
+@pytest.mark.parametrize(("kind", "deferred", "applied"), [("norm_relu", 2, True), ("norm", 1, True), ("shared", 0, False), ("conv3d", 2, False), ("grouped", 2, True)])
 def test_normalizations_before_a_convolution_apply_as_its_input_is_copied(tmp_path, kind, deferred, applied):
     """A batch normalization (and Relu) that only a convolution reads is put off to the
     convolution's step (`deferred` steps); an implicit call applies it while copying
@@ -330,7 +333,7 @@ def test_normalizations_before_a_convolution_apply_as_its_input_is_copied(tmp_pa
     assert sum(step.deferred for step in executor.steps) == deferred
     (call,) = next(step for step in executor.steps if step.unit is not None).calls.values()
     assert (call.prologue is not None) == applied
-    prologue = {"norm_relu": "affine_relu", "norm": "affine", "shared": "none"}.get(kind)
+    prologue = {"norm_relu": "affine_relu", "norm": "affine", "shared": "none", "grouped": "affine_relu"}.get(kind)
     assert (call.plane_copy.key.prologue if call.plane_copy else None) == prologue
 
 
