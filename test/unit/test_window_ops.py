@@ -58,13 +58,20 @@ def test_pool_kernels_match_onnxruntime(tmp_path_factory, pool, seed, threads):
     path = tmp_path_factory.mktemp("pool") / "pool.onnx"
     pool_model(path, op, shape, attributes)
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    executor = executor_matching_onnxruntime(path, x, threads, rtol=1e-5, atol=1e-6)
+    assert bool(executor.pools) == (attributes["strides"][1] in (1, 2))
+
+
+def executor_matching_onnxruntime(path, x: np.ndarray, threads: int, rtol: float, atol: float) -> Executor:
+    """An executor of the model at `path`, checked against onnxruntime on x contiguous
+    and as a channels-last view (as a kernel's output is laid out)."""
     expected = onnxruntime_outputs(path, {"x": x})["y"]
     model = sparsec.load(path)
     executor = Executor(model.module, model.weights, threads=threads)
     channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
     for layout in (x, channels_last):
-        np.testing.assert_allclose(executor.run({"x": layout})["y"], expected, rtol=1e-5, atol=1e-6)
-    assert bool(executor.pools) == (attributes["strides"][1] in (1, 2))
+        np.testing.assert_allclose(executor.run({"x": layout})["y"], expected, rtol=rtol, atol=atol)
+    return executor
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
@@ -136,13 +143,7 @@ def test_depthwise_kernel_matches_onnxruntime(tmp_path_factory, pool, bias, seed
     initializers = [numpy_helper.from_array(weight, "w")] + ([numpy_helper.from_array(rng.standard_normal(shape[1]).astype(np.float32), "b")] if bias else [])
     path = tmp_path_factory.mktemp("depthwise") / "conv.onnx"
     pool_model(path, "Conv", shape, {**conv, "group": shape[1]}, initializers, ("x", "w", "b") if bias else ("x", "w"))
-    x = rng.standard_normal(shape).astype(np.float32)
-    expected = onnxruntime_outputs(path, {"x": x})["y"]
-    model = sparsec.load(path)
-    executor = Executor(model.module, model.weights, threads=threads)
-    channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
-    for layout in (x, channels_last):
-        np.testing.assert_allclose(executor.run({"x": layout})["y"], expected, rtol=1e-4, atol=1e-5)
+    executor = executor_matching_onnxruntime(path, rng.standard_normal(shape).astype(np.float32), threads, rtol=1e-4, atol=1e-5)
     assert bool(executor.pools) == (attributes["strides"][1] in (1, 2))
 
 
