@@ -90,6 +90,24 @@ def test_pool_kernels_at_borders(tmp_path, op, strides):
     assert executor.pools
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "Conv"])
+def test_pool_inputs_pad_on_the_pools_threads(tmp_path, op):
+    """A pool (or depthwise convolution) of one image shared between threads fills its
+    padded input with the plane copy kernel on the same shares of the channels, so each
+    thread pools the planes it just wrote (a copy by the calling thread alone made two
+    threads slower than one on this VM); a channels-last view is copied in numpy."""
+    shape, rng = [1, 64, 30, 41], np.random.default_rng(8)
+    attributes = {"kernel_shape": [3, 3], "strides": [1, 2], "pads": [1, 1, 1, 1]}
+    if op == "Conv":
+        attributes["group"] = shape[1]
+        pool_model(tmp_path / "pool.onnx", op, shape, attributes, [numpy_helper.from_array(rng.standard_normal((64, 1, 3, 3)).astype(np.float32), "w")], ("x", "w"))
+    else:
+        pool_model(tmp_path / "pool.onnx", op, shape, attributes)
+    executor = executor_matching_onnxruntime(tmp_path / "pool.onnx", rng.standard_normal(shape).astype(np.float32), 2, rtol=1e-4, atol=1e-5)
+    (call,) = executor.steps[0].calls.values()
+    assert call.plane_copy is not None and call.plane_copy.shares is call.shares and not call.alone
+
+
 @settings(max_examples=60, deadline=None)
 @given(pools(), st.integers(0, 99))
 def test_pooling_matches_onnxruntime(tmp_path_factory, pool, seed):
