@@ -328,16 +328,16 @@ class _Call:
     scratch: tuple[np.ndarray, np.ndarray] | None = None
     """A batched kernel's transposed input and output arrays (`transposed_inputs`)."""
     batch_chunks: list[tuple[slice, _Call]] = dataclasses.field(default_factory=list)
+    """The calls a call on more batch rows than its kernel takes at once runs instead
+    (KernelKey.batch_chunk), each on the batch rows of its slice; else empty."""
     group_calls: list[_Call] = dataclasses.field(default_factory=list)
     """A grouped convolution's call per group, run instead, each on its group's input
-    windows (`Executor._grouped_call`); else empty."""
+    windows or planes (`Executor._grouped_call`, `_split_groups`); else empty."""
     weight_rows: slice = dataclasses.field(default_factory=lambda: slice(None))
     """The weight rows (output columns) this call computes: all, or a group's."""
     input_offset: int = 0
     """Bytes from the input's address to this call's: a grouped implicit call's group
     reads its planes from its first channel's."""
-    """The calls a call on more batch rows than its kernel takes at once runs instead
-    (KernelKey.batch_chunk), each on the batch rows of its slice; else empty."""
     input: np.ndarray | None = None
     """Where inputs that are not a kernel's output are copied (`Executor._staged`), or
     an implicit convolution's padded input (ImplicitConv)."""
@@ -360,8 +360,9 @@ class _Call:
 @dataclass
 class _PlaneCopy:
     """The plane copy kernel's call for an implicit convolution or a pool's padded input
-    (runtime/codegen/planes.py), with its shares of the channels. Its geometry words are set per image:
-    the image's strides can change from run to run (a channels-last view). In numpy,
+    (runtime/codegen/planes.py), with its shares of the channels. Its geometry words are
+    set per image: the image's strides can change from run to run (a channels-last
+    view). In numpy,
     DenseNet121's copies and their normalizations took 16 ms of a 53 ms run on two
     threads: three passes over the planes, on one thread."""
 
