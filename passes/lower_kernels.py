@@ -3,11 +3,12 @@
     lower-kernels
 
 Gemm (trans_a = 0, alpha = beta = 1), MatMul with a packed 2-D weight on the right, and
-Conv (1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, each naming
-the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its groups, and the
-runtime makes a call per group over the group's weight rows; depthwise ones (one input
-channel a group) stay, as do block weights whose groups would split a row block. A bias (Gemm's C, MatMul followed by an
-Add of a 1-D weight, Conv's B) and a Relu that is the only user are fused as the epilogue.
+Conv (1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, each
+naming the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its groups,
+and the runtime makes a call per group over the group's weight rows; depthwise ones (one
+input channel a group) stay, as do block weights whose groups would split a row block.
+A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu that
+is the only user are fused as the epilogue.
 
 The kernel kind follows the packed encoding: n:m runs along the input channels use the
 `nm` kernel, blocks along the output channels the `block` kernel; anything else (and
