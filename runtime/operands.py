@@ -86,16 +86,27 @@ def _with_slack(array: np.ndarray, slack: int) -> np.ndarray:
     last byte (memory is mapped in whole pages: so all but about one array in a hundred,
     for 32 bytes of 4 KiB pages). Else a copy of it followed by `slack` zero bytes."""
     end = array.ctypes.data + array.nbytes
-    root = array
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    whole = root if root.base is None else np.frombuffer(root.base, np.uint8)
     same_page = array.nbytes > 0 and (end - 1) // mmap.PAGESIZE == (end + slack - 1) // mmap.PAGESIZE
-    if same_page or end + slack <= whole.ctypes.data + whole.nbytes:
+    if same_page or end + slack <= _buffer_end(array):
         return array
     padded = np.zeros(array.size + -(-slack // array.itemsize), array.dtype)
     padded[: array.size] = array
     return padded[: array.size]
+
+
+def _buffer_end(array: np.ndarray) -> int:
+    """The address past the memory `array` views: its own, or its base buffer's (0 when
+    that buffer cannot be inspected, such as another library's tensor)."""
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root.base is None:
+        return root.ctypes.data + root.nbytes
+    try:
+        whole = np.frombuffer(root.base, np.uint8)
+    except (TypeError, ValueError):
+        return 0
+    return whole.ctypes.data + whole.nbytes
 
 
 CHUNK_RECORD = np.dtype([("column_count", "<u4"), ("offsets", "u1", (16,))])

@@ -556,6 +556,13 @@ def test_values_get_slack_where_they_have_none():
     assert copied.ctypes.data != last.ctypes.data and np.array_equal(copied, last)
     assert copied.base.nbytes >= copied.nbytes + 32 and not copied.base[copied.size :].any()
 
+    class Foreign:  # another library's tensor: numpy sees its memory but no buffer
+        def __init__(self, array: np.ndarray):
+            self.__array_interface__ = array.__array_interface__
+
+    foreign = np.asarray(Foreign(last))
+    assert np.array_equal(_with_slack(foreign, 32), last)  # judged by its page alone
+
 
 @pytest.mark.parametrize(("cols", "bits"), [(65536, 16), (65537, 32)])
 @pytest.mark.parametrize("target", [Target.host(), Target.portable()], ids=["host", "portable"])
