@@ -679,21 +679,9 @@ class Executor:
         call.pool_interior = padded[: planes * hp * wp].reshape(images, channels, hp, wp)[:, :, top : top + height, left : left + width]
         call.operand_arrays = (geometry, per_tap, bias)
         call.result_address = None
-        if images == 1 and not call.alone:
-            call.plane_copy = self._pool_plane_copy(call, (hp, wp), (top, left), x.shape[2:])
+        if images == 1 and not call.alone:  # its padded input filled on the pool's own shares
+            call.plane_copy = self._plane_copy_call(PlaneKey("none"), (hp, wp), (top, left), (height, width), call.shares, None)
         return call
-
-    def _pool_plane_copy(self, call: _Call, padded: tuple[int, int], before: tuple[int, int], image: tuple[int, ...]) -> _PlaneCopy:
-        """The plane copy kernel's call that fills a pool's padded input, on the same
-        shares of the channels as the pool's call."""
-        key = PlaneKey("none")
-        if key.symbol not in self.variants:
-            self._compile([key])
-        kernel = self.variants[key.symbol]
-        (hp, wp), (top, left), (rows, columns) = padded, before, image
-        geometry = np.array([0, 0, rows, columns, hp * wp, wp, top * wp + left], np.int64)
-        address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
-        return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, 0, 0, 0, 0), call.shares, call.alone, None)  # pyright: ignore
 
     def _run_pool(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A pool's call: x copied into the middle of its padded input, then pooled."""
@@ -737,16 +725,22 @@ class Executor:
         """The plane copy kernel's call for `conv` (stride 1) on images of `pixels`
         values a channel, rows of `columns`, applying `prologue` if given."""
         key = PlaneKey("none" if prologue is None else "affine_relu" if prologue.relu else "affine")
+        affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
+        shares = self._shares_for(conv.channels, conv.channels * pixels, _VALUES_PER_THREAD)
+        return self._plane_copy_call(key, conv.phase, conv.before, (pixels // columns, columns), shares, affine)  # pyright: ignore
+
+    def _plane_copy_call(self, key: PlaneKey, plane: tuple[int, int], before: tuple[int, int], image: tuple[int, int], shares: Shares, affine: tuple[np.ndarray, np.ndarray] | None) -> _PlaneCopy:
+        """The plane copy kernel's call (compiled on first use) for images of `image`
+        rows and columns into the middle of planes of `plane` rows and columns, `before`
+        rows and columns of pads before them, on `shares` of the channels."""
         if key.symbol not in self.variants:
             self._compile([key])
         kernel = self.variants[key.symbol]
-        (hq, wq), (top, left) = conv.phase, conv.before
-        geometry = np.array([0, 0, pixels // columns, columns, hq * wq, wq, top * wq + left], np.int64)
-        affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
+        (rows, pitch), (top, left) = plane, before
+        geometry = np.array([0, 0, *image, rows * pitch, pitch, top * pitch + left], np.int64)
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
-        shares = self._shares_for(conv.channels, conv.channels * pixels, _VALUES_PER_THREAD)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
-        return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, shares.threads == 1, affine)  # pyright: ignore
+        return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, shares.threads == 1, affine)
 
     def _output(self, step: _Step, rows: int, cols: int) -> np.ndarray:
         """The kept output buffer of `step` for `rows` rows of `cols` values."""

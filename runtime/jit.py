@@ -309,11 +309,12 @@ def compile_llvm_ir(ir: str, signatures: dict[str, type], target: Target | None 
     machine = target.machine()
     text = "\n".join([ir, target.cpu, target.features, llvmlite.__version__])
     path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()}.o"
-    cached = _read_cached(path)
-    code = cached or _optimized_object(ir, machine)
-    if cached is None:
+    code = _read_cached(path)
+    from_cache = code is not None
+    if code is None:
+        code = _optimized_object(ir, machine)
         _write_cached(path, code)
-    return _load([code], machine, signatures, cached is not None)
+    return _load([code], machine, signatures, from_cache)
 
 
 def _load(codes: Sequence[bytes], machine: llvm.TargetMachine, signatures: dict[str, type], from_cache: bool) -> CompiledKernels:
