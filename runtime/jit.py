@@ -281,7 +281,28 @@ def _optimized_object(ir: str, machine: llvm.TargetMachine, passes: Sequence[str
         for name in passes:
             getattr(manager, f"add_{name}_pass")()
         manager.run(module, builder)
+        with _loop_strength_reduction_off():
+            return machine.emit_object(module)
     return machine.emit_object(module)
+
+
+@contextmanager
+def _loop_strength_reduction_off() -> Iterator[None]:
+    """LLVM's loop strength reduction off while a kernel written in vectors compiles.
+
+    The generator already writes those loops the way the pass would: pointers carried
+    from one iteration to the next, with constant offsets off them that address modes
+    take (FunctionBuilder.mul). The pass finds nothing to improve there (the same
+    speed on every benchmarked kernel) and was a quarter of LLVM's time, 5-7 ms of a
+    kernel's 20. The switch is a process-wide LLVM option with no per-module form, so
+    it is set for this call only and then set back to LLVM's default: another llvmlite
+    user in the process (Numba) that compiles in another thread in that window would
+    get the same code without the pass, never wrong code."""
+    llvm.set_option("sparsec", "-disable-lsr=true")
+    try:
+        yield
+    finally:
+        llvm.set_option("sparsec", "-disable-lsr=false")
 
 
 def compile_kernels(keys: Sequence[AnyKey], target: Target | None = None, use_cache: bool = True) -> CompiledKernels:

@@ -8,6 +8,7 @@ llvmlite by `xdsl.backend.llvm`.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from functools import cache
 
@@ -42,6 +43,29 @@ def vector(element: Attribute, lanes: int) -> VectorType:
     return VectorType(element, [lanes])
 
 
+_FOLDED_ARITHMETIC: dict[type[Operation], Callable[[int, int], int]] = {
+    llvm.AddOp: operator.add,
+    llvm.SubOp: operator.sub,
+    llvm.MulOp: operator.mul,
+    llvm.ShlOp: operator.lshift,
+    llvm.LShrOp: operator.rshift,
+}
+"""Integer ops `FunctionBuilder.binary` folds."""
+_COMMUTATIVE = frozenset({llvm.AddOp, llvm.MulOp})
+_COMPARISONS: dict[str, Callable[[int, int], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+}  # fmt: skip
+"""Integer comparisons by the end of an `icmp` predicate's name (the operands are
+made unsigned first for the u predicates)."""
+
+_PURE: frozenset[type[Operation]] = frozenset({
+    llvm.AddOp, llvm.SubOp, llvm.MulOp, llvm.AndOp, llvm.OrOp, llvm.ShlOp, llvm.LShrOp, llvm.UDivOp, llvm.URemOp,
+    llvm.FAddOp, llvm.FSubOp, llvm.FMulOp, llvm.FDivOp, llvm.FMAOp, llvm.SelectOp, llvm.ICmpOp,
+    llvm.ZExtOp, llvm.SExtOp, llvm.TruncOp, llvm.FPExtOp, llvm.BitcastOp,
+    llvm.GEPOp, llvm.ShuffleVectorOp, llvm.InsertElementOp, llvm.UndefOp,
+})  # fmt: skip
+"""Ops without effects, whose result depends on their operands alone (`FunctionBuilder.templated`)."""
+
 _TEMPLATES: dict[tuple, tuple[type[Operation], dict[str, Attribute], list[Attribute]]] = {}
 """Kind, properties and result types of the first op built for a key (`FunctionBuilder.templated`)."""
 
@@ -62,6 +86,7 @@ class FunctionBuilder:
         )
         self.block = self.entry
         self.constants: dict[tuple, SSAValue] = {}
+        self.pure: dict[tuple, SSAValue] = {}
         self.last_constant: Operation | None = None
 
     @property
@@ -110,18 +135,60 @@ class FunctionBuilder:
         """The op `make()` builds on `operands`, for ops whose properties and result types
         depend on `key` alone: the first is built by its constructor, the others are
         `create`d from its properties, the same op at a fifth of the cost (a constructor
-        converts and checks its arguments anew; kernels have hundreds of such ops)."""
+        converts and checks its arguments anew; kernels have hundreds of such ops).
+
+        A pure op already built on the same operands in the current block is reused
+        rather than built again (unrolled steps compute the same offsets and addresses
+        from different places of the generator)."""
         template = _TEMPLATES.get(key)
+        op = None
         if template is None:
             op = make()
-            _TEMPLATES[key] = (type(op), dict(op.properties), [result.type for result in op.results])
-            return self.emit(op)
+            template = _TEMPLATES[key] = (type(op), dict(op.properties), [result.type for result in op.results])
+        # By the template's identity: hashing `key` again (attributes hash field by
+        # field) would cost more than it saves.
+        built = (self.block, id(template), *operands)
+        if built in self.pure:
+            return self.pure[built]
         kind, properties, results = template
-        return self.emit(kind.create(operands=list(operands), result_types=results, properties=dict(properties), successors=list(successors)))
+        if op is None:
+            op = kind.create(operands=list(operands), result_types=results, properties=dict(properties), successors=list(successors))
+        result = self.emit(op)
+        if kind in _PURE:
+            self.pure[built] = result
+        return result
 
     def binary(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue:
-        """`a kind b`, for arithmetic ops whose result has the operands' type (no flags)."""
+        """`a kind b`, for arithmetic ops whose result has the operands' type (no flags);
+        integer adds, subtractions, multiplications and shifts of constants, and by 0
+        or 1, folded here: kernels are written with indices that are often constant (unrolled
+        steps, first rows), and every op left for LLVM to fold costs its building,
+        translation and parsing."""
+        folded = self._folded(kind, a, b)
+        if folded is not None:
+            return folded
         return self.templated((kind, a.type), [a, b], lambda: kind(a, b))  # pyright: ignore
+
+    def _folded(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue | None:
+        """`a kind b` without an op, when constants decide it, else None."""
+        if kind not in _FOLDED_ARITHMETIC or not isinstance(a.type, IntegerType):
+            return None
+        x, y = self.constant_value(a), self.constant_value(b)
+        width = a.type.width.data
+        if x is not None and y is not None:
+            if kind in (llvm.ShlOp, llvm.LShrOp) and not (x >= 0 and 0 <= y < width):
+                return None
+            value = _FOLDED_ARITHMETIC[kind](x, y)
+            bound = 1 << (width - 1)
+            return self.const(value, a.type) if -bound <= value < bound else None
+        if kind is llvm.MulOp and 0 in (x, y):
+            return self.const(0, a.type)
+        identity = 1 if kind is llvm.MulOp else 0
+        if y == identity:
+            return a
+        if x == identity and kind in _COMMUTATIVE:
+            return b
+        return None
 
     def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.AddOp, a, b)
@@ -333,6 +400,13 @@ class FunctionBuilder:
         return [self.bitcast(self.lanes(merged, g, 1), merged.type.element_type) for g in range(count)]  # pyright: ignore
 
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        """`a predicate b` on integers; an i1 constant when both are constants (loops
+        with constant bounds then need no guard, FunctionBuilder._rotated)."""
+        x, y = self.constant_value(a), self.constant_value(b)
+        if x is not None and y is not None:
+            if predicate.startswith("u"):
+                x, y = x % (1 << a.type.width.data), y % (1 << a.type.width.data)  # pyright: ignore
+            return self.const(int(_COMPARISONS[predicate[-2:]](x, y)), i1)
         flag = llvm.ICmpPredicateFlag(predicate)
         return self.templated(("icmp", predicate, a.type), [a, b], lambda: llvm.ICmpOp(a, b, IntegerAttr(flag.to_int(), i64)))
 
@@ -346,6 +420,8 @@ class FunctionBuilder:
 
     def element_ptr(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
         """The address of element `index` of `ty`s from `base`."""
+        if self.constant_value(index) == 0:
+            return base
         return self.templated(("gep", ty), [base, index], lambda: llvm.GEPOp.from_mixed_indices(base, [index], pointee_type=ty))
 
     def load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
@@ -416,9 +492,10 @@ class FunctionBuilder:
         """for i in range(start, stop, step), threading `carried` values; returns their
         final values. `unrolled`: when both bounds are constants, the body once per
         index, with no loop (kernels compile without LLVM's unroll pass, whose runtime
-        unrolling of every small loop cost a third of a batched kernel's compile time)."""
+        unrolling of every small loop cost a third of a batched kernel's compile time).
+        A loop of constant bounds that runs once is always its body alone."""
         bounds = self.constant_value(start), self.constant_value(stop)
-        if unrolled and None not in bounds:
+        if None not in bounds and (unrolled or len(range(bounds[0], bounds[1], step)) == 1):  # pyright: ignore
             state = tuple(carried)
             for index in range(bounds[0], bounds[1], step):  # pyright: ignore
                 state = tuple(body(self.const(index, i64), state))
@@ -463,14 +540,27 @@ class FunctionBuilder:
         rotation (runtime/jit.py); unrolled, a loop tested at the top kept a register
         copy per accumulator and iteration (dense 11008x4096: 0.89x as fast)."""
         types = [v.type for v in carried]
+        guard = condition(tuple(carried))
+        entered = self.constant_value(guard)
+        if entered == 0:
+            return tuple(carried[results_from:])
         inner = self.new_block(types)
-        exit_block = self.new_block(types[results_from:])
-        self.cond_branch(condition(tuple(carried)), inner, exit_block, carried[results_from:], then_arguments=carried)
+        if entered is None:
+            exit_block = self.new_block(types[results_from:])
+            self.cond_branch(guard, inner, exit_block, carried[results_from:], then_arguments=carried)
+        else:
+            self.branch(inner, *carried)
         self.block = inner
         updated = body(inner.args)
-        self.cond_branch(condition(tuple(updated)), inner, exit_block, updated[results_from:], then_arguments=updated)
+        if entered is not None:
+            # Entered for certain: the exit is reached from the body alone, whose final
+            # values need no block arguments to get there. It follows the body's blocks,
+            # where they are defined (xdsl.backend.llvm translates blocks in order).
+            exit_block = self.new_block()
+        exit_arguments = updated[results_from:] if entered is None else ()
+        self.cond_branch(condition(tuple(updated)), inner, exit_block, exit_arguments, then_arguments=updated)
         self.block = exit_block
-        return exit_block.args
+        return exit_block.args if entered is None else tuple(updated[results_from:])
 
     def ret(self) -> llvm.FuncOp:
         self.emit(llvm.ReturnOp())
