@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import llvmlite.binding as llvm
 from xdsl.backend.llvm.convert import convert_module
-from xdsl.dialects.builtin import ModuleOp, f32, i64
+from xdsl.dialects.builtin import ModuleOp, f32, i32, i64
 
 from sparsec.context import make_context
 from sparsec.dialects.kernel_ops import SparseMatMulOp
@@ -472,6 +472,84 @@ def test_loops_with_constant_bounds_unroll_in_the_generator():
     assert indices == [2, 18, 34] and len(b.region.blocks) == 1
     b.loop(b.const(0, i64), b.args[0], [total], body, step=16, unrolled=True)
     assert indices[-1] is None and len(b.region.blocks) == 3
+
+
+INTEGER_OPS = ["add", "sub", "mul", "shl", "lshr"]
+PREDICATES = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
+INT32 = st.sampled_from([0, 1, -1, 2, 31, 32, 2**31 - 1, -(2**31)]) | st.integers(-(2**31), 2**31 - 1)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(INT32, INT32), min_size=1, max_size=8))
+def test_builder_folds_constants_as_llvm_computes(pairs):
+    """What the builder folds (integer ops of constants, by 0 or 1, comparisons of
+    constants) equals what LLVM computes from the same values passed in at run time,
+    on i32 where results wrap and shifts reach the width (those are left to LLVM)."""
+    ops = INTEGER_OPS + [f"icmp {predicate}" for predicate in PREDICATES]
+    b = FunctionBuilder("f", [PTR, PTR], ["inputs", "outputs"])
+    inputs, outputs = b.args
+    slot = 0
+
+    def apply(name, x, y):
+        if name.startswith("icmp"):
+            return b.zext(b.icmp(name.split()[1], x, y), i32)
+        return getattr(b, name)(x, y)
+
+    for index, (x, y) in enumerate(pairs):
+        loaded = [b.load(inputs, b.const(2 * index + k, i64), i32) for k in range(2)]
+        for name in ops:
+            for constants in [(b.const(x, i32), b.const(y, i32)), (loaded[0], b.const(y, i32)), (b.const(x, i32), loaded[1])]:
+                result = apply(name, *constants)
+                if name.startswith("icmp") and None not in map(b.constant_value, constants):
+                    assert b.constant_value(result.owner.operands[0]) is not None  # folded, not left to LLVM
+                b.store(result, outputs, b.const(slot, i64))
+                b.store(apply(name, *loaded), outputs, b.const(slot + 1, i64))
+                slot += 2
+    ir = str(convert_module(ModuleOp([b.ret()]), fallback_target_triple=llvm.get_process_triple()))
+    compiled = compile_llvm_ir(ir, {"f": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)})
+    values = np.array(pairs, np.int64).astype(np.int32).ravel()
+    got = np.zeros(slot, np.int32)
+    compiled.functions["f"](values.ctypes.data, got.ctypes.data)
+    folded, computed = got[0::2], got[1::2]
+    for index in range(len(pairs)):
+        for op_index, name in enumerate(ops):
+            first = (index * len(ops) + op_index) * 3
+            x, y = pairs[index]
+            defined = not name.startswith(("shl", "lshr")) or 0 <= y < 32  # else poison in LLVM
+            if defined:
+                assert list(folded[first : first + 3]) == list(computed[first : first + 3]), (name, x, y)
+
+
+def test_builder_reuses_pure_ops_within_a_block():
+    """The same pure op on the same operands is built once per block; loads are always
+    built anew (memory may have changed), and another block builds its own."""
+    b = FunctionBuilder("f", [PTR, i64], ["p", "n"])
+    p, n = b.args
+    offset = b.add(n, b.const(16, i64))
+    assert b.add(n, b.const(16, i64)) is offset
+    assert b.element_ptr(p, offset, f32) is b.element_ptr(p, offset, f32)
+    assert b.load(p, offset, f32) is not b.load(p, offset, f32)
+    assert b.element_ptr(p, b.const(0, i64), f32) is p
+    b.block = b.new_block()
+    assert b.add(n, b.const(16, i64)) is not offset
+
+
+@pytest.mark.parametrize("start, stop, blocks, entry_exit", [(0, 0, 1, "llvm.return"), (5, 3, 1, "llvm.return"), (0, 1, 1, "llvm.return"), (0, 4, 3, "llvm.br"), (None, 4, 3, "llvm.cond_br")])
+def test_loops_with_constant_bounds_need_no_guard(start, stop, blocks, entry_exit):
+    """A loop of constant bounds that never runs is nothing, one that runs once is its
+    body alone, and one surely entered branches into its body with no guard; bounds
+    known only at run time keep the guard."""
+    b = FunctionBuilder("f", [PTR, i64], ["out", "n"])
+    out, n = b.args
+    first = n if start is None else b.const(start, i64)
+    (total,) = b.loop(first, b.const(stop, i64), [b.const(0, i64)], lambda index, state: [b.add(state[0], index)])
+    b.store(total, out, b.const(0, i64))
+    ir = str(convert_module(ModuleOp([b.ret()]), fallback_target_triple=llvm.get_process_triple()))
+    assert len(b.region.blocks) == blocks and b.entry.last_op.name == entry_exit
+    compiled = compile_llvm_ir(ir, {"f": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)})
+    got = np.zeros(1, np.int64)
+    compiled.functions["f"](got.ctypes.data, 1)
+    assert got[0] == sum(range(1 if start is None else start, stop))
 
 
 @settings(max_examples=20, deadline=None)
