@@ -71,7 +71,7 @@ class BatchedKernel(Kernel):
             if key.window:
                 self.prefetch_lanes(last, b.icmp("slt", last, stop))
             chunk_pass(first, last)
-            if key.epilogue != "none":
+            if key.epilogue != "none" and not self.fuses_epilogue:
                 self.batch_epilogue(first, last)
             return []
 
@@ -103,13 +103,37 @@ class BatchedKernel(Kernel):
 
         b.loop(b.const(0, i64), b.const(key.cols // key.window[0], i64), [], channel_body)
 
-    def lane_tiles(self, first: SSAValue, last: SSAValue, body) -> None:
-        """`body(lane, vectors)` over lanes [first, last): 32 lanes (two vectors) at a
-        time, then 16."""
+    @property
+    def fuses_epilogue(self) -> bool:
+        """Whether bias and activation are applied as the outputs are stored, rather than
+        in a pass of their own after each lane chunk: where one store is final, a weight
+        of one column panel."""
+        return self.key.panels == 1
+
+    def lane_tiles(self, first: SSAValue, last: SSAValue, body, widths: tuple[int, ...] = (2, 1)) -> None:
+        """`body(lane, vectors)` over lanes [first, last): 16 x widths[0] lanes at a time,
+        then each narrower width in turn for what is left."""
         b = self.b
-        pairs = b.add(first, b.round_down(b.sub(last, first), 32))
-        for start, stop, vectors in ((first, pairs, 2), (pairs, last, 1)):
+        start = first
+        for vectors in widths:
+            stop = last if vectors == widths[-1] else b.add(start, b.round_down(b.sub(last, start), 16 * vectors))
             b.loop(start, stop, [], lambda lane, _s, v=vectors: body(lane, v) or [], step=16 * vectors)
+            start = stop
+
+    @property
+    def product_widths(self) -> tuple[int, ...]:
+        """The lane tiles of `multiply`, in vectors: on AVX-512 (32 registers) four
+        vectors first, whose products each load their column and weight once for four
+        multiply-adds, needing fewer accumulator sets (`ways`); two vectors elsewhere."""
+        return (4, 2, 1) if self.key.avx512 else (2, 1)
+
+    def ways(self, vectors: int) -> int:
+        """Accumulator sets for a tile of `vectors`: enough independent multiply-add
+        chains to cover their latency, 8 (4 on AMD Zen, whose 16-lane multiply-adds
+        issue one a cycle); fewer sets leave fewer to add up at the end and fewer
+        products to pad."""
+        chains = 4 if self.key.tuning == "zen" else 8
+        return max(1, min(self.WAYS, chains // vectors))
 
     def chunk_pass(self, first_lane: SSAValue, last_lane: SSAValue) -> None:
         """The products of every row of `chunk_rows` on lanes [first_lane, last_lane),
@@ -125,9 +149,9 @@ class BatchedKernel(Kernel):
 
                 def row_body(row: SSAValue, _rows) -> list[SSAValue]:
                     count = self.pad(self.decode(row, panel))
-                    if self.key.window:
+                    if self.key.window and not self.decodes_offsets:
                         self.column_offsets(count)
-                    self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel))
+                    self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel), self.product_widths)
                     return []
 
                 b.loop(first_row, last_row, [], row_body)
@@ -139,9 +163,18 @@ class BatchedKernel(Kernel):
         b.loop(first, last, [], group_body, step=ROW_GROUP)
 
     def decode(self, row: SSAValue, panel: SSAValue) -> SSAValue:
-        """Write `row`'s products in column panel `panel` to `self.columns` (i32) and
-        `self.weights` (f32), in order; return how many there are."""
+        """Write `row`'s products in column panel `panel` to `self.columns` (i32: their
+        columns, or input offsets where `decodes_offsets`) and `self.weights` (f32), in
+        order; return how many there are."""
         raise NotImplementedError
+
+    @property
+    def decodes_offsets(self) -> bool:
+        """Whether `decode` writes an implicit convolution's input offsets itself, rather
+        than columns for `column_offsets` to turn into offsets: reading back columns just
+        written one at a time stalls on the stores (a tenth of a small 1x1 convolution's
+        time)."""
+        return False
 
     def row_ahead(self, row: SSAValue) -> SSAValue:
         """The row PREFETCH_ROWS after `row` (the last row at most), whose weights in
@@ -153,13 +186,14 @@ class BatchedKernel(Kernel):
         return b.smin(ahead, b.const(self.key.rows - 1, i64))
 
     def pad(self, count: SSAValue) -> SSAValue:
-        """Fill the arrays after `count` products up to a whole number of rounds with
-        products that add nothing (weight 0, column K: x's zero row; a zero weight alone
-        could meet an infinite input); return the padded count."""
-        b = self.b
-        b.store_at(b.vector_const([self.key.cols] * 16, i32), b.element_ptr(self.columns, count, i32), alignment=4)
+        """Follow the arrays' `count` products with 16 that add nothing (weight 0,
+        column K: x's zero row; a zero weight alone could meet an infinite input), so
+        `multiply` may run up to a whole number of rounds; return `count`."""
+        b, cols = self.b, self.key.cols
+        padding = b.splat(self.offset_of(b.const(cols, i64)), 16) if self.decodes_offsets else b.vector_const([cols] * 16, i32)
+        b.store_at(padding, b.element_ptr(self.columns, count, i32), alignment=4)
         b.store_at(b.vector_const([0.0] * 16, f32), b.element_ptr(self.weights, count, f32), alignment=4)
-        return b.round_down(b.add(count, b.const(self.WAYS - 1, i64)), self.WAYS)
+        return count
 
     def offset_table(self) -> None:
         """`self.offsets`[k] = weight column k's input offset (KernelKey.window): channel
@@ -207,6 +241,13 @@ class BatchedKernel(Kernel):
         every_lane = b.bitcast(b.const(-1, i16), vector(i1, 16))
         return b.intrinsic("llvm.x86.avx512.mask.gather.dpi.512", [columns, self.offsets, columns, every_lane, b.const(4, i32)], vector(i32, 16))
 
+    def offset_of(self, column: SSAValue) -> SSAValue:
+        """The input offset (i32) of weight column `column` (i64), `offsets_of` one at a time."""
+        b, key = self.b, self.key
+        if key.window[0] == 1:
+            return b.trunc(b.mul(column, b.const(key.channel_floats, i64)), i32)
+        return b.load(self.offsets, column, i32)
+
     def widen_values(self, values: SSAValue, count: SSAValue) -> None:
         """`self.weights[0:count]` = the `count` weight values at `values`, as float32:
         16 at a time under a lane mask, so nothing past the last is read."""
@@ -230,8 +271,10 @@ class BatchedKernel(Kernel):
 
     def multiply(self, row: SSAValue, lane: SSAValue, count: SSAValue, vectors: int, first_panel: SSAValue) -> None:
         """y[row, lane:lane + 16 * vectors] = (on the first panel) or += (on the others)
-        the decoded products (`count`, a whole number of rounds) times their inputs."""
-        b, ways = self.b, self.WAYS
+        the `count` decoded products times their inputs, taken in whole rounds of
+        `ways` (the padding products add nothing); with the bias and activation when
+        this store is final (`fuses_epilogue`)."""
+        b, ways = self.b, self.ways(vectors)
         x_lanes = b.element_ptr(self.x, lane, f32)
 
         def product(index: SSAValue, accs: list[SSAValue]) -> list[SSAValue]:
@@ -250,15 +293,25 @@ class BatchedKernel(Kernel):
             return updated
 
         zero = b.vector_const([0.0] * 16, f32)
-        accs = b.loop(b.const(0, i64), count, [zero] * (ways * vectors), round_body, step=ways)
+        rounds = b.round_down(b.add(count, b.const(ways - 1, i64)), ways)
+        accs = b.loop(b.const(0, i64), rounds, [zero] * (ways * vectors), round_body, step=ways)
         for v in range(vectors):
             total = accs[v]
             for way in range(1, ways):
                 total = b.fadd(total, accs[way * vectors + v])
             at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
-            earlier = b.load_at(at, F32x16, alignment=4)
-            earlier = earlier if self.key.accumulate else b.select(first_panel, zero, earlier)
-            b.store_at(b.fadd(total, earlier), at, alignment=4)
+            if self.key.accumulate:
+                total = b.fadd(total, b.load_at(at, F32x16, alignment=4))
+            elif not self.fuses_epilogue:
+                total = b.fadd(total, b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4)))
+            b.store_at(self.finished(total, row) if self.fuses_epilogue else total, at, alignment=4)
+
+    def finished(self, acc: SSAValue, row: SSAValue) -> SSAValue:
+        """Output row `row`'s 16 lanes `acc` with the bias and activation."""
+        b = self.b
+        if self.key.epilogue.startswith("bias"):
+            acc = b.fadd(acc, b.splat(b.load(self.bias, row, f32), 16))
+        return self.activation(acc)
 
     def batch_epilogue(self, first_lane: SSAValue, last_lane: SSAValue) -> None:
         """Bias and activation on the finished outputs of the rows `chunk_rows`, lanes
@@ -269,10 +322,7 @@ class BatchedKernel(Kernel):
         def row_body(row: SSAValue, _state) -> list[SSAValue]:
             def lanes_body(lane: SSAValue, _inner) -> list[SSAValue]:
                 at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), lane), f32)
-                acc = b.load_at(at, F32x16, alignment=4)
-                if key.epilogue.startswith("bias"):
-                    acc = b.fadd(acc, b.splat(b.load(self.bias, row, f32), 16))
-                b.store_at(self.activation(acc), at, alignment=4)
+                b.store_at(self.finished(b.load_at(at, F32x16, alignment=4), row), at, alignment=4)
                 return []
 
             b.loop(first_lane, last_lane, [], lanes_body, step=16)

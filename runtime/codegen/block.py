@@ -186,6 +186,11 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
     CHUNK = 256
     ACCUMULATORS = 8
 
+    @property
+    def fuses_epilogue(self) -> bool:
+        """A row block's sums are final when stored: always (no column panels)."""
+        return True
+
     def build(self) -> llvm.FuncOp:
         b = self.b
         self.weights = b.alloca(self.CHUNK * self.key.block + 16, f32)  # 16 slots of slack: widening writes whole vectors
@@ -214,7 +219,7 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
             inside = b.icmp("slt", row, b.const(key.rows, i64)) if key.rows % key.block else None
             for v in range(vectors):
                 at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
-                self.only_if(inside, lambda acc=totals[r * vectors + v], at=at: b.store_at(acc, at, alignment=4))
+                self.only_if(inside, lambda acc=totals[r * vectors + v], at=at, row=row: b.store_at(self.finished(acc, row), at, alignment=4))
 
     def kept_sums(self, x_lanes: SSAValue, first: SSAValue, last: SSAValue, vectors: int) -> list[SSAValue]:
         """Each row's (B) sums of kept blocks [first, last), over the `vectors` x 16 batch

@@ -49,6 +49,8 @@ _FOLDED_ARITHMETIC: dict[type[Operation], Callable[[int, int], int]] = {
     llvm.MulOp: operator.mul,
     llvm.ShlOp: operator.lshift,
     llvm.LShrOp: operator.rshift,
+    llvm.UDivOp: operator.floordiv,
+    llvm.URemOp: operator.mod,
 }
 """Integer ops `FunctionBuilder.binary` folds."""
 _COMMUTATIVE = frozenset({llvm.AddOp, llvm.MulOp})
@@ -178,6 +180,8 @@ class FunctionBuilder:
         if x is not None and y is not None:
             if kind in (llvm.ShlOp, llvm.LShrOp) and not (x >= 0 and 0 <= y < width):
                 return None
+            if kind in (llvm.UDivOp, llvm.URemOp) and not (x >= 0 and y > 0):
+                return None
             value = _FOLDED_ARITHMETIC[kind](x, y)
             bound = 1 << (width - 1)
             return self.const(value, a.type) if -bound <= value < bound else None
@@ -244,9 +248,15 @@ class FunctionBuilder:
         return self.templated(("select", condition.type, a.type), [condition, a, b], lambda: llvm.SelectOp(condition, a, b))
 
     def smin(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        x, y = self.constant_value(a), self.constant_value(b)
+        if x is not None and y is not None:
+            return a if x <= y else b
         return self.intrinsic(f"llvm.smin.i{a.type.width.data}", [a, b], a.type)  # pyright: ignore
 
     def smax(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        x, y = self.constant_value(a), self.constant_value(b)
+        if x is not None and y is not None:
+            return a if x >= y else b
         return self.intrinsic(f"llvm.smax.i{a.type.width.data}", [a, b], a.type)  # pyright: ignore
 
     def round_down(self, value: SSAValue, multiple: int) -> SSAValue:

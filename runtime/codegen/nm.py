@@ -253,13 +253,14 @@ class VectorNMKernel(NMKernel):
 
 class BatchedNMKernel(BatchedKernel, NMKernel):
     """Batched n:m: a panel's products are its runs' kept slots, in order. Their columns
-    come 16 at a time from the 16-lane layout's step words where there is one
-    (KernelKey.nm_lanes, K a multiple of the step span), else one slot at a time from
-    the packed stream, leaving out the padding slots of a ragged last run."""
+    come 16 at a time from the 16-lane layout's step words for the row's whole steps
+    (KernelKey.nm_lanes), and one slot at a time from the packed stream for the rest,
+    leaving out the padding slots of a ragged last run. An implicit convolution's
+    decoder writes input offsets rather than columns (`decodes_offsets`)."""
 
     @property
-    def step_words(self) -> bool:
-        return self.key.nm_lanes and self.key.cols % self.key.nm_span == 0
+    def decodes_offsets(self) -> bool:
+        return bool(self.key.window)
 
     def decode(self, row: SSAValue, panel: SSAValue) -> SSAValue:
         b, key = self.b, self.key
@@ -274,14 +275,22 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
             count = b.mul(b.sub(last_run, first_run), b.const(kept, i64))
         ahead = b.mul(b.sub(self.row_ahead(row), row), b.const(self.runs * kept, i64))
         b.prefetch(b.element_ptr(self.a0, b.add(first, ahead), self.value_type), 4)
-        if not self.step_words:
-            return self.slot_columns(first, first_run, count)
-        self.widen_values(b.element_ptr(self.a0, first, self.value_type), count)
-        self.step_columns(row, first_run, panel_slot, count)
-        return count
+        if not key.nm_lanes:
+            return self.slot_columns(first, first_run, count, b.const(0, i64))
+        # The panel's slots in the row's whole steps (a multiple of 16), then the rest.
+        if key.cols % key.nm_span == 0:
+            stepped = count
+        else:
+            row_steps_slots = b.const(key.cols // key.nm_span * 16, i64)
+            stepped = b.smin(b.smax(b.sub(row_steps_slots, panel_slot), b.const(0, i64)), count)
+        self.widen_values(b.element_ptr(self.a0, first, self.value_type), stepped)
+        self.step_columns(row, first_run, panel_slot, stepped)
+        rest_run = b.add(first_run, b.udiv(stepped, b.const(kept, i64)))
+        return self.slot_columns(b.add(first, stepped), rest_run, b.sub(count, stepped), stepped)
 
     def step_columns(self, row: SSAValue, first_run: SSAValue, panel_slot: SSAValue, count: SSAValue) -> None:
-        """Columns of slots [0, count) (a multiple of 16), a step word of 16 positions at a time."""
+        """Columns (or input offsets) of slots [0, count) (a multiple of 16), a step word
+        of 16 positions at a time."""
         b, key = self.b, self.key
         kept, wide = key.m - key.n, IntegerType(key.nm_word_bits)
         words = b.element_ptr(self.a2, b.mul(row, b.const(key.cols // key.nm_span, i64)), wide)
@@ -296,16 +305,17 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
             shifted = b.lshr(b.splat(word, 16), shifts)
             if key.nm_word_bits != 32:
                 shifted = b.trunc(shifted, vector(i32, 16))
-            positions = b.and_(shifted, b.vector_const([key.m - 1] * 16, i32))
-            b.store_at(b.add(bases, positions), b.element_ptr(self.columns, slot, i32), alignment=4)
+            columns = b.add(bases, b.and_(shifted, b.vector_const([key.m - 1] * 16, i32)))
+            b.store_at(self.offsets_of(columns) if self.decodes_offsets else columns, b.element_ptr(self.columns, slot, i32), alignment=4)
             return [b.add(bases, b.vector_const([key.nm_span] * 16, i32))]
 
         # Unrolled where the count is a constant: a batched row's decode ran 0.72x as fast rolled up.
         b.loop(b.const(0, i64), count, [first_bases], step_body, step=16, unrolled=True)
 
-    def slot_columns(self, first: SSAValue, first_run: SSAValue, count: SSAValue) -> SSAValue:
-        """Column and value of slots [0, count) one at a time; returns how many were
-        written (the padding slots of a ragged last run, past column K, are not)."""
+    def slot_columns(self, first: SSAValue, first_run: SSAValue, count: SSAValue, start: SSAValue) -> SSAValue:
+        """Column (or input offset) and value of slots [0, count) one at a time, written
+        from index `start` on; returns the index after the last written (the padding
+        slots of a ragged last run, past column K, are not)."""
         b, key = self.b, self.key
         kept = key.m - key.n
 
@@ -314,11 +324,11 @@ class BatchedNMKernel(BatchedKernel, NMKernel):
             index = b.add(first, slot)
             run = b.add(first_run, b.udiv(slot, b.const(kept, i64)))
             column = b.add(b.mul(run, b.const(key.m, i64)), self.position(index))
-            b.store(b.trunc(column, i32), self.columns, written)
+            b.store(self.offset_of(column) if self.decodes_offsets else b.trunc(column, i32), self.columns, written)
             b.store(self.value(self.a0, index), self.weights, written)
             if key.cols % key.m == 0:
                 return [b.add(written, b.const(1, i64))]
             return [b.add(written, b.zext(b.icmp("slt", column, b.const(key.cols, i64)), i64))]
 
-        (written,) = b.loop(b.const(0, i64), count, [b.const(0, i64)], slot_body)
+        (written,) = b.loop(b.const(0, i64), count, [start], slot_body)
         return written
