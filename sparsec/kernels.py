@@ -80,6 +80,8 @@ call / in chunks of 32 / of 64: batched block 4 at 50% 112 / 33 / 35, batched n:
 45 / 27 / 28, batched unstructured 90% 26 / 22 / 19, tiled block 16 at 90% 37 / 9.5 /
 9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance.md). The
 tiled bitmask and n:m kernels run only below the batched threshold."""
+LANE_PLANES_MAX_FLOATS = 16384
+"""The most floats of input planes an n:m kernel with `lane_planes` keeps on the stack (64 KiB)."""
 ROW_GROUP = 128
 """Weight rows the batched bitmask and n:m kernels take through the weight's panels
 together: a group's outputs (ROW_GROUP x lanes floats) and its weights stay in L2
@@ -346,6 +348,16 @@ class KernelKey:
             and 16 % kept == 0
             and self.cols >= self.nm_span
         )
+
+    @property
+    def lane_planes(self) -> bool:
+        """Whether one batch row's n:m steps pick each lane's input from m planes of the
+        input by its position's bits (runtime/codegen/nm.py, VectorNMKernel.plane_group_body)
+        rather than by permutes: one kept value of 2 or 4 (1:2, 3:4) on the 16-lane
+        layout, whose planes hold K floats, on the stack. (With two kept values of 4 the
+        planes hold each input twice: 2:4 ran 1.1x to 1.3x as long, its planes
+        outgrowing L1.)"""
+        return self.nm_lanes and self.m in (2, 4) and self.m - self.n == 1 and self.cols <= LANE_PLANES_MAX_FLOATS
 
     @property
     def nm_span(self) -> int:

@@ -347,6 +347,23 @@ class FunctionBuilder:
         mask = (i32, list(indices))
         return self.templated(("shuffle", a.type, indices), [a, b], lambda: llvm.ShuffleVectorOp(a, b, DenseArrayBase.from_list(*mask), ty))
 
+    def gather_lanes(self, vectors: Sequence[SSAValue], indices: Sequence[int]) -> SSAValue:
+        """The lanes `indices` of `vectors` (of 16 lanes each) laid end to end, as one
+        vector: a shuffle of each pair of vectors some index falls in, then shuffles
+        merging those (three two-source permutes for 16 lanes out of 64)."""
+        parts: list[tuple[list[int], SSAValue]] = []
+        for first in range(0, len(vectors), 2):
+            pair = vectors[first : first + 2]
+            low, high = pair[0], pair[-1]
+            lanes = [index - 16 * first if 16 * first <= index < 16 * (first + len(pair)) else -1 for index in indices]
+            if any(lane >= 0 for lane in lanes):
+                parts.append((lanes, self.shuffle(low, high, tuple(max(lane, 0) for lane in lanes))))
+        lanes, merged = parts[0]
+        for other_lanes, other in parts[1:]:
+            merged = self.shuffle(merged, other, tuple(lane if lanes[lane] >= 0 else len(indices) + lane for lane in range(len(indices))))
+            lanes = [max(a, b) for a, b in zip(lanes, other_lanes)]
+        return merged
+
     def lanes(self, source: SSAValue, first: int, count: int) -> SSAValue:
         """Lanes [first, first + count) of `source` as a vector of `count` lanes."""
         return self.shuffle(source, source, tuple(range(first, first + count)))

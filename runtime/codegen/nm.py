@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import IntegerType, f16, f32, i1, i8, i16, i32, i64
@@ -97,12 +98,16 @@ class VectorNMKernel(NMKernel):
     def build(self) -> llvm.FuncOp:
         if self.key.panelled or self.key.paired:  # (variants for several batch rows)
             return panelled(self, self.TILE, self.key.nm_span, self.tile_body)
-        b = self.b
+        b, key = self.b, self.key
         single = b.icmp("eq", self.batch, b.const(1, i64))
         grouped_end = b.add(self.begin, b.round_down(b.sub(self.end, self.begin), self.ROW_GROUP))
+        planes = b.alloca(self.steps * key.m * 16, f32) if key.lane_planes else None
 
         def groups() -> None:
-            b.loop(self.begin, grouped_end, [], lambda row, _state: self.group_body(row) or [], step=self.ROW_GROUP)
+            if planes is not None:
+                self.fill_planes(planes)
+            group = self.group_body if planes is None else lambda row: self.plane_group_body(row, planes)
+            b.loop(self.begin, grouped_end, [], lambda row, _state: group(row) or [], step=self.ROW_GROUP)
 
         self.only_if(single, groups)
         rest = b.select(single, grouped_end, self.begin)
@@ -169,9 +174,71 @@ class VectorNMKernel(NMKernel):
         zero = b.vector_const([0.0] * 16, f32)
         words_ahead = b.element_ptr(words, b.const(group * self.steps, i64), words_type)
         state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * group + [values, words, self.x, words_ahead], step_body)
+        self.finish_group(rows, state[:group])
+
+    def finish_group(self, rows: list[SSAValue], accs: Sequence[SSAValue]) -> None:
+        """Store a row group's sums (with the runs past the last whole step)."""
+        b = self.b
         batch_row = b.const(0, i64)
-        for row, total in zip(rows, b.sum_lanes_each(list(state[:group]))):
+        for row, total in zip(rows, b.sum_lanes_each(list(accs))):
             self.finish(self.add_tail(total, row, batch_row, None), row, batch_row)
+
+    def fill_planes(self, planes: SSAValue) -> None:
+        """The input's planes for `plane_group_body`: per step, m vectors, plane p holding
+        at lane l the input at its run's column p (lane l of a step is in run l // kept).
+        Written once a call, from the one batch row."""
+        b, key = self.b, self.key
+        kept, span = key.m - key.n, key.nm_span
+        lanes = [[key.m * (lane // kept) + p for lane in range(16)] for p in range(key.m)]
+
+        def step_body(_step: SSAValue, state) -> list[SSAValue]:
+            x_at, planes_at = state
+            window = [b.load_at(b.element_ptr(x_at, b.const(16 * q, i64), f32), F32x16, alignment=4) for q in range(span // 16)]
+            for p, indices in enumerate(lanes):
+                b.store_at(b.gather_lanes(window, indices), b.element_ptr(planes_at, b.const(16 * p, i64), f32), alignment=4)
+            return [b.element_ptr(x_at, b.const(span, i64), f32), b.element_ptr(planes_at, b.const(16 * key.m, i64), f32)]
+
+        b.loop(b.const(0, i64), b.const(self.steps, i64), [self.x, planes], step_body)
+
+    def plane_group_body(self, first_row: SSAValue, planes: SSAValue) -> None:
+        """`group_body` with `lane_planes`: each step loads the m planes of its inputs once
+        for the group, and each row picks its lanes' inputs from them by the bits of
+        their positions (a 16-bit mask a bit, loaded into a mask register: m - 1
+        blends), where the permutes took two to four vector operations more."""
+        b, key = self.b, self.key
+        group, kept = self.ROW_GROUP, key.m - key.n
+        rows = [b.add(first_row, b.const(j, i64)) for j in range(group)]
+        values, _words = self.row_streams(first_row)
+        masks = b.element_ptr(self.a2, b.add(b.const(key.rows * self.steps, i64), b.mul(first_row, b.const(self.steps, i64))), i32)
+        row_values = self.runs * kept
+
+        def step_body(_step: SSAValue, state) -> list[SSAValue]:
+            accs, (values_at, masks_at, planes_at, masks_ahead) = state[:group], state[group:]
+            b.prefetch(masks_ahead)
+            inputs = [b.load_at(b.element_ptr(planes_at, b.const(16 * p, i64), f32), F32x16, alignment=4) for p in range(key.m)]
+            updated = []
+            for j, acc in enumerate(accs):
+                row_values_at = b.element_ptr(values_at, b.const(j * row_values, i64), i16)
+                b.prefetch(b.element_ptr(row_values_at, b.const(group * row_values, i64), i16))
+                weights = b.fpext(b.load_at(row_values_at, vector(f16, 16), alignment=2), F32x16)
+                picked = self.plane_pick(inputs, b.element_ptr(masks_at, b.const(j * self.steps, i64), i32))
+                updated.append(b.fmuladd(weights, picked, acc))
+            strides = [(values_at, 16, i16), (masks_at, 1, i32), (planes_at, 16 * key.m, f32), (masks_ahead, group, i32)]
+            return updated + [b.element_ptr(at, b.const(stride, i64), ty) for at, stride, ty in strides]
+
+        zero = b.vector_const([0.0] * 16, f32)
+        masks_ahead = b.element_ptr(masks, b.const(group * self.steps, i64), i32)
+        state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * group + [values, masks, planes, masks_ahead], step_body)
+        self.finish_group(rows, state[:group])
+
+    def plane_pick(self, inputs: list[SSAValue], masks_at: SSAValue) -> SSAValue:
+        """Each lane's input from `inputs` (m planes) at its position, whose bits are the
+        16-bit lane masks at `masks_at`, lowest bit first."""
+        b = self.b
+        for bit in range(self.key.position_bits):
+            mask = b.bitcast(b.load_at(b.element_ptr(masks_at, b.const(2 * bit, i64), i8), i16, alignment=2), vector(i1, 16))
+            inputs = [b.select(mask, high, low) for low, high in zip(inputs[::2], inputs[1::2])]
+        return inputs[0]
 
     def tile_body(self, row: SSAValue, tile: SSAValue, size: int, panel: Panel | None) -> None:
         """Weight row `row` times `size` consecutive batch rows from `tile` on: all its

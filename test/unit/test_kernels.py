@@ -23,7 +23,7 @@ from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
-from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, SMALL_BATCHED_FROM, SMALL_WEIGHT, WIDE_WINDOW_SPAN, WINDOW_ALIGN, WINDOW_SPAN, KernelKey
+from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, LANE_PLANES_MAX_FLOATS, SMALL_BATCHED_FROM, SMALL_WEIGHT, WIDE_WINDOW_SPAN, WINDOW_ALIGN, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime.jit import Target, compile_kernels, compile_llvm_ir
 from sparsec.runtime.operands import _chunks, _with_slack
@@ -580,15 +580,18 @@ def test_narrow_blocks_at_one_batch_row(block, sparsity):
     np.testing.assert_allclose(got, model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("n_m", [(2, 4), (3, 4), (7, 8)])
-@pytest.mark.parametrize(("rows", "cols"), [(3, 64), (7, 130), (1003, 2100)])
+@pytest.mark.parametrize("n_m", [(2, 4), (3, 4), (7, 8), (1, 2)])
+@pytest.mark.parametrize(("rows", "cols"), [(3, 64), (7, 130), (1003, 2100), (9, 20000)])
 def test_nm_row_groups_at_one_batch_row(n_m, rows, cols):
-    """One batch row takes n:m weight rows four at a time (VectorNMKernel.group_body);
-    the rows past the last whole group of a thread's share, and the runs past the last
-    whole step, go one at a time."""
+    """One batch row takes n:m weight rows four at a time (VectorNMKernel.group_body;
+    with one kept value of 2 or 4, plane_group_body, unless the planes would outgrow
+    LANE_PLANES_MAX_FLOATS); the rows past the last whole group of a thread's share, and
+    the runs past the last whole step, go one at a time."""
     n, m = n_m
     model = build(rows, cols, False, True, "gelu", rows)
     model.apply(f"prune-magnitude{{pattern=nm n={n} m={m} min-elements=0}},pack-bitmask,lower-kernels")
+    key = next(iter(kernel_keys(model.module)))
+    assert key.lane_planes == (key.nm_lanes and m - n == 1 and cols <= LANE_PLANES_MAX_FLOATS)
     x = np.random.default_rng(cols).standard_normal((1, cols)).astype(np.float32)
     for threads in (1, 2):
         got = Executor(model.module, model.weights, threads=threads).run({"x": x})["y"]
