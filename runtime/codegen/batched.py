@@ -9,7 +9,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f16, f32, i1, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.kernels import ROW_GROUP
+from sparsec.kernels import ROW_GROUP, epilogue_activation
 from sparsec.runtime.codegen.base import F32x16, Kernel
 from sparsec.runtime.codegen.builder import vector
 
@@ -114,8 +114,13 @@ class BatchedKernel(Kernel):
     def fuses_epilogue(self) -> bool:
         """Whether bias and activation are applied as the outputs are stored, rather than
         in a pass of their own after each lane chunk: where one store is final, a weight
-        of one column panel."""
-        return self.key.panels == 1
+        of one column panel, and the activation is cheap (a Gelu at every store of
+        every lane tile made a block 8 kernel's compile take twice as long)."""
+        return self.key.panels == 1 and self.cheap_epilogue
+
+    @property
+    def cheap_epilogue(self) -> bool:
+        return epilogue_activation(self.key.epilogue) != "gelu"
 
     def lane_tiles(self, first: SSAValue, last: SSAValue, body, widths: tuple[int, ...] = (2, 1)) -> None:
         """`body(lane, vectors)` over lanes [first, last): 16 x widths[0] lanes at a time,
@@ -311,7 +316,12 @@ class BatchedKernel(Kernel):
                 total = b.fadd(total, b.load_at(at, F32x16, alignment=4))
             elif not self.fuses_epilogue:
                 total = b.fadd(total, b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4)))
-            b.store_at(self.finished(total, row) if self.fuses_epilogue else total, at, alignment=4)
+            self.store_output(total, row, at)
+
+    def store_output(self, total: SSAValue, row: SSAValue, at: SSAValue) -> None:
+        """Store output row `row`'s 16 lanes `total` at `at`, finished where the kernel
+        `fuses_epilogue`."""
+        self.b.store_at(self.finished(total, row) if self.fuses_epilogue else total, at, alignment=4)
 
     def finished(self, acc: SSAValue, row: SSAValue) -> SSAValue:
         """Output row `row`'s 16 lanes `acc` with the bias and activation."""
