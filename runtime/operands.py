@@ -189,7 +189,7 @@ def _nm_step_words(stream: np.ndarray, key: KernelKey) -> np.ndarray:
     """The positions of each row's whole vector steps, one word of 16 positions per step
     (the stream runs on across rows, so a step's bits need not start on a byte); with
     `lane_planes`, then the same steps' lane masks: per step a 16-bit mask of each
-    position bit, lane l at bit l (32 bits a step)."""
+    position bit, lane l at bit l, in a word as wide."""
     bits, kept = key.position_bits, key.m - key.n
     per_row = math.ceil(key.cols / key.m) * kept
     steps = key.cols // key.nm_span
@@ -201,9 +201,9 @@ def _nm_step_words(stream: np.ndarray, key: KernelKey) -> np.ndarray:
     words = np.packbits(step_bits, axis=2, bitorder="little").view(dtype).reshape(-1)
     if not key.lane_planes:
         return words
-    mask_bits = np.zeros((key.rows, steps, 32), dtype=np.uint8)
+    mask_bits = np.zeros((key.rows, steps, key.nm_word_bits), dtype=np.uint8)
     mask_bits[:, :, : 16 * bits] = positions.transpose(0, 1, 3, 2).reshape(key.rows, steps, 16 * bits)
-    masks = np.packbits(mask_bits, axis=2, bitorder="little").view("<u4").reshape(-1)
+    masks = np.packbits(mask_bits, axis=2, bitorder="little").view(dtype).reshape(-1)
     return np.concatenate([words, masks])
 
 

@@ -353,11 +353,11 @@ class KernelKey:
     def lane_planes(self) -> bool:
         """Whether one batch row's n:m steps pick each lane's input from m planes of the
         input by its position's bits (runtime/codegen/nm.py, VectorNMKernel.plane_group_body)
-        rather than by permutes: one kept value of 2 or 4 (1:2, 3:4) on the 16-lane
-        layout, whose planes hold K floats, on the stack. (With two kept values of 4 the
-        planes hold each input twice: 2:4 ran 1.1x to 1.3x as long, its planes
+        rather than by permutes: one kept value of 2, 4 or 8 (1:2, 3:4, 7:8) on the
+        16-lane layout, whose planes hold K floats, on the stack. (With two kept values
+        of 4 the planes hold each input twice: 2:4 ran 1.1x to 1.3x as long, its planes
         outgrowing L1.)"""
-        return self.nm_lanes and self.m in (2, 4) and self.m - self.n == 1 and self.cols <= LANE_PLANES_MAX_FLOATS
+        return self.nm_lanes and self.m in (2, 4, 8) and self.m - self.n == 1 and self.cols <= LANE_PLANES_MAX_FLOATS
 
     @property
     def nm_span(self) -> int:
