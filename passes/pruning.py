@@ -207,7 +207,7 @@ def structured_skip_reason(spec: PruneSpec, shape: tuple[int, ...]) -> str | Non
     group = spec.block_size if spec.pattern is PatternKind.BLOCK else spec.m
     if spec.pattern is not PatternKind.UNSTRUCTURED and group > channels / 2:
         what = "block size" if spec.pattern is PatternKind.BLOCK else "m"
-        return f"{what} {group} exceeds half of axis {spec.axis} ({channels} channels)"
+        return f"{what} {group} exceeds half of axis {spec.axis} ({channels} channel{'' if channels == 1 else 's'})"
     return None
 
 
@@ -314,6 +314,7 @@ class PatternPruningPass(ModulePass, ABC):
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
         weights = weight_store(ctx)
+        left_dense: dict[str, list[str]] = {}  # layers by reason
         for weight in self.layers(op):
             chosen = self.spec_for(weight)
             if chosen is None:
@@ -329,10 +330,12 @@ class PatternPruningPass(ModulePass, ABC):
                 )
             reason = structured_skip_reason(spec, weight.canonical(array).shape)
             if reason is not None:
-                log.warning(f"{self.name}: layer '{weight.layer}' left dense: {reason}")
+                left_dense.setdefault(reason, []).append(weight.layer)
                 continue
             weights[weight.name] = self.prune_layer(ctx, op, weight, spec, array)
             weight.op.sparsity = spec.attribute()  # pyright: ignore
+        for reason, layers in left_dense.items():
+            log.warning(f"{self.name}: {_layers_named(layers)} left dense: {reason}")
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,17 @@ class CalibratedPruningPass(PatternPruningPass, ABC):
     def features(self, ctx: Context, module: builtin.ModuleOp, weight: LayerWeight) -> Iterator[np.ndarray]:
         """The layer's calibration inputs, batch by batch, with earlier layers as pruned so far."""
         return layer_features(module, weight_store(ctx), weight.consumer, self.calibration_data, self.batch_size)
+
+
+def _layers_named(layers: list[str], shown: int = 3) -> str:
+    """"layer 'a'", or "3 layers ('a', 'b', 'c')", or "16 layers ('a', 'b', 'c' and 13
+    more)": one warning for the layers a network leaves dense for one reason (each of
+    ShuffleNet's 16 depthwise convolutions had a line of its own)."""
+    if len(layers) == 1:
+        return f"layer '{layers[0]}'"
+    names = ", ".join(f"'{layer}'" for layer in layers[:shown])
+    more = f" and {len(layers) - shown} more" if len(layers) > shown else ""
+    return f"{len(layers)} layers ({names}{more})"
 
 
 def program_position(op: Operation) -> int:

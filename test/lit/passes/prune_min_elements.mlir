@@ -11,3 +11,4 @@ func.func @main(%x: tensor<?x4xf32>) -> tensor<?x2xf32> {
 // SMALL: %w = nn.weight "w" dense<{{\[\[}}1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]>
 // HALF: sparsec: warning: prune-magnitude: layer 'w' left dense: m 4 exceeds half of axis 1 (4 channels)
 // HALF: %w = nn.weight "w" dense<{{\[\[}}1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]>
+
