@@ -272,6 +272,33 @@ def test_batched_variant_of_narrow_blocks(block, rows, target, tmp_path, monkeyp
         assert any(key.batched for key in layer.variant_calls) == (batch >= rows)
 
 
+INTEL_TUNING = Target("icelake-server", Target.host().features)
+
+
+@pytest.mark.parametrize("target", [Target.host(), INTEL_TUNING], ids=["host", "intel-tuning"])
+@pytest.mark.parametrize("pattern", ["pattern=unstructured sparsity=0.9", "pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.5"])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_batched_lane_tiles(pattern, activation, target, tmp_path, monkeypatch):
+    """The batched kernels' lane tiles of 64, 32 and 16 lanes (95 batch rows take all
+    three, 33 the 32- and 16-lane ones), with the accumulator sets of AMD Zen's and
+    other CPUs' tuning (BatchedKernel.ways); a weight of one column panel applies bias
+    and Relu in its stores, Gelu in a pass (`fuses_epilogue`); several panels never
+    fuse them."""
+    if not Target.host().avx512:
+        pytest.skip("the 64-lane tiles are AVX-512's")
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    for cols in (200, 600):  # one panel, three
+        model = build(37, cols, False, True, activation, cols)
+        model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+        executor = Executor(model.module, model.weights, threads=1, target=target)
+        rng = np.random.default_rng(cols)
+        for batch in (33, 95):
+            x = rng.standard_normal((batch, cols)).astype(np.float32)
+            np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+        (layer,) = executor.layers.values()
+        assert any(key.batched for key in layer.variant_calls)
+
+
 def test_wide_blocks_have_no_batched_variant():
     """From 9 rows a block fills most of the tiled kernel's 16 lanes already."""
     assert BLOCK_BATCHED_FROM[-1][0] == 8
