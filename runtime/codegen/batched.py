@@ -333,7 +333,7 @@ class BatchedKernel(Kernel):
     def batch_epilogue(self, first_lane: SSAValue, last_lane: SSAValue) -> None:
         """Bias and activation on the finished outputs of the rows `chunk_rows`, lanes
         [first_lane, last_lane), 16 at a time."""
-        b, key = self.b, self.key
+        b = self.b
         first, last = self.chunk_rows
 
         def row_body(row: SSAValue, _state) -> list[SSAValue]:

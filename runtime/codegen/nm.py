@@ -205,12 +205,12 @@ class VectorNMKernel(NMKernel):
         for the group, and each row picks its lanes' inputs from them by the bits of
         their positions (a 16-bit mask a bit, loaded into a mask register: m - 1
         blends), in place of decoding the positions and permuting (at 3:4, five vector
-        operations a row and step against nine; 3072x768 0.057 -> 0.047 ms; at 7:8,
-        seven blends against eleven, 0.061 -> 0.039 ms)."""
+        operations a row and step against nine, 3072x768 0.057 -> 0.047 ms; at 7:8,
+        nine against thirteen, 0.061 -> 0.039 ms)."""
         b, key = self.b, self.key
         group, kept = self.ROW_GROUP, key.m - key.n
         rows = [b.add(first_row, b.const(j, i64)) for j in range(group)]
-        values, _words = self.row_streams(first_row)
+        values = self.row_streams(first_row)[0]
         wide = IntegerType(key.nm_word_bits)
         masks = b.element_ptr(self.a2, b.add(b.const(key.rows * self.steps, i64), b.mul(first_row, b.const(self.steps, i64))), wide)
         row_values = self.runs * kept
