@@ -13,8 +13,9 @@ rather than its features (`tuning`).
 
 Compiled objects are cached under `$SPARSEC_CACHE_DIR` (default
 `$XDG_CACHE_HOME/sparsec` or `~/.cache/sparsec`), one entry per kernel, keyed by its
-key, a hash of the code generator's sources, the CPU name, its features and the
-llvmlite version, so a hit loads object code without generating or parsing any IR.
+key, a hash of the sources it depends on (`fingerprint_sources`: the code generator
+and the operand layouts), the CPU name, its features and the llvmlite version, so a
+hit loads object code without generating or parsing any IR.
 Kernels missing from the cache compile in a pipeline: generated in the calling thread,
 optimized and compiled by LLVM in a worker thread. A cache entry carries a
 checksum of its object code; a damaged entry is ignored and rebuilt.
@@ -148,11 +149,18 @@ def cache_dir() -> Path:
     return Path(base) / "sparsec"
 
 
+def fingerprint_sources() -> list[Path]:
+    """The files a compiled kernel depends on besides its key: the code generator, the
+    key's layout rules, the operand layouts the kernels read (runtime/operands.py: a
+    kernel cached before a layout changed would misread the new one) and this file."""
+    runtime = Path(__file__).parent
+    return [*sorted(Path(codegen.__file__).parent.glob("*.py")), Path(kernels.__file__), runtime / "operands.py", Path(__file__)]
+
+
 def _codegen_fingerprint() -> str:
-    """A hash of the code generator's sources (with the key's layout rules and this
-    file): a cache entry made by other code is never used."""
+    """A hash of `fingerprint_sources`: a cache entry made by other code is never used."""
     digest = hashlib.sha256()
-    for path in [*sorted(Path(codegen.__file__).parent.glob("*.py")), Path(kernels.__file__), Path(__file__)]:
+    for path in fingerprint_sources():
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

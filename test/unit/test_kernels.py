@@ -7,6 +7,7 @@ import ctypes
 import dataclasses
 import math
 import mmap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
 from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, LANE_PLANES_MAX_FLOATS, SMALL_BATCHED_FROM, SMALL_WEIGHT, WIDE_WINDOW_SPAN, WINDOW_ALIGN, WINDOW_SPAN, KernelKey
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
-from sparsec.runtime.jit import Target, compile_kernels, compile_llvm_ir
+from sparsec.runtime import operands
+from sparsec.runtime.codegen import builder as codegen_builder
+from sparsec.runtime.jit import Target, compile_kernels, compile_llvm_ir, fingerprint_sources
 from sparsec.runtime.operands import _chunks, _with_slack
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
@@ -430,6 +433,15 @@ def test_disk_cache_hits_and_recovers_from_damage(tmp_path, monkeypatch):
     x = np.ones((2, 70), np.float32)
     results = [Executor(model.module, model.weights).run({"x": x})["y"] for _ in range(2)]
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_cache_keys_cover_what_kernels_read():
+    """A kernel's cache entry is keyed by the sources it depends on besides its key,
+    the operand layouts among them: a kernel cached before runtime/operands.py changed
+    a layout would misread the new one."""
+    sources = [path.resolve() for path in fingerprint_sources()]
+    assert Path(operands.__file__).resolve() in sources and Path(codegen_builder.__file__).resolve() in sources
+    assert all(path.is_file() for path in sources)
 
 
 def test_disk_cache_has_an_entry_per_kernel(tmp_path, monkeypatch):
