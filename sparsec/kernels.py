@@ -352,7 +352,7 @@ class KernelKey:
     @property
     def lane_planes(self) -> bool:
         """Whether one batch row's n:m steps pick each lane's input from m planes of the
-        input by its position's bits (runtime/codegen/nm.py, VectorNMKernel.plane_group_body)
+        input by its position's bits (runtime/codegen/nm.py, VectorNMKernel.group_body)
         rather than by permutes: one kept value of 2, 4 or 8 (1:2, 3:4, 7:8) on the
         16-lane layout, whose planes hold K floats, on the stack. (With two kept values
         of 4 the planes hold each input twice: 2:4 ran 1.1x to 1.3x as long, its planes

@@ -248,16 +248,17 @@ class FunctionBuilder:
         return self.templated(("select", condition.type, a.type), [condition, a, b], lambda: llvm.SelectOp(condition, a, b))
 
     def smin(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        x, y = self.constant_value(a), self.constant_value(b)
-        if x is not None and y is not None:
-            return a if x <= y else b
-        return self.intrinsic(f"llvm.smin.i{a.type.width.data}", [a, b], a.type)  # pyright: ignore
+        return self._extreme("smin", min, a, b)
 
     def smax(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self._extreme("smax", max, a, b)
+
+    def _extreme(self, name: str, pick: Callable[[int, int], int], a: SSAValue, b: SSAValue) -> SSAValue:
+        """The signed min or max (`name`, `pick`) of integers: the constant one when both are."""
         x, y = self.constant_value(a), self.constant_value(b)
         if x is not None and y is not None:
-            return a if x >= y else b
-        return self.intrinsic(f"llvm.smax.i{a.type.width.data}", [a, b], a.type)  # pyright: ignore
+            return a if pick(x, y) == x else b
+        return self.intrinsic(f"llvm.{name}.i{a.type.width.data}", [a, b], a.type)  # pyright: ignore
 
     def round_down(self, value: SSAValue, multiple: int) -> SSAValue:
         """`value` (>= 0) rounded down to a multiple of `multiple`: where a loop in steps

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import IntegerType, f16, f32, i1, i8, i16, i32, i64
@@ -106,8 +105,7 @@ class VectorNMKernel(NMKernel):
         def groups() -> None:
             if planes is not None:
                 self.fill_planes(planes)
-            group = self.group_body if planes is None else lambda row: self.plane_group_body(row, planes)
-            b.loop(self.begin, grouped_end, [], lambda row, _state: group(row) or [], step=self.ROW_GROUP)
+            b.loop(self.begin, grouped_end, [], lambda row, _state: self.group_body(row, planes) or [], step=self.ROW_GROUP)
 
         self.only_if(single, groups)
         rest = b.select(single, grouped_end, self.begin)
@@ -142,50 +140,60 @@ class VectorNMKernel(NMKernel):
             tail = b.select(panel.last(b, key), tail, b.const(self.runs, i64))
         return self.sum_runs(row, batch_row, tail, total)
 
-    def group_body(self, first_row: SSAValue) -> None:
+    def group_body(self, first_row: SSAValue, planes: SSAValue | None = None) -> None:
         """Weight rows [first_row, first_row + ROW_GROUP) times the batch's one row. The
         rows lie one after another, so each row's streams are at constant distances
         from the first row's, and the loop carries one pointer per stream (values,
         words, inputs) rather than indexing each, which left LLVM's loop strength
-        reduction to find those pointers (about 0.5 ms of the kernel's compile time)."""
+        reduction to find those pointers (about 0.5 ms of the kernel's compile time).
+
+        A step's inputs load once for the group: the window of its columns, from which
+        each row permutes its lanes' inputs by its position word; or, with `planes`
+        (`lane_planes`, `fill_planes`), the m planes, from which each row blends them by
+        the bits of its positions (a 16-bit mask a bit, loaded into a mask register:
+        m - 1 blends; at 3:4 five vector operations a row and step against nine,
+        3072x768 0.057 -> 0.047 ms; at 7:8 nine against thirteen, 0.061 -> 0.039 ms)."""
         b, key = self.b, self.key
         group, kept = self.ROW_GROUP, key.m - key.n
         rows = [b.add(first_row, b.const(j, i64)) for j in range(group)]
         values, words = self.row_streams(first_row)
         words_type = IntegerType(key.nm_word_bits)
-        row_values, row_words = self.runs * kept, self.steps
+        if planes is not None:  # the lane masks, after every row's step words
+            words = b.element_ptr(words, b.const(key.rows * self.steps, i64), words_type)
+        inputs, inputs_stride = (self.x, key.nm_span) if planes is None else (planes, 16 * key.m)
+        row_values = self.runs * kept
 
         def step_body(_step: SSAValue, state) -> list[SSAValue]:
-            accs, (values_at, words_at, x_at, words_ahead) = state[:group], state[group:]
+            accs, (values_at, words_at, inputs_at, words_ahead) = state[:group], state[group:]
             # The next group's rows follow this group's: each row prefetches the values of
             # the row ROW_GROUP on; their words, one a row a step, are walked ROW_GROUP
             # words a step from the next group's first row's.
             b.prefetch(words_ahead)
-            window = self.window_at(x_at)
+            step_inputs = self.window_at(inputs_at) if planes is None else self.planes_at(inputs_at)
             updated = []
             for j, acc in enumerate(accs):
                 row_values_at = b.element_ptr(values_at, b.const(j * row_values, i64), i16)
                 b.prefetch(b.element_ptr(row_values_at, b.const(group * row_values, i64), i16))
-                weights, columns = self.decode_at(row_values_at, b.element_ptr(words_at, b.const(j * row_words, i64), words_type))
-                updated.append(b.fmuladd(weights, self.pick(window, columns), acc))
-            strides = [(values_at, 16, i16), (words_at, 1, words_type), (x_at, key.nm_span, f32), (words_ahead, group, words_type)]
+                weights = b.fpext(b.load_at(row_values_at, vector(f16, 16), alignment=2), F32x16)
+                row_words_at = b.element_ptr(words_at, b.const(j * self.steps, i64), words_type)
+                if planes is None:
+                    picked = self.pick(step_inputs, self.lane_columns(b.load_at(row_words_at, words_type)))
+                else:
+                    picked = self.plane_pick(step_inputs, row_words_at)
+                updated.append(b.fmuladd(weights, picked, acc))
+            strides = [(values_at, 16, i16), (words_at, 1, words_type), (inputs_at, inputs_stride, f32), (words_ahead, group, words_type)]
             return updated + [b.element_ptr(at, b.const(stride, i64), ty) for at, stride, ty in strides]
 
         zero = b.vector_const([0.0] * 16, f32)
         words_ahead = b.element_ptr(words, b.const(group * self.steps, i64), words_type)
-        state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * group + [values, words, self.x, words_ahead], step_body)
-        self.finish_group(rows, state[:group])
-
-    def finish_group(self, rows: list[SSAValue], accs: Sequence[SSAValue]) -> None:
-        """Store a row group's sums (with the runs past the last whole step)."""
-        b = self.b
+        state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * group + [values, words, inputs, words_ahead], step_body)
         batch_row = b.const(0, i64)
-        for row, total in zip(rows, b.sum_lanes_each(list(accs))):
+        for row, total in zip(rows, b.sum_lanes_each(list(state[:group]))):
             self.finish(self.add_tail(total, row, batch_row, None), row, batch_row)
 
     def fill_planes(self, planes: SSAValue) -> None:
-        """The input's planes for `plane_group_body`: per step, m vectors, plane p holding
-        at lane l the input at its run's column p (lane l of a step is in run l // kept).
+        """The input's planes for `group_body`: per step, m vectors, plane p holding at
+        lane l the input at its run's column p (lane l of a step is in run l // kept).
         Written once a call, from the one batch row."""
         b, key = self.b, self.key
         kept, span = key.m - key.n, key.nm_span
@@ -200,39 +208,10 @@ class VectorNMKernel(NMKernel):
 
         b.loop(b.const(0, i64), b.const(self.steps, i64), [self.x, planes], step_body)
 
-    def plane_group_body(self, first_row: SSAValue, planes: SSAValue) -> None:
-        """`group_body` with `lane_planes`: each step loads the m planes of its inputs once
-        for the group, and each row picks its lanes' inputs from them by the bits of
-        their positions (a 16-bit mask a bit, loaded into a mask register: m - 1
-        blends), in place of decoding the positions and permuting (at 3:4, five vector
-        operations a row and step against nine, 3072x768 0.057 -> 0.047 ms; at 7:8,
-        nine against thirteen, 0.061 -> 0.039 ms)."""
-        b, key = self.b, self.key
-        group, kept = self.ROW_GROUP, key.m - key.n
-        rows = [b.add(first_row, b.const(j, i64)) for j in range(group)]
-        values = self.row_streams(first_row)[0]
-        wide = IntegerType(key.nm_word_bits)
-        masks = b.element_ptr(self.a2, b.add(b.const(key.rows * self.steps, i64), b.mul(first_row, b.const(self.steps, i64))), wide)
-        row_values = self.runs * kept
-
-        def step_body(_step: SSAValue, state) -> list[SSAValue]:
-            accs, (values_at, masks_at, planes_at, masks_ahead) = state[:group], state[group:]
-            b.prefetch(masks_ahead)
-            inputs = [b.load_at(b.element_ptr(planes_at, b.const(16 * p, i64), f32), F32x16, alignment=4) for p in range(key.m)]
-            updated = []
-            for j, acc in enumerate(accs):
-                row_values_at = b.element_ptr(values_at, b.const(j * row_values, i64), i16)
-                b.prefetch(b.element_ptr(row_values_at, b.const(group * row_values, i64), i16))
-                weights = b.fpext(b.load_at(row_values_at, vector(f16, 16), alignment=2), F32x16)
-                picked = self.plane_pick(inputs, b.element_ptr(masks_at, b.const(j * self.steps, i64), wide))
-                updated.append(b.fmuladd(weights, picked, acc))
-            strides = [(values_at, 16, i16), (masks_at, 1, wide), (planes_at, 16 * key.m, f32), (masks_ahead, group, wide)]
-            return updated + [b.element_ptr(at, b.const(stride, i64), ty) for at, stride, ty in strides]
-
-        zero = b.vector_const([0.0] * 16, f32)
-        masks_ahead = b.element_ptr(masks, b.const(group * self.steps, i64), wide)
-        state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * group + [values, masks, planes, masks_ahead], step_body)
-        self.finish_group(rows, state[:group])
+    def planes_at(self, at: SSAValue) -> list[SSAValue]:
+        """A step's m planes from `at`."""
+        b = self.b
+        return [b.load_at(b.element_ptr(at, b.const(16 * p, i64), f32), F32x16, alignment=4) for p in range(self.key.m)]
 
     def plane_pick(self, inputs: list[SSAValue], masks_at: SSAValue) -> SSAValue:
         """Each lane's input from `inputs` (m planes) at its position, whose bits are the

@@ -623,7 +623,7 @@ def test_narrow_blocks_at_one_batch_row(block, sparsity):
 @pytest.mark.parametrize(("rows", "cols"), [(3, 64), (7, 130), (1003, 2100), (9, 20000)])
 def test_nm_row_groups_at_one_batch_row(n_m, rows, cols):
     """One batch row takes n:m weight rows four at a time (VectorNMKernel.group_body;
-    with one kept value of 2 or 4, plane_group_body, unless the planes would outgrow
+    with one kept value a run, from planes, unless the planes would outgrow
     LANE_PLANES_MAX_FLOATS); the rows past the last whole group of a thread's share, and
     the runs past the last whole step, go one at a time."""
     n, m = n_m
