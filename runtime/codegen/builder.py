@@ -33,7 +33,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 PTR = llvm.LLVMPointerType()
 _ELEMENT_BYTES = {f16: 2, f32: 4, i8: 1, i16: 2, i32: 4, i64: 8}
 _ELEMENT_NAMES = {f16: "f16", f32: "f32", i16: "i16"}
-"""Element suffixes of the masked-load intrinsics' names, by element type."""
+"""Element suffixes of the masked-load and masked-store intrinsics' names, by element type."""
 
 
 @cache
@@ -281,12 +281,18 @@ class FunctionBuilder:
         return self.masked_load(at, lanes, ty)
 
     def store_lanes(self, value: SSAValue, at: SSAValue, lanes: SSAValue | None) -> None:
-        """Store vector `value` at `at`: whole, or under the lane mask `lanes` when given."""
-        alignment = _ELEMENT_BYTES[value.type.element_type]  # pyright: ignore
+        """Store vector `value` at `at`: whole, or under the lane mask `lanes` when given.
+        The masked store is called by its full name: xDSL's translation of its own
+        masked-store op declares the unsuffixed intrinsic, so a second vector type in
+        the same module fails to translate."""
+        element = value.type.element_type  # pyright: ignore
+        alignment = _ELEMENT_BYTES[element]
         if lanes is None:
             self.store_at(value, at, alignment=alignment)
         else:
-            self.emit(llvm.MaskedStoreOp(value, at, lanes, alignment=alignment))
+            lanes_count = value.type.get_shape()[0]  # pyright: ignore
+            name = f"llvm.masked.store.v{lanes_count}{_ELEMENT_NAMES[element]}.p0"
+            self.intrinsic(name, [value, at, self.const(alignment, i32), lanes], None)
 
     def like(self, value: int | float, shape_of: SSAValue, element: Attribute | None = None) -> SSAValue:
         """The constant `value` as a scalar or vector shaped like `shape_of` (of its element
@@ -402,13 +408,19 @@ class FunctionBuilder:
         return self.bitcast(values, values.type.element_type)  # pyright: ignore
 
     def sum_lanes_each(self, vectors: Sequence[SSAValue]) -> list[SSAValue]:
-        """`sum_lanes` of each of 2^k vectors (of at least 2^k lanes), sharing the adds:
-        pairs of vectors are merged first, the lanes of both halves added in one vector
-        add, so four 16-lane sums take 10 shuffles and 5 adds instead of 16 and 16."""
-        count = len(vectors)
-        assert count & (count - 1) == 0, "sum_lanes_each takes a power of two of vectors"
-        if count == 1:
+        """`sum_lanes` of each of 2^k vectors (of at least 2^k lanes) (`lane_sums`)."""
+        if len(vectors) == 1:
             return [self.sum_lanes(vectors[0])]
+        merged = self.lane_sums(vectors)
+        return [self.bitcast(self.lanes(merged, g, 1), merged.type.element_type) for g in range(len(vectors))]  # pyright: ignore
+
+    def lane_sums(self, vectors: Sequence[SSAValue]) -> SSAValue:
+        """The lane sum of each of 2^k vectors (of at least 2^k lanes), in lanes 0 to
+        2^k - 1 of one vector, sharing the adds: pairs of vectors are merged first, the
+        lanes of both halves added in one vector add, so four 16-lane sums take 10
+        shuffles and 5 adds instead of 16 and 16."""
+        count = len(vectors)
+        assert count & (count - 1) == 0, "lane_sums takes a power of two of vectors"
         lanes = vectors[0].type.get_shape()[0]  # pyright: ignore
         groups = 1  # each vector: `groups` runs of lanes, one per vector merged into it
         while len(vectors) > 1:
@@ -425,7 +437,7 @@ class FunctionBuilder:
             firsts = tuple(g * 2 * width + lane for g in range(count) for lane in range(width))
             seconds = tuple(index + width for index in firsts)
             merged = self.fadd(self.shuffle(merged, merged, firsts), self.shuffle(merged, merged, seconds))
-        return [self.bitcast(self.lanes(merged, g, 1), merged.type.element_type) for g in range(count)]  # pyright: ignore
+        return merged
 
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
         """`a predicate b` on integers; an i1 constant when both are constants (loops

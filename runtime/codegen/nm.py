@@ -97,19 +97,53 @@ class VectorNMKernel(NMKernel):
     def build(self) -> llvm.FuncOp:
         if self.key.panelled or self.key.paired:  # (variants for several batch rows)
             return panelled(self, self.TILE, self.key.nm_span, self.tile_body)
+        if self.key.plane_tiles:
+            self.plane_tiles()
+            return self.ret()
         b, key = self.b, self.key
-        single = b.icmp("eq", self.batch, b.const(1, i64))
         grouped_end = b.add(self.begin, b.round_down(b.sub(self.end, self.begin), self.ROW_GROUP))
-        planes = b.alloca(self.steps * key.m * 16, f32) if key.lane_planes else None
+        single = b.icmp("eq", self.batch, b.const(1, i64))
+        planes = b.alloca(self.plane_floats, f32) if key.lane_planes else None
 
         def groups() -> None:
             if planes is not None:
-                self.fill_planes(planes)
-            b.loop(self.begin, grouped_end, [], lambda row, _state: self.group_body(row, planes) or [], step=self.ROW_GROUP)
+                self.fill_planes(planes, self.x)
+            b.loop(self.begin, grouped_end, [], lambda row, _state: self.group_body(row, planes, [(b.const(0, i64), None)]) or [], step=self.ROW_GROUP)
 
         self.only_if(single, groups)
         rest = b.select(single, grouped_end, self.begin)
         return tiled(self, self.TILE, lambda row, first, size: self.tile_body(row, first, size, None), rest)
+
+    def plane_tiles(self) -> None:
+        """The plane-tile variant: the batch `plane_tiles` rows at a time, a last,
+        partial tile reading the last batch row in place of those past it (`tile_rows`;
+        the executor runs the rows past the whole tiles as a call of their own, but for
+        three rows in a tile of four)."""
+        b, tile = self.b, self.key.plane_tiles
+        planes = b.alloca(tile * self.plane_floats, f32)
+        b.loop(b.const(0, i64), self.batch, [], lambda first, _state: self.plane_tile(planes, first, tile) or [], step=tile)
+
+    def plane_tile(self, planes: SSAValue, first_batch_row: SSAValue, size: int) -> None:
+        """A tile of `size` batch rows from `first_batch_row`: their planes, then every
+        row of [begin, end) in groups of ROW_GROUP. A group past the weight's last rows
+        moves back to end there, and drops the outputs of the rows it takes twice (or of
+        the next share's): no rows are left for another code path."""
+        b, key = self.b, self.key
+        batch_rows = self.tile_rows(first_batch_row, size)
+
+        def fill(index: SSAValue, _state) -> list[SSAValue]:
+            batch_row = b.smin(b.add(first_batch_row, index), b.sub(self.batch, b.const(1, i64)))
+            x_row = b.element_ptr(self.x, b.mul(batch_row, b.const(key.cols, i64)), f32)
+            self.fill_planes(b.element_ptr(planes, b.mul(index, b.const(self.plane_floats, i64)), f32), x_row)
+            return []
+
+        def group(first_row: SSAValue, _state) -> list[SSAValue]:
+            start = b.smin(first_row, b.const(key.rows - self.ROW_GROUP, i64))
+            self.group_body(start, planes, batch_rows, (first_row, self.end))
+            return []
+
+        b.loop(b.const(0, i64), b.const(size, i64), [], fill)
+        b.loop(self.begin, self.end, [], group, step=self.ROW_GROUP)
 
     def partial_tile_from(self) -> int:
         """A 4-row tile costs 1.8x (2:4) to 3x (7:8) one row: 3 rows ran 1.1x to 1.6x
@@ -121,6 +155,11 @@ class VectorNMKernel(NMKernel):
     @property
     def steps(self) -> int:
         return self.key.cols // self.key.nm_span
+
+    @property
+    def plane_floats(self) -> int:
+        """The floats of one batch row's planes (`fill_planes`): m vectors a step."""
+        return self.steps * self.key.m * 16
 
     def row_streams(self, row: SSAValue) -> tuple[SSAValue, SSAValue]:
         """Where `row`'s kept values and its step words start."""
@@ -140,61 +179,99 @@ class VectorNMKernel(NMKernel):
             tail = b.select(panel.last(b, key), tail, b.const(self.runs, i64))
         return self.sum_runs(row, batch_row, tail, total)
 
-    def group_body(self, first_row: SSAValue, planes: SSAValue | None = None) -> None:
-        """Weight rows [first_row, first_row + ROW_GROUP) times the batch's one row. The
-        rows lie one after another, so each row's streams are at constant distances
-        from the first row's, and the loop carries one pointer per stream (values,
-        words, inputs) rather than indexing each, which left LLVM's loop strength
-        reduction to find those pointers (about 0.5 ms of the kernel's compile time).
+    def group_body(
+        self, first_row: SSAValue, planes: SSAValue | None, batch_rows: list[tuple[SSAValue, SSAValue | None]], stored: tuple[SSAValue, SSAValue] | None = None
+    ) -> None:
+        """Weight rows [first_row, first_row + ROW_GROUP) times `batch_rows` (each with
+        whether it is inside the batch: `tile_rows`), storing the outputs of the rows
+        within `stored` [first, end) (all when None). The rows lie one after another, so
+        each row's streams are at constant distances from the first row's, and the loop
+        carries one pointer per stream (values, words, inputs) rather than indexing
+        each, which left LLVM's loop strength reduction to find those pointers (about
+        0.5 ms of the kernel's compile time).
 
         A step's inputs load once for the group: the window of its columns, from which
         each row permutes its lanes' inputs by its position word; or, with `planes`
-        (`lane_planes`, `fill_planes`), the m planes, from which each row blends them by
-        the bits of its positions (a 16-bit mask a bit, loaded into a mask register:
-        m - 1 blends; at 3:4 five vector operations a row and step against nine,
-        3072x768 0.057 -> 0.047 ms; at 7:8 nine against thirteen, 0.061 -> 0.039 ms)."""
+        (`lane_planes`, `fill_planes`: a tile's rows' planes one after another), the m
+        planes, from which each row blends them by the bits of its positions (a 16-bit
+        mask a bit, loaded into a mask register: m - 1 blends; at 3:4 five vector
+        operations a row and step against nine, 3072x768 0.057 -> 0.047 ms; at 7:8 nine
+        against thirteen, 0.061 -> 0.039 ms). A row's step is decoded (its values
+        widened, its masks loaded) once for the tile's batch rows."""
         b, key = self.b, self.key
         group, kept = self.ROW_GROUP, key.m - key.n
         rows = [b.add(first_row, b.const(j, i64)) for j in range(group)]
         values, words = self.row_streams(first_row)
         words_type = IntegerType(key.nm_word_bits)
-        if planes is not None:  # the lane masks, after every row's step words
+        tile = len(batch_rows)
+        if planes is None:  # (one batch row)
+            inputs = b.element_ptr(self.x, b.mul(batch_rows[0][0], b.const(key.cols, i64)), f32)
+            inputs_stride, batch_stride = key.nm_span, key.cols
+        else:  # the lane masks come after every row's step words
             words = b.element_ptr(words, b.const(key.rows * self.steps, i64), words_type)
-        inputs, inputs_stride = (self.x, key.nm_span) if planes is None else (planes, 16 * key.m)
+            inputs, inputs_stride, batch_stride = planes, 16 * key.m, self.plane_floats
         row_values = self.runs * kept
 
         def step_body(_step: SSAValue, state) -> list[SSAValue]:
-            accs, (values_at, words_at, inputs_at, words_ahead) = state[:group], state[group:]
+            accs, (values_at, words_at, inputs_at, words_ahead) = state[: group * tile], state[group * tile :]
             # The next group's rows follow this group's: each row prefetches the values of
             # the row ROW_GROUP on; their words, one a row a step, are walked ROW_GROUP
             # words a step from the next group's first row's.
             b.prefetch(words_ahead)
-            step_inputs = self.window_at(inputs_at) if planes is None else self.planes_at(inputs_at)
-            updated = []
-            for j, acc in enumerate(accs):
+            decoded = []
+            for j in range(group):
                 row_values_at = b.element_ptr(values_at, b.const(j * row_values, i64), i16)
                 b.prefetch(b.element_ptr(row_values_at, b.const(group * row_values, i64), i16))
                 weights = b.fpext(b.load_at(row_values_at, vector(f16, 16), alignment=2), F32x16)
                 row_words_at = b.element_ptr(words_at, b.const(j * self.steps, i64), words_type)
-                if planes is None:
-                    picked = self.pick(step_inputs, self.lane_columns(b.load_at(row_words_at, words_type)))
-                else:
-                    picked = self.plane_pick(step_inputs, row_words_at)
-                updated.append(b.fmuladd(weights, picked, acc))
+                picks = self.lane_columns(b.load_at(row_words_at, words_type)) if planes is None else self.lane_masks(row_words_at)
+                decoded.append((weights, picks))
+            updated = []
+            for r in range(tile):
+                batch_inputs_at = b.element_ptr(inputs_at, b.const(r * batch_stride, i64), f32)
+                step_inputs = self.window_at(batch_inputs_at) if planes is None else self.planes_at(batch_inputs_at)
+                for j, (weights, picks) in enumerate(decoded):
+                    picked = self.pick(step_inputs, picks) if planes is None else self.plane_pick(step_inputs, picks)
+                    updated.append(b.fmuladd(weights, picked, accs[r * group + j]))
             strides = [(values_at, 16, i16), (words_at, 1, words_type), (inputs_at, inputs_stride, f32), (words_ahead, group, words_type)]
             return updated + [b.element_ptr(at, b.const(stride, i64), ty) for at, stride, ty in strides]
 
         zero = b.vector_const([0.0] * 16, f32)
         words_ahead = b.element_ptr(words, b.const(group * self.steps, i64), words_type)
-        state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * group + [values, words, inputs, words_ahead], step_body)
-        batch_row = b.const(0, i64)
-        for row, total in zip(rows, b.sum_lanes_each(list(state[:group]))):
-            self.finish(self.add_tail(total, row, batch_row, None), row, batch_row)
+        state = b.loop(b.const(0, i64), b.const(self.steps, i64), [zero] * (group * tile) + [values, words, inputs, words_ahead], step_body)
+        accs = list(state[: group * tile])
+        if self.steps * key.nm_span < key.cols:  # runs past the last step: a scalar tail a row
+            self.store_rows_each(rows, batch_rows, b.sum_lanes_each(accs), stored)
+        else:
+            self.store_groups(first_row, batch_rows, b.lane_sums(accs), stored)
 
-    def fill_planes(self, planes: SSAValue) -> None:
-        """The input's planes for `group_body`: per step, m vectors, plane p holding at
-        lane l the input at its run's column p (lane l of a step is in run l // kept).
-        Written once a call, from the one batch row."""
+    def store_rows_each(self, rows: list[SSAValue], batch_rows: list[tuple[SSAValue, SSAValue | None]], totals: list[SSAValue], stored: tuple[SSAValue, SSAValue] | None) -> None:
+        """A group's outputs one at a time, each with its row's runs past the last step
+        added (`group_body`)."""
+        b = self.b
+        row_stored = [None if stored is None else b.and_(b.icmp("sge", row, stored[0]), b.icmp("slt", row, stored[1])) for row in rows]
+        for r, (batch_row, inside) in enumerate(batch_rows):
+            for row, kept, total in zip(rows, row_stored, totals[r * len(rows) : (r + 1) * len(rows)]):
+                condition = kept if inside is None else inside if kept is None else b.and_(kept, inside)
+                self.finish_if(condition, self.add_tail(total, row, batch_row, None), row, batch_row)
+
+    def store_groups(self, first_row: SSAValue, batch_rows: list[tuple[SSAValue, SSAValue | None]], sums: SSAValue, stored: tuple[SSAValue, SSAValue] | None) -> None:
+        """A group's outputs, ROW_GROUP consecutive ones a batch row (`group_body`), in
+        one vector store each, under a lane mask where some are not stored."""
+        b, key, group = self.b, self.key, self.ROW_GROUP
+        rows_kept = None
+        if stored is not None:
+            rows = b.add(b.splat(first_row, group), b.vector_const(list(range(group)), i64))
+            rows_kept = b.and_(b.icmp("sge", rows, b.splat(stored[0], group)), b.icmp("slt", rows, b.splat(stored[1], group)))
+        for r, (batch_row, inside) in enumerate(batch_rows):
+            lanes = rows_kept if inside is None else b.splat(inside, group) if rows_kept is None else b.and_(rows_kept, b.splat(inside, group))
+            at = b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32)
+            b.store_lanes(b.lanes(sums, r * group, group), at, lanes)
+
+    def fill_planes(self, planes: SSAValue, x_row: SSAValue) -> None:
+        """The planes of the batch row at `x_row` for `group_body`: per step, m vectors,
+        plane p holding at lane l the input at its run's column p (lane l of a step is
+        in run l // kept)."""
         b, key = self.b, self.key
         kept, span = key.m - key.n, key.nm_span
         lanes = [[key.m * (lane // kept) + p for lane in range(16)] for p in range(key.m)]
@@ -206,19 +283,24 @@ class VectorNMKernel(NMKernel):
                 b.store_at(b.gather_lanes(window, indices), b.element_ptr(planes_at, b.const(16 * p, i64), f32), alignment=4)
             return [b.element_ptr(x_at, b.const(span, i64), f32), b.element_ptr(planes_at, b.const(16 * key.m, i64), f32)]
 
-        b.loop(b.const(0, i64), b.const(self.steps, i64), [self.x, planes], step_body)
+        b.loop(b.const(0, i64), b.const(self.steps, i64), [x_row, planes], step_body)
 
     def planes_at(self, at: SSAValue) -> list[SSAValue]:
         """A step's m planes from `at`."""
         b = self.b
         return [b.load_at(b.element_ptr(at, b.const(16 * p, i64), f32), F32x16, alignment=4) for p in range(self.key.m)]
 
-    def plane_pick(self, inputs: list[SSAValue], masks_at: SSAValue) -> SSAValue:
-        """Each lane's input from `inputs` (m planes) at its position, whose bits are the
-        16-bit lane masks at `masks_at`, lowest bit first."""
+    def lane_masks(self, masks_at: SSAValue) -> list[SSAValue]:
+        """A row's step's lane masks at `masks_at`, one a position bit, lowest first."""
         b = self.b
-        for bit in range(self.key.position_bits):
-            mask = b.bitcast(b.load_at(b.element_ptr(masks_at, b.const(2 * bit, i64), i8), i16, alignment=2), vector(i1, 16))
+        loads = [b.load_at(b.element_ptr(masks_at, b.const(2 * bit, i64), i8), i16, alignment=2) for bit in range(self.key.position_bits)]
+        return [b.bitcast(mask, vector(i1, 16)) for mask in loads]
+
+    def plane_pick(self, inputs: list[SSAValue], masks: list[SSAValue]) -> SSAValue:
+        """Each lane's input from `inputs` (m planes) at its position, whose bits are
+        `masks` (`lane_masks`)."""
+        b = self.b
+        for mask in masks:
             inputs = [b.select(mask, high, low) for low, high in zip(inputs[::2], inputs[1::2])]
         return inputs[0]
 
