@@ -147,8 +147,8 @@ def sparse_layer(weight: np.ndarray, options: str, threads: int) -> Executor:
 
 
 def variant_label(key: KernelKey) -> str:
-    """The kernel a call ran: its kind, then its variant (batched, panels, pairs, plane tiles, chunks)."""
-    variants = {"batched": key.batched, "panels": key.panelled, "pairs": key.paired, f"plane tiles of {key.plane_tiles}": key.plane_tiles, f"chunks{key.chunk_span}": key.chunk_span}
+    """The kernel a call ran: its kind, then its variant (batched, panels, pairs, group tiles, chunks)."""
+    variants = {"batched": key.batched, "panels": key.panelled, "pairs": key.paired, f"tiles of {key.group_tiles}": key.group_tiles, f"chunks{key.chunk_span}": key.chunk_span}
     return " ".join([key.kind, *(name for name, used in variants.items() if used)])
 
 

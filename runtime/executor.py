@@ -13,12 +13,12 @@ a kept output buffer), and a kernel step that reads another's output takes it in
 place, so a run's Python between kernels is a few lookups. Variants are compiled on
 first use: batched kernels from KernelKey.batched_from batch rows, panelled kernels
 for fewer batch rows of long weight rows (KernelKey.panels_pay), paired kernels for
-4k + 2 batch rows (KernelKey.pairs_pay), plane-tile kernels for a few batch rows of
-n:m weights with lane planes (KernelKey.plane_tiles_for), and the chunk kernels for
-one batch row of sparse bitmask weights (KernelKey.chunk_span_for). A batch larger
-than a kernel takes in one call (KernelKey.batch_chunk), or past a plane-tile
-kernel's whole tiles, runs as calls on chunks of it, each with the variant its own
-rows pay for (`batch_chunks`).
+4k + 2 batch rows (KernelKey.pairs_pay), group-tile kernels for a few batch rows of
+16-lane n:m weights (KernelKey.group_tiles_for), and the chunk kernels for one batch
+row of sparse bitmask weights (KernelKey.chunk_span_for). A batch larger than a kernel
+takes in one call (KernelKey.batch_chunk), or past a group-tile kernel's whole tiles,
+runs as calls on chunks of it, each with the variant its own rows pay for
+(`batch_chunks`).
 """
 
 from __future__ import annotations
@@ -93,25 +93,25 @@ def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     """The variants of `key` the executor may also run: batched from a few batch rows
     (bitmask, n:m and blocks of up to 8, KernelKey.batched_from), panelled for a few
     batch rows of long weight rows (KernelKey.panels_pay), paired (and panelled and
-    paired) for 4k + 2 rows of kernels tiled in fours (KernelKey.pairs_pay), plane
-    tiles of each size for n:m weights with lane planes (KernelKey.plane_tile_sizes),
-    and for one batch row the chunk variant of `chunk_span` (if not 0)."""
+    paired) for 4k + 2 rows of kernels tiled in fours (KernelKey.pairs_pay), group
+    tiles of each size for 16-lane n:m weights (KernelKey.group_tile_sizes), and for
+    one batch row the chunk variant of `chunk_span` (if not 0)."""
     batched = [dataclasses.replace(key, batched=True)] if key.has_batched_variant else []
     panelled = [dataclasses.replace(key, panelled=True)] if key.has_panel_variant else []
     paired = [dataclasses.replace(tiled, paired=True) for tiled in [key, *panelled]] if key.tiled_in_fours else []
-    plane_tiles = [dataclasses.replace(key, plane_tiles=tile) for tile in key.plane_tile_sizes]
-    return batched + panelled + paired + plane_tiles + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
+    group_tiles = [dataclasses.replace(key, group_tiles=tile) for tile in key.group_tile_sizes]
+    return batched + panelled + paired + group_tiles + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
 
 
 def batch_chunks(variant: KernelKey, batch: int) -> list[slice]:
     """The batch rows of each call that `batch` rows of `variant` run as (none: one
     call): chunks of KernelKey.batch_chunk rows and one of the rest; or the whole tiles
-    of a plane-tile variant, then the rows past them, which run the variant that pays
+    of a group-tile variant, then the rows past them, which run the variant that pays
     for them (one row: the plain kernel's row groups; two: the tiles of two)."""
     if variant.batch_chunk and batch > variant.batch_chunk:
         return [slice(first, min(batch, first + variant.batch_chunk)) for first in range(0, batch, variant.batch_chunk)]
-    if variant.plane_tiles and batch > variant.plane_tiles and batch % variant.plane_tiles:
-        whole = batch - batch % variant.plane_tiles
+    if variant.group_tiles and batch > variant.group_tiles and batch % variant.group_tiles:
+        whole = batch - batch % variant.group_tiles
         return [slice(0, whole), slice(whole, batch)]
     return []
 
@@ -119,7 +119,7 @@ def batch_chunks(variant: KernelKey, batch: int) -> list[slice]:
 def variant_kind(key: KernelKey) -> tuple[bool, bool, bool, int, bool, bool]:
     """Which variant `key` is (all False: the plain kernel); the executor compiles the
     variants of one kind for all its layers at once."""
-    return key.batched, key.panelled, key.paired, key.plane_tiles, bool(key.chunk_span), bool(key.window)
+    return key.batched, key.panelled, key.paired, key.group_tiles, bool(key.chunk_span), bool(key.window)
 
 
 def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[AnyKey]:
@@ -267,15 +267,15 @@ class _Layer:
 
     def variant_for(self, batch: int) -> KernelKey:
         """The key of the kernel `batch` rows run: batched from `batched_from` rows, the
-        chunk variant for one row, plane tiles where the weight has them, else panelled
+        chunk variant for one row, group tiles where the weight has them, else panelled
         and paired where they pay (the layer's own key where nothing does)."""
         key = self.key
         if self.batched_from is not None and batch >= self.batched_from:
             return dataclasses.replace(key, batched=True)
         if batch == 1 and self.chunk_span:
             return dataclasses.replace(key, chunk_span=self.chunk_span)
-        if plane_tiles := key.plane_tiles_for(batch):
-            return dataclasses.replace(key, plane_tiles=plane_tiles)
+        if group_tiles := key.group_tiles_for(batch):
+            return dataclasses.replace(key, group_tiles=group_tiles)
         return dataclasses.replace(key, panelled=key.panels_pay(batch), paired=key.pairs_pay(batch))
 
     def _with_bias(self, operands: KernelOperands) -> tuple[int, int, int, int]:

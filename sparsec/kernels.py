@@ -83,15 +83,20 @@ tiled bitmask and n:m kernels run only below the batched threshold."""
 LANE_PLANES_MAX_FLOATS = 16384
 """The most floats of input planes an n:m kernel with `lane_planes` keeps on the stack (64 KiB)."""
 PLANE_TILES = {2: (4, 32), 4: (4, 15), 8: (2, 10)}
-"""By m, for n:m weights with the plane-tile variants (`plane_tiles`): the most batch
-rows a tile takes, and the batch rows from which the batched kernel runs instead.
-Each pair of weight row and batch row takes m - 1 blends and a multiply-add a step; a
-tile of 4 batch rows by 4 weight rows (16 accumulators, 4m planes, 4 log2(m) lane
-masks) runs out of registers at m = 8, where tiles of 2 ran 1.3x as fast. Crossovers
-measured on 3072x768, 768x3072 and 4096x4096, one thread: 3:4 at 14 to 16 rows, 7:8
-at 9 to 11; 1:2 ran faster in tiles at every batch up to 32 (1.0 against 1.3 ms at 32
-on 3072x768), but from a whole chunk of 32 rows the batched kernel streams a weight
+"""By m, for n:m weights with lane planes (`group_tiles`): the most batch rows a tile
+takes, and the batch rows from which the batched kernel runs instead. Each pair of
+weight row and batch row takes m - 1 blends and a multiply-add a step; a tile of 4
+batch rows by 4 weight rows (16 accumulators, 4m planes, 4 log2(m) lane masks) runs
+out of registers at m = 8, where tiles of 2 ran 1.3x as fast. Crossovers measured on
+3072x768, 768x3072 and 4096x4096, one thread: 3:4 at 14 to 16 rows, 7:8 at 9 to 11;
+1:2 ran faster in tiles at every batch up to 32 (1.0 against 1.3 ms at 32 on
+3072x768), but from a whole chunk of 32 rows the batched kernel streams a weight
 larger than the caches once a chunk, the tiles once every 4 rows (docs/kernels.md)."""
+WINDOW_TILES = (4, 24)
+"""The same for n:m weights whose step spans one 32-column window (2:4, 4:8, 8:16),
+whose tiles permute each batch row's window: one permute and one multiply-add a pair
+of weight row and batch row. 2:4 crossed over at 24 to 28 rows (3072x768 and
+4096x4096)."""
 ROW_GROUP = 128
 """Weight rows the batched bitmask and n:m kernels take through the weight's panels
 together: a group's outputs (ROW_GROUP x lanes floats) and its weights stay in L2
@@ -150,14 +155,14 @@ class KernelKey:
     tile body in the plain kernels added 8 to 10 ms to their compile time, which only
     these batch sizes repay."""
 
-    plane_tiles: int = 0
-    """Non-zero for the plane-tile variants, for a few batch rows of n:m weights with
-    `lane_planes`: the batch rows a tile takes (2 or 4). Each tile fills its rows'
-    planes, then takes the weight rows through them in groups of four, so a group's
-    decoded step (its values widened, its lane masks) serves every batch row of the
-    tile (runtime/codegen/nm.py); the executor picks the tile with `plane_tiles_for`.
-    One tile size a kernel: a second body cost as much compile time as a whole plain
-    kernel."""
+    group_tiles: int = 0
+    """Non-zero for the group-tile variants, for a few batch rows of 16-lane n:m weights
+    (`group_tile_limits`): the batch rows a tile takes (2 or 4). The weight rows go in
+    groups of four through a tile's inputs, so a group's decoded step (its values
+    widened, its lane masks or permute indices) serves every batch row of the tile, and
+    a tile's inputs for a step load once for the group (runtime/codegen/nm.py); the
+    executor picks the tile with `group_tiles_for`. One tile size a kernel: a second
+    body cost as much compile time as a whole plain kernel."""
 
     chunk_span: int = 0
     """Non-zero for the chunk variants, for one batch row of sparse bitmask weights on
@@ -189,7 +194,7 @@ class KernelKey:
         detail = {"bitmask": "bitmask", "nm": f"nm{self.n}_{self.m}", "block": f"block{self.block}", "dense": "dense"}[self.kind]
         suffix = "" if self.epilogue == "none" else f"_{self.epilogue}"
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
-        variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else f"_planetiles{self.plane_tiles}" if self.plane_tiles else ""
+        variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else f"_tiles{self.group_tiles}" if self.group_tiles else ""
         pairs = "_pairs" if self.paired else ""
         window = "_window" + "_".join(map(str, self.window)) if self.window else ""
         accumulate = "_accumulate" if self.accumulate else ""
@@ -239,20 +244,33 @@ class KernelKey:
         once for both, ran 1.14x to 1.55x as fast at 2 rows (docs/kernels.md)."""
         return self.tiled_in_fours and batch % 4 == 2
 
-    def plane_tiles_for(self, batch: int) -> int:
-        """The tile of the plane-tile variant that `batch` rows run (0: none): from 2
-        rows, on `lane_planes` weights of at least one group of four rows, the larger
-        of 4 and 2 that PLANE_TILES allows for m and whose planes fit the stack's
-        LANE_PLANES_MAX_FLOATS; 2 for two rows."""
-        if batch < 2 or not self.lane_planes or self.rows < 4:
+    @property
+    def group_tile_limits(self) -> tuple[int, int] | None:
+        """(most batch rows a tile takes, batch rows from which the batched kernel runs
+        instead) of the group-tile variants: PLANE_TILES for weights with lane planes,
+        WINDOW_TILES for one permute a step; None for weights without them (or of fewer
+        rows than one group of four)."""
+        if not self.nm_lanes or self.rows < 4:
+            return None
+        if self.lane_planes:
+            return PLANE_TILES[self.m]
+        return WINDOW_TILES if self.nm_span == 32 else None
+
+    def group_tiles_for(self, batch: int) -> int:
+        """The tile of the group-tile variant that `batch` rows run (0: none): from 2
+        rows, the larger of 4 and 2 that `group_tile_limits` allows (2 for two rows)
+        and, with lane planes, whose planes fit the stack's LANE_PLANES_MAX_FLOATS."""
+        limits = self.group_tile_limits
+        if batch < 2 or limits is None:
             return 0
-        most = 2 if batch == 2 else PLANE_TILES[self.m][0]
-        return next((tile for tile in (4, 2) if tile <= most and tile * self.cols <= LANE_PLANES_MAX_FLOATS), 0)
+        most = 2 if batch == 2 else limits[0]
+        fitting = [tile for tile in (4, 2) if tile <= most and (not self.lane_planes or tile * self.cols <= LANE_PLANES_MAX_FLOATS)]
+        return fitting[0] if fitting else 0
 
     @property
-    def plane_tile_sizes(self) -> list[int]:
-        """The tiles of this weight's plane-tile variants (`plane_tiles_for`)."""
-        return sorted({self.plane_tiles_for(2), self.plane_tiles_for(3)} - {0})
+    def group_tile_sizes(self) -> list[int]:
+        """The tiles of this weight's group-tile variants (`group_tiles_for`)."""
+        return sorted({self.group_tiles_for(2), self.group_tiles_for(3)} - {0})
 
     def chunk_span_for(self, nonzeros: int) -> int:
         """The chunk variant a weight with `nonzeros` non-zeros runs one batch row through
@@ -268,14 +286,14 @@ class KernelKey:
 
     def batched_from(self, nonzeros: int) -> int | None:
         """Batch rows from which a weight with `nonzeros` non-zeros (kept slots for
-        n:m) runs its batched kernel (BATCHED_FROM, BLOCK_BATCHED_FROM, PLANE_TILES,
+        n:m) runs its batched kernel (BATCHED_FROM, BLOCK_BATCHED_FROM, `group_tile_limits`,
         SMALL_WEIGHT), or None for weights without one."""
         if not self.has_batched_variant:
             return None
         if self.kind == "block":
             rows = next(rows for widest, rows in BLOCK_BATCHED_FROM if self.block <= widest)
-        elif self.plane_tile_sizes:
-            rows = PLANE_TILES[self.m][1]
+        elif self.group_tile_sizes:
+            rows = self.group_tile_limits[1]  # pyright: ignore
         else:
             per_density, fewest, most = BATCHED_FROM[self.kind]
             rows = min(most, max(fewest, math.ceil(per_density * nonzeros / max(1, self.rows * self.cols))))

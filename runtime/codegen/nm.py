@@ -97,8 +97,8 @@ class VectorNMKernel(NMKernel):
     def build(self) -> llvm.FuncOp:
         if self.key.panelled or self.key.paired:  # (variants for several batch rows)
             return panelled(self, self.TILE, self.key.nm_span, self.tile_body)
-        if self.key.plane_tiles:
-            self.plane_tiles()
+        if self.key.group_tiles:
+            self.group_tiles()
             return self.ret()
         b, key = self.b, self.key
         grouped_end = b.add(self.begin, b.round_down(b.sub(self.end, self.begin), self.ROW_GROUP))
@@ -114,20 +114,21 @@ class VectorNMKernel(NMKernel):
         rest = b.select(single, grouped_end, self.begin)
         return tiled(self, self.TILE, lambda row, first, size: self.tile_body(row, first, size, None), rest)
 
-    def plane_tiles(self) -> None:
-        """The plane-tile variant: the batch `plane_tiles` rows at a time, a last,
+    def group_tiles(self) -> None:
+        """The group-tile variant: the batch `group_tiles` rows at a time, a last,
         partial tile reading the last batch row in place of those past it (`tile_rows`;
         the executor runs the rows past the whole tiles as a call of their own, but for
-        three rows in a tile of four)."""
-        b, tile = self.b, self.key.plane_tiles
-        planes = b.alloca(tile * self.plane_floats, f32)
-        b.loop(b.const(0, i64), self.batch, [], lambda first, _state: self.plane_tile(planes, first, tile) or [], step=tile)
+        three rows in a tile of four). With lane planes each tile fills its rows' planes
+        on the stack first; otherwise its rows' windows are read in place."""
+        b, tile = self.b, self.key.group_tiles
+        planes = b.alloca(tile * self.plane_floats, f32) if self.key.lane_planes else None
+        b.loop(b.const(0, i64), self.batch, [], lambda first, _state: self.group_tile(planes, first, tile) or [], step=tile)
 
-    def plane_tile(self, planes: SSAValue, first_batch_row: SSAValue, size: int) -> None:
-        """A tile of `size` batch rows from `first_batch_row`: their planes, then every
-        row of [begin, end) in groups of ROW_GROUP. A group past the weight's last rows
-        moves back to end there, and drops the outputs of the rows it takes twice (or of
-        the next share's): no rows are left for another code path."""
+    def group_tile(self, planes: SSAValue | None, first_batch_row: SSAValue, size: int) -> None:
+        """A tile of `size` batch rows from `first_batch_row`: their planes (if any),
+        then every row of [begin, end) in groups of ROW_GROUP. A group past the weight's
+        last rows moves back to end there, and drops the outputs of the rows it takes
+        twice (or of the next share's): no rows are left for another code path."""
         b, key = self.b, self.key
         batch_rows = self.tile_rows(first_batch_row, size)
 
@@ -142,7 +143,8 @@ class VectorNMKernel(NMKernel):
             self.group_body(start, planes, batch_rows, (first_row, self.end))
             return []
 
-        b.loop(b.const(0, i64), b.const(size, i64), [], fill)
+        if planes is not None:
+            b.loop(b.const(0, i64), b.const(size, i64), [], fill)
         b.loop(self.begin, self.end, [], group, step=self.ROW_GROUP)
 
     def partial_tile_from(self) -> int:
@@ -204,12 +206,14 @@ class VectorNMKernel(NMKernel):
         values, words = self.row_streams(first_row)
         words_type = IntegerType(key.nm_word_bits)
         tile = len(batch_rows)
-        if planes is None:  # (one batch row)
+        if planes is None:  # the batch rows' inputs in place, at distances from the first's
             inputs = b.element_ptr(self.x, b.mul(batch_rows[0][0], b.const(key.cols, i64)), f32)
-            inputs_stride, batch_stride = key.nm_span, key.cols
+            inputs_stride = key.nm_span
+            batch_offsets = [b.mul(b.sub(batch_row, batch_rows[0][0]), b.const(key.cols, i64)) for batch_row, _ in batch_rows]
         else:  # the lane masks come after every row's step words
             words = b.element_ptr(words, b.const(key.rows * self.steps, i64), words_type)
-            inputs, inputs_stride, batch_stride = planes, 16 * key.m, self.plane_floats
+            inputs, inputs_stride = planes, 16 * key.m
+            batch_offsets = [b.const(r * self.plane_floats, i64) for r in range(tile)]
         row_values = self.runs * kept
 
         def step_body(_step: SSAValue, state) -> list[SSAValue]:
@@ -228,7 +232,7 @@ class VectorNMKernel(NMKernel):
                 decoded.append((weights, picks))
             updated = []
             for r in range(tile):
-                batch_inputs_at = b.element_ptr(inputs_at, b.const(r * batch_stride, i64), f32)
+                batch_inputs_at = b.element_ptr(inputs_at, batch_offsets[r], f32)
                 step_inputs = self.window_at(batch_inputs_at) if planes is None else self.planes_at(batch_inputs_at)
                 for j, (weights, picks) in enumerate(decoded):
                     picked = self.pick(step_inputs, picks) if planes is None else self.plane_pick(step_inputs, picks)

@@ -204,10 +204,10 @@ def test_pairs_of_batch_rows(pattern, kind, tmp_path, monkeypatch):
     takes the two rows past the whole tiles as one 2-row tile; at any other batch size
     (forced here) a last single row goes as a partial pair and 3 rows as a partial
     4-row tile. K = 300 is no whole number of steps, so each tile also has a partial
-    last step (n:m: runs past the last). (n:m weights with lane planes run the
-    plane-tile variant instead where its planes fit: left out here.)"""
+    last step (n:m: runs past the last). (16-lane n:m weights run the group-tile
+    variants instead: left out here.)"""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(KernelKey, "plane_tiles_for", lambda key, batch: 0)
+    monkeypatch.setattr(KernelKey, "group_tiles_for", lambda key, batch: 0)
     model = build(37, 300, False, True, "gelu", 13)
     model.weights["w"] = np.random.default_rng(13).standard_normal((37, 300)).astype(np.float32)  # no empty rows: dense stays dense
     encoding = "nm" if kind == "nm" else "auto"
@@ -236,8 +236,8 @@ def test_pairs_of_batch_rows(pattern, kind, tmp_path, monkeypatch):
         ("pattern=unstructured sparsity=0.7", 11),
         ("pattern=unstructured sparsity=0.75", 9),
         ("pattern=unstructured sparsity=0.9", 5),
-        ("pattern=nm n=2 m=4", 12),
-        ("pattern=nm n=3 m=4", (7, 15)),  # (without, with the plane-tile variant)
+        ("pattern=nm n=2 m=4", (12, 24)),  # (without, with the group-tile variants)
+        ("pattern=nm n=3 m=4", (7, 15)),
         ("pattern=nm n=7 m=8", (6, 10)),
     ],
 )
@@ -249,7 +249,7 @@ def test_batched_variant_starts_sooner_for_sparser_weights(pattern, rows, tmp_pa
     executor = Executor(model.module, model.weights)
     (layer,) = executor.layers.values()
     if isinstance(rows, tuple):
-        rows = rows[bool(layer.key.plane_tile_sizes)]
+        rows = rows[bool(layer.key.group_tile_sizes)]
     assert layer.batched_from == rows
     rng = np.random.default_rng(7)
     for batch in (rows - 1, rows):
@@ -641,16 +641,17 @@ def test_nm_row_groups_at_one_batch_row(n_m, rows, cols):
         np.testing.assert_allclose(got, model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("n_m", [(1, 2), (3, 4), (7, 8)])
+@pytest.mark.parametrize("n_m", [(1, 2), (3, 4), (7, 8), (2, 4)])
 @pytest.mark.parametrize(("rows", "cols"), [(7, 130), (301, 700), (9, 4100)])
-def test_plane_tiles_of_a_few_batch_rows(n_m, rows, cols, tmp_path, monkeypatch):
-    """From 2 batch rows up to the batched kernel's threshold, n:m weights with lane
-    planes run the plane-tile variants, on two threads: whole tiles of 4 (2 at 7:8) in
-    one call, then the rows past them in another: 1 row in the plain kernel's row
-    groups, 2 in tiles of 2, 3 in a partial tile of 4. The rows past a share's last
-    whole group of four (7 rows: one group moved back over rows taken twice) and the
-    runs past the last whole step go their own way. At K = 4100 four rows' planes
-    would outgrow the stack, two rows' do not."""
+def test_group_tiles_of_a_few_batch_rows(n_m, rows, cols, tmp_path, monkeypatch):
+    """From 2 batch rows up to the batched kernel's threshold, 16-lane n:m weights with
+    lane planes (1:2, 3:4, 7:8) or one permute a step (2:4) run the group-tile
+    variants, on two threads: whole tiles of 4 (2 at 7:8) in one call, then the rows
+    past them in another: 1 row in the plain kernel's row groups, 2 in tiles of 2, 3
+    in a partial tile of 4. The rows past a share's last whole group of four (7 rows:
+    one group moved back over rows taken twice) and the runs past the last whole step
+    go their own way. At K = 4100 four rows' planes would outgrow the stack, two
+    rows' do not (windows are read in place)."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     n, m = n_m
     model = build(rows, cols, False, True, "gelu", rows + m)
@@ -658,11 +659,12 @@ def test_plane_tiles_of_a_few_batch_rows(n_m, rows, cols, tmp_path, monkeypatch)
     executor = Executor(model.module, model.weights, threads=2)
     (layer,) = executor.layers.values()
     key = layer.key
-    if not key.lane_planes:  # (no AVX-512 here)
-        assert not key.plane_tile_sizes
+    if not key.nm_lanes:  # (no AVX-512 here)
+        assert not key.group_tile_sizes
         return
-    largest = 2 if m == 8 or 4 * cols > LANE_PLANES_MAX_FLOATS else 4
-    assert key.plane_tile_sizes == sorted({2, largest}) and layer.batched_from > 7
+    assert key.lane_planes == (m - n == 1)
+    largest = 2 if m == 8 or (key.lane_planes and 4 * cols > LANE_PLANES_MAX_FLOATS) else 4
+    assert key.group_tile_sizes == sorted({2, largest}) and layer.batched_from > 7
     rng = np.random.default_rng(cols)
     for batch in (2, 3, 5, 6, 7):
         x = rng.standard_normal((batch, cols)).astype(np.float32)
@@ -670,7 +672,7 @@ def test_plane_tiles_of_a_few_batch_rows(n_m, rows, cols, tmp_path, monkeypatch)
         call = executor.steps[0].calls[(batch, cols)]
         whole = batch - batch % largest if batch > largest else batch
         assert [(rows.start, rows.stop) for rows, _ in call.batch_chunks] == ([] if whole == batch else [(0, whole), (whole, batch)])
-    assert sorted(variant.plane_tiles for variant in layer.variant_calls) == key.plane_tile_sizes
+    assert sorted(variant.group_tiles for variant in layer.variant_calls) == key.group_tile_sizes
 
 
 WITHOUT_VBMI2 = Target(Target.host().cpu, Target.host().features.replace("+avx512vbmi2", "-avx512vbmi2"))
