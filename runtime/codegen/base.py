@@ -135,8 +135,8 @@ class Kernel:
         earlier = b.select(first, b.const(0.0, f32), b.load(self.y, at, f32))
         b.store(b.fadd(earlier, acc), self.y, at)
 
-    def finish_if(self, condition: SSAValue, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
-        """`finish` only where `condition` holds (rows past N, or past the batch)."""
+    def finish_if(self, condition: SSAValue | None, acc: SSAValue, row: SSAValue, batch_row: SSAValue) -> None:
+        """`finish` only where `condition` holds (rows past N, or past the batch; None: always)."""
         self.only_if(condition, lambda: self.finish(acc, row, batch_row))
 
     def only_if(self, condition: SSAValue | None, action: Callable[[], None]) -> None:

@@ -8,6 +8,8 @@ llvmlite by `xdsl.backend.llvm`.
 
 from __future__ import annotations
 
+import functools
+
 import operator
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -212,6 +214,12 @@ class FunctionBuilder:
 
     def and_(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.AndOp, a, b)
+
+    def all_of(self, *conditions: SSAValue | None) -> SSAValue | None:
+        """The `and` of the conditions given (None standing for always true), or None
+        when there are none."""
+        given = [condition for condition in conditions if condition is not None]
+        return functools.reduce(self.and_, given) if given else None
 
     def lshr(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.LShrOp, a, b)

@@ -256,8 +256,7 @@ class VectorNMKernel(NMKernel):
         row_stored = [None if stored is None else b.and_(b.icmp("sge", row, stored[0]), b.icmp("slt", row, stored[1])) for row in rows]
         for r, (batch_row, inside) in enumerate(batch_rows):
             for row, kept, total in zip(rows, row_stored, totals[r * len(rows) : (r + 1) * len(rows)]):
-                condition = kept if inside is None else inside if kept is None else b.and_(kept, inside)
-                self.finish_if(condition, self.add_tail(total, row, batch_row, None), row, batch_row)
+                self.finish_if(b.all_of(kept, inside), self.add_tail(total, row, batch_row, None), row, batch_row)
 
     def store_groups(self, first_row: SSAValue, batch_rows: list[tuple[SSAValue, SSAValue | None]], sums: SSAValue, stored: tuple[SSAValue, SSAValue] | None) -> None:
         """A group's outputs, ROW_GROUP consecutive ones a batch row (`group_body`), in
@@ -268,7 +267,7 @@ class VectorNMKernel(NMKernel):
             rows = b.add(b.splat(first_row, group), b.vector_const(list(range(group)), i64))
             rows_kept = b.and_(b.icmp("sge", rows, b.splat(stored[0], group)), b.icmp("slt", rows, b.splat(stored[1], group)))
         for r, (batch_row, inside) in enumerate(batch_rows):
-            lanes = rows_kept if inside is None else b.splat(inside, group) if rows_kept is None else b.and_(rows_kept, b.splat(inside, group))
+            lanes = b.all_of(rows_kept, None if inside is None else b.splat(inside, group))
             at = b.element_ptr(self.y, b.add(b.mul(batch_row, b.const(key.rows, i64)), first_row), f32)
             b.store_lanes(b.lanes(sums, r * group, group), at, lanes)
 
