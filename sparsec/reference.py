@@ -356,10 +356,18 @@ def _sparse_conv(op: SparseConvOp, x: np.ndarray, w: np.ndarray, b: np.ndarray |
 
 
 def _reshape(op: nn.ReshapeOp, x: np.ndarray) -> np.ndarray:
-    shape = list(ints_of(op.shape))
+    return x.reshape(reshaped(op, x.shape))
+
+
+def reshaped(op: nn.ReshapeOp, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape `op` gives an input of `shape` (a 0 keeps that dimension unless the
+    op allows zeros; a -1 takes what the others leave)."""
+    target = list(ints_of(op.shape))
     if not op.allowzero.value.data:
-        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
-    return x.reshape(shape)
+        target = [shape[i] if d == 0 else d for i, d in enumerate(target)]
+    if -1 in target:
+        target[target.index(-1)] = math.prod(shape) // max(1, math.prod(d for d in target if d != -1))
+    return tuple(target)
 
 
 def _flatten(op: nn.FlattenOp, x: np.ndarray) -> np.ndarray:

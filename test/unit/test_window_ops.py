@@ -180,3 +180,63 @@ def test_depthwise_kernel_on_pruned_weights(tmp_path):
     (packed,) = [op for op in model.module.walk() if isinstance(op, PackedWeightOp)]
     np.testing.assert_array_equal(executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"])
     assert executor.pools and packed.results[0].uses
+
+
+def regrouping_model(path, before: list[int], nodes: list, initializers=()) -> None:
+    """A model of x (shape `before`) through `nodes`, the last of which writes y."""
+    graph = helper.make_graph(
+        nodes, "regroup", [helper.make_tensor_value_info("x", TensorProto.FLOAT, before)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        list(initializers),
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+def shape_constant(name: str, shape: list[int]):
+    return numpy_helper.from_array(np.array(shape, np.int64), name)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("reader", ["depthwise", "MaxPool"])
+def test_channel_shuffle_copied_by_the_pool_that_reads_it(tmp_path, reader, threads):
+    """A channel shuffle (reshape, transpose, reshape: ShuffleNet's) before a pool or a
+    depthwise convolution: the last reshape, which copies its transposed input, is put
+    off to the pool, which copies the transposed view into its padded planes itself.
+    The result matches onnxruntime, the input contiguous and as a strided view."""
+    rng = np.random.default_rng(21)
+    channels, groups = 24, 3
+    initializers = [shape_constant("split", [1, groups, channels // groups, 9, 11]), shape_constant("merge", [1, channels, 9, 11])]
+    nodes = [
+        helper.make_node("Reshape", ["x", "split"], ["s"]),
+        helper.make_node("Transpose", ["s"], ["t"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t", "merge"], ["shuffled"]),
+    ]
+    if reader == "depthwise":
+        initializers.append(numpy_helper.from_array(rng.standard_normal((channels, 1, 3, 3)).astype(np.float32), "w"))
+        nodes.append(helper.make_node("Conv", ["shuffled", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=channels))
+    else:
+        nodes.append(helper.make_node("MaxPool", ["shuffled"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]))
+    regrouping_model(tmp_path / "shuffle.onnx", [1, channels, 9, 11], nodes, initializers)
+    executor = executor_matching_onnxruntime(tmp_path / "shuffle.onnx", rng.standard_normal((1, channels, 9, 11)).astype(np.float32), threads, rtol=1e-5, atol=1e-5)
+    (pool_step,) = [step for step in executor.steps if step.unit is not None]
+    assert pool_step.regrouped is not None and pool_step.regrouped.deferred
+
+
+def test_reshapes_a_pool_cannot_take_in(tmp_path):
+    """A reshape whose result another op also reads runs in numpy; one whose source
+    the pool's padded planes cannot be viewed as (rows merged: the planes' rows are
+    padded) is copied through the reshape by the pool."""
+    rng = np.random.default_rng(22)
+    nodes = [
+        helper.make_node("Reshape", ["x", "square"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["x", "square"], ["q"]),
+        helper.make_node("MaxPool", ["q"], ["m"], kernel_shape=[2, 2]),
+        helper.make_node("Relu", ["q"], ["u"]),
+        helper.make_node("Sum", ["p", "u"], ["pu"]),
+        helper.make_node("GlobalAveragePool", ["m"], ["ms"]),
+        helper.make_node("Add", ["pu", "ms"], ["y"]),
+    ]
+    regrouping_model(tmp_path / "reshapes.onnx", [2, 5, 64], nodes, [shape_constant("square", [2, 5, 8, 8])])
+    executor = executor_matching_onnxruntime(tmp_path / "reshapes.onnx", rng.standard_normal((2, 5, 64)).astype(np.float32), 1, rtol=1e-5, atol=1e-5)
+    regrouped = [step.regrouped is not None for step in executor.steps if step.unit is not None]
+    assert regrouped == [True, False]
