@@ -470,7 +470,6 @@ class _Regrouped:
         self.source = source
         self.shape = reference.reshaped(op, source.shape)
         self.dtype = source.dtype
-        self.ndim = len(self.shape)
 
     def copy_into(self, interior: np.ndarray) -> None:
         """Copy into `interior` (a view of the padded planes, of the reshaped shape)

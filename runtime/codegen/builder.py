@@ -8,11 +8,9 @@ llvmlite by `xdsl.backend.llvm`.
 
 from __future__ import annotations
 
-import functools
-
 import operator
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, reduce
 
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import (
@@ -219,7 +217,7 @@ class FunctionBuilder:
         """The `and` of the conditions given (None standing for always true), or None
         when there are none."""
         given = [condition for condition in conditions if condition is not None]
-        return functools.reduce(self.and_, given) if given else None
+        return reduce(self.and_, given) if given else None
 
     def lshr(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.LShrOp, a, b)

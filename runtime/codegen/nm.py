@@ -209,7 +209,8 @@ class VectorNMKernel(NMKernel):
         if planes is None:  # the batch rows' inputs in place, at distances from the first's
             inputs = b.element_ptr(self.x, b.mul(batch_rows[0][0], b.const(key.cols, i64)), f32)
             inputs_stride = key.nm_span
-            batch_offsets = [b.mul(b.sub(batch_row, batch_rows[0][0]), b.const(key.cols, i64)) for batch_row, _ in batch_rows]
+            first_batch_row = batch_rows[0][0]
+            batch_offsets = [b.const(0, i64)] + [b.mul(b.sub(batch_row, first_batch_row), b.const(key.cols, i64)) for batch_row, _ in batch_rows[1:]]
         else:  # the lane masks come after every row's step words
             words = b.element_ptr(words, b.const(key.rows * self.steps, i64), words_type)
             inputs, inputs_stride = planes, 16 * key.m
@@ -226,7 +227,7 @@ class VectorNMKernel(NMKernel):
             for j in range(group):
                 row_values_at = b.element_ptr(values_at, b.const(j * row_values, i64), i16)
                 b.prefetch(b.element_ptr(row_values_at, b.const(group * row_values, i64), i16))
-                weights = b.fpext(b.load_at(row_values_at, vector(f16, 16), alignment=2), F32x16)
+                weights = self.widened_at(row_values_at)
                 row_words_at = b.element_ptr(words_at, b.const(j * self.steps, i64), words_type)
                 picks = self.lane_columns(b.load_at(row_words_at, words_type)) if planes is None else self.lane_masks(row_words_at)
                 decoded.append((weights, picks))
@@ -348,9 +349,13 @@ class VectorNMKernel(NMKernel):
     def decode_at(self, values_at: SSAValue, word_at: SSAValue) -> tuple[SSAValue, SSAValue]:
         """The 16 weights, widened, of the step whose values and position word are at
         `values_at` and `word_at`, and each lane's column within its 32-column chunk."""
+        columns = self.lane_columns(self.b.load_at(word_at, IntegerType(self.key.nm_word_bits)))
+        return self.widened_at(values_at), columns
+
+    def widened_at(self, values_at: SSAValue) -> SSAValue:
+        """The 16 float16 values at `values_at`, widened."""
         b = self.b
-        columns = self.lane_columns(b.load_at(word_at, IntegerType(self.key.nm_word_bits)))
-        return b.fpext(b.load_at(values_at, vector(f16, 16), alignment=2), F32x16), columns
+        return b.fpext(b.load_at(values_at, vector(f16, 16), alignment=2), F32x16)
 
     def lane_columns(self, word: SSAValue) -> SSAValue:
         """Each lane's column within its 32-column chunk, from the step's position word."""
