@@ -403,6 +403,15 @@ class FunctionBuilder:
         one = self.templated(("insert", ty), [undef, value, position], lambda: llvm.InsertElementOp(undef, value, position))
         return self.shuffle(one, one, (0,) * count)
 
+    def packed(self, values: Sequence[SSAValue]) -> SSAValue:
+        """A vector of `values`, lane by lane."""
+        ty = vector(values[0].type, len(values))
+        packed = self.templated(("undef", ty), [], lambda: llvm.UndefOp(ty))
+        for lane, value in enumerate(values):
+            position = self.const(lane, i32)
+            packed = self.templated(("insert", ty), [packed, value, position], lambda: llvm.InsertElementOp(packed, value, position))
+        return packed
+
     def sum_lanes(self, values: SSAValue) -> SSAValue:
         """The sum of a vector's lanes, added pairwise (a tree of log2(lanes) vector adds
         rather than the strictly ordered chain an un-flagged reduction would be)."""

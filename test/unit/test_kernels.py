@@ -720,9 +720,11 @@ def test_values_get_slack_where_they_have_none():
 
 @pytest.mark.parametrize(("cols", "bits"), [(65536, 16), (65537, 32)])
 @pytest.mark.parametrize("target", [Target.host(), Target.portable()], ids=["host", "portable"])
-def test_block_columns_past_16_bits(cols, bits, target, tmp_path, monkeypatch):
+@pytest.mark.parametrize("block", [2, 8, 16])
+def test_block_columns_past_16_bits(cols, bits, target, block, tmp_path, monkeypatch):
     """A block weight stores its kept blocks' columns in 16 bits while every column
-    fits and in 32 bits beyond; the last column, kept, is where a narrow field would wrap."""
+    fits and in 32 bits beyond; the last column, kept, is where a narrow field would wrap.
+    Blocks narrower than 16 lanes read 16 / B columns a step, up to 128 bits a load."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     ctx = make_context()
     module = parse_module(layer_text(40, cols, False, False, "none"), ctx)
@@ -730,7 +732,7 @@ def test_block_columns_past_16_bits(cols, bits, target, tmp_path, monkeypatch):
     weight[:, -1] = 100.0
     ctx.weights["w"] = weight
     model = Model(module, ctx)
-    model.apply("prune-magnitude{pattern=block block-size=16 sparsity=0.75 min-elements=0},pack-bitmask,lower-kernels")
+    model.apply(f"prune-magnitude{{pattern=block block-size={block} sparsity=0.75 min-elements=0}},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights, target=target)
     (layer,) = executor.layers.values()
     assert layer.key.block_column_bits == bits and layer.operands.arrays[1].itemsize * 8 == bits
