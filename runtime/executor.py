@@ -775,8 +775,7 @@ class Executor:
         geometry = ("planes", conv.size, conv.channels, conv.strides, conv.phase, conv.before, x.shape[2:])
         call.input = _kept(self.scratch, geometry, (conv.size,), np.zeros)
         call.input_address = call.input.ctypes.data
-        planes = call.input[: conv.planes * hq * wq].reshape(conv.channels, *conv.strides, hq, wq)
-        call.phase_copies = conv.copies(planes, (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))
+        call.phase_copies = conv.copies(conv.plane_views(call.input), (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))
         call.residual = step.residual
         call.prologue = step.prologue
         if conv.strides == (1, 1):
@@ -789,17 +788,20 @@ class Executor:
         key = PlaneKey("none" if prologue is None else "affine_relu" if prologue.relu else "affine")
         affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
         shares = self._shares_for(conv.channels, conv.channels * pixels, _VALUES_PER_THREAD)
-        return self._plane_copy_call(key, conv.phase, conv.before, (pixels // columns, columns), shares, affine)  # pyright: ignore
+        return self._plane_copy_call(key, conv.phase, conv.before, (pixels // columns, columns), shares, affine, conv.plane_floats)  # pyright: ignore
 
-    def _plane_copy_call(self, key: PlaneKey, plane: tuple[int, int], before: tuple[int, int], image: tuple[int, int], shares: Shares, affine: tuple[np.ndarray, np.ndarray] | None) -> _PlaneCopy:
+    def _plane_copy_call(
+        self, key: PlaneKey, plane: tuple[int, int], before: tuple[int, int], image: tuple[int, int], shares: Shares, affine: tuple[np.ndarray, np.ndarray] | None, plane_floats: int = 0
+    ) -> _PlaneCopy:
         """The plane copy kernel's call (compiled on first use) for images of `image`
         rows and columns into the middle of planes of `plane` rows and columns, `before`
-        rows and columns of pads before them, on `shares` of the channels."""
+        rows and columns of pads before them, on `shares` of the channels; planes lie
+        `plane_floats` apart (0: back to back)."""
         if key.symbol not in self.variants:
             self._compile([key])
         kernel = self.variants[key.symbol]
         (rows, pitch), (top, left) = plane, before
-        geometry = np.array([0, 0, *image, rows * pitch, pitch, top * pitch + left], np.int64)
+        geometry = np.array([0, 0, *image, plane_floats or rows * pitch, pitch, top * pitch + left], np.int64)
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, shares.threads == 1, affine)

@@ -62,8 +62,8 @@ class VectorBitmaskKernel(ColumnStepKernel):
     def row_state(self, row: SSAValue, first_step: SSAValue) -> list[SSAValue]:
         b = self.b
         self.masks = b.element_ptr(self.a0, b.mul(row, b.const(self.key.mask_words, i64)), i16)
-        # The value offset at the step's 256 columns (a2 has one per row and 256 columns).
-        entry = b.add(b.mul(row, b.const(self.key.panels, i64)), b.lshr(first_step, b.const(2, i64)))
+        # The value offset at the step's panel (a2 has one per row and panel; panels are whole steps).
+        entry = b.add(b.mul(row, b.const(self.key.panels, i64)), b.udiv(first_step, b.const(self.key.panel_columns // 64, i64)))
         position = b.load(self.a2, entry, i64)
         if self.key.panelled:  # where the next row's values are, relative to this row's (the last row: its own)
             below = b.icmp("slt", row, b.const(self.key.rows - 1, i64))

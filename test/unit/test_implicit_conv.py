@@ -192,18 +192,19 @@ def test_wide_convolutions_keep_the_explicit_path(tmp_path):
 @pytest.mark.parametrize(
     ("kernel", "dilations", "strides", "pads", "spatial", "window", "out", "lanes", "phases"),
     [
-        ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (56, 56), (9, 3, 58 * 58, 58, 1, 1, 1, 1), (56, 56), 56 * 58, 1),
-        ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (14, 14), (1, 1, 196, 14, 1, 1, 1, 1), (14, 14), 208, 1),
-        ((3, 3), (2, 2), (1, 1), (2, 0, 2, 1), (10, 9), (9, 3, 14 * 10, 10, 2, 2, 1, 1), (10, 6), 112, 1),
-        ((5,), (1,), (1,), (2, 2), (30,), (5, 5, 34, 34, 1, 1, 1, 1), (30,), 48, 1),
-        ((3, 3), (1, 1), (2, 2), (1, 1, 1, 1), (56, 56), (9, 3, 29 * 29, 29, 1, 1, 2, 2), (28, 28), 816, 4),
+        ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (56, 56), (9, 3, 3376, 58, 1, 1, 1, 1), (56, 56), 56 * 58, 1),
+        ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (14, 14), (1, 1, 208, 14, 1, 1, 1, 1), (14, 14), 208, 1),
+        ((3, 3), (2, 2), (1, 1), (2, 0, 2, 1), (10, 9), (9, 3, 144, 10, 2, 2, 1, 1), (10, 6), 112, 1),
+        ((5,), (1,), (1,), (2, 2), (30,), (5, 5, 48, 34, 1, 1, 1, 1), (30,), 48, 1),
+        ((3, 3), (1, 1), (2, 2), (1, 1, 1, 1), (56, 56), (9, 3, 848, 29, 1, 1, 2, 2), (28, 28), 816, 4),
         ((1, 1), (1, 1), (2, 2), (0, 0, 0, 0), (56, 56), (1, 1, 28 * 28, 28, 1, 1, 2, 2), (28, 28), 784, 1),
     ],
 )
 def test_implicit_layout(tmp_path, kernel, dilations, strides, pads, spatial, window, out, lanes, phases):
     """The window arithmetic: sh x sw phase planes of Hq x Wq per channel (the padded
-    input itself at stride 1), one lane per column of each output row's Wq (Ho x Wq
-    lanes, rounded up to 16); a 1x1 convolution with stride 2 reads one phase of four."""
+    input itself at stride 1), each Hq x Wq rounded up to 16 floats apart, one lane per
+    column of each output row's Wq (Ho x Wq lanes, rounded up to 16); a 1x1
+    convolution with stride 2 reads one phase of four."""
     shape = [1, 8, *spatial]
     attributes = {"kernel_shape": list(kernel), "dilations": list(dilations), "strides": list(strides), "pads": list(pads)}
     conv_model(tmp_path / "conv.onnx", shape, 8, attributes, 0)
@@ -234,7 +235,7 @@ def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
         x = np.random.default_rng(images).standard_normal((images, 16, 12, 12)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
     windows = sorted(key.window for layer in executor.layers.values() for key in layer.variant_calls)
-    assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 196, 14, 1, 1, 1, 1)]
+    assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 208, 14, 1, 1, 1, 1)]
 
 
 def residual_model(path, kind: str) -> None:
