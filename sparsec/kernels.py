@@ -80,6 +80,12 @@ call / in chunks of 32 / of 64: batched block 4 at 50% 112 / 33 / 35, batched n:
 45 / 27 / 28, batched unstructured 90% 26 / 22 / 19, tiled block 16 at 90% 37 / 9.5 /
 9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance.md). The
 tiled bitmask and n:m kernels run only below the batched threshold."""
+IMPLICIT_PANEL_BYTES = 24 * 1024
+"""The most inputs (bytes, for 64 lanes) one column panel of an implicit n:m
+convolution reads (`implicit_panel_columns`). A 1x1 convolution of 256 channels to 64
+at 56 x 56 (nm 3:4, one thread) read 64 KiB a panel and ran in 0.70 ms; in panels of
+64 channels (16 KiB at 64 lanes, then 128 lanes a chunk) 0.56. Budgets of 16 and 24
+KiB ran ResNet50 in 58.6-58.9 and 56.9-57.0 ms, against 59.5-60.4 with 256 columns."""
 LANE_PLANES_MAX_FLOATS = 16384
 """The most floats of input planes an n:m kernel with `lane_planes` keeps on the stack (64 KiB)."""
 PLANE_TILES = {2: (4, 32), 4: (4, 15), 8: (2, 10)}
@@ -380,10 +386,25 @@ class KernelKey:
     def panel_columns(self) -> int:
         """Columns per panel: batched kernels take the weight a panel at a time, so the
         inputs they read (panel x batch floats) stay in L1. Bitmask rows keep a value
-        offset per panel; n:m panels hold whole runs (else there is one panel)."""
-        if self.kind == "bitmask" or (self.kind == "nm" and PANEL % self.m == 0):
+        offset per panel; n:m panels hold whole runs (else there is one panel), and an
+        implicit convolution's may be narrower (`implicit_panel_columns`)."""
+        if self.kind == "bitmask":
             return PANEL
+        if self.kind == "nm" and PANEL % self.m == 0:
+            return self.implicit_panel_columns if self.window else PANEL
         return self.cols
+
+    @property
+    def implicit_panel_columns(self) -> int:
+        """The widest of PANEL, PANEL / 2 and PANEL / 4 columns whose channels' inputs
+        for 64 lanes (`tap_spans`) stay within IMPLICIT_PANEL_BYTES, of whole runs and,
+        on the 16-lane layout, whole steps (else the narrowest of those). The lane chunk
+        then grows to fill TILE_INPUT_BYTES (`lane_chunk`)."""
+        grain = self.nm_span if self.nm_lanes else self.m
+        widths = [width for width in (PANEL, PANEL // 2, PANEL // 4) if width % grain == 0] or [PANEL]
+        per_channel = sum(floats for _, floats in self.tap_spans(64)) * 4
+        fitting = [width for width in widths if math.ceil(min(self.cols, width) / self.window[0]) * per_channel <= IMPLICIT_PANEL_BYTES]
+        return (fitting or widths[-1:])[0]
 
     @property
     def panels(self) -> int:

@@ -154,6 +154,29 @@ def test_lane_chunks_fit_the_spans_a_panel_reads(window, spans, lanes):
     assert key.tap_spans(64) == spans and key.lane_chunk == lanes
 
 
+@pytest.mark.parametrize("pattern", ["n=3 m=4", "n=2 m=4", "n=7 m=8", "n=1 m=2"])
+@pytest.mark.parametrize("channels", [256, 300])
+def test_implicit_nm_panels_narrow_to_keep_their_inputs_in_l1(tmp_path, pattern, channels):
+    """A 1x1 convolution of 256 or 300 channels reads 64 KiB or more a 256-column panel
+    for 64 lanes: its implicit n:m kernel takes narrower panels (IMPLICIT_PANEL_BYTES),
+    of whole steps on the 16-lane layout (128 columns at 7:8), the last one partial at
+    300 channels; the plain kernel keeps 256. Two runs match the reference."""
+    shape = [2, channels, 12, 12]
+    conv_model(tmp_path / "conv.onnx", shape, 40, {"kernel_shape": [1, 1]}, 3)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply(f"prune-magnitude{{pattern=nm {pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    ((op, layer),) = executor.layers.items()
+    conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+    assert conv is not None and layer.key.panel_columns == 256
+    grain = conv.key.nm_span if conv.key.nm_lanes else conv.key.m
+    assert conv.key.panel_columns == max(64, grain) and conv.key.panel_columns % grain == 0
+    rng = np.random.default_rng(channels)
+    for _run in range(2):
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(("outputs", "splits_lanes"), [(64, True), (160, False)])
 def test_two_threads_split_an_image_by_lane_chunks_or_rows(tmp_path, outputs, splits_lanes):
     """On two threads an implicit call's shares are lane chunks where the weight has at
