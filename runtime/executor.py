@@ -560,15 +560,17 @@ class Executor:
         on first use (another input shape compiles its own)."""
         self.compiled: list[CompiledKernels] = []
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
-        self.blas: ThreadpoolController | None = None
-        """Set once a call (a kernel's, a plane copy's or a pool's) takes the worker pool
-        in a model with numpy steps that may call BLAS: large ones then run with BLAS
-        limited to one thread (`_evaluate`). Until then BLAS keeps its threads: before
-        its pools ran as kernels, ShuffleNet, whose only kernel runs alone, took 45 ms
-        a run on two threads with the limit against 40 on one without. Now its pools
-        take the pool, and without the limit two threads ran it in 27-28 ms against
-        24 on one; with it, 23-26."""
-        self._calls_blas = self.pool is not None and any(isinstance(step.op, BLAS_OPS) and step.dtype is not None for step in self.steps)  # numpy steps
+        self._calls_blas = any(isinstance(step.op, BLAS_OPS) and step.dtype is not None for step in self.steps)  # numpy steps
+        self.blas: ThreadpoolController | None = ThreadpoolController() if self.pool is None and self._calls_blas else None
+        """Set, in a model with numpy steps that may call BLAS, once a call (a kernel's,
+        a plane copy's or a pool's) takes the worker pool, and from the start on one
+        thread: large BLAS calls then run on one BLAS thread (`_evaluate`). Until then
+        BLAS keeps its threads: before its pools ran as kernels, ShuffleNet, whose only
+        kernel runs alone, took 45 ms a run on two threads with the limit against 40 on
+        one without. Now its pools take the pool, and without the limit two threads ran
+        it in 27-28 ms against 24 on one; with it, 23-26. One thread is one thread for
+        BLAS too: OpenBLAS took both cores for ResNet50's first convolution in a run on
+        one (3.0 ms against 4.6), so one-thread figures were not one thread's."""
         self.buffers: dict[tuple[Operation, int], np.ndarray] = {}
         """Kernel steps' outputs by op and rows, kept from call to call (`_call_for`)."""
         self.scratch: dict[tuple, np.ndarray] = {}

@@ -159,10 +159,11 @@ def wide_then_narrow(path) -> None:
 
 def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkeypatch):
     """Layers left dense run in numpy, with BLAS: once a kernel call has taken the
-    worker pool, a large BLAS call runs on one BLAS thread (its threads spin after each
-    call on the CPUs the workers wait on) and the limit is lifted after it. Small
-    calls, other ops, executors without a pool or without such steps, and executors
-    whose pool no call has taken leave BLAS alone."""
+    worker pool, or from the start on one thread, a large BLAS call runs on one BLAS
+    thread (its threads spin after each call on the CPUs the workers wait on; one
+    thread is one thread) and the limit is lifted after it. Small calls, other ops,
+    executors without such steps, and executors whose pool no call has taken leave
+    BLAS alone."""
     from threadpoolctl import ThreadpoolController, threadpool_limits
 
     from sparsec import reference
@@ -187,7 +188,13 @@ def test_large_blas_calls_run_on_one_thread_next_to_the_workers(tmp_path, monkey
     monkeypatch.setattr(reference, "evaluate", counting)
     rng = np.random.default_rng(0)
     with threadpool_limits(2, user_api="blas"):
-        assert not Executor(model.module, model.weights, threads=1)._calls_blas
+        alone = Executor(model.module, model.weights, threads=1)
+        for batch, gemm_threads in [(4, 2), (8192, 1)]:
+            seen.clear()
+            alone.run({"x": rng.standard_normal((batch, 128)).astype(np.float32)})
+            assert alone.blas is not None and set(seen) == {(True, gemm_threads)}
+        alone.close()
+        seen.clear()
         idle = Executor(dense.module, dense.weights, threads=2)  # no kernel: the pool never works
         idle.run({"x": rng.standard_normal((8192, 128)).astype(np.float32)})
         assert idle.blas is None and set(seen) == {(True, 2), (False, 2)}
