@@ -78,8 +78,8 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
     (whose features choose how float16 values are widened and which vector kernels
     apply), or as the IR names it when None."""
     weight = op.w.owner
-    if not isinstance(weight, PackedWeightOp):
-        raise SparsecError(f"'{op.name}' needs a packed weight (sparse.packed), got {weight.name}")  # pyright: ignore
+    if not isinstance(weight, StoredWeightOp):
+        raise SparsecError(f"'{op.name}' needs a weight (sparse.packed or nn.weight), got {weight.name}")  # pyright: ignore
     transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)
     key = key_for(weight, transposed, op.kind.data, op.epilogue.data)
     if key.symbol != op.kernel.data:
@@ -243,7 +243,7 @@ class _Layer:
     key: KernelKey
     operands: KernelOperands
     bias: np.ndarray
-    weight: PackedWeightOp
+    weight: StoredWeightOp
     transposed: bool
     arguments: tuple[int, int, int, int] = dataclasses.field(init=False)
     """The addresses of a0, a1, a2 and the bias, as every call passes them."""
@@ -585,7 +585,7 @@ class Executor:
     def _prepare(self, op: KernelOp) -> _Layer:
         key = kernel_key_of(op, self.target)
         weight = op.w.owner
-        assert isinstance(weight, PackedWeightOp)
+        assert isinstance(weight, StoredWeightOp)
         transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)
         operands = prepare_operands(weight, self.weights, key, transposed)
         bias = np.zeros(0, np.float32)

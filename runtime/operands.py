@@ -3,8 +3,8 @@
 A bitmask weight stored in its (out, in) layout is used as it is (its values are a view
 of the memory-mapped artifact); only the 16-bit-aligned mask words and the row offsets
 are derived. Every other case is derived from the decoded weight in its (out, in)
-view (a dense kernel reads the decoded weight itself); kernels.py in runtime/codegen
-documents each layout.
+view (a dense kernel reads the decoded weight itself; an unpacked weight is its own
+decoded value); kernels.py in runtime/codegen documents each layout.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparsec.dialects import StoredWeightOp
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.kernels import GATHER_SPAN, WINDOW_ALIGN, KernelKey
 from sparsec.layers import dense_value
@@ -40,7 +41,7 @@ class KernelOperands:
 _EMPTY = np.zeros(0, np.uint8)
 
 
-def _canonical(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> np.ndarray:
+def _canonical(op: StoredWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> np.ndarray:
     dense = dense_value(op, weights)
     dense = dense.T if transposed else dense
     return np.ascontiguousarray(dense.reshape(key.rows, key.cols))
@@ -54,9 +55,9 @@ def _row_words(nonzero: np.ndarray, words: int) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view("<u2").reshape(rows, words)
 
 
-def _nonzeros(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def _nonzeros(op: StoredWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Where the (out, in) view is non-zero, and those values in row-major order."""
-    if op.encoding.encoding is Encoding.BITMASK and not transposed:
+    if isinstance(op, PackedWeightOp) and op.encoding.encoding is Encoding.BITMASK and not transposed:
         arrays = {role: weights[name] for role, name in op.stored_tensors().items()}
         nonzero = unpack_bits(arrays["mask"], key.rows * key.cols).reshape(key.rows, key.cols)
         return nonzero, np.ascontiguousarray(arrays["values"])
@@ -65,7 +66,7 @@ def _nonzeros(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transpos
     return nonzero, dense[nonzero].astype(dtype)
 
 
-def _bitmask(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+def _bitmask(op: StoredWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
     nonzero, values = _nonzeros(op, weights, key, transposed, dtype)
     if key.chunk_span:
         return _chunk_operands(nonzero, values, key.chunk_span)
@@ -207,7 +208,7 @@ def _nm_step_words(stream: np.ndarray, key: KernelKey) -> np.ndarray:
     return np.concatenate([words, masks])
 
 
-def _block(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+def _block(op: StoredWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
     dense = _canonical(op, weights, key, transposed)
     size, row_blocks = key.block, math.ceil(key.rows / key.block)
     padded = np.zeros((row_blocks * size, key.cols), dtype=dense.dtype)
@@ -221,23 +222,24 @@ def _block(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed:
     return KernelOperands((np.ascontiguousarray(values.reshape(-1)), column.astype(np.uint16 if key.block_column_bits == 16 else np.int32), offsets))
 
 
-def _dense(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
+def _dense(op: StoredWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
     return KernelOperands((_canonical(op, weights, key, transposed).astype(dtype), _EMPTY, _EMPTY))
 
 
-def nonzero_count(op: PackedWeightOp, weights: WeightStore) -> int:
-    """How many non-zeros a packed weight holds (a bitmask weight's stored value count)."""
-    if op.encoding.encoding is Encoding.BITMASK:
+def nonzero_count(op: StoredWeightOp, weights: WeightStore) -> int:
+    """How many non-zeros a weight holds (a bitmask weight's stored value count)."""
+    if isinstance(op, PackedWeightOp) and op.encoding.encoding is Encoding.BITMASK:
         return weights[op.stored_tensors()["values"]].size
     return int(np.count_nonzero(dense_value(op, weights)))
 
 
-def prepare_operands(op: PackedWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> KernelOperands:
+def prepare_operands(op: StoredWeightOp, weights: WeightStore, key: KernelKey, transposed: bool) -> KernelOperands:
     dtype = np.dtype(np.float16 if key.values == "f16" else np.float32)
     match key.kind:
         case "bitmask":
             return _bitmask(op, weights, key, transposed, dtype)
         case "nm":
+            assert isinstance(op, PackedWeightOp)
             return _nm(op, weights, key)
         case "dense":
             return _dense(op, weights, key, transposed, dtype)

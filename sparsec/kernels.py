@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from xdsl.dialects.builtin import f16
 
 if TYPE_CHECKING:
-    from sparsec.dialects.sparse import PackedWeightOp
+    from sparsec.dialects import StoredWeightOp
 
 KINDS = ("bitmask", "nm", "block", "dense")
 ACTIVATIONS = ("relu", "gelu")
@@ -551,14 +551,19 @@ def epilogue_activation(epilogue: str) -> str | None:
     return last if last in ACTIVATIONS else None
 
 
-def key_for(weight: PackedWeightOp, transposed: bool, kind: str, epilogue: str) -> KernelKey:
-    """The key of a kernel of `kind` reading `weight` in its (out, in) view.
+def key_for(weight: StoredWeightOp, transposed: bool, kind: str, epilogue: str) -> KernelKey:
+    """The key of a kernel of `kind` reading `weight` in its (out, in) view (an unpacked
+    weight: its float32 values).
 
     `transposed` says the weight is stored (in, out); Conv weights flatten to
     (out, in * kernel).
     """
+    from sparsec.dialects.sparse import PackedWeightOp  # the dialects import this module
+
     shape = weight.tensor_type.get_shape()
     rows, cols = (shape[1], shape[0]) if transposed else (shape[0], math.prod(shape[1:]))
+    if not isinstance(weight, PackedWeightOp):
+        return KernelKey(kind, rows, cols, values="f32", epilogue=epilogue)
     encoding = weight.encoding
     return KernelKey(
         kind,

@@ -154,6 +154,34 @@ def test_lane_chunks_fit_the_spans_a_panel_reads(window, spans, lanes):
     assert key.tap_spans(64) == spans and key.lane_chunk == lanes
 
 
+@pytest.mark.parametrize(
+    ("shape", "attributes"),
+    [
+        ([1, 3, 30, 30], {"kernel_shape": [3, 3], "strides": [2, 2]}),  # SqueezeNet's first convolution
+        ([2, 3, 24, 24], {"kernel_shape": [7, 7], "strides": [2, 2], "pads": [3, 3, 3, 3]}),  # ResNet50's: 147 columns
+        ([1, 16, 13, 13], {"kernel_shape": [1, 1]}),  # SqueezeNet's 1x1 convolutions of 16 channels
+    ],
+)
+def test_unpacked_convolutions_of_short_rows_run_as_kernels(tmp_path, shape, attributes):
+    """A convolution pruning leaves dense (here, no pruning at all) whose rows have at
+    most DENSE_CONV_MAX_COLUMNS columns runs the float32 bitmask kernel as an implicit
+    convolution, its bias and Relu fused: no numpy step is left. Two runs on two
+    threads match the reference."""
+    conv_model(tmp_path / "conv.onnx", shape, 24, attributes, 4)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    ((op, layer),) = executor.layers.items()
+    assert (layer.key.kind, layer.key.values, layer.key.epilogue) == ("bitmask", "f32", "bias_relu")
+    assert all(step.unit is not None for step in executor.steps)
+    rng = np.random.default_rng(5)
+    for _run in range(2):
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+    (call,) = executor.steps[0].calls.values()
+    assert call.phase_copies and implicit_conv(op, layer.key, tuple(shape)) is not None  # pyright: ignore
+
+
 @pytest.mark.parametrize("pattern", ["n=3 m=4", "n=2 m=4", "n=7 m=8", "n=1 m=2"])
 @pytest.mark.parametrize("channels", [256, 300])
 def test_implicit_nm_panels_narrow_to_keep_their_inputs_in_l1(tmp_path, pattern, channels):
