@@ -238,3 +238,29 @@ def test_pool_calls_on_the_workers_limit_blas_too(tmp_path):
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-5, atol=1e-5)
         assert executor.pools and executor._calls_blas and (executor.blas is not None) == limited
         executor.close()
+
+
+def test_concats_write_into_outputs_kept_from_run_to_run(tmp_path):
+    """A float32 Concat writes into an output array the executor keeps (a fresh one
+    costs its page faults every run), one per shape; each run's result is right, and a
+    returned result is a copy that the next run does not change."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=-3), helper.make_node("Relu", ["c"], ["y"])]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", channels, 5, 7]) for name, channels in (("a", 3), ("b", 4))]
+    graph = helper.make_graph(nodes, "concat", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "concat.onnx"))
+    model = sparsec.load(tmp_path / "concat.onnx")
+    executor = Executor(model.module, model.weights, threads=1)
+    rng = np.random.default_rng(0)
+    results, kept = [], set()
+    for images in (2, 2, 1):
+        feeds = {"a": rng.standard_normal((images, 3, 5, 7)).astype(np.float32), "b": rng.standard_normal((images, 4, 5, 7)).astype(np.float32)}
+        got = executor.run(feeds)["y"]
+        np.testing.assert_array_equal(got, np.maximum(np.concatenate([feeds["a"], feeds["b"]], axis=1), 0))
+        results.append((got, got.copy()))
+        kept |= {id(array) for key, array in executor.buffers.items() if key[1] in ((2, 7, 5, 7), (1, 7, 5, 7))}
+    assert len(kept) == 2 and all(np.array_equal(got, copy) for got, copy in results)
+    (concat,) = [step.op for step in executor.steps if step.op.name == "nn.concat"]
+    parts = [np.ones((1, 3, 5, 7), np.float32), np.zeros((1, 4, 5, 7), np.float32)]
+    assert executor._concat(concat, parts) is executor._concat(concat, parts[::-1])  # pyright: ignore
