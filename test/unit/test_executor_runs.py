@@ -263,4 +263,41 @@ def test_concats_write_into_outputs_kept_from_run_to_run(tmp_path):
     assert len(kept) == 2 and all(np.array_equal(got, copy) for got, copy in results)
     (concat,) = [step.op for step in executor.steps if step.op.name == "nn.concat"]
     parts = [np.ones((1, 3, 5, 7), np.float32), np.zeros((1, 4, 5, 7), np.float32)]
-    assert executor._concat(concat, parts) is executor._concat(concat, parts[::-1])  # pyright: ignore
+    first, second = executor._concat(concat, parts), executor._concat(concat, parts[::-1])  # pyright: ignore
+    assert np.shares_memory(first, second) and np.array_equal(first, np.concatenate(parts[::-1], axis=1))
+
+
+def test_a_chain_of_concats_shares_one_output(tmp_path):
+    """Concats each taking the one before as first operand (DenseNet's features) share
+    the last one's kept output, each its leading channels: only the new operands are
+    copied in. Every member's result, returned or read by later steps, is still right
+    after the members after it have run, in two runs and on a second batch size."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["b1"]),
+        helper.make_node("Concat", ["x", "b1"], ["c1"], axis=1),
+        helper.make_node("Relu", ["c1"], ["b2"]),
+        helper.make_node("Concat", ["c1", "b2"], ["c2"], axis=1),
+        helper.make_node("Add", ["x", "x"], ["b3"]),
+        helper.make_node("Concat", ["c2", "b3"], ["c3"], axis=1),
+        helper.make_node("Add", ["c1", "c1"], ["d1"]),
+    ]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("c1", "c2", "c3", "d1")]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 3, 5])], outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "chain.onnx"))
+    model = sparsec.load(tmp_path / "chain.onnx")
+    executor = Executor(model.module, model.weights, threads=1)
+    concats = [step.op for step in executor.steps if step.op.name == "nn.concat"]
+    assert executor.concat_ends == {concats[0]: concats[2], concats[1]: concats[2]}
+    rng = np.random.default_rng(1)
+    for images in (1, 1, 3):
+        x = rng.standard_normal((images, 2, 3, 5)).astype(np.float32)
+        c1 = np.concatenate([x, np.maximum(x, 0)], axis=1)
+        c2 = np.concatenate([c1, np.maximum(c1, 0)], axis=1)
+        expected = {"c1": c1, "c2": c2, "c3": np.concatenate([c2, x + x], axis=1), "d1": c1 + c1}
+        got = executor.run({"x": x})
+        for name, value in expected.items():
+            np.testing.assert_array_equal(got[name], value)
+    assert sorted(shape for op, shape in executor.buffers if op is concats[2]) == [(1, 10, 3, 5), (3, 10, 3, 5)]
+    assert not any(op in concats[:2] for op, _shape in executor.buffers)
