@@ -363,13 +363,11 @@ class _Call:
     """The calls a call on more batch rows than its kernel takes at once runs instead
     (KernelKey.batch_chunk), each on the batch rows of its slice; else empty."""
     group_calls: list[_Call] = dataclasses.field(default_factory=list)
-    """A grouped convolution's call per group, run instead, each on its group's input
-    windows or planes (`Executor._grouped_call`, `_split_groups`); else empty."""
+    """A grouped convolution's call per group on its input windows, run instead
+    (`Executor._grouped_call`; an implicit call takes every group's rows itself,
+    KernelKey.groups); else empty."""
     weight_rows: slice = dataclasses.field(default_factory=lambda: slice(None))
     """The weight rows (output columns) this call computes: all, or a group's."""
-    input_offset: int = 0
-    """Bytes from the input's address to this call's: a grouped implicit call's group
-    reads its planes from its first channel's."""
     input: np.ndarray | None = None
     """Where inputs that are not a kernel's output are copied (`Executor._staged`), or
     an implicit convolution's padded input (ImplicitConv)."""
@@ -785,8 +783,6 @@ class Executor:
         result = output[:, :, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
         kernel, arguments = self._variant_call(layer, conv.key)
         call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, result)
-        if conv.key.groups > 1:
-            self._split_groups(call, conv, conv.lanes)
         call.result_address = None
         # Convolutions whose images fill the same parts of the same planes share them:
         # each fills its part right before its call, and no call writes the pads.
@@ -854,15 +850,6 @@ class Executor:
         for group, group_call in enumerate(call.group_calls):
             self._restrict_to_group(group_call, layer.key, groups, group, len(output))
         return call
-
-    def _split_groups(self, call: _Call, conv: ImplicitConv, lanes: int) -> None:
-        """Give an implicit call of a grouped convolution one call per group: the same
-        kernel and arguments, the group's units, its planes from its first channel's."""
-        groups = conv.key.groups
-        group_bytes = conv.channels // groups * conv.key.channel_floats * 4
-        call.group_calls = [dataclasses.replace(call, group_calls=[], input_offset=group * group_bytes) for group in range(groups)]
-        for group, group_call in enumerate(call.group_calls):
-            self._restrict_to_group(group_call, conv.key, groups, group, lanes)
 
     def _restrict_to_group(self, call: _Call, key: KernelKey, groups: int, group: int, batch: int) -> None:
         """Make `call` compute group `group`'s weight rows only (`_restrict`)."""
@@ -968,7 +955,7 @@ class Executor:
             if copy is not None and copy.takes(planes):
                 copy.geometry[:2] = planes.strides[0] // 4, planes.strides[1] // 4
                 self._execute(copy, planes.ctypes.data, call.input_address)  # pyright: ignore
-                self._execute_groups(call, call.input_address, call.output_address + image * image_bytes)
+                self._execute(call, call.input_address, call.output_address + image * image_bytes)
                 continue
             for target, (rows, columns) in call.phase_copies:
                 if prologue is None:
@@ -978,12 +965,7 @@ class Executor:
                 target += prologue.shift
                 if prologue.relu:
                     np.maximum(target, 0.0, out=target)
-            self._execute_groups(call, call.input_address, call.output_address + image * image_bytes)
-
-    def _execute_groups(self, call: _Call, x: int, y: int) -> None:
-        """`_execute` of `call`, or of each of its groups' calls (`group_calls`)."""
-        for each in call.group_calls or [call]:
-            self._execute(each, x + each.input_offset, y)
+            self._execute(call, call.input_address, call.output_address + image * image_bytes)
 
     def _run_call(self, call: _Call, x: np.ndarray, cols: int, x_address: int | None) -> None:
         """`call` on the rows of `cols` values x holds, at `x_address` when they are a

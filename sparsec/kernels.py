@@ -186,9 +186,10 @@ class KernelKey:
     (runtime/codegen/batched.py, `column_offsets`)."""
 
     groups: int = 1
-    """The groups of a grouped convolution's implicit variant: a call per group runs
-    that group's weight rows on that group's input channels (its planes from its
-    first channel's), so its units are rows, never lane chunks (`splits_lanes`)."""
+    """The groups of a grouped convolution's implicit variant: each weight row reads
+    its group's input channels (their planes from the group's first channel's,
+    runtime/codegen/batched.py `group_floats`), and one call takes every group's rows
+    as its units, never lane chunks (`splits_lanes`)."""
 
     accumulate: bool = False
     """The implicit convolution variant that adds its products to what its outputs

@@ -108,7 +108,7 @@ class BatchedKernel(Kernel):
                 b.prefetch(b.element_ptr(at, b.const(offset, i64), f32), -(-floats * 4 // 64), keep=2)
             return []
 
-        b.loop(b.const(0, i64), b.const(key.cols // key.window[0], i64), [], channel_body)
+        b.loop(b.const(0, i64), b.const(key.cols // key.window[0] * key.groups, i64), [], channel_body)
 
     @property
     def fuses_epilogue(self) -> bool:
@@ -287,7 +287,7 @@ class BatchedKernel(Kernel):
         `ways` (the padding products add nothing); with the bias and activation when
         this store is final (`fuses_epilogue`)."""
         b, ways = self.b, self.ways(vectors)
-        x_lanes = b.element_ptr(self.x, lane, f32)
+        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
 
         def product(index: SSAValue, accs: list[SSAValue]) -> list[SSAValue]:
             column = b.zext(b.load(self.columns, index, i32), i64)
@@ -317,6 +317,18 @@ class BatchedKernel(Kernel):
             elif not self.fuses_epilogue:
                 total = b.fadd(total, b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4)))
             self.store_output(total, row, at)
+
+    def group_floats(self, row: SSAValue) -> SSAValue:
+        """Where weight row `row`'s group of a grouped convolution's implicit variant
+        starts in the planes: its first channel's planes (0 without groups). One call
+        takes every group's rows, split between the threads as any call's rows: a
+        call per group was too small to split (ShuffleNet's grouped 1x1 convolutions
+        ran no faster on two threads than on one)."""
+        b, key = self.b, self.key
+        if key.groups == 1:
+            return b.const(0, i64)
+        group = b.udiv(row, b.const(key.rows // key.groups, i64))
+        return b.mul(group, b.const(key.cols // key.window[0] * key.channel_floats, i64))
 
     def store_output(self, total: SSAValue, row: SSAValue, at: SSAValue) -> None:
         """Store output row `row`'s 16 lanes `total` at `at`, finished where the kernel
