@@ -778,7 +778,7 @@ class Executor:
         conv = self._implicit_for(step, x.shape)
         if conv is None:
             return None
-        images, rows, (ho, wo), (hq, wq) = x.shape[0], layer.key.rows, conv.out, conv.phase
+        images, rows, (ho, wo), wq = x.shape[0], layer.key.rows, conv.out, conv.phase[1]
         output = _kept(self.buffers, (step.op, images), (images, rows, conv.lanes))
         result = output[:, :, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
         kernel, arguments = self._variant_call(layer, conv.key)
