@@ -321,9 +321,14 @@ class KernelKey:
         chunk = BATCH_CHUNKS[(self.kind, True)]
         if not self.window:
             return chunk
-        channels = math.ceil(min(self.cols, self.panel_columns) / self.window[0])
-        fitting = [lanes for lanes in range(32, 257, 32) if channels * sum(floats for _, floats in self.tap_spans(lanes)) * 4 <= TILE_INPUT_BYTES]
+        fitting = [lanes for lanes in range(32, 257, 32) if self.panel_input_bytes(self.panel_columns, lanes) <= TILE_INPUT_BYTES]
         return max([chunk, *fitting])
+
+    def panel_input_bytes(self, columns: int, lanes: int) -> int:
+        """The bytes of inputs an implicit kernel's panel of `columns` weight columns
+        reads for `lanes` lanes: its channels' merged spans (`tap_spans`)."""
+        channels = math.ceil(min(self.cols, columns) / self.window[0])
+        return channels * sum(floats for _, floats in self.tap_spans(lanes)) * 4
 
     @property
     def has_batched_variant(self) -> bool:
@@ -403,8 +408,7 @@ class KernelKey:
         then grows to fill TILE_INPUT_BYTES (`lane_chunk`)."""
         grain = self.nm_span if self.nm_lanes else self.m
         widths = [width for width in (PANEL, PANEL // 2, PANEL // 4) if width % grain == 0] or [PANEL]
-        per_channel = sum(floats for _, floats in self.tap_spans(64)) * 4
-        fitting = [width for width in widths if math.ceil(min(self.cols, width) / self.window[0]) * per_channel <= IMPLICIT_PANEL_BYTES]
+        fitting = [width for width in widths if self.panel_input_bytes(width, 64) <= IMPLICIT_PANEL_BYTES]
         return (fitting or widths[-1:])[0]
 
     @property

@@ -397,15 +397,13 @@ class FunctionBuilder:
 
     def splat(self, value: SSAValue, count: int) -> SSAValue:
         """`value` in every one of `count` lanes."""
-        ty = vector(value.type, count)
-        undef = self.templated(("undef", ty), [], lambda: llvm.UndefOp(ty))
-        position = self.const(0, i32)
-        one = self.templated(("insert", ty), [undef, value, position], lambda: llvm.InsertElementOp(undef, value, position))
+        one = self.packed([value], count)
         return self.shuffle(one, one, (0,) * count)
 
-    def packed(self, values: Sequence[SSAValue]) -> SSAValue:
-        """A vector of `values`, lane by lane."""
-        ty = vector(values[0].type, len(values))
+    def packed(self, values: Sequence[SSAValue], lanes: int = 0) -> SSAValue:
+        """A vector of `lanes` lanes (default: one per value) holding `values` in its
+        first lanes, lane by lane; the others undefined."""
+        ty = vector(values[0].type, lanes or len(values))
         packed = self.templated(("undef", ty), [], lambda: llvm.UndefOp(ty))
         for lane, value in enumerate(values):
             position = self.const(lane, i32)
