@@ -160,9 +160,11 @@ class BatchedKernel(Kernel):
                 first_panel = b.icmp("eq", panel, b.const(0, i64))
 
                 def row_body(row: SSAValue, _rows) -> list[SSAValue]:
-                    count = self.pad(self.decode(row, panel))
+                    count = self.pad(row, self.decode(row, panel))
                     if self.key.window and not self.decodes_offsets:
                         self.column_offsets(count)
+                        if self.key.groups > 1:  # the conversion took column K to the end of the group's own planes
+                            self.store_padding(count, self.padding(row, offsets=True))
                     self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel), self.product_widths)
                     return []
 
@@ -197,15 +199,30 @@ class BatchedKernel(Kernel):
         ahead = b.add(row, b.const(self.PREFETCH_ROWS, i64))
         return b.smin(ahead, b.const(self.key.rows - 1, i64))
 
-    def pad(self, count: SSAValue) -> SSAValue:
-        """Follow the arrays' `count` products with 16 that add nothing (weight 0,
-        column K: x's zero row; a zero weight alone could meet an infinite input), so
+    def pad(self, row: SSAValue, count: SSAValue) -> SSAValue:
+        """Follow row `row`'s `count` products in the arrays with 16 that add nothing
+        (weight 0 at `padding`; a zero weight alone could meet an infinite input), so
         `multiply` may run up to a whole number of rounds; return `count`."""
-        b, cols = self.b, self.key.cols
-        padding = b.splat(self.offset_of(b.const(cols, i64)), 16) if self.decodes_offsets else b.vector_const([cols] * 16, i32)
-        b.store_at(padding, b.element_ptr(self.columns, count, i32), alignment=4)
+        b = self.b
+        self.store_padding(count, self.padding(row, self.decodes_offsets))
         b.store_at(b.vector_const([0.0] * 16, f32), b.element_ptr(self.weights, count, f32), alignment=4)
         return count
+
+    def store_padding(self, count: SSAValue, padding: SSAValue) -> None:
+        b = self.b
+        b.store_at(padding, b.element_ptr(self.columns, count, i32), alignment=4)
+
+    def padding(self, row: SSAValue, offsets: bool) -> SSAValue:
+        """The padding products' 16 columns: K, x's zero row (an implicit convolution's
+        zero plane, once `column_offsets` converts it); or where `offsets`, the zero
+        plane's input offset for row `row`, which reads from its group's planes on
+        (`group_floats`). The zero plane follows the last group's planes, so the column
+        K of another group would read the next group's first channel instead."""
+        b, key = self.b, self.key
+        if not offsets:
+            return b.vector_const([key.cols] * 16, i32)
+        every_channel = key.groups * (key.cols // key.window[0]) * key.channel_floats
+        return b.splat(b.trunc(b.sub(b.const(every_channel, i64), self.group_floats(row)), i32), 16)
 
     def offset_table(self) -> None:
         """`self.offsets`[k] = weight column k's input offset (KernelKey.window): channel

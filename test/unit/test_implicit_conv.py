@@ -1,8 +1,8 @@
 """Convolutions through the implicit variant of the batched kernels (runtime/executor.py,
 ImplicitConv), against the reference interpreter on the same pruned IR: random 1-D and
 2-D geometries (kernel sizes, dilations, strides, asymmetric pads, channels, images),
-bitmask and n:m weights, bias and Relu fused; grouped convolutions too, a call per
-group. 3-D convolutions take the other path and must agree too."""
+bitmask and n:m weights, bias and Relu fused; grouped convolutions too, every group's
+rows in one call. 3-D convolutions take the other path and must agree too."""
 
 from __future__ import annotations
 
@@ -109,6 +109,27 @@ def test_grouped_convolutions_match_the_reference(tmp_path_factory, conv, groups
     implicit = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
     assert bool(call.phase_copies) == (implicit is not None and layer.variant_for(implicit.lanes).batched)
     assert len(call.group_calls) == (0 if call.phase_copies else groups)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # the reference's second group
+@pytest.mark.parametrize("pattern", PATTERNS[:1] + PATTERNS[2:3])
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 1)])
+def test_grouped_padding_products_read_the_zero_plane(tmp_path, pattern, kernel):
+    """The products that pad a row to a whole number of rounds (weight 0) read the zero
+    plane, not the next group's first channel: an infinity there leaves the first
+    group's outputs finite and right. 5 x 5 images run tiles of one and two vectors,
+    whose rounds take two to eight products."""
+    shape, attributes = [1, 16, 5, 5], {"kernel_shape": list(kernel), "pads": [k // 2 for k in kernel] * 2, "group": 2}
+    conv_model(tmp_path / "conv.onnx", shape, 24, attributes, 5)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1)
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    x[0, 8] = np.inf  # the second group's first channel
+    got, expected = executor.run({"x": x})["y"][:, :12], model.run({"x": x})["y"][:, :12]
+    assert executor.steps[0].calls[tuple(shape)].phase_copies
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS[:1] + PATTERNS[2:3])
