@@ -177,8 +177,8 @@ class KernelKey:
     `chunk_span_for`."""
 
     window: tuple[int, ...] = ()
-    """Non-empty for the implicit convolution variant of a batched bitmask or n:m
-    kernel (`has_implicit_variant`): (taps, kernel width, plane, pitch, dilations dh
+    """Non-empty for the implicit convolution variant of a batched kernel
+    (`has_implicit_variant`): (taps, kernel width, plane, pitch, dilations dh
     and dw, strides sh and sw) of a convolution that reads its input in place from
     its phase planes (runtime/implicit.py, ImplicitConv), one batch lane per output
     position of a row of `pitch` lanes. Weight column k = c x taps + t, channel c at
@@ -340,10 +340,9 @@ class KernelKey:
     @property
     def has_implicit_variant(self) -> bool:
         """Whether a convolution may run the implicit variant of the batched kernel
-        (`window`): bitmask and n:m weights, whose batched kernels decode each panel's
-        columns into a small array first, which then become input offsets, on at most
-        WINDOW_MAX_COLUMNS columns."""
-        return self.kind in BATCHED_FROM and self.cols <= WINDOW_MAX_COLUMNS
+        (`window`): one that exists (`has_batched_variant`), on at most
+        WINDOW_MAX_COLUMNS columns, whose offsets it keeps in a table."""
+        return self.has_batched_variant and self.cols <= WINDOW_MAX_COLUMNS
 
     @property
     def window_taps(self) -> list[tuple[int, int, int, int]]:

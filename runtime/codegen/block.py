@@ -208,7 +208,12 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
     Kept blocks go CHUNK at a time: their values are widened into a stack array first,
     16 at a time, so each broadcast is one load. Widened one at a time, each value took
     a conversion and a shuffle on the port the multiply-adds need (blocks of 4 at 32
-    rows ran 1.12x to 1.15x as long)."""
+    rows ran 1.12x to 1.15x as long).
+
+    The implicit variant (KernelKey.window) reads a kept block's inputs in place from a
+    convolution's phase planes, at its column's input offset (`offset_of`): the B rows
+    of a block share each load of inputs, so a multiply-add needs a B-th of a load
+    where the bitmask and n:m kernels need one."""
 
     CHUNK = 256
     ACCUMULATORS = 8
@@ -221,11 +226,15 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
     def build(self) -> llvm.FuncOp:
         b = self.b
         self.weights = b.alloca(self.CHUNK * self.key.block + 16, f32)  # 16 slots of slack: widening writes whole vectors
+        if self.key.window and self.key.window[0] > 1:
+            self.offset_table()
         self.lane_chunks(self.chunk_pass)
         return self.ret()
 
     def chunk_pass(self, first_lane: SSAValue, last_lane: SSAValue) -> None:
-        b = self.b
+        """The row blocks of the call's units (every row block where the units are lane
+        chunks, KernelKey.splits_lanes) on lanes [first_lane, last_lane)."""
+        b, key = self.b, self.key
 
         def row_block_body(row_block: SSAValue, _state) -> list[SSAValue]:
             first = b.load(self.a2, row_block, i64)
@@ -233,21 +242,31 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
             self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.block_lanes(row_block, lane, first, last, vectors))
             return []
 
-        b.loop(self.begin, self.end, [], row_block_body)
+        if key.splits_lanes:
+            b.loop(b.const(0, i64), b.const(-(-key.rows // key.block), i64), [], row_block_body)
+        else:
+            b.loop(self.begin, self.end, [], row_block_body)
 
     def block_lanes(self, row_block: SSAValue, lane: SSAValue, first: SSAValue, last: SSAValue, vectors: int) -> None:
-        """y[rows of `row_block`, lane:lane + 16 * vectors] = the row block's kept blocks
-        [first, last) times their inputs (rows past N are not stored)."""
+        """y[rows of `row_block`, lane:lane + 16 * vectors] = (or += where the key
+        `accumulate`s) the row block's kept blocks [first, last) times their inputs
+        (rows past N are not stored)."""
         b, key = self.b, self.key
-        totals = self.kept_sums(b.element_ptr(self.x, lane, f32), first, last, vectors)
         first_row = b.mul(row_block, b.const(key.block, i64))
+        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(first_row)), f32)
+        totals = self.kept_sums(x_lanes, first, last, vectors)
         for r in range(key.block):
             row = b.add(first_row, b.const(r, i64))
             inside = b.icmp("slt", row, b.const(key.rows, i64)) if key.rows % key.block else None
             for v in range(vectors):
                 at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
                 # (the bias of a row past N is not read either)
-                self.only_if(inside, lambda total=totals[r * vectors + v], at=at, row=row: self.store_output(total, row, at))
+                self.only_if(inside, lambda total=totals[r * vectors + v], at=at, row=row: self.store_output(self.accumulated(total, at), row, at))
+
+    def accumulated(self, total: SSAValue, at: SSAValue) -> SSAValue:
+        """`total` plus the outputs at `at` where the key `accumulate`s, else `total`."""
+        b = self.b
+        return b.fadd(total, b.load_at(at, F32x16, alignment=4)) if self.key.accumulate else total
 
     def kept_sums(self, x_lanes: SSAValue, first: SSAValue, last: SSAValue, vectors: int) -> list[SSAValue]:
         """Each row's (B) sums of kept blocks [first, last), over the `vectors` x 16 batch
@@ -257,7 +276,8 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
         ways = max(1, self.ACCUMULATORS // width)
 
         def product(kept: SSAValue, chunk: SSAValue, accs: list[SSAValue]) -> list[SSAValue]:
-            inputs = b.element_ptr(x_lanes, b.mul(self.column(kept), self.batch), f32)
+            column = self.column(kept)
+            inputs = b.element_ptr(x_lanes, b.zext(self.offset_of(column), i64) if key.window else b.mul(column, self.batch), f32)
             xs = [b.load_at(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4) for v in range(vectors)]
             base = b.mul(b.sub(kept, chunk), b.const(key.block, i64))
             weights = [b.splat(b.load(self.weights, b.add(base, b.const(r, i64)), f32), 16) for r in range(key.block)]

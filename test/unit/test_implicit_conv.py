@@ -24,6 +24,7 @@ from sparsec.runtime.implicit import implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
 
 PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
+BLOCK_PATTERNS = ["pattern=block block-size=2 sparsity=0.5", "pattern=block block-size=4 sparsity=0.75", "pattern=block block-size=8 sparsity=0.5"]
 
 
 @st.composite
@@ -54,7 +55,7 @@ def conv_model(path, shape: list[int], outputs: int, attributes: dict, seed: int
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(convolutions(), st.sampled_from(PATTERNS), st.integers(0, 99))
+@given(convolutions(), st.sampled_from(PATTERNS + BLOCK_PATTERNS), st.integers(0, 99))
 def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, pattern, seed):
     """Each geometry runs twice with new inputs (the pads of the padded input stay zero),
     the second time as a channels-last view; where it applies and pays, the implicit
@@ -80,11 +81,11 @@ def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, patte
     call = executor.steps[0].calls[tuple(shape)]
     runs_implicit = implicit is not None and layer.variant_for(implicit.lanes).batched
     assert bool(call.phase_copies) == runs_implicit
-    assert (implicit is not None) == (len(shape) < 5 and layer.key.kind in ("bitmask", "nm"))
+    assert (implicit is not None) == (len(shape) < 5 and layer.key.has_batched_variant)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(convolutions(), st.sampled_from([2, 3, 4]), st.sampled_from([*PATTERNS, "pattern=block block-size=2 sparsity=0.5"]), st.integers(1, 2), st.integers(0, 99))
+@given(convolutions(), st.sampled_from([2, 3, 4]), st.sampled_from(PATTERNS + BLOCK_PATTERNS[:2]), st.integers(1, 2), st.integers(0, 99))
 def test_grouped_convolutions_match_the_reference(tmp_path_factory, conv, groups, pattern, threads, seed):
     """A grouped convolution (groups of at least two input channels) lowers to one
     sparse.conv. Its implicit variant (1-D and 2-D) takes every group's weight rows in
@@ -92,7 +93,7 @@ def test_grouped_convolutions_match_the_reference(tmp_path_factory, conv, groups
     group on its slice of the input windows (3-D)."""
     shape, outputs, attributes = conv
     shape[1] = groups * max(2, shape[1] // groups)
-    outputs = groups * 2 * max(1, outputs // (2 * groups))  # whole blocks of 2 a group
+    outputs = groups * 4 * max(1, outputs // (4 * groups))  # whole blocks of 4 a group
     attributes = {**attributes, "group": groups}
     path = tmp_path_factory.mktemp("grouped") / "conv.onnx"
     conv_model(path, shape, outputs, attributes, seed)
@@ -340,7 +341,8 @@ def residual_model(path, kind: str) -> None:
     ("kind", "taken_in"),
     [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True}), ("dynamic", {}), ("grouped", {"a": True})],
 )
-def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in):
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75"])
+def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in, pattern):
     """A convolution whose only use is an Add (or Sum of two) of one type with a value
     made before it runs its accumulate variant on that value and skips the Add, and
     the Relu after it when that is the Add's only use (`taken_in`: the convolutions
@@ -349,7 +351,7 @@ def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in):
     numpy; results match the reference, twice (the outputs are refilled every run)."""
     residual_model(tmp_path / "residual.onnx", kind)
     model = sparsec.load(tmp_path / "residual.onnx")
-    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights, threads=2)
     for seed in (0, 1):
         x = np.random.default_rng(seed).standard_normal((2, 16, 12, 12)).astype(np.float32)
