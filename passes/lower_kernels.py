@@ -17,9 +17,11 @@ except that a bitmask weight too dense for its mask to pay (sparsity under 1/16 
 float16 values) uses the `dense` kernel on its decoded values.
 
 A 1-D or 2-D Conv whose float32 weight pruning left unpacked (a first convolution of
-three channels, a layer under min-elements) becomes a `sparse.conv` too when its rows
-are short (DENSE_CONV_MAX_COLUMNS): the `bitmask` kernel on its non-zeros in float32,
-which runs as an implicit convolution with the Relu fused, on the worker threads.
+three channels, a layer under min-elements) becomes a `sparse.conv` too, when its
+kernel can run as an implicit convolution (at most WINDOW_MAX_COLUMNS columns): the
+`block` kernel on its float32 values in blocks of UNPACKED_BLOCK output channels (the
+`bitmask` kernel on its non-zeros where groups would split a block), with the Relu
+fused, on the worker threads.
 """
 
 from __future__ import annotations
@@ -36,26 +38,17 @@ from xdsl.passes import ModulePass
 from sparsec.dialects import StoredWeightOp, nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import KernelKey, epilogue_name, key_for
+from sparsec.kernels import UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, epilogue_name, key_for
 from sparsec.packing import Encoding
 
 
-DENSE_CONV_MAX_COLUMNS = 160
-"""The most weight columns (input channels x kernel) of an unpacked Conv that
-lower-kernels lowers. In numpy such a convolution copies out its input windows
-(im2col) for a short matrix product, and runs on one thread: one thread / two, ms,
-numpy against the kernel: 3 -> 64 channels 3x3 stride 2 at 224 x 224 7.3 / 7.0
-against 0.91 / 1.16; 16 -> 64 1x1 at 55 x 55 0.28 / 0.27 against 0.13 / 0.20;
-3 -> 64 7x7 stride 2 (147 columns) 4.4 / 4.3 against 4.6 / 3.2. Longer rows favour
-BLAS on one thread: 256 -> 64 1x1 at 56 x 56 1.41 against 2.43, 64 -> 64 3x3 3.5
-against 4.6."""
-
-
-def kernel_kind(weight: StoredWeightOp, transposed: bool) -> str:
+def kernel_kind(weight: StoredWeightOp, transposed: bool, groups: int = 1) -> str:
     """The kernel that can read this weight's encoding in its flattened (out, in) view
-    (an unpacked weight: its non-zeros, as a bitmask weight's)."""
+    (an unpacked weight of `groups` groups: its blocks of UNPACKED_BLOCK rows, or where
+    a group's rows are not whole blocks its non-zeros, as a bitmask weight's)."""
     if not isinstance(weight, PackedWeightOp):
-        return "bitmask"
+        rows = weight.tensor_type.get_shape()[1 if transposed else 0]
+        return "block" if (rows // groups) % UNPACKED_BLOCK == 0 else "bitmask"
     encoding = weight.encoding
     shape = weight.tensor_type.get_shape()
     stored_axis = encoding.axis.data
@@ -72,8 +65,8 @@ def kernel_kind(weight: StoredWeightOp, transposed: bool) -> str:
             return "bitmask"
 
 
-def kernel_key(weight: StoredWeightOp, transposed: bool, epilogue: str) -> KernelKey:
-    return key_for(weight, transposed, kernel_kind(weight, transposed), epilogue)
+def kernel_key(weight: StoredWeightOp, transposed: bool, epilogue: str, groups: int = 1) -> KernelKey:
+    return key_for(weight, transposed, kernel_kind(weight, transposed, groups), epilogue)
 
 
 def _packed(value: SSAValue) -> PackedWeightOp | None:
@@ -150,14 +143,24 @@ def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
 
 def _conv_weight(op: nn.ConvOp) -> StoredWeightOp | None:
     """The weight a kernel of `op` reads: packed, or unpacked float32 of 1-D or 2-D
-    windows and at most DENSE_CONV_MAX_COLUMNS columns; else None."""
+    windows and at most WINDOW_MAX_COLUMNS columns; else None.
+
+    In numpy an unpacked convolution copies out its input windows (im2col) for a matrix
+    product. The block kernel in blocks of 8, reading its inputs in place, beat that on
+    every layer measured, one thread then two, ms, numpy against the kernel: 3 -> 64
+    channels 7x7 stride 2 at 224 x 224 4.4 / 3.2 against 2.8 on one thread; 64 ->
+    64 3x3 at 56 x 56 4.1 / 1.9 against 2.7 / 1.3; 256 -> 64 1x1 at 56 x 56 1.36 / 0.87
+    against 1.17 / 0.72; 512 -> 2048 1x1 at 7 x 7 2.0 / 1.6 against 1.4 / 0.9; 512 ->
+    512 3x3 at 7 x 7 3.6 / 2.4 against 3.3 / 1.9. One layer ran as fast in either, 1024
+    -> 256 1x1 at 14 x 14 (1.37 / 0.66 against 1.30 / 0.72). The bitmask kernel, one
+    input load a multiply-add, had lost to BLAS from about 200 columns."""
     weight = op.w.owner
     if isinstance(weight, PackedWeightOp):
         return weight
     if not isinstance(weight, nn.WeightOp) or weight.tensor_type.element_type != f32:
         return None
     shape = weight.tensor_type.get_shape()
-    return weight if len(shape) in (3, 4) and math.prod(shape[1:]) <= DENSE_CONV_MAX_COLUMNS else None
+    return weight if len(shape) in (3, 4) and math.prod(shape[1:]) <= WINDOW_MAX_COLUMNS else None
 
 
 def _lower_conv(op: nn.ConvOp) -> None:
@@ -168,7 +171,7 @@ def _lower_conv(op: nn.ConvOp) -> None:
     activation = _fused_activation(op.output)
     if activation is not None:
         fused.append(activation)
-    key = kernel_key(weight, False, _epilogue(op.b is not None, activation))
+    key = kernel_key(weight, False, _epilogue(op.b is not None, activation), op.group.value.data)
     properties = {**op.properties, **_kernel_properties(key)}
     new = SparseConvOp.build(
         operands=[[op.x], [op.w], [op.b] if op.b is not None else []],
@@ -186,8 +189,7 @@ def _groups_split(weight: StoredWeightOp, groups: int) -> bool:
     shape = weight.tensor_type.get_shape()
     if groups > 1 and shape[1] == 1:
         return False
-    block = weight.encoding.block_size.data if kernel_kind(weight, False) == "block" else 1  # pyright: ignore
-    return (shape[0] // groups) % block == 0
+    return (shape[0] // groups) % (kernel_key(weight, False, "none", groups).block or 1) == 0
 
 
 def _swap(first: Operation, last: Operation, new: Operation, fused: list[Operation]) -> None:
@@ -203,7 +205,7 @@ def _swap(first: Operation, last: Operation, new: Operation, fused: list[Operati
 
 @dataclass(frozen=True)
 class LowerKernelsPass(ModulePass):
-    """Replace Gemm/MatMul/Conv on packed weights (and short-rowed unpacked Convs) with
+    """Replace Gemm/MatMul/Conv on packed weights (and unpacked 1-D and 2-D Convs) with
     kernel ops, fusing bias and Relu."""
 
     name = "lower-kernels"

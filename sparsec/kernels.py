@@ -107,6 +107,10 @@ ROW_GROUP = 128
 """Weight rows the batched bitmask and n:m kernels take through the weight's panels
 together: a group's outputs (ROW_GROUP x lanes floats) and its weights stay in L2
 while its panels go by (runtime/codegen/batched.py)."""
+UNPACKED_BLOCK = 8
+"""The rows a block of an unpacked float32 weight holds for the block kernel that reads
+it (passes/lower_kernels.py lowers dense convolutions so): each input load
+feeds eight rows' multiply-adds, where the bitmask kernel's feeds one."""
 WINDOW_MAX_COLUMNS = 1 << 14
 """The most weight columns (channels x taps) of a convolution that runs the implicit
 variant: its kernel keeps each column's input offset in a table on the stack, 4 bytes a
@@ -557,7 +561,7 @@ def epilogue_activation(epilogue: str) -> str | None:
 
 def key_for(weight: StoredWeightOp, transposed: bool, kind: str, epilogue: str) -> KernelKey:
     """The key of a kernel of `kind` reading `weight` in its (out, in) view (an unpacked
-    weight: its float32 values).
+    weight: its float32 values, in blocks of UNPACKED_BLOCK rows for the block kernel).
 
     `transposed` says the weight is stored (in, out); Conv weights flatten to
     (out, in * kernel).
@@ -567,7 +571,7 @@ def key_for(weight: StoredWeightOp, transposed: bool, kind: str, epilogue: str) 
     shape = weight.tensor_type.get_shape()
     rows, cols = (shape[1], shape[0]) if transposed else (shape[0], math.prod(shape[1:]))
     if not isinstance(weight, PackedWeightOp):
-        return KernelKey(kind, rows, cols, values="f32", epilogue=epilogue)
+        return KernelKey(kind, rows, cols, values="f32", block=UNPACKED_BLOCK if kind == "block" else 0, epilogue=epilogue)
     encoding = weight.encoding
     return KernelKey(
         kind,

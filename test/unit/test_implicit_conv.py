@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 import sparsec
-from sparsec.kernels import PLANE_PROLOGUES, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
+from sparsec.kernels import PLANE_PROLOGUES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
 from sparsec.runtime.executor import Executor
 from sparsec.runtime.implicit import implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
@@ -182,19 +182,20 @@ def test_lane_chunks_fit_the_spans_a_panel_reads(window, spans, lanes):
         ([1, 3, 30, 30], {"kernel_shape": [3, 3], "strides": [2, 2]}),  # SqueezeNet's first convolution
         ([2, 3, 24, 24], {"kernel_shape": [7, 7], "strides": [2, 2], "pads": [3, 3, 3, 3]}),  # ResNet50's: 147 columns
         ([1, 16, 13, 13], {"kernel_shape": [1, 1]}),  # SqueezeNet's 1x1 convolutions of 16 channels
+        ([1, 40, 9, 9], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),  # 360 columns
     ],
 )
-def test_unpacked_convolutions_of_short_rows_run_as_kernels(tmp_path, shape, attributes):
-    """A convolution pruning leaves dense (here, no pruning at all) whose rows have at
-    most DENSE_CONV_MAX_COLUMNS columns runs the float32 bitmask kernel as an implicit
-    convolution, its bias and Relu fused: no numpy step is left. Two runs on two
-    threads match the reference."""
+def test_unpacked_convolutions_run_as_kernels(tmp_path, shape, attributes):
+    """A 1-D or 2-D convolution pruning leaves dense (here, no pruning at all) runs the
+    float32 block kernel (blocks of UNPACKED_BLOCK rows) as an implicit convolution,
+    its bias and Relu fused: no numpy step is left. Two runs on two threads match the
+    reference."""
     conv_model(tmp_path / "conv.onnx", shape, 24, attributes, 4)
     model = sparsec.load(tmp_path / "conv.onnx")
     model.apply("lower-kernels")
     executor = Executor(model.module, model.weights, threads=2)
     ((op, layer),) = executor.layers.items()
-    assert (layer.key.kind, layer.key.values, layer.key.epilogue) == ("bitmask", "f32", "bias_relu")
+    assert (layer.key.kind, layer.key.block, layer.key.values, layer.key.epilogue) == ("block", UNPACKED_BLOCK, "f32", "bias_relu")
     assert all(step.unit is not None for step in executor.steps)
     rng = np.random.default_rng(5)
     for _run in range(2):
