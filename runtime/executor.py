@@ -291,6 +291,12 @@ class _Layer:
             return dataclasses.replace(key, group_tiles=group_tiles)
         return dataclasses.replace(key, panelled=key.panels_pay(batch), paired=key.pairs_pay(batch))
 
+    def runs_implicit(self, lanes: int) -> bool:
+        """Whether a convolution's call on `lanes` lanes runs the implicit variant (where
+        it applies): where the batched variant pays (`variant_for`), and always for
+        weights without one (blocks wider than 8), whose only batched form it is."""
+        return self.batched_from is None or lanes >= self.batched_from
+
     def _with_bias(self, operands: KernelOperands) -> tuple[int, int, int, int]:
         return (*operands.addresses, self.bias.ctypes.data if self.bias.size else 0)
 
@@ -664,7 +670,7 @@ class Executor:
         """The implicit form of convolution step `step` on inputs of `shape` where it
         applies and pays, with the accumulate variant when it takes in a residual Add."""
         conv = implicit_conv(step.op, step.unit.key, shape)  # pyright: ignore
-        if conv is None or not step.unit.variant_for(conv.lanes).batched:  # pyright: ignore
+        if conv is None or not step.unit.runs_implicit(conv.lanes):  # pyright: ignore
             return None
         return conv if step.residual is None else accumulating(conv, step.residual.relu)
 

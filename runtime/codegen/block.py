@@ -197,11 +197,12 @@ class VectorBlockKernel(BlockKernelBase):
 
 class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
     """The batched variant for blocks of 2 to 8 rows, on transposed activations
-    (BatchedKernel): each kept block's B values are broadcast, one at a time, over 16
+    (BatchedKernel), and of any size in convolutions (the implicit variant, below):
+    each kept block's B values are broadcast, one at a time, over 16
     batch rows' inputs at the block's column, so every multiply-add fills 16 lanes
     where the tiled kernel's B-lane vectors fill only B (blocks of 4 at 32 batch rows:
     2.1x to 3.2x as fast). A row block takes the batch 32 lanes (two vectors) at a
-    time, then 16, with one accumulator per row and vector; with fewer than
+    time, then 16 (`lane_widths`), with one accumulator per row and vector; with fewer than
     ACCUMULATORS of those, consecutive kept blocks rotate over several sets, so the
     multiply-adds do not wait on each other.
 
@@ -223,6 +224,13 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
         """A row block's sums are final when stored (there are no column panels)."""
         return self.cheap_epilogue
 
+    @property
+    def lane_widths(self) -> tuple[int, ...]:
+        """The vectors of lanes a row block's tiles take: two, then one; one for blocks
+        of 16 (implicit convolutions only), whose 16 rows' accumulators of two vectors
+        would not fit the registers."""
+        return (2, 1) if self.key.block <= 8 else (1,)
+
     def build(self) -> llvm.FuncOp:
         b = self.b
         self.weights = b.alloca(self.CHUNK * self.key.block + 16, f32)  # 16 slots of slack: widening writes whole vectors
@@ -239,7 +247,7 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
         def row_block_body(row_block: SSAValue, _state) -> list[SSAValue]:
             first = b.load(self.a2, row_block, i64)
             last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
-            self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.block_lanes(row_block, lane, first, last, vectors))
+            self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.block_lanes(row_block, lane, first, last, vectors), self.lane_widths)
             return []
 
         if key.splits_lanes:

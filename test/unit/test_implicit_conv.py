@@ -24,7 +24,7 @@ from sparsec.runtime.implicit import implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
 
 PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
-BLOCK_PATTERNS = ["pattern=block block-size=2 sparsity=0.5", "pattern=block block-size=4 sparsity=0.75", "pattern=block block-size=8 sparsity=0.5"]
+BLOCK_PATTERNS = ["pattern=block block-size=2 sparsity=0.5", "pattern=block block-size=4 sparsity=0.75", "pattern=block block-size=8 sparsity=0.5", "pattern=block block-size=16 sparsity=0.75"]
 
 
 @st.composite
@@ -79,9 +79,9 @@ def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, patte
     ((op, layer),) = executor.layers.items()
     implicit = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
     call = executor.steps[0].calls[tuple(shape)]
-    runs_implicit = implicit is not None and layer.variant_for(implicit.lanes).batched
+    runs_implicit = implicit is not None and layer.runs_implicit(implicit.lanes)
     assert bool(call.phase_copies) == runs_implicit
-    assert (implicit is not None) == (len(shape) < 5 and layer.key.has_batched_variant)
+    assert (implicit is not None) == (len(shape) < 5 and layer.key.has_implicit_variant)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,7 +108,7 @@ def test_grouped_convolutions_match_the_reference(tmp_path_factory, conv, groups
     ((op, layer),) = executor.layers.items()
     call = executor.steps[0].calls[tuple(shape)]
     implicit = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
-    assert bool(call.phase_copies) == (implicit is not None and layer.variant_for(implicit.lanes).batched)
+    assert bool(call.phase_copies) == (implicit is not None and layer.runs_implicit(implicit.lanes))
     assert len(call.group_calls) == (0 if call.phase_copies else groups)
 
 
