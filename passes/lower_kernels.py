@@ -4,17 +4,18 @@
 
 Gemm (trans_a = 0, alpha = beta = 1), MatMul with a packed 2-D weight on the right, and
 Conv (1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, each
-naming the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its groups,
-and the runtime makes a call per group over the group's weight rows; depthwise ones (one
-input channel a group) stay, as do block weights whose groups would split a row block.
+naming the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its groups
+(the runtime runs every group's rows, each on its group's input channels); depthwise
+ones (one input channel a group) stay.
 A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu that
 is the only user are fused as the epilogue.
 
 The kernel kind follows the packed encoding: n:m runs along the input channels use the
-`nm` kernel, blocks along the output channels the `block` kernel; anything else (and
-structured weights whose runs do not lie along a flattened row) the `bitmask` kernel,
-except that a bitmask weight too dense for its mask to pay (sparsity under 1/16 with
-float16 values) uses the `dense` kernel on its decoded values.
+`nm` kernel, blocks along the output channels the `block` kernel (where each group's
+rows are whole blocks); anything else (and structured weights whose runs do not lie
+along a flattened row) the `bitmask` kernel, except that a bitmask weight too dense
+for its mask to pay (sparsity under 1/16 with float16 values) uses the `dense` kernel
+on its decoded values.
 
 A 1-D or 2-D Conv whose float32 weight pruning left unpacked (a first convolution of
 three channels, a layer under min-elements) becomes a `sparse.conv` too, when its
@@ -43,11 +44,14 @@ from sparsec.packing import Encoding
 
 
 def kernel_kind(weight: StoredWeightOp, transposed: bool, groups: int = 1) -> str:
-    """The kernel that can read this weight's encoding in its flattened (out, in) view
-    (an unpacked weight of `groups` groups: its blocks of UNPACKED_BLOCK rows, or where
-    a group's rows are not whole blocks its non-zeros, as a bitmask weight's)."""
+    """The kernel that can read this weight's encoding in its flattened (out, in) view,
+    for a convolution of `groups` groups (an unpacked weight: its blocks of
+    UNPACKED_BLOCK rows, where its rows are whole blocks). The block kernel runs a
+    group's rows as whole row blocks only (without groups the last block may run past
+    the last row): where they are not, the bitmask kernel reads the weight's non-zeros
+    instead."""
+    rows = weight.tensor_type.get_shape()[1 if transposed else 0]
     if not isinstance(weight, PackedWeightOp):
-        rows = weight.tensor_type.get_shape()[1 if transposed else 0]
         return "block" if (rows // groups) % UNPACKED_BLOCK == 0 else "bitmask"
     encoding = weight.encoding
     shape = weight.tensor_type.get_shape()
@@ -59,7 +63,7 @@ def kernel_kind(weight: StoredWeightOp, transposed: bool, groups: int = 1) -> st
             return "dense"
         case Encoding.NM if canonical_axis == 1 and math.prod(shape[2:]) == 1:
             return "nm"
-        case Encoding.BLOCK if canonical_axis == 0:
+        case Encoding.BLOCK if canonical_axis == 0 and (groups == 1 or (rows // groups) % encoding.block_size.data == 0):
             return "block"
         case _:
             return "bitmask"
@@ -182,14 +186,11 @@ def _lower_conv(op: nn.ConvOp) -> None:
 
 
 def _groups_split(weight: StoredWeightOp, groups: int) -> bool:
-    """Whether a convolution's `groups` split its weight's rows into whole units of its
-    kernel (runs one call per group over its rows): a block weight's groups must hold
-    whole row blocks. Depthwise weights (one input channel a group) stay: the runtime
-    runs them as weighted pools, 9 multiply-adds per output for a 3x3 kernel."""
-    shape = weight.tensor_type.get_shape()
-    if groups > 1 and shape[1] == 1:
-        return False
-    return (shape[0] // groups) % (kernel_key(weight, False, "none", groups).block or 1) == 0
+    """Whether a convolution's `groups` split its weight's rows for a kernel (one call
+    takes every group's rows, or one call per group): not depthwise weights (one input
+    channel a group), which the runtime runs as weighted pools, 9 multiply-adds per
+    output for a 3x3 kernel."""
+    return groups == 1 or weight.tensor_type.get_shape()[1] > 1
 
 
 def _swap(first: Operation, last: Operation, new: Operation, fused: list[Operation]) -> None:

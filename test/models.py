@@ -306,6 +306,34 @@ def gemm_stack(path: str | Path, layers: int, width: int, bias: bool = False, sc
     return Path(path)
 
 
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+"""The real architectures the onnx wheel ships (light_resnet50.onnx, ...), their weights
+made by ConstantOfShape (all equal)."""
+
+
+def randomized(path: Path, out: Path) -> Path:
+    """The model with each ConstantOfShape replaced by a random (He-scaled) initializer."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    shapes = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    rng = np.random.default_rng(7)
+    kept = []
+    for node in graph.node:
+        if node.op_type != "ConstantOfShape":
+            kept.append(node)
+            continue
+        shape = shapes[node.input[0]].astype(int).tolist()
+        if len(shape) == 1:  # biases, batch-norm parameters: positive around 1
+            array = np.abs(1.0 + 0.1 * rng.standard_normal(shape))
+        else:
+            array = rng.standard_normal(shape) * np.sqrt(2.0 / max(1, int(np.prod(shape[1:]))))
+        graph.initializer.append(numpy_helper.from_array(array.astype(np.float32), node.output[0]))
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnx.save(model, str(out))
+    return out
+
+
 def save(name: str, path: str | Path, external_data: bool = False) -> Path:
     path = Path(path)
     model = MODELS[name]()

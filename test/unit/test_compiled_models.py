@@ -20,7 +20,7 @@ import sparsec
 from conftest import random_feeds
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.runtime.executor import Executor
-from test_light_models import MODELS, randomized
+from test_light_models import MODELS
 
 CONFIGS = {
     "dense": "prune-magnitude{sparsity=0.0}",
@@ -79,7 +79,7 @@ LIGHT_CONFIGS = list(CONFIGS) if FULL else ["nm24"]
 @pytest.mark.parametrize("config", LIGHT_CONFIGS)
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_light_models_match_the_reference(path, config, tmp_path):
-    model = sparsec.load(randomized(path, tmp_path / path.name))
+    model = sparsec.load(models.randomized(path, tmp_path / path.name))
     model.apply(CONFIGS[config] + ",pack-bitmask,lower-kernels")
     assert lowered_layers(model) >= 1
     compare(model, random_feeds(model))

@@ -14,7 +14,7 @@ import sparsec
 from conftest import onnxruntime_outputs, random_feeds
 from sparsec.dialects import nn
 from sparsec.runtime.executor import Executor
-from test_light_models import LIGHT, randomized
+from models import LIGHT, randomized
 
 
 def count(model: sparsec.Model, kind: type) -> int:

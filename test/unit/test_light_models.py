@@ -13,43 +13,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 
 import sparsec
 from conftest import onnxruntime_outputs, random_feeds
+from models import LIGHT, randomized
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 MODELS = sorted(LIGHT.glob("light_*.onnx"))
 RTOL, ATOL = 1e-4, 1e-5
 
 
 def test_all_nine_light_models_are_found():
     assert len(MODELS) == 9, [m.name for m in MODELS]
-
-
-def randomized(path: Path, out: Path) -> Path:
-    """The model with each ConstantOfShape replaced by a random (He-scaled) initializer."""
-    model = onnx.load(str(path))
-    graph = model.graph
-    shapes = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    rng = np.random.default_rng(7)
-    kept = []
-    for node in graph.node:
-        if node.op_type != "ConstantOfShape":
-            kept.append(node)
-            continue
-        shape = shapes[node.input[0]].astype(int).tolist()
-        if len(shape) == 1:  # biases, batch-norm parameters: positive around 1
-            array = np.abs(1.0 + 0.1 * rng.standard_normal(shape))
-        else:
-            array = rng.standard_normal(shape) * np.sqrt(2.0 / max(1, int(np.prod(shape[1:]))))
-        graph.initializer.append(numpy_helper.from_array(array.astype(np.float32), node.output[0]))
-    del graph.node[:]
-    graph.node.extend(kept)
-    onnx.save(model, str(out))
-    return out
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)

@@ -80,8 +80,8 @@ func.func @main(%x: tensor<?x4xf32>) -> tensor<?x2xf32> {
 // -----
 // Grouped convolutions lower with their groups (the runtime makes a call per group over
 // its weight rows and input channels), but depthwise ones (one input channel a group:
-// the runtime runs them as weighted pools) and block weights whose groups would split
-// a row block (here blocks of 4, groups of 2 rows) stay nn.conv.
+// the runtime runs them as weighted pools) stay nn.conv. Block weights whose groups
+// would split a row block (here blocks of 4, groups of 2 rows) use the bitmask kernel.
 func.func @main(%x: tensor<1x4x3x3xf32>) -> (tensor<1x4x3x3xf32>, tensor<1x4x3x3xf32>, tensor<1x4x3x2xf32>) {
   %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[[[1.0]], [[0.0]]], [[[0.0]], [[2.0]]], [[[3.0]], [[0.0]]], [[[0.0]], [[4.0]]]]> : tensor<4x2x1x1xf32>
   %y = nn.conv %x, %w {group = 2 : i64} : (tensor<1x4x3x3xf32>, tensor<4x2x1x1xf32>) -> tensor<1x4x3x3xf32>
@@ -93,7 +93,7 @@ func.func @main(%x: tensor<1x4x3x3xf32>) -> (tensor<1x4x3x3xf32>, tensor<1x4x3x3
 }
 // CHECK:      %y = sparse.conv %x, %w {group = 2 : i64, kernel = "spmm_bitmask_f16_4x2", kind = "bitmask", epilogue = "none"}
 // CHECK:      %z = nn.conv %x, %d {group = 4 : i64}
-// CHECK:      %v = nn.conv %x, %b {group = 2 : i64}
+// CHECK:      %v = sparse.conv %x, %b {group = 2 : i64, kernel = "spmm_bitmask_f16_4x4", kind = "bitmask", epilogue = "none"}
 
 // -----
 // An unpacked float32 1-D or 2-D Conv becomes the block kernel on its float32 values

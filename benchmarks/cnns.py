@@ -1,0 +1,69 @@
+"""End-to-end benchmark: convolutional networks compiled by sparsec against onnxruntime
+on the dense model, in one run.
+
+    python benchmarks/cnns.py [--models resnet50 squeezenet] [--patterns nm:3:4 block:4]
+                              [--sparsity 0.75] [--threads 1 2] [--seconds 2]
+
+The networks are the real architectures the onnx wheel ships (onnx/backend/test/data/
+light), their ConstantOfShape weights replaced by random ones (test/models.py,
+`randomized`), at batch 1. Each pattern is compiled as `sparsec compile --pattern ...
+-o model.spx` compiles it (pruning by magnitude, batch normalizations folded, packing,
+kernel lowering); `--sparsity` applies to unstructured and block patterns. The timings
+are those of `sparsec bench` on the artifact: medians of sparsec's engine, and of numpy
+(sparsec's reference interpreter) and onnxruntime on the dense model, each on the same
+number of threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import sparsec
+from sparsec.bench import bench
+from sparsec.cli import build_parser, compile_passes
+
+from layers import cpu_description  # benchmarks/layers.py, next to this script
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+from models import LIGHT, randomized  # noqa: E402  (the test models' module)
+
+MODELS = ["resnet50", "densenet121", "inception_v2", "squeezenet", "shufflenet"]
+
+
+def compiled(dense: Path, pattern: str, sparsity: float, artifact: Path) -> Path:
+    """`dense` compiled to `artifact` as `sparsec compile --pattern` compiles it."""
+    options = ["--pattern", pattern] + (["--sparsity", str(sparsity)] if not pattern.startswith("nm") else [])
+    args = build_parser().parse_args(["compile", str(dense), "-o", str(artifact), *options])
+    model = sparsec.load(dense)
+    model.apply(compile_passes(args, ".spx"))
+    model.save(artifact)
+    return artifact
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--patterns", nargs="+", default=["nm:3:4", "block:4", "block:8"])
+    parser.add_argument("--sparsity", type=float, default=0.75)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seconds", type=float, default=2.0, help="time each engine at least this long")
+    args = parser.parse_args()
+    print(f"# {cpu_description()}, batch 1, sparsity {args.sparsity:.0%} for unstructured and block, sparsec {sparsec.__version__}")
+    print("| model | pattern | threads | sparsec ms | numpy dense ms | ort dense ms | vs numpy | vs ort dense |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            dense = randomized(LIGHT / f"light_{name}.onnx", Path(tmp) / f"{name}.onnx")
+            for pattern in args.patterns:
+                artifact = compiled(dense, pattern, args.sparsity, Path(tmp) / f"{name}.spx")
+                for threads in args.threads:
+                    ours, numpy_dense, ort_dense, _ort_pruned = bench(sparsec.load(artifact, threads=threads), dense, 1, threads, 20, args.seconds)
+                    ratios = " | ".join(f"{baseline.median_ms / ours.median_ms:.2f}x" for baseline in (numpy_dense, ort_dense))
+                    print(f"| {name} | {pattern} | {threads} | {ours.median_ms:.2f} | {numpy_dense.median_ms:.2f} | {ort_dense.median_ms:.2f} | {ratios} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
