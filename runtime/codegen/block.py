@@ -202,7 +202,8 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
     batch rows' inputs at the block's column, so every multiply-add fills 16 lanes
     where the tiled kernel's B-lane vectors fill only B (blocks of 4 at 32 batch rows:
     2.1x to 3.2x as fast). A row block takes the batch 32 lanes (two vectors) at a
-    time, then 16 (`lane_widths`), with one accumulator per row and vector; with fewer than
+    time, then 16 (`lane_widths`: 64 first in convolutions of blocks of up to 4, 16
+    only for blocks of 16), with one accumulator per row and vector; with fewer than
     ACCUMULATORS of those, consecutive kept blocks rotate over several sets, so the
     multiply-adds do not wait on each other.
 
@@ -226,10 +227,10 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
 
     @property
     def lane_widths(self) -> tuple[int, ...]:
-        """The vectors of lanes a row block's tiles take: two, then one; one for blocks
-        of 16 (implicit convolutions only), whose 16 rows' accumulators of two vectors
-        would not fit the registers."""
-        return (2, 1) if self.key.block <= 8 else (1,)
+        """The vectors of lanes a row block's tiles take, widest first
+        (KernelKey.block_lane_vectors), halving down to one."""
+        widest = self.key.block_lane_vectors
+        return tuple(widest >> step for step in range(widest.bit_length()))
 
     def build(self) -> llvm.FuncOp:
         b = self.b
