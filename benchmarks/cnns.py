@@ -2,7 +2,7 @@
 on the dense model, in one run.
 
     python benchmarks/cnns.py [--models resnet50 squeezenet] [--patterns nm:3:4 block:4]
-                              [--sparsity 0.75] [--threads 1 2] [--seconds 2]
+                              [--sparsity 0.75] [--threads 1 2] [--seconds 2] [--markdown]
 
 The networks are the real architectures the onnx wheel ships (onnx/backend/test/data/
 light), their ConstantOfShape weights replaced by random ones (test/models.py,
@@ -25,7 +25,7 @@ import sparsec
 from sparsec.bench import bench
 from sparsec.cli import build_parser, compile_passes
 
-from layers import cpu_description  # benchmarks/layers.py, next to this script
+from layers import cpu_description, print_table  # benchmarks/layers.py, next to this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 from models import LIGHT, randomized  # noqa: E402  (the test models' module)
@@ -50,19 +50,23 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.75)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=2.0, help="time each engine at least this long")
-    args = parser.parse_args()
-    print(f"# {cpu_description()}, batch 1, sparsity {args.sparsity:.0%} for unstructured and block, sparsec {sparsec.__version__}")
-    print("| model | pattern | threads | sparsec ms | numpy dense ms | ort dense ms | vs numpy | vs ort dense |")
-    print("|---|---|---|---|---|---|---|---|")
+    parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    options = parser.parse_args()
+    header = ("model", "pattern", "threads", "sparsec ms", "numpy dense ms", "ort dense ms", "vs numpy", "vs ort dense")
+    lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
+        for name in options.models:
             dense = randomized(LIGHT / f"light_{name}.onnx", Path(tmp) / f"{name}.onnx")
-            for pattern in args.patterns:
-                artifact = compiled(dense, pattern, args.sparsity, Path(tmp) / f"{name}.spx")
-                for threads in args.threads:
-                    ours, numpy_dense, ort_dense, _ort_pruned = bench(sparsec.load(artifact, threads=threads), dense, 1, threads, 20, args.seconds)
-                    ratios = " | ".join(f"{baseline.median_ms / ours.median_ms:.2f}x" for baseline in (numpy_dense, ort_dense))
-                    print(f"| {name} | {pattern} | {threads} | {ours.median_ms:.2f} | {numpy_dense.median_ms:.2f} | {ort_dense.median_ms:.2f} | {ratios} |", flush=True)
+            for pattern in options.patterns:
+                artifact = compiled(dense, pattern, options.sparsity, Path(tmp) / f"{name}.spx")
+                for threads in options.threads:
+                    ours, numpy_dense, ort_dense, _ort_pruned = bench(sparsec.load(artifact, threads=threads), dense, 1, threads, 20, options.seconds)
+                    times = [f"{timing.median_ms:.2f}" for timing in (ours, numpy_dense, ort_dense)]
+                    ratios = [f"{baseline.median_ms / ours.median_ms:.2f}x" for baseline in (numpy_dense, ort_dense)]
+                    lines.append((name, pattern, str(threads), *times, *ratios))
+                    print("  ".join(lines[-1]), file=sys.stderr, flush=True)  # progress: a network takes a minute or two
+    print(f"# {cpu_description()}; batch 1, {options.sparsity:.0%} sparsity for unstructured and block patterns; sparsec {sparsec.__version__}")
+    print_table(header, lines, options.markdown)
 
 
 if __name__ == "__main__":
