@@ -97,27 +97,27 @@ func.func @main(%x: tensor<1x4x3x3xf32>) -> (tensor<1x4x3x3xf32>, tensor<1x4x3x3
 
 // -----
 // An unpacked float32 1-D or 2-D Conv becomes the block kernel on its float32 values
-// in blocks of 8 output channels, Relu fused; where its rows are not whole blocks (4
+// in blocks of 4 output channels, Relu fused; where its rows are not whole blocks (6
 // here), the bitmask kernel on its non-zeros. One of more columns (input channels x
 // kernel) than the implicit variant's offset table holds (here 16385 x 1), a 3-D one
 // and a depthwise one stay nn.conv.
-func.func @main(%x: tensor<1x3x8x8xf32>, %l: tensor<1x16385x4x4xf32>, %v: tensor<1x1x4x4x4xf32>, %d: tensor<1x3x8x8xf32>) -> (tensor<1x16x6x6xf32>, tensor<1x4x6x6xf32>, tensor<1x2x4x4xf32>, tensor<1x2x4x4x4xf32>, tensor<1x3x8x8xf32>) {
+func.func @main(%x: tensor<1x3x8x8xf32>, %l: tensor<1x16385x4x4xf32>, %v: tensor<1x1x4x4x4xf32>, %d: tensor<1x3x8x8xf32>) -> (tensor<1x16x6x6xf32>, tensor<1x6x6x6xf32>, tensor<1x2x4x4xf32>, tensor<1x2x4x4x4xf32>, tensor<1x3x8x8xf32>) {
   %bw = nn.weight "bw" dense<1.0> : tensor<16x3x3x3xf32>
   %b = nn.conv %x, %bw : (tensor<1x3x8x8xf32>, tensor<16x3x3x3xf32>) -> tensor<1x16x6x6xf32>
   %br = nn.relu %b : (tensor<1x16x6x6xf32>) -> tensor<1x16x6x6xf32>
-  %w = nn.weight "w" dense<1.0> : tensor<4x3x3x3xf32>
-  %y = nn.conv %x, %w : (tensor<1x3x8x8xf32>, tensor<4x3x3x3xf32>) -> tensor<1x4x6x6xf32>
-  %r = nn.relu %y : (tensor<1x4x6x6xf32>) -> tensor<1x4x6x6xf32>
+  %w = nn.weight "w" dense<1.0> : tensor<6x3x3x3xf32>
+  %y = nn.conv %x, %w : (tensor<1x3x8x8xf32>, tensor<6x3x3x3xf32>) -> tensor<1x6x6x6xf32>
+  %r = nn.relu %y : (tensor<1x6x6x6xf32>) -> tensor<1x6x6x6xf32>
   %lw = nn.weight "lw" dense<1.0> : tensor<2x16385x1x1xf32>
   %ly = nn.conv %l, %lw : (tensor<1x16385x4x4xf32>, tensor<2x16385x1x1xf32>) -> tensor<1x2x4x4xf32>
   %vw = nn.weight "vw" dense<1.0> : tensor<2x1x1x1x1xf32>
   %vy = nn.conv %v, %vw : (tensor<1x1x4x4x4xf32>, tensor<2x1x1x1x1xf32>) -> tensor<1x2x4x4x4xf32>
   %dw = nn.weight "dw" dense<1.0> : tensor<3x1x3x3xf32>
   %dy = nn.conv %d, %dw {group = 3 : i64, pads = array<i64: 1, 1, 1, 1>} : (tensor<1x3x8x8xf32>, tensor<3x1x3x3xf32>) -> tensor<1x3x8x8xf32>
-  func.return %br, %r, %ly, %vy, %dy : tensor<1x16x6x6xf32>, tensor<1x4x6x6xf32>, tensor<1x2x4x4xf32>, tensor<1x2x4x4x4xf32>, tensor<1x3x8x8xf32>
+  func.return %br, %r, %ly, %vy, %dy : tensor<1x16x6x6xf32>, tensor<1x6x6x6xf32>, tensor<1x2x4x4xf32>, tensor<1x2x4x4x4xf32>, tensor<1x3x8x8xf32>
 }
-// CHECK:      %br = sparse.conv %x, %bw {kernel = "spmm_block8_f32_16x27_relu", kind = "block", epilogue = "relu"}
-// CHECK:      %r = sparse.conv %x, %w {kernel = "spmm_bitmask_f32_4x27_relu", kind = "bitmask", epilogue = "relu"}
+// CHECK:      %br = sparse.conv %x, %bw {kernel = "spmm_block4_f32_16x27_relu", kind = "block", epilogue = "relu"}
+// CHECK:      %r = sparse.conv %x, %w {kernel = "spmm_bitmask_f32_6x27_relu", kind = "bitmask", epilogue = "relu"}
 // CHECK-NOT:  nn.relu
 // CHECK:      %ly = nn.conv %l, %lw
 // CHECK:      %vy = nn.conv %v, %vw
