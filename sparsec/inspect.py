@@ -1,7 +1,10 @@
-"""What is inside a compiled model: per-layer encoding and bytes, totals against dense.
+"""What is inside a compiled model: per-layer encoding, bytes and the kernel that runs
+the layer, totals against dense.
 
 Used by `sparsec inspect MODEL.spx [--json]`. Layers are the Gemm, MatMul and Conv
-weights; other weights (biases, normalization parameters) are summed as one line.
+weights; other weights (biases, normalization parameters) are summed as one line. A
+layer that lower-kernels left alone has no kernel ("-"; null in the JSON): the runtime
+runs it in numpy, or a depthwise convolution as a weighted pool.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.irfile import storing_ops
 from sparsec.layers import dense_value, layer_weights
@@ -20,6 +24,12 @@ def _encoding_text(op) -> str:
     if not isinstance(op, PackedWeightOp):
         return f"dense {op.tensor_type.element_type}"
     return str(op.encoding).removeprefix("#sparse.encoding")
+
+
+def _kernel_of(op) -> SparseConvOp | SparseMatMulOp | None:
+    """The kernel op that computes with weight `op`, if lower-kernels made one."""
+    users = (use.operation for result in op.results for use in result.uses)
+    return next((user for user in users if isinstance(user, SparseConvOp | SparseMatMulOp)), None)
 
 
 def _stored_bytes(op, model: Model) -> int:
@@ -34,6 +44,7 @@ def describe(model: Model, path: str | Path) -> dict:
         layer_ops.add(weight.op)
         dense = dense_value(weight.op, model.weights)
         pattern = weight.op.sparsity
+        kernel = _kernel_of(weight.op)
         layers.append(
             {
                 "layer": weight.layer,
@@ -45,6 +56,8 @@ def describe(model: Model, path: str | Path) -> dict:
                 "encoding": _encoding_text(weight.op),
                 "bytes": _stored_bytes(weight.op, model),
                 "dense_fp32_bytes": 4 * dense.size,
+                "kernel": None if kernel is None else kernel.kernel.data,
+                "kernel_kind": None if kernel is None else kernel.kind.data,
             }
         )
     others = [op for op in storing_ops(model.module) if op not in layer_ops]
@@ -67,9 +80,9 @@ def describe(model: Model, path: str | Path) -> dict:
 
 
 def format_description(info: dict) -> str:
-    headers = ["layer", "op", "shape", "pattern", "sparsity", "encoding", "bytes"]
+    headers = ["layer", "op", "shape", "pattern", "sparsity", "encoding", "bytes", "kernel"]
     rows = [
-        [r["layer"], r["op"], "x".join(map(str, r["shape"])), r["pattern"], f"{r['sparsity']:.1%}", r["encoding"], f"{r['bytes']:,}"]
+        [r["layer"], r["op"], "x".join(map(str, r["shape"])), r["pattern"], f"{r['sparsity']:.1%}", r["encoding"], f"{r['bytes']:,}", r["kernel_kind"] or "-"]
         for r in info["layers"]
     ]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]

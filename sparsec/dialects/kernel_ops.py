@@ -6,8 +6,10 @@
 
 `sparse.matmul` is y = epilogue(x @ W^T + b) with W in its (out, in) view: the packed
 weight as stored, or its transpose when `transposed = 1` (MatMul's (in, out) layout).
-`sparse.conv` is nn.conv with the same kernel attributes, computed as im2col followed
-by the kernel (one call per group). `kernel` is the symbol of the specialized kernel (sparsec.kernels).
+`sparse.conv` is nn.conv with the same kernel attributes, computed by the kernel's
+implicit variant reading the input in place (1-D and 2-D), or by im2col followed by the
+kernel (one call per group). `kernel` is the symbol of the specialized kernel
+(sparsec.kernels).
 """
 
 from __future__ import annotations
