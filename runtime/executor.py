@@ -40,7 +40,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 
 from sparsec import reference
-from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
+from sparsec.dialects.kernel_ops import KernelOp, SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
@@ -55,7 +55,6 @@ from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_oper
 from sparsec.runtime.workers import Shares, WorkerPool, available_cpus
 from sparsec.weights import WeightStore
 
-KernelOp = SparseMatMulOp | SparseConvOp
 SHARES_PER_THREAD = 4
 """Shares a call is cut into per thread that takes part (runtime/workers.py)."""
 BLAS_OPS = (ConvOp, GemmOp, MatMulOp)

@@ -210,7 +210,7 @@ def _nm_step_words(stream: np.ndarray, key: KernelKey) -> np.ndarray:
 
 def _block(op: StoredWeightOp, weights: WeightStore, key: KernelKey, transposed: bool, dtype: np.dtype) -> KernelOperands:
     dense = _canonical(op, weights, key, transposed)
-    size, row_blocks = key.block, math.ceil(key.rows / key.block)
+    size, row_blocks = key.block, key.row_units
     padded = np.zeros((row_blocks * size, key.cols), dtype=dense.dtype)
     padded[: key.rows] = dense
     blocks = padded.reshape(row_blocks, size, key.cols)  # (row block, row in block, column)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
+from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.irfile import storing_ops
 from sparsec.layers import dense_value, layer_weights
@@ -26,10 +26,10 @@ def _encoding_text(op) -> str:
     return str(op.encoding).removeprefix("#sparse.encoding")
 
 
-def _kernel_of(op) -> SparseConvOp | SparseMatMulOp | None:
+def _kernel_of(op) -> KernelOp | None:
     """The kernel op that computes with weight `op`, if lower-kernels made one."""
     users = (use.operation for result in op.results for use in result.uses)
-    return next((user for user in users if isinstance(user, SparseConvOp | SparseMatMulOp)), None)
+    return next((user for user in users if isinstance(user, KernelOp)), None)
 
 
 def _stored_bytes(op, model: Model) -> int:

@@ -486,6 +486,12 @@ class KernelKey:
         (`splits_lanes`)."""
         if self.splits_lanes:
             return math.ceil(batch / self.lane_chunk)
+        return self.row_units
+
+    @property
+    def row_units(self) -> int:
+        """The weight's rows, or its row blocks for block kernels (the last may run past
+        the last row)."""
         return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
 
 

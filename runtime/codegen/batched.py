@@ -329,11 +329,17 @@ class BatchedKernel(Kernel):
             for way in range(1, ways):
                 total = b.fadd(total, accs[way * vectors + v])
             at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
-            if self.key.accumulate:
-                total = b.fadd(total, b.load_at(at, F32x16, alignment=4))
-            elif not self.fuses_epilogue:
+            if self.key.accumulate or self.fuses_epilogue:
+                total = self.accumulated(total, at)
+            else:
                 total = b.fadd(total, b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4)))
             self.store_output(total, row, at)
+
+    def accumulated(self, total: SSAValue, at: SSAValue) -> SSAValue:
+        """`total` plus the outputs at `at` where the key `accumulate`s (a residual Add
+        taken in, copied there first), else `total`."""
+        b = self.b
+        return b.fadd(total, b.load_at(at, F32x16, alignment=4)) if self.key.accumulate else total
 
     def group_floats(self, row: SSAValue) -> SSAValue:
         """Where weight row `row`'s group of a grouped convolution's implicit variant

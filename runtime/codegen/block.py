@@ -252,7 +252,7 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
             return []
 
         if key.splits_lanes:
-            b.loop(b.const(0, i64), b.const(-(-key.rows // key.block), i64), [], row_block_body)
+            b.loop(b.const(0, i64), b.const(key.row_units, i64), [], row_block_body)
         else:
             b.loop(self.begin, self.end, [], row_block_body)
 
@@ -271,11 +271,6 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
                 at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
                 # (the bias of a row past N is not read either)
                 self.only_if(inside, lambda total=totals[r * vectors + v], at=at, row=row: self.store_output(self.accumulated(total, at), row, at))
-
-    def accumulated(self, total: SSAValue, at: SSAValue) -> SSAValue:
-        """`total` plus the outputs at `at` where the key `accumulate`s, else `total`."""
-        b = self.b
-        return b.fadd(total, b.load_at(at, F32x16, alignment=4)) if self.key.accumulate else total
 
     def kept_sums(self, x_lanes: SSAValue, first: SSAValue, last: SSAValue, vectors: int) -> list[SSAValue]:
         """Each row's (B) sums of kept blocks [first, last), over the `vectors` x 16 batch

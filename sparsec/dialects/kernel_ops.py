@@ -71,8 +71,9 @@ class SparseMatMulOp(FloatComputeOp):
 
 @irdl_op_definition
 class SparseConvOp(ConvolutionOp):
-    """nn.conv with a fused epilogue, as im2col plus a generated sparse kernel; with
-    groups, a kernel call per group on its input channels and its weight rows."""
+    """nn.conv with a fused epilogue through a generated sparse kernel: its implicit
+    variant reading the input in place (1-D and 2-D), else im2col and the kernel, a
+    call per group on its input channels and weight rows."""
 
     name = "sparse.conv"
     ONNX_OP: ClassVar[str] = "Conv"
@@ -84,3 +85,7 @@ class SparseConvOp(ConvolutionOp):
     def verify_(self) -> None:
         _check_kernel(self)
         super().verify_()
+
+
+KernelOp = SparseMatMulOp | SparseConvOp
+"""Either op that computes through a generated kernel."""

@@ -25,7 +25,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from sparsec.dialects import StoredWeightOp, nn
-from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
+from sparsec.dialects.kernel_ops import KernelOp, SparseConvOp, SparseMatMulOp
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC, resolve_pads
 from sparsec.dialects.sparse import PackedWeightOp
@@ -115,7 +115,7 @@ class _Lowering:
             args["bias"] = b
         return self.mb.conv(**args)
 
-    def kernel_op(self, op: SparseMatMulOp | SparseConvOp, args: list) -> Any:
+    def kernel_op(self, op: KernelOp, args: list) -> Any:
         """A kernel op as the matmul or conv it computes, with its epilogue."""
         mb = self.mb
         if isinstance(op, SparseConvOp):
@@ -146,7 +146,7 @@ class _Lowering:
         return self.mb.reshape(x=x, shape=[-1 if d == DYNAMIC else d for d in shape])
 
     def lower(self, op: Operation, args: list) -> Any:
-        if isinstance(op, SparseMatMulOp | SparseConvOp):
+        if isinstance(op, KernelOp):
             return self.kernel_op(op, args)
         mb = self.mb
         table: dict[type[Operation], Callable[..., Any]] = {

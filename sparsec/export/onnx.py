@@ -19,7 +19,7 @@ from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, Module
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from sparsec.dialects import nn
-from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
+from sparsec.dialects.kernel_ops import KernelOp, SparseConvOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.nn import ints_of
 from sparsec.dialects.shapes import DYNAMIC
@@ -81,7 +81,7 @@ class _Exporter:
             self.names[op.result] = name
             self.add_initializer(name, dense_value(op, self.weights))
             return
-        if isinstance(op, SparseMatMulOp | SparseConvOp):
+        if isinstance(op, KernelOp):
             self.export_kernel_op(op)
             return
         if not isinstance(op, nn.NNOp):
@@ -99,7 +99,7 @@ class _Exporter:
         self.nodes.append(helper.make_node(op.ONNX_OP, inputs, outputs, name=outputs[0], **attributes))
 
 
-    def export_kernel_op(self, op: SparseMatMulOp | SparseConvOp) -> None:
+    def export_kernel_op(self, op: KernelOp) -> None:
         """A kernel op as the ONNX node it was lowered from, plus Relu or Gelu for a fused epilogue."""
         inputs = [self.name_of(v) for v in op.operands]
         output = self.name_of(op.results[0])
