@@ -57,9 +57,9 @@ KEYS: dict[str, AnyKey] = {
     "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2)),
     "plane copy": PlaneKey(),
     "plane copy, normalization + Relu": PlaneKey("affine_relu"),
-    "max pool, stride 2": PoolKey("max", 2),
-    "average pool": PoolKey("avg", 1),
-    "depthwise convolution, stride 2, bias": PoolKey("depthwise", 2, bias=True),
+    "max pool 3x3, stride 2": PoolKey("max", 2, (3, 3)),
+    "average pool 3x3": PoolKey("avg", 1, (3, 3)),
+    "depthwise convolution 3x3, stride 2, bias": PoolKey("depthwise", 2, (3, 3), bias=True),
 }
 
 

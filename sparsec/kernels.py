@@ -533,10 +533,13 @@ class PlaneKey:
 
 POOL_SLACK = 64
 """Floats after a pool kernel's last padded plane that its loads may read (whole
-vectors past a row's last input, two at column stride 2)."""
+vectors past a row's last input: at most 47 floats, at column stride 2)."""
 
 
 POOL_KINDS = ("max", "avg", "depthwise")
+POOL_MAX_TAPS = 64
+"""The most window taps a pool kernel takes: its taps are unrolled (an 8x8 window;
+larger ones, in practice global poolings written as pools, run in numpy)."""
 
 
 @dataclass(frozen=True)
@@ -548,19 +551,26 @@ class PoolKey:
     convolution ("depthwise": one input channel per output channel, a pool whose taps
     are weighted by the plane's channel's weights, then its bias when `bias`), for
     `nn.conv` with a group per channel (ShuffleNet's: 8.9 of its 18.4 ms in numpy).
-    The geometry is an operand, not part of the key."""
+    Specialized to its `window` (rows, columns) and `dilation` (rows, columns), whose
+    taps it unrolls; the planes' geometry and the row stride are operands."""
 
     kind: str
     stride: int
+    window: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
     bias: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in POOL_KINDS or self.stride not in (1, 2) or (self.bias and self.kind != "depthwise"):
             raise ValueError(f"pool kernel '{self.kind}' at column stride {self.stride}: expected {', '.join(POOL_KINDS)} (a bias only for depthwise), at stride 1 or 2")
+        if min(self.window) < 1 or min(self.dilation) < 1 or math.prod(self.window) > POOL_MAX_TAPS:
+            raise ValueError(f"pool kernel window {self.window} dilated {self.dilation}: expected at most {POOL_MAX_TAPS} taps, sizes and dilations >= 1")
 
     @property
     def symbol(self) -> str:
-        return f"pool_{self.kind}_f32_stride{self.stride}" + ("_bias" if self.bias else "")
+        rows, columns = self.window
+        dilated = "" if self.dilation == (1, 1) else "_dilated{}x{}".format(*self.dilation)
+        return f"pool_{self.kind}_{rows}x{columns}{dilated}_f32_stride{self.stride}" + ("_bias" if self.bias else "")
 
 
 AnyKey = KernelKey | NormKey | PlaneKey | PoolKey

@@ -463,6 +463,12 @@ class FunctionBuilder:
         flag = llvm.ICmpPredicateFlag(predicate)
         return self.templated(("icmp", predicate, a.type), [a, b], lambda: llvm.ICmpOp(a, b, IntegerAttr(flag.to_int(), i64)))
 
+    def fcmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        """`a predicate b` on floats, lane by lane ("ogt": ordered and greater, "uno":
+        either is NaN, ...)."""
+        flag = llvm.FCmpPredicateFlag(predicate)
+        return self.templated(("fcmp", predicate, a.type), [a, b], lambda: llvm.FCmpOp(a, b, IntegerAttr(flag.to_int(), i64)))
+
     def cttz(self, value: SSAValue) -> SSAValue:
         """Index of the lowest set bit (`value` is known to be non-zero)."""
         width = value.type.width.data  # pyright: ignore

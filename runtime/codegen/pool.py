@@ -4,19 +4,24 @@ signature as the matrix kernels, with
 
     x = the padded planes (images x channels of them, one after another, then slack),
     y = the outputs (Ho x Wo per plane, one after another),
-    a0 = int64 geometry: a padded plane's floats, its pitch, Ho, Wo, the kernel's rows
-         and columns, the row stride, the dilations (rows, columns), the channels,
+    a0 = int64 geometry: a padded plane's floats, its pitch, Ho, Wo, the row stride,
+         the channels,
     a1 = the average's divisors, one float per output position (Ho x Wo; average), or
          the depthwise convolution's weights, kernel rows x columns per channel,
     bias = the depthwise convolution's bias, one float per channel (with `bias`),
     [begin, end) = the planes to pool.
 
-The column stride (1 or 2) is the key's: at stride 2 a vector of inputs is the even
-lanes of two consecutive vectors. Loads may read past a row's last input (into the next
-row, or the POOL_SLACK floats after the last plane); those lanes are never stored. Taps
-are reduced in the reference's order (a depthwise tap's product rounded before it is
-added, as numpy's separate multiply and add round it), so the results are the
-reference's exactly.
+The window's taps are unrolled (the key's window and dilation), and a depthwise
+convolution's weights are splat once a plane. The column stride (1 or 2) is the key's:
+at stride 2 a tap row's inputs are loaded once, as whole vectors, and each tap's are
+picked from their even or odd lanes. A max pool takes the maximum down the window's
+rows first, then across its columns (the maximum is exact in any order); average and
+depthwise taps are reduced in the reference's order (rows first, a depthwise tap's
+product rounded before it is added, as numpy's separate multiply and add round it), so
+the results are the reference's exactly. A row's whole vectors of outputs are stored
+as they are, its last partial one under a lane mask. Loads may read past a row's last
+input (into the next row, or the POOL_SLACK floats after the last plane); those lanes
+are never stored.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from xdsl.ir import SSAValue
 from sparsec.kernels import PoolKey
 from sparsec.runtime.codegen.base import F32x16, UnitKernel
 
-GEOMETRY = ("plane", "pitch", "out_rows", "out_columns", "kernel_rows", "kernel_columns", "row_stride", "row_dilation", "column_dilation", "channels")
+GEOMETRY = ("plane", "pitch", "out_rows", "out_columns", "row_stride", "channels")
 """The int64 words of a0, in order."""
 
 
@@ -39,68 +44,102 @@ class PoolKernel(UnitKernel):
         self.x, self.y, geometry, self.a1 = self.b.args[:4]
         self.bias = self.b.args[5]
         self.g = self.b.load_words(geometry, GEOMETRY)
+        rows, columns = key.window
+        self.offsets = [j * key.dilation[1] for j in range(columns)]
+        """Each tap column's first input, from the window's first."""
+        span = key.stride * 15 + self.offsets[-1] + 1
+        self.row_vectors = -(-span // 16)
+        """The vectors that hold a tap row's inputs for 16 outputs."""
 
     def unit(self, plane: SSAValue, _state) -> list[SSAValue]:
-        b, g = self.b, self.g
+        b, g, key = self.b, self.g, self.key
+        rows, columns = key.window
         inputs = b.element_ptr(self.x, b.mul(plane, g["plane"]), f32)
         outputs = b.element_ptr(self.y, b.mul(plane, b.mul(g["out_rows"], g["out_columns"])), f32)
+        row_offsets = [b.mul(b.const(i * key.dilation[0], i64), g["pitch"]) for i in range(rows)]
         weights = bias = None
-        if self.key.kind == "depthwise":
+        if key.kind == "depthwise":
             channel = b.urem(plane, g["channels"])
-            weights = b.element_ptr(self.a1, b.mul(channel, b.mul(g["kernel_rows"], g["kernel_columns"])), f32)
-            bias = b.splat(b.load(self.bias, channel, f32), 16) if self.key.bias else None
+            first = b.element_ptr(self.a1, b.mul(channel, b.const(rows * columns, i64)), f32)
+            weights = [[b.splat(b.load(first, b.const(i * columns + j, i64), f32), 16) for j in range(columns)] for i in range(rows)]
+            bias = b.splat(b.load(self.bias, channel, f32), 16) if key.bias else None
+
+        whole = b.round_down(g["out_columns"], 16)
+        tail = b.low_lanes(b.trunc(b.sub(g["out_columns"], whole), i32))
 
         def row(out_row: SSAValue, _rows) -> list[SSAValue]:
             first_row = b.element_ptr(inputs, b.mul(b.mul(out_row, g["row_stride"]), g["pitch"]), f32)
             position = b.mul(out_row, g["out_columns"])
 
-            def vector(column: SSAValue, _columns) -> list[SSAValue]:
-                lanes = b.low_lanes(b.trunc(b.smin(b.sub(g["out_columns"], column), b.const(16, i64)), i32))
-                total = self.window(b.element_ptr(first_row, b.mul(column, b.const(self.key.stride, i64)), f32), weights)
+            def vector(column: SSAValue, lanes: SSAValue | None) -> list[SSAValue]:
+                corner = b.element_ptr(first_row, b.mul(column, b.const(key.stride, i64)), f32)
+                tap_rows = [b.element_ptr(corner, offset, f32) for offset in row_offsets]
+                total = self.maximum(tap_rows) if key.kind == "max" else self.total(tap_rows, weights)
                 at = b.add(position, column)
-                if self.key.kind == "avg":
+                if key.kind == "avg":
                     total = b.fdiv(total, b.load_lanes(b.element_ptr(self.a1, at, f32), F32x16, lanes))
                 if bias is not None:
                     total = b.fadd(total, bias)
                 b.store_lanes(total, b.element_ptr(outputs, at, f32), lanes)
                 return []
 
-            b.loop(b.const(0, i64), g["out_columns"], [], vector, step=16)
+            b.loop(b.const(0, i64), whole, [], lambda column, _: vector(column, None), step=16)
+            vector(whole, tail)  # the partial vector: no lanes when Wo is a multiple of 16
             return []
 
         b.loop(b.const(0, i64), g["out_rows"], [], row)
         return []
 
-    def window(self, corner: SSAValue, weights: SSAValue | None) -> SSAValue:
-        """The maximum, the sum or (depthwise) the sum weighted by `weights` of the window
-        taps of 16 outputs whose first window's top-left input is at `corner`, tap by
-        tap, rows first."""
-        b, g = self.b, self.g
-        start = b.vector_const([float("-inf") if self.key.kind == "max" else 0.0] * 16, f32)
-
-        def tap_row(i: SSAValue, state) -> list[SSAValue]:
-            at = b.element_ptr(corner, b.mul(b.mul(i, g["row_dilation"]), g["pitch"]), f32)
-            row_weights = None if weights is None else b.element_ptr(weights, b.mul(i, g["kernel_columns"]), f32)
-
-            def tap(j: SSAValue, inner) -> list[SSAValue]:
-                values = self.inputs(b.element_ptr(at, b.mul(j, g["column_dilation"]), f32))
-                if self.key.kind == "max":
-                    return [b.intrinsic("llvm.maximum.v16f32", [inner[0], values], F32x16)]
-                if row_weights is not None:
-                    values = b.fmul(values, b.splat(b.load(row_weights, j, f32), 16))
-                return [b.fadd(inner[0], values)]
-
-            return list(b.loop(b.const(0, i64), g["kernel_columns"], list(state), tap))
-
-        (total,) = b.loop(b.const(0, i64), g["kernel_rows"], [start], tap_row)
+    def maximum(self, tap_rows: list[SSAValue]) -> SSAValue:
+        """The maximum of the window taps of 16 outputs whose tap rows start at
+        `tap_rows`: down the rows, vector by vector, then across the columns."""
+        down = self.loaded(tap_rows[0])
+        for at in tap_rows[1:]:
+            down = [self._max(most, values) for most, values in zip(down, self.loaded(at))]
+        taps = self.taps(down)
+        total = taps[0]
+        for values in taps[1:]:
+            total = self._max(total, values)
         return total
 
-    def inputs(self, at: SSAValue) -> SSAValue:
-        """The inputs of 16 consecutive outputs' same tap: 16 floats from `at`, or at
-        stride 2 the even ones of 32."""
+    def total(self, tap_rows: list[SSAValue], weights: list[list[SSAValue]] | None) -> SSAValue:
+        """The sum, or (depthwise) the sum weighted by `weights`, of the window taps of
+        16 outputs whose tap rows start at `tap_rows`, tap by tap, rows first."""
         b = self.b
-        low = b.load_lanes(at, F32x16, None)
+        total = b.vector_const([0.0] * 16, f32)
+        for i, at in enumerate(tap_rows):
+            for j, values in enumerate(self.row_taps(at)):
+                total = b.fadd(total, values if weights is None else b.fmul(values, weights[i][j]))
+        return total
+
+    def row_taps(self, at: SSAValue) -> list[SSAValue]:
+        """The inputs of 16 consecutive outputs' taps in the tap row at `at`, by column:
+        a load each at stride 1, picked from the row's vectors at stride 2."""
+        b = self.b
         if self.key.stride == 1:
-            return low
-        high = b.load_lanes(b.element_ptr(at, b.const(16, i64), f32), F32x16, None)
-        return b.shuffle(low, high, tuple(range(0, 32, 2)))
+            return [b.load_lanes(b.element_ptr(at, b.const(offset, i64), f32), F32x16, None) for offset in self.offsets]
+        return self.taps(self.loaded(at))
+
+    def loaded(self, at: SSAValue) -> list[SSAValue]:
+        """The vectors of a tap row's inputs, from `at`."""
+        b = self.b
+        return [b.load_lanes(b.element_ptr(at, b.const(16 * k, i64), f32), F32x16, None) for k in range(self.row_vectors)]
+
+    def taps(self, vectors: list[SSAValue]) -> list[SSAValue]:
+        """Each tap column's inputs of 16 consecutive outputs, picked from `vectors`, a
+        tap row's inputs laid end to end: every stride-th lane from the tap's offset
+        (at stride 2, the even or odd lanes of each pair of vectors first)."""
+        b, stride = self.b, self.key.stride
+        if stride == 1:
+            return [b.gather_lanes(vectors, range(offset, offset + 16)) for offset in self.offsets]
+        pairs = [(vectors[k], vectors[min(k + 1, len(vectors) - 1)]) for k in range(0, len(vectors), 2)]
+        phases = [[b.shuffle(low, high, tuple(range(phase, 32, 2))) for low, high in pairs] for phase in (0, 1)]
+        return [b.gather_lanes(phases[offset % 2], range(offset // 2, offset // 2 + 16)) for offset in self.offsets]
+
+    def _max(self, a: SSAValue, b: SSAValue) -> SSAValue:
+        """The larger of `a` and `b`, NaN where either is (as np.maximum): a compare and
+        select that x86 runs as one `vmaxps` (NaN where b is), then a's NaNs put back.
+        LLVM's maximum intrinsic also orders -0 below +0, in six instructions a lane
+        vector: the 3x3 max pools ran 1.5x as long."""
+        larger = self.b.select(self.b.fcmp("ogt", a, b), a, b)
+        return self.b.select(self.b.fcmp("uno", a, a), a, larger)

@@ -21,15 +21,17 @@ from sparsec.runtime.executor import Executor
 
 
 @st.composite
-def pools(draw, ranks=st.integers(1, 3)):
+def pools(draw, ranks=st.integers(1, 3), largest_kernel: int = 3, widest: int = 9):
+    """A pool's op, input shape and attributes: `ranks` spatial dimensions of up to
+    `widest` values, kernels of up to `largest_kernel`."""
     rank = draw(ranks)
-    kernel = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
+    kernel = draw(st.lists(st.integers(1, largest_kernel), min_size=rank, max_size=rank))
     strides = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank))
     op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
     dilations = draw(st.lists(st.integers(1, 2), min_size=rank, max_size=rank)) if op == "MaxPool" else [1] * rank
     pads = [draw(st.integers(0, k - 1)) for k in kernel] + [draw(st.integers(0, k - 1)) for k in kernel]
     spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    spatial = [draw(st.integers(max(1, span - pads[i] - pads[i + rank]), 9)) for i, span in enumerate(spans)]
+    spatial = [draw(st.integers(max(1, span - pads[i] - pads[i + rank]), widest)) for i, span in enumerate(spans)]
     attributes = {"kernel_shape": kernel, "strides": strides, "pads": pads, "ceil_mode": draw(st.integers(0, 1))}
     if op == "MaxPool":
         attributes["dilations"] = dilations
@@ -48,11 +50,12 @@ def pool_model(path, op: str, shape: list[int], attributes: dict, initializers=(
 
 
 @settings(max_examples=40, deadline=None)
-@given(pools(st.just(2)), st.integers(0, 99), st.sampled_from([1, 2]))
+@given(pools(st.just(2), largest_kernel=8, widest=40), st.integers(0, 99), st.sampled_from([1, 2]))
 def test_pool_kernels_match_onnxruntime(tmp_path_factory, pool, seed, threads):
     """2-D pools at column stride 1 or 2 run the pool kernel (its planes padded once, the
-    average's divisors per position), other strides numpy; both match onnxruntime, on
-    two runs with the input contiguous and as a channels-last view."""
+    average's divisors per position, its taps unrolled for windows of up to 8x8 with
+    rows of a few vectors), other strides numpy; both match onnxruntime, on two runs
+    with the input contiguous and as a channels-last view."""
     op, shape, attributes = pool
     shape[1] = 8 * shape[1]  # channels enough for shares of planes on two threads
     path = tmp_path_factory.mktemp("pool") / "pool.onnx"
@@ -88,6 +91,15 @@ def test_pool_kernels_at_borders(tmp_path, op, strides):
     executor = Executor(model.module, model.weights, threads=2)
     np.testing.assert_allclose(executor.run({"x": x})["y"], onnxruntime_outputs(tmp_path / "pool.onnx", {"x": x})["y"], rtol=1e-5, atol=1e-6)
     assert executor.pools
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_windows_of_more_taps_than_a_pool_kernel_takes_run_in_numpy(tmp_path, op):
+    """A 9x9 window (81 taps, past POOL_MAX_TAPS, whose taps a kernel would unroll) runs
+    in numpy, and still matches onnxruntime."""
+    pool_model(tmp_path / "pool.onnx", op, [1, 4, 20, 20], {"kernel_shape": [9, 9], "strides": [1, 1]})
+    x = np.random.default_rng(5).standard_normal((1, 4, 20, 20)).astype(np.float32)
+    assert not executor_matching_onnxruntime(tmp_path / "pool.onnx", x, 1, rtol=1e-5, atol=1e-6).pools
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "Conv"])
@@ -146,7 +158,7 @@ def test_depthwise_convolution_matches_onnxruntime(tmp_path_factory, pool, multi
 
 
 @settings(max_examples=40, deadline=None)
-@given(pools(st.just(2)), st.booleans(), st.integers(0, 99), st.sampled_from([1, 2]))
+@given(pools(st.just(2), largest_kernel=8, widest=40), st.booleans(), st.integers(0, 99), st.sampled_from([1, 2]))
 def test_depthwise_kernel_matches_onnxruntime(tmp_path_factory, pool, bias, seed, threads):
     """2-D depthwise convolutions (a group per channel, one output channel each) at
     column stride 1 or 2 run the pool kernel, its taps weighted by the channel's
@@ -163,6 +175,23 @@ def test_depthwise_kernel_matches_onnxruntime(tmp_path_factory, pool, bias, seed
     pool_model(path, "Conv", shape, {**conv, "group": shape[1]}, initializers, ("x", "w", "b") if bias else ("x", "w"))
     executor = executor_matching_onnxruntime(path, rng.standard_normal(shape).astype(np.float32), threads, rtol=1e-4, atol=1e-5)
     assert bool(executor.pools) == (attributes["strides"][1] in (1, 2))
+
+
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
+def test_max_pool_kernel_propagates_nan(tmp_path, strides):
+    """A NaN anywhere in a window makes its maximum NaN, and infinities stay infinite,
+    as in the reference (np.maximum): the kernel's maximum puts back the NaNs its
+    compare and select drop, in whichever operand they are."""
+    pool_model(tmp_path / "pool.onnx", "MaxPool", [1, 4, 9, 37], {"kernel_shape": [3, 3], "strides": strides, "pads": [1, 1, 1, 1]})
+    x = np.random.default_rng(2).standard_normal((1, 4, 9, 37)).astype(np.float32)
+    x.reshape(-1)[::23] = np.nan
+    x.reshape(-1)[5::31] = np.inf
+    x.reshape(-1)[7::29] = -np.inf
+    model = sparsec.load(tmp_path / "pool.onnx")
+    executor = Executor(model.module, model.weights, threads=1)
+    got, expected = executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"]
+    assert executor.pools and np.isnan(expected).any() and np.isinf(expected).any()
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_depthwise_kernel_on_pruned_weights(tmp_path):
