@@ -54,7 +54,7 @@ KEYS: dict[str, AnyKey] = {
     "bitmask chunks128 (wide window)": KernelKey("bitmask", 4096, 4096, chunk_span=128),
     "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
     "bitmask implicit 3x3 conv, bias + Relu": KernelKey("bitmask", 256, 2304, epilogue="bias_relu", batched=True, window=(9, 3, 16 * 16, 16, 1, 1, 1, 1)),
-    "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2)),
+    "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, run_major=True, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2)),
     "plane copy": PlaneKey(),
     "plane copy, normalization + Relu": PlaneKey("affine_relu"),
     "max pool 3x3, stride 2": PoolKey("max", 2, (3, 3)),

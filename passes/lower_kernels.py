@@ -11,8 +11,10 @@ A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Rel
 is the only user are fused as the epilogue.
 
 The kernel kind follows the packed encoding: n:m runs along the input channels use the
-`nm` kernel, blocks along the output channels the `block` kernel (where each group's
-rows are whole blocks); anything else (and structured weights whose runs do not lie
+`nm` kernel (a convolution with a window too, where a group's input channels are
+whole runs: the kernel reads its columns run by run, KernelKey.run_major),
+blocks along the output channels the `block` kernel (where each group's rows are whole
+blocks); anything else (and structured weights whose runs do not lie
 along a flattened row) the `bitmask` kernel, except that a bitmask weight too dense
 for its mask to pay (sparsity under 1/16 with float16 values) uses the `dense` kernel
 on its decoded values.
@@ -61,7 +63,7 @@ def kernel_kind(weight: StoredWeightOp, transposed: bool, groups: int = 1) -> st
     match encoding.encoding:
         case Encoding.BITMASK if weight.packed_bytes.value.data >= dense_bytes:
             return "dense"
-        case Encoding.NM if canonical_axis == 1 and math.prod(shape[2:]) == 1:
+        case Encoding.NM if canonical_axis == 1 and (math.prod(shape[2:]) == 1 or shape[1] % encoding.m.data == 0):
             return "nm"
         case Encoding.BLOCK if canonical_axis == 0 and (groups == 1 or (rows // groups) % encoding.block_size.data == 0):
             return "block"

@@ -718,7 +718,7 @@ class Executor:
             if call is not None:
                 step.calls[x.shape] = call
                 return call
-            windows = self._windows(step.op, x)
+            windows = self._windows(step.op, x, unit.key)
             groups = step.op.group.value.data
             output = self._output(step, windows.size // (groups * unit.key.cols), unit.key.rows)
             spatial = windows.shape[1 : x.ndim - 1]
@@ -949,15 +949,15 @@ class Executor:
         self._run_call(call, x, x.shape[-1], x_address)
 
     def _run_conv(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
-        cols = step.unit.key.cols  # pyright: ignore
+        key = step.unit.key  # pyright: ignore
         if call.phase_copies:
             self._run_implicit(call, x)
         elif call.group_calls:  # each group's windows: its slice of the channel axis
-            windows = np.split(self._windows(step.op, x), len(call.group_calls), axis=x.ndim - 1)  # pyright: ignore
+            windows = np.split(self._windows(step.op, x, key), len(call.group_calls), axis=x.ndim - 1)  # pyright: ignore
             for group_call, group_windows in zip(call.group_calls, windows):
-                self._run_call(group_call, group_windows, cols, None)
+                self._run_call(group_call, group_windows, key.cols, None)
         else:
-            self._run_call(call, self._windows(step.op, x), cols, None)
+            self._run_call(call, self._windows(step.op, x, key), key.cols, None)
 
     def _run_implicit(self, call: _Call, x: np.ndarray) -> None:
         """An implicit convolution's call on each image of x in turn, copied into the
@@ -1020,13 +1020,17 @@ class Executor:
         return call.input_address
 
     @staticmethod
-    def _windows(op: SparseConvOp, x: np.ndarray) -> np.ndarray:
-        """The convolution's input windows, (N, *spatial, C, *kernel): one row of the
-        kernel's columns per output position (a view of x, padded)."""
+    def _windows(op: SparseConvOp, x: np.ndarray, key: KernelKey) -> np.ndarray:
+        """The convolution's input windows, (N, *spatial, C, *kernel), or for `run_major`
+        columns (N, *spatial, C / m, *kernel, m): one row of the kernel's columns per
+        output position (a view of x, padded)."""
         kernel = tuple(op.w.type.get_shape()[2:])  # pyright: ignore
         strides, dilations, pads = op.geometry(x.shape, kernel)
         windows = reference._windows(reference._pad(x, pads, 0.0), kernel, strides, dilations)  # (N, C, *out, *k)
-        return np.moveaxis(windows, 1, 1 + len(kernel))
+        if not key.run_major:
+            return np.moveaxis(windows, 1, 1 + len(kernel))
+        runs = windows.reshape(x.shape[0], -1, key.m, *windows.shape[2:])  # (N, C / m, m, *out, *k)
+        return np.moveaxis(runs, (1, 2), (1 + len(kernel), -1))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs by name for inputs by name. Safe to call from several threads; their

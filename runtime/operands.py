@@ -180,10 +180,24 @@ def _panel_offsets(nonzero: np.ndarray, key: KernelKey) -> np.ndarray:
 
 def _nm(op: PackedWeightOp, weights: WeightStore, key: KernelKey) -> KernelOperands:
     arrays = {role: weights[name] for role, name in op.stored_tensors().items()}
+    values, stream = arrays["values"], arrays["positions"]
+    if key.run_major:
+        values, stream = _runs_by_channel(values, stream, key, math.prod(op.tensor_type.get_shape()[2:]))
     # Two bytes of slack: a position is read as a 16-bit word that may end past the stream.
-    positions = np.concatenate([arrays["positions"], np.zeros(2, np.uint8)])
-    steps = _nm_step_words(arrays["positions"], key) if key.nm_lanes else _EMPTY
-    return KernelOperands((np.ascontiguousarray(arrays["values"]), positions, steps))
+    positions = np.concatenate([stream, np.zeros(2, np.uint8)])
+    steps = _nm_step_words(stream, key) if key.nm_lanes else _EMPTY
+    return KernelOperands((np.ascontiguousarray(values), positions, steps))
+
+
+def _runs_by_channel(values: np.ndarray, stream: np.ndarray, key: KernelKey, taps: int) -> tuple[np.ndarray, np.ndarray]:
+    """An n:m convolution weight's values and position stream with each row's runs
+    reordered from tap by tap (as packed: runs of channels within a tap) to run by run
+    (a run's taps within it, KernelKey.run_major)."""
+    kept, bits = key.m - key.n, key.position_bits
+    runs = key.cols // (taps * key.m)
+    by_channel = values.reshape(key.rows, taps, runs, kept).transpose(0, 2, 1, 3)
+    planes = unpack_bits(stream, key.rows * taps * runs * kept * bits).reshape(key.rows, taps, runs, kept * bits)
+    return np.ascontiguousarray(by_channel).reshape(-1), np.packbits(planes.transpose(0, 2, 1, 3), bitorder="little")
 
 
 def _nm_step_words(stream: np.ndarray, key: KernelKey) -> np.ndarray:

@@ -227,22 +227,26 @@ class BatchedKernel(Kernel):
     def offset_table(self) -> None:
         """`self.offsets`[k] = weight column k's input offset (KernelKey.window): channel
         c x the floats of a channel's planes + tap t's offset within them, written once
-        a call, a channel's taps at a time from a constant vector of tap offsets; column
-        K, the padding products', becomes the zero plane after the last channel's."""
+        a call, a unit's columns at a time from a constant vector of their offsets from
+        the unit's first channel: a channel's taps, or for `run_major` columns a run's m
+        channels at each tap. Column K, the padding products', becomes the zero plane
+        after the last channel's."""
         b, key = self.b, self.key
-        taps, channels = key.window[0], key.cols // key.window[0]
-        tables = [key.tap_offsets[start : start + 16] for start in range(0, taps, 16)]
+        channels = key.cols // key.window[0]
+        run = key.m if key.run_major else 1  # the channels of a unit of columns
+        pattern = [offset + channel * key.channel_floats for offset in key.tap_offsets for channel in range(run)]
+        tables = [pattern[start : start + 16] for start in range(0, len(pattern), 16)]
         self.offsets = b.alloca(key.cols + 16 * len(tables), i32)
-        tap_vectors = [b.vector_const(table + [0] * (16 - len(table)), i32) for table in tables]
+        unit_vectors = [b.vector_const(table + [0] * (16 - len(table)), i32) for table in tables]
 
-        def channel_body(channel: SSAValue, _state) -> list[SSAValue]:
-            base = b.splat(b.trunc(b.mul(channel, b.const(key.channel_floats, i64)), i32), 16)
-            at = b.element_ptr(self.offsets, b.mul(channel, b.const(taps, i64)), i32)
-            for start, offsets in enumerate(tap_vectors):  # the lanes past the taps are overwritten by the next channel's
+        def unit_body(unit: SSAValue, _state) -> list[SSAValue]:
+            base = b.splat(b.trunc(b.mul(unit, b.const(run * key.channel_floats, i64)), i32), 16)
+            at = b.element_ptr(self.offsets, b.mul(unit, b.const(len(pattern), i64)), i32)
+            for start, offsets in enumerate(unit_vectors):  # the lanes past the unit's are overwritten by the next unit's
                 b.store_at(b.add(base, offsets), b.element_ptr(at, b.const(16 * start, i64), i32), alignment=4)
             return []
 
-        b.loop(b.const(0, i64), b.const(channels + 1, i64), [], channel_body)
+        b.loop(b.const(0, i64), b.const(channels // run + 1, i64), [], unit_body)
 
     def column_offsets(self, count: SSAValue) -> None:
         """Turn `self.columns[0:count]` into input offsets: the implicit convolution

@@ -252,6 +252,32 @@ def test_two_threads_split_an_image_by_lane_chunks_or_rows(tmp_path, outputs, sp
     assert conv.key.parallel_units(conv.lanes) == units and call.shares.threads == 2 and call.shares.bounds[-1][1] == units
 
 
+@pytest.mark.parametrize(
+    ("shape", "kernel", "groups", "implicit"),
+    [
+        ([1, 16, 9, 11], [3, 3], 1, True),
+        ([2, 8, 20], [3], 1, True),
+        ([1, 16, 9, 11], [3, 3], 2, True),
+        ([1, 8, 4, 5, 6], [2, 3, 2], 1, False),
+        ([1, 16, 4, 5, 6], [3, 1, 2], 2, False),
+    ],
+)
+def test_nm_convolutions_with_a_window_read_their_columns_run_by_run(tmp_path, shape, kernel, groups, implicit):
+    """An n:m weight with a window, its input channels (a group's) whole runs, runs the
+    n:m kernel on its columns run by run (KernelKey.run_major): the implicit variant's
+    offset table, and for 3-D convolutions the im2col windows, follow that order."""
+    attributes = {"kernel_shape": kernel, "pads": [1] * 2 * len(kernel), "group": groups}
+    conv_model(tmp_path / "conv.onnx", shape, 8, attributes, 3)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=2)
+    ((op, layer),) = executor.layers.items()
+    assert layer.key.kind == "nm" and layer.key.run_major
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+    assert bool(executor.steps[0].calls[tuple(shape)].phase_copies) == implicit
+
+
 def test_wide_convolutions_keep_the_explicit_path(tmp_path):
     """A convolution of more than WINDOW_MAX_COLUMNS weight columns (its kernel's table
     of column offsets would not fit the stack) runs the explicit path."""

@@ -78,6 +78,20 @@ func.func @main(%x: tensor<?x4xf32>) -> tensor<?x2xf32> {
 // CHECK: %y = sparse.matmul %x, %w {kernel = "spmm_dense_f16_2x4", kind = "dense", epilogue = "none", transposed = 0 : i64}
 
 // -----
+// An n:m Conv with a window uses the n:m kernel where its input channels (a group's)
+// are whole runs: it reads the columns run by run, a run's 4 channels at each tap
+// (runmajor). With 6 input channels (a ragged run) it is the bitmask kernel's.
+func.func @main(%x: tensor<1x8x4x4xf32>, %s: tensor<1x6x4x4xf32>) -> (tensor<1x2x3x3xf32>, tensor<1x2x3x3xf32>) {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<nm 2:4, axis = 1>} dense<[[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[5.0, 6.0], [7.0, 8.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[5.0, 6.0], [7.0, 8.0]]], [[[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[5.0, 6.0], [7.0, 8.0]], [[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[5.0, 6.0], [7.0, 8.0]], [[0.0, 0.0], [0.0, 0.0]]]]> : tensor<2x8x2x2xf32>
+  %y = nn.conv %x, %w : (tensor<1x8x4x4xf32>, tensor<2x8x2x2xf32>) -> tensor<1x2x3x3xf32>
+  %v = nn.weight "v" {sparsity = #sparse.pattern<nm 2:4, axis = 1>} dense<[[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[5.0, 6.0], [7.0, 8.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[5.0, 6.0], [7.0, 8.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, 4.0]]]]> : tensor<2x6x2x2xf32>
+  %z = nn.conv %s, %v : (tensor<1x6x4x4xf32>, tensor<2x6x2x2xf32>) -> tensor<1x2x3x3xf32>
+  func.return %y, %z : tensor<1x2x3x3xf32>, tensor<1x2x3x3xf32>
+}
+// CHECK:      %y = sparse.conv %x, %w {kernel = "spmm_nm2_4_f16_2x32_runmajor", kind = "nm", epilogue = "none"}
+// CHECK:      %z = sparse.conv %s, %v {kernel = "spmm_bitmask_f16_2x24", kind = "bitmask", epilogue = "none"}
+
+// -----
 // Grouped convolutions lower with their groups (the runtime makes a call per group over
 // its weight rows and input channels), but depthwise ones (one input channel a group:
 // the runtime runs them as weighted pools) stay nn.conv. Block weights whose groups
