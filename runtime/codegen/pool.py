@@ -44,8 +44,7 @@ class PoolKernel(UnitKernel):
         self.x, self.y, geometry, self.a1 = self.b.args[:4]
         self.bias = self.b.args[5]
         self.g = self.b.load_words(geometry, GEOMETRY)
-        rows, columns = key.window
-        self.offsets = [j * key.dilation[1] for j in range(columns)]
+        self.offsets = [j * key.dilation[1] for j in range(key.window[1])]
         """Each tap column's first input, from the window's first."""
         span = key.stride * 15 + self.offsets[-1] + 1
         self.row_vectors = -(-span // 16)
