@@ -65,8 +65,14 @@ to the worker pool (`Executor._evaluate`): a proxy for the multiply-adds, small 
 to catch SqueezeNet's first convolution (2^27.9: two threads took 34 ms a run with
 it on two BLAS threads, 12 without), large enough to leave small models' calls alone
 (the digits MLP's last layer: 2^17)."""
-_VALUES_PER_THREAD = 1 << 16
-"""Values a plane copy or a pool reads per extra thread."""
+_VALUES_PER_THREAD = 1 << 14
+"""Values a plane copy or a pool reads per extra thread. Small, for a copy's cost on
+two threads is mostly taking back the lines of planes both threads read in the last
+call, not its bytes: a 136-channel 28 x 28 image's copy, alone on the calling thread,
+took 54 us in a two-thread run against 12 on one (1 << 16 left it alone). Medians of
+whole runs on two threads, n:m 3:4, against 1 << 16: ShuffleNet 5.17 -> 5.12 ms
+(blocks of 4: 4.58 -> 4.37), Inception v2 18.9 -> 18.1 (12.6 -> 11.9), DenseNet121
+26.6 -> 26.3, ResNet50 30.2 -> 29.4, SqueezeNet 4.42 -> 4.34."""
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
