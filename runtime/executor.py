@@ -487,6 +487,9 @@ class _Step:
     to the pool that does (`regrouped`)."""
     regrouped: _Step | None = None
     """The reshape put off to this pool step, its only reader (Executor._regrouped_of)."""
+    views: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] | None = None
+    """A numpy step whose result is a view of its input (reference.VIEW_OPS): the
+    function giving it, by input shape (reference.view)."""
 
 
 class _Regrouped:
@@ -567,7 +570,8 @@ class Executor:
                 self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, pool, Executor._run_pool, regrouped=self._regrouped_of(op)))
             elif not isinstance(op, func.ReturnOp):
                 dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
-                self.steps.append(_Step(op, self._slots(op.operands), self._slots(op.results)[0], dtype))
+                views = {} if isinstance(op, reference.VIEW_OPS) else None
+                self.steps.append(_Step(op, self._slots(op.operands), self._slots(op.results)[0], dtype, views=views))
         self.feeds = reference.FeedCheck.of(self.function)
         self.output_names = reference.output_names(self.function)
         self.returned = self._slots(self.function.body.block.last_op.operands)  # pyright: ignore
@@ -1045,15 +1049,23 @@ class Executor:
             return self._run(feeds)
 
     def _evaluate(self, step: _Step, env: list) -> None:
-        """A numpy step's result, into its slot of `env`. Next to the worker pool, a
-        large BLAS call runs on one BLAS thread: BLAS's threads spin after each call on
+        """A numpy step's result, into its slot of `env`: a view's by the function kept
+        for its input shape, a float32 Concat's or Relu's into an output kept from run
+        to run. Next to the worker pool, a large BLAS call runs on one BLAS thread: BLAS's threads spin after each call on
         the CPUs the workers wait on (ResNet50, its first convolution in numpy: 160 ms a
         run on two threads, 97 with this; 95 on one). Limiting costs 6.6 us, too much to
         pay on every run of a small model, whose small calls BLAS runs on one thread
         anyway."""
         operands = [env[v] for v in step.inputs]
+        if step.views is not None and (viewed := step.views.get(operands[0].shape)) is not None:
+            env[step.result] = viewed(operands[0])
+            return
         if isinstance(step.op, ConcatOp) and all(operand.dtype == np.float32 for operand in operands):
             env[step.result] = self._concat(step.op, operands)
+            return
+        if isinstance(step.op, ReluOp) and operands[0].dtype == np.float32:  # a fresh array costs its page faults
+            x = operands[0]
+            env[step.result] = np.maximum(x, 0.0, out=_kept(self.buffers, (step.op, x.shape), x.shape))
             return
         if self.blas is not None and isinstance(step.op, BLAS_OPS) and operands[0].size * operands[1].size >= BLAS_SOLO_FROM:
             with self.blas.limit(limits=1, user_api="blas"):
@@ -1061,6 +1073,8 @@ class Executor:
         else:
             result = reference.evaluate(step.op, operands)
         env[step.result] = result.astype(step.dtype, copy=False)  # pyright: ignore
+        if step.views is not None:  # its shapes checked by a first run
+            step.views[operands[0].shape] = reference.view(step.op, operands[0].shape)
 
     def _concat(self, op: ConcatOp, operands: list[np.ndarray]) -> np.ndarray:
         """`op` on float32 `operands`, into an output kept from run to run: a fresh

@@ -355,10 +355,6 @@ def _sparse_conv(op: SparseConvOp, x: np.ndarray, w: np.ndarray, b: np.ndarray |
     return _epilogue(op, _conv(op, x, w), b, 1)  # pyright: ignore
 
 
-def _reshape(op: nn.ReshapeOp, x: np.ndarray) -> np.ndarray:
-    return x.reshape(reshaped(op, x.shape))
-
-
 def reshaped(op: nn.ReshapeOp, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape `op` gives an input of `shape` (a 0 keeps that dimension unless the
     op allows zeros; a -1 takes what the others leave)."""
@@ -370,10 +366,39 @@ def reshaped(op: nn.ReshapeOp, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(target)
 
 
-def _flatten(op: nn.FlattenOp, x: np.ndarray) -> np.ndarray:
-    axis = op.axis.value.data
-    axis = axis + x.ndim if axis < 0 else axis
-    return x.reshape(math.prod(x.shape[:axis]), -1)
+VIEW_OPS = (nn.ReshapeOp, nn.FlattenOp, nn.TransposeOp, nn.SqueezeOp, nn.UnsqueezeOp, nn.DropoutOp, nn.IdentityOp)
+"""The ops whose result is a view of their input."""
+
+
+def view(op: Operation, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that takes an input of `shape` to the result of `op`, one of
+    VIEW_OPS, with the op's arguments decoded from the IR once: the executor keeps one
+    per input shape (decoding them took most of a reshape's 10 us in a run)."""
+    match op:
+        case nn.ReshapeOp():
+            target = reshaped(op, shape)
+            return lambda x: x.reshape(target)
+        case nn.FlattenOp():
+            axis = op.axis.value.data
+            rows = math.prod(shape[: axis + len(shape) if axis < 0 else axis])
+            return lambda x: x.reshape(rows, -1)
+        case nn.TransposeOp():
+            axes = op.permutation(len(shape))
+            return lambda x: np.transpose(x, axes)
+        case nn.SqueezeOp():
+            squeezed = op.squeezed_axes(shape)
+            return lambda x: np.squeeze(x, axis=squeezed)
+        case nn.UnsqueezeOp():
+            added = ints_of(op.axes)
+            inserted = tuple(a % (len(shape) + len(added)) for a in added)
+            return lambda x: np.expand_dims(x, inserted)
+        case nn.DropoutOp() | nn.IdentityOp():
+            return lambda x: x
+    raise SparsecError(f"'{op.name}' is not a view of its input")
+
+
+def _viewed(op: Operation, x: np.ndarray) -> np.ndarray:
+    return view(op, x.shape)(x)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -403,14 +428,8 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.MaxPoolOp: _max_pool,
     nn.AveragePoolOp: _average_pool,
     nn.GlobalAveragePoolOp: lambda op, x: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True),
-    nn.ReshapeOp: _reshape,
-    nn.FlattenOp: _flatten,
-    nn.TransposeOp: lambda op, x: np.transpose(x, op.permutation(x.ndim)),
     nn.ConcatOp: lambda op, *xs: np.concatenate(xs, axis=op.axis.value.data),
-    nn.UnsqueezeOp: lambda op, x: np.expand_dims(x, tuple(a % (x.ndim + len(ints_of(op.axes))) for a in ints_of(op.axes))),
-    nn.SqueezeOp: lambda op, x: np.squeeze(x, axis=op.squeezed_axes(x.shape)),
-    nn.DropoutOp: lambda op, x: x,
-    nn.IdentityOp: lambda op, x: x,
+    **{view_op: _viewed for view_op in VIEW_OPS},
     SparseMatMulOp: _sparse_matmul,
     SparseConvOp: _sparse_conv,
 }
