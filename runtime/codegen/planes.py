@@ -5,8 +5,10 @@ convolution's input in the same pass. Same signature as the matrix kernels, with
 
     x = the image's first value, y = the first plane,
     a0 = int64 geometry: the image's channel and row strides (floats), its rows and
-         columns, a plane's floats, its pitch, and the offset of the image's first
-         value in its plane (past the pads before it),
+         columns, a plane's floats, its pitch, the offset of the image's first
+         value in its plane (past the pads before it), and the channel of the image's
+         first value (0, or for a part of a Concat the planes take in, its first
+         channel's: channel c is then read at x + (c - that channel) x its stride),
     a1, a2 = scale and shift (one float per channel; read by the prologue kinds only),
     [begin, end) = the channels to copy.
 
@@ -21,7 +23,7 @@ from xdsl.ir import SSAValue
 from sparsec.kernels import PlaneKey
 from sparsec.runtime.codegen.base import F32x16, UnitKernel
 
-GEOMETRY = ("channel_stride", "row_stride", "rows", "columns", "plane", "pitch", "first")
+GEOMETRY = ("channel_stride", "row_stride", "rows", "columns", "plane", "pitch", "first", "first_channel")
 """The int64 words of a0, in order."""
 
 
@@ -35,7 +37,7 @@ class PlaneCopyKernel(UnitKernel):
 
     def unit(self, channel: SSAValue, _state) -> list[SSAValue]:
         b, g = self.b, self.geometry
-        source = b.element_ptr(self.x, b.mul(channel, g["channel_stride"]), f32)
+        source = b.element_ptr(self.x, b.mul(b.sub(channel, g["first_channel"]), g["channel_stride"]), f32)
         target = b.element_ptr(self.y, b.add(b.mul(channel, g["plane"]), g["first"]), f32)
         affine = None
         if self.key.prologue != "none":

@@ -455,7 +455,7 @@ def test_plane_copy_kernel(prologue, columns):
     source = rng.standard_normal((channels, rows + 2, columns + 7)).astype(np.float32)[:, 1 : rows + 1, 2 : columns + 2]
     scale, shift = rng.standard_normal((2, channels)).astype(np.float32)
     planes = np.full((channels, hq, wq), 7.0, np.float32)
-    geometry = np.array([source.strides[0] // 4, source.strides[1] // 4, rows, columns, hq * wq, wq, top * wq + left], np.int64)
+    geometry = np.array([source.strides[0] // 4, source.strides[1] // 4, rows, columns, hq * wq, wq, top * wq + left, 0], np.int64)
     key = PlaneKey(prologue)
     compiled = compile_kernels([key])  # its engine holds the code while the kernel runs
     compiled.functions[key.symbol](source.ctypes.data, planes.ctypes.data, geometry.ctypes.data, scale.ctypes.data, shift.ctypes.data, 0, 0, 1, channels)
@@ -463,3 +463,67 @@ def test_plane_copy_kernel(prologue, columns):
     expected = np.full_like(planes, 7.0)
     expected[1:, top : top + rows, left : left + columns] = (np.maximum(values, 0) if prologue == "affine_relu" else values)[1:]
     np.testing.assert_allclose(planes, expected, rtol=1e-6, atol=1e-6)
+
+
+def concat_model(path, reader: dict, readers: int = 1, returned: bool = False) -> None:
+    """Two 1x1 convolutions of x (5 and 11 channels, Relu'd), concatenated along the
+    channels, then read by `readers` nodes made from `reader` (op type and attributes;
+    a Conv gets 8 output channels), and by the graph's outputs when `returned`."""
+    rng = np.random.default_rng(7)
+    spatial = reader.pop("spatial")
+    weights = [numpy_helper.from_array(rng.standard_normal((c, 4, *([1] * len(spatial)))).astype(np.float32), f"w{c}") for c in (5, 11)]
+    nodes = [helper.make_node("Conv", ["x", f"w{c}"], [f"c{c}"], kernel_shape=[1] * len(spatial)) for c in (5, 11)]
+    nodes += [helper.make_node("Relu", [f"c{c}"], [f"r{c}"]) for c in (5, 11)]
+    nodes.append(helper.make_node("Concat", ["r5", "r11"], ["cat"], axis=1))
+    op = reader.pop("op")
+    outputs = []
+    for index in range(readers):
+        inputs = ["cat"]
+        if op == "Conv":
+            weights.append(numpy_helper.from_array(rng.standard_normal((8, 16, *reader["kernel_shape"])).astype(np.float32), f"v{index}"))
+            inputs.append(f"v{index}")
+        nodes.append(helper.make_node(op, inputs, [f"y{index}"], **reader))
+        outputs.append(f"y{index}")
+    outputs += ["cat"] if returned else []
+    graph = helper.make_graph(
+        nodes, "concat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, *spatial])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs], weights
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize(
+    ("reader", "readers", "returned", "put_off"),
+    [
+        ({"op": "Conv", "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "spatial": [48, 48]}, 1, False, True),
+        ({"op": "Conv", "kernel_shape": [3, 3], "strides": [2, 2], "spatial": [9, 21]}, 1, False, True),
+        ({"op": "Conv", "kernel_shape": [3], "pads": [1, 1], "spatial": [30]}, 1, False, True),
+        ({"op": "Conv", "kernel_shape": [1, 2, 1], "spatial": [3, 4, 5]}, 1, False, True),
+        ({"op": "MaxPool", "kernel_shape": [3, 3], "strides": [2, 2], "spatial": [40, 40]}, 1, False, True),
+        ({"op": "AveragePool", "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "spatial": [9, 21]}, 1, False, True),
+        ({"op": "Conv", "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "spatial": [9, 21]}, 2, False, False),
+        ({"op": "MaxPool", "kernel_shape": [2, 2], "spatial": [9, 21]}, 1, True, False),
+    ],
+)
+def test_concats_put_off_to_their_reader(tmp_path, reader, readers, returned, put_off):
+    """A Concat along the channels whose one reader is a convolution or pool step is
+    put off to it: the reader copies each part into its planes' channels (the plane copy
+    kernel on each part's shares of the channels, split between two threads for the
+    48 x 48 and 40 x 40 images, numpy's phase copies at stride 2, a pool's numpy copy
+    for a batch of images), or makes the Concat's result first (an im2col 3-D
+    convolution). Concats with two readers, or returned, run. Every case
+    matches the reference, on one and two threads, for one image and two."""
+    concat_model(tmp_path / "concat.onnx", dict(reader), readers, returned)
+    model = sparsec.load(tmp_path / "concat.onnx")
+    model.apply("prune-magnitude{pattern=unstructured sparsity=0.5 min-elements=0},pack-bitmask,lower-kernels")
+    spatial = reader["spatial"]
+    rng = np.random.default_rng(8)
+    for threads in (1, 2):
+        executor = Executor(model.module, model.weights, threads=threads)
+        (concat,) = [step for step in executor.steps if step.op.name == "nn.concat"]
+        assert concat.deferred == put_off and sum(step.concat is concat for step in executor.steps) == (readers if put_off else 0)
+        for images in (1, 2, 1):
+            x = rng.standard_normal((images, 4, *spatial)).astype(np.float32)
+            expected = model.run({"x": x})
+            for name, got in executor.run({"x": x}).items():
+                np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+        executor.close()
