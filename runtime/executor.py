@@ -642,6 +642,11 @@ class Executor:
         self._running = threading.Lock()
         """Held through a run: runs share the kept buffers, so runs from several Python
         threads take turns."""
+        self._runs = 0
+        """Runs started, which tells one run's plane contents from another's."""
+        self._plane_images: dict[int, tuple] = {}
+        """What each array of phase planes (by address) was last filled with
+        (`_planes_hold`)."""
         _EXECUTORS.add(self)
 
     def _prepare(self, op: KernelOp) -> _Layer:
@@ -1034,12 +1039,22 @@ class Executor:
         put-off Concat's parts each into their channels' planes."""
         image_bytes = call.output[0].nbytes
         for image in range(x.shape[0]):
-            if isinstance(x, _Concatenated):
-                for first, part in zip(x.firsts, x.parts):
+            if not self._planes_hold(call, x, image):
+                for first, part in zip(x.firsts, x.parts) if isinstance(x, _Concatenated) else [(0, x)]:
                     self._fill_planes(call, first, part[image])
-            else:
-                self._fill_planes(call, 0, x[image])
             self._execute(call, call.input_address, call.output_address + image * image_bytes)
+
+    def _planes_hold(self, call: _Call, x: np.ndarray | _Concatenated, image: int) -> bool:
+        """Whether `call`'s phase planes already hold image `image` of x, through the
+        same prologue, from this run: convolutions of the same geometry share planes
+        (`_implicit_call`), and several of them often read one input (Inception's
+        branches, each module's 1x1 convolutions). Records that they will otherwise.
+        Within a run no value's array is freed or written again, so its address,
+        strides and shape tell it."""
+        filled = None if isinstance(x, _Concatenated) else (x.ctypes.data, x.strides, x.shape, image, id(call.prologue), self._runs)
+        held = filled is not None and self._plane_images.get(call.input_address) == filled
+        self._plane_images[call.input_address] = filled
+        return held
 
     def _fill_planes(self, call: _Call, first: int, planes: np.ndarray) -> None:
         """Copy the image channels `planes` (C, *spatial), channels [first, first + C) of
@@ -1190,6 +1205,7 @@ class Executor:
         return out
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._runs += 1
         env = self.initial.copy()
         env[: len(self.feeds.names)] = self.feeds(feeds)  # the arguments' slots come first
         addresses: list[int | None] = [None] * len(env)

@@ -527,3 +527,35 @@ def test_concats_put_off_to_their_reader(tmp_path, reader, readers, returned, pu
             for name, got in executor.run({"x": x}).items():
                 np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
         executor.close()
+
+
+def test_convolutions_reading_one_input_fill_their_shared_planes_once(tmp_path, monkeypatch):
+    """Convolutions of one geometry share their phase planes; one that reads the input
+    the planes already hold from this run skips the copy, and one after a convolution
+    that filled them with another input, or in the next run, copies again."""
+    rng = np.random.default_rng(9)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), f"w{index}") for index in range(4)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["x", "w1"], ["b"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["x", "w3"], ["d"], kernel_shape=[1, 1]),
+    ]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in "bcd"]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])], outputs, weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(tmp_path / "shared.onnx"))
+    model = sparsec.load(tmp_path / "shared.onnx")
+    model.apply("prune-magnitude{pattern=unstructured sparsity=0.5 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1)
+    fills = []
+    fill = executor._fill_planes
+    monkeypatch.setattr(executor, "_fill_planes", lambda call, first, planes: fills.append(planes.ctypes.data) or fill(call, first, planes))
+    x = np.empty((1, 8, 12, 12), np.float32)  # one array, new values each run
+    for _ in range(2):
+        fills.clear()
+        x[...] = rng.standard_normal(x.shape)
+        expected = model.run({"x": x})
+        for name, got in executor.run({"x": x}).items():
+            np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+        assert len(fills) == 3  # a (b reads the same), c (its own input), d (x again after c)
