@@ -534,11 +534,6 @@ class _Concatenated:
         self.ndim = len(self.shape)
         self.dtype = parts[0].dtype
 
-    def copy_into(self, target: np.ndarray) -> None:
-        """Copy the parts into `target` (channels second), each into its channels."""
-        for first, part in zip(self.firsts, self.parts):
-            np.copyto(target[:, first : first + part.shape[1]], part, casting="unsafe")
-
 
 _EXECUTORS: weakref.WeakSet[Executor] = weakref.WeakSet()
 
@@ -1154,11 +1149,11 @@ class Executor:
     def _evaluate(self, step: _Step, env: list) -> None:
         """A numpy step's result, into its slot of `env`: a view's by the function kept
         for its input shape, a float32 Concat's or Relu's into an output kept from run
-        to run. Next to the worker pool, a large BLAS call runs on one BLAS thread: BLAS's threads spin after each call on
-        the CPUs the workers wait on (ResNet50, its first convolution in numpy: 160 ms a
-        run on two threads, 97 with this; 95 on one). Limiting costs 6.6 us, too much to
-        pay on every run of a small model, whose small calls BLAS runs on one thread
-        anyway."""
+        to run. Next to the worker pool, a large BLAS call runs on one BLAS thread:
+        BLAS's threads spin after each call on the CPUs the workers wait on (ResNet50,
+        its first convolution in numpy: 160 ms a run on two threads, 97 with this; 95 on
+        one). Limiting costs 6.6 us, too much to pay on every run of a small model,
+        whose small calls BLAS runs on one thread anyway."""
         operands = [env[v] for v in step.inputs]
         if step.views is not None and (viewed := step.views.get(operands[0].shape)) is not None:
             env[step.result] = viewed(operands[0])
