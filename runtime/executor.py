@@ -176,12 +176,12 @@ def prologue_ops(op: SparseConvOp) -> tuple[BatchNormOp, ReluOp | None] | None:
 
 def plane_key_of(op: SparseConvOp, conv: ImplicitConv) -> PlaneKey | None:
     """The kernel that copies the images of implicit convolution `conv` into its planes
-    (through the normalization `op` may take in), or None for strides other than 1,
-    whose phase planes numpy fills."""
-    if conv.strides != (1, 1):
+    (through the normalization `op` may take in), or None for column strides other than
+    1 and 2, whose phase planes numpy fills."""
+    if conv.strides[1] not in (1, 2):
         return None
     ops = prologue_ops(op)
-    return PlaneKey("none" if ops is None else "affine_relu" if ops[1] is not None else "affine")
+    return PlaneKey("none" if ops is None else "affine_relu" if ops[1] is not None else "affine", conv.strides[1])
 
 
 def pool_key_of(op: MaxPoolOp | AveragePoolOp | ConvOp) -> PoolKey | None:
@@ -397,8 +397,11 @@ class _Call:
     phase_copies: list[tuple[np.ndarray, tuple[slice, slice]]] = dataclasses.field(default_factory=list)
     """An implicit convolution's copies of each image into its phase planes
     (ImplicitConv.copies); empty for other calls."""
+    plane_copies: list[tuple[_PlaneCopy, int, int, int]] = dataclasses.field(default_factory=list)
+    """The kernel's calls that make those copies, a phase each (Executor._plane_copies),
+    at column stride 1 or 2; empty where numpy makes them."""
     plane_copy: _PlaneCopy | None = None
-    """The kernel that makes those copies at stride 1 (PlaneKey), or None (numpy)."""
+    """The kernel that fills a pool's padded input (PlaneKey), or None (numpy)."""
     pool_interior: np.ndarray | None = None
     """A pool's input without its pads: the part of `input` each run fills."""
     operand_arrays: tuple[np.ndarray, ...] = ()
@@ -873,17 +876,31 @@ class Executor:
         call.phase_copies = conv.copies(conv.plane_views(call.input), (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))
         call.residual = step.residual
         call.prologue = step.prologue
-        if conv.strides == (1, 1):
-            call.plane_copy = self._plane_copy(conv, call.prologue, x.shape[-1], math.prod(x.shape[2:]))
+        if (key := plane_key_of(step.op, conv)) is not None:  # pyright: ignore
+            call.plane_copies = self._plane_copies(key, conv, call.prologue, (math.prod(x.shape[2:]) // x.shape[-1], x.shape[-1]))
         return call
 
-    def _plane_copy(self, conv: ImplicitConv, prologue: _Prologue | None, columns: int, pixels: int) -> _PlaneCopy:
-        """The plane copy kernel's call for `conv` (stride 1) on images of `pixels`
-        values a channel, rows of `columns`, applying `prologue` if given."""
-        key = PlaneKey("none" if prologue is None else "affine_relu" if prologue.relu else "affine")
+    def _plane_copies(self, key: PlaneKey, conv: ImplicitConv, prologue: _Prologue | None, image: tuple[int, int]) -> list[tuple[_PlaneCopy, int, int, int]]:
+        """The plane copy kernel's calls that fill `conv`'s phase planes from images of
+        `image` rows and columns, applying `prologue` if given: for each phase read, the
+        call, the image row and column it starts at, and the image rows it steps a row.
+        A phase (p, q) holds every sh-th row and sw-th column of the padded image from
+        row p and column q, so its call steps sh image rows a row (sh times the row
+        stride it is given) and sw columns a column (the key's stride); its planes lie
+        sh x sw planes apart."""
         affine = None if prologue is None else tuple(np.ascontiguousarray(values.reshape(-1), np.float32) for values in (prologue.scale, prologue.shift))
-        shares = self._shares_for(conv.channels, conv.channels * pixels, _VALUES_PER_THREAD)
-        return self._plane_copy_call(key, conv.phase, conv.before, (pixels // columns, columns), shares, affine, conv.plane_floats)  # pyright: ignore
+        shares = self._shares_for(conv.channels, conv.channels * image[0] * image[1], _VALUES_PER_THREAD)
+        (sh, sw), (top, left) = conv.strides, conv.before
+        copies = []
+        for p, q in conv.phases_read:
+            first_row, first_column = (p - top) % sh, (q - left) % sw
+            rows, columns = len(range(first_row, image[0], sh)), len(range(first_column, image[1], sw))
+            if rows and columns:
+                at = ((first_row + top - p) // sh, (first_column + left - q) // sw)
+                copy = self._plane_copy_call(key, conv.phase, at, (rows, columns), shares, affine, sh * sw * conv.plane_floats)  # pyright: ignore
+                copy.geometry[6] += (p * sw + q) * conv.plane_floats
+                copies.append((copy, first_row, first_column, sh))
+        return copies
 
     def _plane_copy_call(
         self, key: PlaneKey, plane: tuple[int, int], before: tuple[int, int], image: tuple[int, int], shares: Shares, affine: tuple[np.ndarray, np.ndarray] | None, plane_floats: int = 0
@@ -1055,11 +1072,13 @@ class Executor:
         """Copy the image channels `planes` (C, *spatial), channels [first, first + C) of
         the convolution's input, into `call`'s phase planes, through its prologue."""
         planes = planes.reshape(planes.shape[0], -1, planes.shape[-1])  # a 1-D image is one row
-        prologue, copy = call.prologue, call.plane_copy
-        if copy is not None and copy.takes(planes):
-            copy.geometry[:2] = planes.strides[0] // 4, planes.strides[1] // 4
-            copy.geometry[-1] = first
-            self._execute(self._part_copy(copy, first, len(planes)), planes.ctypes.data, call.input_address)
+        prologue = call.prologue
+        if call.plane_copies and call.plane_copies[0][0].takes(planes):
+            channel_stride, row_stride = planes.strides[0] // 4, planes.strides[1] // 4
+            for copy, first_row, first_column, row_step in call.plane_copies:
+                copy.geometry[:2] = channel_stride, row_stride * row_step
+                copy.geometry[-1] = first
+                self._execute(self._part_copy(copy, first, len(planes)), planes.ctypes.data + 4 * (first_row * row_stride + first_column), call.input_address)
             return
         channels = slice(first, first + len(planes))
         for target, (rows, columns) in call.phase_copies:

@@ -533,14 +533,17 @@ class PlaneKey:
     planes.py). The geometry and the image's strides are operands, not part of the key."""
 
     prologue: str = "none"
+    stride: int = 1
+    """The image columns from one copied to the next: 2 for a phase plane of a
+    convolution at column stride 2, which takes every other column."""
 
     def __post_init__(self) -> None:
-        if self.prologue not in PLANE_PROLOGUES:
-            raise ValueError(f"plane prologue '{self.prologue}': expected one of {', '.join(PLANE_PROLOGUES)}")
+        if self.prologue not in PLANE_PROLOGUES or self.stride not in (1, 2):
+            raise ValueError(f"plane prologue '{self.prologue}' at column stride {self.stride}: expected one of {', '.join(PLANE_PROLOGUES)}, at stride 1 or 2")
 
     @property
     def symbol(self) -> str:
-        return f"planes_f32_{self.prologue}"
+        return f"planes_f32_{self.prologue}" + ("_stride2" if self.stride == 2 else "")
 
 
 POOL_SLACK = 64

@@ -1,7 +1,9 @@
 """The plane copy kernel (sparsec.kernels.PlaneKey): an image's channels into an implicit
-convolution's planes at stride 1, each row 16 floats at a time with the last partial
-vector under a lane mask, through the put-off normalization (and Relu) of the
-convolution's input in the same pass. Same signature as the matrix kernels, with
+convolution's planes, each row 16 floats at a time with the last partial vector under a
+lane mask, through the put-off normalization (and Relu) of the convolution's input in
+the same pass. At column stride 2 (a phase plane of a strided convolution, whose rows
+the geometry's row stride already steps) each 16 outputs are the even lanes of 31
+inputs. Same signature as the matrix kernels, with
 
     x = the image's first value, y = the first plane,
     a0 = int64 geometry: the image's channel and row strides (floats), its rows and
@@ -43,7 +45,7 @@ class PlaneCopyKernel(UnitKernel):
         if self.key.prologue != "none":
             affine = tuple(b.splat(b.load(values, channel, f32), 16) for values in (self.scale, self.shift))
         whole = b.round_down(g["columns"], 16)
-        tail = b.low_lanes(b.trunc(b.sub(g["columns"], whole), i32))
+        rest = b.trunc(b.sub(g["columns"], whole), i32)
 
         def row(index: SSAValue, _rows) -> list[SSAValue]:
             inputs = b.element_ptr(source, b.mul(index, g["row_stride"]), f32)
@@ -54,18 +56,37 @@ class PlaneCopyKernel(UnitKernel):
                 return []
 
             b.loop(b.const(0, i64), whole, [], vector, step=16)
-            self.copy(inputs, outputs, whole, tail, affine)  # the partial vector: no lanes when W is a multiple of 16
+            self.copy(inputs, outputs, whole, rest, affine)  # the partial vector: no lanes when W is a multiple of 16
             return []
 
         b.loop(b.const(0, i64), g["rows"], [], row)
         return []
 
-    def copy(self, inputs: SSAValue, outputs: SSAValue, column: SSAValue, lanes: SSAValue | None, affine: tuple[SSAValue, SSAValue] | None) -> None:
-        """outputs[column:column + 16] = prologue(inputs[column:column + 16]) (under `lanes`)."""
+    def copy(self, inputs: SSAValue, outputs: SSAValue, column: SSAValue, count: SSAValue | None, affine: tuple[SSAValue, SSAValue] | None) -> None:
+        """outputs[column:column + 16] = prologue of the inputs from column x stride on,
+        every stride-th (the first `count`, an i32, when given)."""
         b = self.b
-        values = b.load_lanes(b.element_ptr(inputs, column, f32), F32x16, lanes)
+        lanes = None if count is None else b.low_lanes(count)
+        if self.key.stride == 1:
+            values = b.load_lanes(b.element_ptr(inputs, column, f32), F32x16, lanes)
+        else:
+            values = self.even_lanes(b.element_ptr(inputs, b.add(column, column), f32), count)
         if affine is not None:
             values = b.fmuladd(values, *affine)
             if self.key.prologue == "affine_relu":
                 values = b.fmax(values, b.vector_const([0.0] * 16, f32))
         b.store_lanes(values, b.element_ptr(outputs, column, f32), lanes)
+
+    def even_lanes(self, at: SSAValue, count: SSAValue | None) -> SSAValue:
+        """Every other float of the 31 from `at` (of the 2 x count - 1 that `count`
+        outputs read, when given): the one past the last is not read, as it may lie
+        past the image."""
+        b = self.b
+        if count is None:
+            low = b.load_lanes(at, F32x16, None)
+            high = b.masked_load(b.element_ptr(at, b.const(16, i64), f32), b.low_lanes(b.const(15, i32)), F32x16)
+        else:
+            needed = b.smax(b.sub(b.add(count, count), b.const(1, i32)), b.const(0, i32))
+            low = b.masked_load(at, b.low_lanes(b.smin(needed, b.const(16, i32))), F32x16)
+            high = b.masked_load(b.element_ptr(at, b.const(16, i64), f32), b.low_lanes(b.smax(b.sub(needed, b.const(16, i32)), b.const(0, i32))), F32x16)
+        return b.shuffle(low, high, tuple(range(0, 32, 2)))

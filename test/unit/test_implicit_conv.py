@@ -401,25 +401,27 @@ def prologue_model(path, kind: str) -> None:
     """x (2 x 16 x 12 x 12) -> BatchNormalization -> Relu -> 3x3 Conv (pads 1) `y`, as
     DenseNet's layers start: norm_relu; norm: without the Relu; shared: the Relu's
     result also returned; conv3d: the same on a 3-D input, whose convolution is not
-    implicit; grouped: norm_relu before a convolution of two groups."""
+    implicit; grouped: norm_relu before a convolution of two groups; strided: before a
+    convolution at stride 2."""
     rng = np.random.default_rng(4)
     spatial = [12, 12, 3] if kind == "conv3d" else [12, 12]
     kernel = [3] * len(spatial)
     groups = 2 if kind == "grouped" else 1
+    strides = [2, 2] if kind == "strided" else [1] * len(spatial)
     weights = [numpy_helper.from_array((rng.standard_normal((16, 16 // groups, *kernel)) / 12).astype(np.float32), "w")]
     norm = {"s": 1 + 0.3 * rng.standard_normal(16), "t": rng.standard_normal(16), "m": rng.standard_normal(16), "v": 0.5 + rng.random(16)}
     weights += [numpy_helper.from_array(value.astype(np.float32), name) for name, value in norm.items()]
     nodes = [helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"])]
     if kind != "norm":
         nodes.append(helper.make_node("Relu", ["n"], ["r"]))
-    nodes.append(helper.make_node("Conv", ["n" if kind == "norm" else "r", "w"], ["y"], kernel_shape=kernel, pads=[1] * 2 * len(kernel), group=groups))
+    nodes.append(helper.make_node("Conv", ["n" if kind == "norm" else "r", "w"], ["y"], kernel_shape=kernel, pads=[1] * 2 * len(kernel), group=groups, strides=strides))
     value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 16, *spatial])  # noqa: E731
-    outputs = [value("y")] + ([value("r")] if kind == "shared" else [])
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)] + ([value("r")] if kind == "shared" else [])
     graph = helper.make_graph(nodes, "prologue", [value("x")], outputs, weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
-@pytest.mark.parametrize(("kind", "deferred", "applied"), [("norm_relu", 2, True), ("norm", 1, True), ("shared", 0, False), ("conv3d", 2, False), ("grouped", 2, True)])
+@pytest.mark.parametrize(("kind", "deferred", "applied"), [("norm_relu", 2, True), ("norm", 1, True), ("shared", 0, False), ("conv3d", 2, False), ("grouped", 2, True), ("strided", 2, True)])
 def test_normalizations_before_a_convolution_apply_as_its_input_is_copied(tmp_path, kind, deferred, applied):
     """A batch normalization (and Relu) that only a convolution reads is put off to the
     convolution's step (`deferred` steps); an implicit call applies it while copying
@@ -439,26 +441,28 @@ def test_normalizations_before_a_convolution_apply_as_its_input_is_copied(tmp_pa
     assert sum(step.deferred for step in executor.steps) == deferred
     (call,) = next(step for step in executor.steps if step.unit is not None).calls.values()
     assert (call.prologue is not None) == applied
-    prologue = {"norm_relu": "affine_relu", "norm": "affine", "shared": "none", "grouped": "affine_relu"}.get(kind)
-    assert (call.plane_copy.key.prologue if call.plane_copy else None) == prologue
+    prologue = {"norm_relu": "affine_relu", "norm": "affine", "shared": "none", "grouped": "affine_relu", "strided": "affine_relu"}.get(kind)
+    assert (call.plane_copies[0][0].key.prologue if call.plane_copies else None) == prologue
 
 
 @pytest.mark.parametrize("prologue", PLANE_PROLOGUES)
 @pytest.mark.parametrize("columns", [5, 16, 37])
-def test_plane_copy_kernel(prologue, columns):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_plane_copy_kernel(prologue, columns, stride):
     """The plane copy kernel writes channels [begin, end) of an image, read in place at
-    its strides, into the middle of their planes, 16 values at a time and a partial
-    vector, through scale, shift and Relu as its key says; it writes nothing else (the
-    pads keep what they hold)."""
+    its strides (every other column at column stride 2), into the middle of their
+    planes, 16 values at a time and a partial vector, through scale, shift and Relu as
+    its key says; it writes nothing else (the pads keep what they hold)."""
     rng = np.random.default_rng(columns)
     channels, rows, (hq, wq, top, left) = 5, 3, (6, columns + 4, 2, 1)
-    source = rng.standard_normal((channels, rows + 2, columns + 7)).astype(np.float32)[:, 1 : rows + 1, 2 : columns + 2]
+    image = rng.standard_normal((channels, rows + 2, stride * columns + 7)).astype(np.float32)[:, 1 : rows + 1, 2 : 2 + stride * (columns - 1) + 1]
+    source = image[:, :, ::stride]
     scale, shift = rng.standard_normal((2, channels)).astype(np.float32)
     planes = np.full((channels, hq, wq), 7.0, np.float32)
-    geometry = np.array([source.strides[0] // 4, source.strides[1] // 4, rows, columns, hq * wq, wq, top * wq + left, 0], np.int64)
-    key = PlaneKey(prologue)
+    geometry = np.array([image.strides[0] // 4, image.strides[1] // 4, rows, columns, hq * wq, wq, top * wq + left, 0], np.int64)
+    key = PlaneKey(prologue, stride)
     compiled = compile_kernels([key])  # its engine holds the code while the kernel runs
-    compiled.functions[key.symbol](source.ctypes.data, planes.ctypes.data, geometry.ctypes.data, scale.ctypes.data, shift.ctypes.data, 0, 0, 1, channels)
+    compiled.functions[key.symbol](image.ctypes.data, planes.ctypes.data, geometry.ctypes.data, scale.ctypes.data, shift.ctypes.data, 0, 0, 1, channels)
     values = source if prologue == "none" else source * scale[:, None, None] + shift[:, None, None]
     expected = np.full_like(planes, 7.0)
     expected[1:, top : top + rows, left : left + columns] = (np.maximum(values, 0) if prologue == "affine_relu" else values)[1:]
@@ -496,6 +500,7 @@ def concat_model(path, reader: dict, readers: int = 1, returned: bool = False) -
     [
         ({"op": "Conv", "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "spatial": [48, 48]}, 1, False, True),
         ({"op": "Conv", "kernel_shape": [3, 3], "strides": [2, 2], "spatial": [9, 21]}, 1, False, True),
+        ({"op": "Conv", "kernel_shape": [3, 3], "strides": [3, 3], "spatial": [9, 21]}, 1, False, True),
         ({"op": "Conv", "kernel_shape": [3], "pads": [1, 1], "spatial": [30]}, 1, False, True),
         ({"op": "Conv", "kernel_shape": [1, 2, 1], "spatial": [3, 4, 5]}, 1, False, True),
         ({"op": "MaxPool", "kernel_shape": [3, 3], "strides": [2, 2], "spatial": [40, 40]}, 1, False, True),
@@ -508,8 +513,8 @@ def test_concats_put_off_to_their_reader(tmp_path, reader, readers, returned, pu
     """A Concat along the channels whose one reader is a convolution or pool step is
     put off to it: the reader copies each part into its planes' channels (the plane copy
     kernel on each part's shares of the channels, split between two threads for the
-    48 x 48 and 40 x 40 images, numpy's phase copies at stride 2, a pool's numpy copy
-    for a batch of images), or makes the Concat's result first (an im2col 3-D
+    48 x 48 and 40 x 40 images, a call a phase at stride 2, numpy's phase copies at
+    stride 3, a pool's numpy copy for a batch of images), or makes the Concat's result first (an im2col 3-D
     convolution). Concats with two readers, or returned, run. Every case
     matches the reference, on one and two threads, for one image and two."""
     concat_model(tmp_path / "concat.onnx", dict(reader), readers, returned)
