@@ -538,6 +538,12 @@ class _Concatenated:
         self.dtype = parts[0].dtype
 
 
+def _channel_parts(x: np.ndarray | _Concatenated) -> list[tuple[int, np.ndarray]]:
+    """x's arrays along the channels, each with its first channel: a put-off Concat's
+    parts, or x itself."""
+    return list(zip(x.firsts, x.parts)) if isinstance(x, _Concatenated) else [(0, x)]
+
+
 _EXECUTORS: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 
@@ -842,16 +848,13 @@ class Executor:
     def _run_pool(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A pool's call: x copied into the middle of its padded input, then pooled."""
         copy = call.plane_copy
-        parts = list(zip(x.firsts, x.parts)) if isinstance(x, _Concatenated) else [(0, x)]
         if isinstance(x, _Regrouped):
             x.copy_into(call.pool_interior)  # pyright: ignore
-        elif copy is not None and all(copy.takes(part[0]) for _, part in parts):
-            for first, part in parts:
-                copy.geometry[:2] = part.strides[1] // 4, part.strides[2] // 4
-                copy.geometry[-1] = first
-                self._execute(self._part_copy(copy, first, part.shape[1]), part.ctypes.data, call.input_address)  # pyright: ignore
+        elif copy is not None and all(copy.takes(part[0]) for _, part in _channel_parts(x)):
+            for first, part in _channel_parts(x):
+                self._copy_channels(copy, first, part[0], call.input_address)
         else:
-            for first, part in parts:
+            for first, part in _channel_parts(x):
                 np.copyto(call.pool_interior[:, first : first + part.shape[1]], part, casting="unsafe")  # pyright: ignore
         self._execute(call, call.input_address, call.output_address)
 
@@ -1052,7 +1055,7 @@ class Executor:
         image_bytes = call.output[0].nbytes
         for image in range(x.shape[0]):
             if not self._planes_hold(call, x, image):
-                for first, part in zip(x.firsts, x.parts) if isinstance(x, _Concatenated) else [(0, x)]:
+                for first, part in _channel_parts(x):
                     self._fill_planes(call, first, part[image])
             self._execute(call, call.input_address, call.output_address + image * image_bytes)
 
@@ -1074,11 +1077,8 @@ class Executor:
         planes = planes.reshape(planes.shape[0], -1, planes.shape[-1])  # a 1-D image is one row
         prologue = call.prologue
         if call.plane_copies and call.plane_copies[0][0].takes(planes):
-            channel_stride, row_stride = planes.strides[0] // 4, planes.strides[1] // 4
             for copy, first_row, first_column, row_step in call.plane_copies:
-                copy.geometry[:2] = channel_stride, row_stride * row_step
-                copy.geometry[-1] = first
-                self._execute(self._part_copy(copy, first, len(planes)), planes.ctypes.data + 4 * (first_row * row_stride + first_column), call.input_address)
+                self._copy_channels(copy, first, planes, call.input_address, row_step, first_row * planes.strides[1] // 4 + first_column)
             return
         channels = slice(first, first + len(planes))
         for target, (rows, columns) in call.phase_copies:
@@ -1089,6 +1089,14 @@ class Executor:
             target[channels] += prologue.shift[channels]
             if prologue.relu:
                 np.maximum(target[channels], 0.0, out=target[channels])
+
+    def _copy_channels(self, copy: _PlaneCopy, first: int, image: np.ndarray, planes: int, row_step: int = 1, offset: int = 0) -> None:
+        """Run plane copy `copy` on `image` (C, H, W), channels [first, first + C) of its
+        reader's input, from `offset` floats into it and every `row_step`-th row (a
+        phase of a strided convolution), into the planes at address `planes`."""
+        copy.geometry[:2] = image.strides[0] // 4, image.strides[1] // 4 * row_step
+        copy.geometry[-1] = first
+        self._execute(self._part_copy(copy, first, len(image)), image.ctypes.data + 4 * offset, planes)
 
     def _part_copy(self, copy: _PlaneCopy, first: int, channels: int) -> _PlaneCopy:
         """`copy` on channels [first, first + channels): itself on all of its channels,
