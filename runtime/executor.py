@@ -432,10 +432,9 @@ class _PlaneCopy:
     channels), with shares of its own (Executor._part_copy)."""
 
     def takes(self, image: np.ndarray) -> bool:
-        """Whether the kernel can read `image` (C, H, W) in place: float32 rows of
-        consecutive values, at non-negative channel and row strides."""
-        channel, row, column = image.strides
-        return image.dtype == np.float32 and column == 4 and channel >= 0 and row >= 0
+        """Whether the kernel can read `image` (C, H, W) or a channel grid (C / g, g, H,
+        W) in place: float32 rows of consecutive values, at non-negative strides."""
+        return image.dtype == np.float32 and image.ndim in (3, 4) and image.strides[-1] == 4 and min(image.strides) >= 0
 
 
 @dataclass(frozen=True)
@@ -511,6 +510,14 @@ class _Regrouped:
         self.source = source
         self.shape = reference.reshaped(op, source.shape)
         self.dtype = source.dtype
+
+    def channel_grid(self) -> np.ndarray | None:
+        """The source as (N, C / g, g, H, W) when the reshape merges its two channel
+        axes into C (a channel shuffle's), which the plane copy kernel reads in place
+        as a channel grid, else None."""
+        source, shape = self.source, self.shape
+        merges = source.ndim == 5 and len(shape) == 4 and source.shape[:1] == shape[:1] and source.shape[3:] == shape[2:]
+        return source if merges else None
 
     def copy_into(self, interior: np.ndarray) -> None:
         """Copy into `interior` (a view of the padded planes, of the reshaped shape)
@@ -849,7 +856,11 @@ class Executor:
         """A pool's call: x copied into the middle of its padded input, then pooled."""
         copy = call.plane_copy
         if isinstance(x, _Regrouped):
-            x.copy_into(call.pool_interior)  # pyright: ignore
+            grid = x.channel_grid()
+            if copy is not None and grid is not None and copy.takes(grid[0]):
+                self._copy_channels(copy, 0, grid[0], call.input_address)
+            else:
+                x.copy_into(call.pool_interior)  # pyright: ignore
         elif copy is not None and all(copy.takes(part[0]) for _, part in _channel_parts(x)):
             for first, part in _channel_parts(x):
                 self._copy_channels(copy, first, part[0], call.input_address)
@@ -916,7 +927,7 @@ class Executor:
             self._compile([key])
         kernel = self.variants[key.symbol]
         (rows, pitch), (top, left) = plane, before
-        geometry = np.array([0, 0, *image, plane_floats or rows * pitch, pitch, top * pitch + left, 0], np.int64)
+        geometry = np.array([0, 0, *image, plane_floats or rows * pitch, pitch, top * pitch + left, 0, 1, 0], np.int64)
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, shares.threads == 1, affine)
@@ -1091,12 +1102,15 @@ class Executor:
                 np.maximum(target[channels], 0.0, out=target[channels])
 
     def _copy_channels(self, copy: _PlaneCopy, first: int, image: np.ndarray, planes: int, row_step: int = 1, offset: int = 0) -> None:
-        """Run plane copy `copy` on `image` (C, H, W), channels [first, first + C) of its
+        """Run plane copy `copy` on `image` (C, H, W), or (C / g, g, H, W) for a channel
+        grid (a channel shuffle's transposed view), channels [first, first + C) of its
         reader's input, from `offset` floats into it and every `row_step`-th row (a
         phase of a strided convolution), into the planes at address `planes`."""
-        copy.geometry[:2] = image.strides[0] // 4, image.strides[1] // 4 * row_step
-        copy.geometry[-1] = first
-        self._execute(self._part_copy(copy, first, len(image)), image.ctypes.data + 4 * offset, planes)
+        inner, inner_stride = (image.shape[1], image.strides[1] // 4) if image.ndim == 4 else (1, 0)
+        copy.geometry[:2] = image.strides[0] // 4, image.strides[-2] // 4 * row_step
+        copy.geometry[-3:] = first, inner, inner_stride
+        channels = math.prod(image.shape[:-2])
+        self._execute(self._part_copy(copy, first, channels), image.ctypes.data + 4 * offset, planes)
 
     def _part_copy(self, copy: _PlaneCopy, first: int, channels: int) -> _PlaneCopy:
         """`copy` on channels [first, first + channels): itself on all of its channels,
