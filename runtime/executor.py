@@ -400,6 +400,9 @@ class _Call:
     plane_copies: list[tuple[_PlaneCopy, int, int, int]] = dataclasses.field(default_factory=list)
     """The kernel's calls that make those copies, a phase each (Executor._plane_copies),
     at column stride 1 or 2; empty where numpy makes them."""
+    in_place: bool = False
+    """An implicit call that reads its images in place as its planes (a 1x1
+    convolution of another's output lanes, ImplicitConv.reads_in_place): no copies."""
     plane_copy: _PlaneCopy | None = None
     """The kernel that fills a pool's padded input (PlaneKey), or None (numpy)."""
     pool_interior: np.ndarray | None = None
@@ -655,6 +658,9 @@ class Executor:
         threads take turns."""
         self._runs = 0
         """Runs started, which tells one run's plane contents from another's."""
+        self._zero_planes: dict[int, int] = {}
+        """The implicit calls' kept outputs (by address), each image's channels followed
+        by a zero plane: their channels, for a 1x1 convolution reading them in place."""
         self._plane_images: dict[int, tuple] = {}
         """What each array of phase planes (by address) was last filled with
         (`_planes_hold`)."""
@@ -877,18 +883,23 @@ class Executor:
         if conv is None:
             return None
         images, rows, (ho, wo), wq = x.shape[0], layer.key.rows, conv.out, conv.phase[1]
-        output = _kept(self.buffers, (step.op, images), (images, rows, conv.lanes))
-        result = output[:, :, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
+        # Row `rows` of each image stays zero: the zero plane of a reader in place.
+        output = _kept(self.buffers, (step.op, images), (images, rows + 1, conv.lanes), np.zeros)
+        self._zero_planes[output.ctypes.data] = rows
+        result = output[:, :rows, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
         kernel, arguments = self._variant_call(layer, conv.key)
         call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, result)
         call.result_address = None
+        call.residual = step.residual
+        if step.prologue is None and isinstance(x, np.ndarray) and conv.reads_in_place(x) and self._zero_planes.get(x.ctypes.data) == x.shape[1]:
+            call.in_place = True
+            return call
         # Convolutions whose images fill the same parts of the same planes share them:
         # each fills its part right before its call, and no call writes the pads.
         geometry = ("planes", conv.size, conv.channels, conv.strides, conv.phase, conv.before, x.shape[2:])
         call.input = _kept(self.scratch, geometry, (conv.size,), np.zeros)
         call.input_address = call.input.ctypes.data
         call.phase_copies = conv.copies(conv.plane_views(call.input), (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))
-        call.residual = step.residual
         call.prologue = step.prologue
         if (key := plane_key_of(step.op, conv)) is not None:  # pyright: ignore
             call.plane_copies = self._plane_copies(key, conv, call.prologue, (math.prod(x.shape[2:]) // x.shape[-1], x.shape[-1]))
@@ -1048,7 +1059,7 @@ class Executor:
 
     def _run_conv(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         key = step.unit.key  # pyright: ignore
-        if call.phase_copies:
+        if call.phase_copies or call.in_place:
             self._run_implicit(call, x)
             return
         x = self._materialized(step, x)
@@ -1060,11 +1071,14 @@ class Executor:
             self._run_call(call, self._windows(step.op, x, key), key.cols, None)
 
     def _run_implicit(self, call: _Call, x: np.ndarray | _Concatenated) -> None:
-        """An implicit convolution's call on each image of x in turn, copied into the
-        phase planes (whose pads stay zero), through its prologue if it has one; a
-        put-off Concat's parts each into their channels' planes."""
+        """An implicit convolution's call on each image of x in turn, read in place or
+        copied into the phase planes (whose pads stay zero), through its prologue if it
+        has one; a put-off Concat's parts each into their channels' planes."""
         image_bytes = call.output[0].nbytes
         for image in range(x.shape[0]):
+            if call.in_place:
+                self._execute(call, x.ctypes.data + image * x.strides[0], call.output_address + image * image_bytes)  # pyright: ignore
+                continue
             if not self._planes_hold(call, x, image):
                 for first, part in _channel_parts(x):
                     self._fill_planes(call, first, part[image])

@@ -65,6 +65,16 @@ class ImplicitConv:
         planes = array[: self.planes * self.plane_floats].reshape(self.channels, *self.strides, self.plane_floats)
         return planes[..., : hq * wq].reshape(self.channels, *self.strides, hq, wq)
 
+    def reads_in_place(self, images: np.ndarray) -> bool:
+        """Whether `images` (N, C, *spatial) are already this convolution's planes, one a
+        channel: a 1x1 window at stride 1 without pads (its only plane the image itself)
+        over float32 images whose channels lie a plane apart, each its values back to
+        back, as an implicit call's output lanes are when its rows drop no lanes. The
+        zero plane after the last channel is the caller's to vouch for."""
+        alone = self.key.window[0] == 1 and self.strides == (1, 1) and self.before == (0, 0) and self.phase == self.out
+        back_to_back = images.strides[-1] == 4 and (images.ndim == 3 or images.strides[-2] == 4 * images.shape[-1])
+        return alone and images.dtype == np.float32 and back_to_back and images.strides[1] == 4 * self.plane_floats
+
     def copies(self, planes: np.ndarray, shape: tuple[int, ...]) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
         """For the phase planes `planes` (C, sh, sw, Hq, Wq) and images of `shape`
         (C, H, W): each phase read, the part of it an image fills, and the image's
