@@ -49,7 +49,7 @@ from sparsec.kernels import POOL_MAX_TAPS, POOL_SLACK, AnyKey, KernelKey, NormKe
 from sparsec.dialects import StoredWeightOp
 from sparsec.dialects.nn import AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, ints_of
 from sparsec.layers import dense_value
-from sparsec.runtime.implicit import ImplicitConv, accumulating, implicit_conv, residual_add, static_implicit_conv, static_shape
+from sparsec.runtime.implicit import ImplicitConv, accumulating, aligned_plane, implicit_conv, reads_input_in_place, residual_add, static_implicit_conv, static_shape
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.memory import on_cache_line
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
@@ -344,6 +344,10 @@ class _Pool:
     (runtime/codegen/pool.py)."""
 
     key: PoolKey
+    lanes: bool = False
+    """Whether its outputs are laid out as lanes that its readers, 1x1 convolutions
+    alone, read in place (`reads_input_in_place`): each plane rounded up to whole
+    64-byte lines, a zero plane after each image's."""
     kernel: object = None
     """The compiled kernel (set once the module is compiled)."""
 
@@ -606,7 +610,9 @@ class Executor:
                 self.norms[op] = norm
                 self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, norm, Executor._run_rows))
             elif isinstance(op, MaxPoolOp | AveragePoolOp | ConvOp) and (pool_key := pool_key_of(op)) is not None:
-                self.pools[op] = pool = _Pool(pool_key)
+                readers = [use.operation for use in op.results[0].uses]
+                lanes = bool(readers) and all(isinstance(reader, SparseConvOp) and reads_input_in_place(reader) for reader in readers)
+                self.pools[op] = pool = _Pool(pool_key, lanes)
                 self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, pool, Executor._run_pool, regrouped=self._regrouped_of(op)))
             elif not isinstance(op, func.ReturnOp):
                 dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
@@ -659,8 +665,9 @@ class Executor:
         self._runs = 0
         """Runs started, which tells one run's plane contents from another's."""
         self._zero_planes: dict[int, int] = {}
-        """The implicit calls' kept outputs (by address), each image's channels followed
-        by a zero plane: their channels, for a 1x1 convolution reading them in place."""
+        """The kept outputs (by address) of implicit calls and of pools laid out as lanes,
+        each image's channels followed by a zero plane: their channels, for a 1x1
+        convolution reading them in place."""
         self._plane_images: dict[int, tuple] = {}
         """What each array of phase planes (by address) was last filled with
         (`_planes_hold`)."""
@@ -835,8 +842,16 @@ class Executor:
         planes = images * channels
         fill = float(np.finfo(np.float32).min) if pool.key.kind == "max" else 0.0
         padded = _kept(self.scratch, ("pool", op, x.shape), (planes * hp * wp + POOL_SLACK,), lambda size, dtype: np.full(size, fill, dtype))
-        output = _kept(self.buffers, (op, images), (planes * ho * wo,))
-        geometry = np.array([hp * wp, wp, ho, wo, sh, channels], np.int64)
+        if pool.lanes:
+            plane = aligned_plane(ho * wo)
+            output = _kept(self.buffers, (op, images), (images, channels + 1, plane), np.zeros)
+            self._zero_planes[output.ctypes.data] = channels
+            result = output[:, :channels, : ho * wo].reshape(images, channels, ho, wo)
+        else:
+            plane = ho * wo
+            output = _kept(self.buffers, (op, images), (planes * plane,))
+            result = output.reshape(images, channels, ho, wo)
+        geometry = np.array([hp * wp, wp, ho, wo, sh, channels, plane, (channels + pool.lanes) * plane], np.int64)
         per_tap, bias = np.zeros(0, np.float32), np.zeros(0, np.float32)
         if pool.key.kind == "avg":  # the divisors
             per_tap = np.concatenate([reference.pool_counts(op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
@@ -846,7 +861,7 @@ class Executor:
                 bias = np.ascontiguousarray(dense_value(op.b.owner, self.weights), np.float32).reshape(-1)  # pyright: ignore
         arguments = (geometry.ctypes.data, per_tap.ctypes.data, 0, bias.ctypes.data, 0)
         shares = self._shares_for(planes, planes * ho * wo * kh * kw, _VALUES_PER_THREAD)
-        call = self._make_call(pool.kernel, arguments, shares, output, output.reshape(images, channels, ho, wo))
+        call = self._make_call(pool.kernel, arguments, shares, output, result)
         call.input, call.input_address = padded, padded.ctypes.data
         call.pool_interior = padded[: planes * hp * wp].reshape(images, channels, hp, wp)[:, :, top : top + height, left : left + width]
         call.operand_arrays = (geometry, per_tap, bias)

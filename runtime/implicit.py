@@ -112,6 +112,17 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
     return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wq), phases)
 
 
+def reads_input_in_place(op: SparseConvOp) -> bool:
+    """Whether `op` may read its input in place where that is laid out as its planes
+    (ImplicitConv.reads_in_place): a 1-D or 2-D 1x1 window at stride 1 without pads,
+    on inputs whose shape the IR fixes but for the batch."""
+    shape, kernel = tuple(op.x.type.get_shape()), tuple(op.w.type.get_shape()[2:])  # pyright: ignore
+    if min(shape[1:], default=0) < 1 or len(kernel) not in (1, 2) or set(kernel) != {1}:
+        return False
+    strides, _dilations, pads = op.geometry((1, *shape[1:]), kernel)
+    return set(strides) == {1} and not any(pads)
+
+
 def aligned_plane(floats: int) -> int:
     """A phase plane's `floats` rounded up to whole 64-byte lines, so that every channel's
     planes start on one and each tap at a multiple of 16 floats from a plane's start

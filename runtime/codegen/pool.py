@@ -3,9 +3,12 @@ depthwise convolution, of already padded planes, 16 outputs of a row at a time. 
 signature as the matrix kernels, with
 
     x = the padded planes (images x channels of them, one after another, then slack),
-    y = the outputs (Ho x Wo per plane, one after another),
+    y = the outputs (Ho x Wo per plane),
     a0 = int64 geometry: a padded plane's floats, its pitch, Ho, Wo, the row stride,
-         the channels,
+         the channels, and the floats from one output plane to the next and from one
+         image's to the next (Ho x Wo and channels x that, or lanes a 1x1
+         convolution reads in place: a plane rounded up to whole 64-byte lines, and
+         a zero plane after each image's),
     a1 = the average's divisors, one float per output position (Ho x Wo; average), or
          the depthwise convolution's weights, kernel rows x columns per channel,
     bias = the depthwise convolution's bias, one float per channel (with `bias`),
@@ -32,7 +35,7 @@ from xdsl.ir import SSAValue
 from sparsec.kernels import PoolKey
 from sparsec.runtime.codegen.base import F32x16, UnitKernel
 
-GEOMETRY = ("plane", "pitch", "out_rows", "out_columns", "row_stride", "channels")
+GEOMETRY = ("plane", "pitch", "out_rows", "out_columns", "row_stride", "channels", "out_plane", "out_image")
 """The int64 words of a0, in order."""
 
 
@@ -54,11 +57,11 @@ class PoolKernel(UnitKernel):
         b, g, key = self.b, self.g, self.key
         rows, columns = key.window
         inputs = b.element_ptr(self.x, b.mul(plane, g["plane"]), f32)
-        outputs = b.element_ptr(self.y, b.mul(plane, b.mul(g["out_rows"], g["out_columns"])), f32)
+        image, channel = b.udiv(plane, g["channels"]), b.urem(plane, g["channels"])
+        outputs = b.element_ptr(self.y, b.add(b.mul(image, g["out_image"]), b.mul(channel, g["out_plane"])), f32)
         row_offsets = [b.mul(b.const(i * key.dilation[0], i64), g["pitch"]) for i in range(rows)]
         weights = bias = None
         if key.kind == "depthwise":
-            channel = b.urem(plane, g["channels"])
             first = b.element_ptr(self.a1, b.mul(channel, b.const(rows * columns, i64)), f32)
             weights = [[b.splat(b.load(first, b.const(i * columns + j, i64), f32), 16) for j in range(columns)] for i in range(rows)]
             bias = b.splat(b.load(self.bias, channel, f32), 16) if key.bias else None

@@ -568,15 +568,28 @@ def test_convolutions_reading_one_input_fill_their_shared_planes_once(tmp_path, 
 
 
 def lanes_model(path, reader: str, producer: str) -> None:
-    """x (N x 8 x 12 x 12) -> Conv `p` with Relu (1x1, or 3x3 with pads 1, whose output
-    rows drop lanes; positive weights), -> Conv `r` of p of the `reader` kind: 1x1, grouped (1x1 in two
-    groups), strided (1x1, stride 2), padded (1x1, pads 1), 3x3 (pads 1), normalized
-    (1x1 after a BatchNormalization of p)."""
+    """x (N x 8 x 12 x 12) -> `p`, by `producer`: a Conv with Relu (1x1, or 3x3 with
+    pads 1, whose output rows drop lanes; 16 channels, positive weights), a depthwise
+    3x3 Conv (pads 1, positive weights), a 3x3 MaxPool (stride 2, pads 1: 6 x 6
+    planes, not whole lines), or that MaxPool also read by a Relu ("shared") -> Conv
+    `y` of p by `reader`: 1x1, grouped (1x1 in two groups), strided (1x1, stride 2),
+    padded (1x1, pads 1), 3x3 (pads 1), normalized (1x1 after a BatchNormalization
+    of p)."""
     rng = np.random.default_rng(12)
-    weight = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) / 3, name)  # noqa: E731
-    kernel = [3, 3] if producer == "3x3" else [1, 1]
-    nodes = [helper.make_node("Conv", ["x", "wp"], ["c"], kernel_shape=kernel, pads=[k // 2 for k in kernel] * 2), helper.make_node("Relu", ["c"], ["p"])]
-    weights = [numpy_helper.from_array(rng.uniform(0.1, 1.0, (16, 8, *kernel)).astype(np.float32), "wp")]  # an infinite input stays one
+    positive = lambda name, shape: numpy_helper.from_array(rng.uniform(0.1, 1.0, shape).astype(np.float32), name)  # noqa: E731  (an infinite input stays one)
+    nodes, weights, outputs, channels = [], [], ["y"], 8
+    if producer in ("1x1", "3x3"):
+        kernel, channels = [3, 3] if producer == "3x3" else [1, 1], 16
+        nodes += [helper.make_node("Conv", ["x", "wp"], ["c"], kernel_shape=kernel, pads=[k // 2 for k in kernel] * 2), helper.make_node("Relu", ["c"], ["p"])]
+        weights.append(positive("wp", (16, 8, *kernel)))
+    elif producer == "depthwise":
+        nodes.append(helper.make_node("Conv", ["x", "wp"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8))
+        weights.append(positive("wp", (8, 1, 3, 3)))
+    else:
+        nodes.append(helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+        if producer == "shared":
+            nodes.append(helper.make_node("Relu", ["p"], ["q"]))
+            outputs.append("q")
     attributes = {
         "1x1": {"kernel_shape": [1, 1]},
         "grouped": {"kernel_shape": [1, 1], "group": 2},
@@ -587,13 +600,13 @@ def lanes_model(path, reader: str, producer: str) -> None:
     }[reader]
     source = "p"
     if reader == "normalized":
-        weights += [numpy_helper.from_array(rng.uniform(0.5, 2.0, 16).astype(np.float32), name) for name in ("scale", "bias", "mean", "var")]
+        weights += [numpy_helper.from_array(rng.uniform(0.5, 2.0, channels).astype(np.float32), name) for name in ("scale", "bias", "mean", "var")]
         nodes.append(helper.make_node("BatchNormalization", ["p", "scale", "bias", "mean", "var"], ["n"]))
         source = "n"
-    weights.append(weight("wr", (24, 16 // attributes.get("group", 1), *attributes["kernel_shape"])))
+    weights.append(numpy_helper.from_array(rng.standard_normal((24, channels // attributes.get("group", 1), *attributes["kernel_shape"])).astype(np.float32) / 3, "wr"))
     nodes.append(helper.make_node("Conv", [source, "wr"], ["y"], **attributes))
     graph = helper.make_graph(
-        nodes, "lanes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 12, 12])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights
+        nodes, "lanes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 12, 12])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs], weights
     )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
@@ -601,16 +614,21 @@ def lanes_model(path, reader: str, producer: str) -> None:
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the reference, on the infinite image
 @pytest.mark.parametrize(
     ("reader", "producer", "in_place"),
-    [("1x1", "1x1", True), ("grouped", "1x1", True), ("strided", "1x1", False), ("padded", "1x1", False), ("3x3", "1x1", False), ("normalized", "1x1", False), ("1x1", "3x3", False)],
-)
-@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
+    [
+        ("1x1", "1x1", True), ("grouped", "1x1", True), ("strided", "1x1", False), ("padded", "1x1", False), ("3x3", "1x1", False), ("normalized", "1x1", False),
+        ("1x1", "3x3", False), ("1x1", "depthwise", True), ("grouped", "maxpool", True), ("1x1", "shared", False), ("strided", "maxpool", False),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("pattern", ["pattern=nm n=2 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_1x1_convolutions_read_output_lanes_in_place(tmp_path, reader, producer, in_place, pattern, threads):
     """A 1x1 convolution at stride 1 without pads or a put-off normalization reads an
-    implicit call's output lanes in place as its planes when its rows drop no lanes
-    (`_Call.in_place`). Each image's output is followed by a zero plane that the
-    padding products read: an infinity in the second image leaves the first image's
-    outputs finite and right. One and two images; the outputs are refilled every run."""
+    implicit call's output lanes in place as its planes when its rows drop no lanes,
+    and a pool's (or depthwise convolution's) whose readers are all such convolutions
+    (`_Call.in_place`, `_Pool.lanes`). Each image's outputs are followed by a zero
+    plane that the padding products read: an infinity in the second image leaves the
+    first image's outputs finite and right. One and two images; the outputs are
+    refilled every run."""
     lanes_model(tmp_path / "lanes.onnx", reader, producer)
     model = sparsec.load(tmp_path / "lanes.onnx")
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
@@ -623,7 +641,10 @@ def test_1x1_convolutions_read_output_lanes_in_place(tmp_path, reader, producer,
         assert np.isfinite(got[0]).all()
         np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-4)
         x[1:] = rng.standard_normal(x[1:].shape)
-        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
-    reading = executor.steps[-1]
-    assert reading.op.name == "sparse.conv" and all(call.in_place == in_place for call in reading.calls.values())
+        expected = model.run({"x": x})
+        for name, got in executor.run({"x": x}).items():
+            np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+    (reading,) = [step for step in executor.steps if step.op.name == "sparse.conv" and step.op.results[0].name_hint == "y"]
+    assert all(call.in_place == in_place for call in reading.calls.values())
+    assert [pool.lanes for pool in executor.pools.values()] == ([in_place] if producer in ("depthwise", "maxpool", "shared") else [])
     executor.close()
