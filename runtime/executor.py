@@ -45,7 +45,7 @@ from sparsec.dialects.kernel_ops import KernelOp, SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
-from sparsec.kernels import POOL_MAX_TAPS, POOL_SLACK, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
+from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp
 from sparsec.dialects.nn import AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, ints_of
 from sparsec.layers import dense_value
@@ -412,18 +412,18 @@ class _Call:
     in_place: bool = False
     """An implicit call that reads its images in place as its planes (a 1x1
     convolution of another's output lanes, ImplicitConv.reads_in_place): no copies."""
-    plane_copy: _PlaneCopy | None = None
-    """The kernel that fills a pool's padded input (PlaneKey), or None (numpy)."""
-    pool_interior: np.ndarray | None = None
-    """A pool's input without its pads: the part of `input` each run fills."""
+    pool_geometry: np.ndarray | None = None
+    """A pool's geometry words (pool.GEOMETRY), its images' strides set per run."""
+    pool_parts: dict[tuple[int, int], _Call] = dataclasses.field(default_factory=dict)
+    """A pool's call on the planes (first, count) of one image's put-off Concat part,
+    with shares of its own (Executor._pool_part)."""
     operand_arrays: tuple[np.ndarray, ...] = ()
     """Arrays whose addresses `arguments` hold (kept alive with the call)."""
 
 
 @dataclass
 class _PlaneCopy:
-    """The plane copy kernel's call for an implicit convolution or a pool's padded input
-    (runtime/codegen/planes.py), with its shares of the channels. Its geometry words are
+    """The plane copy kernel's call for an implicit convolution (runtime/codegen/planes.py), with its shares of the channels. Its geometry words are
     set per image: the image's strides can change from run to run (a channels-last
     view). In numpy,
     DenseNet121's copies and their normalizations took 16 ms of a 53 ms run on two
@@ -444,9 +444,10 @@ class _PlaneCopy:
     channels), with shares of its own (Executor._part_copy)."""
 
     def takes(self, image: np.ndarray) -> bool:
-        """Whether the kernel can read `image` (C, H, W) or a channel grid (C / g, g, H,
-        W) in place: float32 rows of consecutive values, at non-negative strides."""
-        return image.dtype == np.float32 and image.ndim in (3, 4) and image.strides[-1] == 4 and min(image.strides) >= 0
+        """Whether the kernel can read `image` (C, H, W) in place: float32 rows of
+        consecutive values, at non-negative channel and row strides."""
+        channel, row, column = image.strides
+        return image.dtype == np.float32 and column == 4 and channel >= 0 and row >= 0
 
 
 @dataclass(frozen=True)
@@ -516,31 +517,20 @@ class _Step:
 class _Regrouped:
     """A pool's input whose reshape was put off (`_Step.regrouped`): the reshape's
     source, with the shape the reshape would have given it, all that a pool's call
-    needs of its input until it copies it into its padded planes."""
+    needs of its input until it reads it (`images`)."""
 
     def __init__(self, source: np.ndarray, op: ReshapeOp):
         self.source = source
         self.shape = reference.reshaped(op, source.shape)
         self.dtype = source.dtype
 
-    def channel_grid(self) -> np.ndarray | None:
-        """The source as (N, C / g, g, H, W) when the reshape merges its two channel
-        axes into C (a channel shuffle's), which the plane copy kernel reads in place
-        as a channel grid, else None."""
+    def images(self) -> np.ndarray:
+        """The reshape's result as a pool reads it: the source as (N, C / g, g, H, W)
+        when the reshape merges its two channel axes into C (a channel shuffle's, a
+        channel grid the kernel reads in place), else reshaped (a view, or a copy)."""
         source, shape = self.source, self.shape
         merges = source.ndim == 5 and len(shape) == 4 and source.shape[:1] == shape[:1] and source.shape[3:] == shape[2:]
-        return source if merges else None
-
-    def copy_into(self, interior: np.ndarray) -> None:
-        """Copy into `interior` (a view of the padded planes, of the reshaped shape)
-        viewed in the source's shape where that needs no copy of it, else through the
-        reshape."""
-        try:
-            view = interior.reshape(self.source.shape, copy=False)
-        except ValueError:
-            np.copyto(interior, self.source.reshape(self.shape), casting="unsafe")
-            return
-        np.copyto(view, self.source, casting="unsafe")
+        return source if merges else source.reshape(shape)
 
 
 class _Concatenated:
@@ -753,11 +743,10 @@ class Executor:
 
     def _regrouped_of(self, op: MaxPoolOp | AveragePoolOp | ConvOp) -> _Step | None:
         """The numpy reshape step whose result only pool `op` reads, marked put off: the
-        pool copies its input into its padded planes anyway, so it copies the reshape's
-        source there itself (`_Regrouped`). A reshape of a strided view copies:
-        ShuffleNet's channel shuffles (a transpose between two reshapes, each before a
-        depthwise convolution) copied 16 arrays of up to 1.4 MB a run, 1.5 of its 9 ms
-        (most of it page faults on freshly allocated arrays)."""
+        pool reads the reshape's source in place where it can (`_Regrouped`). A reshape
+        of a strided view copies: ShuffleNet's channel shuffles (a transpose between two
+        reshapes, each before a depthwise convolution) copied 16 arrays of up to 1.4 MB
+        a run, 1.5 of its 9 ms (most of it page faults on freshly allocated arrays)."""
         producer = op.x.owner
         if not isinstance(producer, ReshapeOp) or not producer.output.has_one_use():
             return None
@@ -830,9 +819,10 @@ class Executor:
         return call
 
     def _pool_call(self, step: _Step, pool: _Pool, x: np.ndarray) -> _Call:
-        """The call of a pool on images shaped as `x`: its input padded once in a kept
-        array, whose pads (the lowest float for max, as the reference pads, or zeros)
-        no run writes; the average's divisors, per output position."""
+        """The call of a pool on images shaped as `x`, which it reads in place, its pads
+        virtual (runtime/codegen/pool.py): the geometry but for the images' strides, set
+        per run (`_pool_images`); a row of the pad value; the average's divisors, per
+        output position."""
         op = step.op
         if isinstance(op, ConvOp):
             weights = np.ascontiguousarray(dense_value(op.w.owner, self.weights), np.float32)  # pyright: ignore
@@ -845,8 +835,7 @@ class Executor:
         hp, wp = height + top + bottom + extra[0], width + left + right + extra[1]
         ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // pool.key.stride + 1
         planes = images * channels
-        fill = float(np.finfo(np.float32).min) if pool.key.kind == "max" else 0.0
-        padded = _kept(self.scratch, ("pool", op, x.shape), (planes * hp * wp + POOL_SLACK,), lambda size, dtype: np.full(size, fill, dtype))
+        pad_row = _kept(self.scratch, ("pad row", pool.key.kind, width), (width,), lambda size, dtype: np.full(size, PAD_VALUES[pool.key.kind], dtype))
         if pool.lanes:
             plane = aligned_plane(ho * wo)
             output = _kept(self.buffers, (op, images), (images, channels + 1, plane), np.zeros)
@@ -856,7 +845,8 @@ class Executor:
             plane = ho * wo
             output = _kept(self.buffers, (op, images), (planes * plane,))
             result = output.reshape(images, channels, ho, wo)
-        geometry = np.array([hp * wp, wp, ho, wo, sh, channels, plane, (channels + pool.lanes) * plane], np.int64)
+        words = [0, 0, height, width, top, left, ho, wo, sh, channels, plane, (channels + pool.lanes) * plane, 0, 0, 1, 0]
+        geometry = np.array(words + pool.key.lane_masks(width, wo, left), np.int64)
         per_tap, bias = np.zeros(0, np.float32), np.zeros(0, np.float32)
         if pool.key.kind == "avg":  # the divisors
             per_tap = np.concatenate([reference.pool_counts(op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
@@ -864,36 +854,46 @@ class Executor:
             per_tap = weights.reshape(-1)  # pyright: ignore
             if op.b is not None:
                 bias = np.ascontiguousarray(dense_value(op.b.owner, self.weights), np.float32).reshape(-1)  # pyright: ignore
-        arguments = (geometry.ctypes.data, per_tap.ctypes.data, 0, bias.ctypes.data, 0)
+        arguments = (geometry.ctypes.data, per_tap.ctypes.data, pad_row.ctypes.data, bias.ctypes.data, 0)
         shares = self._shares_for(planes, planes * ho * wo * kh * kw, _VALUES_PER_THREAD)
         call = self._make_call(pool.kernel, arguments, shares, output, result)
-        call.input, call.input_address = padded, padded.ctypes.data
-        call.pool_interior = padded[: planes * hp * wp].reshape(images, channels, hp, wp)[:, :, top : top + height, left : left + width]
-        call.operand_arrays = (geometry, per_tap, bias)
+        call.pool_geometry = geometry
+        call.operand_arrays = (geometry, per_tap, bias, pad_row)
         call.result_address = None
-        if images == 1:
-            # Its padded input filled by a kernel on the pool's own shares, on one thread
-            # too: numpy's copy of short rows is slow (a depthwise convolution of 544 7x7
-            # planes: 45.6 us a run with it, 39.8 with the kernel).
-            call.plane_copy = self._plane_copy_call(PlaneKey("none"), (hp, wp), (top, left), (height, width), call.shares, None)
         return call
 
-    def _run_pool(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
-        """A pool's call: x copied into the middle of its padded input, then pooled."""
-        copy = call.plane_copy
-        if isinstance(x, _Regrouped):
-            grid = x.channel_grid()
-            if copy is not None and grid is not None and copy.takes(grid[0]):
-                self._copy_channels(copy, 0, grid[0], call.input_address)
-            else:
-                x.copy_into(call.pool_interior)  # pyright: ignore
-        elif copy is not None and all(copy.takes(part[0]) for _, part in _channel_parts(x)):
-            for first, part in _channel_parts(x):
-                self._copy_channels(copy, first, part[0], call.input_address)
-        else:
-            for first, part in _channel_parts(x):
-                np.copyto(call.pool_interior[:, first : first + part.shape[1]], part, casting="unsafe")  # pyright: ignore
-        self._execute(call, call.input_address, call.output_address)
+    def _run_pool(self, step: _Step, call: _Call, x: np.ndarray | _Regrouped | _Concatenated, x_address: int | None) -> None:
+        """A pool's call on x, read in place: its images, a put-off reshape's result (a
+        channel shuffle's grid), or each part of a put-off Concat."""
+        for first, part in _channel_parts(x.images() if isinstance(x, _Regrouped) else x):  # pyright: ignore
+            self._pool_images(call, first, part)
+
+    def _pool_images(self, call: _Call, first: int, images: np.ndarray) -> None:
+        """Pool `images` (N, C, H, W), or a channel grid (N, C / g, g, H, W), channels
+        [first, first + C) of the pool's input (all of them, or a Concat part's), at
+        their strides: float32 rows of consecutive values at non-negative strides,
+        else a contiguous copy."""
+        if images.dtype != np.float32 or images.strides[-1] != 4 or min(images.strides) < 0:
+            images = np.ascontiguousarray(images.reshape(*images.shape[:1], -1, *images.shape[-2:]), np.float32)
+        inner, inner_stride = (images.shape[2], images.strides[2] // 4) if images.ndim == 5 else (1, 0)
+        geometry = call.pool_geometry
+        geometry[:2] = images.strides[1] // 4, images.strides[-2] // 4
+        geometry[12:16] = images.strides[0] // 4, first, inner, inner_stride
+        channels, all_channels = math.prod(images.shape[1:-2]), int(geometry[9])  # pyright: ignore
+        if channels == all_channels:
+            self._execute(call, images.ctypes.data, call.output_address)
+            return
+        for image in range(images.shape[0]):
+            self._execute(self._pool_part(call, image * all_channels + first, channels), images.ctypes.data, call.output_address)
+
+    def _pool_part(self, call: _Call, first: int, planes: int) -> _Call:
+        """`call` on planes [first, first + planes), with shares of its own (kept)."""
+        part = call.pool_parts.get((first, planes))
+        if part is None:
+            shares = self._shares_for(planes, planes * int(call.pool_geometry[6] * call.pool_geometry[7]), _VALUES_PER_THREAD)  # pyright: ignore  (the outputs)
+            shares = Shares([(first + begin, first + end) for begin, end in shares.bounds], shares.threads)
+            part = call.pool_parts[(first, planes)] = dataclasses.replace(call, shares=shares, alone=shares.threads == 1, pool_parts={})
+        return part
 
     def _implicit_call(self, step: _Step, layer: _Layer, x: np.ndarray) -> _Call | None:
         """The call of a convolution that runs its kernel's implicit variant on inputs
@@ -958,7 +958,7 @@ class Executor:
             self._compile([key])
         kernel = self.variants[key.symbol]
         (rows, pitch), (top, left) = plane, before
-        geometry = np.array([0, 0, *image, plane_floats or rows * pitch, pitch, top * pitch + left, 0, 1, 0], np.int64)
+        geometry = np.array([0, 0, *image, plane_floats or rows * pitch, pitch, top * pitch + left, 0], np.int64)
         scale, shift = (0, 0) if affine is None else (affine[0].ctypes.data, affine[1].ctypes.data)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
         return _PlaneCopy(key, kernel, address, geometry, (geometry.ctypes.data, scale, shift, 0, 0), shares, shares.threads == 1, affine)
@@ -1136,15 +1136,12 @@ class Executor:
                 np.maximum(target[channels], 0.0, out=target[channels])
 
     def _copy_channels(self, copy: _PlaneCopy, first: int, image: np.ndarray, planes: int, row_step: int = 1, offset: int = 0) -> None:
-        """Run plane copy `copy` on `image` (C, H, W), or (C / g, g, H, W) for a channel
-        grid (a channel shuffle's transposed view), channels [first, first + C) of its
+        """Run plane copy `copy` on `image` (C, H, W), channels [first, first + C) of its
         reader's input, from `offset` floats into it and every `row_step`-th row (a
         phase of a strided convolution), into the planes at address `planes`."""
-        inner, inner_stride = (image.shape[1], image.strides[1] // 4) if image.ndim == 4 else (1, 0)
-        copy.geometry[:2] = image.strides[0] // 4, image.strides[-2] // 4 * row_step
-        copy.geometry[-3:] = first, inner, inner_stride
-        channels = math.prod(image.shape[:-2])
-        self._execute(self._part_copy(copy, first, channels), image.ctypes.data + 4 * offset, planes)
+        copy.geometry[:2] = image.strides[0] // 4, image.strides[1] // 4 * row_step
+        copy.geometry[-1] = first
+        self._execute(self._part_copy(copy, first, len(image)), image.ctypes.data + 4 * offset, planes)
 
     def _part_copy(self, copy: _PlaneCopy, first: int, channels: int) -> _PlaneCopy:
         """`copy` on channels [first, first + channels): itself on all of its channels,

@@ -546,9 +546,9 @@ class PlaneKey:
         return f"planes_f32_{self.prologue}" + ("_stride2" if self.stride == 2 else "")
 
 
-POOL_SLACK = 64
-"""Floats after a pool kernel's last padded plane that its loads may read (whole
-vectors past a row's last input: at most 47 floats, at column stride 2)."""
+PAD_VALUES = {"max": -3.4028234663852886e38, "avg": 0.0, "depthwise": 0.0}
+"""The value a pool kernel's virtual pads hold, by kind: the lowest float32 (numpy's
+finfo(float32).min) for max, as the reference and onnxruntime pad, else zero."""
 
 
 POOL_KINDS = ("max", "avg", "depthwise")
@@ -559,15 +559,15 @@ larger ones, in practice global poolings written as pools, run in numpy)."""
 
 @dataclass(frozen=True)
 class PoolKey:
-    """A window kernel over padded planes at column stride 1 or 2 (runtime/codegen/
-    pool.py): 2-D max or average pooling ("max", "avg"), for `nn.max_pool` and
+    """A window kernel over images read in place, its pads virtual, at column stride 1
+    or 2 (runtime/codegen/pool.py): 2-D max or average pooling ("max", "avg"), for `nn.max_pool` and
     `nn.average_pool` between kernels, where numpy took one pass over the outputs per
     window tap (Inception v2's pools: 10.6 of its 38.6 ms a run); or a depthwise 2-D
     convolution ("depthwise": one input channel per output channel, a pool whose taps
     are weighted by the plane's channel's weights, then its bias when `bias`), for
     `nn.conv` with a group per channel (ShuffleNet's: 8.9 of its 18.4 ms in numpy).
     Specialized to its `window` (rows, columns) and `dilation` (rows, columns), whose
-    taps it unrolls; the planes' geometry and the row stride are operands."""
+    taps it unrolls; the images' geometry and the row stride are operands."""
 
     kind: str
     stride: int
@@ -586,6 +586,32 @@ class PoolKey:
         rows, columns = self.window
         dilated = "" if self.dilation == (1, 1) else "_dilated{}x{}".format(*self.dilation)
         return f"pool_{self.kind}_{rows}x{columns}{dilated}_f32_stride{self.stride}" + ("_bias" if self.bias else "")
+
+    @property
+    def row_vectors(self) -> int:
+        """The vectors that hold a tap row's inputs for 16 outputs."""
+        return -(-(self.stride * 15 + (self.window[1] - 1) * self.dilation[1] + 1) // 16)
+
+    @property
+    def reads(self) -> list[int]:
+        """The offsets (floats from 16 outputs' first input) of the vectors the kernel
+        loads from each tap row: its tap columns' (average and depthwise at stride 1),
+        else the row's whole vectors (max: it shifts lanes across the columns; stride 2:
+        it picks even or odd lanes)."""
+        if self.kind == "max" or self.stride == 2:
+            return [16 * k for k in range(self.row_vectors)]
+        return [j * self.dilation[1] for j in range(self.window[1])]
+
+    def lane_masks(self, columns: int, out_columns: int, left: int) -> list[int]:
+        """For each vector of 16 outputs of a row of `out_columns`, then each of `reads`:
+        the bits of the lanes whose inputs lie in a row of `columns` with `left` pads
+        before it (the others read the pad value)."""
+        masks = []
+        for first in range(0, out_columns, 16):
+            for offset in self.reads:
+                start = first * self.stride - left + offset
+                masks.append(sum(1 << lane for lane in range(16) if 0 <= start + lane < columns))
+        return masks
 
 
 AnyKey = KernelKey | NormKey | PlaneKey | PoolKey

@@ -271,13 +271,15 @@ class FunctionBuilder:
         of `multiple` ends and its remainder loop starts."""
         return self.sub(value, self.urem(value, self.const(multiple, value.type)))
 
-    def masked_load(self, at: SSAValue, mask: SSAValue, ty: VectorType) -> SSAValue:
-        """A vector of `ty` from `at`, lanes where `mask` is off read as zero (and not read)."""
+    def masked_load(self, at: SSAValue, mask: SSAValue, ty: VectorType, passthru: SSAValue | None = None) -> SSAValue:
+        """A vector of `ty` from `at`, lanes where `mask` is off not read: zero, or
+        `passthru`'s lanes when given."""
         lanes, element = ty.get_shape()[0], ty.element_type
         name = f"llvm.masked.load.v{lanes}{_ELEMENT_NAMES[element]}.p0"
         alignment = self.const(_ELEMENT_BYTES[element], i32)
-        zero = 0 if isinstance(element, IntegerType) else 0.0
-        return self.intrinsic(name, [at, alignment, mask, self.vector_const([zero] * lanes, element)], ty)
+        if passthru is None:
+            passthru = self.vector_const([0 if isinstance(element, IntegerType) else 0.0] * lanes, element)
+        return self.intrinsic(name, [at, alignment, mask, passthru], ty)
 
     def load_lanes(self, at: SSAValue, ty: VectorType, lanes: SSAValue | None) -> SSAValue:
         """A vector of `ty` from `at`: whole (aligned to its element), or under the lane

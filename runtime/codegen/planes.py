@@ -8,13 +8,9 @@ inputs. Same signature as the matrix kernels, with
     x = the image's first value, y = the first plane,
     a0 = int64 geometry: the image's channel and row strides (floats), its rows and
          columns, a plane's floats, its pitch, the offset of the image's first
-         value in its plane (past the pads before it), the channel of the image's
+         value in its plane (past the pads before it), and the channel of the image's
          first value (0, or for a part of a Concat the planes take in, its first
-         channel's), and the inner channels and inner stride: the image's channels
-         are a grid, channel c read at x + (c' // inner channels) x channel stride +
-         (c' % inner channels) x inner stride, c' = c - first channel. A plain image
-         has one inner channel; a channel shuffle's transposed view (C / g, g, H, W)
-         is read in place as g inner channels,
+         channel's: channel c is then read at x + (c - that channel) x its stride),
     a1, a2 = scale and shift (one float per channel; read by the prologue kinds only),
     [begin, end) = the channels to copy.
 
@@ -29,7 +25,7 @@ from xdsl.ir import SSAValue
 from sparsec.kernels import PlaneKey
 from sparsec.runtime.codegen.base import F32x16, UnitKernel
 
-GEOMETRY = ("channel_stride", "row_stride", "rows", "columns", "plane", "pitch", "first", "first_channel", "inner_channels", "inner_stride")
+GEOMETRY = ("channel_stride", "row_stride", "rows", "columns", "plane", "pitch", "first", "first_channel")
 """The int64 words of a0, in order."""
 
 
@@ -43,8 +39,7 @@ class PlaneCopyKernel(UnitKernel):
 
     def unit(self, channel: SSAValue, _state) -> list[SSAValue]:
         b, g = self.b, self.geometry
-        outer, inner = (op(b.sub(channel, g["first_channel"]), g["inner_channels"]) for op in (b.udiv, b.urem))
-        source = b.element_ptr(self.x, b.add(b.mul(outer, g["channel_stride"]), b.mul(inner, g["inner_stride"])), f32)
+        source = b.element_ptr(self.x, b.mul(b.sub(channel, g["first_channel"]), g["channel_stride"]), f32)
         target = b.element_ptr(self.y, b.add(b.mul(channel, g["plane"]), g["first"]), f32)
         affine = None
         if self.key.prologue != "none":

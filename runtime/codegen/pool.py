@@ -1,18 +1,33 @@
 """The pooling kernel (sparsec.kernels.PoolKey): 2-D max or average pooling, or a
-depthwise convolution, of already padded planes, 16 outputs of a row at a time. Same
+depthwise convolution, of images read in place, 16 outputs of a row at a time. Same
 signature as the matrix kernels, with
 
-    x = the padded planes (images x channels of them, one after another, then slack),
+    x = the images' first value (or a put-off Concat part's),
     y = the outputs (Ho x Wo per plane),
-    a0 = int64 geometry: a padded plane's floats, its pitch, Ho, Wo, the row stride,
-         the channels, and the floats from one output plane to the next and from one
+    a0 = int64 geometry (GEOMETRY): the images' channel and row strides (floats), H
+         and W, the pads before the first row and column, Ho, Wo, the row stride,
+         the channels, the floats from one output plane to the next and from one
          image's to the next (Ho x Wo and channels x that, or lanes a 1x1
          convolution reads in place: a plane rounded up to whole 64-byte lines, and
-         a zero plane after each image's),
+         a zero plane after each image's), the images' image stride, the channel of
+         x's first value (0, or a part's first), and the inner channels and inner
+         stride of a channel grid (1 and 0 for plain images; a channel shuffle's
+         transposed view (N, C / g, g, H, W) is read in place as g inner channels:
+         channel c' = c - first at (c' // g) x channel stride + (c' % g) x inner
+         stride); then the lane masks (PoolKey.lane_masks: an int64 word each, for
+         each vector of a row's outputs, each of the vectors it reads from a tap row),
     a1 = the average's divisors, one float per output position (Ho x Wo; average), or
          the depthwise convolution's weights, kernel rows x columns per channel,
+    a2 = a pad row: W floats of the pad value (PAD_VALUES: the lowest float for max,
+         zero else),
     bias = the depthwise convolution's bias, one float per channel (with `bias`),
-    [begin, end) = the planes to pool.
+    [begin, end) = the planes to pool (image x channels + channel).
+
+The pads are virtual: a tap row above or below the image reads the pad row, and each
+load takes only the lanes whose columns lie in the image, the others being the pad
+value (a masked load, which reads nothing there). The masks are the same for every
+row and plane, so the caller computes them once a geometry. So no run copies its
+images into padded planes, a copy that cost as much as the pooling.
 
 The window's taps are unrolled (the key's window and dilation), and a depthwise
 convolution's weights are splat once a plane. The column stride (1 or 2) is the key's:
@@ -22,20 +37,22 @@ rows first, then across its columns (the maximum is exact in any order); average
 depthwise taps are reduced in the reference's order (rows first, a depthwise tap's
 product rounded before it is added, as numpy's separate multiply and add round it), so
 the results are the reference's exactly. A row's whole vectors of outputs are stored
-as they are, its last partial one under a lane mask. Loads may read past a row's last
-input (into the next row, or the POOL_SLACK floats after the last plane); those lanes
-are never stored.
+as they are, its last partial one under a lane mask.
 """
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import f32, i32, i64
+from xdsl.dialects.builtin import IntegerType, f32, i1, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.kernels import PoolKey
+from sparsec.kernels import PAD_VALUES, PoolKey
 from sparsec.runtime.codegen.base import F32x16, UnitKernel
+from sparsec.runtime.codegen.builder import vector
 
-GEOMETRY = ("plane", "pitch", "out_rows", "out_columns", "row_stride", "channels", "out_plane", "out_image")
+GEOMETRY = (
+    "channel_stride", "pitch", "rows", "columns", "top", "left", "out_rows", "out_columns", "row_stride", "channels",
+    "out_plane", "out_image", "image_stride", "first_channel", "inner_channels", "inner_stride",
+)  # fmt: skip
 """The int64 words of a0, in order."""
 
 
@@ -44,22 +61,22 @@ class PoolKernel(UnitKernel):
 
     def __init__(self, key: PoolKey):
         super().__init__(key)
-        self.x, self.y, geometry, self.a1 = self.b.args[:4]
-        self.bias = self.b.args[5]
+        self.x, self.y, geometry, self.a1, self.pad_row, self.bias = self.b.args[:6]
         self.g = self.b.load_words(geometry, GEOMETRY)
+        self.masks = self.b.element_ptr(geometry, self.b.const(len(GEOMETRY), i64), i64)
         self.offsets = [j * key.dilation[1] for j in range(key.window[1])]
         """Each tap column's first input, from the window's first."""
-        span = key.stride * 15 + self.offsets[-1] + 1
-        self.row_vectors = -(-span // 16)
-        """The vectors that hold a tap row's inputs for 16 outputs."""
+        self.pad = self.b.vector_const([PAD_VALUES[key.kind]] * 16, f32)
 
     def unit(self, plane: SSAValue, _state) -> list[SSAValue]:
         b, g, key = self.b, self.g, self.key
         rows, columns = key.window
-        inputs = b.element_ptr(self.x, b.mul(plane, g["plane"]), f32)
         image, channel = b.udiv(plane, g["channels"]), b.urem(plane, g["channels"])
+        part_channel = b.sub(channel, g["first_channel"])
+        outer, inner = b.udiv(part_channel, g["inner_channels"]), b.urem(part_channel, g["inner_channels"])
+        source = b.add(b.mul(image, g["image_stride"]), b.add(b.mul(outer, g["channel_stride"]), b.mul(inner, g["inner_stride"])))
+        inputs = b.element_ptr(self.x, source, f32)
         outputs = b.element_ptr(self.y, b.add(b.mul(image, g["out_image"]), b.mul(channel, g["out_plane"])), f32)
-        row_offsets = [b.mul(b.const(i * key.dilation[0], i64), g["pitch"]) for i in range(rows)]
         weights = bias = None
         if key.kind == "depthwise":
             first = b.element_ptr(self.a1, b.mul(channel, b.const(rows * columns, i64)), f32)
@@ -70,13 +87,15 @@ class PoolKernel(UnitKernel):
         tail = b.low_lanes(b.trunc(b.sub(g["out_columns"], whole), i32))
 
         def row(out_row: SSAValue, _rows) -> list[SSAValue]:
-            first_row = b.element_ptr(inputs, b.mul(b.mul(out_row, g["row_stride"]), g["pitch"]), f32)
+            top_row = b.sub(b.mul(out_row, g["row_stride"]), g["top"])
+            tap_rows = [self.tap_row(inputs, b.add(top_row, b.const(i * key.dilation[0], i64))) for i in range(rows)]
             position = b.mul(out_row, g["out_columns"])
 
             def vector(column: SSAValue, lanes: SSAValue | None) -> list[SSAValue]:
-                corner = b.element_ptr(first_row, b.mul(column, b.const(key.stride, i64)), f32)
-                tap_rows = [b.element_ptr(corner, offset, f32) for offset in row_offsets]
-                total = self.maximum(tap_rows) if key.kind == "max" else self.total(tap_rows, weights)
+                first = b.sub(b.mul(column, b.const(key.stride, i64)), g["left"])
+                corners = [b.element_ptr(at, first, f32) for at in tap_rows]
+                masks = self.lane_masks(column)
+                total = self.maximum(corners, masks) if key.kind == "max" else self.total(corners, masks, weights)
                 at = b.add(position, column)
                 if key.kind == "avg":
                     total = b.fdiv(total, b.load_lanes(b.element_ptr(self.a1, at, f32), F32x16, lanes))
@@ -92,40 +111,58 @@ class PoolKernel(UnitKernel):
         b.loop(b.const(0, i64), g["out_rows"], [], row)
         return []
 
-    def maximum(self, tap_rows: list[SSAValue]) -> SSAValue:
+    def tap_row(self, inputs: SSAValue, row: SSAValue) -> SSAValue:
+        """The start of image row `row` from `inputs`, or the pad row when `row` lies
+        above or below the image (an unsigned compare takes both)."""
+        b, g = self.b, self.g
+        inside = b.icmp("ult", row, g["rows"])
+        return b.select(inside, b.element_ptr(inputs, b.mul(row, g["pitch"]), f32), self.pad_row)
+
+    def lane_masks(self, column: SSAValue) -> dict[int, SSAValue]:
+        """The lane masks of the vectors read for the 16 outputs from `column`, by
+        offset (PoolKey.reads), from the geometry's table."""
+        b, reads = self.b, self.key.reads
+        first = b.mul(b.udiv(column, b.const(16, i64)), b.const(len(reads), i64))
+        words = [b.load(self.masks, b.add(first, b.const(index, i64)), i64) for index in range(len(reads))]
+        return {offset: b.bitcast(b.trunc(word, IntegerType(16)), vector(i1, 16)) for offset, word in zip(reads, words)}
+
+    def maximum(self, tap_rows: list[SSAValue], masks: dict[int, SSAValue]) -> SSAValue:
         """The maximum of the window taps of 16 outputs whose tap rows start at
         `tap_rows`: down the rows, vector by vector, then across the columns."""
-        down = self.loaded(tap_rows[0])
+        down = self.loaded(tap_rows[0], masks)
         for at in tap_rows[1:]:
-            down = [self._max(most, values) for most, values in zip(down, self.loaded(at))]
+            down = [self._max(most, values) for most, values in zip(down, self.loaded(at, masks))]
         taps = self.taps(down)
         total = taps[0]
         for values in taps[1:]:
             total = self._max(total, values)
         return total
 
-    def total(self, tap_rows: list[SSAValue], weights: list[list[SSAValue]] | None) -> SSAValue:
+    def total(self, tap_rows: list[SSAValue], masks: dict[int, SSAValue], weights: list[list[SSAValue]] | None) -> SSAValue:
         """The sum, or (depthwise) the sum weighted by `weights`, of the window taps of
         16 outputs whose tap rows start at `tap_rows`, tap by tap, rows first."""
         b = self.b
         total = b.vector_const([0.0] * 16, f32)
         for i, at in enumerate(tap_rows):
-            for j, values in enumerate(self.row_taps(at)):
+            for j, values in enumerate(self.row_taps(at, masks)):
                 total = b.fadd(total, values if weights is None else b.fmul(values, weights[i][j]))
         return total
 
-    def row_taps(self, at: SSAValue) -> list[SSAValue]:
+    def row_taps(self, at: SSAValue, masks: dict[int, SSAValue]) -> list[SSAValue]:
         """The inputs of 16 consecutive outputs' taps in the tap row at `at`, by column:
         a load each at stride 1, picked from the row's vectors at stride 2."""
-        b = self.b
         if self.key.stride == 1:
-            return [b.load_lanes(b.element_ptr(at, b.const(offset, i64), f32), F32x16, None) for offset in self.offsets]
-        return self.taps(self.loaded(at))
+            return [self.load(at, offset, masks[offset]) for offset in self.offsets]
+        return self.taps(self.loaded(at, masks))
 
-    def loaded(self, at: SSAValue) -> list[SSAValue]:
+    def loaded(self, at: SSAValue, masks: dict[int, SSAValue]) -> list[SSAValue]:
         """The vectors of a tap row's inputs, from `at`."""
+        return [self.load(at, 16 * k, masks[16 * k]) for k in range(self.key.row_vectors)]
+
+    def load(self, at: SSAValue, offset: int, mask: SSAValue) -> SSAValue:
+        """The 16 inputs from `offset` floats past `at`, the pad value where `mask` is off."""
         b = self.b
-        return [b.load_lanes(b.element_ptr(at, b.const(16 * k, i64), f32), F32x16, None) for k in range(self.row_vectors)]
+        return b.masked_load(b.element_ptr(at, b.const(offset, i64), f32), mask, F32x16, self.pad)
 
     def taps(self, vectors: list[SSAValue]) -> list[SSAValue]:
         """Each tap column's inputs of 16 consecutive outputs, picked from `vectors`, a

@@ -459,7 +459,7 @@ def test_plane_copy_kernel(prologue, columns, stride):
     source = image[:, :, ::stride]
     scale, shift = rng.standard_normal((2, channels)).astype(np.float32)
     planes = np.full((channels, hq, wq), 7.0, np.float32)
-    geometry = np.array([image.strides[0] // 4, image.strides[1] // 4, rows, columns, hq * wq, wq, top * wq + left, 0, 1, 0], np.int64)
+    geometry = np.array([image.strides[0] // 4, image.strides[1] // 4, rows, columns, hq * wq, wq, top * wq + left, 0], np.int64)
     key = PlaneKey(prologue, stride)
     compiled = compile_kernels([key])  # its engine holds the code while the kernel runs
     compiled.functions[key.symbol](image.ctypes.data, planes.ctypes.data, geometry.ctypes.data, scale.ctypes.data, shift.ctypes.data, 0, 0, 1, channels)

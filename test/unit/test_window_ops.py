@@ -103,12 +103,13 @@ def test_windows_of_more_taps_than_a_pool_kernel_takes_run_in_numpy(tmp_path, op
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "Conv"])
-def test_pool_inputs_pad_on_the_pools_threads(tmp_path, op):
-    """A pool (or depthwise convolution) of one image shared between threads fills its
-    padded input with the plane copy kernel on the same shares of the channels, so each
-    thread pools the planes it just wrote (a copy by the calling thread alone made two
-    threads slower than one on this VM); a channels-last view is copied in numpy."""
-    shape, rng = [1, 64, 30, 41], np.random.default_rng(8)
+@pytest.mark.parametrize("images", [1, 2])
+def test_pools_read_their_inputs_in_place(tmp_path, op, images):
+    """A pool (or depthwise convolution) reads its images where they are, its pads
+    virtual (no padded copy), split between the threads by planes; a channels-last view
+    is copied contiguous first. Rows of 41 columns read at column stride 2 take whole
+    vectors, a partial one and lanes past the row under the mask."""
+    shape, rng = [images, 64, 30, 41], np.random.default_rng(8)
     attributes = {"kernel_shape": [3, 3], "strides": [1, 2], "pads": [1, 1, 1, 1]}
     if op == "Conv":
         attributes["group"] = shape[1]
@@ -117,7 +118,7 @@ def test_pool_inputs_pad_on_the_pools_threads(tmp_path, op):
         pool_model(tmp_path / "pool.onnx", op, shape, attributes)
     executor = executor_matching_onnxruntime(tmp_path / "pool.onnx", rng.standard_normal(shape).astype(np.float32), 2, rtol=1e-4, atol=1e-5)
     (call,) = executor.steps[0].calls.values()
-    assert call.plane_copy is not None and call.plane_copy.shares is call.shares and not call.alone
+    assert call.input is None and call.pool_geometry is not None and not call.alone
 
 
 @settings(max_examples=60, deadline=None)
@@ -226,10 +227,10 @@ def shape_constant(name: str, shape: list[int]):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("reader", ["depthwise", "MaxPool"])
-def test_channel_shuffle_copied_by_the_pool_that_reads_it(tmp_path, reader, threads):
+def test_channel_shuffle_read_in_place_by_the_pool_that_reads_it(tmp_path, reader, threads):
     """A channel shuffle (reshape, transpose, reshape: ShuffleNet's) before a pool or a
-    depthwise convolution: the last reshape, which copies its transposed input, is put
-    off to the pool, which copies the transposed view into its padded planes itself.
+    depthwise convolution: the last reshape, which would copy its transposed input, is
+    put off to the pool, which reads the transposed view in place as a channel grid.
     The result matches onnxruntime, the input contiguous and as a strided view."""
     rng = np.random.default_rng(21)
     channels, groups = 24, 3
@@ -251,9 +252,8 @@ def test_channel_shuffle_copied_by_the_pool_that_reads_it(tmp_path, reader, thre
 
 
 def test_reshapes_a_pool_cannot_take_in(tmp_path):
-    """A reshape whose result another op also reads runs in numpy; one whose source
-    the pool's padded planes cannot be viewed as (rows merged: the planes' rows are
-    padded) is copied through the reshape by the pool."""
+    """A reshape whose result another op also reads runs in numpy; one that splits the
+    rows is put off to the pool, which reads the reshape's view of its source."""
     rng = np.random.default_rng(22)
     nodes = [
         helper.make_node("Reshape", ["x", "square"], ["r"]),
