@@ -59,10 +59,11 @@ from sparsec.weights import WeightStore
 SHARES_PER_THREAD = 4
 """The most shares a call is cut into per thread that takes part (runtime/workers.py)."""
 SHARE_THREADS_WORK = 8
-"""A call's threads' work over which it is cut into one more share per thread (up to
-SHARES_PER_THREAD). Small calls take one share a thread: each thread then reads the
-channels it wrote in the call before (a kernel's rows, a plane copy's channels), where
-claiming eight shares in turn sent half of them to the other core's cache."""
+"""The threads' worth of work below which a call takes one share per thread, not
+SHARES_PER_THREAD: each thread then reads the channels it wrote in the call before (a
+kernel's rows, a plane copy's channels), where claiming eight shares in turn sent half
+of them to the other core's cache. Larger calls keep their shares for a thread held
+up."""
 BLAS_OPS = (ConvOp, GemmOp, MatMulOp)
 """The ops numpy runs with BLAS (runtime steps for layers left dense)."""
 BLAS_SOLO_FROM = 1 << 24
@@ -1053,14 +1054,15 @@ class Executor:
     def _shares_for(self, units: int, work: int, per_thread: int) -> Shares:
         """The (first, last) units of the shares of a call of `units` units and `work`,
         and how many threads claim them: one per `per_thread` of work, at most one per
-        unit. One share for work too small to pay for a hand-off, else one to
-        SHARES_PER_THREAD per thread as the work grows (SHARE_THREADS_WORK; claimed, so
-        a thread held up leaves its shares to the others). The first call that takes
+        unit. One share for work too small to pay for a hand-off, else one per thread
+        for small calls and SHARES_PER_THREAD for others (SHARE_THREADS_WORK; claimed,
+        so a thread held up leaves its shares to the others). The first call that takes
         the pool sets the BLAS limit (`blas`)."""
         threads = 1 if self.pool is None or units == 0 else min(self.active_threads, units, max(1, work // per_thread))
         if threads > 1 and self.blas is None and self._calls_blas:
             self.blas = ThreadpoolController()
-        count = 1 if threads == 1 else min(units, threads * min(SHARES_PER_THREAD, max(1, work // (SHARE_THREADS_WORK * threads * per_thread))))
+        per_share = SHARES_PER_THREAD if work >= SHARE_THREADS_WORK * threads * per_thread else 1
+        count = 1 if threads == 1 else min(units, threads * per_share)
         bounds = [units * share // count for share in range(count + 1)]
         return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)
 

@@ -100,11 +100,11 @@ def test_limited_threads_compute_the_same(mlp, executor):
     np.testing.assert_array_equal(one, both)
 
 
-@pytest.mark.parametrize(("work", "threads", "shares"), [(1, 1, 1), (3, 2, 2), (31, 2, 2), (32, 2, 4), (48, 2, 6), (10**6, 2, 8)])
-def test_calls_take_more_shares_as_their_work_grows(executor, work, threads, shares):
-    """A call's units are cut into one share per thread, and one more per thread for
-    every SHARE_THREADS_WORK (8) threads' worth of work, up to SHARES_PER_THREAD (4);
-    a call too small to hand off takes one share, on the calling thread."""
+@pytest.mark.parametrize(("work", "threads", "shares"), [(1, 1, 1), (3, 2, 2), (15, 2, 2), (16, 2, 8), (10**6, 2, 8)])
+def test_small_calls_take_one_share_per_thread(executor, work, threads, shares):
+    """A call's units are cut into one share per thread below SHARE_THREADS_WORK (8)
+    threads' worth of work, else SHARES_PER_THREAD (4) per thread; a call too small to
+    hand off takes one share, on the calling thread."""
     cut = executor._shares_for(100, work, 1)
     assert (cut.threads, len(cut.bounds)) == (threads, shares)
     assert cut.bounds[0][0] == 0 and cut.bounds[-1][1] == 100 and all(a[1] == b[0] for a, b in zip(cut.bounds, cut.bounds[1:]))
