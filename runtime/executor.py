@@ -424,9 +424,9 @@ class _Call:
 
 @dataclass
 class _PlaneCopy:
-    """The plane copy kernel's call for an implicit convolution (runtime/codegen/planes.py), with its shares of the channels. Its geometry words are
-    set per image: the image's strides can change from run to run (a channels-last
-    view). In numpy,
+    """The plane copy kernel's call for an implicit convolution (runtime/codegen/
+    planes.py), with its shares of the channels. Its geometry words are set per image:
+    the image's strides can change from run to run (a channels-last view). In numpy,
     DenseNet121's copies and their normalizations took 16 ms of a 53 ms run on two
     threads: three passes over the planes, on one thread."""
 
