@@ -856,7 +856,7 @@ class Executor:
             if op.b is not None:
                 bias = np.ascontiguousarray(dense_value(op.b.owner, self.weights), np.float32).reshape(-1)  # pyright: ignore
         arguments = (geometry.ctypes.data, per_tap.ctypes.data, pad_row.ctypes.data, bias.ctypes.data, 0)
-        shares = self._shares_for(planes, planes * ho * wo * kh * kw, _VALUES_PER_THREAD)
+        shares = self._pool_shares(planes, ho * wo * kh * kw)
         call = self._make_call(pool.kernel, arguments, shares, output, result)
         call.pool_geometry = geometry
         call.operand_arrays = (geometry, per_tap, bias, pad_row)
@@ -866,10 +866,16 @@ class Executor:
     def _run_pool(self, step: _Step, call: _Call, x: np.ndarray | _Regrouped | _Concatenated, x_address: int | None) -> None:
         """A pool's call on x, read in place: its images, a put-off reshape's result (a
         channel shuffle's grid), or each part of a put-off Concat."""
+        taps = math.prod(step.unit.key.window)  # pyright: ignore
         for first, part in _channel_parts(x.images() if isinstance(x, _Regrouped) else x):  # pyright: ignore
-            self._pool_images(call, first, part)
+            self._pool_images(call, first, part, taps)
 
-    def _pool_images(self, call: _Call, first: int, images: np.ndarray) -> None:
+    def _pool_shares(self, planes: int, work_per_plane: int) -> Shares:
+        """The shares of a pool's call on `planes` planes, its work the outputs times
+        the window's taps."""
+        return self._shares_for(planes, planes * work_per_plane, _VALUES_PER_THREAD)
+
+    def _pool_images(self, call: _Call, first: int, images: np.ndarray, taps: int) -> None:
         """Pool `images` (N, C, H, W), or a channel grid (N, C / g, g, H, W), channels
         [first, first + C) of the pool's input (all of them, or a Concat part's), at
         their strides: float32 rows of consecutive values at non-negative strides,
@@ -885,13 +891,13 @@ class Executor:
             self._execute(call, images.ctypes.data, call.output_address)
             return
         for image in range(images.shape[0]):
-            self._execute(self._pool_part(call, image * all_channels + first, channels), images.ctypes.data, call.output_address)
+            self._execute(self._pool_part(call, image * all_channels + first, channels, taps), images.ctypes.data, call.output_address)
 
-    def _pool_part(self, call: _Call, first: int, planes: int) -> _Call:
+    def _pool_part(self, call: _Call, first: int, planes: int, taps: int) -> _Call:
         """`call` on planes [first, first + planes), with shares of its own (kept)."""
         part = call.pool_parts.get((first, planes))
         if part is None:
-            shares = self._shares_for(planes, planes * int(call.pool_geometry[6] * call.pool_geometry[7]), _VALUES_PER_THREAD)  # pyright: ignore  (the outputs)
+            shares = self._pool_shares(planes, int(call.pool_geometry[6] * call.pool_geometry[7]) * taps)  # pyright: ignore  (Ho x Wo)
             shares = Shares([(first + begin, first + end) for begin, end in shares.bounds], shares.threads)
             part = call.pool_parts[(first, planes)] = dataclasses.replace(call, shares=shares, alone=shares.threads == 1, pool_parts={})
         return part

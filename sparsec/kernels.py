@@ -560,14 +560,15 @@ larger ones, in practice global poolings written as pools, run in numpy)."""
 @dataclass(frozen=True)
 class PoolKey:
     """A window kernel over images read in place, its pads virtual, at column stride 1
-    or 2 (runtime/codegen/pool.py): 2-D max or average pooling ("max", "avg"), for `nn.max_pool` and
-    `nn.average_pool` between kernels, where numpy took one pass over the outputs per
-    window tap (Inception v2's pools: 10.6 of its 38.6 ms a run); or a depthwise 2-D
-    convolution ("depthwise": one input channel per output channel, a pool whose taps
-    are weighted by the plane's channel's weights, then its bias when `bias`), for
-    `nn.conv` with a group per channel (ShuffleNet's: 8.9 of its 18.4 ms in numpy).
-    Specialized to its `window` (rows, columns) and `dilation` (rows, columns), whose
-    taps it unrolls; the images' geometry and the row stride are operands."""
+    or 2 (runtime/codegen/pool.py): 2-D max or average pooling ("max", "avg"), for
+    `nn.max_pool` and `nn.average_pool` between kernels, where numpy took one pass over
+    the outputs per window tap (Inception v2's pools: 10.6 of its 38.6 ms a run); or a
+    depthwise 2-D convolution ("depthwise": one input channel per output channel, a
+    pool whose taps are weighted by the plane's channel's weights, then its bias when
+    `bias`), for `nn.conv` with a group per channel (ShuffleNet's: 8.9 of its 18.4 ms
+    in numpy). Specialized to its `window` (rows, columns) and `dilation` (rows,
+    columns), whose taps it unrolls; the images' geometry and the row stride are
+    operands."""
 
     kind: str
     stride: int
@@ -588,6 +589,11 @@ class PoolKey:
         return f"pool_{self.kind}_{rows}x{columns}{dilated}_f32_stride{self.stride}" + ("_bias" if self.bias else "")
 
     @property
+    def tap_columns(self) -> list[int]:
+        """Each tap column's first input, in floats from the window's first."""
+        return [j * self.dilation[1] for j in range(self.window[1])]
+
+    @property
     def row_vectors(self) -> int:
         """The vectors that hold a tap row's inputs for 16 outputs."""
         return -(-(self.stride * 15 + (self.window[1] - 1) * self.dilation[1] + 1) // 16)
@@ -600,7 +606,7 @@ class PoolKey:
         it picks even or odd lanes)."""
         if self.kind == "max" or self.stride == 2:
             return [16 * k for k in range(self.row_vectors)]
-        return [j * self.dilation[1] for j in range(self.window[1])]
+        return self.tap_columns
 
     def lane_masks(self, columns: int, out_columns: int, left: int) -> list[int]:
         """For each vector of 16 outputs of a row of `out_columns`, then each of `reads`:

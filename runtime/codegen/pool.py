@@ -64,8 +64,7 @@ class PoolKernel(UnitKernel):
         self.x, self.y, geometry, self.a1, self.pad_row, self.bias = self.b.args[:6]
         self.g = self.b.load_words(geometry, GEOMETRY)
         self.masks = self.b.element_ptr(geometry, self.b.const(len(GEOMETRY), i64), i64)
-        self.offsets = [j * key.dilation[1] for j in range(key.window[1])]
-        """Each tap column's first input, from the window's first."""
+        self.offsets = key.tap_columns
         self.pad = self.b.vector_const([PAD_VALUES[key.kind]] * 16, f32)
 
     def unit(self, plane: SSAValue, _state) -> list[SSAValue]:
