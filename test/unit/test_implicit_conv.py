@@ -648,3 +648,76 @@ def test_1x1_convolutions_read_output_lanes_in_place(tmp_path, reader, producer,
     assert all(call.in_place == in_place for call in reading.calls.values())
     assert [pool.lanes for pool in executor.pools.values()] == ([in_place] if producer in ("depthwise", "maxpool", "shared") else [])
     executor.close()
+
+
+def dense_block_model(path) -> None:
+    """A DenseNet block in small: x (N x 8 x 12 x 12); two layers each of a normalized
+    1x1 Conv to 16 channels with Relu, then a 3x3 Conv (pads 1) to 8 channels, each
+    layer reading the Concat of x and the layers before it (c1 = x + a1, c2 = c1 + a2);
+    then a 1x1 Conv of c2 to 8 channels (a3: rows that drop no lanes, another geometry
+    than a1's and a2's), a 3x3 Conv b3 of r2 like a2 but also returned, and c3 = c2 + a3
+    + b3, read by a normalized 1x1 Conv y."""
+    rng = np.random.default_rng(14)
+    weights, nodes = [], []
+
+    def norm(source: str, name: str, channels: int) -> str:
+        for parameter, values in (("s", rng.uniform(0.5, 1.5, channels)), ("b", rng.standard_normal(channels)), ("m", rng.standard_normal(channels)), ("v", rng.uniform(0.5, 2, channels))):
+            weights.append(numpy_helper.from_array(values.astype(np.float32), f"{name}_{parameter}"))
+        nodes.append(helper.make_node("BatchNormalization", [source, *(f"{name}_{p}" for p in "sbmv")], [f"{name}_n"]))
+        nodes.append(helper.make_node("Relu", [f"{name}_n"], [f"{name}_r"]))
+        return f"{name}_r"
+
+    def conv(source: str, name: str, shape: tuple[int, ...], pads: int = 0) -> str:
+        weights.append(numpy_helper.from_array((rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))).astype(np.float32), f"{name}_w"))
+        nodes.append(helper.make_node("Conv", [source, f"{name}_w"], [name], kernel_shape=list(shape[2:]), pads=[pads] * 4))
+        return name
+
+    features, channels = "x", 8
+    for layer in (1, 2):
+        squeezed = conv(norm(features, f"n{layer}", channels), f"s{layer}", (16, channels, 1, 1))
+        nodes.append(helper.make_node("Relu", [squeezed], [f"r{layer}"]))
+        conv(f"r{layer}", f"a{layer}", (8, 16, 3, 3), pads=1)
+        nodes.append(helper.make_node("Concat", [features, f"a{layer}"], [f"c{layer}"], axis=1))
+        features, channels = f"c{layer}", channels + 8
+    conv("c2", "a3", (8, 24, 1, 1))
+    conv("r2", "b3", (8, 16, 3, 3), pads=1)
+    nodes.append(helper.make_node("Concat", ["c2", "a3", "b3"], ["c3"], axis=1))
+    conv(norm("c3", "n3", 40), "y", (8, 40, 1, 1))
+    graph = helper.make_graph(
+        nodes, "dense_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 12, 12])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "c3", "b3")], weights
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_convolutions_write_their_output_lanes_into_the_concat(tmp_path, pattern, threads):
+    """A convolution whose one use is a Concat (a chain's, DenseNet's) writes its output
+    lanes into the chain's lane buffer, laid out as the first such call's, and the
+    Concats copy only the other parts: x once, a3, whose lanes differ (a 1x1
+    convolution's rows drop none), and b3, laid out as a1 and a2 but in its own output
+    (it has another use). Every Concat's result, the returned one and those
+    the normalized convolutions read through their planes, is right on one image and
+    two, run after run."""
+    dense_block_model(tmp_path / "block.onnx")
+    model = sparsec.load(tmp_path / "block.onnx")
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=threads)
+    rng = np.random.default_rng(15)
+    for images in (1, 2, 1):
+        x = rng.standard_normal((images, 8, 12, 12)).astype(np.float32)
+        expected = model.run({"x": x})
+        for name, got in executor.run({"x": x}).items():
+            np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+    steps = {step.op.results[0].name_hint: step for step in executor.steps}
+    assert sorted(op.results[0].name_hint for op in executor.concat_places) == ["a1", "a2", "a3"]
+    ((buffer, _geometry),) = [kept for (end, images), kept in executor.concat_lanes.items() if images == 1]
+    placed = {name: any(np.shares_memory(call.output, buffer) for call in steps[name].calls.values()) for name in ("a1", "a2", "a3")}
+    assert placed == {"a1": True, "a2": True, "a3": False}
+    copied = []
+    copy = np.copyto
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(np, "copyto", lambda target, source, **kw: copied.append(source.shape) or copy(target, source, **kw))
+        executor.run({"x": x})
+    assert sorted(copied) == [(1, 8, 12, 12)] * 3  # x into c1, a3 and b3 into c3
+    executor.close()
