@@ -265,6 +265,13 @@ def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
     return a.ctypes.data == b.ctypes.data and a.shape == b.shape and all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides))
 
 
+def _lane_result(lanes: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray:
+    """The result of implicit convolution `conv` in its output `lanes` (images, rows
+    or more, lanes): channels first, each row's dropped lanes skipped (a view)."""
+    (ho, wo), wq = conv.out, conv.phase[1]
+    return lanes[:, :rows, : ho * wq].reshape(len(lanes), rows, ho, wq)[..., :wo].reshape(len(lanes), rows, *conv.spatial)
+
+
 def _kept(arrays: dict, key: tuple, shape: tuple[int, ...], allocate=np.empty) -> np.ndarray:
     """The float32 array `arrays` keeps under `key`, made by `allocate` on first use,
     starting on a cache line (as kernel inputs best do): allocated per call, such arrays
@@ -419,6 +426,9 @@ class _Call:
     in_place: bool = False
     """An implicit call that reads its images in place as its planes (a 1x1
     convolution of another's output lanes, ImplicitConv.reads_in_place): no copies."""
+    addend_in_place: np.ndarray | None = None
+    """The residual addend (`_Residual`) whose output lanes this implicit call adds
+    into, where the addend dies at the Add: no copy, while it is that array."""
     pool_geometry: np.ndarray | None = None
     """A pool's geometry words (pool.GEOMETRY), its images' strides set per run."""
     pool_parts: dict[tuple[int, int], _Call] = dataclasses.field(default_factory=dict)
@@ -462,11 +472,16 @@ class _Residual:
     """A ResidualAdd by slots. The Add's other operand is copied into the call's output
     lanes, the kernel's accumulate variant adds its products to it and applies the
     Relu, and the Add's and the Relu's results are the call's result. ResNet50's
-    sixteen Adds and Relus in numpy took about 11 ms of its run; the copies take 3."""
+    sixteen Adds and Relus in numpy took about 11 ms of its run; the copies take 3.
+    Where the addend dies at the Add and is another implicit call's output lanes, the
+    call adds into those lanes instead, with no copy (`_Call.addend_in_place`)."""
 
     addend: int
     absorbed: tuple[int, ...]
     relu: bool
+    dies: bool
+    """Whether the addend is read by nothing after the convolution: its other readers
+    are kernel steps before it, and it is not returned."""
 
 
 @dataclass(frozen=True)
@@ -673,12 +688,14 @@ class Executor:
         self._running = threading.Lock()
         """Held through a run: runs share the kept buffers, so runs from several Python
         threads take turns."""
-        self._runs = 0
-        """Runs started, which tells one run's plane contents from another's."""
-        self._zero_planes: dict[int, int] = {}
+        self._epoch = 0
+        """Bumped at each run and whenever a call writes over the array of a value made
+        earlier in the run (`_Call.reuses_output`): it tells what phase planes were
+        filled from then from what they hold now (`_planes_hold`)."""
+        self._zero_planes: dict[int, np.ndarray] = {}
         """The kept outputs (by address) of implicit calls and of pools laid out as lanes,
-        each image's channels followed by a zero plane: their channels, for a 1x1
-        convolution reading them in place."""
+        (images, channels + 1, lanes), each image's channels followed by a zero plane:
+        for a 1x1 convolution reading them in place, or a call adding into them."""
         self._plane_images: dict[int, tuple] = {}
         """What each array of phase planes (by address) was last filled with
         (`_planes_hold`)."""
@@ -712,7 +729,11 @@ class Executor:
         residual = residual_add(op, key)
         if residual is None:
             return None
-        return _Residual(self.slots[residual.addend], tuple(self._slots(residual.absorbed)), residual.relu)
+        add = residual.absorbed[0].owner
+        kernel_ops = self.layers.keys() | self.norms.keys() | self.pools.keys()
+        readers = [use.operation for use in residual.addend.uses if use.operation is not add]
+        dies = all(reader in kernel_ops and reader.is_before_in_block(op) for reader in readers)
+        return _Residual(self.slots[residual.addend], tuple(self._slots(residual.absorbed)), residual.relu, dies)
 
     def _prologue_of(self, op: SparseConvOp) -> _Prologue | None:
         """The normalization (and Relu) before convolution `op` that only `op` reads,
@@ -844,8 +865,9 @@ class Executor:
         for step in self.steps:
             step.calls.clear()
 
-    def _call_for(self, step: _Step, x: np.ndarray) -> _Call:
-        """The call of kernel step `step` on inputs shaped as `x`, made and kept."""
+    def _call_for(self, step: _Step, x: np.ndarray, addend: np.ndarray | None) -> _Call:
+        """The call of kernel step `step` on inputs shaped as `x` (with its residual
+        `addend`, if it has one), made and kept."""
         unit = step.unit
         if isinstance(unit, _Pool):
             call = self._pool_call(step, unit, x)
@@ -854,7 +876,7 @@ class Executor:
             call = self._make_call(unit.kernel, (*unit.arguments, len(output)), Shares([(0, len(output))]), output, output.reshape(x.shape))
         elif isinstance(step.op, SparseConvOp):
             assert isinstance(unit, _Layer)
-            call = self._implicit_call(step, unit, x)
+            call = self._implicit_call(step, unit, x, addend)
             if call is not None:
                 step.calls[x.shape] = call
                 return call
@@ -893,7 +915,7 @@ class Executor:
         if pool.lanes:
             plane = aligned_plane(ho * wo)
             output = _kept(self.buffers, (op, images), (images, channels + 1, plane), np.zeros)
-            self._zero_planes[output.ctypes.data] = channels
+            self._zero_planes[output.ctypes.data] = output
             result = output[:, :channels, : ho * wo].reshape(images, channels, ho, wo)
         else:
             plane = ho * wo
@@ -955,25 +977,31 @@ class Executor:
             part = call.pool_parts[(first, planes)] = dataclasses.replace(call, shares=shares, alone=shares.threads == 1, pool_parts={})
         return part
 
-    def _implicit_call(self, step: _Step, layer: _Layer, x: np.ndarray) -> _Call | None:
+    def _implicit_call(self, step: _Step, layer: _Layer, x: np.ndarray, addend: np.ndarray | None) -> _Call | None:
         """The call of a convolution that runs its kernel's implicit variant on inputs
         shaped as `x` (ImplicitConv), or None when it does not apply or pay. Its result
-        is a view of the output lanes: channels first, each row's dropped lanes skipped."""
+        is a view of the output lanes: channels first, each row's dropped lanes skipped.
+        The output lanes are its own, a Concat's (`_concat_lanes`), or those of the
+        residual `addend` where that dies at the Add (`_addend_lanes`)."""
         conv = self._implicit_for(step, x.shape)
         if conv is None:
             return None
-        images, rows, (ho, wo), wq = x.shape[0], layer.key.rows, conv.out, conv.phase[1]
-        output = self._concat_lanes(step.op, images, conv) if step.op in self.concat_places and step.residual is None else None
+        images, rows = x.shape[0], layer.key.rows
+        residual = step.residual
+        output = self._concat_lanes(step.op, images, conv) if step.op in self.concat_places and residual is None else None
+        if residual is not None and residual.dies and addend is not None:
+            output = self._addend_lanes(addend, rows, conv)
         if output is None:
             # Row `rows` of each image stays zero: the zero plane of a reader in place.
             output = _kept(self.buffers, (step.op, images), (images, rows + 1, conv.lanes), np.zeros)
-            self._zero_planes[output.ctypes.data] = rows
-        result = output[:, :rows, : ho * wq].reshape(images, rows, ho, wq)[..., :wo].reshape(images, rows, *conv.spatial)
+            self._zero_planes[output.ctypes.data] = output
         kernel, arguments = self._variant_call(layer, conv.key)
-        call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, result)
+        call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, _lane_result(output, rows, conv))
         call.result_address = None
-        call.residual = step.residual
-        if step.prologue is None and isinstance(x, np.ndarray) and conv.reads_in_place(x) and self._zero_planes.get(x.ctypes.data) == x.shape[1]:
+        call.residual = residual
+        if residual is not None and _same_place(call.result, addend):  # pyright: ignore
+            call.addend_in_place = addend
+        if step.prologue is None and isinstance(x, np.ndarray) and conv.reads_in_place(x) and self._has_zero_plane(x):
             call.in_place = True
             return call
         # Convolutions whose images fill the same parts of the same planes share them:
@@ -986,6 +1014,19 @@ class Executor:
         if (key := plane_key_of(step.op, conv)) is not None:  # pyright: ignore
             call.plane_copies = self._plane_copies(key, conv, call.prologue, (math.prod(x.shape[2:]) // x.shape[-1], x.shape[-1]))
         return call
+
+    def _addend_lanes(self, addend: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray | None:
+        """The output lanes (images, rows + 1, lanes) of another implicit call that
+        `addend` is the result of, laid out as `conv`'s would be, or None."""
+        lanes = self._zero_planes.get(addend.ctypes.data)
+        if lanes is None or lanes.shape != (addend.shape[0], rows + 1, conv.lanes) or not _same_place(_lane_result(lanes, rows, conv), addend):
+            return None
+        return lanes
+
+    def _has_zero_plane(self, x: np.ndarray) -> bool:
+        """Whether `x` is the result of output lanes followed by a zero plane."""
+        lanes = self._zero_planes.get(x.ctypes.data)
+        return lanes is not None and lanes.shape[1] == x.shape[1] + 1
 
     def _plane_copies(self, key: PlaneKey, conv: ImplicitConv, prologue: _Prologue | None, image: tuple[int, int]) -> list[tuple[_PlaneCopy, int, int, int]]:
         """The plane copy kernel's calls that fill `conv`'s phase planes from images of
@@ -1172,9 +1213,9 @@ class Executor:
         same prologue, from this run: convolutions of the same geometry share planes
         (`_implicit_call`), and several of them often read one input (Inception's
         branches, each module's 1x1 convolutions). Records that they will otherwise.
-        Within a run no value's array is freed or written again, so its address,
-        strides and shape tell it."""
-        filled = None if isinstance(x, _Concatenated) else (x.ctypes.data, x.strides, x.shape, image, id(call.prologue), self._runs)
+        Within an epoch (`_epoch`) no value's array is freed or written again, so its
+        address, strides and shape tell it."""
+        filled = None if isinstance(x, _Concatenated) else (x.ctypes.data, x.strides, x.shape, image, id(call.prologue), self._epoch)
         held = filled is not None and self._plane_images.get(call.input_address) == filled
         self._plane_images[call.input_address] = filled
         return held
@@ -1354,7 +1395,7 @@ class Executor:
         return out, parts, [None] * len(parts)
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._runs += 1
+        self._epoch += 1
         env = self.initial.copy()
         env[: len(self.feeds.names)] = self.feeds(feeds)  # the arguments' slots come first
         addresses: list[int | None] = [None] * len(env)
@@ -1370,14 +1411,17 @@ class Executor:
                 x = _Regrouped(env[step.regrouped.inputs[0]], step.regrouped.op)  # pyright: ignore
             elif step.concat is not None:
                 x = _Concatenated([env[v] for v in step.concat.inputs])
-            call = step.calls.get(x.shape) or self._call_for(step, x)  # pyright: ignore
+            addend = None if step.residual is None else env[step.residual.addend]
+            call = step.calls.get(x.shape) or self._call_for(step, x, addend)  # pyright: ignore
             if prologue is not None and call.prologue is None:  # not implicit: run the put-off steps
                 for deferred in prologue.steps:
                     self._evaluate(deferred, env)
                 x = env[step.inputs[0]]
-            if call.residual is not None:
-                np.copyto(call.result, env[call.residual.addend])
+            if call.residual is not None and addend is not call.addend_in_place:
+                np.copyto(call.result, addend)
             step.run(self, step, call, x, addresses[step.inputs[0]])  # pyright: ignore
+            if call.addend_in_place is not None:  # the addend's lanes hold the result now
+                self._epoch += 1
             env[step.result] = call.result
             addresses[step.result] = call.result_address
             if call.residual is not None:

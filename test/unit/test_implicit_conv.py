@@ -397,6 +397,74 @@ def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in, patter
         assert names["a"].input is names["b"].input
 
 
+def bottleneck_model(path, images: int) -> None:
+    """x (images x 8 x 12 x 12: residual Adds are taken in at static shapes) -> 1x1
+    Conv + Relu `a` (16 channels; 1x1 convolutions' rows drop no lanes), read by a 3x3
+    Conv + Relu `b` (pads 1), a 3x3 Conv `p` (the planes b filled) and r1 = Relu(Add(
+    c, a)), c a 1x1 Conv of b; r2 = Add(d, r1), d a 1x1 Conv of h, a 1x1 Conv + Relu
+    of r1; `q`, a 3x3 Conv of r2 (the planes b filled from a's lanes, which now hold
+    r2); y = Add(e, r2), e a 1x1 Conv of r2, with r2 also returned; a 3x3 Conv f of y,
+    then r3 = Add(k, y), k a 1x1 Conv of y itself; z = Add(g, f), g a 1x1 Conv of f
+    (f's lanes are laid out otherwise)."""
+    rng = np.random.default_rng(16)
+    weights, nodes = [], []
+
+    def conv(source: str, name: str, shape: tuple[int, ...], relu: bool = False) -> None:
+        weights.append(numpy_helper.from_array((rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))).astype(np.float32), f"{name}_w"))
+        pads = [shape[2] // 2] * 4
+        nodes.append(helper.make_node("Conv", [source, f"{name}_w"], [f"{name}_c" if relu else name], kernel_shape=list(shape[2:]), pads=pads))
+        nodes.extend([helper.make_node("Relu", [f"{name}_c"], [name])] if relu else [])
+
+    conv("x", "a", (16, 8, 1, 1), relu=True)
+    conv("a", "b", (16, 16, 3, 3), relu=True)
+    conv("a", "p", (16, 16, 3, 3))
+    conv("b", "c", (16, 16, 1, 1))
+    nodes += [helper.make_node("Add", ["c", "a"], ["s1"]), helper.make_node("Relu", ["s1"], ["r1"])]
+    conv("r1", "h", (16, 16, 1, 1), relu=True)
+    conv("h", "d", (16, 16, 1, 1))
+    nodes.append(helper.make_node("Add", ["d", "r1"], ["r2"]))
+    conv("r2", "q", (16, 16, 3, 3))
+    conv("r2", "e", (16, 16, 1, 1))
+    nodes.append(helper.make_node("Add", ["e", "r2"], ["y"]))
+    conv("y", "f", (16, 16, 3, 3))
+    conv("y", "k", (16, 16, 1, 1))
+    nodes.append(helper.make_node("Add", ["k", "y"], ["r3"]))
+    conv("f", "g", (16, 16, 1, 1))
+    nodes.append(helper.make_node("Add", ["g", "f"], ["z"]))
+    graph = helper.make_graph(
+        nodes, "bottleneck", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [images, 8, 12, 12])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("z", "p", "q", "r2", "r3")], weights
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
+@pytest.mark.parametrize(("images", "threads"), [(1, 1), (1, 2), (2, 2)])
+def test_residual_adds_taken_into_the_addends_lanes(tmp_path, pattern, images, threads):
+    """A convolution taking in a residual Add whose addend dies there (read by nothing
+    after the convolution, not returned) and is another implicit call's output lanes,
+    laid out as its own would be, adds into those lanes instead of copying the addend
+    (`_Call.addend_in_place`): c into a's lanes, then d into them again. e's addend
+    is returned, k reads its addend itself (in place, as its planes), and g's, f,
+    drops lanes that g's rows keep: those three are copied. q
+    reads r2 through the planes that b filled from a's lanes earlier in the run (and
+    p read as they were): they are filled again. One image and two, two runs."""
+    bottleneck_model(tmp_path / "bottleneck.onnx", images)
+    model = sparsec.load(tmp_path / "bottleneck.onnx")
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=threads)
+    rng = np.random.default_rng(17)
+    for _ in range(2):
+        x = rng.standard_normal((images, 8, 12, 12)).astype(np.float32)
+        expected = model.run({"x": x})
+        for name, got in executor.run({"x": x}).items():
+            np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+    steps = {step.op.results[0].name_hint: step for step in executor.steps if step.unit is not None}
+    in_place = {name: all(call.addend_in_place is not None for call in step.calls.values()) for name, step in steps.items() if step.residual is not None}
+    assert in_place == {"c": True, "d": True, "k": False, "e": False, "g": False}
+    assert steps["p"].calls[(images, 16, 12, 12)].input is steps["q"].calls[(images, 16, 12, 12)].input  # one set of planes
+    executor.close()
+
+
 def prologue_model(path, kind: str) -> None:
     """x (2 x 16 x 12 x 12) -> BatchNormalization -> Relu -> 3x3 Conv (pads 1) `y`, as
     DenseNet's layers start: norm_relu; norm: without the Relu; shared: the Relu's
