@@ -531,6 +531,9 @@ class _Step:
     concat: _Step | None = None
     """The Concat put off to this convolution or pool step, its one reader, which copies
     its parts into its planes (Executor._put_off_concats)."""
+    in_place: bool = False
+    """A numpy Relu that writes its result over its input's array, a Concat's result
+    that only it reads (`Executor._relus_in_place`)."""
     views: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] | None = None
     """A numpy step whose result is a view of its input (reference.VIEW_OPS): the
     function giving it, by input shape (reference.view)."""
@@ -654,6 +657,7 @@ class Executor:
         """The last Concat of each chain of Concats (`concat_chain_ends`), by member."""
         self._put_off_concats()
         self.concat_places = self._concat_places()
+        self._relus_in_place()
         self.reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = {}
         """The shapes put-off reshapes give their sources, by op and source shape
         (`_regrouped`)."""
@@ -803,17 +807,31 @@ class Executor:
                     places[operand.owner] = (end, first)
         return places
 
+    def _relus_in_place(self) -> None:
+        """Mark the float32 Relus of a Concat's result that only they read to write
+        over it (`_Step.in_place`): the Concat's output is the executor's own, and the
+        Relu's result keeps its layout, lanes a 1x1 convolution reads in place or adds
+        into (ShuffleNet's units that halve the image end in a Concat and a Relu)."""
+        made = {step.op for step in self.steps if isinstance(step.op, ConcatOp) and step.dtype == np.float32 and not step.deferred}
+        for step in self.steps:
+            source = step.op.operands[0] if isinstance(step.op, ReluOp) else None
+            step.in_place = step.dtype == np.float32 and source is not None and source.owner in made and source.has_one_use()
+
     def _concat_lanes(self, op: Operation, images: int, conv: ImplicitConv) -> np.ndarray | None:
         """The output lanes of convolution `op` (`conv`, on `images` images) in the
         lane buffer of the Concat it writes into (`concat_places`), or None. The buffer
-        holds the Concat's channels laid out as the first such call's output lanes, its
-        images back to back; a call of another geometry writes its own output."""
+        holds the Concat's channels laid out as the first such call's output lanes, then
+        a zero plane, its images back to back (output lanes of their own, where the
+        Concat is no chain's); a call of another geometry writes its own output."""
         end, first = self.concat_places[op]
         geometry = (conv.lanes, conv.phase[1], *conv.out)
         kept = self.concat_lanes.get((end, images))
         if kept is None:
             channels = end.output.type.get_shape()[1]  # pyright: ignore
-            kept = self.concat_lanes[(end, images)] = (on_cache_line(np.zeros, (images, channels, conv.lanes)), geometry)
+            lanes = on_cache_line(np.zeros, (images, channels + 1, conv.lanes))
+            kept = self.concat_lanes[(end, images)] = (lanes, geometry)
+            if end not in self.concat_ends.values():  # a chain's members view leading parts of it
+                self._zero_planes[lanes.ctypes.data] = lanes
         buffer, held = kept
         if held != geometry or len(conv.out) != 2:
             return None
@@ -1351,7 +1369,7 @@ class Executor:
             return
         if isinstance(step.op, ReluOp) and operands[0].dtype == np.float32:  # a fresh array costs its page faults
             x = operands[0]
-            env[step.result] = np.maximum(x, 0.0, out=_kept(self.buffers, (step.op, x.shape), x.shape))
+            env[step.result] = np.maximum(x, 0.0, out=x if step.in_place else _kept(self.buffers, (step.op, x.shape), x.shape))
             return
         if self.blas is not None and isinstance(step.op, BLAS_OPS) and operands[0].size * operands[1].size >= BLAS_SOLO_FROM:
             with self.blas.limit(limits=1, user_api="blas"):

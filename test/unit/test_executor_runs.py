@@ -252,24 +252,27 @@ def test_pool_calls_on_the_workers_limit_blas_too(tmp_path):
 
 def test_concats_and_relus_write_into_outputs_kept_from_run_to_run(tmp_path):
     """A float32 Concat or Relu writes into an output array the executor keeps (a fresh
-    one costs its page faults every run), one per op and shape; each run's result is
-    right, and a returned result is a copy that the next run does not change."""
+    one costs its page faults every run), one per op and shape, and a Relu of a Concat
+    that only it reads writes over the Concat's (`_Step.in_place`); each run's results
+    are right, and a returned result is a copy that the next run does not change."""
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=-3), helper.make_node("Relu", ["c"], ["y"])]
+    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=-3), helper.make_node("Relu", ["c"], ["y"]), helper.make_node("Relu", ["a"], ["z"])]
     inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", channels, 5, 7]) for name, channels in (("a", 3), ("b", 4))]
-    graph = helper.make_graph(nodes, "concat", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(nodes, "concat", inputs, [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in "yz"])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "concat.onnx"))
     model = sparsec.load(tmp_path / "concat.onnx")
     executor = Executor(model.module, model.weights, threads=1)
+    assert [step.op.name for step in executor.steps if step.in_place] == ["nn.relu"]
     rng = np.random.default_rng(0)
     results, kept = [], set()
     for images in (2, 2, 1):
         feeds = {"a": rng.standard_normal((images, 3, 5, 7)).astype(np.float32), "b": rng.standard_normal((images, 4, 5, 7)).astype(np.float32)}
-        got = executor.run(feeds)["y"]
-        np.testing.assert_array_equal(got, np.maximum(np.concatenate([feeds["a"], feeds["b"]], axis=1), 0))
-        results.append((got, got.copy()))
-        kept |= {(key[0].name, id(array)) for key, array in executor.buffers.items() if key[1] in ((2, 7, 5, 7), (1, 7, 5, 7))}
+        got = executor.run(feeds)
+        np.testing.assert_array_equal(got["y"], np.maximum(np.concatenate([feeds["a"], feeds["b"]], axis=1), 0))
+        np.testing.assert_array_equal(got["z"], np.maximum(feeds["a"], 0))
+        results += [(value, value.copy()) for value in got.values()]
+        kept |= {(key[0].name, id(array)) for key, array in executor.buffers.items() if key[1] in ((2, 7, 5, 7), (1, 7, 5, 7), (2, 3, 5, 7), (1, 3, 5, 7))}
     assert sorted(name for name, _ in kept) == ["nn.concat", "nn.concat", "nn.relu", "nn.relu"]
     assert all(np.array_equal(got, copy) for got, copy in results)
     (concat,) = [step.op for step in executor.steps if step.op.name == "nn.concat"]

@@ -789,3 +789,55 @@ def test_convolutions_write_their_output_lanes_into_the_concat(tmp_path, pattern
         executor.run({"x": x})
     assert sorted(copied) == [(1, 8, 12, 12)] * 3  # x into c1, a3 and b3 into c3
     executor.close()
+
+
+def shuffle_unit_model(path, images: int) -> None:
+    """x (images x 16 x 12 x 12) -> c = Concat(AveragePool 3x3 of x (stride 2, pads
+    1), b), b a 1x1 Conv of a 3x3 Conv + Relu of x (stride 2, pads 1); r = Relu(c);
+    then y = Relu(Add(e, r)), e a 1x1 Conv of d, a 1x1 Conv + Relu of r: a
+    ShuffleNet unit that halves the image, then one that keeps it."""
+    rng = np.random.default_rng(18)
+    weights = [
+        numpy_helper.from_array((rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))).astype(np.float32), name)
+        for name, shape in (("wa", (16, 16, 3, 3)), ("wb", (16, 16, 1, 1)), ("wd", (32, 32, 1, 1)), ("we", (32, 32, 1, 1)))
+    ]
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "wa"], ["a0"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a0"], ["a"]),
+        helper.make_node("Conv", ["a", "wb"], ["b"], kernel_shape=[1, 1]),
+        helper.make_node("Concat", ["p", "b"], ["c"], axis=1),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "wd"], ["d0"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["d0"], ["d"]),
+        helper.make_node("Conv", ["d", "we"], ["e"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["e", "r"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "shuffle_unit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [images, 16, 12, 12])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
+@pytest.mark.parametrize(("images", "threads"), [(1, 1), (2, 2)])
+def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads):
+    """A Relu of a Concat that only it reads writes over the Concat's output
+    (`_Step.in_place`), whose lanes, laid out as b's and followed by a zero plane, d
+    then reads in place (the bitmask kernel's padding products read the zero plane)
+    and e adds into (the Add's addend r dies there). Right on one image and two,
+    twice."""
+    shuffle_unit_model(tmp_path / "unit.onnx", images)
+    model = sparsec.load(tmp_path / "unit.onnx")
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=threads)
+    rng = np.random.default_rng(19)
+    for _ in range(2):
+        x = rng.standard_normal((images, 16, 12, 12)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+    steps = {step.op.results[0].name_hint: step for step in executor.steps}
+    assert [name for name, step in steps.items() if step.in_place] == ["r"]
+    (d,), (e,) = steps["d"].calls.values(), steps["e"].calls.values()
+    assert d.in_place and e.addend_in_place is not None
+    executor.close()
