@@ -54,6 +54,8 @@ _FOLDED_ARITHMETIC: dict[type[Operation], Callable[[int, int], int]] = {
 }
 """Integer ops `FunctionBuilder.binary` folds."""
 _COMMUTATIVE = frozenset({llvm.AddOp, llvm.MulOp})
+PREFETCH_UNROLLED = 8
+"""The most lines `FunctionBuilder.prefetch` asks for one prefetch each."""
 _COMPARISONS: dict[str, Callable[[int, int], bool]] = {
     "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
 }  # fmt: skip
@@ -499,11 +501,17 @@ class FunctionBuilder:
     def prefetch(self, at: SSAValue, lines: int = 1, write: bool = False, keep: int = 3) -> None:
         """Ask for the `lines` cache lines from `at` on ahead of their use, to be read
         or (`write`) written (a hint: it never faults, so it may point past the end of
-        an array)."""
+        an array). Up to PREFETCH_UNROLLED lines are a prefetch each, more a loop: an
+        implicit 7x7 convolution's spans of 38 lines took 154 prefetches, half of its
+        kernel's ops and of its compile time."""
         read, keep, data = (self.const(flag, i32) for flag in (int(write), keep, 1))
-        for line in range(lines):
-            target = self.element_ptr(at, self.const(64 * line, i64), i8) if line else at
+
+        def line_body(offset: SSAValue, _state) -> list[SSAValue]:
+            target = self.element_ptr(at, offset, i8) if self.constant_value(offset) != 0 else at
             self.intrinsic("llvm.prefetch.p0", [target, read, keep, data], None)
+            return []
+
+        self.loop(self.const(0, i64), self.const(64 * lines, i64), [], line_body, step=64, unrolled=lines <= PREFETCH_UNROLLED)
 
     def alloca(self, count: int, ty: Attribute) -> SSAValue:
         """A stack array of `count` elements of `ty`, 64-byte aligned; emitted where the
