@@ -445,19 +445,11 @@ def test_residual_adds_taken_into_the_addends_lanes(tmp_path, pattern, images, t
     laid out as its own would be, adds into those lanes instead of copying the addend
     (`_Call.addend_in_place`): c into a's lanes, then d into them again. e's addend
     is returned, k reads its addend itself (in place, as its planes), and g's, f,
-    drops lanes that g's rows keep: those three are copied. q
-    reads r2 through the planes that b filled from a's lanes earlier in the run (and
-    p read as they were): they are filled again. One image and two, two runs."""
+    drops lanes that g's rows keep: those three are copied. q reads r2 through the
+    planes that b filled from a's lanes earlier in the run (and p read as they were):
+    they are filled again. One image and two, two runs."""
     bottleneck_model(tmp_path / "bottleneck.onnx", images)
-    model = sparsec.load(tmp_path / "bottleneck.onnx")
-    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
-    executor = Executor(model.module, model.weights, threads=threads)
-    rng = np.random.default_rng(17)
-    for _ in range(2):
-        x = rng.standard_normal((images, 8, 12, 12)).astype(np.float32)
-        expected = model.run({"x": x})
-        for name, got in executor.run({"x": x}).items():
-            np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+    executor = checked_runs(tmp_path / "bottleneck.onnx", pattern, threads, [(images, 8, 12, 12)] * 2, 17)
     steps = {step.op.results[0].name_hint: step for step in executor.steps if step.unit is not None}
     in_place = {name: all(call.addend_in_place is not None for call in step.calls.values()) for name, step in steps.items() if step.residual is not None}
     assert in_place == {"c": True, "d": True, "k": False, "e": False, "g": False}
@@ -718,6 +710,22 @@ def test_1x1_convolutions_read_output_lanes_in_place(tmp_path, reader, producer,
     executor.close()
 
 
+def checked_runs(path, pattern: str, threads: int, shapes: list[tuple[int, ...]], seed: int) -> Executor:
+    """The model at `path` pruned by `pattern`, on an executor of `threads` threads
+    that runs once on a random x of each of `shapes`, every output against the
+    reference's; the executor (to close)."""
+    model = sparsec.load(path)
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=threads)
+    rng = np.random.default_rng(seed)
+    for shape in shapes:
+        x = rng.standard_normal(shape).astype(np.float32)
+        expected = model.run({"x": x})
+        for name, got in executor.run({"x": x}).items():
+            np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+    return executor
+
+
 def dense_block_model(path) -> None:
     """A DenseNet block in small: x (N x 8 x 12 x 12); two layers each of a normalized
     1x1 Conv to 16 channels with Relu, then a 3x3 Conv (pads 1) to 8 channels, each
@@ -764,19 +772,12 @@ def test_convolutions_write_their_output_lanes_into_the_concat(tmp_path, pattern
     lanes into the chain's lane buffer, laid out as the first such call's, and the
     Concats copy only the other parts: x once, a3, whose lanes differ (a 1x1
     convolution's rows drop none), and b3, laid out as a1 and a2 but in its own output
-    (it has another use). Every Concat's result, the returned one and those
-    the normalized convolutions read through their planes, is right on one image and
-    two, run after run."""
+    (it has another use). Every Concat's result, the returned one and those the
+    normalized convolutions read through their planes, is right on one image and two,
+    run after run."""
     dense_block_model(tmp_path / "block.onnx")
-    model = sparsec.load(tmp_path / "block.onnx")
-    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
-    executor = Executor(model.module, model.weights, threads=threads)
-    rng = np.random.default_rng(15)
-    for images in (1, 2, 1):
-        x = rng.standard_normal((images, 8, 12, 12)).astype(np.float32)
-        expected = model.run({"x": x})
-        for name, got in executor.run({"x": x}).items():
-            np.testing.assert_allclose(got, expected[name], rtol=1e-4, atol=1e-4)
+    executor = checked_runs(tmp_path / "block.onnx", pattern, threads, [(images, 8, 12, 12) for images in (1, 2, 1)], 15)
+    x = np.ones((1, 8, 12, 12), np.float32)
     steps = {step.op.results[0].name_hint: step for step in executor.steps}
     assert sorted(op.results[0].name_hint for op in executor.concat_places) == ["a1", "a2", "a3"]
     ((buffer, _geometry),) = [kept for (end, images), kept in executor.concat_lanes.items() if images == 1]
@@ -829,13 +830,7 @@ def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads):
     and e adds into (the Add's addend r dies there). Right on one image and two,
     twice."""
     shuffle_unit_model(tmp_path / "unit.onnx", images)
-    model = sparsec.load(tmp_path / "unit.onnx")
-    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
-    executor = Executor(model.module, model.weights, threads=threads)
-    rng = np.random.default_rng(19)
-    for _ in range(2):
-        x = rng.standard_normal((images, 16, 12, 12)).astype(np.float32)
-        np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
+    executor = checked_runs(tmp_path / "unit.onnx", pattern, threads, [(images, 16, 12, 12)] * 2, 19)
     steps = {step.op.results[0].name_hint: step for step in executor.steps}
     assert [name for name, step in steps.items() if step.in_place] == ["r"]
     (d,), (e,) = steps["d"].calls.values(), steps["e"].calls.values()
