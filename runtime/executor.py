@@ -657,12 +657,12 @@ class Executor:
         """The last Concat of each chain of Concats (`concat_chain_ends`), by member."""
         self._put_off_concats()
         self.concat_places = self._concat_places()
+        """Convolutions that write their output lanes into a Concat's lane buffer, by
+        op: the Concat (its chain's last) and their first channel in it."""
         self._relus_in_place()
         self.reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = {}
         """The shapes put-off reshapes give their sources, by op and source shape
         (`_regrouped`)."""
-        """Convolutions that write their output lanes into a Concat's lane buffer, by
-        op: the Concat (its chain's last) and their first channel in it."""
         self.concat_outputs: dict[tuple[ConcatOp, tuple], tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]] = {}
         """Each Concat's result, its operands' parts of it and the operands found in
         place there, by op and operand shapes (`_concat_output`), made on first use."""
@@ -697,7 +697,7 @@ class Executor:
         threads take turns."""
         self._epoch = 0
         """Bumped at each run and whenever a call writes over the array of a value made
-        earlier in the run (`_Call.reuses_output`): it tells what phase planes were
+        earlier in the run (`_Call.addend_in_place`): it tells what phase planes were
         filled from then from what they hold now (`_planes_hold`)."""
         self._zero_planes: dict[int, np.ndarray] = {}
         """The kept outputs (by address) of implicit calls and of pools laid out as lanes,
@@ -811,8 +811,10 @@ class Executor:
         """Mark the float32 Relus of a Concat's result that only they read to write
         over it (`_Step.in_place`): the Concat's output is the executor's own, and the
         Relu's result keeps its layout, lanes a 1x1 convolution reads in place or adds
-        into (ShuffleNet's units that halve the image end in a Concat and a Relu)."""
-        made = {step.op for step in self.steps if isinstance(step.op, ConcatOp) and step.dtype == np.float32 and not step.deferred}
+        into (ShuffleNet's units that halve the image end in a Concat and a Relu). Not
+        a chain's Concats: their members view leading parts of one output."""
+        chained = set(self.concat_ends) | set(self.concat_ends.values())
+        made = {step.op for step in self.steps if isinstance(step.op, ConcatOp) and step.dtype == np.float32 and not step.deferred and step.op not in chained}
         for step in self.steps:
             source = step.op.operands[0] if isinstance(step.op, ReluOp) else None
             step.in_place = step.dtype == np.float32 and source is not None and source.owner in made and source.has_one_use()

@@ -285,7 +285,8 @@ def test_a_chain_of_concats_shares_one_output(tmp_path):
     """Concats each taking the one before as first operand (DenseNet's features) share
     the last one's kept output, each its leading channels: only the new operands are
     copied in. Every member's result, returned or read by later steps, is still right
-    after the members after it have run, in two runs and on a second batch size."""
+    after the members after it have run, and after a Relu of the last (which does not
+    write over it), in two runs and on a second batch size."""
     from onnx import TensorProto, helper
 
     nodes = [
@@ -295,21 +296,23 @@ def test_a_chain_of_concats_shares_one_output(tmp_path):
         helper.make_node("Concat", ["c1", "b2"], ["c2"], axis=1),
         helper.make_node("Add", ["x", "x"], ["b3"]),
         helper.make_node("Concat", ["c2", "b3"], ["c3"], axis=1),
+        helper.make_node("Relu", ["c3"], ["r3"]),
         helper.make_node("Add", ["c1", "c1"], ["d1"]),
     ]
-    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("c1", "c2", "c3", "d1")]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("c1", "c2", "r3", "d1")]
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 3, 5])], outputs)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "chain.onnx"))
     model = sparsec.load(tmp_path / "chain.onnx")
     executor = Executor(model.module, model.weights, threads=1)
     concats = [step.op for step in executor.steps if step.op.name == "nn.concat"]
     assert executor.concat_ends == {concats[0]: concats[2], concats[1]: concats[2]}
+    assert not any(step.in_place for step in executor.steps)
     rng = np.random.default_rng(1)
     for images in (1, 1, 3):
         x = rng.standard_normal((images, 2, 3, 5)).astype(np.float32)
         c1 = np.concatenate([x, np.maximum(x, 0)], axis=1)
         c2 = np.concatenate([c1, np.maximum(c1, 0)], axis=1)
-        expected = {"c1": c1, "c2": c2, "c3": np.concatenate([c2, x + x], axis=1), "d1": c1 + c1}
+        expected = {"c1": c1, "c2": c2, "r3": np.maximum(np.concatenate([c2, x + x], axis=1), 0), "d1": c1 + c1}
         got = executor.run({"x": x})
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value)
