@@ -489,8 +489,10 @@ class KernelKey:
         share reads all of an image's planes, and a share of so few rows has too little
         work to pay for that (a 1x1 convolution of 256 channels to 64 at 56 x 56 ran
         slower on two threads than on one); split by lanes, each reads its own. Weights
-        of more rows ran 6 to 8% slower split by lanes (or by lane chunks of row groups)."""
-        return bool(self.window) and self.rows <= ROW_GROUP and self.groups == 1
+        of more rows ran 6 to 8% slower split by lanes (or by lane chunks of row groups).
+        An image of one lane chunk (its phase plane no larger) splits by rows, or it
+        would run on one thread: DenseNet121's 3x3 convolutions at 7 x 7."""
+        return bool(self.window) and self.rows <= ROW_GROUP and self.groups == 1 and self.window[2] > self.lane_chunk
 
     def parallel_units(self, batch: int) -> int:
         """How many units a call on `batch` rows (lanes) has, the range [begin, end) of

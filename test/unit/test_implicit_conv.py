@@ -232,12 +232,13 @@ def test_implicit_nm_panels_narrow_to_keep_their_inputs_in_l1(tmp_path, pattern,
         np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(("outputs", "splits_lanes"), [(64, True), (160, False)])
-def test_two_threads_split_an_image_by_lane_chunks_or_rows(tmp_path, outputs, splits_lanes):
+@pytest.mark.parametrize(("channels", "size", "outputs", "splits_lanes"), [(32, 40, 64, True), (32, 40, 160, False), (128, 7, 64, False)])
+def test_two_threads_split_an_image_by_lane_chunks_or_rows(tmp_path, channels, size, outputs, splits_lanes):
     """On two threads an implicit call's shares are lane chunks where the weight has at
-    most ROW_GROUP rows (each thread reads only its own lanes' planes), else rows; both
-    compute what the reference does, the residual-free epilogue included."""
-    shape, attributes = [1, 32, 40, 40], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    most ROW_GROUP rows (each thread reads only its own lanes' planes) and the image
+    more than one chunk, else rows (a 7 x 7 image is one chunk); all compute what the
+    reference does, the residual-free epilogue included."""
+    shape, attributes = [1, channels, size, size], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     conv_model(tmp_path / "conv.onnx", shape, outputs, attributes, 7)
     model = sparsec.load(tmp_path / "conv.onnx")
     model.apply("prune-magnitude{pattern=unstructured sparsity=0.7 min-elements=0},pack-bitmask,lower-kernels")
