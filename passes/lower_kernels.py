@@ -41,20 +41,22 @@ from xdsl.passes import ModulePass
 from sparsec.dialects import StoredWeightOp, nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, epilogue_name, key_for
+from sparsec.kernels import UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, epilogue_name, group_block, key_for
 from sparsec.packing import Encoding
 
 
 def kernel_kind(weight: StoredWeightOp, transposed: bool, groups: int = 1) -> str:
     """The kernel that can read this weight's encoding in its flattened (out, in) view,
-    for a convolution of `groups` groups (an unpacked weight: its blocks of
+    for a convolution of `groups` groups (an unpacked weight: in blocks of
     UNPACKED_BLOCK rows, where its rows are whole blocks). The block kernel runs a
-    group's rows as whole row blocks only (without groups the last block may run past
-    the last row): where they are not, the bitmask kernel reads the weight's non-zeros
-    instead."""
+    group's rows as whole row blocks only (without groups the last block of a packed
+    weight may run past the last row): where groups split the blocks it takes smaller
+    ones that fit (`group_block`), and where none of two rows or more does, the bitmask
+    kernel reads the weight's non-zeros instead."""
     rows = weight.tensor_type.get_shape()[1 if transposed else 0]
     if not isinstance(weight, PackedWeightOp):
-        return "block" if (rows // groups) % UNPACKED_BLOCK == 0 else "bitmask"
+        fits = rows % UNPACKED_BLOCK == 0 if groups == 1 else group_block(UNPACKED_BLOCK, rows, groups) > 1
+        return "block" if fits else "bitmask"
     encoding = weight.encoding
     shape = weight.tensor_type.get_shape()
     stored_axis = encoding.axis.data
@@ -65,14 +67,14 @@ def kernel_kind(weight: StoredWeightOp, transposed: bool, groups: int = 1) -> st
             return "dense"
         case Encoding.NM if canonical_axis == 1 and (math.prod(shape[2:]) == 1 or shape[1] % encoding.m.data == 0):
             return "nm"
-        case Encoding.BLOCK if canonical_axis == 0 and (groups == 1 or (rows // groups) % encoding.block_size.data == 0):
+        case Encoding.BLOCK if canonical_axis == 0 and group_block(encoding.block_size.data, rows, groups) > 1:
             return "block"
         case _:
             return "bitmask"
 
 
 def kernel_key(weight: StoredWeightOp, transposed: bool, epilogue: str, groups: int = 1) -> KernelKey:
-    return key_for(weight, transposed, kernel_kind(weight, transposed, groups), epilogue)
+    return key_for(weight, transposed, kernel_kind(weight, transposed, groups), epilogue, groups)
 
 
 def _packed(value: SSAValue) -> PackedWeightOp | None:

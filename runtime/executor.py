@@ -93,7 +93,7 @@ def kernel_key_of(op: KernelOp, target: Target | None = None) -> KernelKey:
     if not isinstance(weight, StoredWeightOp):
         raise SparsecError(f"'{op.name}' needs a weight (sparse.packed or nn.weight), got {weight.name}")  # pyright: ignore
     transposed = isinstance(op, SparseMatMulOp) and bool(op.transposed.value.data)
-    key = key_for(weight, transposed, op.kind.data, op.epilogue.data)
+    key = key_for(weight, transposed, op.kind.data, op.epilogue.data, op.group.value.data if isinstance(op, SparseConvOp) else 1)
     if key.symbol != op.kernel.data:
         raise SparsecError(f"'{op.name}' names kernel {op.kernel.data}, but its weight and attributes give {key.symbol}")
     if target is None:

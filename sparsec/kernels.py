@@ -642,9 +642,20 @@ def epilogue_activation(epilogue: str) -> str | None:
     return last if last in ACTIVATIONS else None
 
 
-def key_for(weight: StoredWeightOp, transposed: bool, kind: str, epilogue: str) -> KernelKey:
+def group_block(block: int, rows: int, groups: int) -> int:
+    """The rows of a block kernel's row blocks for a weight stored in blocks of `block`
+    rows, `rows` of them in `groups` groups: `block` itself, or where groups would split
+    its blocks, the largest size that divides both a block and a group's rows (the
+    stored blocks cut into smaller ones, their kept ones kept whole, so each row block
+    lies in one group); 1 where none does. ShuffleNet's grouped 1x1 convolutions of 34
+    rows a group ran the bitmask kernel at blocks of 16 (1.9 of its 3.6 ms a run)."""
+    return block if groups == 1 else math.gcd(block, rows // groups)
+
+
+def key_for(weight: StoredWeightOp, transposed: bool, kind: str, epilogue: str, groups: int = 1) -> KernelKey:
     """The key of a kernel of `kind` reading `weight` in its (out, in) view (an unpacked
-    weight: its float32 values, in blocks of UNPACKED_BLOCK rows for the block kernel).
+    weight: its float32 values, in blocks of UNPACKED_BLOCK rows for the block kernel),
+    for a convolution of `groups` groups (`group_block`).
 
     `transposed` says the weight is stored (in, out); Conv weights flatten to
     (out, in * kernel), or for the n:m kernel run by run of m input channels
@@ -655,7 +666,7 @@ def key_for(weight: StoredWeightOp, transposed: bool, kind: str, epilogue: str) 
     shape = weight.tensor_type.get_shape()
     rows, cols = (shape[1], shape[0]) if transposed else (shape[0], math.prod(shape[1:]))
     if not isinstance(weight, PackedWeightOp):
-        return KernelKey(kind, rows, cols, values="f32", block=UNPACKED_BLOCK if kind == "block" else 0, epilogue=epilogue)
+        return KernelKey(kind, rows, cols, values="f32", block=group_block(UNPACKED_BLOCK, rows, groups) if kind == "block" else 0, epilogue=epilogue)
     encoding = weight.encoding
     return KernelKey(
         kind,
@@ -664,7 +675,7 @@ def key_for(weight: StoredWeightOp, transposed: bool, kind: str, epilogue: str) 
         values="f16" if encoding.values == f16 else "f32",
         n=encoding.n.data if kind == "nm" else 0,
         m=encoding.m.data if kind == "nm" else 0,
-        block=encoding.block_size.data if kind == "block" else 0,
+        block=group_block(encoding.block_size.data, rows, groups) if kind == "block" else 0,
         epilogue=epilogue,
         run_major=kind == "nm" and math.prod(shape[2:]) > 1,
     )

@@ -88,8 +88,9 @@ def test_implicit_convolutions_match_the_reference(tmp_path_factory, conv, patte
 @given(convolutions(), st.sampled_from([2, 3, 4]), st.sampled_from(PATTERNS + BLOCK_PATTERNS[:2]), st.integers(1, 2), st.integers(0, 99))
 def test_grouped_convolutions_match_the_reference(tmp_path_factory, conv, groups, pattern, threads, seed):
     """A grouped convolution (groups of at least two input channels) lowers to one
-    sparse.conv, a block weight whose blocks would straddle groups to the bitmask
-    kernel. Its implicit variant (1-D and 2-D) takes every group's weight rows in one
+    sparse.conv, a block weight whose blocks would straddle groups to the block kernel
+    on smaller blocks that fit a group (blocks of 4, groups of 2 mod 4 rows: blocks of
+    2). Its implicit variant (1-D and 2-D) takes every group's weight rows in one
     call, each row reading its group's planes; otherwise the run makes a call per group
     on its slice of the input windows (3-D)."""
     shape, outputs, attributes = conv
@@ -107,9 +108,9 @@ def test_grouped_convolutions_match_the_reference(tmp_path_factory, conv, groups
     if not executor.layers:
         return  # left dense: too few channels for the pattern
     ((op, layer),) = executor.layers.items()
-    if "block" in pattern:  # blocks that would straddle groups: the bitmask kernel reads them
-        block = int(pattern.split("block-size=")[1].split()[0])
-        assert layer.key.kind == ("block" if outputs // groups % block == 0 else "bitmask")
+    if "block" in pattern:  # blocks that would straddle groups: smaller ones that fit a group
+        block = math.gcd(int(pattern.split("block-size=")[1].split()[0]), outputs // groups)
+        assert (layer.key.kind, layer.key.block) == ("block", block)
     call = executor.steps[0].calls[tuple(shape)]
     implicit = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
     assert bool(call.phase_copies) == (implicit is not None and layer.runs_implicit(implicit.lanes))

@@ -95,19 +95,24 @@ func.func @main(%x: tensor<1x8x4x4xf32>, %s: tensor<1x6x4x4xf32>) -> (tensor<1x2
 // Grouped convolutions lower with their groups (the runtime makes a call per group over
 // its weight rows and input channels), but depthwise ones (one input channel a group:
 // the runtime runs them as weighted pools) stay nn.conv. Block weights whose groups
-// would split a row block (here blocks of 4, groups of 2 rows) use the bitmask kernel.
-func.func @main(%x: tensor<1x4x3x3xf32>) -> (tensor<1x4x3x3xf32>, tensor<1x4x3x3xf32>, tensor<1x4x3x2xf32>) {
+// would split a block take the largest blocks that fit both (here blocks of 4, groups
+// of 2 rows: blocks of 2), the bitmask kernel where none of two rows does (blocks of 2,
+// groups of 3 rows).
+func.func @main(%x: tensor<1x4x3x3xf32>, %x6: tensor<1x6x3x3xf32>) -> (tensor<1x4x3x3xf32>, tensor<1x4x3x3xf32>, tensor<1x4x3x2xf32>, tensor<1x6x3x3xf32>) {
   %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[[[1.0]], [[0.0]]], [[[0.0]], [[2.0]]], [[[3.0]], [[0.0]]], [[[0.0]], [[4.0]]]]> : tensor<4x2x1x1xf32>
   %y = nn.conv %x, %w {group = 2 : i64} : (tensor<1x4x3x3xf32>, tensor<4x2x1x1xf32>) -> tensor<1x4x3x3xf32>
   %d = nn.weight "d" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[[[1.0]]], [[[0.0]]], [[[3.0]]], [[[0.0]]]]> : tensor<4x1x1x1xf32>
   %z = nn.conv %x, %d {group = 4 : i64} : (tensor<1x4x3x3xf32>, tensor<4x1x1x1xf32>) -> tensor<1x4x3x3xf32>
   %b = nn.weight "b" {sparsity = #sparse.pattern<block 4, axis = 0, sparsity = 0.5>} dense<[[[[1.0, 2.0]], [[3.0, 4.0]]], [[[5.0, 6.0]], [[7.0, 8.0]]], [[[9.0, 1.0]], [[2.0, 3.0]]], [[[4.0, 5.0]], [[6.0, 7.0]]]]> : tensor<4x2x1x2xf32>
   %v = nn.conv %x, %b {group = 2 : i64} : (tensor<1x4x3x3xf32>, tensor<4x2x1x2xf32>) -> tensor<1x4x3x2xf32>
-  func.return %y, %z, %v : tensor<1x4x3x3xf32>, tensor<1x4x3x3xf32>, tensor<1x4x3x2xf32>
+  %t = nn.weight "t" {sparsity = #sparse.pattern<block 2, axis = 0, sparsity = 0.5>} dense<[[[[0.0]], [[2.0]], [[0.0]]], [[[0.0]], [[5.0]], [[0.0]]], [[[7.0]], [[0.0]], [[9.0]]], [[[1.0]], [[0.0]], [[3.0]]], [[[0.0]], [[5.0]], [[0.0]]], [[[0.0]], [[8.0]], [[0.0]]]]> : tensor<6x3x1x1xf32>
+  %u = nn.conv %x6, %t {group = 2 : i64} : (tensor<1x6x3x3xf32>, tensor<6x3x1x1xf32>) -> tensor<1x6x3x3xf32>
+  func.return %y, %z, %v, %u : tensor<1x4x3x3xf32>, tensor<1x4x3x3xf32>, tensor<1x4x3x2xf32>, tensor<1x6x3x3xf32>
 }
 // CHECK:      %y = sparse.conv %x, %w {group = 2 : i64, kernel = "spmm_bitmask_f16_4x2", kind = "bitmask", epilogue = "none"}
 // CHECK:      %z = nn.conv %x, %d {group = 4 : i64}
-// CHECK:      %v = sparse.conv %x, %b {group = 2 : i64, kernel = "spmm_bitmask_f16_4x4", kind = "bitmask", epilogue = "none"}
+// CHECK:      %v = sparse.conv %x, %b {group = 2 : i64, kernel = "spmm_block2_f16_4x4", kind = "block", epilogue = "none"}
+// CHECK:      %u = sparse.conv %x6, %t {group = 2 : i64, kernel = "spmm_bitmask_f16_6x3", kind = "bitmask", epilogue = "none"}
 
 // -----
 // An unpacked float32 1-D or 2-D Conv becomes the block kernel on its float32 values
