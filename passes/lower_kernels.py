@@ -55,8 +55,8 @@ def kernel_kind(weight: StoredWeightOp, transposed: bool, groups: int = 1) -> st
     kernel reads the weight's non-zeros instead."""
     rows = weight.tensor_type.get_shape()[1 if transposed else 0]
     if not isinstance(weight, PackedWeightOp):
-        fits = rows % UNPACKED_BLOCK == 0 if groups == 1 else group_block(UNPACKED_BLOCK, rows, groups) > 1
-        return "block" if fits else "bitmask"
+        block = group_block(UNPACKED_BLOCK, rows, groups)
+        return "block" if block > 1 and (rows // groups) % block == 0 else "bitmask"
     encoding = weight.encoding
     shape = weight.tensor_type.get_shape()
     stored_axis = encoding.axis.data

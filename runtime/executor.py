@@ -265,11 +265,18 @@ def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
     return a.ctypes.data == b.ctypes.data and a.shape == b.shape and all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides))
 
 
+def _lane_view(lanes: np.ndarray, channels: int, rows: int, pitch: int, columns: int) -> np.ndarray:
+    """Channels [0, channels) of output `lanes` (images, channels or more, lanes) as
+    images of `rows` x `columns`, each row `pitch` lanes after the one before (a view
+    that skips a row's dropped lanes)."""
+    return lanes[:, :channels, : rows * pitch].reshape(len(lanes), channels, rows, pitch)[..., :columns]
+
+
 def _lane_result(lanes: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray:
-    """The result of implicit convolution `conv` in its output `lanes` (images, rows
-    or more, lanes): channels first, each row's dropped lanes skipped (a view)."""
+    """The result of implicit convolution `conv` (`rows` weight rows) in its output
+    `lanes`: channels first, each row's dropped lanes skipped (a view)."""
     (ho, wo), wq = conv.out, conv.phase[1]
-    return lanes[:, :rows, : ho * wq].reshape(len(lanes), rows, ho, wq)[..., :wo].reshape(len(lanes), rows, *conv.spatial)
+    return _lane_view(lanes, rows, ho, wq, wo).reshape(len(lanes), rows, *conv.spatial)
 
 
 def _kept(arrays: dict, key: tuple, shape: tuple[int, ...], allocate=np.empty) -> np.ndarray:
@@ -655,6 +662,8 @@ class Executor:
         symbol (compiled on first use)."""
         self.concat_ends = concat_chain_ends(self.function)
         """The last Concat of each chain of Concats (`concat_chain_ends`), by member."""
+        self.chained = set(self.concat_ends) | set(self.concat_ends.values())
+        """Every Concat of a chain: its members view leading parts of one output."""
         self._put_off_concats()
         self.concat_places = self._concat_places()
         """Convolutions that write their output lanes into a Concat's lane buffer, by
@@ -770,11 +779,10 @@ class Executor:
         the readers' copies. Chains of Concats, which share one output, and returned
         results stay."""
         readers = {step.op: step for step in self.steps if isinstance(step.unit, _Pool) or (isinstance(step.op, SparseConvOp) and isinstance(step.unit, _Layer))}
-        chained = set(self.concat_ends) | set(self.concat_ends.values())
         returned = set(self.returned)
         for step in self.steps:
             op = step.op
-            if not isinstance(op, ConcatOp) or step.dtype != np.float32 or op in chained or step.result in returned:
+            if not isinstance(op, ConcatOp) or step.dtype != np.float32 or op in self.chained or step.result in returned:
                 continue
             rank = op.output.type.get_num_dims()  # pyright: ignore
             uses = list(op.output.uses)
@@ -813,8 +821,7 @@ class Executor:
         Relu's result keeps its layout, lanes a 1x1 convolution reads in place or adds
         into (ShuffleNet's units that halve the image end in a Concat and a Relu). Not
         a chain's Concats: their members view leading parts of one output."""
-        chained = set(self.concat_ends) | set(self.concat_ends.values())
-        made = {step.op for step in self.steps if isinstance(step.op, ConcatOp) and step.dtype == np.float32 and not step.deferred and step.op not in chained}
+        made = {step.op for step in self.steps if isinstance(step.op, ConcatOp) and step.dtype == np.float32 and not step.deferred and step.op not in self.chained}
         for step in self.steps:
             source = step.op.operands[0] if isinstance(step.op, ReluOp) else None
             step.in_place = step.dtype == np.float32 and source is not None and source.owner in made and source.has_one_use()
@@ -832,10 +839,10 @@ class Executor:
             channels = end.output.type.get_shape()[1]  # pyright: ignore
             lanes = on_cache_line(np.zeros, (images, channels + 1, conv.lanes))
             kept = self.concat_lanes[(end, images)] = (lanes, geometry)
-            if end not in self.concat_ends.values():  # a chain's members view leading parts of it
+            if end not in self.chained:
                 self._zero_planes[lanes.ctypes.data] = lanes
         buffer, held = kept
-        if held != geometry or len(conv.out) != 2:
+        if held != geometry:
             return None
         return buffer[:, first : first + op.results[0].type.get_shape()[1]]  # pyright: ignore
 
@@ -948,7 +955,7 @@ class Executor:
             plane = aligned_plane(ho * wo)
             output = _kept(self.buffers, (op, images), (images, channels + 1, plane), np.zeros)
             self._zero_planes[output.ctypes.data] = output
-            result = output[:, :channels, : ho * wo].reshape(images, channels, ho, wo)
+            result = _lane_view(output, channels, ho, wo, wo)
         else:
             plane = ho * wo
             output = _kept(self.buffers, (op, images), (planes * plane,))
@@ -1020,9 +1027,12 @@ class Executor:
             return None
         images, rows = x.shape[0], layer.key.rows
         residual = step.residual
-        output = self._concat_lanes(step.op, images, conv) if step.op in self.concat_places and residual is None else None
-        if residual is not None and residual.dies and addend is not None:
+        output = None
+        if residual is None and step.op in self.concat_places:
+            output = self._concat_lanes(step.op, images, conv)
+        elif residual is not None and residual.dies and addend is not None:
             output = self._addend_lanes(addend, rows, conv)
+        adds_in_place = residual is not None and output is not None
         if output is None:
             # Row `rows` of each image stays zero: the zero plane of a reader in place.
             output = _kept(self.buffers, (step.op, images), (images, rows + 1, conv.lanes), np.zeros)
@@ -1031,8 +1041,7 @@ class Executor:
         call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, _lane_result(output, rows, conv))
         call.result_address = None
         call.residual = residual
-        if residual is not None and _same_place(call.result, addend):  # pyright: ignore
-            call.addend_in_place = addend
+        call.addend_in_place = addend if adds_in_place else None
         if step.prologue is None and isinstance(x, np.ndarray) and conv.reads_in_place(x) and self._has_zero_plane(x):
             call.in_place = True
             return call
@@ -1417,7 +1426,7 @@ class Executor:
         lanes = self.concat_lanes.get((end, shape[0]))
         if lanes is not None and axis == 1 and tuple(shape[2:]) == lanes[1][2:]:
             buffer, (_plane, pitch, rows, columns) = lanes
-            out = buffer[:, : shape[1], : rows * pitch].reshape(shape[0], shape[1], rows, pitch)[..., :columns]
+            out = _lane_view(buffer, shape[1], rows, pitch, columns)
         else:
             whole = list(shape)
             whole[axis] = max(shape[axis], end.output.type.get_shape()[axis])  # pyright: ignore
