@@ -8,7 +8,9 @@ naming the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its
 (the runtime runs every group's rows, each on its group's input channels); depthwise
 ones (one input channel a group) stay.
 A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu that
-is the only user are fused as the epilogue.
+is the only user are fused as the epilogue. A Relu of a Concat that only it reads is
+applied part by part first (`_relu_by_parts`): fused into the convolutions that make
+parts, and dropped on parts that cannot be negative.
 
 The kernel kind follows the packed encoding: n:m runs along the input channels use the
 `nm` kernel (a convolution with a window too, where a group's input channels are
@@ -41,7 +43,7 @@ from xdsl.passes import ModulePass
 from sparsec.dialects import StoredWeightOp, nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
-from sparsec.kernels import UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, epilogue_name, group_block, key_for
+from sparsec.kernels import UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, epilogue_activation, epilogue_name, group_block, key_for
 from sparsec.packing import Encoding
 
 
@@ -197,6 +199,50 @@ def _groups_split(weight: StoredWeightOp, groups: int) -> bool:
     return groups == 1 or weight.tensor_type.get_shape()[1] > 1
 
 
+_SIGN_KEEPING = (nn.MaxPoolOp, nn.AveragePoolOp, nn.GlobalAveragePoolOp, nn.ReshapeOp, nn.FlattenOp, nn.TransposeOp)
+"""Ops whose result is non-negative where their (first) operand is."""
+
+
+def _non_negative(value: SSAValue) -> bool:
+    """Whether `value` holds no negative number by construction: a Relu's result (or a
+    kernel op's that fused one), a pool, reshape or transpose of one, a Concat of them."""
+    op = value.owner
+    if isinstance(op, nn.ReluOp):
+        return True
+    if isinstance(op, SparseConvOp | SparseMatMulOp):
+        return epilogue_activation(op.epilogue.data) == "relu"
+    if isinstance(op, _SIGN_KEEPING):
+        return _non_negative(op.operands[0])
+    return isinstance(op, nn.ConcatOp) and all(_non_negative(part) for part in op.operands)
+
+
+def _relu_by_parts(relu: nn.ReluOp) -> None:
+    """Apply a Relu of a Concat that only it reads to the Concat's parts instead, when
+    each part either cannot be negative (it keeps no Relu) or is a convolution's
+    result that only the Concat reads (it gets a Relu of its own, which lowering fuses
+    into its kernel). The Relu then costs nothing, where over the whole Concat it was a
+    pass over its output in memory (ShuffleNet's stride-2 units: a Concat of an
+    average pool of a Relu's result and a convolution)."""
+    concat = relu.operands[0].owner
+    if not isinstance(concat, nn.ConcatOp) or _only_user(concat.output) is not relu:
+        return
+    parts = list(concat.operands)
+    convolved = [isinstance(part.owner, nn.ConvOp) and _only_user(part) is concat for part in parts]
+    if not all(fuses or _non_negative(part) for part, fuses in zip(parts, convolved)):
+        return
+    block = concat.parent_block()
+    assert block is not None
+    for index, (part, fuses) in enumerate(zip(parts, convolved)):
+        if fuses:
+            part_relu = nn.ReluOp.build(operands=[part], result_types=[part.type])
+            part_relu.results[0].name_hint = part.name_hint
+            block.insert_op_before(part_relu, concat)
+            concat.operands[index] = part_relu.results[0]
+    concat.output.name_hint = relu.output.name_hint
+    relu.output.replace_all_uses_with(concat.output)
+    block.erase_op(relu)
+
+
 def _swap(first: Operation, last: Operation, new: Operation, fused: list[Operation]) -> None:
     block = first.parent_block()
     assert block is not None
@@ -216,6 +262,8 @@ class LowerKernelsPass(ModulePass):
     name = "lower-kernels"
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
+        for relu in [candidate for candidate in op.walk() if isinstance(candidate, nn.ReluOp)]:
+            _relu_by_parts(relu)
         for candidate in list(op.walk()):
             if candidate.parent is None:
                 continue  # erased as part of an earlier fusion

@@ -141,3 +141,28 @@ func.func @main(%x: tensor<1x3x8x8xf32>, %l: tensor<1x16385x4x4xf32>, %v: tensor
 // CHECK:      %ly = nn.conv %l, %lw
 // CHECK:      %vy = nn.conv %v, %vw
 // CHECK:      %dy = nn.conv %d, %dw {group = 3 : i64
+
+// -----
+// A Relu of a Concat that only it reads goes to the Concat's parts: it fuses into the
+// convolution only the Concat reads and is dropped on a part that cannot be negative
+// (pools of a Relu's result). Where a part is neither (%x itself), it stays.
+func.func @main(%x: tensor<1x8x4x4xf32>) -> (tensor<1x16x4x4xf32>, tensor<1x16x4x4xf32>) {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<block 4, axis = 0, sparsity = 0.5>} dense<1.0> : tensor<8x8x1x1xf32>
+  %y = nn.conv %x, %w : (tensor<1x8x4x4xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x4x4xf32>
+  %r = nn.relu %x : (tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32>
+  %p = nn.average_pool %r {kernel_shape = array<i64: 3, 3>, pads = array<i64: 1, 1, 1, 1>} : (tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32>
+  %q = nn.max_pool %p {kernel_shape = array<i64: 1, 1>} : (tensor<1x8x4x4xf32>) -> tensor<1x8x4x4xf32>
+  %c = nn.concat %y, %q {axis = 1 : i64} : (tensor<1x8x4x4xf32>, tensor<1x8x4x4xf32>) -> tensor<1x16x4x4xf32>
+  %o = nn.relu %c : (tensor<1x16x4x4xf32>) -> tensor<1x16x4x4xf32>
+  %v = nn.weight "v" {sparsity = #sparse.pattern<block 4, axis = 0, sparsity = 0.5>} dense<1.0> : tensor<8x8x1x1xf32>
+  %z = nn.conv %x, %v : (tensor<1x8x4x4xf32>, tensor<8x8x1x1xf32>) -> tensor<1x8x4x4xf32>
+  %d = nn.concat %z, %x {axis = 1 : i64} : (tensor<1x8x4x4xf32>, tensor<1x8x4x4xf32>) -> tensor<1x16x4x4xf32>
+  %e = nn.relu %d : (tensor<1x16x4x4xf32>) -> tensor<1x16x4x4xf32>
+  func.return %o, %e : tensor<1x16x4x4xf32>, tensor<1x16x4x4xf32>
+}
+// CHECK:      %r = nn.relu %x
+// CHECK:      %y = sparse.conv %x, %w {kernel = "spmm_block4_f16_8x8_relu", kind = "block", epilogue = "relu"}
+// CHECK-NEXT: %o = nn.concat %y, %q {axis = 1 : i64}
+// CHECK:      %z = sparse.conv %x, %v {kernel = "spmm_block4_f16_8x8", kind = "block", epilogue = "none"}
+// CHECK-NEXT: %d = nn.concat %z, %x {axis = 1 : i64}
+// CHECK-NEXT: %e = nn.relu %d
