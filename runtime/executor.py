@@ -666,8 +666,10 @@ class Executor:
         """Every Concat of a chain: its members view leading parts of one output."""
         self._put_off_concats()
         self.concat_places = self._concat_places()
-        """Convolutions that write their output lanes into a Concat's lane buffer, by
-        op: the Concat (its chain's last) and their first channel in it."""
+        """Convolutions and pools that write their output lanes into a Concat's lane
+        buffer, by op: the Concat (its chain's last) and their first channel in it."""
+        self.concat_layouts = self._concat_layouts()
+        """Concats' lane buffer geometries where the IR's shapes fix them."""
         self._relus_in_place()
         self.reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = {}
         """The shapes put-off reshapes give their sources, by op and source shape
@@ -794,13 +796,17 @@ class Executor:
                 taker.concat = step
 
     def _concat_places(self) -> dict[Operation, tuple[ConcatOp, int]]:
-        """The convolutions whose one use is a float32 Concat of images along the
-        channels that is made (not put off), with where their channels go in it: the
-        Concat's, or its chain's last one's (`concat_chain_ends`). Run implicit, such a
-        convolution writes its output lanes into the Concat's lane buffer
-        (`_concat_lanes`), and the Concat copies nothing of it. DenseNet121's Concats
-        copied each layer's 32 new channels out of its output lanes: 58 copies, 1.4 ms
-        of a 25 ms run on one thread."""
+        """The convolutions and pools run as kernels whose one use is a float32 Concat
+        of images along the channels that is made (not put off), with where their
+        channels go in it: the Concat's, or its chain's last one's
+        (`concat_chain_ends`). Such a convolution run implicit, or pool, writes its
+        output lanes into the Concat's lane buffer (`_concat_lanes`), and the Concat
+        copies nothing of it. DenseNet121's Concats copied each layer's 32 new channels
+        out of its output lanes: 58 copies, 1.4 ms of a 25 ms run on one thread.
+
+        A pool read by other ops too goes into a chain's buffer all the same (DenseNet's
+        block inputs): nothing writes over a chain's output, while a Relu in place or a
+        residual Add into its lanes may write over another Concat's."""
         places: dict[Operation, tuple[ConcatOp, int]] = {}
         for step in self.steps:
             op = step.op
@@ -813,7 +819,26 @@ class Executor:
             for operand, first in zip(op.operands, itertools.accumulate(channels[:-1], initial=0)):
                 if isinstance(operand.owner, SparseConvOp) and operand.has_one_use():
                     places[operand.owner] = (end, first)
+                elif operand.owner in self.pools and (operand.has_one_use() or (end in self.chained and list(op.operands).count(operand) == 1)):
+                    places[operand.owner] = (end, first)
         return places
+
+    def _concat_layouts(self) -> dict[ConcatOp, tuple[int, int, int, int] | None]:
+        """The geometry of the lane buffer (`_concat_lanes`) of each Concat that
+        convolutions write into: that of the output lanes of the first of them that
+        runs implicit on the images the IR's shapes give (any number of them), or None
+        where those shapes do not fix it. A pool, which writes rows at any pitch, may
+        run first and make the buffer (DenseNet's blocks start with one)."""
+        layouts: dict[ConcatOp, tuple[int, int, int, int] | None] = {}
+        for step in self.steps:
+            if not isinstance(step.op, SparseConvOp) or step.op not in self.concat_places:
+                continue
+            end = self.concat_places[step.op][0]
+            spatial = step.op.x.type.get_shape()[1:]  # pyright: ignore
+            conv = self._implicit_for(step, (1, *spatial)) if min(spatial) > 0 else None
+            if layouts.get(end) is None:
+                layouts[end] = None if conv is None else (conv.lanes, conv.phase[1], *conv.out)
+        return layouts
 
     def _relus_in_place(self) -> None:
         """Mark the float32 Relus of a Concat's result that only they read to write
@@ -826,25 +851,33 @@ class Executor:
             source = step.op.operands[0] if isinstance(step.op, ReluOp) else None
             step.in_place = step.dtype == np.float32 and source is not None and source.owner in made and source.has_one_use()
 
-    def _concat_lanes(self, op: Operation, images: int, conv: ImplicitConv) -> np.ndarray | None:
-        """The output lanes of convolution `op` (`conv`, on `images` images) in the
-        lane buffer of the Concat it writes into (`concat_places`), or None. The buffer
-        holds the Concat's channels laid out as the first such call's output lanes, then
-        a zero plane, its images back to back (output lanes of their own, where the
-        Concat is no chain's); a call of another geometry writes its own output."""
+    def _concat_lanes(self, op: Operation, images: int, geometry: tuple[int, int, int, int], pitched: bool = False) -> tuple[np.ndarray, int] | None:
+        """The output lanes of convolution or pool `op` (on `images` images, its lanes
+        of `geometry`: lanes a channel, lanes a row, rows and columns) in the lane
+        buffer of the Concat it writes into (`concat_places`), and their lanes a row;
+        or None. The buffer holds the Concat's channels laid out as its convolutions'
+        output lanes (`concat_layouts`; else as the first one's call), then a zero plane,
+        its images back to back (output lanes of their own, where the Concat is no
+        chain's). A call of another geometry writes its own output, but one that writes
+        its rows at any pitch (`pitched`: a pool's) only needs the same rows and
+        columns."""
         end, first = self.concat_places[op]
-        geometry = (conv.lanes, conv.phase[1], *conv.out)
         kept = self.concat_lanes.get((end, images))
         if kept is None:
+            layout = self.concat_layouts.get(end, geometry)
+            if layout is None:  # the convolutions' layout is not known yet: theirs to make
+                if pitched:
+                    return None
+                layout = geometry
             channels = end.output.type.get_shape()[1]  # pyright: ignore
-            lanes = on_cache_line(np.zeros, (images, channels + 1, conv.lanes))
-            kept = self.concat_lanes[(end, images)] = (lanes, geometry)
+            lanes = on_cache_line(np.zeros, (images, channels + 1, layout[0]))
+            kept = self.concat_lanes[(end, images)] = (lanes, layout)
             if end not in self.chained:
                 self._zero_planes[lanes.ctypes.data] = lanes
         buffer, held = kept
-        if held != geometry:
+        if held != geometry and not (pitched and held[2:] == geometry[2:]):
             return None
-        return buffer[:, first : first + op.results[0].type.get_shape()[1]]  # pyright: ignore
+        return buffer[:, first : first + op.results[0].type.get_shape()[1]], held[1]  # pyright: ignore
 
     def _regrouped(self, step: _Step, source: np.ndarray) -> _Regrouped:
         """Put-off reshape `step`'s result on `source`, its shape for that of `source`
@@ -951,16 +984,20 @@ class Executor:
         ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // pool.key.stride + 1
         planes = images * channels
         pad_row = _kept(self.scratch, ("pad row", pool.key.kind, width), (width,), lambda size, dtype: np.full(size, PAD_VALUES[pool.key.kind], dtype))
-        if pool.lanes:
-            plane = aligned_plane(ho * wo)
-            output = _kept(self.buffers, (op, images), (images, channels + 1, plane), np.zeros)
+        output, pitch = None, wo
+        if op in self.concat_places and (placed := self._concat_lanes(op, images, (aligned_plane(ho * wo), wo, ho, wo), pitched=True)) is not None:
+            output, pitch = placed
+        elif pool.lanes:
+            output = _kept(self.buffers, (op, images), (images, channels + 1, aligned_plane(ho * wo)), np.zeros)
             self._zero_planes[output.ctypes.data] = output
-            result = _lane_view(output, channels, ho, wo, wo)
+        if output is not None:  # lanes: (images, channels or more, lanes)
+            plane, image_floats = output.strides[1] // 4, output.strides[0] // 4
+            result = _lane_view(output, channels, ho, pitch, wo)
         else:
-            plane = ho * wo
+            plane, image_floats = ho * wo, channels * ho * wo
             output = _kept(self.buffers, (op, images), (planes * plane,))
             result = output.reshape(images, channels, ho, wo)
-        words = [0, 0, height, width, top, left, ho, wo, sh, channels, plane, (channels + pool.lanes) * plane, 0, 0, 1, 0]
+        words = [0, 0, height, width, top, left, ho, wo, sh, channels, plane, image_floats, 0, 0, 1, 0, pitch]
         geometry = np.array(words + pool.key.lane_masks(width, wo, left), np.int64)
         per_tap, bias = np.zeros(0, np.float32), np.zeros(0, np.float32)
         if pool.key.kind == "avg":  # the divisors
@@ -1029,7 +1066,8 @@ class Executor:
         residual = step.residual
         output = None
         if residual is None and step.op in self.concat_places:
-            output = self._concat_lanes(step.op, images, conv)
+            placed = self._concat_lanes(step.op, images, (conv.lanes, conv.phase[1], *conv.out))
+            output = None if placed is None else placed[0]
         elif residual is not None and residual.dies and addend is not None:
             output = self._addend_lanes(addend, rows, conv)
         adds_in_place = residual is not None and output is not None

@@ -14,7 +14,8 @@ signature as the matrix kernels, with
          stride of a channel grid (1 and 0 for plain images; a channel shuffle's
          transposed view (N, C / g, g, H, W) is read in place as g inner channels:
          channel c' = c - first at (c' // g) x channel stride + (c' % g) x inner
-         stride); then the lane masks (PoolKey.lane_masks: an int64 word each, for
+         stride), the floats from one output row to the next (Wo, or the row pitch
+         of a Concat's lane buffer the pool writes into); then the lane masks (PoolKey.lane_masks: an int64 word each, for
          each vector of a row's outputs, each of the vectors it reads from a tap row),
     a1 = the average's divisors, one float per output position (Ho x Wo; average), or
          the depthwise convolution's weights, kernel rows x columns per channel,
@@ -51,7 +52,7 @@ from sparsec.runtime.codegen.builder import vector
 
 GEOMETRY = (
     "channel_stride", "pitch", "rows", "columns", "top", "left", "out_rows", "out_columns", "row_stride", "channels",
-    "out_plane", "out_image", "image_stride", "first_channel", "inner_channels", "inner_stride",
+    "out_plane", "out_image", "image_stride", "first_channel", "inner_channels", "inner_stride", "out_pitch",
 )  # fmt: skip
 """The int64 words of a0, in order."""
 
@@ -89,18 +90,18 @@ class PoolKernel(UnitKernel):
             top_row = b.sub(b.mul(out_row, g["row_stride"]), g["top"])
             tap_rows = [self.tap_row(inputs, b.add(top_row, b.const(i * key.dilation[0], i64))) for i in range(rows)]
             position = b.mul(out_row, g["out_columns"])
+            out_position = b.mul(out_row, g["out_pitch"])
 
             def vector(column: SSAValue, lanes: SSAValue | None) -> list[SSAValue]:
                 first = b.sub(b.mul(column, b.const(key.stride, i64)), g["left"])
                 corners = [b.element_ptr(at, first, f32) for at in tap_rows]
                 masks = self.lane_masks(column)
                 total = self.maximum(corners, masks) if key.kind == "max" else self.total(corners, masks, weights)
-                at = b.add(position, column)
                 if key.kind == "avg":
-                    total = b.fdiv(total, b.load_lanes(b.element_ptr(self.a1, at, f32), F32x16, lanes))
+                    total = b.fdiv(total, b.load_lanes(b.element_ptr(self.a1, b.add(position, column), f32), F32x16, lanes))
                 if bias is not None:
                     total = b.fadd(total, bias)
-                b.store_lanes(total, b.element_ptr(outputs, at, f32), lanes)
+                b.store_lanes(total, b.element_ptr(outputs, b.add(out_position, column), f32), lanes)
                 return []
 
             b.loop(b.const(0, i64), whole, [], lambda column, _: vector(column, None), step=16)

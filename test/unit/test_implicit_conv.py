@@ -728,10 +728,12 @@ def checked_runs(path, pattern: str, threads: int, shapes: list[tuple[int, ...]]
     return executor
 
 
-def dense_block_model(path) -> None:
-    """A DenseNet block in small: x (N x 8 x 12 x 12); two layers each of a normalized
-    1x1 Conv to 16 channels with Relu, then a 3x3 Conv (pads 1) to 8 channels, each
-    layer reading the Concat of x and the layers before it (c1 = x + a1, c2 = c1 + a2);
+def dense_block_model(path, pooled: bool = False) -> None:
+    """A DenseNet block in small: x (N x 8 x 12 x 12), or with `pooled` a 3x3 MaxPool
+    p of it (stride 1, pads 1, as DenseNet's blocks start with a pool); two layers each
+    of a normalized 1x1 Conv to 16 channels with Relu, then a 3x3 Conv (pads 1) to 8
+    channels, each layer reading the Concat of x (or p) and the layers before it (c1 =
+    x + a1, c2 = c1 + a2);
     then a 1x1 Conv of c2 to 8 channels (a3: rows that drop no lanes, another geometry
     than a1's and a2's), a 3x3 Conv b3 of r2 like a2 but also returned, and c3 = c2 + a3
     + b3, read by a normalized 1x1 Conv y."""
@@ -751,6 +753,9 @@ def dense_block_model(path) -> None:
         return name
 
     features, channels = "x", 8
+    if pooled:
+        nodes.append(helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        features = "p"
     for layer in (1, 2):
         squeezed = conv(norm(features, f"n{layer}", channels), f"s{layer}", (16, channels, 1, 1))
         nodes.append(helper.make_node("Relu", [squeezed], [f"r{layer}"]))
@@ -767,38 +772,47 @@ def dense_block_model(path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
-@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_convolutions_write_their_output_lanes_into_the_concat(tmp_path, pattern, threads):
-    """A convolution whose one use is a Concat (a chain's, DenseNet's) writes its output
-    lanes into the chain's lane buffer, laid out as the first such call's, and the
-    Concats copy only the other parts: x once, a3, whose lanes differ (a 1x1
-    convolution's rows drop none), and b3, laid out as a1 and a2 but in its own output
-    (it has another use). Every Concat's result, the returned one and those the
-    normalized convolutions read through their planes, is right on one image and two,
-    run after run."""
-    dense_block_model(tmp_path / "block.onnx")
-    executor = checked_runs(tmp_path / "block.onnx", pattern, threads, [(images, 8, 12, 12) for images in (1, 2, 1)], 15)
-    x = np.ones((1, 8, 12, 12), np.float32)
-    steps = {step.op.results[0].name_hint: step for step in executor.steps}
-    assert sorted(op.results[0].name_hint for op in executor.concat_places) == ["a1", "a2", "a3"]
-    ((buffer, _geometry),) = [kept for (end, images), kept in executor.concat_lanes.items() if images == 1]
-    placed = {name: any(np.shares_memory(call.output, buffer) for call in steps[name].calls.values()) for name in ("a1", "a2", "a3")}
-    assert placed == {"a1": True, "a2": True, "a3": False}
+def copies_of_a_run(executor: Executor, x: np.ndarray) -> list[tuple[int, ...]]:
+    """The shapes of the arrays a run of `executor` on x copies with np.copyto."""
     copied = []
     copy = np.copyto
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(np, "copyto", lambda target, source, **kw: copied.append(source.shape) or copy(target, source, **kw))
         executor.run({"x": x})
-    assert sorted(copied) == [(1, 8, 12, 12)] * 3  # x into c1, a3 and b3 into c3
+    return sorted(copied)
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_convolutions_write_their_output_lanes_into_the_concat(tmp_path, pattern, threads, pooled):
+    """A convolution whose one use is a Concat (a chain's, DenseNet's) writes its output
+    lanes into the chain's lane buffer, laid out as a1's (the first placed), and the
+    Concats copy only the other parts: x once, a3, whose lanes differ (a 1x1
+    convolution's rows drop none), and b3, laid out as a1 and a2 but in its own output
+    (it has another use). A pool the chain starts with (`pooled`) writes its rows
+    into the buffer at its pitch, though the normalization reads it too and though it
+    runs before a1 fixes the layout; then only a3 and b3 are copied. Every Concat's
+    result, the returned one and those the normalized convolutions read through their
+    planes, is right on one image and two, run after run."""
+    dense_block_model(tmp_path / "block.onnx", pooled)
+    executor = checked_runs(tmp_path / "block.onnx", pattern, threads, [(images, 8, 12, 12) for images in (1, 2, 1)], 15)
+    steps = {step.op.results[0].name_hint: step for step in executor.steps}
+    writers = ["a1", "a2", "a3", "p"] if pooled else ["a1", "a2", "a3"]
+    assert sorted(op.results[0].name_hint for op in executor.concat_places) == writers
+    ((buffer, _geometry),) = [kept for (end, images), kept in executor.concat_lanes.items() if images == 1]
+    placed = {name: any(np.shares_memory(call.output, buffer) for call in steps[name].calls.values()) for name in writers}
+    assert placed == {"a1": True, "a2": True, "a3": False} | ({"p": True} if pooled else {})
+    assert copies_of_a_run(executor, np.ones((1, 8, 12, 12), np.float32)) == [(1, 8, 12, 12)] * (2 if pooled else 3)  # (x into c1,) a3 and b3 into c3
     executor.close()
 
 
-def shuffle_unit_model(path, images: int) -> None:
-    """x (images x 16 x 12 x 12) -> c = Concat(AveragePool 3x3 of x (stride 2, pads
-    1), b), b a 1x1 Conv of a 3x3 Conv + Relu of x (stride 2, pads 1); r = Relu(c);
-    then y = Relu(Add(e, r)), e a 1x1 Conv of d, a 1x1 Conv + Relu of r: a
-    ShuffleNet unit that halves the image, then one that keeps it."""
+def shuffle_unit_model(path, images: int, returns_pool: bool = False) -> None:
+    """x (images x 16 x 12 x 12) -> c = Concat(p, b), p an AveragePool 3x3 of x (stride
+    2, pads 1), b a 1x1 Conv of a 3x3 Conv + Relu of x (stride 2, pads 1); r =
+    Relu(c); then y = Relu(Add(e, r)), e a 1x1 Conv of d, a 1x1 Conv + Relu of r: a
+    ShuffleNet unit that halves the image, then one that keeps it. p is returned too
+    with `returns_pool`."""
     rng = np.random.default_rng(18)
     weights = [
         numpy_helper.from_array((rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))).astype(np.float32), name)
@@ -818,23 +832,27 @@ def shuffle_unit_model(path, images: int) -> None:
         helper.make_node("Relu", ["s"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "shuffle_unit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [images, 16, 12, 12])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights
+        nodes, "shuffle_unit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [images, 16, 12, 12])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ["y", "p"][: 1 + returns_pool]], weights
     )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
 @pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
 @pytest.mark.parametrize(("images", "threads"), [(1, 1), (2, 2)])
-def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads):
+@pytest.mark.parametrize("returns_pool", [False, True])
+def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads, returns_pool):
     """A Relu of a Concat that only it reads writes over the Concat's output
     (`_Step.in_place`), whose lanes, laid out as b's and followed by a zero plane, d
     then reads in place (the bitmask kernel's padding products read the zero plane)
-    and e adds into (the Add's addend r dies there). Right on one image and two,
-    twice."""
-    shuffle_unit_model(tmp_path / "unit.onnx", images)
+    and e adds into (the Add's addend r dies there). The pool p writes into those
+    lanes too, and the Concat copies nothing; but not where p is returned as well, as
+    the Relu and the Add write over the lanes. Right on one image and two, twice."""
+    shuffle_unit_model(tmp_path / "unit.onnx", images, returns_pool)
     executor = checked_runs(tmp_path / "unit.onnx", pattern, threads, [(images, 16, 12, 12)] * 2, 19)
     steps = {step.op.results[0].name_hint: step for step in executor.steps}
     assert [name for name, step in steps.items() if step.in_place] == ["r"]
     (d,), (e,) = steps["d"].calls.values(), steps["e"].calls.values()
     assert d.in_place and e.addend_in_place is not None
+    assert sorted(op.results[0].name_hint for op in executor.concat_places) == (["b"] if returns_pool else ["b", "p"])
+    assert copies_of_a_run(executor, np.ones((images, 16, 12, 12), np.float32)) == ([(images, 16, 6, 6)] if returns_pool else [])
     executor.close()
