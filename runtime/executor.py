@@ -443,6 +443,9 @@ class _Call:
     with shares of its own (Executor._pool_part)."""
     operand_arrays: tuple[np.ndarray, ...] = ()
     """Arrays whose addresses `arguments` hold (kept alive with the call)."""
+    read: tuple[np.ndarray, int] | None = None
+    """The array the call last read and its address (`_address`); for a pool's, only
+    when it read it whole, so its geometry words still describe it."""
 
 
 @dataclass
@@ -544,6 +547,12 @@ class _Step:
     views: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] | None = None
     """A numpy step whose result is a view of its input (reference.VIEW_OPS): the
     function giving it, by input shape (reference.view)."""
+    last_view: tuple[np.ndarray, np.ndarray] | None = None
+    """A view step's last input and the view it gave: the same array gets the same
+    view object, so kernel calls that read it know it by identity (`_address`), and
+    making a view costs a microsecond or two."""
+    last_regrouped: tuple[np.ndarray, _Regrouped] | None = None
+    """A put-off reshape's last source and its `_Regrouped`, kept for the same reason."""
 
 
 class _Regrouped:
@@ -555,14 +564,14 @@ class _Regrouped:
         self.source = source
         self.shape = shape
         self.dtype = source.dtype
+        self.merges = source.ndim == 5 and len(shape) == 4 and source.shape[:1] == shape[:1] and source.shape[3:] == shape[2:]
+        """Whether the reshape merges the source's two channel axes into C."""
 
     def images(self) -> np.ndarray:
         """The reshape's result as a pool reads it: the source as (N, C / g, g, H, W)
         when the reshape merges its two channel axes into C (a channel shuffle's, a
         channel grid the kernel reads in place), else reshaped (a view, or a copy)."""
-        source, shape = self.source, self.shape
-        merges = source.ndim == 5 and len(shape) == 4 and source.shape[:1] == shape[:1] and source.shape[3:] == shape[2:]
-        return source if merges else source.reshape(shape)
+        return self.source if self.merges else self.source.reshape(self.shape)
 
 
 class _Concatenated:
@@ -577,6 +586,16 @@ class _Concatenated:
         self.shape = (parts[0].shape[0], sum(part.shape[1] for part in parts), *parts[0].shape[2:])
         self.ndim = len(self.shape)
         self.dtype = parts[0].dtype
+
+
+def _address(call: _Call, x: np.ndarray) -> int:
+    """The address of x's first value, remembered by `call` with the array it last read:
+    run after run that is mostly the same array (a kept output, a view step's kept
+    view), and ndarray.ctypes.data costs over a microsecond."""
+    read = call.read
+    if read is None or read[0] is not x:
+        read = call.read = (x, x.ctypes.data)
+    return read[1]
 
 
 def _channel_parts(x: np.ndarray | _Concatenated) -> list[tuple[int, np.ndarray]]:
@@ -883,10 +902,14 @@ class Executor:
         """Put-off reshape `step`'s result on `source`, its shape for that of `source`
         decoded from the IR once (ShuffleNet decoded its sixteen reshapes' shapes on
         every run: 0.1 ms)."""
+        if step.last_regrouped is not None and step.last_regrouped[0] is source:
+            return step.last_regrouped[1]
         shape = self.reshapes.get((step.op, source.shape))
         if shape is None:
             shape = self.reshapes[(step.op, source.shape)] = reference.reshaped(step.op, source.shape)  # pyright: ignore
-        return _Regrouped(source, shape)
+        regrouped = _Regrouped(source, shape)
+        step.last_regrouped = (source, regrouped)
+        return regrouped
 
     def _regrouped_of(self, op: MaxPoolOp | AveragePoolOp | ConvOp) -> _Step | None:
         """The numpy reshape step whose result only pool `op` reads, marked put off: the
@@ -1030,7 +1053,11 @@ class Executor:
         """Pool `images` (N, C, H, W), or a channel grid (N, C / g, g, H, W), channels
         [first, first + C) of the pool's input (all of them, or a Concat part's), at
         their strides: float32 rows of consecutive values at non-negative strides,
-        else a contiguous copy."""
+        else a contiguous copy. The same images as the call's last read whole need
+        no new geometry words."""
+        if call.read is not None and call.read[0] is images:
+            self._execute(call, call.read[1], call.output_address)
+            return
         if images.dtype != np.float32 or images.strides[-1] != 4 or min(images.strides) < 0:
             images = np.ascontiguousarray(images.reshape(*images.shape[:1], -1, *images.shape[-2:]), np.float32)
         inner, inner_stride = (images.shape[2], images.strides[2] // 4) if images.ndim == 5 else (1, 0)
@@ -1039,8 +1066,9 @@ class Executor:
         geometry[12:16] = images.strides[0] // 4, first, inner, inner_stride
         channels, all_channels = math.prod(images.shape[1:-2]), int(geometry[9])  # pyright: ignore
         if channels == all_channels:
-            self._execute(call, images.ctypes.data, call.output_address)
+            self._execute(call, _address(call, images), call.output_address)
             return
+        call.read = None  # its parts write the geometry words
         for image in range(images.shape[0]):
             self._execute(self._pool_part(call, image * all_channels + first, channels, taps), images.ctypes.data, call.output_address)
 
@@ -1280,7 +1308,7 @@ class Executor:
         image_bytes = call.output.strides[0]
         for image in range(x.shape[0]):
             if call.in_place:
-                self._execute(call, x.ctypes.data + image * x.strides[0], call.output_address + image * image_bytes)  # pyright: ignore
+                self._execute(call, _address(call, x) + image * x.strides[0], call.output_address + image * image_bytes)  # pyright: ignore
                 continue
             if not self._planes_hold(call, x, image):
                 for first, part in _channel_parts(x):
@@ -1294,7 +1322,7 @@ class Executor:
         branches, each module's 1x1 convolutions). Records that they will otherwise.
         Within an epoch (`_epoch`) no value's array is freed or written again, so its
         address, strides and shape tell it."""
-        filled = None if isinstance(x, _Concatenated) else (x.ctypes.data, x.strides, x.shape, image, id(call.prologue), self._epoch)
+        filled = None if isinstance(x, _Concatenated) else (_address(call, x), x.strides, x.shape, image, id(call.prologue), self._epoch)
         held = filled is not None and self._plane_images.get(call.input_address) == filled
         self._plane_images[call.input_address] = filled
         return held
@@ -1411,7 +1439,9 @@ class Executor:
         whose small calls BLAS runs on one thread anyway."""
         operands = [env[v] for v in step.inputs]
         if step.views is not None and (viewed := step.views.get(operands[0].shape)) is not None:
-            env[step.result] = viewed(operands[0])
+            if step.last_view is None or step.last_view[0] is not operands[0]:
+                step.last_view = (operands[0], viewed(operands[0]))
+            env[step.result] = step.last_view[1]
             return
         if isinstance(step.op, ConcatOp) and all(operand.dtype == np.float32 for operand in operands):
             env[step.result] = self._concat(step.op, operands)

@@ -323,8 +323,10 @@ def test_a_chain_of_concats_shares_one_output(tmp_path):
 def test_view_steps_keep_their_function_per_input_shape(tmp_path):
     """Reshapes, transposes, flattens, squeezes and unsqueezes run in numpy as views of
     their input, by a function kept per input shape (reference.view: the op's arguments
-    decoded from the IR once); a shape they cannot take fails on its first run as in the
-    reference."""
+    decoded from the IR once), once per input array: the same array gets the same
+    view object (kernel calls know their inputs by identity), a new one, of the same
+    shape or not, a view of its own. A shape they cannot take fails on its first run as
+    in the reference."""
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [
@@ -341,10 +343,13 @@ def test_view_steps_keep_their_function_per_input_shape(tmp_path):
     model = sparsec.load(tmp_path / "views.onnx")
     executor = Executor(model.module, model.weights, threads=1)
     rng = np.random.default_rng(2)
-    for images in (2, 2, 4):
+    for images in (2, 2, 4, 2, 2):
         x = rng.standard_normal((images, 2, 3)).astype(np.float32)
         np.testing.assert_array_equal(executor.run({"x": x})["y"], x.transpose(0, 2, 1).reshape(4, -1))
     views = [step.views for step in executor.steps if step.views is not None]
     assert len(views) == 6 and all(len(functions) == 2 for functions in views)
+    made = [step.last_view[1] for step in executor.steps if step.views is not None]  # pyright: ignore
+    executor.run({"x": x})
+    assert all(view is step.last_view[1] for view, step in zip(made, [step for step in executor.steps if step.views is not None]))  # pyright: ignore
     with pytest.raises(ExecutionError, match="nn.reshape"):
         executor.run({"x": rng.standard_normal((3, 2, 3)).astype(np.float32)})
