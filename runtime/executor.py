@@ -469,6 +469,10 @@ class _PlaneCopy:
     parts: dict[tuple[int, int], _PlaneCopy] = dataclasses.field(default_factory=dict)
     """The same copy on the channels of a part of a put-off Concat, by (first channel,
     channels), with shares of its own (Executor._part_copy)."""
+    written: tuple[int, int, int] | None = None
+    """The per-image geometry words last written (the two strides, the first channel):
+    mostly the same image layout run after run, and each write of numpy words costs
+    about a microsecond."""
 
     def takes(self, image: np.ndarray) -> bool:
         """Whether the kernel can read `image` (C, H, W) in place: float32 rows of
@@ -1312,7 +1316,7 @@ class Executor:
                 continue
             if not self._planes_hold(call, x, image):
                 for first, part in _channel_parts(x):
-                    self._fill_planes(call, first, part[image])
+                    self._fill_planes(call, first, part[image], _address(call, part) + image * part.strides[0])
             self._execute(call, call.input_address, call.output_address + image * image_bytes)
 
     def _planes_hold(self, call: _Call, x: np.ndarray | _Concatenated, image: int) -> bool:
@@ -1327,14 +1331,15 @@ class Executor:
         self._plane_images[call.input_address] = filled
         return held
 
-    def _fill_planes(self, call: _Call, first: int, planes: np.ndarray) -> None:
-        """Copy the image channels `planes` (C, *spatial), channels [first, first + C) of
-        the convolution's input, into `call`'s phase planes, through its prologue."""
+    def _fill_planes(self, call: _Call, first: int, planes: np.ndarray, address: int) -> None:
+        """Copy the image channels `planes` (C, *spatial, its first value at `address`),
+        channels [first, first + C) of the convolution's input, into `call`'s phase
+        planes, through its prologue."""
         planes = planes.reshape(planes.shape[0], -1, planes.shape[-1])  # a 1-D image is one row
         prologue = call.prologue
         if call.plane_copies and call.plane_copies[0][0].takes(planes):
             for copy, first_row, first_column, row_step in call.plane_copies:
-                self._copy_channels(copy, first, planes, call.input_address, row_step, first_row * planes.strides[1] // 4 + first_column)
+                self._copy_channels(copy, first, planes, address, call.input_address, row_step, first_row * planes.strides[1] // 4 + first_column)
             return
         channels = slice(first, first + len(planes))
         for target, (rows, columns) in call.phase_copies:
@@ -1346,13 +1351,17 @@ class Executor:
             if prologue.relu:
                 np.maximum(target[channels], 0.0, out=target[channels])
 
-    def _copy_channels(self, copy: _PlaneCopy, first: int, image: np.ndarray, planes: int, row_step: int = 1, offset: int = 0) -> None:
-        """Run plane copy `copy` on `image` (C, H, W), channels [first, first + C) of its
-        reader's input, from `offset` floats into it and every `row_step`-th row (a
-        phase of a strided convolution), into the planes at address `planes`."""
-        copy.geometry[:2] = image.strides[0] // 4, image.strides[1] // 4 * row_step
-        copy.geometry[-1] = first
-        self._execute(self._part_copy(copy, first, len(image)), image.ctypes.data + 4 * offset, planes)
+    def _copy_channels(self, copy: _PlaneCopy, first: int, image: np.ndarray, address: int, planes: int, row_step: int = 1, offset: int = 0) -> None:
+        """Run plane copy `copy` on `image` (C, H, W, its first value at `address`),
+        channels [first, first + C) of its reader's input, from `offset` floats into it
+        and every `row_step`-th row (a phase of a strided convolution), into the planes
+        at address `planes`."""
+        words = (image.strides[0] // 4, image.strides[1] // 4 * row_step, first)
+        if copy.written != words:
+            copy.geometry[:2] = words[:2]
+            copy.geometry[-1] = first
+            copy.written = words
+        self._execute(self._part_copy(copy, first, len(image)), address + 4 * offset, planes)
 
     def _part_copy(self, copy: _PlaneCopy, first: int, channels: int) -> _PlaneCopy:
         """`copy` on channels [first, first + channels): itself on all of its channels,

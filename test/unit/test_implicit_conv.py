@@ -618,7 +618,7 @@ def test_convolutions_reading_one_input_fill_their_shared_planes_once(tmp_path, 
     executor = Executor(model.module, model.weights, threads=1)
     fills = []
     fill = executor._fill_planes
-    monkeypatch.setattr(executor, "_fill_planes", lambda call, first, planes: fills.append(planes.ctypes.data) or fill(call, first, planes))
+    monkeypatch.setattr(executor, "_fill_planes", lambda call, first, planes, address: fills.append(address) or fill(call, first, planes, address))
     x = np.empty((1, 8, 12, 12), np.float32)  # one array, new values each run
     for _ in range(2):
         fills.clear()
