@@ -366,7 +366,7 @@ class BatchedKernel(Kernel):
         """Output row `row`'s 16 lanes `acc` with the bias and activation."""
         b = self.b
         if self.key.epilogue.startswith("bias"):
-            acc = b.fadd(acc, b.splat(b.load(self.bias, row, f32), 16))
+            acc = b.fadd(acc, b.splat(b.invariant_load(self.bias, row, f32), 16))
         return self.activation(acc)
 
     def batch_epilogue(self, first_lane: SSAValue, last_lane: SSAValue) -> None:

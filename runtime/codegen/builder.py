@@ -490,6 +490,16 @@ class FunctionBuilder:
     def load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
         return self.load_at(self.element_ptr(base, index, ty), ty)
 
+    def invariant_load(self, base: SSAValue, index: SSAValue, ty: Attribute) -> SSAValue:
+        """`load` of memory that nothing writes while the kernel runs (a bias), reused
+        within a block as a pure op is: an epilogue that finishes a row's vectors one
+        by one then loads and splats the row's bias once."""
+        at = self.element_ptr(base, index, ty)
+        key = (self.block, "invariant load", ty, at)
+        if key not in self.pure:
+            self.pure[key] = self.load_at(at, ty)
+        return self.pure[key]
+
     def load_at(self, at: SSAValue, ty: Attribute, alignment: int | None = None) -> SSAValue:
         """A `ty` from address `at` (`alignment`: what it is known to be aligned to)."""
         return self.templated(("load", ty, alignment), [at], lambda: llvm.LoadOp(at, ty, alignment=alignment))

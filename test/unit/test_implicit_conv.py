@@ -158,9 +158,9 @@ def test_tap_offsets():
     into the phase planes: 3x3 with stride 2 on planes of 29 x 29 (four phases a
     channel), and 3x3 with dilation 2 on one plane of 14 x 10."""
     strided = KernelKey("nm", 8, 72, n=3, m=4, batched=True, window=(9, 3, 29 * 29, 29, 1, 1, 2, 2))
-    assert strided.tap_offsets == [0, 841, 1, 1682, 2523, 1683, 29, 870, 30] and strided.channel_floats == 4 * 841
+    assert strided.tap_offsets == (0, 841, 1, 1682, 2523, 1683, 29, 870, 30) and strided.channel_floats == 4 * 841
     dilated = KernelKey("nm", 8, 72, n=3, m=4, batched=True, window=(9, 3, 14 * 10, 10, 2, 2, 1, 1))
-    assert dilated.tap_offsets == [0, 2, 4, 20, 22, 24, 40, 42, 44] and dilated.channel_floats == 140
+    assert dilated.tap_offsets == (0, 2, 4, 20, 22, 24, 40, 42, 44) and dilated.channel_floats == 140
 
 
 @pytest.mark.parametrize(
