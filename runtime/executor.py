@@ -857,8 +857,8 @@ class Executor:
             if not isinstance(step.op, SparseConvOp) or step.op not in self.concat_places:
                 continue
             end = self.concat_places[step.op][0]
-            spatial = step.op.x.type.get_shape()[1:]  # pyright: ignore
-            conv = self._implicit_for(step, (1, *spatial)) if min(spatial) > 0 else None
+            image = step.op.x.type.get_shape()[1:]  # pyright: ignore  (channels, then spatial)
+            conv = self._implicit_for(step, (1, *image)) if min(image) > 0 else None
             if layouts.get(end) is None:
                 layouts[end] = None if conv is None else (conv.lanes, conv.phase[1], *conv.out)
         return layouts
