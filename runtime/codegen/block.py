@@ -267,8 +267,9 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
         for r in range(key.block):
             row = b.add(first_row, b.const(r, i64))
             inside = b.icmp("slt", row, b.const(key.rows, i64)) if key.rows % key.block else None
+            row_lanes = b.element_ptr(self.y, b.add(b.mul(row, self.batch), lane), f32)
             for v in range(vectors):
-                at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
+                at = b.element_ptr(row_lanes, b.const(16 * v, i64), f32)
                 # (the bias of a row past N is not read either)
                 self.only_if(inside, lambda total=totals[r * vectors + v], at=at, row=row: self.store_output(self.accumulated(total, at), row, at))
 
