@@ -840,9 +840,9 @@ class Executor:
                 continue
             end = self.concat_ends.get(op, op)
             for operand, first in zip(op.operands, itertools.accumulate(channels[:-1], initial=0)):
-                if isinstance(operand.owner, SparseConvOp) and operand.has_one_use():
-                    places[operand.owner] = (end, first)
-                elif operand.owner in self.pools and (operand.has_one_use() or (end in self.chained and list(op.operands).count(operand) == 1)):
+                alone = operand.has_one_use()
+                shared_pool = operand.owner in self.pools and end in self.chained and list(op.operands).count(operand) == 1
+                if (alone and (isinstance(operand.owner, SparseConvOp) or operand.owner in self.pools)) or shared_pool:
                     places[operand.owner] = (end, first)
         return places
 

@@ -15,8 +15,9 @@ signature as the matrix kernels, with
          transposed view (N, C / g, g, H, W) is read in place as g inner channels:
          channel c' = c - first at (c' // g) x channel stride + (c' % g) x inner
          stride), the floats from one output row to the next (Wo, or the row pitch
-         of a Concat's lane buffer the pool writes into); then the lane masks (PoolKey.lane_masks: an int64 word each, for
-         each vector of a row's outputs, each of the vectors it reads from a tap row),
+         of a Concat's lane buffer the pool writes into); then the lane masks
+         (PoolKey.lane_masks: an int64 word each, for each vector of a row's
+         outputs, each of the vectors it reads from a tap row),
     a1 = the average's divisors, one float per output position (Ho x Wo; average), or
          the depthwise convolution's weights, kernel rows x columns per channel,
     a2 = a pad row: W floats of the pad value (PAD_VALUES: the lowest float for max,
