@@ -39,10 +39,13 @@ class ImplicitConv:
     """Ho, Wo: the output's rows and columns (one row for a 1-D convolution)."""
     spatial: tuple[int, ...]
     """The result's spatial shape: (Ho, Wo), or (Wo,) for a 1-D convolution."""
-    lanes: int
-    """Ho x Wq rounded up to 16: the batch of each image's call."""
     phases_read: tuple[tuple[int, int], ...]
     """The phases some tap reads (a 1x1 convolution with stride 2 reads one of four)."""
+
+    @property
+    def lanes(self) -> int:
+        """Ho x Wq rounded up to 16: the batch of each image's call (KernelKey.lanes)."""
+        return self.key.lanes
 
     @property
     def planes(self) -> int:
@@ -107,9 +110,9 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
         return None
     hq, wq = -(-hp // sh), -(-wp // sw)
     window = (kh * kw, kw, aligned_plane(hq * wq), wq, dh, dw, sh, sw)
-    variant = dataclasses.replace(key, batched=True, window=window, groups=op.group.value.data)
+    variant = dataclasses.replace(key, batched=True, window=window, groups=op.group.value.data, lanes=padded_batch(ho * wq))
     phases = tuple(sorted({(p, q) for p, q, _row, _column in variant.window_taps}))
-    return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], padded_batch(ho * wq), phases)
+    return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], phases)
 
 
 def reads_input_in_place(op: SparseConvOp) -> bool:

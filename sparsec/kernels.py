@@ -214,6 +214,15 @@ class KernelKey:
     """The implicit convolution variant that adds its products to what its outputs
     hold (the executor copies a residual there first) instead of storing them."""
 
+    lanes: int = 0
+    """The lanes of every call of an implicit variant (`window`): its image's output
+    positions, rounded up to 16 (runtime/implicit.py, ImplicitConv.lanes), fixed by
+    the convolution's shapes whatever the batch, as each image is a call; 0 for calls
+    of any. The kernel then generates only the lane tiles its calls use: a tile body
+    whose lanes no call has left over is not built (ResNet50's 1x1 convolutions at
+    56 x 56 take 64 lanes at a time, with nothing left over for the narrower tiles, of
+    which a 3 x 3 at 14 x 14 needs the 32-lane one alone)."""
+
     @property
     def symbol(self) -> str:
         shape = f"{self.rows}x{self.cols}"
@@ -222,7 +231,7 @@ class KernelKey:
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
         variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else f"_tiles{self.group_tiles}" if self.group_tiles else ""
         pairs = "_pairs" if self.paired else ""
-        window = "_window" + "_".join(map(str, self.window)) if self.window else ""
+        window = "_window" + "_".join(map(str, self.window)) + (f"_lanes{self.lanes}" if self.lanes else "") if self.window else ""
         accumulate = "_accumulate" if self.accumulate else ""
         groups = f"_groups{self.groups}" if self.groups > 1 else ""
         runs = "_runmajor" if self.run_major else ""

@@ -42,6 +42,8 @@ class Kernel:
         self.key = key
         self.b = FunctionBuilder(key.symbol, ARG_TYPES, ARG_NAMES)
         self.x, self.y, self.a0, self.a1, self.a2, self.bias, self.batch, self.begin, self.end = self.b.args
+        if key.lanes:  # an implicit variant's calls all take the same lanes
+            self.batch = self.b.const(key.lanes, i64)
         self.value_type = f16 if key.values == "f16" else f32
 
     def partial_tile_from(self) -> int | None:

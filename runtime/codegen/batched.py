@@ -123,14 +123,34 @@ class BatchedKernel(Kernel):
         return epilogue_activation(self.key.epilogue) != "gelu"
 
     def lane_tiles(self, first: SSAValue, last: SSAValue, body, widths: tuple[int, ...] = (2, 1)) -> None:
-        """`body(lane, vectors)` over lanes [first, last): 16 x widths[0] lanes at a time,
-        then each narrower width in turn for what is left."""
+        """`body(lane, vectors)` over lanes [first, last) of a lane chunk: 16 x widths[0]
+        lanes at a time, then each narrower width in turn for what is left (only the
+        widths some chunk takes, `widths_used`)."""
         b = self.b
+        widths = self.widths_used(widths)
         start = first
         for vectors in widths:
             stop = last if vectors == widths[-1] else b.add(start, b.round_down(b.sub(last, start), 16 * vectors))
             b.loop(start, stop, [], lambda lane, _s, v=vectors: body(lane, v) or [], step=16 * vectors)
             start = stop
+
+    def widths_used(self, widths: tuple[int, ...]) -> tuple[int, ...]:
+        """The lane tile widths (vectors, widest first) that some lane chunk takes where
+        every call has the same lanes (KernelKey.lanes: chunks of `lane_chunk` lanes,
+        then what is left), else all of them. A chunk takes whole tiles of each width
+        in turn from what the wider ones left, so a width that no chunk takes changes
+        no tile when left out, and the narrowest one kept ends the chunk. Half of an
+        implicit block kernel's IR was its two narrower tiles."""
+        lanes, chunk = self.key.lanes, self.key.lane_chunk
+        if not lanes:
+            return widths
+        used = {widths[0]}
+        for left in {min(lanes, chunk), lanes % chunk} - {0}:
+            for vectors in widths:
+                if left >= 16 * vectors:
+                    used.add(vectors)
+                    left %= 16 * vectors
+        return tuple(vectors for vectors in widths if vectors in used)
 
     @property
     def product_widths(self) -> tuple[int, ...]:

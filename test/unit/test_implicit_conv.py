@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import models
 import sparsec
 from sparsec.kernels import PLANE_PROLOGUES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
+from sparsec.runtime.codegen.kernels import kernel_class, kernel_llvm_ir
 from sparsec.runtime.executor import Executor
 from sparsec.runtime.implicit import implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
@@ -254,6 +255,43 @@ def test_two_threads_split_an_image_by_lane_chunks_or_rows(tmp_path, channels, s
     assert conv.key.parallel_units(conv.lanes) == units and call.shares.threads == 2 and call.shares.bounds[-1][1] == units
 
 
+def _multiply_adds(key: KernelKey) -> int:
+    return kernel_llvm_ir(key).count('@"llvm.fma.')
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
+def test_implicit_kernels_build_only_the_lane_tiles_their_calls_take(tmp_path, pattern):
+    """An implicit variant's calls all take its image's lanes (KernelKey.lanes), so its
+    kernel builds only the lane tiles that some lane chunk takes. 3x3 convolutions on
+    images that leave 0, 16, 32 or 48 lanes past the widest tiles, in one chunk or in
+    several (lanes split between two threads), compute what the reference does; a
+    kernel that leaves a tile out has fewer multiply-adds than the one for calls of any
+    lanes, and one that needs every tile has as many."""
+    dropped = kept = 0
+    for size in (8, 9, 10, 13, 14, 24):
+        shape, attributes = [1, 32, size, size], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+        conv_model(tmp_path / "conv.onnx", shape, 16, attributes, size)
+        model = sparsec.load(tmp_path / "conv.onnx")
+        model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+        x = np.random.default_rng(size).standard_normal(shape).astype(np.float32)
+        expected = model.run({"x": x})["y"]
+        for threads in (1, 2):
+            np.testing.assert_allclose(Executor(model.module, model.weights, threads=threads).run({"x": x})["y"], expected, rtol=1e-4, atol=1e-4)
+        ((op, layer),) = Executor(model.module, model.weights, threads=1).layers.items()
+        conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+        assert conv is not None and conv.key.lanes == conv.lanes
+        generator = kernel_class(conv.key)(conv.key)
+        widths = generator.lane_widths if conv.key.kind == "block" else generator.product_widths
+        any_lanes = dataclasses.replace(conv.key, lanes=0)
+        if generator.widths_used(widths) == widths:
+            kept += 1
+            assert _multiply_adds(conv.key) == _multiply_adds(any_lanes)
+        else:
+            dropped += 1
+            assert _multiply_adds(conv.key) < _multiply_adds(any_lanes)
+    assert dropped and kept
+
+
 @pytest.mark.parametrize(
     ("shape", "kernel", "groups", "implicit"),
     [
@@ -321,7 +359,7 @@ def test_implicit_layout(tmp_path, kernel, dilations, strides, pads, spatial, wi
     conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
     assert conv is not None and conv.key.window == window and conv.spatial == out and conv.lanes == lanes
     assert len(conv.phases_read) == phases
-    assert conv.key == dataclasses.replace(layer.key, batched=True, window=window) and layer.key.cols == 8 * math.prod(kernel)
+    assert conv.key == dataclasses.replace(layer.key, batched=True, window=window, lanes=lanes) and layer.key.cols == 8 * math.prod(kernel)
     assert conv.key in executor.implicit_keys  # the IR's shapes are static: compiled with the others
 
 
