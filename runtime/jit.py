@@ -108,9 +108,11 @@ class Target:
 
     @property
     def tuning(self) -> str:
-        """The kernel choices this CPU gets (KernelKey.tuning): "zen" on AMD Zen, else
-        "default"."""
-        return "zen" if self.cpu.startswith("znver") else "default"
+        """The kernel choices this CPU gets (KernelKey.tuning): "zen" on AMD Zen,
+        "rapids" on Intel Sapphire and Emerald Rapids (one core design), else "default"."""
+        if self.cpu.startswith("znver"):
+            return "zen"
+        return "rapids" if self.cpu in ("sapphirerapids", "emeraldrapids") else "default"
 
     def machine(self) -> llvm.TargetMachine:
         target = llvm.Target.from_triple(llvm.get_process_triple())

@@ -39,6 +39,7 @@ ones, though aligned windows hold fewer non-zeros."""
 CHUNK_SPANS = {
     "default": ((0.16, GATHER_SPAN), (0.35, WINDOW_SPAN)),
     "zen": ((0.14, WIDE_WINDOW_SPAN), (0.38, WINDOW_SPAN)),
+    "rapids": ((0.1, GATHER_SPAN), (0.16, WIDE_WINDOW_SPAN), (0.5, WINDOW_SPAN)),
 }
 """By KernelKey.tuning, the chunk variant (its span) that one batch row of bitmask weights
 runs up to each density (non-zeros per weight), sparsest first; denser weights run the
@@ -47,7 +48,11 @@ and work follow the non-zeros (3.25 bytes per non-zero in full chunks, more in t
 windows' emptier ones at high sparsity): crossovers measured on 4096x4096, one thread
 (docs/kernels.md). On AMD Zen 4 a gather takes ~15 cycles: the 64-column window
 was the fastest from about 62% sparsity (the mask kernel with register-form expands
-below it), the 128-column one from about 87%."""
+below it), the 128-column one from about 87%. On Intel Sapphire and Emerald Rapids the
+mask kernel's expands and widening cost more: the 64-column window beat it from 50%
+(4096x4096 at 50%: 1.24 to 1.48 ms against 1.60 to 1.69; 11008x4096, which streams
+from memory, 4.2 against 4.0 at 50% and a tie at 55%), the 128-column one was the
+fastest from about 85%, the gather from about 91%."""
 
 
 TILE_INPUT_BYTES = 32 * 1024
@@ -155,7 +160,7 @@ class KernelKey:
 
     tuning: str = "default"
     """The CPU family the choices between kernels are tuned for (jit.Target.tuning):
-    "default" or "zen" (`CHUNK_SPANS`)."""
+    "default", "zen" or "rapids" (`CHUNK_SPANS`)."""
 
     panelled: bool = False
     """The variant for a few batch rows of long weight rows: the columns in panels
@@ -218,10 +223,9 @@ class KernelKey:
     """The lanes of every call of an implicit variant (`window`): its image's output
     positions, rounded up to 16 (runtime/implicit.py, ImplicitConv.lanes), fixed by
     the convolution's shapes whatever the batch, as each image is a call; 0 for calls
-    of any. The kernel then generates only the lane tiles its calls use: a tile body
-    whose lanes no call has left over is not built (ResNet50's 1x1 convolutions at
-    56 x 56 take 64 lanes at a time, with nothing left over for the narrower tiles, of
-    which a 3 x 3 at 14 x 14 needs the 32-lane one alone)."""
+    of any. The kernel then builds only the lane tiles its calls take
+    (runtime/codegen/batched.py, `widths_used`): ResNet50's 1x1 convolutions at 56 x 56
+    go 64 lanes at a time with none left over, so they need no 32- or 16-lane tile."""
 
     @property
     def symbol(self) -> str:
@@ -231,11 +235,12 @@ class KernelKey:
         portable = "" if self.native_f16 or self.values != "f16" else "_swf16"
         variant = "_batched" if self.batched else f"_chunks{self.chunk_span}" if self.chunk_span else "_panels" if self.panelled else f"_tiles{self.group_tiles}" if self.group_tiles else ""
         pairs = "_pairs" if self.paired else ""
-        window = "_window" + "_".join(map(str, self.window)) + (f"_lanes{self.lanes}" if self.lanes else "") if self.window else ""
+        window = "_window" + "_".join(map(str, self.window)) if self.window else ""
+        lanes = f"_lanes{self.lanes}" if self.lanes else ""
         accumulate = "_accumulate" if self.accumulate else ""
         groups = f"_groups{self.groups}" if self.groups > 1 else ""
         runs = "_runmajor" if self.run_major else ""
-        return f"spmm_{detail}_{self.values}_{shape}{runs}{suffix}{portable}{variant}{pairs}{window}{groups}{accumulate}"
+        return f"spmm_{detail}_{self.values}_{shape}{runs}{suffix}{portable}{variant}{pairs}{window}{lanes}{groups}{accumulate}"
 
     @property
     def block_column_bits(self) -> int:

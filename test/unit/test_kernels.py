@@ -146,13 +146,18 @@ def test_chunks_cover_each_row_exactly(rows, cols, density, span, seed):
         (0.65, "znver4", WINDOW_SPAN),
         (0.85, "znver4", WINDOW_SPAN),
         (0.9, "znver4", WIDE_WINDOW_SPAN),
+        (0.45, "emeraldrapids", 0),
+        (0.5, "emeraldrapids", WINDOW_SPAN),
+        (0.87, "emeraldrapids", WIDE_WINDOW_SPAN),
+        (0.93, "sapphirerapids", GATHER_SPAN),
     ],
 )
 def test_chunk_variant_follows_sparsity_at_batch_one(sparsity, cpu, span, tmp_path, monkeypatch):
     """One batch row of sparse bitmask weights runs a chunk variant, by the tuning of
     the CPU named (SPARSEC_CPU, with the host's features): by default the window one
     from 65% sparsity and the gather one from 84%; on AMD Zen the window one from 62%
-    and the wide window from 86%."""
+    and the wide window from 86%; on Intel Sapphire and Emerald Rapids the window one
+    from 50%, the wide window from 84% and the gather one from 90%."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("SPARSEC_CPU", cpu)
     model = build(40, 600, False, True, "relu", 5)
