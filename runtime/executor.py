@@ -860,7 +860,7 @@ class Executor:
             image = step.op.x.type.get_shape()[1:]  # pyright: ignore  (channels, then spatial)
             conv = self._implicit_for(step, (1, *image)) if min(image) > 0 else None
             if layouts.get(end) is None:
-                layouts[end] = None if conv is None else (conv.lanes, conv.phase[1], *conv.out)
+                layouts[end] = None if conv is None else conv.lane_layout
         return layouts
 
     def _relus_in_place(self) -> None:
@@ -1098,7 +1098,7 @@ class Executor:
         residual = step.residual
         output = None
         if residual is None and step.op in self.concat_places:
-            placed = self._concat_lanes(step.op, images, (conv.lanes, conv.phase[1], *conv.out))
+            placed = self._concat_lanes(step.op, images, conv.lane_layout)
             output = None if placed is None else placed[0]
         elif residual is not None and residual.dies and addend is not None:
             output = self._addend_lanes(addend, rows, conv)

@@ -48,6 +48,12 @@ class ImplicitConv:
         return self.key.lanes
 
     @property
+    def lane_layout(self) -> tuple[int, int, int, int]:
+        """How its output lanes lie: lanes a channel, lanes a row (Wq), then the output's
+        rows and columns (Executor._concat_lanes compares Concat buffers by it)."""
+        return self.lanes, self.phase[1], self.out[0], self.out[1]
+
+    @property
     def planes(self) -> int:
         return self.channels * self.strides[0] * self.strides[1]
 
