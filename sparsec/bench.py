@@ -5,9 +5,14 @@ interpreter, whose layers are numpy calls, on the dense original: the model the
 artifact was compiled from, or `--dense`) and onnxruntime on the dense original; and
 onnxruntime on the pruned model (the artifact's weights decoded to dense ONNX). numpy's
 BLAS and onnxruntime get the same thread count as sparsec. Each engine runs the same
-random inputs: a few warm-up runs, then timed runs until both `runs` runs and
-`seconds` have passed; the table shows the median, the 90th percentile, and sparsec's
-speed-up over each engine (its median over sparsec's).
+random inputs; the table shows the median, the 90th percentile, and sparsec's speed-up
+over each engine (its median over sparsec's).
+
+The engines are timed in turns, round after round (`measure`), not one after another:
+on a shared machine the load of the neighbours can change the speed of every engine by
+2x within minutes, and an engine timed alone in a slow minute would move the ratios
+by as much; in turns of a tenth of a second, each engine sees the same minutes. All
+engines are loaded at once for it, so the run holds the model's weights once per engine.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ from sparsec.errors import SparsecError
 from sparsec.model import Model, load
 
 WARMUP = 3
+"""Untimed runs of each engine before the first round: first-run work (buffers,
+onnxruntime's memory arena) out of the timings."""
+TURN_SECONDS = 0.1
+TURN_RUNS = 3
+"""An engine's turn in a round: timed runs for at least TURN_SECONDS and TURN_RUNS
+runs, after one untimed run (the engine before has just evicted this one's weights
+from the caches and may still be spinning its threads down: sparsec's workers spin for
+2 ms, onnxruntime's longer), which costs a slow engine a quarter of its turn at most."""
 
 
 @dataclass(frozen=True)
@@ -35,26 +48,77 @@ class Timing:
     p90_ms: float
 
 
-def random_inputs(model: Model, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def input_shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    """The model's input shapes by name, a negative size for a dimension given at run time."""
     function = reference.main_function(model.module)
+    return {name: tuple(arg.type.get_shape()) for name, arg in zip(reference.input_names(function), function.args)}  # pyright: ignore
+
+
+def fixed_batch(model: Model) -> int | None:
+    """The batch the model's inputs fix (the first one's leading dimension), or None
+    when a dimension is given at run time: the batch is then the bench's to choose."""
+    shapes = list(input_shapes(model).values())
+    if not shapes or any(size < 0 for shape in shapes for size in shape):
+        return None
+    return shapes[0][0] if shapes[0] else 1
+
+
+def check_batch(model: Model, batch: int) -> None:
+    """An error for a batch the model's fixed input shapes do not have."""
+    fixed = fixed_batch(model)
+    if fixed is not None and batch != fixed:
+        shapes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in input_shapes(model).items())
+        raise SparsecError(f"batch {batch}: the model's inputs have fixed shapes ({shapes}); its batch is {fixed}")
+
+
+def random_inputs(model: Model, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard normal inputs, `batch` for each dimension given at run time."""
+    check_batch(model, batch)
     rng = np.random.default_rng(seed)
     return {
-        name: rng.standard_normal([d if d >= 0 else batch for d in arg.type.get_shape()]).astype(np.float32)  # pyright: ignore
-        for name, arg in zip(reference.input_names(function), function.args)
+        name: rng.standard_normal([d if d >= 0 else batch for d in shape]).astype(np.float32)
+        for name, shape in input_shapes(model).items()
     }
 
 
-def measure(engine: str, run: Callable[[], object], runs: int, seconds: float) -> Timing:
-    for _ in range(WARMUP):
-        run()
+def measure(engines: dict[str, Callable[[], object]], runs: int, seconds: float) -> list[Timing]:
+    """Each engine's timing, by name: the engines take turns (`TURN_SECONDS` and
+    `TURN_RUNS`, less when `seconds` and `runs` are), round after round, until every engine
+    has at least `runs` timed runs adding up to `seconds`. An engine stops at 100 times
+    `runs` timed runs, so that a tiny model's bench ends in its `runs`' time rather
+    than after thousands of runs."""
+    for run in engines.values():
+        for _ in range(WARMUP):
+            run()
+    most = 100 * runs
+    samples: dict[str, list[float]] = {engine: [] for engine in engines}
+
+    def done(engine: str) -> bool:
+        times = samples[engine]
+        return len(times) >= most or (len(times) >= runs and sum(times) >= seconds)
+
+    while not all(done(engine) for engine in engines):
+        for engine, run in engines.items():
+            if len(samples[engine]) < most:
+                samples[engine] += _turn(run, min(TURN_SECONDS, seconds), min(TURN_RUNS, runs), most - len(samples[engine]))
+    return [_timing(engine, times) for engine, times in samples.items()]
+
+
+def _turn(run: Callable[[], object], seconds: float, runs: int, most: int) -> list[float]:
+    """The times of one turn's runs: one untimed, then timed ones until `seconds` have
+    passed and `runs` were timed (at most `most`)."""
+    run()
     times: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < runs or time.perf_counter() < deadline:
+    spent = 0.0
+    while len(times) < min(runs, most) or (spent < seconds and len(times) < most):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-        if len(times) >= 100 * runs:
-            break
+        spent += times[-1]
+    return times
+
+
+def _timing(engine: str, times: list[float]) -> Timing:
     samples = np.array(times) * 1000
     return Timing(engine, float(np.median(samples)), float(np.percentile(samples, 90)))
 
@@ -74,19 +138,18 @@ def _onnxruntime_session(path: Path, threads: int):
 def bench(model: Model, dense: Path | None, batch: int, threads: int, runs: int, seconds: float) -> list[Timing]:
     feeds = random_inputs(model, batch)
     executor = model.compiled()
-    timings = [measure(f"sparsec jit ({threads} thread{'s' if threads > 1 else ''})", lambda: executor.run(feeds), runs, seconds)]
-    if dense is not None:
-        original = load(dense, engine="reference")
-        with threadpool_limits(threads):
-            timings.append(measure("numpy dense original", lambda: original.run(feeds), runs, seconds))
-        session = _onnxruntime_session(dense, threads)
-        timings.append(measure("onnxruntime, dense original", lambda: session.run(None, feeds), runs, seconds))
-    with tempfile.TemporaryDirectory() as tmp:
+    engines: dict[str, Callable[[], object]] = {f"sparsec jit ({threads} thread{'s' if threads > 1 else ''})": lambda: executor.run(feeds)}
+    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(threads):
+        if dense is not None:
+            original = load(dense, engine="reference")
+            dense_session = _onnxruntime_session(dense, threads)
+            engines["numpy dense original"] = lambda: original.run(feeds)
+            engines["onnxruntime, dense original"] = lambda: dense_session.run(None, feeds)
         pruned = Path(tmp) / "pruned.onnx"
         model.save(pruned)
-        session = _onnxruntime_session(pruned, threads)
-        timings.append(measure("onnxruntime, pruned weights", lambda: session.run(None, feeds), runs, seconds))
-    return timings
+        pruned_session = _onnxruntime_session(pruned, threads)
+        engines["onnxruntime, pruned weights"] = lambda: pruned_session.run(None, feeds)
+        return measure(engines, runs, seconds)
 
 
 def format_timings(timings: list[Timing], batch: int) -> str:

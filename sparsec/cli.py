@@ -35,7 +35,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.bench import bench, format_timings
+from sparsec.bench import bench, check_batch, fixed_batch, format_timings
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -344,7 +344,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if dense is not None and not dense.is_file():
         raise SparsecError(f"--dense '{dense}': no such file")
     threads = args.threads or available_cpus()
-    for batch in args.batch:
+    batches = args.batch or [fixed_batch(model) or 1]
+    for batch in batches:
+        check_batch(model, batch)  # before the first table, not after it
+    for batch in batches:
         timings = bench(model, dense, batch, threads, args.runs, args.seconds)
         sys.stdout.write(format_timings(timings, batch))
     return 0
@@ -358,6 +361,27 @@ def cmd_list_passes(args: argparse.Namespace) -> int:
             shown = "" if default is None else f" = {default}"
             print(f"    {option}: {kind}{shown}")
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argument that counts something (threads, runs, a batch): a whole number from 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -427,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the .onnx, .mlir or .spx model")
     p.add_argument("--engine", choices=("jit", "reference"),
                    help="jit (generated kernels; the default for .spx) or reference (numpy)")
-    p.add_argument("--threads", type=int, help="JIT worker threads (default: the CPUs this process may use)")
+    p.add_argument("--threads", type=_positive, help="JIT worker threads (default: the CPUs this process may use)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input by name (repeatable), or a .npz with all inputs")
     p.add_argument("-o", "--output", help="write every output into this .npz (default: print a summary)")
@@ -442,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="points: 'unstructured:S,S;nm:N:M;block:B:S' (default: %(default)s)")
     p.add_argument("--methods", default="magnitude", help="comma-separated: magnitude, wanda, sparsegpt")
     p.add_argument("--min-elements", type=int, default=2048, help="leave weights this small dense (default 2048)")
-    p.add_argument("--threads", type=int, help="JIT threads (default: the CPUs this process may use)")
+    p.add_argument("--threads", type=_positive, help="JIT threads (default: the CPUs this process may use)")
     p.add_argument("--json", action="store_true", help="print JSON rows")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--plot", metavar="FILE.png", help="plot accuracy (or error) against sparsity (needs matplotlib)")
@@ -450,11 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("bench", help="latency of a compiled model against onnxruntime")
     p.add_argument("model", help="a .spx artifact")
-    p.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes (default 1)")
+    p.add_argument("--batch", type=_positive, nargs="+",
+                   help="batch sizes (default: the batch the model's inputs fix, else 1)")
     p.add_argument("--dense", help="the dense original .onnx (default: the model the artifact was compiled from)")
-    p.add_argument("--threads", type=int, help="threads for sparsec and onnxruntime (default: the CPUs this process may use)")
-    p.add_argument("--runs", type=int, default=20, help="timed runs at least (default 20)")
-    p.add_argument("--seconds", type=float, default=1.0, help="time each engine at least this long (default 1)")
+    p.add_argument("--threads", type=_positive, help="threads for sparsec and onnxruntime (default: the CPUs this process may use)")
+    p.add_argument("--runs", type=_positive, default=20, help="timed runs at least (default 20)")
+    p.add_argument("--seconds", type=_seconds, default=1.0, help="time each engine at least this long (default 1)")
     p.set_defaults(handler=cmd_bench)
 
     p = commands.add_parser("list-passes", help="list passes with their options and defaults")

@@ -98,7 +98,7 @@ def _row(method: str, label: str, model: Model, feeds, labels, dense_out, single
     accuracy = None if labels is None else float((output.argmax(axis=-1) == labels).mean())
     error = float(np.linalg.norm(output - dense_out) / max(np.linalg.norm(dense_out), 1e-30))
     executor = model.compiled()
-    latency = measure(method, lambda: executor.run(single), runs=20, seconds=0.2).median_ms
+    latency = measure({method: lambda: executor.run(single)}, runs=20, seconds=0.2)[0].median_ms
     return Row(method, label, _sparsity(model), accuracy, error, _size(model), latency)
 
 
