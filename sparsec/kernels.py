@@ -363,14 +363,25 @@ class KernelKey:
     @property
     def block_lane_vectors(self) -> int:
         """The widest lane tile of the batched block kernel, in vectors of 16 lanes: one
-        accumulator a row and vector, so two for blocks of up to 8 and one for 16 (32
-        registers); four for an implicit convolution's blocks of up to 4, whose
-        weights each lane tile reads again (ResNet50 at blocks of 4, 75%: 5 to 18% off
-        each convolution, 64 -> 64 3x3 at 56 x 56 0.87 -> 0.78 ms). Matrix products keep
-        two: their inputs are transposed per chunk of 32 rows."""
-        if self.window and self.block <= 4:
+        accumulator a row of `block_slice` and vector, so two for blocks of up to 8 and
+        one for 16 (32 registers); four for an implicit convolution's slices of up to 4
+        rows, whose weights each lane tile reads again (ResNet50 at blocks of 4, 75%: 5
+        to 18% off each convolution, 64 -> 64 3x3 at 56 x 56 0.87 -> 0.78 ms). Matrix
+        products keep two: their inputs are transposed per chunk of 32 rows."""
+        if self.window and self.block_slice <= 4:
             return 4
-        return 2 if self.block <= 8 else 1
+        return 2 if self.block_slice <= 8 else 1
+
+    @property
+    def block_slice(self) -> int:
+        """The rows of a block one pass of the batched block kernel over a row block's
+        kept blocks sums: the whole block, but 4 rows at a time of blocks wider than 8
+        (and a multiple of 4) in a convolution, which then take 64 lanes a tile as blocks
+        of 4 do, where a whole block of 16 had one accumulator a row for 16 lanes and a
+        load of inputs for every 16 multiply-adds (ResNet50 at blocks of 16, 75%, one
+        thread: 37.7 -> 34.5 ms; blocks of 8 ran as fast either way, with less code
+        whole)."""
+        return 4 if self.window and self.block > 8 and self.block % 4 == 0 else self.block
 
     def panel_input_bytes(self, columns: int, lanes: int) -> int:
         """The bytes of inputs an implicit kernel's panel of `columns` weight columns

@@ -258,35 +258,42 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
 
     def block_lanes(self, row_block: SSAValue, lane: SSAValue, first: SSAValue, last: SSAValue, vectors: int) -> None:
         """y[rows of `row_block`, lane:lane + 16 * vectors] = (or += where the key
-        `accumulate`s) the row block's kept blocks [first, last) times their inputs
-        (rows past N are not stored)."""
+        `accumulate`s) the row block's kept blocks [first, last) times their inputs,
+        in a pass over them per slice of its rows (KernelKey.block_slice: a loop, so
+        the code is one slice's; rows past N are not stored)."""
         b, key = self.b, self.key
         first_row = b.mul(row_block, b.const(key.block, i64))
         x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(first_row)), f32)
-        totals = self.kept_sums(x_lanes, first, last, vectors)
-        for r in range(key.block):
-            row = b.add(first_row, b.const(r, i64))
-            inside = b.icmp("slt", row, b.const(key.rows, i64)) if key.rows % key.block else None
-            row_lanes = b.element_ptr(self.y, b.add(b.mul(row, self.batch), lane), f32)
-            for v in range(vectors):
-                at = b.element_ptr(row_lanes, b.const(16 * v, i64), f32)
-                # (the bias of a row past N is not read either)
-                self.only_if(inside, lambda total=totals[r * vectors + v], at=at, row=row: self.store_output(self.accumulated(total, at), row, at))
 
-    def kept_sums(self, x_lanes: SSAValue, first: SSAValue, last: SSAValue, vectors: int) -> list[SSAValue]:
-        """Each row's (B) sums of kept blocks [first, last), over the `vectors` x 16 batch
-        lanes at `x_lanes`: row-major, `vectors` per row."""
+        def slice_body(in_block: SSAValue, _state) -> list[SSAValue]:
+            totals = self.kept_sums(x_lanes, first, last, vectors, in_block)
+            for r in range(key.block_slice):
+                row = b.add(first_row, b.add(in_block, b.const(r, i64)))
+                inside = b.icmp("slt", row, b.const(key.rows, i64)) if key.rows % key.block else None
+                row_lanes = b.element_ptr(self.y, b.add(b.mul(row, self.batch), lane), f32)
+                for v in range(vectors):
+                    at = b.element_ptr(row_lanes, b.const(16 * v, i64), f32)
+                    # (the bias of a row past N is not read either)
+                    self.only_if(inside, lambda total=totals[r * vectors + v], at=at, row=row: self.store_output(self.accumulated(total, at), row, at))
+            return []
+
+        b.loop(b.const(0, i64), b.const(key.block, i64), [], slice_body, step=key.block_slice)
+
+    def kept_sums(self, x_lanes: SSAValue, first: SSAValue, last: SSAValue, vectors: int, in_block: SSAValue) -> list[SSAValue]:
+        """The sums of kept blocks [first, last) of the slice of their rows from row
+        `in_block` of the block (KernelKey.block_slice rows), over the `vectors` x 16
+        batch lanes at `x_lanes`: row-major, `vectors` per row."""
         b, key = self.b, self.key
-        width = key.block * vectors
+        width = key.block_slice * vectors
         ways = max(1, self.ACCUMULATORS // width)
 
         def product(kept: SSAValue, chunk: SSAValue, accs: list[SSAValue]) -> list[SSAValue]:
             column = self.column(kept)
             inputs = b.element_ptr(x_lanes, b.zext(self.offset_of(column), i64) if key.window else b.mul(column, self.batch), f32)
             xs = [b.load_at(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4) for v in range(vectors)]
-            base = b.mul(b.sub(kept, chunk), b.const(key.block, i64))
-            weights = [b.splat(b.load(self.weights, b.add(base, b.const(r, i64)), f32), 16) for r in range(key.block)]
-            return [b.fmuladd(weights[r], xs[v], accs[r * vectors + v]) for r in range(key.block) for v in range(vectors)]
+            base = b.add(b.mul(b.sub(kept, chunk), b.const(key.block, i64)), in_block)
+            weights = [b.splat(b.load(self.weights, b.add(base, b.const(r, i64)), f32), 16) for r in range(key.block_slice)]
+            return [b.fmuladd(weights[r], xs[v], accs[r * vectors + v]) for r in range(key.block_slice) for v in range(vectors)]
 
         def chunk_body(chunk: SSAValue, accs) -> list[SSAValue]:
             end = b.smin(b.add(chunk, b.const(self.CHUNK, i64)), last)

@@ -25,7 +25,7 @@ from sparsec.runtime.implicit import implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
 
 PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
-BLOCK_PATTERNS = ["pattern=block block-size=2 sparsity=0.5", "pattern=block block-size=4 sparsity=0.75", "pattern=block block-size=8 sparsity=0.5", "pattern=block block-size=16 sparsity=0.75"]
+BLOCK_PATTERNS = ["pattern=block block-size=2 sparsity=0.5", "pattern=block block-size=4 sparsity=0.75", "pattern=block block-size=8 sparsity=0.5", "pattern=block block-size=16 sparsity=0.75", "pattern=block block-size=12 sparsity=0.5"]
 
 
 @st.composite
@@ -290,6 +290,30 @@ def test_implicit_kernels_build_only_the_lane_tiles_their_calls_take(tmp_path, p
             dropped += 1
             assert _multiply_adds(conv.key) < _multiply_adds(any_lanes)
     assert dropped and kept
+
+
+@pytest.mark.parametrize(("block", "sliced"), [(16, True), (12, True), (32, True), (8, False), (10, False)])
+@pytest.mark.parametrize("outputs", [64, 72])
+def test_wide_blocks_run_in_slices_of_four_rows(tmp_path, block, sliced, outputs):
+    """A convolution's blocks wider than 8 rows (and a multiple of 4) run in slices of 4
+    rows, a pass over the kept blocks each, on 64-lane tiles (KernelKey.block_slice):
+    every slice computes what the reference does, also in a last row block that runs
+    past the outputs (72 outputs in blocks of 16 or 32, 64 in blocks of 12), on 1 and
+    2 threads; the kernel's code is one
+    slice's, as many multiply-adds as a kernel for blocks of 4 of the same geometry."""
+    shape, attributes = [1, 24, 10, 10], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    conv_model(tmp_path / "conv.onnx", shape, outputs, attributes, block)
+    pattern = f"pattern=block block-size={block} sparsity=0.5 axis=0"
+    checked_runs(tmp_path / "conv.onnx", pattern, 2, [shape], block).close()
+    executor = checked_runs(tmp_path / "conv.onnx", pattern, 1, [shape], block)
+    ((op, layer),) = executor.layers.items()
+    conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+    assert conv is not None and conv.key.block == block
+    if sliced:
+        assert (conv.key.block_slice, conv.key.block_lane_vectors) == (4, 4)
+        assert _multiply_adds(conv.key) == _multiply_adds(dataclasses.replace(conv.key, block=4))
+    else:
+        assert conv.key.block_slice == block
 
 
 @pytest.mark.parametrize(
