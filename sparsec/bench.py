@@ -82,11 +82,11 @@ def random_inputs(model: Model, batch: int, seed: int = 0) -> dict[str, np.ndarr
 
 
 def measure(engines: dict[str, Callable[[], object]], runs: int, seconds: float) -> list[Timing]:
-    """Each engine's timing, by name: the engines take turns (`TURN_SECONDS` and
-    `TURN_RUNS`, less when `seconds` and `runs` are), round after round, until every engine
-    has at least `runs` timed runs adding up to `seconds`. An engine stops at 100 times
-    `runs` timed runs, so that a tiny model's bench ends in its `runs`' time rather
-    than after thousands of runs."""
+    """Each engine's timing, in the order of `engines`: the engines take turns
+    (`TURN_SECONDS` and `TURN_RUNS`, less when `seconds` and `runs` ask for less),
+    round after round, until every engine has at least `runs` timed runs adding up
+    to `seconds`. An engine stops at 100 times `runs` timed runs: a tiny model would
+    otherwise run tens of thousands of times to fill `seconds`."""
     for run in engines.values():
         for _ in range(WARMUP):
             run()
@@ -110,7 +110,7 @@ def _turn(run: Callable[[], object], seconds: float, runs: int, most: int) -> li
     run()
     times: list[float] = []
     spent = 0.0
-    while len(times) < min(runs, most) or (spent < seconds and len(times) < most):
+    while len(times) < most and (len(times) < runs or spent < seconds):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
