@@ -161,3 +161,12 @@ def format_timings(timings: list[Timing], batch: int) -> str:
             f"{timing.engine.ljust(width)}  {timing.median_ms:9.3f}  {timing.p90_ms:8.3f}  {timing.median_ms / base:15.2f}x"
         )
     return "\n".join(lines) + "\n"
+
+
+def timing_rows(timings: list[Timing], batch: int) -> list[dict[str, object]]:
+    """`format_timings`' table as rows for JSON (`sparsec bench --json`)."""
+    base = timings[0].median_ms
+    return [
+        {"batch": batch, "engine": t.engine, "median_ms": t.median_ms, "p90_ms": t.p90_ms, "sparsec_speedup": t.median_ms / base}
+        for t in timings
+    ]
