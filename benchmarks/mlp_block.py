@@ -13,7 +13,6 @@ The timings are those of `sparsec bench` on the artifact.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
 from sparsec.bench import bench
+
+from layers import cpu_description  # benchmarks/layers.py, next to this script
 
 PATTERNS = {
     "nm 3:4": "pattern=nm n=3 m=4",
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=2.0, help="time each engine at least this long")
     args = parser.parse_args()
-    print(f"# {platform.machine()}, {args.threads} thread(s), MLP block {args.width}-{args.hidden}-{args.width}, sparsec {sparsec.__version__}")
+    print(f"# {cpu_description()}; {args.threads} thread(s), MLP block {args.width}-{args.hidden}-{args.width}, sparsec {sparsec.__version__}")
     print("| pattern | batch | sparsec ms | numpy dense ms | ort dense ms | ort pruned ms | vs numpy | vs ort dense |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
