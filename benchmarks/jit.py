@@ -2,7 +2,8 @@
 from the disk cache, for the kernels of a 4096x4096 layer (and of the MLP block's first
 n:m layer, 3072x768 with bias and Gelu), four implicit convolutions' (keyed with their
 calls' lanes, as the executor keys them: ResNet50's 3x3 convolution at 56 x 56 at blocks
-of 4 needs all three lane tiles, the most code of any, its 1x1 one the widest alone)
+of 4 needs all three lane tiles, the most code of any, its 1x1 one the widest alone;
+the same 3x3 one at blocks of 16, in slices of 4 rows)
 and the plane copy, pooling and depthwise convolution kernels.
 
     python benchmarks/jit.py [--repeats 5]
@@ -59,6 +60,7 @@ KEYS: dict[str, AnyKey] = {
     "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, run_major=True, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2), lanes=224),
     "block 4 implicit 3x3 conv at 56 x 56, bias + Relu": KernelKey("block", 64, 576, block=4, epilogue="bias_relu", batched=True, window=(9, 3, 3376, 58, 1, 1, 1, 1), lanes=56 * 58),
     "block 4 implicit 1x1 conv at 56 x 56, bias + Relu": KernelKey("block", 64, 64, block=4, epilogue="bias_relu", batched=True, window=(1, 1, 3136, 56, 1, 1, 1, 1), lanes=56 * 56),
+    "block 16 implicit 3x3 conv at 56 x 56 (slices of 4 rows), bias + Relu": KernelKey("block", 64, 576, block=16, epilogue="bias_relu", batched=True, window=(9, 3, 3376, 58, 1, 1, 1, 1), lanes=56 * 58),
     "plane copy": PlaneKey(),
     "plane copy, normalization + Relu": PlaneKey("affine_relu"),
     "max pool 3x3, stride 2": PoolKey("max", 2, (3, 3)),
