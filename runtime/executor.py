@@ -29,6 +29,7 @@ import itertools
 import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+from xdsl.dialects.builtin import NameLoc
 from xdsl.ir import Operation, SSAValue
 
 from sparsec import reference
@@ -557,6 +559,31 @@ class _Step:
     making a view costs a microsecond or two."""
     last_regrouped: tuple[np.ndarray, _Regrouped] | None = None
     """A put-off reshape's last source and its `_Regrouped`, kept for the same reason."""
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One step of a profiled run (Executor.profile)."""
+
+    name: str
+    """The ONNX node's name (the op's location), else the op's."""
+    op: str
+    runs_as: str
+    seconds: float
+    """Per run, on average."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    steps: list[StepTime]
+    """In the order the steps run."""
+    seconds: float
+    """A whole run's time, on average: the steps' and what surrounds them (taking the
+    inputs, copying the outputs)."""
+
+
+def _op_name(op: Operation) -> str:
+    return op.location.desc.data if isinstance(op.location, NameLoc) else op.name
 
 
 class _Regrouped:
@@ -1438,6 +1465,40 @@ class Executor:
         with self._running:
             return self._run(feeds)
 
+    def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> Profile:
+        """Where `runs` runs on `feeds` spend their time, step by step (after one
+        untimed run): a step's time runs from its start to the next step's, so it holds
+        the Python around its call, and the steps it takes in (put-off normalizations,
+        reshapes and Concats, residual Adds) count as its own."""
+        with self._running:
+            self._run(feeds)
+            marks = [0.0] * (len(self.steps) + 1)
+            spent = [0.0] * len(self.steps)
+            wall = 0.0
+            for _ in range(runs):
+                start = time.perf_counter()
+                self._run(feeds, marks)
+                wall += time.perf_counter() - start
+                for index in range(len(self.steps)):
+                    spent[index] += marks[index + 1] - marks[index]
+            rows = [StepTime(_op_name(step.op), step.op.name, self._runs_as(step), seconds / runs) for step, seconds in zip(self.steps, spent)]
+            return Profile(rows, wall / runs)
+
+    @staticmethod
+    def _runs_as(step: _Step) -> str:
+        """What ran a step: its kernel (with the implicit variant where a call took it),
+        numpy, or nothing (a step another one takes in)."""
+        if step.dtype is not None:
+            return "(taken in)" if step.deferred else "numpy"
+        if isinstance(step.unit, _Layer):
+            key = step.unit.key
+            implicit = any(call.phase_copies or call.in_place for call in step.calls.values())
+            kind = "dense float32 kernel" if key.values == "f32" else f"{key.kind} kernel"  # lower-kernels' unpacked weights
+            return f"{kind}{', implicit' if implicit else ''}"
+        if isinstance(step.unit, _Pool):
+            return f"{step.unit.key.kind} pool kernel" if step.unit.key.kind != "depthwise" else "depthwise kernel"
+        return "layer norm kernel"
+
     def _evaluate(self, step: _Step, env: list) -> None:
         """A numpy step's result, into its slot of `env`: a view's by the function kept
         for its input shape, a float32 Concat's or Relu's into an output kept from run
@@ -1512,13 +1573,16 @@ class Executor:
         parts = [out[(slice(None),) * axis + (slice(start, stop),)] for start, stop in zip(bounds[:-1], bounds[1:])]
         return out, parts, [None] * len(parts)
 
-    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feeds: Mapping[str, np.ndarray], marks: list[float] | None = None) -> dict[str, np.ndarray]:
+        """A run; with `marks`, the time each step starts, and the last's end after them."""
         self._epoch += 1
         env = self.initial.copy()
         env[: len(self.feeds.names)] = self.feeds(feeds)  # the arguments' slots come first
         addresses: list[int | None] = [None] * len(env)
         """The addresses of the kernel outputs that later kernel steps read in place."""
-        for step in self.steps:
+        for index, step in enumerate(self.steps):
+            if marks is not None:
+                marks[index] = time.perf_counter()
             if step.dtype is not None:
                 if env[step.result] is None and not step.deferred:  # else a kernel call takes it in
                     self._evaluate(step, env)
@@ -1545,4 +1609,6 @@ class Executor:
             if call.residual is not None:
                 for absorbed in call.residual.absorbed:
                     env[absorbed] = call.result
+        if marks is not None:
+            marks[-1] = time.perf_counter()
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -29,6 +30,9 @@ from threadpoolctl import threadpool_limits
 from sparsec import reference
 from sparsec.errors import SparsecError
 from sparsec.model import Model, load
+
+if TYPE_CHECKING:
+    from sparsec.runtime.executor import Profile
 
 WARMUP = 3
 """Untimed runs of each engine before the first round: first-run work (buffers,
@@ -170,3 +174,33 @@ def timing_rows(timings: list[Timing], batch: int) -> list[dict[str, object]]:
         {"batch": batch, "engine": t.engine, "median_ms": t.median_ms, "p90_ms": t.p90_ms, "sparsec_speedup": t.median_ms / base}
         for t in timings
     ]
+
+
+def profile(model: Model, batch: int, runs: int) -> Profile:
+    """Where sparsec's engine spends a run of `model` at `batch`, step by step
+    (Executor.profile), over `runs` runs."""
+    return model.compiled().profile(random_inputs(model, batch), runs)
+
+
+def profile_rows(result: Profile, batch: int, top: int) -> list[dict[str, object]]:
+    """The `top` slowest steps (then one row for the rest), for JSON and the table:
+    layer, op, what ran it, ms a run and share of the run."""
+    steps = sorted(result.steps, key=lambda step: step.seconds, reverse=True)
+    rows = [{"batch": batch, "layer": s.name, "op": s.op, "runs_as": s.runs_as, "ms": s.seconds * 1000} for s in steps[:top]]
+    if len(steps) > top:
+        rest = sum(s.seconds for s in steps[top:])
+        rows.append({"batch": batch, "layer": f"({len(steps) - top} more steps)", "op": "", "runs_as": "", "ms": rest * 1000})
+    outside = result.seconds - sum(s.seconds for s in steps)
+    rows.append({"batch": batch, "layer": "(outside the steps)", "op": "", "runs_as": "", "ms": outside * 1000})
+    for row in rows:
+        row["share"] = row["ms"] / (result.seconds * 1000)  # pyright: ignore
+    return rows
+
+
+def format_profile(rows: list[dict[str, object]], runs: int, total_ms: float) -> str:
+    headers = ["layer", "op", "runs as", "ms", "share"]
+    cells = [[str(r["layer"]), str(r["op"]), str(r["runs_as"]), f"{r['ms']:.3f}", f"{r['share']:.1%}"] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    render = lambda row: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()  # noqa: E731
+    title = f"profile of sparsec jit, batch {rows[0]['batch']}: {total_ms:.3f} ms a run over {runs} runs"
+    return "\n".join([title, render(headers)] + [render(c) for c in cells]) + "\n"

@@ -4,7 +4,7 @@
     sparsec opt IN.mlir -p 'pass-a{opt=v},pass-b' [--timing] [--print-ir-after-all]
     sparsec compile MODEL [--pattern nm:3:4 | block:4 --sparsity 0.5] [-p PIPELINE] -o OUT.{mlir,onnx,spx}
     sparsec inspect MODEL.spx [--json]
-    sparsec bench MODEL.spx [--batch 1 8] [--dense ORIGINAL.onnx] [--json]
+    sparsec bench MODEL.spx [--batch 1 8] [--dense ORIGINAL.onnx] [--profile [N]] [--json]
     sparsec eval MODEL.onnx --data TEST.npz --labels label --calibration CALIB.npz --methods magnitude,sparsegpt
     sparsec run MODEL --input NAME=FILE.npy ... [-o OUT.npz]
     sparsec list-passes
@@ -35,7 +35,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.bench import bench, check_batch, fixed_batch, format_timings, timing_rows
+from sparsec.bench import bench, check_batch, fixed_batch, format_profile, format_timings, profile, profile_rows, timing_rows
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -347,15 +347,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     batches = args.batch or [fixed_batch(model) or 1]
     for batch in batches:
         check_batch(model, batch)  # before the first table, not after it
-    rows = []
+    report: dict[str, list] = {"timings": [], "profile": []}
     for batch in batches:
         timings = bench(model, dense, batch, threads, args.runs, args.seconds)
-        if args.json:
-            rows += timing_rows(timings, batch)
-        else:
+        report["timings"] += timing_rows(timings, batch)
+        if not args.json:
             sys.stdout.write(format_timings(timings, batch))
+        if args.profile:
+            steps = profile(model, batch, args.runs)
+            rows = profile_rows(steps, batch, args.profile)
+            report["profile"] += rows
+            if not args.json:
+                sys.stdout.write(format_profile(rows, args.runs, steps.seconds * 1000))
     if args.json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -486,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, help="threads for sparsec and onnxruntime (default: the CPUs this process may use)")
     p.add_argument("--runs", type=_positive, default=20, help="timed runs at least (default 20)")
     p.add_argument("--seconds", type=_seconds, default=1.0, help="time each engine at least this long (default 1)")
-    p.add_argument("--json", action="store_true", help="print JSON rows (batch, engine, median_ms, p90_ms, sparsec_speedup)")
+    p.add_argument("--profile", type=_positive, nargs="?", const=15, metavar="N",
+                   help="also time sparsec's run step by step and list its N slowest steps (default 15)")
+    p.add_argument("--json", action="store_true", help='print JSON: {"timings": [...], "profile": [...]}')
     p.set_defaults(handler=cmd_bench)
 
     p = commands.add_parser("list-passes", help="list passes with their options and defaults")

@@ -1,14 +1,16 @@
 """`sparsec bench`'s timing: engines measured in turns, so that a change in the
 machine's load reaches every engine alike, and the first run of each turn (caches
-cold after the other engines) left out."""
+cold after the other engines) left out; and its profile of sparsec's run, step by step."""
 
 from __future__ import annotations
 
 import time
 
+import models
 import pytest
 
-from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, measure
+import sparsec
+from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, measure, profile, profile_rows
 
 FAST, COLD = 0.001, 0.02
 
@@ -69,3 +71,22 @@ def test_a_tiny_engine_stops_at_a_hundred_times_its_runs():
     timings = measure({"tiny": lambda: calls.append(1)}, runs=2, seconds=60)
     assert len(calls) < 400
     assert timings[0].median_ms < 1
+
+
+def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
+    """A profile has one row per step, named by its ONNX node, saying what ran it (the
+    two layers' kernels, with fc1's bias and Relu fused; Softmax in numpy); the steps'
+    times add up to the run's, less what surrounds them; the table lists the slowest
+    first, then the rest and the time outside the steps, shares adding up to the run."""
+    models.save("mlp", tmp_path / "mlp.onnx")
+    model = sparsec.load(tmp_path / "mlp.onnx")
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    model.threads = 1
+    result = profile(model, 4, runs=5)
+    assert [(step.name, step.runs_as) for step in result.steps] == [("fc1", "nm kernel"), ("fc2", "nm kernel"), ("softmax", "numpy")]
+    assert all(step.seconds > 0 for step in result.steps)
+    assert 0 < sum(step.seconds for step in result.steps) <= result.seconds
+    rows = profile_rows(result, 4, top=1)
+    assert [row["layer"] for row in rows[1:]] == [f"({len(result.steps) - 1} more steps)", "(outside the steps)"]
+    assert rows[0]["ms"] == max(step.seconds for step in result.steps) * 1000
+    assert sum(row["share"] for row in rows) == pytest.approx(1.0)
