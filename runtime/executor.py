@@ -38,8 +38,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType, f32
-from xdsl.dialects.builtin import NameLoc
+from xdsl.dialects.builtin import ModuleOp, NameLoc, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 
 from sparsec import reference
