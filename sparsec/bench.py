@@ -28,6 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from sparsec import reference
+from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.errors import SparsecError
 from sparsec.model import Model, load
 
@@ -65,6 +66,16 @@ def fixed_batch(model: Model) -> int | None:
     if not shapes or any(size < 0 for shape in shapes for size in shape):
         return None
     return shapes[0][0] if shapes[0] else 1
+
+
+def check_compiled(model: Model, path: str | Path) -> None:
+    """An error for a model with no kernel ops, whose "sparsec jit" row would time numpy:
+    an uncompiled model, or an artifact whose weights were all left dense and small."""
+    if any(isinstance(op, KernelOp) for op in model.module.walk()):
+        return
+    if Path(path).suffix == ".spx":
+        raise SparsecError(f"'{path}' has no layer that runs as a generated kernel (every weight was left dense: see `sparsec inspect`, and compile's --min-elements); there is nothing of sparsec's to time")
+    raise SparsecError(f"'{path}' is not compiled: bench times a compiled model; make one with `sparsec compile {path} --pattern nm:2:4 -o model.spx`")
 
 
 def check_batch(model: Model, batch: int) -> None:

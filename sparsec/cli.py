@@ -35,7 +35,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.bench import bench, check_batch, fixed_batch, format_profile, format_timings, profile, profile_rows, timing_rows
+from sparsec.bench import bench, check_batch, check_compiled, fixed_batch, format_profile, format_timings, profile, profile_rows, timing_rows
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -340,6 +340,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sparsec.runtime.workers import available_cpus
 
     model = load(args.model, threads=args.threads, engine="jit")
+    check_compiled(model, args.model)
     dense = Path(args.dense) if args.dense else model.source_model
     if dense is not None and not dense.is_file():
         raise SparsecError(f"--dense '{dense}': no such file")
