@@ -200,7 +200,8 @@ def profile_rows(result: Profile, batch: int, top: int) -> list[dict[str, object
     rows = [{"batch": batch, "layer": s.name, "op": s.op, "runs_as": s.runs_as, "ms": s.seconds * 1000} for s in steps[:top]]
     if len(steps) > top:
         rest = sum(s.seconds for s in steps[top:])
-        rows.append({"batch": batch, "layer": f"({len(steps) - top} more steps)", "op": "", "runs_as": "", "ms": rest * 1000})
+        more = len(steps) - top
+        rows.append({"batch": batch, "layer": f"({more} more step{'s' if more > 1 else ''})", "op": "", "runs_as": "", "ms": rest * 1000})
     outside = result.seconds - sum(s.seconds for s in steps)
     rows.append({"batch": batch, "layer": "(outside the steps)", "op": "", "runs_as": "", "ms": outside * 1000})
     for row in rows:

@@ -87,6 +87,7 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     assert all(step.seconds > 0 for step in result.steps)
     assert 0 < sum(step.seconds for step in result.steps) <= result.seconds
     rows = profile_rows(result, 4, top=1)
-    assert [row["layer"] for row in rows[1:]] == [f"({len(result.steps) - 1} more steps)", "(outside the steps)"]
+    assert [row["layer"] for row in rows[1:]] == ["(2 more steps)", "(outside the steps)"]
+    assert profile_rows(result, 4, top=2)[2]["layer"] == "(1 more step)"
     assert rows[0]["ms"] == max(step.seconds for step in result.steps) * 1000
     assert sum(row["share"] for row in rows) == pytest.approx(1.0)
