@@ -209,10 +209,20 @@ def profile_rows(result: Profile, batch: int, top: int) -> list[dict[str, object
     return rows
 
 
-def format_profile(rows: list[dict[str, object]], runs: int, total_ms: float) -> str:
+def shares_by_runs_as(result: Profile) -> dict[str, float]:
+    """The run's shares by what ran the steps (every kernel kind, numpy), largest first:
+    how much of a run the generated kernels take, and how much is left to numpy."""
+    shares: dict[str, float] = {}
+    for step in result.steps:
+        shares[step.runs_as] = shares.get(step.runs_as, 0.0) + step.seconds / result.seconds
+    return dict(sorted(shares.items(), key=lambda item: item[1], reverse=True))
+
+
+def format_profile(rows: list[dict[str, object]], runs: int, result: Profile) -> str:
     headers = ["layer", "op", "runs as", "ms", "share"]
     cells = [[str(r["layer"]), str(r["op"]), str(r["runs_as"]), f"{r['ms']:.3f}", f"{r['share']:.1%}"] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     render = lambda row: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()  # noqa: E731
-    title = f"profile of sparsec jit, batch {rows[0]['batch']}: {total_ms:.3f} ms a run over {runs} runs"
-    return "\n".join([title, render(headers)] + [render(c) for c in cells]) + "\n"
+    title = f"profile of sparsec jit, batch {rows[0]['batch']}: {result.seconds * 1000:.3f} ms a run over {runs} runs"
+    by_runs_as = "; ".join(f"{runs_as} {share:.1%}" for runs_as, share in shares_by_runs_as(result).items())
+    return "\n".join([title, render(headers)] + [render(c) for c in cells] + [f"by what ran the steps: {by_runs_as}"]) + "\n"

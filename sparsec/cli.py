@@ -35,7 +35,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.bench import bench, check_batch, check_compiled, fixed_batch, format_profile, format_timings, profile, profile_rows, timing_rows
+from sparsec.bench import bench, check_batch, check_compiled, fixed_batch, format_profile, format_timings, profile, profile_rows, shares_by_runs_as, timing_rows
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -348,7 +348,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     batches = args.batch or [fixed_batch(model) or 1]
     for batch in batches:
         check_batch(model, batch)  # before the first table, not after it
-    report: dict[str, list] = {"timings": [], "profile": []}
+    report: dict[str, list] = {"timings": [], "profile": [], "profile_by_runs_as": []}
     for batch in batches:
         timings = bench(model, dense, batch, threads, args.runs, args.seconds)
         report["timings"] += timing_rows(timings, batch)
@@ -358,8 +358,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             steps = profile(model, batch, args.runs)
             rows = profile_rows(steps, batch, args.profile)
             report["profile"] += rows
+            report["profile_by_runs_as"] += [{"batch": batch, "runs_as": kind, "share": share} for kind, share in shares_by_runs_as(steps).items()]
             if not args.json:
-                sys.stdout.write(format_profile(rows, args.runs, steps.seconds * 1000))
+                sys.stdout.write(format_profile(rows, args.runs, steps))
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
@@ -494,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_seconds, default=1.0, help="time each engine at least this long (default 1)")
     p.add_argument("--profile", type=_positive, nargs="?", const=15, metavar="N",
                    help="also time sparsec's run step by step and list its N slowest steps (default 15)")
-    p.add_argument("--json", action="store_true", help='print JSON: {"timings": [...], "profile": [...]}')
+    p.add_argument("--json", action="store_true", help='print JSON: {"timings": [...], "profile": [...], "profile_by_runs_as": [...]}')
     p.set_defaults(handler=cmd_bench)
 
     p = commands.add_parser("list-passes", help="list passes with their options and defaults")

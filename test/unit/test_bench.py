@@ -10,7 +10,7 @@ import models
 import pytest
 
 import sparsec
-from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, measure, profile, profile_rows
+from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, measure, profile, profile_rows, shares_by_runs_as
 
 FAST, COLD = 0.001, 0.02
 
@@ -77,7 +77,8 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     """A profile has one row per step, named by its ONNX node, saying what ran it (the
     two layers' kernels, with fc1's bias and Relu fused; Softmax in numpy); the steps'
     times add up to the run's, less what surrounds them; the table lists the slowest
-    first, then the rest and the time outside the steps, shares adding up to the run."""
+    first, then the rest and the time outside the steps, shares adding up to the run,
+    and the shares by what ran the steps add up to the steps' share."""
     models.save("mlp", tmp_path / "mlp.onnx")
     model = sparsec.load(tmp_path / "mlp.onnx")
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
@@ -91,3 +92,6 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     assert profile_rows(result, 4, top=2)[2]["layer"] == "(1 more step)"
     assert rows[0]["ms"] == max(step.seconds for step in result.steps) * 1000
     assert sum(row["share"] for row in rows) == pytest.approx(1.0)
+    shares = shares_by_runs_as(result)
+    assert set(shares) == {"nm kernel", "numpy"} and list(shares.values()) == sorted(shares.values(), reverse=True)
+    assert sum(shares.values()) == pytest.approx(1.0 - rows[-1]["share"])
