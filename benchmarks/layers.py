@@ -9,8 +9,8 @@ Each layer is a Gemm (transB) with random weights, pruned and packed by sparsec'
 passes; the kernel is called through the executor's layer call (thread split, the chunk
 variants at one batch row for sparse bitmask weights and, from 6 to 12 batch rows, the batched
 kernels with their transposes) but without the rest of a model. The table gives medians
-in milliseconds, sparsec's speed-up over numpy (timed in rounds alternated with each
-row's layer), onnxruntime and its dense float16 kernel, and the packed weight bytes
+in milliseconds, sparsec's speed-up over numpy and its dense float16 kernel (both
+timed in rounds alternated with each row's layer), onnxruntime, and the packed weight bytes
 streamed per second, also as a share of the machine's streaming read bandwidth (one
 thread) measured in the same run.
 `--scaling` adds the speed-up of two threads over one on the 11008x4096 layer.
@@ -163,16 +163,18 @@ def layer_ms(executor: Executor, x: np.ndarray, repeats: int) -> float:
     return median_ms(lambda: step.run(executor, step, call, x, address), repeats)  # pyright: ignore
 
 
-def alternated(numpy_run, executor: Executor, x: np.ndarray, repeats: int, threads: int) -> tuple[float, float]:
-    """numpy's and the layer's median ms, timed in ROUNDS alternated rounds: the
+def alternated(numpy_run, executors: list[Executor], x: np.ndarray, repeats: int, threads: int) -> tuple[float, list[float]]:
+    """numpy's and each layer's median ms, timed in ROUNDS alternated rounds: the
     host's load moves within seconds here, and a baseline timed once per shape let it
     tilt every later row's ratio."""
-    numpy_times, layer_times = [], []
+    numpy_times: list[float] = []
+    layer_times: list[list[float]] = [[] for _ in executors]
     for _ in range(ROUNDS):
         with threadpool_limits(threads):
             numpy_times.append(median_ms(numpy_run, repeats))
-        layer_times.append(layer_ms(executor, x, repeats))
-    return float(np.median(numpy_times)), float(np.median(layer_times))
+        for times, executor in zip(layer_times, executors):
+            times.append(layer_ms(executor, x, repeats))
+    return float(np.median(numpy_times)), [float(np.median(times)) for times in layer_times]
 
 
 @contextmanager
@@ -211,17 +213,17 @@ def layer_table(args: argparse.Namespace, rng: np.random.Generator, stream: floa
             x = rng.standard_normal((batch, cols), dtype=np.float32)
             repeats = 20 if rows * cols * batch < 2**26 else 7
             ort_ms = onnxruntime_ms(weight, x, args.threads, repeats)
-            if DENSE not in chosen:  # else the dense row, first, times it
-                dense_executor = sparse_layer(weight, PATTERNS[DENSE], args.threads)
-                dense_ms = layer_ms(dense_executor, x, repeats)
-                dense_executor.close()
+            dense_executor = sparse_layer(weight, PATTERNS[DENSE], args.threads)
             for label, options in chosen.items():
-                executor = sparse_layer(weight, options, args.threads)
+                executor = dense_executor if label == DENSE else sparse_layer(weight, options, args.threads)
                 layer = next(iter(executor.layers.values()))
-                numpy_ms, ms = alternated(lambda: x @ weight.T, executor, x, repeats, args.threads)
-                if label == DENSE:
-                    dense_ms = ms
-                executor.close()
+                # The dense float16 kernel in the same rounds as each row's layer: timed
+                # once per shape, a busy minute there tilted every row's "vs dense fp16".
+                compared = [executor] if executor is dense_executor else [executor, dense_executor]
+                numpy_ms, times = alternated(lambda: x @ weight.T, compared, x, repeats, args.threads)
+                ms, dense_ms = times[0], times[-1]
+                if executor is not dense_executor:
+                    executor.close()
                 chunks = batch == 1 and layer.chunk_span  # a chunk variant ran, on its own operands
                 streamed = layer.chunk_operands if chunks else layer.operands
                 gbps = streamed.nbytes / (ms / 1000) / 1e9  # pyright: ignore
@@ -230,6 +232,7 @@ def layer_table(args: argparse.Namespace, rng: np.random.Generator, stream: floa
                     (f"{rows}x{cols}", str(batch), label, kind, f"{ms:.3f}", f"{numpy_ms:.3f}", f"{ort_ms:.3f}",
                      f"{numpy_ms / ms:.2f}x", f"{ort_ms / ms:.2f}x", f"{dense_ms / ms:.2f}x", f"{gbps:.1f}", f"{gbps / stream:.0%}")
                 )  # fmt: skip
+            dense_executor.close()
     header = ("layer", "batch", "pattern", "kernel", "sparsec ms", "numpy ms", "ort ms", "vs numpy", "vs ort", "vs dense fp16", "GB/s", "of stream")
     print_table(header, lines, args.markdown)
 
