@@ -31,6 +31,7 @@ from sparsec import reference
 from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.errors import SparsecError
 from sparsec.model import Model, load
+from sparsec.tables import aligned
 
 if TYPE_CHECKING:
     from sparsec.runtime.executor import Profile
@@ -221,8 +222,6 @@ def shares_by_runs_as(result: Profile) -> dict[str, float]:
 def format_profile(rows: list[dict[str, object]], runs: int, result: Profile) -> str:
     headers = ["layer", "op", "runs as", "ms", "share"]
     cells = [[str(r["layer"]), str(r["op"]), str(r["runs_as"]), f"{r['ms']:.3f}", f"{r['share']:.1%}"] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    render = lambda row: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()  # noqa: E731
     title = f"profile of sparsec jit, batch {rows[0]['batch']}: {result.seconds * 1000:.3f} ms a run over {runs} runs"
     by_runs_as = "; ".join(f"{runs_as} {share:.1%}" for runs_as, share in shares_by_runs_as(result).items())
-    return "\n".join([title, render(headers)] + [render(c) for c in cells] + [f"by what ran the steps: {by_runs_as}"]) + "\n"
+    return "\n".join([title, *aligned(headers, cells, right={3, 4}, rule=False), f"by what ran the steps: {by_runs_as}"]) + "\n"

@@ -25,6 +25,7 @@ from sparsec.fileio import atomic_path
 from sparsec.irfile import storing_ops
 from sparsec.layers import dense_value, layer_weights
 from sparsec.model import Model
+from sparsec.tables import aligned
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 CALIBRATED = ("wanda", "sparsegpt")
@@ -166,9 +167,7 @@ def format_rows(rows: list[Row], markdown: bool = False) -> str:
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    render = lambda row: "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()  # noqa: E731
-    return "\n".join([render(headers), render(["-" * w for w in widths])] + [render(c) for c in cells]) + "\n"
+    return "\n".join(aligned(headers, cells, right=range(2, len(headers)))) + "\n"
 
 
 def rows_json(rows: list[Row]) -> str:

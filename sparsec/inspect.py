@@ -18,6 +18,7 @@ from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.irfile import storing_ops
 from sparsec.layers import dense_value, layer_weights
 from sparsec.model import Model
+from sparsec.tables import aligned
 
 
 def _encoding_text(op) -> str:
@@ -85,16 +86,9 @@ def format_description(info: dict) -> str:
         [r["layer"], r["op"], "x".join(map(str, r["shape"])), r["pattern"], f"{r['sparsity']:.1%}", r["encoding"], f"{r['bytes']:,}", r["kernel_kind"] or "-"]
         for r in info["layers"]
     ]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    right = {4, 6}
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
     total, other = info["total"], info["other_weights"]
-    lines = [f"{info['file']}: {info['file_bytes']:,} bytes" if info["file_bytes"] else info["file"], render(headers)]
-    lines.append(render(["-" * w for w in widths]))
-    lines += [render(row) for row in rows]
+    lines = [f"{info['file']}: {info['file_bytes']:,} bytes" if info["file_bytes"] else info["file"]]
+    lines += aligned(headers, rows, right={4, 6})
     lines.append(f"other weights: {other['count']} tensors, {other['elements']:,} values, {other['bytes']:,} bytes")
     lines.append(
         f"total: {total['stored_bytes']:,} bytes = {total['vs_fp16']:.1%} of dense fp16 "
