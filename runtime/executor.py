@@ -560,6 +560,10 @@ class _Step:
     """A put-off reshape's last source and its `_Regrouped`, kept for the same reason."""
 
 
+TAKEN_IN = "(taken in)"
+"""What runs a step another one takes in (`Executor.profile`)."""
+
+
 @dataclass(frozen=True)
 class StepTime:
     """One step of a profiled run (Executor.profile)."""
@@ -570,6 +574,11 @@ class StepTime:
     runs_as: str
     seconds: float
     """Per run, on average."""
+
+    @property
+    def taken_in(self) -> bool:
+        """Whether another step runs this one (its time counts as that step's)."""
+        return self.runs_as == TAKEN_IN
 
 
 @dataclass(frozen=True)
@@ -1488,7 +1497,7 @@ class Executor:
         """What ran a step: its kernel (with the implicit variant where a call took it),
         numpy, or nothing (a step another one takes in)."""
         if step.dtype is not None:
-            return "(taken in)" if step.deferred else "numpy"
+            return TAKEN_IN if step.deferred else "numpy"
         if isinstance(step.unit, _Layer):
             key = step.unit.key
             implicit = any(call.phase_copies or call.in_place for call in step.calls.values())

@@ -17,6 +17,8 @@ engines are loaded at once for it, so the run holds the model's weights once per
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,16 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 from threadpoolctl import threadpool_limits
 
 from sparsec import reference
 from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.errors import SparsecError
 from sparsec.model import Model, load
+from sparsec.ort_profile import NodeTime, Origins, RunProfile, run_profile
 from sparsec.tables import aligned
 
 if TYPE_CHECKING:
-    from sparsec.runtime.executor import Profile
+    from sparsec.runtime.executor import Profile, StepTime
 
 WARMUP = 3
 """Untimed runs of each engine before the first round: first-run work (buffers,
@@ -139,7 +143,7 @@ def _timing(engine: str, times: list[float]) -> Timing:
     return Timing(engine, float(np.median(samples)), float(np.percentile(samples, 90)))
 
 
-def _onnxruntime_session(path: Path, threads: int):
+def _onnxruntime_session(path: Path, threads: int, profile_prefix: str | None = None):
     try:
         import onnxruntime as ort
     except ImportError:
@@ -148,6 +152,9 @@ def _onnxruntime_session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -188,26 +195,117 @@ def timing_rows(timings: list[Timing], batch: int) -> list[dict[str, object]]:
     ]
 
 
-def profile(model: Model, batch: int, runs: int) -> Profile:
+@dataclass(frozen=True)
+class Baseline:
+    """onnxruntime's time a run on the dense original, beside sparsec's steps
+    (sparsec/ort_profile.py)."""
+
+    by_step: dict[str, float]
+    """Seconds a run of onnxruntime's nodes, by the sparsec step they grew from."""
+    unmatched: list[NodeTime]
+    """Nodes that grew from no step."""
+    seconds: float
+    """A whole run's time."""
+
+    @property
+    def outside_nodes(self) -> float:
+        return self.seconds - sum(self.by_step.values()) - sum(node.seconds for node in self.unmatched)
+
+
+def profile(model: Model, batch: int, runs: int, dense: Path | None = None, threads: int = 1) -> tuple[Profile, Baseline | None]:
     """Where sparsec's engine spends a run of `model` at `batch`, step by step
-    (Executor.profile), over `runs` runs."""
-    return model.compiled().profile(random_inputs(model, batch), runs)
+    (Executor.profile), over `runs` runs; with `dense`, onnxruntime's profile of the
+    dense original on `threads` threads beside it, the two taking turns as in
+    `measure`, so that both see the same minutes of a shared machine."""
+    feeds = random_inputs(model, batch)
+    executor = model.compiled()
+    if dense is None:
+        return executor.profile(feeds, runs), None
+    with tempfile.TemporaryDirectory() as tmp:
+        session = _onnxruntime_session(dense, threads, profile_prefix=str(Path(tmp) / "onnxruntime"))
+        counted = [False] * WARMUP
+        for _ in range(WARMUP):
+            session.run(None, feeds)
+        turns: list[tuple[Profile, int]] = []
+        for turn in [min(TURN_RUNS, runs - done) for done in range(0, runs, TURN_RUNS)]:
+            turns.append((executor.profile(feeds, turn), turn))
+            for _ in range(turn + 1):  # the first untimed, as in a turn of `measure`
+                session.run(None, feeds)
+            counted += [False] + [True] * turn
+        events = json.loads(Path(session.end_profiling()).read_text())
+    result = _merged(turns)
+    graph = onnx.load(str(dense), load_external_data=False).graph
+    return result, _baseline(run_profile(events, counted), Origins(graph, {step.name for step in result.steps if not step.taken_in}))
 
 
-def profile_rows(result: Profile, batch: int, top: int) -> list[dict[str, object]]:
-    """The `top` slowest steps (then one row for the rest), for JSON and the table:
-    layer, op, what ran it, ms a run and share of the run."""
+def _merged(turns: list[tuple[Profile, int]]) -> Profile:
+    """One profile of several profiles' runs (of the same steps; each with its number
+    of runs), as if they had been made at once."""
+    runs = sum(count for _, count in turns)
+    first = turns[0][0]
+    steps = [
+        dataclasses.replace(step, seconds=sum(turn.steps[index].seconds * count for turn, count in turns) / runs)
+        for index, step in enumerate(first.steps)
+    ]
+    return dataclasses.replace(first, steps=steps, seconds=sum(turn.seconds * count for turn, count in turns) / runs)
+
+
+def _baseline(ort: RunProfile, origins: Origins) -> Baseline:
+    by_step: dict[str, float] = {}
+    unmatched: list[NodeTime] = []
+    for node in ort.nodes:
+        step = origins.step_of(node.name)
+        if step is None:
+            unmatched.append(node)
+        else:
+            by_step[step] = by_step.get(step, 0.0) + node.seconds
+    return Baseline(by_step, unmatched, ort.seconds)
+
+
+def profile_rows(result: Profile, batch: int, top: int, baseline: Baseline | None = None) -> list[dict[str, object]]:
+    """The `top` slowest steps (then one row for the rest, and one for the time outside
+    the steps), for JSON and the table: layer, op, what ran it, ms a run and share of
+    the run; with a `baseline`, onnxruntime's ms for the same layers and sparsec's
+    speed-up over it, and a last row for onnxruntime's nodes that grew from no step."""
     steps = sorted(result.steps, key=lambda step: step.seconds, reverse=True)
-    rows = [{"batch": batch, "layer": s.name, "op": s.op, "runs_as": s.runs_as, "ms": s.seconds * 1000} for s in steps[:top]]
+    groups = [(step.name, step.op, step.runs_as, [step]) for step in steps[:top]]
     if len(steps) > top:
-        rest = sum(s.seconds for s in steps[top:])
         more = len(steps) - top
-        rows.append({"batch": batch, "layer": f"({more} more step{'s' if more > 1 else ''})", "op": "", "runs_as": "", "ms": rest * 1000})
-    outside = result.seconds - sum(s.seconds for s in steps)
-    rows.append({"batch": batch, "layer": "(outside the steps)", "op": "", "runs_as": "", "ms": outside * 1000})
-    for row in rows:
-        row["share"] = row["ms"] / (result.seconds * 1000)  # pyright: ignore
+        groups.append((f"({more} more step{'s' if more > 1 else ''})", "", "", steps[top:]))
+    rows = [
+        _row(batch, layer, op, runs_as, sum(step.seconds for step in group), result) | _beside(baseline, group)
+        for layer, op, runs_as, group in groups
+    ]
+    outside = _row(batch, "(outside the steps)", "", "", result.seconds - sum(step.seconds for step in steps), result)
+    if baseline is None:
+        return [*rows, outside]
+    rows.append(outside | {"ort_ms": baseline.outside_nodes * 1000, "speedup_vs_ort": None})
+    if baseline.unmatched:
+        count = len(baseline.unmatched)
+        unmatched = _row(batch, f"({count} onnxruntime node{'s' if count > 1 else ''} of no step)", "", "", None, result)
+        ort_ms = sum(node.seconds for node in baseline.unmatched) * 1000
+        rows.append(unmatched | {"ort_ms": ort_ms, "speedup_vs_ort": None, "ort_nodes": [node.name for node in baseline.unmatched]})
     return rows
+
+
+def _row(batch: int, layer: str, op: str, runs_as: str, seconds: float | None, result: Profile) -> dict[str, object]:
+    ms = None if seconds is None else seconds * 1000
+    share = None if seconds is None else seconds / result.seconds
+    return {"batch": batch, "layer": layer, "op": op, "runs_as": runs_as, "ms": ms, "share": share}
+
+
+def _beside(baseline: Baseline | None, steps: list[StepTime]) -> dict[str, float | None]:
+    """A row's onnxruntime columns: the time of onnxruntime's nodes that grew from its
+    steps, and sparsec's speed-up over them on those steps (None where no node grew
+    from them)."""
+    if baseline is None:
+        return {}
+    matched = [step for step in steps if step.name in baseline.by_step]
+    if not matched:
+        return {"ort_ms": None, "speedup_vs_ort": None}
+    ort = sum(baseline.by_step[name] for name in dict.fromkeys(step.name for step in matched))
+    mine = sum(step.seconds for step in matched)
+    return {"ort_ms": ort * 1000, "speedup_vs_ort": ort / mine if mine > 0 else None}
 
 
 def shares_by_runs_as(result: Profile) -> dict[str, float]:
@@ -219,9 +317,20 @@ def shares_by_runs_as(result: Profile) -> dict[str, float]:
     return dict(sorted(shares.items(), key=lambda item: item[1], reverse=True))
 
 
-def format_profile(rows: list[dict[str, object]], runs: int, result: Profile) -> str:
-    headers = ["layer", "op", "runs as", "ms", "share"]
-    cells = [[str(r["layer"]), str(r["op"]), str(r["runs_as"]), f"{r['ms']:.3f}", f"{r['share']:.1%}"] for r in rows]
+def format_profile(rows: list[dict[str, object]], runs: int, result: Profile, baseline: Baseline | None = None) -> str:
+    headers = ["layer", "op", "runs as", "ms", "share"] + (["ort dense ms", "speed-up"] if baseline else [])
+    cells = [
+        [str(r["layer"]), str(r["op"]), str(r["runs_as"]), _number(r["ms"], "{:.3f}"), _number(r["share"], "{:.1%}")]
+        + ([_number(r["ort_ms"], "{:.3f}"), _number(r["speedup_vs_ort"], "{:.2f}x")] if baseline else [])
+        for r in rows
+    ]
     title = f"profile of sparsec jit, batch {rows[0]['batch']}: {result.seconds * 1000:.3f} ms a run over {runs} runs"
+    if baseline is not None:
+        title += f"; onnxruntime on the dense original, in turns with it: {baseline.seconds * 1000:.3f} ms a run"
     by_runs_as = "; ".join(f"{runs_as} {share:.1%}" for runs_as, share in shares_by_runs_as(result).items())
-    return "\n".join([title, *aligned(headers, cells, right={3, 4}, rule=False), f"by what ran the steps: {by_runs_as}"]) + "\n"
+    table = aligned(headers, cells, right={3, 4, 5, 6}, rule=False)
+    return "\n".join([title, *table, f"by what ran the steps: {by_runs_as}"]) + "\n"
+
+
+def _number(value: object, form: str) -> str:
+    return "" if value is None else form.format(value)

@@ -343,7 +343,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_compiled(model, args.model)
     dense = Path(args.dense) if args.dense else model.source_model
     if dense is not None and not dense.is_file():
-        raise SparsecError(f"--dense '{dense}': no such file")
+        if args.dense:
+            raise SparsecError(f"--dense '{dense}': no such file")
+        raise SparsecError(f"'{args.model}' was compiled from '{dense}', which is gone: give the dense original with --dense ORIGINAL.onnx")
     threads = args.threads or available_cpus()
     batches = args.batch or [fixed_batch(model) or 1]
     for batch in batches:
@@ -355,12 +357,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.json:
             sys.stdout.write(format_timings(timings, batch))
         if args.profile:
-            steps = profile(model, batch, args.runs)
-            rows = profile_rows(steps, batch, args.profile)
+            steps, baseline = profile(model, batch, args.runs, dense, threads)
+            rows = profile_rows(steps, batch, args.profile, baseline)
             report["profile"] += rows
             report["profile_by_runs_as"] += [{"batch": batch, "runs_as": kind, "share": share} for kind, share in shares_by_runs_as(steps).items()]
             if not args.json:
-                sys.stdout.write(format_profile(rows, args.runs, steps))
+                sys.stdout.write(format_profile(rows, args.runs, steps, baseline))
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0

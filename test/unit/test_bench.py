@@ -10,7 +10,7 @@ import models
 import pytest
 
 import sparsec
-from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, measure, profile, profile_rows, shares_by_runs_as
+from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, format_profile, measure, profile, profile_rows, shares_by_runs_as
 
 FAST, COLD = 0.001, 0.02
 
@@ -83,7 +83,8 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     model = sparsec.load(tmp_path / "mlp.onnx")
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
     model.threads = 1
-    result = profile(model, 4, runs=5)
+    result, baseline = profile(model, 4, runs=5)
+    assert baseline is None
     assert [(step.name, step.runs_as) for step in result.steps] == [("fc1", "nm kernel"), ("fc2", "nm kernel"), ("softmax", "numpy")]
     assert all(step.seconds > 0 for step in result.steps)
     assert 0 < sum(step.seconds for step in result.steps) <= result.seconds
@@ -95,3 +96,48 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     shares = shares_by_runs_as(result)
     assert set(shares) == {"nm kernel", "numpy"} and list(shares.values()) == sorted(shares.values(), reverse=True)
     assert sum(shares.values()) == pytest.approx(1.0 - rows[-1]["share"])
+
+
+def test_onnxruntime_profile_sits_beside_each_step(tmp_path):
+    """With the dense original, each step has onnxruntime's time for the nodes that
+    grew from it, in turns with sparsec's runs: fc1's MatMul and Add, which onnxruntime
+    fuses under a name of its own, are fc1's; fc2 and Softmax by their names. The
+    speed-up is onnxruntime's time over sparsec's, and onnxruntime's column adds up to
+    its run."""
+    models.save("mlp", tmp_path / "mlp.onnx")
+    model = sparsec.load(tmp_path / "mlp.onnx")
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    model.threads = 1
+    result, baseline = profile(model, 4, runs=7, dense=tmp_path / "mlp.onnx")
+    assert set(baseline.by_step) == {"fc1", "fc2", "softmax"} and not baseline.unmatched
+    assert all(seconds > 0 for seconds in baseline.by_step.values())
+    assert 0 < sum(baseline.by_step.values()) <= baseline.seconds
+    rows = profile_rows(result, 4, top=3, baseline=baseline)
+    assert [row["layer"] for row in rows[3:]] == ["(outside the steps)"]
+    for row in rows[:3]:
+        assert row["ort_ms"] == pytest.approx(baseline.by_step[row["layer"]] * 1000)
+        assert row["speedup_vs_ort"] == pytest.approx(row["ort_ms"] / row["ms"])
+    assert sum(row["ort_ms"] for row in rows) == pytest.approx(baseline.seconds * 1000)
+    rest = profile_rows(result, 4, top=1, baseline=baseline)[1]
+    assert rest["ort_ms"] == pytest.approx(sum(baseline.by_step[s.name] for s in result.steps if s.name != rows[0]["layer"]) * 1000)
+    table = format_profile(rows, 7, result, baseline)
+    assert "ort dense ms  speed-up" in table and "onnxruntime on the dense original" in table
+
+
+def test_onnxruntime_nodes_of_no_step_get_a_row_of_their_own():
+    """onnxruntime's layout reorders (which grew from no step) are a last row, with
+    their names for JSON and no sparsec time; a step no node grew from has no
+    onnxruntime time."""
+    from sparsec.bench import Baseline
+    from sparsec.ort_profile import NodeTime
+    from sparsec.runtime.executor import Profile, StepTime
+
+    result = Profile([StepTime("conv", "sparse.conv", "nm kernel, implicit", 0.002), StepTime("gap", "nn.global_average_pool", "numpy", 0.001)], 0.004)
+    baseline = Baseline({"conv": 0.003}, [NodeTime("ReorderInput", "ReorderInput", 0.0005), NodeTime("ReorderOutput", "ReorderOutput", 0.0002)], 0.0045)
+    rows = profile_rows(result, 1, top=5, baseline=baseline)
+    assert [(row["layer"], row["ort_ms"]) for row in rows] == [
+        ("conv", pytest.approx(3.0)), ("gap", None), ("(outside the steps)", pytest.approx(0.8)), ("(2 onnxruntime nodes of no step)", pytest.approx(0.7)),
+    ]  # fmt: skip
+    assert rows[0]["speedup_vs_ort"] == pytest.approx(1.5) and rows[-1]["ms"] is None and rows[-1]["ort_nodes"] == ["ReorderInput", "ReorderOutput"]
+    last = format_profile(rows, 3, result, baseline).splitlines()[-2]
+    assert last.split() == ["(2", "onnxruntime", "nodes", "of", "no", "step)", "0.700"]
