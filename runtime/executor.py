@@ -574,11 +574,10 @@ class StepTime:
     runs_as: str
     seconds: float
     """Per run, on average."""
-
-    @property
-    def taken_in(self) -> bool:
-        """Whether another step runs this one (its time counts as that step's)."""
-        return self.runs_as == TAKEN_IN
+    taken_in_by: str | None = None
+    """The name of the step that takes this one in (whose time holds this one's):
+    the convolution after a put-off normalization, the reader of a put-off Concat, the
+    pool after a put-off reshape."""
 
 
 @dataclass(frozen=True)
@@ -1489,8 +1488,20 @@ class Executor:
                 wall += time.perf_counter() - start
                 for index in range(len(self.steps)):
                     spent[index] += marks[index + 1] - marks[index]
-            rows = [StepTime(_op_name(step.op), step.op.name, self._runs_as(step), seconds / runs) for step, seconds in zip(self.steps, spent)]
+            takers = self._takers()
+            rows = [
+                StepTime(_op_name(step.op), step.op.name, self._runs_as(step), seconds / runs, takers.get(id(step)))
+                for step, seconds in zip(self.steps, spent)
+            ]
             return Profile(rows, wall / runs)
+
+    def _takers(self) -> dict[int, str]:
+        """The name of the step that takes each put-off step in, by the put-off step's id."""
+        takers: dict[int, str] = {}
+        for step in self.steps:
+            taken = [*(step.prologue.steps if step.prologue else ()), *(s for s in (step.concat, step.regrouped) if s is not None)]
+            takers.update((id(s), _op_name(step.op)) for s in taken)
+        return takers
 
     @staticmethod
     def _runs_as(step: _Step) -> str:

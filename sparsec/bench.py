@@ -34,7 +34,7 @@ from sparsec import reference
 from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.errors import SparsecError
 from sparsec.model import Model, load
-from sparsec.ort_profile import NodeTime, Origins, RunProfile, run_profile
+from sparsec.ort_profile import Baseline, beside_steps, run_profile
 from sparsec.tables import aligned
 
 if TYPE_CHECKING:
@@ -195,23 +195,6 @@ def timing_rows(timings: list[Timing], batch: int) -> list[dict[str, object]]:
     ]
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """onnxruntime's time a run on the dense original, beside sparsec's steps
-    (sparsec/ort_profile.py)."""
-
-    by_step: dict[str, float]
-    """Seconds a run of onnxruntime's nodes, by the sparsec step they grew from."""
-    unmatched: list[NodeTime]
-    """Nodes that grew from no step."""
-    seconds: float
-    """A whole run's time."""
-
-    @property
-    def outside_nodes(self) -> float:
-        return self.seconds - sum(self.by_step.values()) - sum(node.seconds for node in self.unmatched)
-
-
 def profile(model: Model, batch: int, runs: int, dense: Path | None = None, threads: int = 1) -> tuple[Profile, Baseline | None]:
     """Where sparsec's engine spends a run of `model` at `batch`, step by step
     (Executor.profile), over `runs` runs; with `dense`, onnxruntime's profile of the
@@ -223,7 +206,7 @@ def profile(model: Model, batch: int, runs: int, dense: Path | None = None, thre
         return executor.profile(feeds, runs), None
     with tempfile.TemporaryDirectory() as tmp:
         session = _onnxruntime_session(dense, threads, profile_prefix=str(Path(tmp) / "onnxruntime"))
-        counted = [False] * WARMUP
+        counted = [False] * WARMUP  # a flag per onnxruntime run: whether it is timed
         for _ in range(WARMUP):
             session.run(None, feeds)
         turns: list[tuple[Profile, int]] = []
@@ -234,8 +217,8 @@ def profile(model: Model, batch: int, runs: int, dense: Path | None = None, thre
             counted += [False] + [True] * turn
         events = json.loads(Path(session.end_profiling()).read_text())
     result = _merged(turns)
-    graph = onnx.load(str(dense), load_external_data=False).graph
-    return result, _baseline(run_profile(events, counted), Origins(graph, {step.name for step in result.steps if not step.taken_in}))
+    steps = {step.name: step.taken_in_by or step.name for step in result.steps}
+    return result, beside_steps(run_profile(events, counted), onnx.load(str(dense), load_external_data=False).graph, steps)
 
 
 def _merged(turns: list[tuple[Profile, int]]) -> Profile:
@@ -248,18 +231,6 @@ def _merged(turns: list[tuple[Profile, int]]) -> Profile:
         for index, step in enumerate(first.steps)
     ]
     return dataclasses.replace(first, steps=steps, seconds=sum(turn.seconds * count for turn, count in turns) / runs)
-
-
-def _baseline(ort: RunProfile, origins: Origins) -> Baseline:
-    by_step: dict[str, float] = {}
-    unmatched: list[NodeTime] = []
-    for node in ort.nodes:
-        step = origins.step_of(node.name)
-        if step is None:
-            unmatched.append(node)
-        else:
-            by_step[step] = by_step.get(step, 0.0) + node.seconds
-    return Baseline(by_step, unmatched, ort.seconds)
 
 
 def profile_rows(result: Profile, batch: int, top: int, baseline: Baseline | None = None) -> list[dict[str, object]]:

@@ -9,14 +9,15 @@ are named by their ONNX node: a convolution's, with its normalization folded and
 activation fused. So each of onnxruntime's nodes is traced back to the model's node it
 grew from (`Origins.step_of`): the node of its name, else the producer of the output it
 is named after, then up the chain, through nodes with one input that is not a constant,
-to the first node sparsec runs as a step of its own. A node that reaches none (a layout
-reorder, or an Add of two computed inputs that sparsec took into a convolution) is
-left unmatched and counted apart.
+to the first node that is one of sparsec's steps; a step another takes in (a
+normalization put off to the convolution after it) counts as the step that takes it
+in. A node that reaches none (a layout reorder, or a Concat of computed inputs that
+sparsec's convolutions write in place) is left unmatched and counted apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -35,6 +36,22 @@ class NodeTime:
     op: str
     seconds: float
     """Per run, on average over the counted runs."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """onnxruntime's time a run, beside sparsec's steps."""
+
+    by_step: dict[str, float]
+    """Seconds a run of onnxruntime's nodes, by the step they grew from."""
+    unmatched: list[NodeTime]
+    """Nodes that grew from no step."""
+    seconds: float
+    """A whole run's time."""
+
+    @property
+    def outside_nodes(self) -> float:
+        return self.seconds - sum(self.by_step.values()) - sum(node.seconds for node in self.unmatched)
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,20 @@ def run_profile(events: Sequence[dict], counted: Sequence[bool]) -> RunProfile:
     )
 
 
+def beside_steps(ort: RunProfile, graph: onnx.GraphProto, steps: Mapping[str, str]) -> Baseline:
+    """`ort`'s node times by the step each node grew from in `graph` (`Origins`)."""
+    origins = Origins(graph, steps)
+    by_step: dict[str, float] = {}
+    unmatched: list[NodeTime] = []
+    for node in ort.nodes:
+        step = origins.step_of(node.name)
+        if step is None:
+            unmatched.append(node)
+        else:
+            by_step[step] = by_step.get(step, 0.0) + node.seconds
+    return Baseline(by_step, unmatched, ort.seconds)
+
+
 def constant_tensors(graph: onnx.GraphProto) -> set[str]:
     """The initializers and what nodes compute from them alone (a Constant, an
     Unsqueeze of a normalization's scale): inputs that do not make a chain."""
@@ -80,9 +111,11 @@ def constant_tensors(graph: onnx.GraphProto) -> set[str]:
 
 
 class Origins:
-    """Which of sparsec's steps each of onnxruntime's nodes grew from, in one model."""
+    """Which of sparsec's steps each of onnxruntime's nodes grew from, in one model.
+    `steps` maps the name of each of sparsec's steps (its ONNX node's) to the step
+    whose time holds its own: itself, or the one that takes it in."""
 
-    def __init__(self, graph: onnx.GraphProto, steps: Collection[str]):
+    def __init__(self, graph: onnx.GraphProto, steps: Mapping[str, str]):
         self.nodes = {node.name: node for node in graph.node if node.name}
         self.producers = {output: node for node in graph.node for output in node.output if output}
         self.constants = constant_tensors(graph)
@@ -95,7 +128,7 @@ class Origins:
             if node is None:
                 return None
             if node.name in self.steps:
-                return node.name
+                return self.steps[node.name]
             computed = [name for name in node.input if name not in self.constants]
             if len(computed) != 1:
                 return None

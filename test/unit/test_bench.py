@@ -1,16 +1,21 @@
 """`sparsec bench`'s timing: engines measured in turns, so that a change in the
 machine's load reaches every engine alike, and the first run of each turn (caches
-cold after the other engines) left out; and its profile of sparsec's run, step by step."""
+cold after the other engines) left out; and its profile of sparsec's run, step by step, with onnxruntime's beside it."""
 
 from __future__ import annotations
 
 import time
 
 import models
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
 from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, format_profile, measure, profile, profile_rows, shares_by_runs_as
+from sparsec.ort_profile import Baseline, NodeTime
+from sparsec.runtime.executor import Profile, StepTime
 
 FAST, COLD = 0.001, 0.02
 
@@ -128,10 +133,6 @@ def test_onnxruntime_nodes_of_no_step_get_a_row_of_their_own():
     """onnxruntime's layout reorders (which grew from no step) are a last row, with
     their names for JSON and no sparsec time; a step no node grew from has no
     onnxruntime time."""
-    from sparsec.bench import Baseline
-    from sparsec.ort_profile import NodeTime
-    from sparsec.runtime.executor import Profile, StepTime
-
     result = Profile([StepTime("conv", "sparse.conv", "nm kernel, implicit", 0.002), StepTime("gap", "nn.global_average_pool", "numpy", 0.001)], 0.004)
     baseline = Baseline({"conv": 0.003}, [NodeTime("ReorderInput", "ReorderInput", 0.0005), NodeTime("ReorderOutput", "ReorderOutput", 0.0002)], 0.0045)
     rows = profile_rows(result, 1, top=5, baseline=baseline)
@@ -141,3 +142,30 @@ def test_onnxruntime_nodes_of_no_step_get_a_row_of_their_own():
     assert rows[0]["speedup_vs_ort"] == pytest.approx(1.5) and rows[-1]["ms"] is None and rows[-1]["ort_nodes"] == ["ReorderInput", "ReorderOutput"]
     last = format_profile(rows, 3, result, baseline).splitlines()[-2]
     assert last.split() == ["(2", "onnxruntime", "nodes", "of", "no", "step)", "0.700"]
+
+
+def test_steps_taken_in_count_as_the_step_that_takes_them(tmp_path):
+    """A normalization and Relu before a convolution are put off to it: their steps
+    name it as the one that takes them in, and onnxruntime's time for them (it runs
+    them before the convolution, as DenseNet121's after each Concat) is the
+    convolution's."""
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.standard_normal((16, 16, 3, 3)) / 12, "s": 1 + rng.random(16), "t": rng.random(16), "m": rng.random(16), "v": 0.5 + rng.random(16)}
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(value.astype(np.float32), name) for name, value in arrays.items()],
+    )  # fmt: skip
+    onnx_path = tmp_path / "prologue.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(onnx_path))
+    model = sparsec.load(onnx_path)
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    model.threads = 1
+    result, baseline = profile(model, 1, runs=4, dense=onnx_path)
+    assert {step.name: step.taken_in_by for step in result.steps} == {"bn": "conv", "relu": "conv", "conv": None}
+    assert list(baseline.by_step) == ["conv"]
+    assert not [node for node in baseline.unmatched if not node.name.startswith("Reorder")]
