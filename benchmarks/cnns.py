@@ -2,7 +2,8 @@
 on the dense model, in one run.
 
     python benchmarks/cnns.py [--models resnet50 squeezenet] [--patterns nm:3:4 block:4]
-                              [--sparsity 0.75] [--threads 1 2] [--seconds 2] [--markdown]
+                              [--sparsity 0.75] [--threads 1 2] [--seconds 2] [--by-kind]
+                              [--markdown]
 
 The networks are the real architectures the onnx wheel ships (onnx/backend/test/data/
 light), their ConstantOfShape weights replaced by random ones (test/models.py,
@@ -11,7 +12,9 @@ light), their ConstantOfShape weights replaced by random ones (test/models.py,
 kernel lowering); `--sparsity` applies to unstructured and block patterns. The timings
 are those of `sparsec bench` on the artifact: medians of sparsec's engine, and of numpy
 (sparsec's reference interpreter) and onnxruntime on the dense model, each on the same
-number of threads.
+number of threads. `--by-kind` adds a second table from `sparsec bench --profile`: each
+run's time by what ran its steps (each kernel kind, numpy) beside onnxruntime's time
+for the same layers, which says where sparsec gains or loses against it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import sparsec
-from sparsec.bench import bench
+from sparsec.bench import bench, by_runs_as, profile
 from sparsec.cli import build_parser, compile_passes
 
 from layers import cpu_description, print_table  # benchmarks/layers.py, next to this script
@@ -50,10 +53,12 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.75)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=2.0, help="time each engine at least this long")
+    parser.add_argument("--by-kind", action="store_true", help="also time each run by what ran its steps, against onnxruntime")
     parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     options = parser.parse_args()
     header = ("model", "pattern", "threads", "sparsec ms", "numpy dense ms", "ort dense ms", "vs numpy", "vs ort dense")
-    lines = []
+    kinds_header = ("model", "pattern", "threads", "ran by", "share", "sparsec ms", "ort dense ms", "vs ort dense")
+    lines, kinds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in options.models:
             dense = randomized(LIGHT / f"light_{name}.onnx", Path(tmp) / f"{name}.onnx")
@@ -65,8 +70,25 @@ def main() -> None:
                     ratios = [f"{baseline.median_ms / ours.median_ms:.2f}x" for baseline in (numpy_dense, ort_dense)]
                     lines.append((name, pattern, str(threads), *times, *ratios))
                     print("  ".join(lines[-1]), file=sys.stderr, flush=True)  # progress: a network takes a minute or two
+                    if options.by_kind:
+                        kinds += kind_lines(sparsec.load(artifact, threads=threads), dense, threads, (name, pattern, str(threads)))
     print(f"# {cpu_description()}; batch 1, {options.sparsity:.0%} sparsity for unstructured and block patterns; sparsec {sparsec.__version__}")
     print_table(header, lines, options.markdown)
+    if kinds:
+        print()
+        print_table(kinds_header, kinds, options.markdown)
+
+
+def kind_lines(model: sparsec.Model, dense: Path, threads: int, labels: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """`model`'s run by what ran its steps, beside onnxruntime's time for the same
+    layers of `dense` (`sparsec bench --profile`, 21 runs each in turns)."""
+    result, baseline = profile(model, 1, 21, dense, threads)
+    lines = []
+    for kind in by_runs_as(result, 1, baseline):
+        ort = kind["ort_ms"]
+        speedup = "" if kind["speedup_vs_ort"] is None else f"{kind['speedup_vs_ort']:.2f}x"
+        lines.append((*labels, str(kind["runs_as"]), f"{kind['share']:.1%}", f"{kind['ms']:.2f}", "" if ort is None else f"{ort:.2f}", speedup))
+    return lines
 
 
 if __name__ == "__main__":

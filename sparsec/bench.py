@@ -279,16 +279,22 @@ def _beside(baseline: Baseline | None, steps: list[StepTime]) -> dict[str, float
     return {"ort_ms": ort * 1000, "speedup_vs_ort": ort / mine if mine > 0 else None}
 
 
-def shares_by_runs_as(result: Profile) -> dict[str, float]:
-    """The run's shares by what ran the steps (every kernel kind, numpy), largest first:
-    how much of a run the generated kernels take, and how much is left to numpy."""
-    shares: dict[str, float] = {}
+def by_runs_as(result: Profile, batch: int, baseline: Baseline | None = None) -> list[dict[str, object]]:
+    """The run by what ran its steps (each kernel kind, numpy), largest share first:
+    how much of a run the generated kernels take, and how much is left to numpy; with a
+    `baseline`, onnxruntime's time for the same steps and sparsec's speed-up over it."""
+    kinds: dict[str, list[StepTime]] = {}
     for step in result.steps:
-        shares[step.runs_as] = shares.get(step.runs_as, 0.0) + step.seconds / result.seconds
-    return dict(sorted(shares.items(), key=lambda item: item[1], reverse=True))
+        kinds.setdefault(step.runs_as, []).append(step)
+    seconds = {kind: sum(step.seconds for step in steps) for kind, steps in kinds.items()}
+    return [
+        {"batch": batch, "runs_as": kind, "ms": seconds[kind] * 1000, "share": seconds[kind] / result.seconds} | _beside(baseline, steps)
+        for kind, steps in sorted(kinds.items(), key=lambda item: seconds[item[0]], reverse=True)
+    ]
 
 
-def format_profile(rows: list[dict[str, object]], runs: int, result: Profile, baseline: Baseline | None = None) -> str:
+def format_profile(rows: list[dict[str, object]], kinds: list[dict[str, object]], runs: int, result: Profile, baseline: Baseline | None = None) -> str:
+    """`profile_rows` as a table, then `by_runs_as` on a line."""
     headers = ["layer", "op", "runs as", "ms", "share"] + (["ort dense ms", "speed-up"] if baseline else [])
     cells = [
         [str(r["layer"]), str(r["op"]), str(r["runs_as"]), _number(r["ms"], "{:.3f}"), _number(r["share"], "{:.1%}")]
@@ -298,9 +304,10 @@ def format_profile(rows: list[dict[str, object]], runs: int, result: Profile, ba
     title = f"profile of sparsec jit, batch {rows[0]['batch']}: {result.seconds * 1000:.3f} ms a run over {runs} runs"
     if baseline is not None:
         title += f"; onnxruntime on the dense original, in turns with it: {baseline.seconds * 1000:.3f} ms a run"
-    by_runs_as = "; ".join(f"{runs_as} {share:.1%}" for runs_as, share in shares_by_runs_as(result).items())
+    by_kind = "; ".join(f"{kind['runs_as']} {kind['share']:.1%}" + _number(kind.get("speedup_vs_ort"), " ({:.2f}x)") for kind in kinds)
     table = aligned(headers, cells, right={3, 4, 5, 6}, rule=False)
-    return "\n".join([title, *table, f"by what ran the steps: {by_runs_as}"]) + "\n"
+    speedups = " (sparsec's speed-up over onnxruntime on those steps)" if baseline else ""
+    return "\n".join([title, *table, f"by what ran the steps{speedups}: {by_kind}"]) + "\n"
 
 
 def _number(value: object, form: str) -> str:

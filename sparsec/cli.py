@@ -35,7 +35,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.bench import bench, check_batch, check_compiled, fixed_batch, format_profile, format_timings, profile, profile_rows, shares_by_runs_as, timing_rows
+from sparsec.bench import bench, by_runs_as, check_batch, check_compiled, fixed_batch, format_profile, format_timings, profile, profile_rows, timing_rows
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -358,11 +358,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             sys.stdout.write(format_timings(timings, batch))
         if args.profile:
             steps, baseline = profile(model, batch, args.runs, dense, threads)
-            rows = profile_rows(steps, batch, args.profile, baseline)
+            rows, kinds = profile_rows(steps, batch, args.profile, baseline), by_runs_as(steps, batch, baseline)
             report["profile"] += rows
-            report["profile_by_runs_as"] += [{"batch": batch, "runs_as": kind, "share": share} for kind, share in shares_by_runs_as(steps).items()]
+            report["profile_by_runs_as"] += kinds
             if not args.json:
-                sys.stdout.write(format_profile(rows, args.runs, steps, baseline))
+                sys.stdout.write(format_profile(rows, kinds, args.runs, steps, baseline))
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0

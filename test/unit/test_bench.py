@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
-from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, format_profile, measure, profile, profile_rows, shares_by_runs_as
+from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, by_runs_as, format_profile, measure, profile, profile_rows
 from sparsec.ort_profile import Baseline, NodeTime
 from sparsec.runtime.executor import Profile, StepTime
 
@@ -98,9 +98,10 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     assert profile_rows(result, 4, top=2)[2]["layer"] == "(1 more step)"
     assert rows[0]["ms"] == max(step.seconds for step in result.steps) * 1000
     assert sum(row["share"] for row in rows) == pytest.approx(1.0)
-    shares = shares_by_runs_as(result)
-    assert set(shares) == {"nm kernel", "numpy"} and list(shares.values()) == sorted(shares.values(), reverse=True)
-    assert sum(shares.values()) == pytest.approx(1.0 - rows[-1]["share"])
+    kinds = by_runs_as(result, 4)
+    shares = [kind["share"] for kind in kinds]
+    assert {kind["runs_as"] for kind in kinds} == {"nm kernel", "numpy"} and shares == sorted(shares, reverse=True)
+    assert sum(shares) == pytest.approx(1.0 - rows[-1]["share"])
 
 
 def test_onnxruntime_profile_sits_beside_each_step(tmp_path):
@@ -125,8 +126,13 @@ def test_onnxruntime_profile_sits_beside_each_step(tmp_path):
     assert sum(row["ort_ms"] for row in rows) == pytest.approx(baseline.seconds * 1000)
     rest = profile_rows(result, 4, top=1, baseline=baseline)[1]
     assert rest["ort_ms"] == pytest.approx(sum(baseline.by_step[s.name] for s in result.steps if s.name != rows[0]["layer"]) * 1000)
-    table = format_profile(rows, 7, result, baseline)
+    kinds = {kind["runs_as"]: kind for kind in by_runs_as(result, 4, baseline)}
+    nm = [step for step in result.steps if step.runs_as == "nm kernel"]
+    assert kinds["nm kernel"]["ort_ms"] == pytest.approx(sum(baseline.by_step[step.name] for step in nm) * 1000)
+    assert kinds["nm kernel"]["speedup_vs_ort"] == pytest.approx(kinds["nm kernel"]["ort_ms"] / kinds["nm kernel"]["ms"])
+    table = format_profile(rows, list(kinds.values()), 7, result, baseline)
     assert "ort dense ms  speed-up" in table and "onnxruntime on the dense original" in table
+    assert f"nm kernel {kinds['nm kernel']['share']:.1%} ({kinds['nm kernel']['speedup_vs_ort']:.2f}x)" in table
 
 
 def test_onnxruntime_nodes_of_no_step_get_a_row_of_their_own():
@@ -140,7 +146,7 @@ def test_onnxruntime_nodes_of_no_step_get_a_row_of_their_own():
         ("conv", pytest.approx(3.0)), ("gap", None), ("(outside the steps)", pytest.approx(0.8)), ("(2 onnxruntime nodes of no step)", pytest.approx(0.7)),
     ]  # fmt: skip
     assert rows[0]["speedup_vs_ort"] == pytest.approx(1.5) and rows[-1]["ms"] is None and rows[-1]["ort_nodes"] == ["ReorderInput", "ReorderOutput"]
-    last = format_profile(rows, 3, result, baseline).splitlines()[-2]
+    last = format_profile(rows, by_runs_as(result, 1, baseline), 3, result, baseline).splitlines()[-2]
     assert last.split() == ["(2", "onnxruntime", "nodes", "of", "no", "step)", "0.700"]
 
 
