@@ -307,7 +307,10 @@ def format_profile(rows: list[dict[str, object]], kinds: list[dict[str, object]]
     by_kind = "; ".join(f"{kind['runs_as']} {kind['share']:.1%}" + _number(kind.get("speedup_vs_ort"), " ({:.2f}x)") for kind in kinds)
     table = aligned(headers, cells, right={3, 4, 5, 6}, rule=False)
     speedups = " (sparsec's speed-up over onnxruntime on those steps)" if baseline else ""
-    return "\n".join([title, *table, f"by what ran the steps{speedups}: {by_kind}"]) + "\n"
+    lines = [title, *table, f"by what ran the steps{speedups}: {by_kind}"]
+    if baseline is not None and not baseline.by_step:
+        lines.append("none of onnxruntime's nodes grew from one of sparsec's steps: is the dense model the one the artifact was compiled from (its node names)?")
+    return "\n".join(lines) + "\n"
 
 
 def _number(value: object, form: str) -> str:

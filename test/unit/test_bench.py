@@ -175,3 +175,14 @@ def test_steps_taken_in_count_as_the_step_that_takes_them(tmp_path):
     assert {step.name: step.taken_in_by for step in result.steps} == {"bn": "conv", "relu": "conv", "conv": None}
     assert list(baseline.by_step) == ["conv"]
     assert not [node for node in baseline.unmatched if not node.name.startswith("Reorder")]
+
+
+def test_a_dense_model_of_other_node_names_is_pointed_out():
+    """When none of onnxruntime's nodes grows from a step (--dense is another model,
+    or the same one with its nodes renamed), the profile says so."""
+    result = Profile([StepTime("fc1", "sparse.matmul", "nm kernel", 0.002)], 0.003)
+    baseline = Baseline({}, [NodeTime("renamed0", "Gemm", 0.002)], 0.0025)
+    table = format_profile(profile_rows(result, 1, 5, baseline), by_runs_as(result, 1, baseline), 3, result, baseline)
+    assert table.splitlines()[-1].startswith("none of onnxruntime's nodes grew from one of sparsec's steps")
+    matched = Baseline({"fc1": 0.002}, [], 0.0025)
+    assert "none of" not in format_profile(profile_rows(result, 1, 5, matched), by_runs_as(result, 1, matched), 3, result, matched)
