@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from sparsec.errors import SparsecError
+
 LONGEST_CHAIN = 16
 """The most nodes `Origins.step_of` walks up from where it starts: a fused chain is a
 convolution, its normalization (or the Mul and Add it was exported as), its
@@ -67,7 +69,7 @@ def run_profile(events: Sequence[dict], counted: Sequence[bool]) -> RunProfile:
     within its run's `model_run` span."""
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"])
     if len(runs) != len(counted):
-        raise ValueError(f"the profile holds {len(runs)} runs, {len(counted)} were made")
+        raise SparsecError(f"onnxruntime's profile holds {len(runs)} runs where {len(counted)} were made: its trace format is not one this sparsec reads")
     spans = [(run["ts"], run["ts"] + run["dur"]) for run, count in zip(runs, counted) if count]
     totals: dict[str, float] = {}
     ops: dict[str, str] = {}
