@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -578,6 +578,8 @@ class StepTime:
     """The name of the step that takes this one in (whose time holds this one's):
     the convolution after a put-off normalization, the reader of a put-off Concat, the
     pool after a put-off reshape."""
+    geometry: str = ""
+    """What the step computes, briefly (`_geometry`)."""
 
 
 @dataclass(frozen=True)
@@ -591,6 +593,29 @@ class Profile:
 
 def _op_name(op: Operation) -> str:
     return op.location.desc.data if isinstance(op.location, NameLoc) else op.name
+
+
+def _geometry(op: Operation) -> str:
+    """What `op` computes, from the IR's shapes ("?" for a size given at run time): a
+    convolution's channels, window, stride, groups and input image (`64->128 3x3/2 at
+    56x56`), a matrix product's features (`768->3072`), a pool's window, stride and
+    image; else its result's shape. A profile's steps are named by ONNX node, which
+    says little of a layer (`n62`)."""
+    def sizes(shape: Sequence[int]) -> str:
+        return "x".join(str(size) if size >= 0 else "?" for size in shape)
+
+    x = op.operands[0].type.get_shape() if op.operands and isinstance(op.operands[0].type, TensorType) else ()  # pyright: ignore
+    if isinstance(op, (SparseConvOp, ConvOp, MaxPoolOp, AveragePoolOp)):
+        window = tuple(op.w.type.get_shape()[2:]) if isinstance(op, (SparseConvOp, ConvOp)) else ints_of(op.kernel_shape)  # pyright: ignore
+        stride = max(ints_of(op.strides) or (1,))
+        where = f"{sizes(window)}{f'/{stride}' if stride > 1 else ''} at {sizes(x[2:])}"
+        if isinstance(op, (MaxPoolOp, AveragePoolOp)):
+            return where
+        groups = op.group.value.data  # pyright: ignore
+        return f"{sizes(x[1:2])}->{sizes(op.w.type.get_shape()[:1])} {where}{f' in {groups} groups' if groups > 1 else ''}"  # pyright: ignore
+    if isinstance(op, SparseMatMulOp):
+        return f"{sizes(x[-1:])}->{sizes(op.results[0].type.get_shape()[-1:])}"  # pyright: ignore
+    return sizes(op.results[0].type.get_shape()) if op.results and isinstance(op.results[0].type, TensorType) else ""  # pyright: ignore
 
 
 class _Regrouped:
@@ -1490,7 +1515,7 @@ class Executor:
                     spent[index] += marks[index + 1] - marks[index]
             takers = self._takers()
             rows = [
-                StepTime(_op_name(step.op), step.op.name, self._runs_as(step), seconds / runs, takers.get(id(step)))
+                StepTime(_op_name(step.op), step.op.name, self._runs_as(step), seconds / runs, takers.get(id(step)), _geometry(step.op))
                 for step, seconds in zip(self.steps, spent)
             ]
             return Profile(rows, wall / runs)

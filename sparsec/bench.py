@@ -235,34 +235,34 @@ def _merged(turns: list[tuple[Profile, int]]) -> Profile:
 
 def profile_rows(result: Profile, batch: int, top: int, baseline: Baseline | None = None) -> list[dict[str, object]]:
     """The `top` slowest steps (then one row for the rest, and one for the time outside
-    the steps), for JSON and the table: layer, op, what ran it, ms a run and share of
-    the run; with a `baseline`, onnxruntime's ms for the same layers and sparsec's
+    the steps), for JSON and the table: layer, op, what it computes, what ran it, ms a
+    run and share of the run; with a `baseline`, onnxruntime's ms for the same layers and sparsec's
     speed-up over it, and a last row for onnxruntime's nodes that grew from no step."""
     steps = sorted(result.steps, key=lambda step: step.seconds, reverse=True)
-    groups = [(step.name, step.op, step.runs_as, [step]) for step in steps[:top]]
+    groups = [(step.name, step.op, step.geometry, step.runs_as, [step]) for step in steps[:top]]
     if len(steps) > top:
         more = len(steps) - top
-        groups.append((f"({more} more step{'s' if more > 1 else ''})", "", "", steps[top:]))
+        groups.append((f"({more} more step{'s' if more > 1 else ''})", "", "", "", steps[top:]))
     rows = [
-        _row(batch, layer, op, runs_as, sum(step.seconds for step in group), result) | _beside(baseline, group)
-        for layer, op, runs_as, group in groups
+        _row(batch, layer, op, geometry, runs_as, sum(step.seconds for step in group), result) | _beside(baseline, group)
+        for layer, op, geometry, runs_as, group in groups
     ]
-    outside = _row(batch, "(outside the steps)", "", "", result.seconds - sum(step.seconds for step in steps), result)
+    outside = _row(batch, "(outside the steps)", "", "", "", result.seconds - sum(step.seconds for step in steps), result)
     if baseline is None:
         return [*rows, outside]
     rows.append(outside | {"ort_ms": baseline.outside_nodes * 1000, "speedup_vs_ort": None})
     if baseline.unmatched:
         count = len(baseline.unmatched)
-        unmatched = _row(batch, f"({count} onnxruntime node{'s' if count > 1 else ''} of no step)", "", "", None, result)
+        unmatched = _row(batch, f"({count} onnxruntime node{'s' if count > 1 else ''} of no step)", "", "", "", None, result)
         ort_ms = sum(node.seconds for node in baseline.unmatched) * 1000
         rows.append(unmatched | {"ort_ms": ort_ms, "speedup_vs_ort": None, "ort_nodes": [node.name for node in baseline.unmatched]})
     return rows
 
 
-def _row(batch: int, layer: str, op: str, runs_as: str, seconds: float | None, result: Profile) -> dict[str, object]:
+def _row(batch: int, layer: str, op: str, geometry: str, runs_as: str, seconds: float | None, result: Profile) -> dict[str, object]:
     ms = None if seconds is None else seconds * 1000
     share = None if seconds is None else seconds / result.seconds
-    return {"batch": batch, "layer": layer, "op": op, "runs_as": runs_as, "ms": ms, "share": share}
+    return {"batch": batch, "layer": layer, "op": op, "geometry": geometry, "runs_as": runs_as, "ms": ms, "share": share}
 
 
 def _beside(baseline: Baseline | None, steps: list[StepTime]) -> dict[str, float | None]:
@@ -295,9 +295,9 @@ def by_runs_as(result: Profile, batch: int, baseline: Baseline | None = None) ->
 
 def format_profile(rows: list[dict[str, object]], kinds: list[dict[str, object]], runs: int, result: Profile, baseline: Baseline | None = None) -> str:
     """`profile_rows` as a table, then `by_runs_as` on a line."""
-    headers = ["layer", "op", "runs as", "ms", "share"] + (["ort dense ms", "speed-up"] if baseline else [])
+    headers = ["layer", "op", "geometry", "runs as", "ms", "share"] + (["ort dense ms", "speed-up"] if baseline else [])
     cells = [
-        [str(r["layer"]), str(r["op"]), str(r["runs_as"]), _number(r["ms"], "{:.3f}"), _number(r["share"], "{:.1%}")]
+        [str(r["layer"]), str(r["op"]), str(r["geometry"]), str(r["runs_as"]), _number(r["ms"], "{:.3f}"), _number(r["share"], "{:.1%}")]
         + ([_number(r["ort_ms"], "{:.3f}"), _number(r["speedup_vs_ort"], "{:.2f}x")] if baseline else [])
         for r in rows
     ]
@@ -305,7 +305,7 @@ def format_profile(rows: list[dict[str, object]], kinds: list[dict[str, object]]
     if baseline is not None:
         title += f"; onnxruntime on the dense original, in turns with it: {baseline.seconds * 1000:.3f} ms a run"
     by_kind = "; ".join(f"{kind['runs_as']} {kind['share']:.1%}" + _number(kind.get("speedup_vs_ort"), " ({:.2f}x)") for kind in kinds)
-    table = aligned(headers, cells, right={3, 4, 5, 6}, rule=False)
+    table = aligned(headers, cells, right={4, 5, 6, 7}, rule=False)
     speedups = " (sparsec's speed-up over onnxruntime on those steps)" if baseline else ""
     lines = [title, *table, f"by what ran the steps{speedups}: {by_kind}"]
     if baseline is not None and not baseline.by_step:

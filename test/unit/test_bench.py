@@ -79,7 +79,8 @@ def test_a_tiny_engine_stops_at_a_hundred_times_its_runs():
 
 
 def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
-    """A profile has one row per step, named by its ONNX node, saying what ran it (the
+    """A profile has one row per step, named by its ONNX node, saying what it computes
+    and what ran it (the
     two layers' kernels, with fc1's bias and Relu fused; Softmax in numpy); the steps'
     times add up to the run's, less what surrounds them; the table lists the slowest
     first, then the rest and the time outside the steps, shares adding up to the run,
@@ -91,6 +92,7 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     result, baseline = profile(model, 4, runs=5)
     assert baseline is None
     assert [(step.name, step.runs_as) for step in result.steps] == [("fc1", "nm kernel"), ("fc2", "nm kernel"), ("softmax", "numpy")]
+    assert [step.geometry for step in result.steps] == ["64->32", "32->10", "?x10"]  # features in -> out; a batch given at run time
     assert all(step.seconds > 0 for step in result.steps)
     assert 0 < sum(step.seconds for step in result.steps) <= result.seconds
     rows = profile_rows(result, 4, top=1)
@@ -186,3 +188,15 @@ def test_a_dense_model_of_other_node_names_is_pointed_out():
     assert table.splitlines()[-1].startswith("none of onnxruntime's nodes grew from one of sparsec's steps")
     matched = Baseline({"fc1": 0.002}, [], 0.0025)
     assert "none of" not in format_profile(profile_rows(result, 1, 5, matched), by_runs_as(result, 1, matched), 3, result, matched)
+
+
+def test_a_convolution_step_says_its_channels_window_stride_and_image(tmp_path):
+    """A convolution's geometry gives its channels in and out, window, stride, input
+    image and groups; a pool's its window, stride and image; others their result's
+    shape."""
+    models.save("conv", tmp_path / "conv.onnx")
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    model.threads = 1
+    result, _ = profile(model, 1, runs=2)
+    assert {step.name: step.geometry for step in result.steps} == {"conv": "4->6 3x3/2 at 9x9 in 2 groups", "pool": "2x2 at 5x5", "gap": "1x6x1x1", "flat": "1x6"}
