@@ -206,15 +206,14 @@ def profile(model: Model, batch: int, runs: int, dense: Path | None = None, thre
         return executor.profile(feeds, runs), None
     with tempfile.TemporaryDirectory() as tmp:
         session = _onnxruntime_session(dense, threads, profile_prefix=str(Path(tmp) / "onnxruntime"))
-        counted = [False] * WARMUP  # a flag per onnxruntime run: whether it is timed
+        run_ort = lambda: session.run(None, feeds)  # noqa: E731
         for _ in range(WARMUP):
-            session.run(None, feeds)
+            run_ort()
+        counted = [False] * WARMUP  # a flag per onnxruntime run: whether its profile counts
         turns: list[tuple[Profile, int]] = []
         for turn in [min(TURN_RUNS, runs - done) for done in range(0, runs, TURN_RUNS)]:
             turns.append((executor.profile(feeds, turn), turn))
-            for _ in range(turn + 1):  # the first untimed, as in a turn of `measure`
-                session.run(None, feeds)
-            counted += [False] + [True] * turn
+            counted += [False] + [True] * len(_turn(run_ort, 0.0, turn, turn))  # as a turn of `measure`
         events = json.loads(Path(session.end_profiling()).read_text())
     result = _merged(turns)
     steps = {step.name: step.taken_in_by or step.name for step in result.steps}

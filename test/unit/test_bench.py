@@ -7,10 +7,8 @@ from __future__ import annotations
 import time
 
 import models
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from test_implicit_conv import prologue_model
 
 import sparsec
 from sparsec.bench import TURN_RUNS, TURN_SECONDS, WARMUP, by_runs_as, format_profile, measure, profile, profile_rows
@@ -157,23 +155,12 @@ def test_steps_taken_in_count_as_the_step_that_takes_them(tmp_path):
     name it as the one that takes them in, and onnxruntime's time for them (it runs
     them before the convolution, as DenseNet121's after each Concat) is the
     convolution's."""
-    rng = np.random.default_rng(0)
-    arrays = {"w": rng.standard_normal((16, 16, 3, 3)) / 12, "s": 1 + rng.random(16), "t": rng.random(16), "m": rng.random(16), "v": 0.5 + rng.random(16)}
-    nodes = [
-        helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"], name="bn"),
-        helper.make_node("Relu", ["n"], ["r"], name="relu"),
-        helper.make_node("Conv", ["r", "w"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-    ]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(value.astype(np.float32), name) for name, value in arrays.items()],
-    )  # fmt: skip
     onnx_path = tmp_path / "prologue.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(onnx_path))
+    prologue_model(onnx_path, "norm_relu")  # BatchNormalization "bn" -> Relu "relu" -> 3x3 Conv "conv"
     model = sparsec.load(onnx_path)
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
     model.threads = 1
-    result, baseline = profile(model, 1, runs=4, dense=onnx_path)
+    result, baseline = profile(model, 2, runs=4, dense=onnx_path)
     assert {step.name: step.taken_in_by for step in result.steps} == {"bn": "conv", "relu": "conv", "conv": None}
     assert list(baseline.by_step) == ["conv"]
     assert not [node for node in baseline.unmatched if not node.name.startswith("Reorder")]

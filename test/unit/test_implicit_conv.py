@@ -535,10 +535,10 @@ def prologue_model(path, kind: str) -> None:
     weights = [numpy_helper.from_array((rng.standard_normal((16, 16 // groups, *kernel)) / 12).astype(np.float32), "w")]
     norm = {"s": 1 + 0.3 * rng.standard_normal(16), "t": rng.standard_normal(16), "m": rng.standard_normal(16), "v": 0.5 + rng.random(16)}
     weights += [numpy_helper.from_array(value.astype(np.float32), name) for name, value in norm.items()]
-    nodes = [helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"])]
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"], name="bn")]
     if kind != "norm":
-        nodes.append(helper.make_node("Relu", ["n"], ["r"]))
-    nodes.append(helper.make_node("Conv", ["n" if kind == "norm" else "r", "w"], ["y"], kernel_shape=kernel, pads=[1] * 2 * len(kernel), group=groups, strides=strides))
+        nodes.append(helper.make_node("Relu", ["n"], ["r"], name="relu"))
+    nodes.append(helper.make_node("Conv", ["n" if kind == "norm" else "r", "w"], ["y"], name="conv", kernel_shape=kernel, pads=[1] * 2 * len(kernel), group=groups, strides=strides))
     value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 16, *spatial])  # noqa: E731
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)] + ([value("r")] if kind == "shared" else [])
     graph = helper.make_graph(nodes, "prologue", [value("x")], outputs, weights)
