@@ -113,15 +113,30 @@ def encode_nm(dense: np.ndarray, n: int, m: int, axis: int, value_dtype: np.dtyp
     """Raises ValueError if some run has fewer than n zeros."""
     runs = _runs(dense, axis, m).reshape(-1, m)
     kept = m - n
-    if runs.size and int((runs == 0).sum(axis=1).min()) < n:
+    nonzero = runs != 0
+    # Loops over the m columns rather than reductions along rows of m, and a mask
+    # rather than a sort: numpy is slow on many short rows, and a large model's
+    # packing should be linear in its weights.
+    counter = np.min_scalar_type(-m)  # signed, holds -m..m
+    spare = np.full(len(runs), kept, counter)  # slots left for zeros, per run
+    for column in nonzero.T:
+        spare -= column
+    if runs.size and int(spare.min()) < 0:
         raise ValueError(f"a run of {m} values has fewer than {n} zeros")
     # The kept slots: all non-zeros, then the earliest zeros, in position order.
-    order = np.argsort(runs == 0, axis=1, kind="stable")[:, :kept]
-    positions = np.sort(order, axis=1)
-    values = np.take_along_axis(runs, positions, axis=1).astype(value_dtype)
+    slots = np.empty_like(nonzero)
+    zeros_seen = np.zeros(len(runs), counter)
+    for position in range(m):
+        zeros_seen += ~nonzero[:, position]
+        slots[:, position] = nonzero[:, position] | (zeros_seen <= spare)
+    flat = np.flatnonzero(slots)
+    values = runs.reshape(-1)[flat].astype(value_dtype)
+    positions = (flat % m).astype(np.min_scalar_type(m))
     bits = position_bits(m)
-    planes = ((positions[..., None] >> np.arange(bits)) & 1).astype(bool) if bits else np.zeros((*positions.shape, 0), bool)
-    return Packed(Encoding.NM, {"values": values.reshape(-1), "positions": pack_bits(planes)})
+    planes = np.empty((len(positions), bits), bool)
+    for bit in range(bits):
+        planes[:, bit] = (positions >> bit) & 1
+    return Packed(Encoding.NM, {"values": values, "positions": pack_bits(planes)})
 
 
 def decode_nm(
@@ -131,10 +146,12 @@ def decode_nm(
     run_count = math.prod(moved[:-1])
     kept = m - n
     bits = position_bits(m)
-    planes = unpack_bits(arrays["positions"], run_count * kept * bits).reshape(run_count, kept, bits)
-    positions = (planes.astype(np.int64) << np.arange(bits)).sum(axis=-1) if bits else np.zeros((run_count, kept), np.int64)
+    planes = unpack_bits(arrays["positions"], run_count * kept * bits).reshape(run_count * kept, bits)
+    positions = np.zeros(run_count * kept, np.intp)
+    for bit in range(bits):
+        positions |= planes[:, bit].astype(np.intp) << bit
     runs = np.zeros((run_count, m), dtype=dtype)
-    np.put_along_axis(runs, positions, arrays["values"].reshape(run_count, kept).astype(dtype), axis=1)
+    np.put_along_axis(runs, positions.reshape(run_count, kept), arrays["values"].reshape(run_count, kept).astype(dtype), axis=1)
     return _from_runs(runs.reshape(moved), axis, shape)
 
 
