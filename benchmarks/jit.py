@@ -65,6 +65,7 @@ KEYS: dict[str, AnyKey] = {
     "plane copy, normalization + Relu": PlaneKey("affine_relu"),
     "max pool 3x3, stride 2": PoolKey("max", 2, (3, 3)),
     "average pool 3x3": PoolKey("avg", 1, (3, 3)),
+    "global average pool 13x13": PoolKey("avg", 1, (13, 13), whole=True),
     "depthwise convolution 3x3, stride 2, bias": PoolKey("depthwise", 2, (3, 3), bias=True),
 }
 

@@ -46,9 +46,11 @@ from sparsec.dialects.kernel_ops import KernelOp, SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.errors import SparsecError
-from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
+from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp
-from sparsec.dialects.nn import AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, ints_of
+from sparsec.dialects.nn import (
+    AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, ints_of,
+)  # fmt: skip
 from sparsec.layers import dense_value
 from sparsec.runtime.implicit import ImplicitConv, accumulating, aligned_plane, implicit_conv, reads_input_in_place, residual_add, static_implicit_conv, static_shape
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
@@ -162,7 +164,7 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
                 keys += [plane] if (plane := plane_key_of(op, conv)) is not None else []
         elif isinstance(op, LayerNormOp) and (key := norm_key_of(op)) is not None:
             keys.append(key)
-        elif isinstance(op, MaxPoolOp | AveragePoolOp | ConvOp) and (key := pool_key_of(op)) is not None:
+        elif isinstance(op, POOL_OPS) and (key := pool_key_of(op)) is not None:
             keys.append(key)
     return list(dict.fromkeys(keys))
 
@@ -191,13 +193,21 @@ def plane_key_of(op: SparseConvOp, conv: ImplicitConv) -> PlaneKey | None:
     return PlaneKey("none" if ops is None else "affine_relu" if ops[1] is not None else "affine", conv.strides[1])
 
 
-def pool_key_of(op: MaxPoolOp | AveragePoolOp | ConvOp) -> PoolKey | None:
+POOL_OPS = (MaxPoolOp, AveragePoolOp, GlobalAveragePoolOp, ConvOp)
+"""The ops a pool kernel may run (`pool_key_of`)."""
+
+
+def pool_key_of(op: MaxPoolOp | AveragePoolOp | GlobalAveragePoolOp | ConvOp) -> PoolKey | None:
     """The kernel of a 2-D max or average pool, or of a depthwise 2-D convolution
     (`depthwise`), of float32 images at column stride 1 or 2 with a window of at most
-    POOL_MAX_TAPS taps; else None (it runs in numpy)."""
-    x_type = op.x.type
+    POOL_MAX_TAPS taps; of a 2-D global average pool, or a pool whose one window covers
+    its unpadded image (a whole-image kernel, `_whole_image_key`); else None (it runs in
+    numpy)."""
+    x_type = op.operands[0].type
     if not isinstance(x_type, TensorType) or x_type.element_type != f32 or x_type.get_num_dims() != 4:
         return None
+    if isinstance(op, GlobalAveragePoolOp):
+        return _whole_image_key("avg", x_type.get_shape()[2:])
     strides = ints_of(op.strides) or (1, 1)
     dilation = ints_of(op.dilations) or (1, 1)
     if isinstance(op, ConvOp):
@@ -206,10 +216,32 @@ def pool_key_of(op: MaxPoolOp | AveragePoolOp | ConvOp) -> PoolKey | None:
         window = op.w.type.get_shape()[2:]  # pyright: ignore
     else:
         window = ints_of(op.kernel_shape)
-    if len(window) != 2 or len(strides) != 2 or len(dilation) != 2 or strides[1] not in (1, 2) or math.prod(window) > POOL_MAX_TAPS:
+    if len(window) != 2 or len(strides) != 2 or len(dilation) != 2:
         return None
     kind = "depthwise" if isinstance(op, ConvOp) else "max" if isinstance(op, MaxPoolOp) else "avg"
+    if kind != "depthwise" and _one_window_on_image(op, x_type.get_shape(), tuple(window)):  # pyright: ignore
+        return _whole_image_key(kind, x_type.get_shape()[2:])
+    if strides[1] not in (1, 2) or math.prod(window) > POOL_MAX_TAPS:
+        return None
     return PoolKey(kind, strides[1], tuple(window), tuple(dilation), bias=isinstance(op, ConvOp) and op.b is not None)  # pyright: ignore
+
+
+def _one_window_on_image(op: MaxPoolOp | AveragePoolOp, shape: Sequence[int], window: tuple[int, ...]) -> bool:
+    """Whether pool `op`'s one window is its input's whole image, unpadded and undilated
+    (its output one value a plane, whatever its strides)."""
+    if min(shape[2:]) < 1 or tuple(shape[2:]) != window:
+        return False
+    _strides, dilations, pads = op.geometry(tuple(shape), window)
+    return set(dilations) == {1} and not any(pads)
+
+
+def _whole_image_key(kind: str, image: Sequence[int]) -> PoolKey | None:
+    """The whole-image pool kernel for images of `image` (rows, columns) sizes, where
+    they are known and it takes them."""
+    rows, columns = image
+    if min(rows, columns) < 1 or columns > POOL_WHOLE_MAX_COLUMNS:
+        return None
+    return PoolKey(kind, 1, (rows, columns), whole=True)
 
 
 def depthwise(op: ConvOp) -> bool:
@@ -718,11 +750,11 @@ class Executor:
             elif isinstance(op, LayerNormOp) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
                 self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, norm, Executor._run_rows))
-            elif isinstance(op, MaxPoolOp | AveragePoolOp | ConvOp) and (pool_key := pool_key_of(op)) is not None:
+            elif isinstance(op, POOL_OPS) and (pool_key := pool_key_of(op)) is not None:
                 readers = [use.operation for use in op.results[0].uses]
                 lanes = bool(readers) and all(isinstance(reader, SparseConvOp) and reads_input_in_place(reader) for reader in readers)
                 self.pools[op] = pool = _Pool(pool_key, lanes)
-                self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, pool, Executor._run_pool, regrouped=self._regrouped_of(op)))
+                self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, pool, Executor._run_pool, regrouped=self._regrouped_of(op)))
             elif not isinstance(op, func.ReturnOp):
                 dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
                 views = {} if isinstance(op, reference.VIEW_OPS) else None
@@ -974,13 +1006,13 @@ class Executor:
         step.last_regrouped = (source, regrouped)
         return regrouped
 
-    def _regrouped_of(self, op: MaxPoolOp | AveragePoolOp | ConvOp) -> _Step | None:
+    def _regrouped_of(self, op: MaxPoolOp | AveragePoolOp | GlobalAveragePoolOp | ConvOp) -> _Step | None:
         """The numpy reshape step whose result only pool `op` reads, marked put off: the
         pool reads the reshape's source in place where it can (`_Regrouped`). A reshape
         of a strided view copies: ShuffleNet's channel shuffles (a transpose between two
         reshapes, each before a depthwise convolution) copied 16 arrays of up to 1.4 MB
         a run, 1.5 of its 9 ms (most of it page faults on freshly allocated arrays)."""
-        producer = op.x.owner
+        producer = op.operands[0].owner
         if not isinstance(producer, ReshapeOp) or not producer.output.has_one_use():
             return None
         step = next((step for step in self.steps if step.op is producer), None)
@@ -1062,6 +1094,8 @@ class Executor:
             weights = np.ascontiguousarray(dense_value(op.w.owner, self.weights), np.float32)  # pyright: ignore
             (kh, kw), (sh, _sw), (dh, dw), pads = weights.shape[2:], *op.geometry(x.shape, weights.shape[2:])
             extra = (0, 0)
+        elif pool.key.whole:
+            (kh, kw), sh, (dh, dw), pads, extra = x.shape[2:], 1, (1, 1), (0, 0, 0, 0), (0, 0)
         else:
             (kh, kw), (sh, _sw), (dh, dw), pads, extra = reference._pool_geometry(op, x)  # pyright: ignore
         images, channels, height, width = x.shape
@@ -1086,7 +1120,9 @@ class Executor:
         words = [0, 0, height, width, top, left, ho, wo, sh, channels, plane, image_floats, 0, 0, 1, 0, pitch]
         geometry = np.array(words + pool.key.lane_masks(width, wo, left), np.int64)
         per_tap, bias = np.zeros(0, np.float32), np.zeros(0, np.float32)
-        if pool.key.kind == "avg":  # the divisors
+        if pool.key.whole and pool.key.kind == "avg":  # the divisor
+            per_tap = np.array([height * width], np.float32)
+        elif pool.key.kind == "avg":  # the divisors
             per_tap = np.concatenate([reference.pool_counts(op, x).reshape(-1), np.ones(16)]).astype(np.float32)  # pyright: ignore
         elif isinstance(op, ConvOp):
             per_tap = weights.reshape(-1)  # pyright: ignore

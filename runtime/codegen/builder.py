@@ -417,10 +417,15 @@ class FunctionBuilder:
     def sum_lanes(self, values: SSAValue) -> SSAValue:
         """The sum of a vector's lanes, added pairwise (a tree of log2(lanes) vector adds
         rather than the strictly ordered chain an un-flagged reduction would be)."""
+        return self.reduce_lanes(values, self.fadd)
+
+    def reduce_lanes(self, values: SSAValue, combine: Callable[[SSAValue, SSAValue], SSAValue]) -> SSAValue:
+        """A vector's lanes combined by `combine` (of two vectors) in a tree: the low half
+        of the lanes with the high half, log2(lanes) times."""
         count = values.type.get_shape()[0]  # pyright: ignore
         while count > 1:
             count //= 2
-            values = self.fadd(self.lanes(values, 0, count), self.lanes(values, count, count))
+            values = combine(self.lanes(values, 0, count), self.lanes(values, count, count))
         # A one-lane vector and its element have the same bits.
         return self.bitcast(values, values.type.element_type)  # pyright: ignore
 

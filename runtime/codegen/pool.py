@@ -40,6 +40,10 @@ depthwise taps are reduced in the reference's order (rows first, a depthwise tap
 product rounded before it is added, as numpy's separate multiply and add round it), so
 the results are the reference's exactly. A row's whole vectors of outputs are stored
 as they are, its last partial one under a lane mask.
+
+A whole-image key (PoolKey.whole: a global pool, or a pool whose one window is its
+image) stores one output a plane: its rows' vectors are combined down the rows, then
+their lanes in a tree, and an average divides the sum by a1's one count.
 """
 
 from __future__ import annotations
@@ -78,6 +82,9 @@ class PoolKernel(UnitKernel):
         source = b.add(b.mul(image, g["image_stride"]), b.add(b.mul(outer, g["channel_stride"]), b.mul(inner, g["inner_stride"])))
         inputs = b.element_ptr(self.x, source, f32)
         outputs = b.element_ptr(self.y, b.add(b.mul(image, g["out_image"]), b.mul(channel, g["out_plane"])), f32)
+        if key.whole:
+            self.whole_image(inputs, outputs)
+            return []
         weights = bias = None
         if key.kind == "depthwise":
             first = b.element_ptr(self.a1, b.mul(channel, b.const(rows * columns, i64)), f32)
@@ -111,6 +118,27 @@ class PoolKernel(UnitKernel):
 
         b.loop(b.const(0, i64), g["out_rows"], [], row)
         return []
+
+    def whole_image(self, inputs: SSAValue, outputs: SSAValue) -> None:
+        """The plane's one output (PoolKey.whole): its image's maximum, or average, at
+        `outputs`. Each row's vectors (masked to its columns) are taken into one
+        accumulator each, down the rows; then the accumulators, then their lanes."""
+        b, g = self.b, self.g
+        combine = self._max if self.key.kind == "max" else b.fadd
+        masks = self.lane_masks(b.const(0, i64))
+
+        def row(image_row: SSAValue, accumulators) -> list[SSAValue]:
+            values = self.loaded(b.element_ptr(inputs, b.mul(image_row, g["pitch"]), f32), masks)
+            return [combine(acc, value) for acc, value in zip(accumulators, values)]
+
+        accumulators = b.loop(b.const(0, i64), g["rows"], [self.pad] * self.key.row_vectors, row)
+        total = accumulators[0]
+        for acc in accumulators[1:]:
+            total = combine(total, acc)
+        result = b.reduce_lanes(total, combine)
+        if self.key.kind == "avg":
+            result = b.fdiv(result, b.load(self.a1, b.const(0, i64), f32))
+        b.store(result, outputs, b.const(0, i64))
 
     def tap_row(self, inputs: SSAValue, row: SSAValue) -> SSAValue:
         """The start of image row `row` from `inputs`, or the pad row when `row` lies

@@ -17,6 +17,7 @@ import sparsec
 from conftest import onnxruntime_outputs
 from sparsec import reference
 from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.kernels import POOL_WHOLE_MAX_COLUMNS, PoolKey
 from sparsec.runtime.executor import Executor
 
 
@@ -62,7 +63,8 @@ def test_pool_kernels_match_onnxruntime(tmp_path_factory, pool, seed, threads):
     pool_model(path, op, shape, attributes)
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     executor = executor_matching_onnxruntime(path, x, threads, rtol=1e-5, atol=1e-6)
-    assert bool(executor.pools) == (attributes["strides"][1] in (1, 2))
+    one_window = attributes["kernel_shape"] == shape[2:] and not any(attributes["pads"]) and set(attributes.get("dilations", [1])) == {1}
+    assert bool(executor.pools) == (attributes["strides"][1] in (1, 2) or one_window)
 
 
 def executor_matching_onnxruntime(path, x: np.ndarray, threads: int, rtol: float, atol: float) -> Executor:
@@ -100,6 +102,44 @@ def test_windows_of_more_taps_than_a_pool_kernel_takes_run_in_numpy(tmp_path, op
     pool_model(tmp_path / "pool.onnx", op, [1, 4, 20, 20], {"kernel_shape": [9, 9], "strides": [1, 1]})
     x = np.random.default_rng(5).standard_normal((1, 4, 20, 20)).astype(np.float32)
     assert not executor_matching_onnxruntime(tmp_path / "pool.onnx", x, 1, rtol=1e-5, atol=1e-6).pools
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["GlobalAveragePool", "AveragePool", "MaxPool"]), st.integers(1, 2), st.integers(1, 40), st.integers(1, 20),
+    st.integers(1, 140), st.integers(1, 3), st.integers(0, 99), st.sampled_from([1, 2]),
+)  # fmt: skip
+def test_whole_image_pools_match_onnxruntime(tmp_path_factory, op, images, channels, rows, columns, stride, seed, threads):
+    """A global average pool, and a max or average pool whose one window is its whole
+    unpadded image (at any stride), run the whole-image pool kernel (one output a plane:
+    rows summed down, each row's vectors unrolled, the last under its lane mask) up to
+    POOL_WHOLE_MAX_COLUMNS columns, numpy past that. A max pool's NaNs propagate, as in
+    the reference (onnxruntime's maximum drops them), and its infinities stay."""
+    shape = [images, channels, rows, columns]
+    attributes = {} if op == "GlobalAveragePool" else {"kernel_shape": [rows, columns], "strides": [stride, stride]}
+    path = tmp_path_factory.mktemp("whole") / "pool.onnx"
+    pool_model(path, op, shape, attributes)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    executor = executor_matching_onnxruntime(path, x, threads, rtol=1e-5, atol=1e-6)
+    keys = [pool.key for pool in executor.pools.values()]
+    assert keys == ([PoolKey("max" if op == "MaxPool" else "avg", 1, (rows, columns), whole=True)] if columns <= POOL_WHOLE_MAX_COLUMNS else [])
+    if op == "MaxPool":
+        x.reshape(-1)[seed::97] = np.nan
+        x.reshape(-1)[seed + 3 :: 89] = np.inf
+        model = sparsec.load(path)
+        np.testing.assert_array_equal(executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"])
+
+
+def test_whole_image_pool_kernel_sums_rows_then_lanes():
+    """The whole-image kernel loops over the rows with an accumulator per row vector
+    (three for 40 columns, the last loaded under a mask), and reduces the lanes in a tree
+    (16 -> 8 -> 4 -> 2 -> 1): no per-tap loads, no 16 outputs a vector."""
+    from sparsec.runtime.codegen.kernels import kernel_module
+
+    text = str(kernel_module([PoolKey("avg", 1, (7, 40), whole=True)]))
+    assert text.count("llvm.masked.load") == 3
+    assert all(f"vector<{lanes}xf32>" in text for lanes in (8, 4, 2, 1))
+    assert text.count("llvm.fdiv") == 1
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "Conv"])
@@ -268,4 +308,4 @@ def test_reshapes_a_pool_cannot_take_in(tmp_path):
     regrouping_model(tmp_path / "reshapes.onnx", [2, 5, 64], nodes, [shape_constant("square", [2, 5, 8, 8])])
     executor = executor_matching_onnxruntime(tmp_path / "reshapes.onnx", rng.standard_normal((2, 5, 64)).astype(np.float32), 1, rtol=1e-5, atol=1e-5)
     regrouped = [step.regrouped is not None for step in executor.steps if step.unit is not None]
-    assert regrouped == [True, False]
+    assert regrouped == [True, False, False]  # the global average pool reads a pool's output
