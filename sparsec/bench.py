@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 from threadpoolctl import threadpool_limits
 
 from sparsec import reference
 from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.errors import SparsecError
+from sparsec.frontend.onnx import model_skeleton
 from sparsec.model import Model, load
 from sparsec.ort_profile import Baseline, beside_steps, run_profile
 from sparsec.tables import aligned
@@ -217,7 +217,7 @@ def profile(model: Model, batch: int, runs: int, dense: Path | None = None, thre
         events = json.loads(Path(session.end_profiling()).read_text())
     result = _merged(turns)
     steps = {step.name: step.taken_in_by or step.name for step in result.steps}
-    return result, beside_steps(run_profile(events, counted), onnx.load(str(dense), load_external_data=False).graph, steps)
+    return result, beside_steps(run_profile(events, counted), model_skeleton(dense).graph, steps)
 
 
 def _merged(turns: list[tuple[Profile, int]]) -> Profile:

@@ -17,6 +17,8 @@ sparsec's convolutions write in place) is left unmatched and counted apart.
 
 from __future__ import annotations
 
+import bisect
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -71,13 +73,15 @@ def run_profile(events: Sequence[dict], counted: Sequence[bool]) -> RunProfile:
     if len(runs) != len(counted):
         raise SparsecError(f"onnxruntime's profile holds {len(runs)} runs where {len(counted)} were made: its trace format is not one this sparsec reads")
     spans = [(run["ts"], run["ts"] + run["dur"]) for run, count in zip(runs, counted) if count]
+    starts = [start for start, _end in spans]  # in order, the runs one after another
     totals: dict[str, float] = {}
     ops: dict[str, str] = {}
     for event in events:
         name = event.get("name", "")
         if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
             continue
-        if any(start <= event["ts"] <= end for start, end in spans):
+        run = bisect.bisect_right(starts, event["ts"]) - 1
+        if run >= 0 and event["ts"] <= spans[run][1]:
             node = name.removesuffix("_kernel_time")
             totals[node] = totals.get(node, 0.0) + event["dur"]
             ops[node] = event.get("args", {}).get("op_name", "")

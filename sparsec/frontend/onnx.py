@@ -355,6 +355,13 @@ _MIN_INPUTS = {
 """Required inputs per op type (1 when not listed)."""
 
 
+def model_skeleton(path: Path) -> onnx.ModelProto:
+    """The ONNX model at `path` without its initializers' raw bytes: its graph's nodes,
+    names and shapes for what needs no weights (bench joining onnxruntime's profile to
+    the steps), with no second copy of them in memory."""
+    return _load_model(path)[0]
+
+
 def _load_model(path: Path) -> tuple[onnx.ModelProto, list[Span | None]]:
     """The model without its initializers' raw bytes, and where each lies in the file
     (`onnx_wire`); a file the wire walk cannot follow goes to onnx.load whole, which
