@@ -4,7 +4,8 @@ n:m layer, 3072x768 with bias and Gelu), four implicit convolutions' (keyed with
 calls' lanes, as the executor keys them: ResNet50's 3x3 convolution at 56 x 56 at blocks
 of 4 needs all three lane tiles, the most code of any, its 1x1 one the widest alone;
 the same 3x3 one at blocks of 16, in slices of 4 rows)
-and the plane copy, pooling and depthwise convolution kernels.
+and the plane copy, pooling (windowed and whole-image), depthwise convolution and
+Softmax kernels.
 
     python benchmarks/jit.py [--repeats 5]
 
@@ -24,7 +25,7 @@ import time
 
 import numpy as np
 
-from sparsec.kernels import AnyKey, KernelKey, PlaneKey, PoolKey
+from sparsec.kernels import AnyKey, KernelKey, NormKey, PlaneKey, PoolKey
 from sparsec.runtime.jit import Target, compile_kernels
 
 KEYS: dict[str, AnyKey] = {
@@ -66,6 +67,7 @@ KEYS: dict[str, AnyKey] = {
     "max pool 3x3, stride 2": PoolKey("max", 2, (3, 3)),
     "average pool 3x3": PoolKey("avg", 1, (3, 3)),
     "global average pool 13x13": PoolKey("avg", 1, (13, 13), whole=True),
+    "softmax of 1000": NormKey(1000, "softmax"),
     "depthwise convolution 3x3, stride 2, bias": PoolKey("depthwise", 2, (3, 3), bias=True),
 }
 

@@ -49,7 +49,8 @@ from sparsec.errors import SparsecError
 from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp
 from sparsec.dialects.nn import (
-    AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, ints_of,
+    AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, SoftmaxOp,
+    ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
 from sparsec.runtime.implicit import ImplicitConv, accumulating, aligned_plane, implicit_conv, reads_input_in_place, residual_add, static_implicit_conv, static_shape
@@ -162,7 +163,7 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
                 residual = residual_add(op, key)
                 keys.append((conv if residual is None else accumulating(conv, residual.relu)).key)
                 keys += [plane] if (plane := plane_key_of(op, conv)) is not None else []
-        elif isinstance(op, LayerNormOp) and (key := norm_key_of(op)) is not None:
+        elif isinstance(op, LayerNormOp | SoftmaxOp) and (key := norm_key_of(op)) is not None:
             keys.append(key)
         elif isinstance(op, POOL_OPS) and (key := pool_key_of(op)) is not None:
             keys.append(key)
@@ -255,17 +256,19 @@ def depthwise(op: ConvOp) -> bool:
     return isinstance(w_type, TensorType) and w_type.get_num_dims() == 4 and w_type.get_shape()[:2] == (group, 1)
 
 
-def norm_key_of(op: LayerNormOp) -> NormKey | None:
-    """The kernel of a layer normalization of float32 rows over their last, static
-    axis whose scale (and bias) are weights of that length or one value; else None
-    (it runs in numpy)."""
-    x_type = op.x.type
+def norm_key_of(op: LayerNormOp | SoftmaxOp) -> NormKey | None:
+    """The kernel of a layer normalization or Softmax of float32 rows over their last,
+    static axis, a layer normalization's scale (and bias) weights of that length or one
+    value; else None (it runs in numpy)."""
+    x_type = op.operands[0].type
     if not isinstance(x_type, TensorType) or x_type.element_type != f32:
         return None
     shape = x_type.get_shape()
     cols = shape[-1] if shape else -1
     if cols <= 0 or op.axis.value.data % len(shape) != len(shape) - 1:
         return None
+    if isinstance(op, SoftmaxOp):
+        return NormKey(cols, "softmax")
     for parameter in [op.scale] + ([op.b] if op.b is not None else []):
         if not isinstance(parameter.owner, StoredWeightOp) or math.prod(parameter.type.get_shape()) not in (1, cols):  # pyright: ignore
             return None
@@ -382,7 +385,7 @@ class _Layer:
 
 @dataclass
 class _Norm:
-    """A layer normalization run by a generated kernel (runtime/codegen/norm.py)."""
+    """A layer normalization or Softmax run by a generated kernel (runtime/codegen/norm.py)."""
 
     key: NormKey
     scale: np.ndarray
@@ -747,9 +750,9 @@ class Executor:
                 if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
                     self.constants[op.result] = dense_value(op, weights)
                     self._slots(op.results)
-            elif isinstance(op, LayerNormOp) and (norm := self._prepare_norm(op)) is not None:
+            elif isinstance(op, LayerNormOp | SoftmaxOp) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
-                self.steps.append(_Step(op, self._slots([op.x]), self._slots(op.results)[0], None, norm, Executor._run_rows))
+                self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, norm, Executor._run_rows))
             elif isinstance(op, POOL_OPS) and (pool_key := pool_key_of(op)) is not None:
                 readers = [use.operation for use in op.results[0].uses]
                 lanes = bool(readers) and all(isinstance(reader, SparseConvOp) and reads_input_in_place(reader) for reader in readers)
@@ -847,11 +850,14 @@ class Executor:
             bias = np.ascontiguousarray(dense_value(owner, self.weights), dtype=np.float32).reshape(-1)
         return _Layer(key, operands, bias, weight, transposed)
 
-    def _prepare_norm(self, op: LayerNormOp) -> _Norm | None:
+    def _prepare_norm(self, op: LayerNormOp | SoftmaxOp) -> _Norm | None:
         """The kernel form of `op` (`norm_key_of`), with its weights decoded; or None."""
         key = norm_key_of(op)
         if key is None:
             return None
+        if isinstance(op, SoftmaxOp):  # no parameters
+            nothing = np.zeros(1, np.float32)
+            return _Norm(key, nothing, nothing, nothing)
         parameters = [self.constants[op.scale], self.constants[op.b] if op.b is not None else np.zeros(1, np.float32)]
         scale, bias = (np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (key.cols,)), np.float32) for value in parameters)
         return _Norm(key, scale, bias, np.array([op.epsilon.value.data], np.float32))
@@ -1577,7 +1583,7 @@ class Executor:
             return f"{kind}{', implicit' if implicit else ''}"
         if isinstance(step.unit, _Pool):
             return f"{step.unit.key.kind} pool kernel" if step.unit.key.kind != "depthwise" else "depthwise kernel"
-        return "layer norm kernel"
+        return "layer norm kernel" if step.unit.key.kind == "layer" else "softmax kernel"  # pyright: ignore
 
     def _evaluate(self, step: _Step, env: list) -> None:
         """A numpy step's result, into its slot of `env`: a view's by the function kept

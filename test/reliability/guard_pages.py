@@ -1,5 +1,5 @@
-"""Run every kernel variant (and the layer normalization kernel) on buffers that end
-at a PROT_NONE guard page.
+"""Run every kernel variant (and the layer normalization and Softmax kernels) on
+buffers that end at a PROT_NONE guard page.
 
     python test/reliability/guard_pages.py
 
@@ -27,6 +27,8 @@ from test_kernels import build  # noqa: E402
 from test_norm_kernel import norm_model  # noqa: E402
 
 from sparsec import reference  # noqa: E402
+from sparsec.context import make_context  # noqa: E402
+from sparsec.irfile import parse_module  # noqa: E402
 
 from sparsec.runtime.executor import Executor, transposed_inputs  # noqa: E402
 from sparsec.runtime.operands import VALUE_SLACK_BYTES  # noqa: E402
@@ -97,6 +99,22 @@ def run_norm_case(rows: int, cols: int) -> bool:
     return bool(np.allclose(y, expected, rtol=1e-4, atol=1e-4))
 
 
+def run_softmax_case(rows: int, cols: int) -> bool:
+    """The Softmax kernel on guarded rows and outputs (its parameters are not read)."""
+    tensor = f"tensor<?x{cols}xf32>"
+    text = (f'func.func @main(%x: {tensor} {{sparsec.name = "x"}}) -> ({tensor} {{sparsec.name = "y"}}) {{\n'
+            f"  %y = nn.softmax %x {{axis = -1 : i64}} : ({tensor}) -> {tensor}\n  func.return %y : {tensor}\n}}\n")  # fmt: skip
+    ctx = make_context()
+    module = parse_module(text, ctx)
+    executor = Executor(module, ctx.weights, threads=1)
+    ((op, softmax),) = executor.norms.items()
+    x = np.random.default_rng(cols).standard_normal((rows, cols)).astype(np.float32)
+    expected = reference.run(module, ctx.weights, {"x": x})["y"]
+    x_guarded, y = guarded(x), guarded(np.full((rows, cols), np.nan, np.float32))
+    softmax.kernel(x_guarded.ctypes.data, y.ctypes.data, 0, 0, 0, 0, rows, 0, rows)  # pyright: ignore
+    return bool(np.allclose(y, expected, rtol=1e-5, atol=1e-7))
+
+
 PATTERNS = [
     "pattern=unstructured sparsity=0.0",
     "pattern=unstructured sparsity=0.7",  # batch 1: the chunk variants (window, gather)
@@ -128,5 +146,10 @@ if __name__ == "__main__":
         failures += not ok
         if not ok:
             print(f"MISMATCH layer norm rows={rows} cols={cols}", flush=True)
+    for rows, cols in itertools.product([1, 3], [1, 15, 16, 17, 33, 1000]):
+        ok = run_softmax_case(rows, cols)
+        failures += not ok
+        if not ok:
+            print(f"MISMATCH softmax rows={rows} cols={cols}", flush=True)
     print(f"guard pages: {failures} mismatches")
     sys.exit(1 if failures else 0)

@@ -79,7 +79,7 @@ def test_a_tiny_engine_stops_at_a_hundred_times_its_runs():
 def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     """A profile has one row per step, named by its ONNX node, saying what it computes
     and what ran it (the
-    two layers' kernels, with fc1's bias and Relu fused; Softmax in numpy); the steps'
+    two layers' kernels, with fc1's bias and Relu fused; Softmax's kernel); the steps'
     times add up to the run's, less what surrounds them; the table lists the slowest
     first, then the rest and the time outside the steps, shares adding up to the run,
     and the shares by what ran the steps add up to the steps' share."""
@@ -89,7 +89,7 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     model.threads = 1
     result, baseline = profile(model, 4, runs=5)
     assert baseline is None
-    assert [(step.name, step.runs_as) for step in result.steps] == [("fc1", "nm kernel"), ("fc2", "nm kernel"), ("softmax", "numpy")]
+    assert [(step.name, step.runs_as) for step in result.steps] == [("fc1", "nm kernel"), ("fc2", "nm kernel"), ("softmax", "softmax kernel")]
     assert [step.geometry for step in result.steps] == ["64->32", "32->10", "?x10"]  # features in -> out; a batch given at run time
     assert all(step.seconds > 0 for step in result.steps)
     assert 0 < sum(step.seconds for step in result.steps) <= result.seconds
@@ -100,7 +100,7 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     assert sum(row["share"] for row in rows) == pytest.approx(1.0)
     kinds = by_runs_as(result, 4)
     shares = [kind["share"] for kind in kinds]
-    assert {kind["runs_as"] for kind in kinds} == {"nm kernel", "numpy"} and shares == sorted(shares, reverse=True)
+    assert {kind["runs_as"] for kind in kinds} == {"nm kernel", "softmax kernel"} and shares == sorted(shares, reverse=True)
     assert sum(shares) == pytest.approx(1.0 - rows[-1]["share"])
 
 

@@ -1,14 +1,21 @@
-"""The layer normalization kernel (runtime/codegen/norm.py) against the reference
-interpreter's numpy, over row lengths around the 16-lane vectors, row counts, inputs
-far from zero, with and without bias; and the layer normalizations it does not take."""
+"""The normalization kernels (runtime/codegen/norm.py) against the reference
+interpreter's numpy: layer normalization over row lengths around the 16-lane vectors,
+row counts, inputs far from zero, with and without bias; Softmax against float64 and
+onnxruntime, with infinities and NaNs; and the ones they do not take."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import onnxruntime_outputs
+from onnx import TensorProto, helper
+
 from sparsec import reference
+from sparsec.kernels import NormKey
 from sparsec.context import make_context
 from sparsec.irfile import parse_module
 from sparsec.model import Model
@@ -83,3 +90,69 @@ def test_layer_norm_over_more_than_the_last_axis_stays_in_numpy():
     assert not executor.norms
     x = np.random.default_rng(6).standard_normal((2, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"], rtol=1e-6)
+
+
+def softmax_model(path, shape: list[int], axis: int):
+    """x (shape) -> Softmax along `axis` -> y, as an ONNX file at `path`."""
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=axis, name="softmax")
+    graph = helper.make_graph([node], "softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return sparsec_load(path)
+
+
+def sparsec_load(path) -> Model:
+    import sparsec
+
+    return sparsec.load(path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cols=st.sampled_from([1, 2, 15, 16, 17, 33, 1000]) | st.integers(1, 70),
+    leading=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    scale=st.sampled_from([1.0, 30.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_softmax_kernel_matches_float64_and_onnxruntime(tmp_path_factory, cols, leading, scale, seed):
+    """The Softmax kernel (its exp Cephes' polynomial, within 2 ulp) against float64 and
+    onnxruntime, on rows around the 16-lane vectors, of values spread enough (x 30) that
+    some outputs underflow to zero."""
+    shape = [*leading, cols]
+    path = tmp_path_factory.mktemp("softmax") / "softmax.onnx"
+    model = softmax_model(path, shape, -1)
+    executor = Executor(model.module, model.weights, threads=1)
+    assert [norm.key for norm in executor.norms.values()] == [NormKey(cols, "softmax")]
+    x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+    got = executor.run({"x": x})["y"]
+    # float64 from x - max as float32 computes it: that rounding alone moves e^(x - max)
+    # by up to |x - max| x 6e-8 (2e-6 at -40), which no exp can make up for.
+    wide = np.exp((x - x.max(axis=-1, keepdims=True)).astype(np.float64))
+    np.testing.assert_allclose(got, wide / wide.sum(axis=-1, keepdims=True), rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(got, onnxruntime_outputs(path, {"x": x})["y"], rtol=1e-5, atol=1e-7)
+
+
+def test_softmax_kernel_on_special_values_and_portable_target(tmp_path, monkeypatch):
+    """-inf gives 0, a row with +inf or NaN is NaN throughout, a row all -inf is NaN,
+    as numpy has them; on the host and the portable target."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = softmax_model(tmp_path / "softmax.onnx", [5, 21], -1)
+    x = np.random.default_rng(9).standard_normal((5, 21)).astype(np.float32)
+    x[0, 3], x[1, 20], x[2, 0], x[3] = -np.inf, np.inf, np.nan, -np.inf
+    with np.errstate(invalid="ignore"):
+        expected = reference.run(model.module, model.weights, {"x": x})["y"]
+    for target in (Target.host(), Target.portable()):
+        executor = Executor(model.module, model.weights, threads=1, target=target)
+        assert len(executor.norms) == 1
+        got = executor.run({"x": x})["y"]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        assert got[0, 3] == 0 and np.isnan(got[1:4]).all()
+        np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_softmax_over_another_axis_stays_in_numpy(tmp_path, axis):
+    model = softmax_model(tmp_path / "softmax.onnx", [3, 4, 5], axis)
+    executor = Executor(model.module, model.weights, threads=1)
+    assert not executor.norms
+    x = np.random.default_rng(6).standard_normal((3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(executor.run({"x": x})["y"], onnxruntime_outputs(tmp_path / "softmax.onnx", {"x": x})["y"], rtol=1e-5)
