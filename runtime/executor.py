@@ -301,6 +301,12 @@ def _same_place(a: np.ndarray, b: np.ndarray) -> bool:
     return a.ctypes.data == b.ctypes.data and a.shape == b.shape and all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides))
 
 
+def _rows_of_floats(images: np.ndarray) -> bool:
+    """Whether `images` (..., H, W) are float32 rows of consecutive values at
+    non-negative strides, as the plane copy and pool kernels read and write them."""
+    return images.dtype == np.float32 and images.strides[-1] == 4 and min(images.strides) >= 0
+
+
 def _lane_view(lanes: np.ndarray, channels: int, rows: int, pitch: int, columns: int) -> np.ndarray:
     """Channels [0, channels) of output `lanes` (images, channels or more, lanes) as
     images of `rows` x `columns`, each row `pitch` lanes after the one before (a view
@@ -513,8 +519,7 @@ class _PlaneCopy:
     def takes(self, image: np.ndarray) -> bool:
         """Whether the kernel can read `image` (C, H, W) in place: float32 rows of
         consecutive values, at non-negative channel and row strides."""
-        channel, row, column = image.strides
-        return image.dtype == np.float32 and column == 4 and channel >= 0 and row >= 0
+        return _rows_of_floats(image)
 
 
 @dataclass(frozen=True)
@@ -1163,7 +1168,7 @@ class Executor:
         if call.read is not None and call.read[0] is images:
             self._execute(call, call.read[1], call.output_address)
             return
-        if images.dtype != np.float32 or images.strides[-1] != 4 or min(images.strides) < 0:
+        if not _rows_of_floats(images):
             images = np.ascontiguousarray(images.reshape(*images.shape[:1], -1, *images.shape[-2:]), np.float32)
         inner, inner_stride = (images.shape[2], images.strides[2] // 4) if images.ndim == 5 else (1, 0)
         geometry = call.pool_geometry
