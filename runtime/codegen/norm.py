@@ -58,6 +58,8 @@ class RowKernel(UnitKernel):
 
 
 class LayerNormKernel(RowKernel):
+    """(x - mean) / sqrt(variance + epsilon) * scale + bias, a row at a time."""
+
     def unit(self, row: SSAValue, _state) -> list[SSAValue]:
         b, cols = self.b, self.key.cols
         inputs, outputs = self.row_pointers(row)
@@ -87,6 +89,9 @@ class LayerNormKernel(RowKernel):
 
 
 class SoftmaxKernel(RowKernel):
+    """e^(x - max) / sum e^(x - max), a row at a time: the row's lanes past its end read
+    as -inf, so they add e^-inf = 0 to the sum."""
+
     def unit(self, row: SSAValue, _state) -> list[SSAValue]:
         b = self.b
         inputs, outputs = self.row_pointers(row)
