@@ -10,10 +10,11 @@ that fuse Gelu compile sooner. Unlike the reference interpreter's erf
 (sparsec/reference.py) it has no separate series for small |x|: Gelu adds erf to 1, so
 only its absolute error matters.
 
-exp (for Softmax) is Cephes' expf, as Eigen and SLEEF write it for vectors: x = n ln 2
+exp (for Softmax) is Cephes' expf, as Eigen writes it for vectors: x = n ln 2
 + r with n = round(x / ln 2) and |r| <= ln 2 / 2 (ln 2 in two parts, so r is exact),
 e^r by a degree-7 polynomial, and 2^n by writing n + 127 into the exponent bits. Its
-error is within 2 ulp. Inputs below EXP_LOWEST give 0 (float32 would give a subnormal,
+error is within 1.3 ulp (the algorithm in numpy over 2 million points from -87.3 to 88.3;
+numpy's float32 exp: 2.3 ulp). Inputs below EXP_LOWEST give 0 (float32 would give a subnormal,
 under 1.2e-38), inputs above 88.376 give e^88.376 (Softmax's are at most 0), and NaN
 stays NaN.
 """
@@ -68,7 +69,7 @@ its low mantissa bits then hold."""
 
 
 def exp(b: FunctionBuilder, x: SSAValue) -> SSAValue:
-    """e^x within 2 ulp, for vectors of f32 (see the module docstring)."""
+    """e^x within 1.3 ulp, for vectors of f32 (see the module docstring)."""
     clamped = b.select(b.fcmp("ogt", x, b.like(_EXP_HIGHEST, x)), b.like(_EXP_HIGHEST, x), x)
     clamped = b.select(b.fcmp("olt", clamped, b.like(EXP_LOWEST, x)), b.like(EXP_LOWEST, x), clamped)
     shifted = b.fmuladd(clamped, b.like(1 / math.log(2), x), b.like(_ROUNDING, x))
