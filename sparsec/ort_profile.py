@@ -18,7 +18,6 @@ sparsec's convolutions write in place) is left unmatched and counted apart.
 from __future__ import annotations
 
 import bisect
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 

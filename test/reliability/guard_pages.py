@@ -16,6 +16,7 @@ import itertools
 import math
 import mmap
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from test_kernels import build  # noqa: E402
-from test_norm_kernel import norm_model  # noqa: E402
+from test_norm_kernel import norm_model, softmax_model  # noqa: E402
 
 from sparsec import reference  # noqa: E402
-from sparsec.context import make_context  # noqa: E402
-from sparsec.irfile import parse_module  # noqa: E402
 
 from sparsec.runtime.executor import Executor, transposed_inputs  # noqa: E402
 from sparsec.runtime.operands import VALUE_SLACK_BYTES  # noqa: E402
@@ -101,15 +100,12 @@ def run_norm_case(rows: int, cols: int) -> bool:
 
 def run_softmax_case(rows: int, cols: int) -> bool:
     """The Softmax kernel on guarded rows and outputs (its parameters are not read)."""
-    tensor = f"tensor<?x{cols}xf32>"
-    text = (f'func.func @main(%x: {tensor} {{sparsec.name = "x"}}) -> ({tensor} {{sparsec.name = "y"}}) {{\n'
-            f"  %y = nn.softmax %x {{axis = -1 : i64}} : ({tensor}) -> {tensor}\n  func.return %y : {tensor}\n}}\n")  # fmt: skip
-    ctx = make_context()
-    module = parse_module(text, ctx)
-    executor = Executor(module, ctx.weights, threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = softmax_model(Path(tmp) / "softmax.onnx", [rows, cols], -1)
+    executor = Executor(model.module, model.weights, threads=1)
     ((op, softmax),) = executor.norms.items()
     x = np.random.default_rng(cols).standard_normal((rows, cols)).astype(np.float32)
-    expected = reference.run(module, ctx.weights, {"x": x})["y"]
+    expected = reference.run(model.module, model.weights, {"x": x})["y"]
     x_guarded, y = guarded(x), guarded(np.full((rows, cols), np.nan, np.float32))
     softmax.kernel(x_guarded.ctypes.data, y.ctypes.data, 0, 0, 0, 0, rows, 0, rows)  # pyright: ignore
     return bool(np.allclose(y, expected, rtol=1e-5, atol=1e-7))

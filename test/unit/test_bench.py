@@ -78,11 +78,11 @@ def test_a_tiny_engine_stops_at_a_hundred_times_its_runs():
 
 def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     """A profile has one row per step, named by its ONNX node, saying what it computes
-    and what ran it (the
-    two layers' kernels, with fc1's bias and Relu fused; Softmax's kernel); the steps'
-    times add up to the run's, less what surrounds them; the table lists the slowest
-    first, then the rest and the time outside the steps, shares adding up to the run,
-    and the shares by what ran the steps add up to the steps' share."""
+    and what ran it (the two layers' kernels, with fc1's bias and Relu fused; Softmax's
+    kernel); the steps' times add up to the run's, less what surrounds them; the table
+    lists the slowest first, then the rest and the time outside the steps, shares
+    adding up to the run, and the shares by what ran the steps add up to the steps'
+    share."""
     models.save("mlp", tmp_path / "mlp.onnx")
     model = sparsec.load(tmp_path / "mlp.onnx")
     model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")

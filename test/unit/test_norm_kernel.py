@@ -10,14 +10,15 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import onnxruntime_outputs
 from onnx import TensorProto, helper
 
+from conftest import onnxruntime_outputs
+
+import sparsec
 from sparsec import reference
-from sparsec.kernels import NormKey
 from sparsec.context import make_context
 from sparsec.irfile import parse_module
+from sparsec.kernels import NormKey
 from sparsec.model import Model
 from sparsec.runtime.executor import Executor
 from sparsec.runtime.jit import Target
@@ -92,17 +93,11 @@ def test_layer_norm_over_more_than_the_last_axis_stays_in_numpy():
     np.testing.assert_allclose(executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"], rtol=1e-6)
 
 
-def softmax_model(path, shape: list[int], axis: int):
+def softmax_model(path, shape: list[int], axis: int) -> Model:
     """x (shape) -> Softmax along `axis` -> y, as an ONNX file at `path`."""
     node = helper.make_node("Softmax", ["x"], ["y"], axis=axis, name="softmax")
     graph = helper.make_graph([node], "softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return sparsec_load(path)
-
-
-def sparsec_load(path) -> Model:
-    import sparsec
-
     return sparsec.load(path)
 
 
