@@ -76,6 +76,15 @@ def test_a_tiny_engine_stops_at_a_hundred_times_its_runs():
     assert timings[0].median_ms < 1
 
 
+def lowered_2_4(name: str, tmp_path) -> sparsec.Model:
+    """test/models.py's model `name` pruned to n:m 2:4 and lowered to kernels, on one thread."""
+    models.save(name, tmp_path / f"{name}.onnx")
+    model = sparsec.load(tmp_path / f"{name}.onnx")
+    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    model.threads = 1
+    return model
+
+
 def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     """A profile has one row per step, named by its ONNX node, saying what it computes
     and what ran it (the two layers' kernels, with fc1's bias and Relu fused; Softmax's
@@ -83,10 +92,7 @@ def test_the_profile_names_each_step_and_what_ran_it(tmp_path):
     lists the slowest first, then the rest and the time outside the steps, shares
     adding up to the run, and the shares by what ran the steps add up to the steps'
     share."""
-    models.save("mlp", tmp_path / "mlp.onnx")
-    model = sparsec.load(tmp_path / "mlp.onnx")
-    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
-    model.threads = 1
+    model = lowered_2_4("mlp", tmp_path)
     result, baseline = profile(model, 4, runs=5)
     assert baseline is None
     assert [(step.name, step.runs_as) for step in result.steps] == [("fc1", "nm kernel"), ("fc2", "nm kernel"), ("softmax", "softmax kernel")]
@@ -110,10 +116,7 @@ def test_onnxruntime_profile_sits_beside_each_step(tmp_path):
     fuses under a name of its own, are fc1's; fc2 and Softmax by their names. The
     speed-up is onnxruntime's time over sparsec's, and onnxruntime's column adds up to
     its run."""
-    models.save("mlp", tmp_path / "mlp.onnx")
-    model = sparsec.load(tmp_path / "mlp.onnx")
-    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
-    model.threads = 1
+    model = lowered_2_4("mlp", tmp_path)
     result, baseline = profile(model, 4, runs=7, dense=tmp_path / "mlp.onnx")
     assert set(baseline.by_step) == {"fc1", "fc2", "softmax"} and not baseline.unmatched
     assert all(seconds > 0 for seconds in baseline.by_step.values())
@@ -181,9 +184,6 @@ def test_a_convolution_step_says_its_channels_window_stride_and_image(tmp_path):
     """A convolution's geometry gives its channels in and out, window, stride, input
     image and groups; a pool's its window, stride and image; others their result's
     shape."""
-    models.save("conv", tmp_path / "conv.onnx")
-    model = sparsec.load(tmp_path / "conv.onnx")
-    model.apply("prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask,lower-kernels")
-    model.threads = 1
+    model = lowered_2_4("conv", tmp_path)
     result, _ = profile(model, 1, runs=2)
     assert {step.name: step.geometry for step in result.steps} == {"conv": "4->6 3x3/2 at 9x9 in 2 groups", "pool": "2x2 at 5x5", "gap": "1x6x1x1", "flat": "1x6"}
