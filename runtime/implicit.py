@@ -41,6 +41,9 @@ class ImplicitConv:
     """The result's spatial shape: (Ho, Wo), or (Wo,) for a 1-D convolution."""
     phases_read: tuple[tuple[int, int], ...]
     """The phases some tap reads (a 1x1 convolution with stride 2 reads one of four)."""
+    read_offset: int = 0
+    """Floats from the planes' start to the first lane's read: a 1x1 convolution
+    framed in a padded sibling's planes (`framed`) reads its image past their pads."""
 
     @property
     def lanes(self) -> int:
@@ -76,13 +79,14 @@ class ImplicitConv:
 
     def reads_in_place(self, images: np.ndarray) -> bool:
         """Whether `images` (N, C, *spatial) are already this convolution's planes, one a
-        channel: a 1x1 window at stride 1 without pads (its only plane the image itself)
-        over float32 images whose channels lie a plane apart, each its values back to
-        back, as an implicit call's output lanes are when its rows drop no lanes. The
-        zero plane after the last channel is the caller's to vouch for."""
-        alone = self.key.window[0] == 1 and self.strides == (1, 1) and self.before == (0, 0) and self.phase == self.out
-        back_to_back = images.strides[-1] == 4 and (images.ndim == 3 or images.strides[-2] == 4 * images.shape[-1])
-        return alone and images.dtype == np.float32 and back_to_back and images.strides[1] == 4 * self.plane_floats
+        channel: a 1x1 window at stride 1 without pads (its only plane the image itself,
+        at the planes' row pitch) over float32 images whose channels lie a plane apart,
+        each row `phase[1]` values after the one before, as an implicit call's output
+        lanes are (back to back when its rows drop no lanes; `framed` convolutions read
+        rows that do). The zero plane after the last channel is the caller's to vouch for."""
+        alone = self.key.window[0] == 1 and self.strides == (1, 1) and self.before == (0, 0) and self.phase[0] == self.out[0]
+        at_pitch = images.strides[-1] == 4 and (images.ndim == 3 or images.strides[-2] == 4 * self.phase[1])
+        return alone and images.dtype == np.float32 and at_pitch and images.strides[1] == 4 * self.plane_floats
 
     def copies(self, planes: np.ndarray, shape: tuple[int, ...]) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
         """For the phase planes `planes` (C, sh, sw, Hq, Wq) and images of `shape`
@@ -119,6 +123,21 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
     variant = dataclasses.replace(key, batched=True, window=window, groups=op.group.value.data, lanes=padded_batch(ho * wq))
     phases = tuple(sorted({(p, q) for p, q, _row, _column in variant.window_taps}))
     return ImplicitConv(variant, x_shape[1], (sh, sw), (hq, wq), (top, left), (ho, wo), (ho, wo)[len(ones) :], phases)
+
+
+def framed(conv: ImplicitConv, before: tuple[int, int], phase: tuple[int, int]) -> ImplicitConv:
+    """2-D 1x1 convolution `conv` (stride 1, no pads) on planes of `phase` rows and
+    columns that hold its image `before` rows and columns in: its output lanes then lie
+    as those of a stride-1 convolution with those pads on those planes, a row every
+    phase[1] lanes, so both can write one Concat's lane buffer (Executor._frame_layouts).
+    With pads it reads the planes a padded sibling of the same input fills (the same
+    geometry, so shared), from past their pads; without, images at that row pitch in
+    place. The lanes past each output row's columns are computed and dropped, as a
+    padded convolution's are: more lanes than the plain 1x1 convolution's."""
+    (hq, wq), (top, left), (ho, _wo) = phase, before, conv.out
+    window = (1, 1, aligned_plane(hq * wq), wq, 1, 1, 1, 1)
+    key = dataclasses.replace(conv.key, window=window, lanes=padded_batch(ho * wq))
+    return dataclasses.replace(conv, key=key, phase=phase, before=before, read_offset=top * wq + left)
 
 
 def reads_input_in_place(op: SparseConvOp) -> bool:

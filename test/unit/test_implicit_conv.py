@@ -21,7 +21,7 @@ import sparsec
 from sparsec.kernels import PLANE_PROLOGUES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
 from sparsec.runtime.codegen.kernels import kernel_class, kernel_llvm_ir
 from sparsec.runtime.executor import Executor
-from sparsec.runtime.implicit import implicit_conv
+from sparsec.runtime.implicit import framed, implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
 
 PATTERNS = ["pattern=nm n=3 m=4", "pattern=nm n=2 m=4", "pattern=unstructured sparsity=0.6", "pattern=unstructured sparsity=0.9"]
@@ -385,6 +385,30 @@ def test_implicit_layout(tmp_path, kernel, dilations, strides, pads, spatial, wi
     assert len(conv.phases_read) == phases
     assert conv.key == dataclasses.replace(layer.key, batched=True, window=window, lanes=lanes) and layer.key.cols == 8 * math.prod(kernel)
     assert conv.key in executor.implicit_keys  # the IR's shapes are static: compiled with the others
+
+
+def test_framed_layout(tmp_path):
+    """A 1x1 convolution at 56 x 56 framed in the planes of a 3x3 sibling with pads 1
+    (58 x 58) reads them from past the pads (59 floats in) and lays its output lanes
+    out as the sibling's (56 rows of 58 lanes); framed at row pitch 58 without pads it
+    reads images at that pitch in place, and no longer back-to-back ones, which the
+    plain 1x1 convolution reads."""
+    shape = (1, 8, 56, 56)
+    conv_model(tmp_path / "conv.onnx", list(shape), 8, {"kernel_shape": [1, 1]}, 0)
+    model = sparsec.load(tmp_path / "conv.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    ((op, layer),) = Executor(model.module, model.weights, threads=1).layers.items()
+    plain = implicit_conv(op, layer.key, shape)  # pyright: ignore
+    assert plain is not None
+    padded = framed(plain, (1, 1), (58, 58))
+    assert (padded.key.window, padded.lanes, padded.read_offset, padded.lane_layout) == ((1, 1, 3376, 58, 1, 1, 1, 1), 56 * 58, 59, (3248, 58, 56, 56))
+    pitched = framed(plain, (0, 0), (56, 58))
+    assert (pitched.key.window, pitched.read_offset, pitched.lane_layout) == ((1, 1, 3248, 58, 1, 1, 1, 1), 0, (3248, 58, 56, 56))
+    lanes = np.zeros((1, 9, 3248), np.float32)
+    at_pitch = lanes[:, :8, : 56 * 58].reshape(1, 8, 56, 58)[..., :56]
+    back_to_back = np.zeros((1, 9, 3136), np.float32)[:, :8].reshape(shape)
+    assert pitched.reads_in_place(at_pitch) and not pitched.reads_in_place(back_to_back)
+    assert plain.reads_in_place(back_to_back) and not plain.reads_in_place(at_pitch) and not padded.reads_in_place(at_pitch)
 
 
 def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
@@ -917,4 +941,73 @@ def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads, 
     assert d.in_place and e.addend_in_place is not None
     assert sorted(op.results[0].name_hint for op in executor.concat_places) == (["b"] if returns_pool else ["b", "p"])
     assert copies_of_a_run(executor, np.ones((images, 16, 12, 12), np.float32)) == ([(images, 16, 6, 6)] if returns_pool else [])
+    executor.close()
+
+
+def fire_model(path, spatial: int) -> None:
+    """Two SqueezeNet fire modules in small: x (N x 8 x S x S) -> s1, a 1x1 Conv + Relu
+    to 6 channels -> c1, the Concat of e1 and f1, a 1x1 and a 3x3 (pads 1) Conv + Relu
+    of s1 to 8 channels each -> s2, a 1x1 Conv + Relu of c1 to 6 channels (returned
+    too) -> c2 = Concat(e2, f2) of s2 likewise -> y, a 3x3 MaxPool of c2 (stride 2)."""
+    rng = np.random.default_rng(20)
+    weights, nodes = [], []
+
+    def conv(source: str, name: str, shape: tuple[int, ...]) -> None:
+        weights.append(numpy_helper.from_array((rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))).astype(np.float32), f"{name}_w"))
+        nodes.append(helper.make_node("Conv", [source, f"{name}_w"], [f"{name}_c"], kernel_shape=list(shape[2:]), pads=[shape[-1] // 2] * 4))
+        nodes.append(helper.make_node("Relu", [f"{name}_c"], [name]))
+
+    source, channels = "x", 8
+    for module in (1, 2):
+        conv(source, f"s{module}", (6, channels, 1, 1))
+        conv(f"s{module}", f"e{module}", (8, 6, 1, 1))
+        conv(f"s{module}", f"f{module}", (8, 6, 3, 3))
+        nodes.append(helper.make_node("Concat", [f"e{module}", f"f{module}"], [f"c{module}"], axis=1))
+        source, channels = f"c{module}", 16
+    nodes.append(helper.make_node("MaxPool", ["c2"], ["y"], kernel_shape=[3, 3], strides=[2, 2]))
+    graph = helper.make_graph(
+        nodes, "fire", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, spatial, spatial])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "s2")], weights
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
+@pytest.mark.parametrize(("images", "threads"), [(1, 1), (2, 2)])
+@pytest.mark.parametrize(("spatial", "framed"), [(24, True), (12, False)])
+def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monkeypatch, pattern, images, threads, spatial, framed):
+    """At 24 x 24 the 1x1 expand e1 reads the padded planes of its 3x3 sibling f1
+    (`implicit.framed`), so its output lanes lie at f1's row pitch (26) and both write
+    c1's lane buffer; s2 reads that in place at the pitch, as e2 reads s2's output.
+    c1 is made, copying nothing, not put off to s2, and a run on one image fills
+    planes for s1 (of x), e1 (f1 reads them too) and f2 only. At 12 x 12 the pitch would
+    add 22% lanes (FRAMED_LANES_AT_MOST): no frames, c1 is put off to s2, which copies
+    both parts. Right on one image and two, twice, with s2's pitched result returned;
+    an infinity in the second image leaves the first image's outputs right."""
+    fire_model(tmp_path / "fire.onnx", spatial)
+    shape = (images, 8, spatial, spatial)
+    executor = checked_runs(tmp_path / "fire.onnx", pattern, threads, [shape] * 2, 21)
+    steps = {step.op.results[0].name_hint: step for step in executor.steps}
+    frames = {name: step.frame for name, step in steps.items() if step.frame is not None}
+    pitched = ((spatial, spatial), (0, 0), (spatial, spatial + 2))
+    assert frames == ({"e1": ((spatial, spatial), (1, 1), (spatial + 2, spatial + 2)), "s2": pitched, "e2": pitched} if framed else {})
+    assert [op.results[0].name_hint for op in executor.framed_concats] == (["c1"] if framed else [])
+    assert steps["c1"].deferred != framed and steps["c2"].deferred
+    ((s2,),) = [steps["s2"].calls.values()]
+    assert s2.in_place == framed
+    assert copies_of_a_run(executor, np.ones(shape, np.float32)) == []
+    fills = []
+    fill = executor._fill_planes
+    monkeypatch.setattr(executor, "_fill_planes", lambda call, first, planes, address: fills.append(call) or fill(call, first, planes, address))
+    x = np.random.default_rng(22).standard_normal(shape).astype(np.float32)
+    x[1:, :, 5, 6] = np.inf
+    got = executor.run({"x": x})
+    # Unframed: s1, f1, both parts into s2's planes, f2. Framed, two images: the planes
+    # hold e1's last image, so f1 fills them again for both.
+    assert len(fills) == (({1: 3, 2: 8}[images]) if framed else 5 * images)
+    model = sparsec.load(tmp_path / "fire.onnx")
+    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    expected = model.run({"x": x[:1]})
+    for name in ("y", "s2"):
+        assert np.isfinite(got[name][0]).all()
+        np.testing.assert_allclose(got[name][:1], expected[name], rtol=1e-4, atol=1e-4)
     executor.close()
