@@ -184,17 +184,25 @@ def prologue_ops(op: SparseConvOp) -> tuple[BatchNormOp, ReluOp | None] | None:
     return norm, relu
 
 
-FRAMED_LANES_AT_MOST = 1.1
-"""The most lanes a framed 1x1 convolution (Executor._frame_layouts) may run, as a
-share of its own geometry's: SqueezeNet's frames at 55 x 55 (1.03) and 27 x 27 (1.07)
-cost less than the copies they save; at 13 x 13 (1.18) its 512->1000 classifier alone
-would have run 0.2 ms longer."""
+FRAME_MULTIPLY_ADDS_PER_FLOAT = 16
+"""The most multiply-adds a frame (Executor._frame_layouts) may add, in the lanes past
+its calls' output columns, for each float of the plane copies it saves: in SqueezeNet
+a plane copy took 0.65-0.9 ns a float, and its convolutions 0.05 ns a multiply-add of a
+kept weight, dense float32 (16->64 1x1) or n:m 3:4 (512->1000). All its fire modules'
+Concats are framed so, at 55 x 55, 27 x 27 and 13 x 13 (where a frame adds 18% lanes:
+those at 13 x 13 took 3% off its run); its classifier's input would not be (4x as
+many multiply-adds as floats copied)."""
 
 
-def _frame_pays(height: int, width: int, pitch: int) -> bool:
-    """Whether images of `height` x `width` laid out at row pitch `pitch` add few enough
-    lanes to a 1x1 convolution's call (FRAMED_LANES_AT_MOST)."""
-    return padded_batch(height * pitch) <= FRAMED_LANES_AT_MOST * padded_batch(height * width)
+def _extra_multiply_adds(step: _Step, height: int, width: int, pitch: int) -> int:
+    """The multiply-adds convolution step `step` adds on an image of `height` x `width`
+    framed at row pitch `pitch` (implicit.framed): its kept weights' (at most as many as
+    its operands' bytes hold values), per extra lane."""
+    layer = step.unit
+    assert isinstance(layer, _Layer)
+    key = layer.key
+    kept = min(key.rows * key.cols, layer.operands.nbytes // (4 if key.values == "f32" else 2))
+    return kept * (padded_batch(height * pitch) - padded_batch(height * width))
 
 
 def plane_key_of(op: SparseConvOp, conv: ImplicitConv) -> PlaneKey | None:
@@ -949,9 +957,10 @@ class Executor:
         that in place at the pitch, and a 1x1 convolution of its output does the same
         (the next module's 1x1 expand). Before, the Concat was put off to the reader,
         which copied both parts into its planes: 0.25-0.35 ms of SqueezeNet's 9 ms run
-        for the first one. The frame costs each of these calls its dropped lanes, so
-        it is taken only where they are few (FRAMED_LANES_AT_MOST). Returns the Concats
-        so laid out: they are made, not put off."""
+        for the first one. A frame costs each call it lays out the lanes past its
+        output columns, so it is taken only where those cost less than the copies it
+        saves (FRAME_MULTIPLY_ADDS_PER_FLOAT). Returns the Concats so laid out: they are
+        made, not put off."""
         steps = {step.op: step for step in self.steps}
         pitches: dict[SSAValue, int] = {}
         """Values laid out at a row pitch (their lanes a row): framed calls' outputs,
@@ -959,8 +968,8 @@ class Executor:
         framed_concats: set[ConcatOp] = set()
         for step in self.steps:
             if self._frameable(step) and (pitch := pitches.get(step.op.x)) is not None:  # pyright: ignore
-                height, width = step.op.x.type.get_shape()[2:]  # pyright: ignore
-                if _frame_pays(height, width, pitch):
+                channels, height, width = step.op.x.type.get_shape()[1:]  # pyright: ignore
+                if _extra_multiply_adds(step, height, width, pitch) <= FRAME_MULTIPLY_ADDS_PER_FLOAT * channels * height * width:
                     step.frame = ((height, width), (0, 0), (height, pitch))
                     pitches[step.op.results[0]] = pitch
             elif isinstance(step.op, ConcatOp) and (framing := self._concat_frames(step, steps)) is not None:
@@ -986,7 +995,8 @@ class Executor:
         frames of its 1x1 parts that lay them out so: its parts are convolutions run implicit, used only
         here, at least one of them padded (a stride-1 3x3 convolution with pads) and
         the others 1x1 convolutions framed already at its pitch or reading its input;
-        its one reader is a 1x1 convolution (`_frameable`). Else None."""
+        its one reader is a 1x1 convolution (`_frameable`); and the frames of the reader
+        and the parts cost less than the reader's copies of the parts. Else None."""
         op = step.op
         if step.dtype != np.float32 or op in self.chained or step.result in self.returned or op.output.type.get_num_dims() != 4 or op.axis.value.data % 4 != 1:  # pyright: ignore
             return None
@@ -999,8 +1009,8 @@ class Executor:
             return None
         convs = [(part, self._image_conv(part)) for part in parts]  # pyright: ignore
         padded = [(part, conv) for part, conv in convs if conv is not None and conv.before != (0, 0)]
-        height, width = op.output.type.get_shape()[2:]  # pyright: ignore
-        if not padded or any(conv is None for _part, conv in convs) or not _frame_pays(height, width, padded[0][1].phase[1]):
+        channels, height, width = op.output.type.get_shape()[1:]  # pyright: ignore
+        if not padded or any(conv is None for _part, conv in convs):
             return None
         sibling = padded[0][1]
         if any(conv.strides != (1, 1) or (conv.phase, conv.before, conv.out) != (sibling.phase, sibling.before, (height, width)) for _part, conv in padded):
@@ -1016,7 +1026,9 @@ class Executor:
                 frames.append((part, ((height, width), sibling.before, sibling.phase)))
             else:
                 return None
-        return sibling.phase[1], frames
+        pitch = sibling.phase[1]
+        extra = sum(_extra_multiply_adds(framed_step, height, width, pitch) for framed_step in [reader, *(part for part, _frame in frames if part.frame is None)])
+        return (pitch, frames) if extra <= FRAME_MULTIPLY_ADDS_PER_FLOAT * channels * height * width else None
 
     def _concat_places(self) -> dict[Operation, tuple[ConcatOp, int]]:
         """The convolutions and pools run as kernels whose one use is a float32 Concat

@@ -944,11 +944,12 @@ def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads, 
     executor.close()
 
 
-def fire_model(path, spatial: int) -> None:
+def fire_model(path, spatial: int, squeezed: int) -> None:
     """Two SqueezeNet fire modules in small: x (N x 8 x S x S) -> s1, a 1x1 Conv + Relu
     to 6 channels -> c1, the Concat of e1 and f1, a 1x1 and a 3x3 (pads 1) Conv + Relu
-    of s1 to 8 channels each -> s2, a 1x1 Conv + Relu of c1 to 6 channels (returned
-    too) -> c2 = Concat(e2, f2) of s2 likewise -> y, a 3x3 MaxPool of c2 (stride 2)."""
+    of s1 to 8 channels each -> s2, a 1x1 Conv + Relu of c1 to `squeezed` channels
+    (returned too) -> c2 = Concat(e2, f2) of s2 likewise -> y, a 3x3 MaxPool of c2
+    (stride 2)."""
     rng = np.random.default_rng(20)
     weights, nodes = [], []
 
@@ -958,10 +959,10 @@ def fire_model(path, spatial: int) -> None:
         nodes.append(helper.make_node("Relu", [f"{name}_c"], [name]))
 
     source, channels = "x", 8
-    for module in (1, 2):
-        conv(source, f"s{module}", (6, channels, 1, 1))
-        conv(f"s{module}", f"e{module}", (8, 6, 1, 1))
-        conv(f"s{module}", f"f{module}", (8, 6, 3, 3))
+    for module, outputs in ((1, 6), (2, squeezed)):
+        conv(source, f"s{module}", (outputs, channels, 1, 1))
+        conv(f"s{module}", f"e{module}", (8, outputs, 1, 1))
+        conv(f"s{module}", f"f{module}", (8, outputs, 3, 3))
         nodes.append(helper.make_node("Concat", [f"e{module}", f"f{module}"], [f"c{module}"], axis=1))
         source, channels = f"c{module}", 16
     nodes.append(helper.make_node("MaxPool", ["c2"], ["y"], kernel_shape=[3, 3], strides=[2, 2]))
@@ -973,17 +974,19 @@ def fire_model(path, spatial: int) -> None:
 
 @pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.6"])
 @pytest.mark.parametrize(("images", "threads"), [(1, 1), (2, 2)])
-@pytest.mark.parametrize(("spatial", "framed"), [(24, True), (12, False)])
-def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monkeypatch, pattern, images, threads, spatial, framed):
+@pytest.mark.parametrize(("spatial", "squeezed", "framed"), [(24, 6, True), (12, 6, True), (12, 400, False)])
+def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monkeypatch, pattern, images, threads, spatial, squeezed, framed):
     """At 24 x 24 the 1x1 expand e1 reads the padded planes of its 3x3 sibling f1
     (`implicit.framed`), so its output lanes lie at f1's row pitch (26) and both write
     c1's lane buffer; s2 reads that in place at the pitch, as e2 reads s2's output.
     c1 is made, copying nothing, not put off to s2, and a run on one image fills
-    planes for s1 (of x), e1 (f1 reads them too) and f2 only. At 12 x 12 the pitch would
-    add 22% lanes (FRAMED_LANES_AT_MOST): no frames, c1 is put off to s2, which copies
-    both parts. Right on one image and two, twice, with s2's pitched result returned;
+    planes for s1 (of x), e1 (f1 reads them too) and f2 only. So too at 12 x 12, where
+    the pitch (14) adds 22% lanes; but not where s2 has 400 outputs, whose
+    multiply-adds in those lanes would cost more than its copies of c1
+    (FRAME_MULTIPLY_ADDS_PER_FLOAT): no frames, c1 is put off to s2, which copies both
+    parts. Right on one image and two, twice, with s2's pitched result returned;
     an infinity in the second image leaves the first image's outputs right."""
-    fire_model(tmp_path / "fire.onnx", spatial)
+    fire_model(tmp_path / "fire.onnx", spatial, squeezed)
     shape = (images, 8, spatial, spatial)
     executor = checked_runs(tmp_path / "fire.onnx", pattern, threads, [shape] * 2, 21)
     steps = {step.op.results[0].name_hint: step for step in executor.steps}
