@@ -979,7 +979,8 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     """At 24 x 24 the 1x1 expand e1 reads the padded planes of its 3x3 sibling f1
     (`implicit.framed`), so its output lanes lie at f1's row pitch (26) and both write
     c1's lane buffer; s2 reads that in place at the pitch, as e2 reads s2's output.
-    c1 is made, copying nothing, not put off to s2, and a run on one image fills
+    c1 is made, copying nothing, not put off to s2, e1 reads whole lines (the planes
+    start so that the image does, `_phase_planes`), and a run on one image fills
     planes for s1 (of x), e1 (f1 reads them too) and f2 only. So too at 12 x 12, where
     the pitch (14) adds 22% lanes; but not where s2 has 400 outputs, whose
     multiply-adds in those lanes would cost more than its copies of c1
@@ -997,6 +998,8 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     assert steps["c1"].deferred != framed and steps["c2"].deferred
     ((s2,),) = [steps["s2"].calls.values()]
     assert s2.in_place == framed
+    ((e1,),) = [steps["e1"].calls.values()]
+    assert e1.read_offset == (4 * (spatial + 3) if framed else 0) and (e1.input_address + e1.read_offset) % 64 == 0  # shared planes shifted onto a line
     assert copies_of_a_run(executor, np.ones(shape, np.float32)) == []
     fills = []
     fill = executor._fill_planes
