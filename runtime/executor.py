@@ -800,14 +800,11 @@ class Executor:
         """A run's arrays before it starts: the constants in their slots."""
         for value, array in self.constants.items():
             self.initial[self.slots[value]] = array
-        units = [*self.layers.values(), *self.norms.values(), *self.pools.values()]
-        keys = [unit.key for unit in units]
-        self.kernels: CompiledKernels | None = compile_kernels(keys, self.target) if keys else None
-        for unit in units:
-            unit.kernel = self.kernels.functions[unit.key.symbol]  # pyright: ignore
         self.variants: dict[str, object] = {}
-        """Compiled variant kernels (batched, chunk, implicit) and plane copy kernels by
-        symbol (compiled on first use)."""
+        """Compiled kernels by symbol: those compiled up front (`_up_front_keys`), then
+        variants (batched, chunk, implicit) and plane copy kernels compiled on first use."""
+        self.compiled: list[CompiledKernels] = []
+        """The engines of the compiled kernels: the functions live as long as they do."""
         self.concat_ends = concat_chain_ends(self.function)
         """The last Concat of each chain of Concats (`concat_chain_ends`), by member."""
         self.chained = set(self.concat_ends) | set(self.concat_ends.values())
@@ -831,9 +828,13 @@ class Executor:
         """Concats' lane buffers (`_concat_lanes`) by Concat (a chain's last) and images,
         with their geometry: lanes a channel, lanes a row, rows and columns."""
         self.implicit_keys = [conv.key for conv in map(self._static_implicit_conv, self.steps) if conv is not None]
-        """The implicit convolutions' kernels the IR's shapes call for, compiled together
-        on first use (another input shape compiles its own)."""
-        self.compiled: list[CompiledKernels] = []
+        """The implicit convolutions' kernels the IR's shapes call for, compiled up front
+        with the others (another input shape compiles its own on first use)."""
+        units = [*self.layers.values(), *self.norms.values(), *self.pools.values()]
+        if keys := self._up_front_keys():
+            self._compile(keys)
+        for unit in units:
+            unit.kernel = self.variants.get(unit.key.symbol)
         self.pool = WorkerPool(self.threads - 1, spin=self.threads <= available_cpus()) if self.threads > 1 else None
         self._calls_blas = any(isinstance(step.op, BLAS_OPS) and step.dtype is not None for step in self.steps)  # numpy steps
         self.blas: ThreadpoolController | None = ThreadpoolController() if self.pool is None and self._calls_blas else None
@@ -1470,11 +1471,36 @@ class Executor:
         output_address = output.ctypes.data
         return _Call(kernel, address, arguments, shares, shares.threads == 1, output, output_address, result, output_address)
 
+    def _up_front_keys(self) -> list[AnyKey]:
+        """The kernels compiled as the executor is made, in one pipelined batch
+        (jit.compile_kernels): every normalization's and pool's; the implicit variants
+        the IR's shapes call for, with the plane copy kernels that fill their planes
+        (those of convolutions that cannot read their input in place); and every
+        layer's own kernel but those of the convolutions that run implicit on those
+        shapes, which never call theirs (compiled on first use where another shape
+        does). SqueezeNet compiled 26 such kernels to no use: its first run, from an
+        empty cache, took 2.4 s."""
+        implicit = {step.op: conv for step in self.steps if (conv := self._static_implicit_conv(step)) is not None}
+        keys: list[AnyKey] = [unit.key for op, unit in self.layers.items() if op not in implicit]
+        keys += [unit.key for unit in (*self.norms.values(), *self.pools.values())]
+        keys += self.implicit_keys
+        for op, conv in implicit.items():
+            if (not conv.may_read_in_place or prologue_ops(op) is not None) and (plane := plane_key_of(op, conv)) is not None:  # pyright: ignore
+                keys.append(plane)
+        return list(dict.fromkeys(keys))
+
+    def _layer_kernel(self, layer: _Layer) -> object:
+        """The layer's own kernel, compiled on first use if it was not up front."""
+        if layer.kernel is None:
+            self._compile([layer.key])
+            layer.kernel = self.variants[layer.key.symbol]
+        return layer.kernel
+
     def _variant_call(self, layer: _Layer, variant: KernelKey) -> tuple[object, tuple[int, int, int, int]]:
         """The kernel and arguments of `variant` of the layer's kernel (its own kernel
         when `variant` is its key)."""
         if variant == layer.key:
-            return layer.kernel, layer.arguments
+            return self._layer_kernel(layer), layer.arguments
         call = layer.variant_calls.get(variant)
         if call is None:
             call = layer.variant_calls[variant] = (self._variant_kernel(variant), layer.arguments_for(variant, self.weights))
@@ -1490,8 +1516,8 @@ class Executor:
         return self.variants[variant.symbol]
 
     def _compile(self, keys: list[AnyKey]) -> None:
-        """Compile `keys` on first use into `variants`; their engine is kept in
-        `compiled`, as the functions live as long as it does."""
+        """Compile `keys` into `variants`; their engine is kept in `compiled`, as the
+        functions live as long as it does."""
         compiled = compile_kernels(keys, self.target)
         self.compiled.append(compiled)
         self.variants.update(compiled.functions)

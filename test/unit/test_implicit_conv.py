@@ -430,6 +430,32 @@ def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
     assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 208, 14, 1, 1, 1, 1)]
 
 
+def test_static_shapes_compile_what_runs_up_front_in_one_batch(tmp_path):
+    """With the IR's shapes static, the executor compiles in one batch (one engine) the
+    implicit variants of a ResNet block's convolutions and the plane copy kernel of its
+    3x3 one, but not the convolutions' own kernels, which those shapes never call; runs
+    compile nothing more. Left open, the batch axis has the own kernels compiled up
+    front, and the implicit variants on first use (above)."""
+    proto = models.residual()
+    onnx.save(proto, str(tmp_path / "block.onnx"))
+    model = sparsec.load(tmp_path / "block.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},fold-batch-norm,pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1)
+    assert len(executor.compiled) == 1 and all(layer.kernel is None for layer in executor.layers.values())
+    compiled = set(executor.compiled[0].functions)
+    assert {key.symbol for key in executor.implicit_keys} < compiled and any(symbol.startswith("planes_f32") for symbol in compiled)
+    x = np.random.default_rng(1).standard_normal((1, 16, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
+    assert len(executor.compiled) == 1
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(proto, str(tmp_path / "open.onnx"))
+    model = sparsec.load(tmp_path / "open.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},fold-batch-norm,pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=1)
+    assert all(layer.kernel is not None for layer in executor.layers.values())
+
+
 def residual_model(path, kind: str) -> None:
     """x (2 x 16 x 12 x 12) -> 3x3 Conv `a` (pads 1) -> the residual op of `kind`:
     add_relu: Relu(Add(a, x)); sum: Relu(Sum(x, a)); returned: Relu(Add(a, x)) with
