@@ -411,18 +411,27 @@ def test_framed_layout(tmp_path):
     assert plain.reads_in_place(back_to_back) and not plain.reads_in_place(at_pitch) and not padded.reads_in_place(at_pitch)
 
 
-def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
-    """With the batch axis left open, no implicit kernel is known up front; each image
-    count compiles (or finds) its own on first use, and a ResNet block matches the
-    reference at 1 and 3 images on two threads."""
+def lowered_residual_block(path, open_batch: bool):
+    """models.residual() saved at `path` (its batch axis left open with `open_batch`),
+    loaded, pruned to n:m 3:4 and lowered to kernels."""
     proto = models.residual()
-    for value in (proto.graph.input[0], proto.graph.output[0]):
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.save(proto, str(tmp_path / "block.onnx"))
-    model = sparsec.load(tmp_path / "block.onnx")
+    if open_batch:
+        for value in (proto.graph.input[0], proto.graph.output[0]):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(proto, str(path))
+    model = sparsec.load(path)
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},fold-batch-norm,pack-bitmask,lower-kernels")
+    return model
+
+
+def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
+    """With the batch axis left open, no implicit kernel is known up front (the
+    convolutions' own kernels are compiled instead); each image count compiles (or
+    finds) its own on first use, and a ResNet block matches the reference at 1 and 3
+    images on two threads."""
+    model = lowered_residual_block(tmp_path / "block.onnx", open_batch=True)
     executor = Executor(model.module, model.weights, threads=2)
-    assert executor.implicit_keys == []
+    assert executor.implicit_keys == [] and all(layer.kernel is not None for layer in executor.layers.values())
     for images in (1, 3):
         x = np.random.default_rng(images).standard_normal((images, 16, 12, 12)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
@@ -434,12 +443,8 @@ def test_static_shapes_compile_what_runs_up_front_in_one_batch(tmp_path):
     """With the IR's shapes static, the executor compiles in one batch (one engine) the
     implicit variants of a ResNet block's convolutions and the plane copy kernel of its
     3x3 one, but not the convolutions' own kernels, which those shapes never call; runs
-    compile nothing more. Left open, the batch axis has the own kernels compiled up
-    front, and the implicit variants on first use (above)."""
-    proto = models.residual()
-    onnx.save(proto, str(tmp_path / "block.onnx"))
-    model = sparsec.load(tmp_path / "block.onnx")
-    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},fold-batch-norm,pack-bitmask,lower-kernels")
+    compile nothing more."""
+    model = lowered_residual_block(tmp_path / "block.onnx", open_batch=False)
     executor = Executor(model.module, model.weights, threads=1)
     assert len(executor.compiled) == 1 and all(layer.kernel is None for layer in executor.layers.values())
     compiled = set(executor.compiled[0].functions)
@@ -447,13 +452,6 @@ def test_static_shapes_compile_what_runs_up_front_in_one_batch(tmp_path):
     x = np.random.default_rng(1).standard_normal((1, 16, 12, 12)).astype(np.float32)
     np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
     assert len(executor.compiled) == 1
-    for value in (proto.graph.input[0], proto.graph.output[0]):
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.save(proto, str(tmp_path / "open.onnx"))
-    model = sparsec.load(tmp_path / "open.onnx")
-    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},fold-batch-norm,pack-bitmask,lower-kernels")
-    executor = Executor(model.module, model.weights, threads=1)
-    assert all(layer.kernel is not None for layer in executor.layers.values())
 
 
 def residual_model(path, kind: str) -> None:
