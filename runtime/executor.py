@@ -1475,8 +1475,9 @@ class Executor:
     def _up_front_keys(self) -> list[AnyKey]:
         """The kernels compiled as the executor is made, in one pipelined batch
         (jit.compile_kernels): every normalization's and pool's; the implicit variants
-        the IR's shapes call for, with the plane copy kernels that fill their planes
-        (those of convolutions that cannot read their input in place); and every
+        the IR's shapes call for, with the plane copy kernels that may fill their planes
+        (a few small kernels: also those of 1x1 convolutions, which fill none where they
+        read their input in place, as in ShuffleNet they do not all); and every
         layer's own kernel but those of the convolutions that run implicit on those
         shapes, which never call theirs (compiled on first use where another shape
         does). Inception v2 compiled 31 such kernels to no use: its first run from an
@@ -1485,9 +1486,7 @@ class Executor:
         keys: list[AnyKey] = [unit.key for op, unit in self.layers.items() if op not in implicit]
         keys += [unit.key for unit in (*self.norms.values(), *self.pools.values())]
         keys += self.implicit_keys
-        for op, conv in implicit.items():
-            if (not conv.may_read_in_place or prologue_ops(op) is not None) and (plane := plane_key_of(op, conv)) is not None:  # pyright: ignore
-                keys.append(plane)
+        keys += [plane for op, conv in implicit.items() if (plane := plane_key_of(op, conv)) is not None]  # pyright: ignore
         return list(dict.fromkeys(keys))
 
     def _layer_kernel(self, layer: _Layer) -> object:

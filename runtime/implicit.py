@@ -84,14 +84,9 @@ class ImplicitConv:
         each row `phase[1]` values after the one before, as an implicit call's output
         lanes are (back to back when its rows drop no lanes; `framed` convolutions read
         rows that do). The zero plane after the last channel is the caller's to vouch for."""
+        alone = self.key.window[0] == 1 and self.strides == (1, 1) and self.before == (0, 0) and self.phase[0] == self.out[0]
         at_pitch = images.strides[-1] == 4 and (images.ndim == 3 or images.strides[-2] == 4 * self.phase[1])
-        return self.may_read_in_place and images.dtype == np.float32 and at_pitch and images.strides[1] == 4 * self.plane_floats
-
-    @property
-    def may_read_in_place(self) -> bool:
-        """Whether some images can be its planes as they are (`reads_in_place`): a 1x1
-        window at stride 1 without pads, its only plane the image itself."""
-        return self.key.window[0] == 1 and self.strides == (1, 1) and self.before == (0, 0) and self.phase[0] == self.out[0]
+        return alone and images.dtype == np.float32 and at_pitch and images.strides[1] == 4 * self.plane_floats
 
     def copies(self, planes: np.ndarray, shape: tuple[int, ...]) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
         """For the phase planes `planes` (C, sh, sw, Hq, Wq) and images of `shape`
