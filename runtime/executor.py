@@ -152,8 +152,14 @@ def variant_kind(key: KernelKey) -> tuple[bool, bool, bool, int, bool, bool]:
 
 
 def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> list[AnyKey]:
-    """Every kernel an executor of `module` may compile on `target`, variants included."""
+    """Every kernel an executor of `module` may compile on `target`, variants included:
+    for each plain 1x1 convolution, its frames (implicit.framed) in the planes of every
+    padded stride-1 convolution with its output's size, a superset of those the
+    executor takes (Executor._frame_layouts)."""
     keys: list[AnyKey] = []
+    plain_1x1: list[ImplicitConv] = []
+    padded: dict[tuple[int, int], set[tuple[tuple[int, int], tuple[int, int]]]] = {}
+    """The pads before and the planes of the padded stride-1 convolutions, by output size."""
     for op in module.walk():
         if isinstance(op, KernelOp):
             key = kernel_key_of(op, target)
@@ -163,10 +169,17 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
                 residual = residual_add(op, key)
                 keys.append((conv if residual is None else accumulating(conv, residual.relu)).key)
                 keys += [plane] if (plane := plane_key_of(op, conv)) is not None else []
+                if conv.strides == (1, 1) and conv.before != (0, 0):
+                    padded.setdefault(conv.out, set()).add((conv.before, conv.phase))
+                elif residual is None and len(conv.spatial) == 2 and reads_input_in_place(op):
+                    plain_1x1.append(conv)
         elif isinstance(op, LayerNormOp | SoftmaxOp) and (key := norm_key_of(op)) is not None:
             keys.append(key)
         elif isinstance(op, POOL_OPS) and (key := pool_key_of(op)) is not None:
             keys.append(key)
+    for conv in plain_1x1:
+        for before, phase in padded.get(conv.out, ()):
+            keys += [framed(conv, before, phase).key, framed(conv, (0, 0), (conv.out[0], phase[1])).key]
     return list(dict.fromkeys(keys))
 
 

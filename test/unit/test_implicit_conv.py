@@ -20,7 +20,7 @@ import models
 import sparsec
 from sparsec.kernels import PLANE_PROLOGUES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
 from sparsec.runtime.codegen.kernels import kernel_class, kernel_llvm_ir
-from sparsec.runtime.executor import Executor
+from sparsec.runtime.executor import Executor, all_kernel_keys
 from sparsec.runtime.implicit import framed, implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
 
@@ -968,12 +968,12 @@ def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads, 
     executor.close()
 
 
-def fire_model(path, spatial: int, squeezed: int) -> None:
+def fire_model(path, spatial: int, squeezed: int, images: int | str = "n") -> None:
     """Two SqueezeNet fire modules in small: x (N x 8 x S x S) -> s1, a 1x1 Conv + Relu
     to 6 channels -> c1, the Concat of e1 and f1, a 1x1 and a 3x3 (pads 1) Conv + Relu
     of s1 to 8 channels each -> s2, a 1x1 Conv + Relu of c1 to `squeezed` channels
     (returned too) -> c2 = Concat(e2, f2) of s2 likewise -> y, a 3x3 MaxPool of c2
-    (stride 2)."""
+    (stride 2). `images` fixes the batch, or leaves it open (a name)."""
     rng = np.random.default_rng(20)
     weights, nodes = [], []
 
@@ -991,7 +991,7 @@ def fire_model(path, spatial: int, squeezed: int) -> None:
         source, channels = f"c{module}", 16
     nodes.append(helper.make_node("MaxPool", ["c2"], ["y"], kernel_shape=[3, 3], strides=[2, 2]))
     graph = helper.make_graph(
-        nodes, "fire", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, spatial, spatial])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "s2")], weights
+        nodes, "fire", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [images, 8, spatial, spatial])], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "s2")], weights
     )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
@@ -1025,6 +1025,13 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     ((e1,),) = [steps["e1"].calls.values()]
     assert e1.read_offset == (4 * (spatial + 3) if framed else 0) and (e1.input_address + e1.read_offset) % 64 == 0  # shared planes shifted onto a line
     assert copies_of_a_run(executor, np.ones(shape, np.float32)) == []
+    fire_model(tmp_path / "static.onnx", spatial, squeezed, images)  # the IR's shapes fix the frames' kernels
+    static = sparsec.load(tmp_path / "static.onnx")
+    static.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    planned = Executor(static.module, static.weights, threads=1)
+    assert sum(step.frame is not None for step in planned.steps) == (3 if framed else 0)
+    assert set(planned._up_front_keys()) <= set(all_kernel_keys(static.module, static.weights, Target.host()))  # --emit-llvm lists them
+    planned.close()
     fills = []
     fill = executor._fill_planes
     monkeypatch.setattr(executor, "_fill_planes", lambda call, first, planes, address: fills.append(call) or fill(call, first, planes, address))
