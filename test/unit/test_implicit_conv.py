@@ -1010,7 +1010,9 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     multiply-adds in those lanes would cost more than its copies of c1
     (FRAME_MULTIPLY_ADDS_PER_FLOAT): no frames, c1 is put off to s2, which copies both
     parts. Right on one image and two, twice, with s2's pitched result returned;
-    an infinity in the second image leaves the first image's outputs right."""
+    an infinity in the second image leaves the first image's outputs right. With the
+    batch fixed, the frames' kernels are compiled up front, and `--emit-llvm`'s list
+    (all_kernel_keys) holds them."""
     fire_model(tmp_path / "fire.onnx", spatial, squeezed)
     shape = (images, 8, spatial, spatial)
     executor = checked_runs(tmp_path / "fire.onnx", pattern, threads, [shape] * 2, 21)
