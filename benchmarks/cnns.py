@@ -3,7 +3,7 @@ on the dense model, in one run.
 
     python benchmarks/cnns.py [--models resnet50 squeezenet] [--patterns nm:3:4 block:4]
                               [--sparsity 0.75] [--threads 1 2] [--seconds 2] [--by-kind]
-                              [--markdown]
+                              [--cold] [--markdown]
 
 The networks are the real architectures the onnx wheel ships (onnx/backend/test/data/
 light), their ConstantOfShape weights replaced by random ones (test/models.py,
@@ -14,18 +14,23 @@ are those of `sparsec bench` on the artifact: medians of sparsec's engine, and o
 (sparsec's reference interpreter) and onnxruntime on the dense model, each on the same
 number of threads. `--by-kind` adds a second table from `sparsec bench --profile`: each
 run's time by what ran its steps (each kernel kind, numpy) beside onnxruntime's time
-for the same layers, which says where sparsec gains or loses against it.
+for the same layers, which says where sparsec gains or loses against it. `--cold` adds
+the seconds from loading each artifact to its first result with an empty kernel cache
+(every kernel it runs compiled then), what a first run on a new machine pays.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from unittest import mock
 
 import sparsec
-from sparsec.bench import bench, by_runs_as, profile
+from sparsec.bench import bench, by_runs_as, profile, random_inputs
 from sparsec.cli import build_parser, compile_passes
 
 from layers import cpu_description, print_table  # benchmarks/layers.py, next to this script
@@ -54,9 +59,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=2.0, help="time each engine at least this long")
     parser.add_argument("--by-kind", action="store_true", help="also time each run by what ran its steps, against onnxruntime")
+    parser.add_argument("--cold", action="store_true", help="also time each artifact's first run from an empty kernel cache")
     parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     options = parser.parse_args()
-    header = ("model", "pattern", "threads", "sparsec ms", "numpy dense ms", "ort dense ms", "vs numpy", "vs ort dense")
+    header = ("model", "pattern", "threads", "sparsec ms", "numpy dense ms", "ort dense ms", "vs numpy", "vs ort dense") + (("cold first run s",) if options.cold else ())
     kinds_header = ("model", "pattern", "threads", "ran by", "share", "sparsec ms", "ort dense ms", "vs ort dense")
     lines, kinds = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +74,8 @@ def main() -> None:
                     ours, numpy_dense, ort_dense, _ort_pruned = bench(sparsec.load(artifact, threads=threads), dense, 1, threads, 20, options.seconds)
                     times = [f"{timing.median_ms:.2f}" for timing in (ours, numpy_dense, ort_dense)]
                     ratios = [f"{baseline.median_ms / ours.median_ms:.2f}x" for baseline in (numpy_dense, ort_dense)]
-                    lines.append((name, pattern, str(threads), *times, *ratios))
+                    cold = (f"{cold_first_run(artifact, threads):.2f}",) if options.cold else ()
+                    lines.append((name, pattern, str(threads), *times, *ratios, *cold))
                     print("  ".join(lines[-1]), file=sys.stderr, flush=True)  # progress: a network takes a minute or two
                     if options.by_kind:
                         kinds += kind_lines(sparsec.load(artifact, threads=threads), dense, threads, (name, pattern, str(threads)))
@@ -77,6 +84,16 @@ def main() -> None:
     if kinds:
         print()
         print_table(kinds_header, kinds, options.markdown)
+
+
+def cold_first_run(artifact: Path, threads: int) -> float:
+    """Seconds from loading `artifact` to its first result on `threads` threads, every
+    kernel compiled then: the kernel cache is an empty directory of its own."""
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"SPARSEC_CACHE_DIR": cache}):
+        start = time.perf_counter()
+        model = sparsec.load(artifact, threads=threads)
+        model.run(random_inputs(model, 1))
+        return time.perf_counter() - start
 
 
 def kind_lines(model: sparsec.Model, dense: Path, threads: int, labels: tuple[str, ...]) -> list[tuple[str, ...]]:
