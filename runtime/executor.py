@@ -355,13 +355,13 @@ def _lane_result(lanes: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray
     return _lane_view(lanes, rows, ho, wq, wo).reshape(len(lanes), rows, *conv.spatial)
 
 
-def _kept(arrays: dict, key: tuple, shape: tuple[int, ...], allocate=np.empty) -> np.ndarray:
+def _kept(arrays: dict, key: tuple, shape: tuple[int, ...], allocate=np.empty, line_at: int = 0) -> np.ndarray:
     """The float32 array `arrays` keeps under `key`, made by `allocate` on first use,
-    starting on a cache line (as kernel inputs best do): allocated per call, such arrays
-    cost their page faults on every call."""
+    starting on a cache line (as kernel inputs best do), or with its element `line_at`
+    on one: allocated per call, such arrays cost their page faults on every call."""
     array = arrays.get(key)
     if array is None:
-        array = arrays[key] = on_cache_line(allocate, shape)
+        array = arrays[key] = on_cache_line(allocate, shape, line_at=line_at)
     return array
 
 
@@ -840,9 +840,11 @@ class Executor:
         self.concat_lanes: dict[tuple[ConcatOp, int], tuple[np.ndarray, tuple[int, int, int, int]]] = {}
         """Concats' lane buffers (`_concat_lanes`) by Concat (a chain's last) and images,
         with their geometry: lanes a channel, lanes a row, rows and columns."""
-        self.implicit_keys = [conv.key for conv in map(self._static_implicit_conv, self.steps) if conv is not None]
-        """The implicit convolutions' kernels the IR's shapes call for, compiled up front
-        with the others (another input shape compiles its own on first use)."""
+        self.static_convs = {step.op: conv for step in self.steps if (conv := self._static_implicit_conv(step)) is not None}
+        """The implicit form of each convolution that the IR's shapes run implicit, by op."""
+        self.implicit_keys = [conv.key for conv in self.static_convs.values()]
+        """Their kernels, compiled up front with the others (another input shape compiles
+        its own on first use)."""
         units = [*self.layers.values(), *self.norms.values(), *self.pools.values()]
         if keys := self._up_front_keys():
             self._compile(keys)
@@ -1372,11 +1374,8 @@ class Executor:
         planes' first row and column past the pads). A 1x1 convolution framed in them
         (implicit.framed) then reads whole lines, and a padded one's taps are as often
         aligned either way (SqueezeNet 1.01-1.03x; ResNet50 and Inception v2 unchanged)."""
-        planes = self.scratch.get(geometry)
-        if planes is None:
-            shift = -(conv.before[0] * conv.phase[1] + conv.before[1]) % 16 if conv.strides == (1, 1) else 0
-            planes = self.scratch[geometry] = on_cache_line(np.zeros, (shift + conv.size,))[shift:]
-        return planes
+        first = conv.before[0] * conv.phase[1] + conv.before[1] if conv.strides == (1, 1) else 0
+        return _kept(self.scratch, geometry, (conv.size,), np.zeros, line_at=first)
 
     def _addend_lanes(self, addend: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray | None:
         """The output lanes (images, rows + 1, lanes) of another implicit call that
@@ -1495,11 +1494,10 @@ class Executor:
         shapes, which never call theirs (compiled on first use where another shape
         does). Inception v2 compiled 31 such kernels to no use: its first run from an
         empty cache took 3.8 s, 77 kernels, and takes 2.5 s, 46."""
-        implicit = {step.op: conv for step in self.steps if (conv := self._static_implicit_conv(step)) is not None}
-        keys: list[AnyKey] = [unit.key for op, unit in self.layers.items() if op not in implicit]
+        keys: list[AnyKey] = [unit.key for op, unit in self.layers.items() if op not in self.static_convs]
         keys += [unit.key for unit in (*self.norms.values(), *self.pools.values())]
         keys += self.implicit_keys
-        keys += [plane for op, conv in implicit.items() if (plane := plane_key_of(op, conv)) is not None]  # pyright: ignore
+        keys += [plane for op, conv in self.static_convs.items() if (plane := plane_key_of(op, conv)) is not None]  # pyright: ignore
         return list(dict.fromkeys(keys))
 
     def _layer_kernel(self, layer: _Layer) -> object:
@@ -1524,7 +1522,7 @@ class Executor:
         variant of that kind at once."""
         if variant.symbol not in self.variants:
             keys = [key for layer in self.layers.values() for key in variant_keys(layer.key, layer.chunk_span)]
-            alike = [key for key in [*keys, *self.implicit_keys] if variant_kind(key) == variant_kind(variant)]
+            alike = [key for key in [*keys, *self.implicit_keys] if variant_kind(key) == variant_kind(variant) and key.symbol not in self.variants]
             self._compile(list(dict.fromkeys([*alike, variant])))
         return self.variants[variant.symbol]
 

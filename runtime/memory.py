@@ -17,11 +17,12 @@ CACHE_LINE = 64
 """Bytes of a cache line."""
 
 
-def on_cache_line(allocate: Callable[..., np.ndarray], shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+def on_cache_line(allocate: Callable[..., np.ndarray], shape: tuple[int, ...], dtype: type = np.float32, line_at: int = 0) -> np.ndarray:
     """An array of `shape` and `dtype` from `allocate` (np.zeros or np.empty) whose
-    first element starts a cache line."""
+    element `line_at` (counted in the flat array; the first by default) starts a cache
+    line."""
     size = math.prod(shape)
     itemsize = np.dtype(dtype).itemsize
     raw = allocate(size + CACHE_LINE // itemsize, dtype)
-    skip = -raw.ctypes.data % CACHE_LINE // itemsize
+    skip = -(raw.ctypes.data + line_at * itemsize) % CACHE_LINE // itemsize
     return raw[skip : skip + size].reshape(shape)
