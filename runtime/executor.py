@@ -53,7 +53,7 @@ from sparsec.dialects.nn import (
     ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
-from sparsec.runtime.implicit import ImplicitConv, accumulating, aligned_plane, framed, implicit_conv, reads_input_in_place, residual_add, static_implicit_conv, static_shape
+from sparsec.runtime.implicit import ImplicitConv, PoolBands, accumulating, aligned_plane, framed, implicit_conv, pool_bands, reads_input_in_place, residual_add, static_implicit_conv, static_shape
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.memory import on_cache_line
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
@@ -168,6 +168,9 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
             if isinstance(op, SparseConvOp) and (conv := static_implicit_conv(op, key)) is not None:
                 residual = residual_add(op, key)
                 keys.append((conv if residual is None else accumulating(conv, residual.relu)).key)
+                uses = [use.operation for use in op.results[0].uses]
+                if len(uses) == 1 and isinstance(uses[0], MaxPoolOp | AveragePoolOp) and (bands := pool_bands(conv, uses[0])) is not None:
+                    keys.append(bands.key)
                 keys += [plane] if (plane := plane_key_of(op, conv)) is not None else []
                 if conv.strides == (1, 1) and conv.before != (0, 0):
                     padded.setdefault(conv.out, set()).add((conv.before, conv.phase))
@@ -207,15 +210,27 @@ those at 13 x 13 took 3% off its run); its classifier's input would not be (4x a
 many multiply-adds as floats copied)."""
 
 
-def _extra_multiply_adds(step: _Step, height: int, width: int, pitch: int) -> int:
-    """The multiply-adds convolution step `step` adds on an image of `height` x `width`
-    framed at row pitch `pitch` (implicit.framed): its kept weights' (at most as many as
-    its operands' bytes hold values), per extra lane."""
+BAND_MULTIPLY_ADDS_PER_FLOAT = 16
+"""The most multiply-adds the rows that bands of a convolution compute twice (Executor.
+_pool_bands) may add for each float of its output that no longer goes out to memory
+and back. ResNet50's first convolution (7x7, 3 -> 64) adds 9.2 and ran with its max
+pool 1.32x as fast; Inception v2's 3x3 one of 64 -> 192 at 56 x 56 (n:m 3:4) would
+add 18 to 25, and ran 0.93x as fast in bands of 0.5 MiB."""
+
+
+def _kept_per_lane(step: _Step) -> int:
+    """The multiply-adds convolution step `step` makes per output lane: its kept
+    weights' (at most as many as its operands' bytes hold values)."""
     layer = step.unit
     assert isinstance(layer, _Layer)
     key = layer.key
-    kept = min(key.rows * key.cols, layer.operands.nbytes // (4 if key.values == "f32" else 2))
-    return kept * (padded_batch(height * pitch) - padded_batch(height * width))
+    return min(key.rows * key.cols, layer.operands.nbytes // (4 if key.values == "f32" else 2))
+
+
+def _extra_multiply_adds(step: _Step, height: int, width: int, pitch: int) -> int:
+    """The multiply-adds convolution step `step` adds on an image of `height` x `width`
+    framed at row pitch `pitch` (implicit.framed), per extra lane (`_kept_per_lane`)."""
+    return _kept_per_lane(step) * (padded_batch(height * pitch) - padded_batch(height * width))
 
 
 def plane_key_of(op: SparseConvOp, conv: ImplicitConv) -> PlaneKey | None:
@@ -524,6 +539,19 @@ class _Call:
     read: tuple[np.ndarray, int] | None = None
     """The array the call last read and its address (`_address`); for a pool's, only
     when it read it whole, so its geometry words still describe it."""
+    bands: _Bands | None = None
+    """A pool's call that runs the convolution before it in bands (`Executor._run_bands`)."""
+
+
+@dataclass
+class _Bands:
+    """A convolution and the pool after it, run band by band (implicit.PoolBands)."""
+
+    conv: _Call
+    """The band kernel's call: the convolution's phase planes in, one band's rows out."""
+    parts: list[tuple[int, _Call, int]]
+    """Each band's bytes from the planes' first lane to its own, the pool's call on its
+    rows, and the bytes from the pool's outputs to its first output row."""
 
 
 @dataclass
@@ -616,7 +644,11 @@ class _Step:
     """The normalization (and Relu) put off to this convolution's step, if any."""
     deferred: bool = False
     """A numpy step put off to the convolution that reads its result (_Prologue), or
-    to the pool that does (`regrouped`)."""
+    to the pool that does (`regrouped`); a convolution the pool after it runs in bands
+    (`band`)."""
+    band: _Step | None = None
+    """The convolution this pool step runs band by band with itself (implicit.PoolBands,
+    Executor._run_bands), if any."""
     regrouped: _Step | None = None
     """The reshape put off to this pool step, its only reader (Executor._regrouped_of)."""
     concat: _Step | None = None
@@ -842,7 +874,10 @@ class Executor:
         with their geometry: lanes a channel, lanes a row, rows and columns."""
         self.static_convs = {step.op: conv for step in self.steps if (conv := self._static_implicit_conv(step)) is not None}
         """The implicit form of each convolution that the IR's shapes run implicit, by op."""
-        self.implicit_keys = [conv.key for conv in self.static_convs.values()]
+        self.pool_bands = self._pool_bands()
+        """The bands each pool runs the convolution before it in, by the pool's op."""
+        banded = {step.band.op: self.pool_bands[step.op].key for step in self.steps if step.band is not None}
+        self.implicit_keys = [banded.get(op, conv.key) for op, conv in self.static_convs.items()]
         """Their kernels, compiled up front with the others (another input shape compiles
         its own on first use)."""
         units = [*self.layers.values(), *self.norms.values(), *self.pools.values()]
@@ -1091,6 +1126,33 @@ class Executor:
                 layouts[end] = None if conv is None else conv.lane_layout
         return layouts
 
+    def _pool_bands(self) -> dict[Operation, PoolBands]:
+        """The pools that run the convolution before them in bands (implicit.PoolBands),
+        with their bands, by the pool's op: a 2-D max or average pool whose input only
+        comes from an implicit convolution of the IR's shapes that writes its own lanes
+        (no residual Add, Concat or frame) and that nothing else reads, where the rows
+        the bands compute twice cost less than the memory traffic they save
+        (BAND_MULTIPLY_ADDS_PER_FLOAT). The convolution's step is put off to the
+        pool's (`_run_bands`)."""
+        steps = {step.op: step for step in self.steps}
+        bands: dict[Operation, PoolBands] = {}
+        for step in self.steps:
+            if not isinstance(step.unit, _Pool) or step.unit.key.whole or step.unit.key.kind == "depthwise" or step.regrouped or step.concat:
+                continue
+            source = step.op.operands[0]
+            conv_step = steps.get(source.owner)  # pyright: ignore
+            if conv_step is None or conv_step.op not in self.static_convs or len(list(source.uses)) != 1:
+                continue
+            if conv_step.residual or conv_step.frame or conv_step.concat or conv_step.op in self.concat_places:
+                continue
+            conv = self.static_convs[conv_step.op]
+            plan = pool_bands(conv, step.op)
+            if plan is None or _kept_per_lane(conv_step) * plan.extra_lanes(conv) > BAND_MULTIPLY_ADDS_PER_FLOAT * conv.key.rows * conv.lanes:
+                continue
+            bands[step.op] = plan
+            step.band, step.run, conv_step.deferred = conv_step, Executor._run_bands, True
+        return bands
+
     def _relus_in_place(self) -> None:
         """Mark the float32 Relus of a Concat's result that only they read to write
         over it (`_Step.in_place`): the Concat's output is the executor's own, and the
@@ -1205,7 +1267,9 @@ class Executor:
         """The call of kernel step `step` on inputs shaped as `x` (with its residual
         `addend`, if it has one), made and kept."""
         unit = step.unit
-        if isinstance(unit, _Pool):
+        if step.band is not None:
+            call = self._banded_call(step, x)
+        elif isinstance(unit, _Pool):
             call = self._pool_call(step, unit, x)
         elif isinstance(unit, _Norm):
             output = self._output(step, x.size // unit.key.cols, unit.key.cols)
@@ -1356,16 +1420,54 @@ class Executor:
         if step.prologue is None and isinstance(x, np.ndarray) and conv.reads_in_place(x) and self._has_zero_plane(x):
             call.in_place = True
             return call
-        # Convolutions whose images fill the same parts of the same planes share them:
-        # each fills its part right before its call, and no call writes the pads.
-        geometry = ("planes", conv.size, conv.channels, conv.strides, conv.phase, conv.before, x.shape[2:])
+        self._read_from_planes(call, step, conv, x.shape)
+        return call
+
+    def _read_from_planes(self, call: _Call, step: _Step, conv: ImplicitConv, shape: tuple[int, ...]) -> None:
+        """Have implicit call `call` of convolution step `step` read images of `shape`
+        from phase planes, which each run fills (`_fill_planes`) through the step's
+        prologue. Convolutions whose images fill the same parts of the same planes
+        share them: each fills its part right before its call, and no call writes the
+        pads."""
+        geometry = ("planes", conv.size, conv.channels, conv.strides, conv.phase, conv.before, shape[2:])
         call.input = self._phase_planes(conv, geometry)
         call.input_address = call.input.ctypes.data
         call.read_offset = 4 * conv.read_offset
-        call.phase_copies = conv.copies(conv.plane_views(call.input), (conv.channels, *((1,) * (4 - x.ndim)), *x.shape[2:]))
+        call.phase_copies = conv.copies(conv.plane_views(call.input), (conv.channels, *((1,) * (4 - len(shape))), *shape[2:]))
         call.prologue = step.prologue
         if (key := plane_key_of(step.op, conv)) is not None:  # pyright: ignore
-            call.plane_copies = self._plane_copies(key, conv, call.prologue, (math.prod(x.shape[2:]) // x.shape[-1], x.shape[-1]))
+            call.plane_copies = self._plane_copies(key, conv, call.prologue, (math.prod(shape[2:]) // shape[-1], shape[-1]))
+
+    def _banded_call(self, step: _Step, x: np.ndarray) -> _Call:
+        """The call of pool step `step` that runs the convolution before it (`band`) in
+        bands (implicit.PoolBands) on the convolution's inputs `x`: the pool's call on
+        the convolution's whole output, whose `bands` hold the band kernel's call (its
+        phase planes those of the convolution's own call, its output one band's rows)
+        and, for each band, its first lane and the pool's call on the band's rows, with
+        geometry words of its own (runtime/codegen/pool.py: the band's rows at the
+        buffer's strides, its pad rows before the first, its pool rows)."""
+        conv_step, plan = step.band, self.pool_bands[step.op]
+        layer, conv = conv_step.unit, self._implicit_for(conv_step, x.shape)  # pyright: ignore
+        assert isinstance(layer, _Layer) and conv is not None  # the IR's shapes, as planned
+        channels, lanes, pitch = layer.key.rows, plan.key.lanes, conv.phase[1]
+        rows = _kept(self.scratch, ("band", channels, lanes), (channels, lanes))
+        kernel, arguments = self._variant_call(layer, plan.key)
+        conv_call = self._make_call(kernel, (*arguments, lanes), self._shares(plan.key, lanes), rows, rows)
+        self._read_from_planes(conv_call, conv_step, conv, x.shape)
+        call = self._pool_call(step, step.unit, np.broadcast_to(np.float32(0), (x.shape[0], channels, *conv.out)))  # pyright: ignore
+        top, stride, out_pitch, out_columns = (int(call.pool_geometry[index]) for index in (4, 8, 16, 7))  # pyright: ignore
+        taps = math.prod(step.unit.key.window)  # pyright: ignore
+        parts = []
+        for first_row, first_out, out_rows in plan.bands:
+            geometry = call.pool_geometry.copy()  # pyright: ignore
+            words = {0: lanes, 1: pitch, 2: plan.conv_rows, 4: top + first_row - first_out * stride, 6: out_rows, 12: 0, 13: 0, 14: 1, 15: 0}
+            geometry[list(words)] = list(words.values())
+            divisors = call.arguments[1] + 4 * first_out * out_columns  # an average's, from the band's first output
+            shares = self._pool_shares(channels, out_rows * out_columns * taps)
+            pool = dataclasses.replace(call, arguments=(geometry.ctypes.data, divisors, *call.arguments[2:]), shares=shares, alone=shares.threads == 1)
+            pool.operand_arrays = (*call.operand_arrays, geometry)
+            parts.append((4 * first_row * pitch, pool, 4 * first_out * out_pitch))
+        call.bands = _Bands(conv_call, parts)
         return call
 
     def _phase_planes(self, conv: ImplicitConv, geometry: tuple) -> np.ndarray:
@@ -1593,6 +1695,20 @@ class Executor:
                     self._fill_planes(call, first, part[image], _address(call, part) + image * part.strides[0])
             self._execute(call, call.input_address + call.read_offset, call.output_address + image * image_bytes)
 
+    def _run_bands(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
+        """A banded pool's call (`_banded_call`) on the convolution's inputs x: each
+        image into the phase planes, then band by band the convolution's rows into the
+        band buffer and the pool's outputs from them."""
+        bands = call.bands
+        assert bands is not None
+        conv, image_bytes = bands.conv, 4 * int(call.pool_geometry[11])  # pyright: ignore
+        for image in range(x.shape[0]):
+            if not self._planes_hold(conv, x, image):
+                self._fill_planes(conv, 0, x[image], _address(conv, x) + image * x.strides[0])
+            for lane_bytes, pool, row_bytes in bands.parts:
+                self._execute(conv, conv.input_address + conv.read_offset + lane_bytes, conv.output_address)
+                self._execute(pool, conv.output_address, call.output_address + image * image_bytes + row_bytes)
+
     def _planes_hold(self, call: _Call, x: np.ndarray | _Concatenated, image: int) -> bool:
         """Whether `call`'s phase planes already hold image `image` of x, through the
         same prologue, from this run: convolutions of the same geometry share planes
@@ -1739,7 +1855,7 @@ class Executor:
         """The name of the step that takes each put-off step in, by the put-off step's id."""
         takers: dict[int, str] = {}
         for step in self.steps:
-            taken = [*(step.prologue.steps if step.prologue else ()), *(s for s in (step.concat, step.regrouped) if s is not None)]
+            taken = [*(step.prologue.steps if step.prologue else ()), *(s for s in (step.concat, step.regrouped, step.band) if s is not None)]
             takers.update((id(s), _op_name(step.op)) for s in taken)
         return takers
 
@@ -1747,15 +1863,21 @@ class Executor:
     def _runs_as(step: _Step) -> str:
         """What ran a step: its kernel (with the implicit variant where a call took it),
         numpy, or nothing (a step another one takes in)."""
+        if step.deferred:
+            return TAKEN_IN
         if step.dtype is not None:
-            return TAKEN_IN if step.deferred else "numpy"
+            return "numpy"
         if isinstance(step.unit, _Layer):
             key = step.unit.key
             implicit = any(call.phase_copies or call.in_place for call in step.calls.values())
             kind = "dense float32 kernel" if key.values == "f32" else f"{key.kind} kernel"  # lower-kernels' unpacked weights
             return f"{kind}{', implicit' if implicit else ''}"
         if isinstance(step.unit, _Pool):
-            return f"{step.unit.key.kind} pool kernel" if step.unit.key.kind != "depthwise" else "depthwise kernel"
+            kind = f"{step.unit.key.kind} pool kernel" if step.unit.key.kind != "depthwise" else "depthwise kernel"
+            if step.band is not None:
+                conv = step.band.unit.key  # pyright: ignore
+                return f"{'dense float32' if conv.values == 'f32' else conv.kind} kernel and {kind} in bands"
+            return kind
         return "layer norm kernel" if step.unit.key.kind == "layer" else "softmax kernel"  # pyright: ignore
 
     def _evaluate(self, step: _Step, env: list) -> None:
@@ -1846,9 +1968,13 @@ class Executor:
                 if env[step.result] is None and not step.deferred:  # else a kernel call takes it in
                     self._evaluate(step, env)
                 continue
+            if step.deferred:  # a convolution its pool runs in bands
+                continue
             prologue = step.prologue
             x = env[step.inputs[0] if prologue is None else prologue.source]
-            if step.regrouped is not None:
+            if step.band is not None:  # the convolution's inputs
+                x = env[step.band.inputs[0] if step.band.prologue is None else step.band.prologue.source]
+            elif step.regrouped is not None:
                 x = self._regrouped(step.regrouped, env[step.regrouped.inputs[0]])
             elif step.concat is not None:
                 x = _Concatenated([env[v] for v in step.concat.inputs])

@@ -20,7 +20,9 @@ import models
 import sparsec
 from sparsec.kernels import PLANE_PROLOGUES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
 from sparsec.runtime.codegen.kernels import kernel_class, kernel_llvm_ir
+from sparsec.runtime import executor as executor_module
 from sparsec.runtime.executor import Executor, all_kernel_keys
+from sparsec.runtime import implicit
 from sparsec.runtime.implicit import framed, implicit_conv
 from sparsec.runtime.jit import Target, compile_kernels
 
@@ -1049,4 +1051,62 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     for name in ("y", "s2"):
         assert np.isfinite(got[name][0]).all()
         np.testing.assert_allclose(got[name][:1], expected[name], rtol=1e-4, atol=1e-4)
+    executor.close()
+
+
+def stem_model(path, kind: str, images: int) -> None:
+    """x (images x 8 x 24 x 24) -> 3x3 Conv (16 outputs, bias) -> Relu -> pool `y`, as
+    a network's first layers: max: the Conv at stride 2 with pads 1, then a 3x3 MaxPool
+    at stride 2 with pads 1 (ResNet's); ceil: a 3x3 MaxPool at stride 2 in ceil mode;
+    avg: a Conv at stride 1 with pads 1, then a 3x3 AveragePool at stride 2 whose pads
+    count no taps (divisors change at the edges); shared: as max, the Relu's result
+    also returned."""
+    rng = np.random.default_rng(5)
+    stride = 1 if kind == "avg" else 2
+    weights = [numpy_helper.from_array((rng.standard_normal((16, 8, 3, 3)) / 6).astype(np.float32), "w"), numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")]
+    pool = {
+        "max": helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        "ceil": helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        "avg": helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=0),
+        "shared": helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    }[kind]
+    pool.name = "pool"
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3], strides=[stride] * 2, pads=[1] * 4), helper.make_node("Relu", ["c"], ["r"]), pool]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)] + ([helper.make_tensor_value_info("r", TensorProto.FLOAT, None)] if kind == "shared" else [])
+    graph = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [images, 8, 24, 24])], outputs, weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75", "pattern=unstructured sparsity=0.9"])
+@pytest.mark.parametrize(("images", "threads"), [(1, 1), (2, 2)])
+@pytest.mark.parametrize(
+    ("kind", "band_bytes", "budget", "bands"),
+    [("max", 5824, 16, 3), ("ceil", 5824, 16, 3), ("avg", 14976, 16, 4), ("shared", 5824, 16, 0), ("max", 5824, 0, 0)],
+)
+def test_a_pool_runs_the_convolution_before_it_in_bands(tmp_path, monkeypatch, pattern, images, threads, kind, band_bytes, budget, bands):
+    """A convolution whose output only a pool reads, and is larger than BAND_FROM_BYTES,
+    runs a band of output rows at a time, each band's rows pooled right after
+    (implicit.PoolBands, small budgets here): the convolution's step is taken in by the
+    pool's, which compiled the band kernel up front, not the convolution's whole one,
+    and the results match the reference's on two runs. A convolution whose output is
+    also returned runs whole, and so does one whose bands would compute rows twice
+    beyond the multiply-adds budget (BAND_MULTIPLY_ADDS_PER_FLOAT)."""
+    monkeypatch.setattr(implicit, "BAND_FROM_BYTES", 4096)
+    monkeypatch.setattr(implicit, "BAND_BYTES", band_bytes)  # 16 channels of 7 rows of 13 lanes (rounded up to 16), of 9 of 26
+    monkeypatch.setattr(executor_module, "BAND_MULTIPLY_ADDS_PER_FLOAT", budget)
+    stem_model(tmp_path / "stem.onnx", kind, images)
+    executor = checked_runs(tmp_path / "stem.onnx", pattern, threads, [(images, 8, 24, 24)] * 2, seed=7)
+    conv_step, pool_step = (step for step in executor.steps if step.unit is not None)
+    assert len(executor.pool_bands[pool_step.op].bands if pool_step.op in executor.pool_bands else ()) == bands
+    assert conv_step.deferred == (pool_step.band is conv_step) == bool(bands)
+    conv = executor.static_convs[conv_step.op]
+    compiled = set(executor.compiled[0].functions)
+    if bands:
+        plan = executor.pool_bands[pool_step.op]
+        assert plan.key.symbol in compiled and conv.key.symbol not in compiled and plan.key in all_kernel_keys(executor.module, executor.weights, executor.target)
+        rows = plan.conv_rows * len(plan.bands)
+        assert conv.out[0] < rows < 2 * conv.out[0]  # overlapping bands compute a few rows twice
+        profile = executor.profile({"x": np.ones((images, 8, 24, 24), np.float32)}, 1)
+        runs_as = {step.name: (step.runs_as, step.taken_in_by) for step in profile.steps}
+        assert runs_as["conv"] == ("(taken in)", "pool") and runs_as["pool"][0].endswith("pool kernel in bands")
     executor.close()
