@@ -1450,9 +1450,9 @@ class Executor:
         layer, conv = conv_step.unit, self._implicit_for(conv_step, x.shape)  # pyright: ignore
         assert isinstance(layer, _Layer) and conv is not None  # the IR's shapes, as planned
         channels, lanes, pitch = layer.key.rows, plan.key.lanes, conv.phase[1]
-        rows = _kept(self.scratch, ("band", channels, lanes), (channels, lanes))
+        band = _kept(self.scratch, ("band", channels, lanes), (channels, lanes))  # shared by same-sized pairs, which run in turn
         kernel, arguments = self._variant_call(layer, plan.key)
-        conv_call = self._make_call(kernel, (*arguments, lanes), self._shares(plan.key, lanes), rows, rows)
+        conv_call = self._make_call(kernel, (*arguments, lanes), self._shares(plan.key, lanes), band, band)
         self._read_from_planes(conv_call, conv_step, conv, x.shape)
         call = self._pool_call(step, step.unit, np.broadcast_to(np.float32(0), (x.shape[0], channels, *conv.out)))  # pyright: ignore
         top, stride, out_pitch, out_columns = (int(call.pool_geometry[index]) for index in (4, 8, 16, 7))  # pyright: ignore
