@@ -200,22 +200,25 @@ def prologue_ops(op: SparseConvOp) -> tuple[BatchNormOp, ReluOp | None] | None:
     return norm, relu
 
 
-FRAME_MULTIPLY_ADDS_PER_FLOAT = 16
-"""The most multiply-adds a frame (Executor._frame_layouts) may add, in the lanes past
-its calls' output columns, for each float of the plane copies it saves: in SqueezeNet
-a plane copy took 0.65-0.9 ns a float, and its convolutions 0.05 ns a multiply-add of a
-kept weight, dense float32 (16->64 1x1) or n:m 3:4 (512->1000). All its fire modules'
-Concats are framed so, at 55 x 55, 27 x 27 and 13 x 13 (where a frame adds 18% lanes:
-those at 13 x 13 took 3% off its run); its classifier's input would not be (4x as
-many multiply-adds as floats copied)."""
-
-
-BAND_MULTIPLY_ADDS_PER_FLOAT = 16
-"""The most multiply-adds the rows that bands of a convolution compute twice (Executor.
-_pool_bands) may add for each float of its output that no longer goes out to memory
-and back. ResNet50's first convolution (7x7, 3 -> 64) adds 9.2 and ran with its max
+MULTIPLY_ADDS_PER_FLOAT_SAVED = 16
+"""The most multiply-adds a layout may add to a convolution's calls for each float of
+memory traffic it saves (`_pays`): a frame (Executor._frame_layouts) the lanes past
+its calls' output columns against the plane copies it saves, bands (Executor.
+_pool_bands) the rows they compute twice against an output that no longer goes out
+to memory and back. In SqueezeNet a plane copy took 0.65-0.9 ns a float, and its
+convolutions 0.05 ns a multiply-add of a kept weight, dense float32 (16->64 1x1) or
+n:m 3:4 (512->1000). All its fire modules' Concats are framed so, at 55 x 55, 27 x 27
+and 13 x 13 (where a frame adds 18% lanes: those at 13 x 13 took 3% off its run); its
+classifier's input would not be (4x as many multiply-adds as floats copied).
+ResNet50's first convolution (7x7, 3 -> 64) in bands adds 9.2 and ran with its max
 pool 1.32x as fast; Inception v2's 3x3 one of 64 -> 192 at 56 x 56 (n:m 3:4) would
 add 18 to 25, and ran 0.93x as fast in bands of 0.5 MiB."""
+
+
+def _pays(multiply_adds: int, floats_saved: int) -> bool:
+    """Whether a layout that adds `multiply_adds` and saves moving `floats_saved`
+    floats pays (MULTIPLY_ADDS_PER_FLOAT_SAVED)."""
+    return multiply_adds <= MULTIPLY_ADDS_PER_FLOAT_SAVED * floats_saved
 
 
 def _kept_per_lane(step: _Step) -> int:
@@ -1010,7 +1013,7 @@ class Executor:
         which copied both parts into its planes: 0.25-0.35 ms of SqueezeNet's 9 ms run
         for the first one. A frame costs each call it lays out the lanes past its
         output columns, so it is taken only where those cost less than the copies it
-        saves (FRAME_MULTIPLY_ADDS_PER_FLOAT). Returns the Concats so laid out: they are
+        saves (`_pays`). Returns the Concats so laid out: they are
         made, not put off."""
         steps = {step.op: step for step in self.steps}
         pitches: dict[SSAValue, int] = {}
@@ -1020,7 +1023,7 @@ class Executor:
         for step in self.steps:
             if self._frameable(step) and (pitch := pitches.get(step.op.x)) is not None:  # pyright: ignore
                 channels, height, width = step.op.x.type.get_shape()[1:]  # pyright: ignore
-                if _extra_multiply_adds(step, height, width, pitch) <= FRAME_MULTIPLY_ADDS_PER_FLOAT * channels * height * width:
+                if _pays(_extra_multiply_adds(step, height, width, pitch), channels * height * width):
                     step.frame = ((height, width), (0, 0), (height, pitch))
                     pitches[step.op.results[0]] = pitch
             elif isinstance(step.op, ConcatOp) and (framing := self._concat_frames(step, steps)) is not None:
@@ -1080,7 +1083,7 @@ class Executor:
                 return None
         pitch = sibling.phase[1]
         extra = sum(_extra_multiply_adds(framed_step, height, width, pitch) for framed_step in [reader, *(part for part, _frame in frames if part.frame is None)])
-        return (pitch, frames) if extra <= FRAME_MULTIPLY_ADDS_PER_FLOAT * channels * height * width else None
+        return (pitch, frames) if _pays(extra, channels * height * width) else None
 
     def _concat_places(self) -> dict[Operation, tuple[ConcatOp, int]]:
         """The convolutions and pools run as kernels whose one use is a float32 Concat
@@ -1132,7 +1135,7 @@ class Executor:
         comes from an implicit convolution of the IR's shapes that writes its own lanes
         (no residual Add, Concat or frame) and that nothing else reads, where the rows
         the bands compute twice cost less than the memory traffic they save
-        (BAND_MULTIPLY_ADDS_PER_FLOAT). The convolution's step is put off to the
+        (`_pays`). The convolution's step is put off to the
         pool's (`_run_bands`)."""
         steps = {step.op: step for step in self.steps}
         bands: dict[Operation, PoolBands] = {}
@@ -1147,7 +1150,7 @@ class Executor:
                 continue
             conv = self.static_convs[conv_step.op]
             plan = pool_bands(conv, step.op)
-            if plan is None or _kept_per_lane(conv_step) * plan.extra_lanes(conv) > BAND_MULTIPLY_ADDS_PER_FLOAT * conv.key.rows * conv.lanes:
+            if plan is None or not _pays(_kept_per_lane(conv_step) * plan.extra_lanes(conv), conv.key.rows * conv.lanes):
                 continue
             bands[step.op] = plan
             step.band, step.run, conv_step.deferred = conv_step, Executor._run_bands, True
@@ -1447,8 +1450,8 @@ class Executor:
         geometry words of its own (runtime/codegen/pool.py: the band's rows at the
         buffer's strides, its pad rows before the first, its pool rows)."""
         conv_step, plan = step.band, self.pool_bands[step.op]
-        layer, conv = conv_step.unit, self._implicit_for(conv_step, x.shape)  # pyright: ignore
-        assert isinstance(layer, _Layer) and conv is not None  # the IR's shapes, as planned
+        layer, conv = conv_step.unit, self.static_convs[conv_step.op]
+        assert isinstance(layer, _Layer)
         channels, lanes, pitch = layer.key.rows, plan.key.lanes, conv.phase[1]
         band = _kept(self.scratch, ("band", channels, lanes), (channels, lanes))  # shared by same-sized pairs, which run in turn
         kernel, arguments = self._variant_call(layer, plan.key)
@@ -1971,10 +1974,9 @@ class Executor:
             if step.deferred:  # a convolution its pool runs in bands
                 continue
             prologue = step.prologue
-            x = env[step.inputs[0] if prologue is None else prologue.source]
-            if step.band is not None:  # the convolution's inputs
-                x = env[step.band.inputs[0] if step.band.prologue is None else step.band.prologue.source]
-            elif step.regrouped is not None:
+            reader = step.band or step  # a banded pool reads the convolution's inputs
+            x = env[reader.inputs[0] if reader.prologue is None else reader.prologue.source]
+            if step.regrouped is not None:
                 x = self._regrouped(step.regrouped, env[step.regrouped.inputs[0]])
             elif step.concat is not None:
                 x = _Concatenated([env[v] for v in step.concat.inputs])

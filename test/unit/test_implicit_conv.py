@@ -1011,7 +1011,7 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     planes for s1 (of x), e1 (f1 reads them too) and f2 only. So too at 12 x 12, where
     the pitch (14) adds 22% lanes; but not where s2 has 400 outputs, whose
     multiply-adds in those lanes would cost more than its copies of c1
-    (FRAME_MULTIPLY_ADDS_PER_FLOAT): no frames, c1 is put off to s2, which copies both
+    (MULTIPLY_ADDS_PER_FLOAT_SAVED): no frames, c1 is put off to s2, which copies both
     parts. Right on one image and two, twice, with s2's pitched result returned;
     an infinity in the second image leaves the first image's outputs right. With the
     batch fixed, the frames' kernels are compiled up front, and `--emit-llvm`'s list
@@ -1091,10 +1091,10 @@ def test_a_pool_runs_the_convolution_before_it_in_bands(tmp_path, monkeypatch, p
     pool's, which compiled the band kernel up front, not the convolution's whole one,
     and the results match the reference's on two runs. A convolution whose output is
     also returned runs whole, and so does one whose bands would compute rows twice
-    beyond the multiply-adds budget (BAND_MULTIPLY_ADDS_PER_FLOAT)."""
+    beyond the multiply-adds budget (MULTIPLY_ADDS_PER_FLOAT_SAVED)."""
     monkeypatch.setattr(implicit, "BAND_FROM_BYTES", 4096)
     monkeypatch.setattr(implicit, "BAND_BYTES", band_bytes)  # 16 channels of 7 rows of 13 lanes (rounded up to 16), of 9 of 26
-    monkeypatch.setattr(executor_module, "BAND_MULTIPLY_ADDS_PER_FLOAT", budget)
+    monkeypatch.setattr(executor_module, "MULTIPLY_ADDS_PER_FLOAT_SAVED", budget)
     stem_model(tmp_path / "stem.onnx", kind, images)
     executor = checked_runs(tmp_path / "stem.onnx", pattern, threads, [(images, 8, 24, 24)] * 2, seed=7)
     conv_step, pool_step = (step for step in executor.steps if step.unit is not None)
