@@ -1474,13 +1474,15 @@ class Executor:
         return call
 
     def _phase_planes(self, conv: ImplicitConv, geometry: tuple) -> np.ndarray:
-        """The zeroed phase planes of `geometry` (`conv`'s), kept and shared: from the
-        start of a cache line, but at stride 1 so that the image's first value is (its
-        planes' first row and column past the pads). A 1x1 convolution framed in them
-        (implicit.framed) then reads whole lines, and a padded one's taps are as often
-        aligned either way (SqueezeNet 1.01-1.03x; ResNet50 and Inception v2 unchanged)."""
-        first = conv.before[0] * conv.phase[1] + conv.before[1] if conv.strides == (1, 1) else 0
-        return _kept(self.scratch, geometry, (conv.size,), np.zeros, line_at=first)
+        """The zeroed phase planes of `geometry` (`conv`'s), kept and shared, with the
+        float `conv.line_start` on a cache line: at stride 1 the image's first value
+        (its planes' first row and column past the pads), so that a 1x1 convolution
+        framed in them (implicit.framed) reads whole lines, and a padded one's taps are
+        as often aligned either way (SqueezeNet 1.01-1.03x; ResNet50 and Inception v2
+        unchanged); but the planes' first value where their rows are a multiple of 16
+        floats long, so that a window's taps lie their column shift past a line
+        (KernelKey.column_shifts)."""
+        return _kept(self.scratch, geometry, (conv.size,), np.zeros, line_at=conv.line_start)
 
     def _addend_lanes(self, addend: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray | None:
         """The output lanes (images, rows + 1, lanes) of another implicit call that

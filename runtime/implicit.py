@@ -14,7 +14,7 @@ from xdsl.ir import Operation, SSAValue
 from sparsec import reference
 from sparsec.dialects.kernel_ops import SparseConvOp
 from sparsec.dialects.nn import AddOp, ReluOp, SumOp
-from sparsec.kernels import KernelKey, epilogue_activation, epilogue_name, padded_batch
+from sparsec.kernels import SHIFT_PITCHES, KernelKey, epilogue_activation, epilogue_name, padded_batch
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,16 @@ class ImplicitConv:
         """How its output lanes lie: lanes a channel, lanes a row (Wq), then the output's
         rows and columns (Executor._concat_lanes compares Concat buffers by it)."""
         return self.lanes, self.phase[1], self.out[0], self.out[1]
+
+    @property
+    def line_start(self) -> int:
+        """The float of its planes that starts a cache line: the image's first (past the
+        pads) at stride 1, so that a 1x1 convolution framed in them (`framed`) reads
+        whole lines; the first where the strides split the planes, or where rows of a
+        pitch of SHIFT_PITCHES let a kernel load its taps from lines (KernelKey.column_shifts)."""
+        if self.strides != (1, 1) or self.phase[1] in SHIFT_PITCHES:
+            return 0
+        return self.before[0] * self.phase[1] + self.before[1]
 
     @property
     def planes(self) -> int:
@@ -119,7 +129,7 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
     ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
     if ho < 1 or wo < 1:
         return None
-    hq, wq = -(-hp // sh), -(-wp // sw)
+    hq, wq = -(-hp // sh), key.shift_pitch(kw, dw, sw, -(-wp // sw))
     window = (kh * kw, kw, aligned_plane(hq * wq), wq, dh, dw, sh, sw)
     variant = dataclasses.replace(key, batched=True, window=window, groups=op.group.value.data, lanes=padded_batch(ho * wq))
     phases = tuple(sorted({(p, q) for p, q, _row, _column in variant.window_taps}))
@@ -138,7 +148,11 @@ def framed(conv: ImplicitConv, before: tuple[int, int], phase: tuple[int, int]) 
     (hq, wq), (top, left), (ho, _wo) = phase, before, conv.out
     window = (1, 1, aligned_plane(hq * wq), wq, 1, 1, 1, 1)
     key = dataclasses.replace(conv.key, window=window, lanes=padded_batch(ho * wq))
-    return dataclasses.replace(conv, key=key, phase=phase, before=before, read_offset=top * wq + left)
+    at = dataclasses.replace(conv, key=key, phase=phase, before=before, read_offset=top * wq + left)
+    shift = (at.read_offset - at.line_start) % 16
+    if shift and wq in SHIFT_PITCHES and key.shifts_columns(1):  # its rows start `shift` floats past a line
+        at = dataclasses.replace(at, key=dataclasses.replace(key, read_shift=shift))
+    return at
 
 
 def reads_input_in_place(op: SparseConvOp) -> bool:

@@ -129,6 +129,14 @@ WINDOW_MAX_COLUMNS = 1 << 14
 """The most weight columns (channels x taps) of a convolution that runs the implicit
 variant: its kernel keeps each column's input offset in a table on the stack, 4 bytes a
 column (64 KiB at most; ResNet50's widest, 3x3 x 512, takes 18 KiB)."""
+SHIFT_PITCHES = (16, 32, 64)
+"""The row pitches (lanes a row) at which an implicit bitmask or n:m convolution with a
+window loads every tap's inputs from whole cache lines (`column_shifts`): multiples of
+16 lanes whose rows a tile of 64 lanes holds whole."""
+SHIFT_PITCH_SLACK = 1.15
+"""How many times its own row of lanes a convolution's rows may grow to reach a pitch
+of SHIFT_PITCHES (`shift_pitch`): 58 -> 64 at 56 x 56 with pads, but not 9 -> 16 at
+7 x 7."""
 SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
 """Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
 at the earliest: the executor transposes a batched kernel's inputs and outputs in
@@ -224,6 +232,11 @@ class KernelKey:
     """The implicit convolution variant that adds its products to what its outputs
     hold (the executor copies a residual there first) instead of storing them."""
 
+    read_shift: int = 0
+    """Floats past a cache line at which the first lane of an implicit 1x1 variant
+    reads: a 1x1 convolution framed in a padded sibling's planes (runtime/implicit.py,
+    `framed`) reads them from past the pads before each row (`column_shifts`)."""
+
     lanes: int = 0
     """The lanes of every call of an implicit variant (`window`): its image's output
     positions, rounded up to 16 (runtime/implicit.py, ImplicitConv.lanes), fixed by
@@ -245,7 +258,8 @@ class KernelKey:
         accumulate = "_accumulate" if self.accumulate else ""
         groups = f"_groups{self.groups}" if self.groups > 1 else ""
         runs = "_runmajor" if self.run_major else ""
-        return f"spmm_{detail}_{self.values}_{shape}{runs}{suffix}{portable}{variant}{pairs}{window}{lanes}{groups}{accumulate}"
+        shift = f"_shift{self.read_shift}" if self.read_shift else ""
+        return f"spmm_{detail}_{self.values}_{shape}{runs}{suffix}{portable}{variant}{pairs}{window}{shift}{lanes}{groups}{accumulate}"
 
     @property
     def block_column_bits(self) -> int:
@@ -362,8 +376,9 @@ class KernelKey:
         chunk = BATCH_CHUNKS[(self.kind, True)]
         if not self.window:
             return chunk
-        fitting = [lanes for lanes in range(32, 257, 32) if self.panel_input_bytes(self.panel_columns, lanes) <= TILE_INPUT_BYTES]
-        return max([chunk, *fitting, *([16 * self.block_lane_vectors] if self.kind == "block" else [])])
+        grain = self.window[3] if self.column_shifts else 32  # shifted sums move within whole rows
+        fitting = [lanes for lanes in range(grain, 257, grain) if self.panel_input_bytes(self.panel_columns, lanes) <= TILE_INPUT_BYTES]
+        return max([chunk, grain, *fitting, *([16 * self.block_lane_vectors] if self.kind == "block" else [])])
 
     @property
     def block_lane_vectors(self) -> int:
@@ -425,13 +440,56 @@ class KernelKey:
         _taps, _width, plane, pitch, _dh, _dw, _sh, sw = self.window
         return tuple((p * sw + q) * plane + row * pitch + column for p, q, row, column in self.window_taps)
 
+    def shifts_columns(self, width: int, dilation: int = 1, stride: int = 1) -> bool:
+        """Whether the implicit variant of a convolution with a window `width` columns
+        wide (at that column dilation and stride) may load its taps' inputs from whole
+        cache lines (`column_shifts`): the batched n:m kernel on AVX-512, whose runs go
+        through a wider window's taps in turn (`run_major`), so that it knows each
+        product's tap column; at most three of them, each tap column's sums taking a
+        set of accumulators (and a round's products at most 16, the padding slots)."""
+        kept = self.m - self.n
+        fits = width <= 3 and (width - 1) * dilation // stride < 16 and kept * width <= 16
+        return self.kind == "nm" and self.avx512 and (self.run_major or width == 1) and fits
+
+    def shift_pitch(self, width: int, dilation: int, stride: int, pitch: int) -> int:
+        """The row pitch of the implicit variant's planes for a window `width` columns
+        wide at that column dilation and stride on rows of `pitch` columns: the smallest
+        of SHIFT_PITCHES at least `pitch` within SHIFT_PITCH_SLACK of it where the
+        kernel `shifts_columns`, else `pitch`. Strided windows keep theirs: one tap
+        column in three is off its line there, and 128 -> 128 3x3 at 56 x 56, stride 2,
+        ran 0.92x as fast with its rows of 29 lanes grown to 32."""
+        if width < 2 or stride != 1 or not self.shifts_columns(width, dilation, stride):
+            return pitch
+        return next((wide for wide in SHIFT_PITCHES if pitch <= wide <= pitch * SHIFT_PITCH_SLACK), pitch)
+
+    @cached_property
+    def column_shifts(self) -> tuple[int, ...]:
+        """The column shifts (floats past a cache line) of the implicit variant's tap
+        columns, where it loads their inputs from whole lines: a 3x3 window's taps lie
+        one float apart, so most 16-lane loads of a tap's inputs spanned two lines
+        (rounding their addresses down, with wrong results, made the product loops
+        1.7x as fast). On rows of a pitch of SHIFT_PITCHES, whose planes start on a
+        line, tap column j's inputs lie j x dilation / stride floats past one; the
+        kernel sums each tap column's products apart and moves the sums into place
+        once a tile (runtime/codegen/batched.py, `shifted_multiply`). A 1x1 window's
+        one shift is its `read_shift`. Empty where the kernel loads at the taps."""
+        if not self.window or self.window[3] not in SHIFT_PITCHES:
+            return ()
+        width, dw, sw = self.window[1], self.window[5], self.window[7]
+        if not self.shifts_columns(width, dw, sw):
+            return ()
+        if width == 1:
+            return (self.read_shift,) if self.read_shift else ()
+        return tuple(j * dw // sw for j in range(width))
+
     def tap_spans(self, lanes: int) -> list[tuple[int, int]]:
         """The (offset, floats) runs of a channel's phase planes that `lanes`
-        consecutive lanes read through its taps (`tap_offsets`): overlapping reads (a
-        3x3 window's three taps of one row are one float apart, its rows one pitch)
-        merge into one run."""
+        consecutive lanes read through its taps (`tap_offsets`, from their lines where
+        the kernel has `column_shifts`): overlapping reads (a 3x3 window's three taps
+        of one row are one float apart, its rows one pitch) merge into one run."""
         spans: list[tuple[int, int]] = []
-        for offset in sorted(set(self.tap_offsets)):
+        offsets = {offset - offset % 16 for offset in self.tap_offsets} if self.column_shifts else set(self.tap_offsets)
+        for offset in sorted(offsets):
             if spans and offset <= spans[-1][0] + spans[-1][1]:
                 start, _floats = spans[-1]
                 spans[-1] = (start, offset + lanes - start)

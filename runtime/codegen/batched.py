@@ -5,6 +5,8 @@ blocks need no decoding."""
 
 from __future__ import annotations
 
+import functools
+
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f16, f32, i1, i16, i32, i64
 from xdsl.ir import SSAValue
@@ -185,7 +187,10 @@ class BatchedKernel(Kernel):
                         self.column_offsets(count)
                         if self.key.groups > 1:  # the conversion took column K to the end of the group's own planes
                             self.store_padding(count, self.padding(row, offsets=True))
-                    self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel), self.product_widths)
+                    if self.key.column_shifts:
+                        self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.shifted_multiply(row, lane, panel, count, vectors, first_panel), self.product_widths)
+                    else:
+                        self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel), self.product_widths)
                     return []
 
                 b.loop(first_row, last_row, [], row_body)
@@ -324,40 +329,92 @@ class BatchedKernel(Kernel):
 
     def multiply(self, row: SSAValue, lane: SSAValue, count: SSAValue, vectors: int, first_panel: SSAValue) -> None:
         """y[row, lane:lane + 16 * vectors] = (on the first panel) or += (on the others)
-        the `count` decoded products times their inputs, taken in whole rounds of
-        `ways` (the padding products add nothing); with the bias and activation when
-        this store is final (`fuses_epilogue`)."""
-        b, ways = self.b, self.ways(vectors)
-        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
+        the `count` decoded products times their inputs; with the bias and activation
+        when this store is final (`fuses_epilogue`)."""
+        x_lanes = self.b.element_ptr(self.x, self.b.add(lane, self.group_floats(row)), f32)
+        ways = self.ways(vectors)
+        (sums,) = self.product_sums([x_lanes], count, vectors, ways, 1)
+        self.store_tile(row, lane, sums, first_panel)
 
-        def product(index: SSAValue, accs: list[SSAValue]) -> list[SSAValue]:
-            column = b.zext(b.load(self.columns, index, i32), i64)
-            weight = b.splat(b.load(self.weights, index, f32), 16)
-            inputs = b.element_ptr(x_lanes, column if self.key.window else b.mul(column, self.batch), f32)
-            return [
-                b.fmuladd(weight, b.load_at(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4), acc)
-                for v, acc in enumerate(accs)
-            ]
+    def product_sums(self, bases: list[SSAValue], count: SSAValue, vectors: int, per_base: int, per_set: int) -> list[list[SSAValue]]:
+        """For each of `bases`, the sum of its products' weights times their `vectors`
+        vectors of inputs from it, over the first `count` products (rounded up to whole
+        rounds: the padding products add nothing). A round takes `per_base` products
+        from each base in turn, each `per_set` consecutive ones into one set of
+        accumulators, so that enough multiply-adds are in flight."""
+        b = self.b
+        group, sets = len(bases) * per_base, len(bases) * per_base // per_set
 
         def round_body(first: SSAValue, accs) -> list[SSAValue]:
-            updated = []
-            for way in range(ways):
-                updated += product(b.add(first, b.const(way, i64)), list(accs[way * vectors : (way + 1) * vectors]))
-            return updated
+            accs = list(accs)
+            for way in range(group):
+                index, at = b.add(first, b.const(way, i64)), way // per_set * vectors
+                column = b.zext(b.load(self.columns, index, i32), i64)
+                weight = b.splat(b.load(self.weights, index, f32), 16)
+                inputs = b.element_ptr(bases[way // per_base], column if self.key.window else b.mul(column, self.batch), f32)
+                for v in range(vectors):
+                    loaded = b.load_at(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4)
+                    accs[at + v] = b.fmuladd(weight, loaded, accs[at + v])
+            return accs
 
         zero = b.vector_const([0.0] * 16, f32)
-        rounds = b.round_down(b.add(count, b.const(ways - 1, i64)), ways)
-        accs = b.loop(b.const(0, i64), rounds, [zero] * (ways * vectors), round_body, step=ways)
-        for v in range(vectors):
-            total = accs[v]
-            for way in range(1, ways):
-                total = b.fadd(total, accs[way * vectors + v])
+        rounds = b.round_down(b.add(count, b.const(group - 1, i64)), group)
+        accs = b.loop(b.const(0, i64), rounds, [zero] * (sets * vectors), round_body, step=group)
+        per = sets // len(bases)  # a base's sets of accumulators, one after the other
+        return [[functools.reduce(b.fadd, accs[base * per * vectors + v :: vectors][:per]) for v in range(vectors)] for base in range(len(bases))]
+
+    def store_tile(self, row: SSAValue, lane: SSAValue, sums: list[SSAValue], first_panel: SSAValue) -> None:
+        """y[row, lane:lane + 16 * len(sums)] = (on the first panel) or += (on the others)
+        `sums`; with the bias and activation when this store is final (`fuses_epilogue`)."""
+        b = self.b
+        zero = b.vector_const([0.0] * 16, f32)
+        for v, total in enumerate(sums):
             at = b.element_ptr(self.y, b.add(b.mul(row, self.batch), b.add(lane, b.const(16 * v, i64))), f32)
             if self.key.accumulate or self.fuses_epilogue:
                 total = self.accumulated(total, at)
             else:
                 total = b.fadd(total, b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4)))
             self.store_output(total, row, at)
+
+    def shifted_multiply(self, row: SSAValue, lane: SSAValue, panel: SSAValue, count: SSAValue, vectors: int, first_panel: SSAValue) -> None:
+        """`multiply` for a kernel that loads every input from whole lines
+        (KernelKey.column_shifts): each tap column's products sum apart, loading from
+        their shift before their inputs, and each sum moves into place at the end by a
+        permute with the vector after it. (A row's last vector would take lanes from
+        the next row's, but those are past its output columns, and dropped.) A window's
+        runs go through its taps in turn (`run_major`), so a round of kernel-width runs
+        holds one of each tap column (`round_shifts`); a 1x1 convolution's products all
+        share its `read_shift`."""
+        b, key = self.b, self.key
+        kept, width, pitch = key.m - key.n, key.window[1], key.window[3]
+        assert 16 * vectors % pitch == 0, f"a tile of {vectors} vectors splits rows of {pitch} lanes"
+        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
+        shifts = self.round_shifts(panel) if width > 1 else [b.const(key.read_shift, i64)]
+        lines = [b.element_ptr(x_lanes, b.sub(b.const(0, i64), shift), f32) for shift in shifts]
+        per_base, per_set = (kept, kept) if width > 1 else (self.ways(vectors), 1)
+        zero = b.vector_const([0.0] * 16, f32)
+        moved: list[list[SSAValue]] = []
+        for shift, sums in zip(shifts, self.product_sums(lines, count, vectors, per_base, per_set)):
+            picks = b.add(b.vector_const(list(range(16)), i32), b.splat(b.trunc(shift, i32), 16))  # lanes `shift` on of the vector and the next
+            following = [sums[v + 1] if v + 1 < vectors and 16 * (v + 1) % pitch else zero for v in range(vectors)]
+            moved.append([b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [sums[v], picks, following[v]], F32x16) for v in range(vectors)])
+        self.store_tile(row, lane, [functools.reduce(b.fadd, parts) for parts in zip(*moved)], first_panel)
+
+    def round_shifts(self, panel: SSAValue) -> list[SSAValue]:
+        """The column shift of each run of a round of kernel-width runs in column panel
+        `panel`: its first run lies at tap column (first run mod width), from where
+        the round's runs take the tap columns in turn."""
+        b, key = self.b, self.key
+        width = key.window[1]
+        rotation = b.urem(b.mul(panel, b.const(key.panel_columns // key.m, i64)), b.const(width, i64))
+        shifts = []
+        for way in range(width):
+            column = b.urem(b.add(rotation, b.const(way, i64)), b.const(width, i64))
+            shift = b.const(key.column_shifts[0], i64)
+            for other, value in enumerate(key.column_shifts[1:], 1):
+                shift = b.select(b.icmp("eq", column, b.const(other, i64)), b.const(value, i64), shift)
+            shifts.append(shift)
+        return shifts
 
     def accumulated(self, total: SSAValue, at: SSAValue) -> SSAValue:
         """`total` plus the outputs at `at` where the key `accumulate`s (a residual Add

@@ -345,6 +345,42 @@ def test_nm_convolutions_with_a_window_read_their_columns_run_by_run(tmp_path, s
     assert bool(executor.steps[0].calls[tuple(shape)].phase_copies) == implicit
 
 
+@pytest.mark.parametrize(
+    ("shape", "attributes", "pattern", "pitch", "shifts"),
+    [
+        ([1, 32, 14, 14], {}, "n=3 m=4", 16, (0, 1, 2)),  # 288 columns: a second panel starts at tap column 1
+        ([2, 40, 27, 27], {}, "n=2 m=4", 32, (0, 1, 2)),  # rows of 29 grown to 32; two kept a run
+        ([1, 16, 56, 56], {}, "n=7 m=8", 64, (0, 1, 2)),  # 58 -> 64, lane chunks of whole rows
+        ([1, 64, 13, 13], {}, "n=1 m=2", 16, (0, 1, 2)),
+        ([1, 16, 12, 12], {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, "n=3 m=4", 16, (0, 2, 4)),
+        ([1, 16, 62, 62], {"strides": [2, 2]}, "n=3 m=4", 32, (0, 0, 1)),  # phase rows of 32: taps of two phases
+        ([1, 16, 30, 30], {"strides": [2, 2]}, "n=3 m=4", 16, (0, 0, 1)),
+        ([1, 16, 25, 25], {"strides": [2, 2]}, "n=3 m=4", 14, ()),  # strided rows keep their pitch
+        ([1, 32, 7, 7], {}, "n=3 m=4", 9, ()),  # 9 -> 16 would compute 1.8x the lanes
+        ([1, 16, 3, 60], {"kernel_shape": [3, 5]}, "n=3 m=4", 62, ()),  # 62 + 2: too wide a window for three sets of sums
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_taps_load_their_inputs_from_whole_lines(tmp_path, shape, attributes, pattern, pitch, shifts, threads):
+    """An implicit n:m convolution with a window up to 3 columns wide on rows of 16, 32
+    or 64 floats (its pitch grown to that within SHIFT_PITCH_SLACK at column stride 1)
+    loads each tap's inputs from the line they start in, its column shift before them
+    (KernelKey.column_shifts), and moves each tap column's sums into place with
+    permutes; on two threads the lane chunks it splits are whole rows. The planes start
+    on a line; every run matches the reference."""
+    attributes = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], **attributes}
+    conv_model(tmp_path / "conv.onnx", shape, 24, attributes, 5)
+    executor = checked_runs(tmp_path / "conv.onnx", f"pattern=nm {pattern}", threads, [tuple(shape)] * 2, 6)
+    ((op, layer),) = executor.layers.items()
+    conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
+    call = executor.steps[0].calls[tuple(shape)]
+    assert conv is not None and conv.phase[1] == pitch and conv.key.column_shifts == shifts and call.phase_copies
+    assert conv.key.lane_chunk % pitch == 0 if shifts else True
+    assert ("vpermi2var.ps" in kernel_llvm_ir(conv.key)) == bool(shifts)
+    assert (call.input_address + 4 * conv.line_start) % 64 == 0 and (conv.line_start == 0) == (pitch in (16, 32, 64) or conv.strides != (1, 1))
+    executor.close()
+
+
 def test_wide_convolutions_keep_the_explicit_path(tmp_path):
     """A convolution of more than WINDOW_MAX_COLUMNS weight columns (its kernel's table
     of column offsets would not fit the stack) runs the explicit path."""
@@ -363,7 +399,7 @@ def test_wide_convolutions_keep_the_explicit_path(tmp_path):
 @pytest.mark.parametrize(
     ("kernel", "dilations", "strides", "pads", "spatial", "window", "out", "lanes", "phases"),
     [
-        ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (56, 56), (9, 3, 3376, 58, 1, 1, 1, 1), (56, 56), 56 * 58, 1),
+        ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (56, 56), (9, 3, 3712, 64, 1, 1, 1, 1), (56, 56), 56 * 64, 1),
         ((1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (14, 14), (1, 1, 208, 14, 1, 1, 1, 1), (14, 14), 208, 1),
         ((3, 3), (2, 2), (1, 1), (2, 0, 2, 1), (10, 9), (9, 3, 144, 10, 2, 2, 1, 1), (10, 6), 112, 1),
         ((5,), (1,), (1,), (2, 2), (30,), (5, 5, 48, 34, 1, 1, 1, 1), (30,), 48, 1),
@@ -373,7 +409,8 @@ def test_wide_convolutions_keep_the_explicit_path(tmp_path):
 )
 def test_implicit_layout(tmp_path, kernel, dilations, strides, pads, spatial, window, out, lanes, phases):
     """The window arithmetic: sh x sw phase planes of Hq x Wq per channel (the padded
-    input itself at stride 1), each Hq x Wq rounded up to 16 floats apart, one lane per
+    input itself at stride 1, its rows of 58 grown to 64 for an n:m 3x3 window to load
+    its taps from whole lines), each Hq x Wq rounded up to 16 floats apart, one lane per
     column of each output row's Wq (Ho x Wq lanes, rounded up to 16); a 1x1
     convolution with stride 2 reads one phase of four."""
     shape = [1, 8, *spatial]
@@ -392,8 +429,10 @@ def test_implicit_layout(tmp_path, kernel, dilations, strides, pads, spatial, wi
 
 def test_framed_layout(tmp_path):
     """A 1x1 convolution at 56 x 56 framed in the planes of a 3x3 sibling with pads 1
-    (58 x 58) reads them from past the pads (59 floats in) and lays its output lanes
-    out as the sibling's (56 rows of 58 lanes); framed at row pitch 58 without pads it
+    (58 x 58) reads them from past the pads (59 floats in, the planes' float on a line)
+    and lays its output lanes out as the sibling's (56 rows of 58 lanes); in planes
+    whose rows of 64 start on a line, it reads from one float past a line
+    (KernelKey.read_shift) as its sibling's taps do; framed at row pitch 58 without pads it
     reads images at that pitch in place, and no longer back-to-back ones, which the
     plain 1x1 convolution reads."""
     shape = (1, 8, 56, 56)
@@ -405,6 +444,9 @@ def test_framed_layout(tmp_path):
     assert plain is not None
     padded = framed(plain, (1, 1), (58, 58))
     assert (padded.key.window, padded.lanes, padded.read_offset, padded.lane_layout) == ((1, 1, 3376, 58, 1, 1, 1, 1), 56 * 58, 59, (3248, 58, 56, 56))
+    shifted = framed(plain, (1, 1), (58, 64))  # planes whose rows of 64 start on a line: each row's image one float past it
+    assert (shifted.key.window, shifted.read_offset, shifted.line_start, shifted.key.read_shift, shifted.key.column_shifts) == ((1, 1, 3712, 64, 1, 1, 1, 1), 65, 0, 1, (1,))
+    assert padded.key.read_shift == 0 and padded.line_start == 59
     pitched = framed(plain, (0, 0), (56, 58))
     assert (pitched.key.window, pitched.read_offset, pitched.lane_layout) == ((1, 1, 3248, 58, 1, 1, 1, 1), 0, (3248, 58, 56, 56))
     lanes = np.zeros((1, 9, 3248), np.float32)
@@ -439,7 +481,7 @@ def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
         x = np.random.default_rng(images).standard_normal((images, 16, 12, 12)).astype(np.float32)
         np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
     windows = sorted(key.window for layer in executor.layers.values() for key in layer.variant_calls)
-    assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 208, 14, 1, 1, 1, 1)]
+    assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 224, 16, 1, 1, 1, 1)]
 
 
 def test_static_shapes_compile_what_runs_up_front_in_one_batch(tmp_path):
