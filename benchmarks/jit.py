@@ -1,9 +1,10 @@
 """JIT benchmark: how long one kernel takes to generate and compile (cold), and to load
 from the disk cache, for the kernels of a 4096x4096 layer (and of the MLP block's first
-n:m layer, 3072x768 with bias and Gelu), four implicit convolutions' (keyed with their
+n:m layer, 3072x768 with bias and Gelu), five implicit convolutions' (keyed with their
 calls' lanes, as the executor keys them: ResNet50's 3x3 convolution at 56 x 56 at blocks
 of 4 needs all three lane tiles, the most code of any, its 1x1 one the widest alone;
-the same 3x3 one at blocks of 16, in slices of 4 rows)
+the same 3x3 one at blocks of 16, in slices of 4 rows; an n:m 3x3 one that loads its
+taps from whole lines)
 and the plane copy, pooling (windowed and whole-image), depthwise convolution and
 Softmax kernels.
 
@@ -59,6 +60,7 @@ KEYS: dict[str, AnyKey] = {
     "bitmask chunks256 (gather)": KernelKey("bitmask", 4096, 4096, chunk_span=256),
     "bitmask implicit 3x3 conv, bias + Relu": KernelKey("bitmask", 256, 2304, epilogue="bias_relu", batched=True, window=(9, 3, 16 * 16, 16, 1, 1, 1, 1), lanes=14 * 16),
     "nm 3:4 implicit 3x3 conv, stride 2": KernelKey("nm", 512, 4608, n=3, m=4, run_major=True, batched=True, window=(9, 3, 15 * 15, 15, 1, 1, 2, 2), lanes=224),
+    "nm 3:4 implicit 3x3 conv at 28 x 28 (taps from whole lines), bias + Relu": KernelKey("nm", 128, 1152, n=3, m=4, epilogue="bias_relu", run_major=True, batched=True, window=(9, 3, 960, 32, 1, 1, 1, 1), lanes=28 * 32),
     "block 4 implicit 3x3 conv at 56 x 56, bias + Relu": KernelKey("block", 64, 576, block=4, epilogue="bias_relu", batched=True, window=(9, 3, 3376, 58, 1, 1, 1, 1), lanes=56 * 58),
     "block 4 implicit 1x1 conv at 56 x 56, bias + Relu": KernelKey("block", 64, 64, block=4, epilogue="bias_relu", batched=True, window=(1, 1, 3136, 56, 1, 1, 1, 1), lanes=56 * 56),
     "block 16 implicit 3x3 conv at 56 x 56 (slices of 4 rows), bias + Relu": KernelKey("block", 64, 576, block=16, epilogue="bias_relu", batched=True, window=(9, 3, 3376, 58, 1, 1, 1, 1), lanes=56 * 58),
