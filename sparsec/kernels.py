@@ -443,13 +443,18 @@ class KernelKey:
     def shifts_columns(self, width: int, dilation: int = 1, stride: int = 1) -> bool:
         """Whether the implicit variant of a convolution with a window `width` columns
         wide (at that column dilation and stride) may load its taps' inputs from whole
-        cache lines (`column_shifts`): the batched n:m kernel on AVX-512, whose runs go
-        through a wider window's taps in turn (`run_major`), so that it knows each
-        product's tap column; at most three of them, each tap column's sums taking a
-        set of accumulators (and a round's products at most 16, the padding slots)."""
+        cache lines (`column_shifts`): the batched kernels on AVX-512 whose products
+        come from arrays of decoded products, the bitmask kernel (which sorts them by
+        shift) and the n:m kernel, whose runs go through a wider window's taps in turn
+        (`run_major`), so that it knows each product's tap column; at most three tap
+        columns, each shift's sums taking a set of accumulators (and a round's products
+        at most 16, the padding slots). A block kernel loads each input for several
+        rows already (ResNet50 at blocks of 4 ran 1.03x with every load rounded to its
+        line, wrong results and all)."""
         kept = self.m - self.n
         fits = width <= 3 and (width - 1) * dilation // stride < 16 and kept * width <= 16
-        return self.kind == "nm" and self.avx512 and (self.run_major or width == 1) and fits
+        kinds = self.kind == "bitmask" or self.kind == "nm" and (self.run_major or width == 1)
+        return kinds and self.avx512 and fits
 
     def shift_pitch(self, width: int, dilation: int, stride: int, pitch: int) -> int:
         """The row pitch of the implicit variant's planes for a window `width` columns
@@ -470,9 +475,10 @@ class KernelKey:
         (rounding their addresses down, with wrong results, made the product loops
         1.7x as fast). On rows of a pitch of SHIFT_PITCHES, whose planes start on a
         line, tap column j's inputs lie j x dilation / stride floats past one; the
-        kernel sums each tap column's products apart and moves the sums into place
-        once a tile (runtime/codegen/batched.py, `shifted_multiply`). A 1x1 window's
-        one shift is its `read_shift`. Empty where the kernel loads at the taps."""
+        kernel sums each shift's products apart and moves the sums into place once a
+        tile (runtime/codegen/batched.py: `shifted_multiply`, `sorted_multiply`). A 1x1
+        window's one shift is its `read_shift`. Empty where the kernel loads at the
+        taps."""
         if not self.window or self.window[3] not in SHIFT_PITCHES:
             return ()
         width, dw, sw = self.window[1], self.window[5], self.window[7]

@@ -56,6 +56,9 @@ class BatchedKernel(Kernel):
         # 16 slots of slack: decoding writes whole vectors past the last product.
         self.columns = b.alloca(self.key.panel_columns + 16, i32)
         self.weights = b.alloca(self.key.panel_columns + 16, f32)
+        if self.sorts_by_shift:
+            self.sorted_columns = b.alloca(len(self.distinct_shifts) * self.sort_stride, i32)
+            self.sorted_weights = b.alloca(len(self.distinct_shifts) * self.sort_stride, f32)
         if self.key.window and self.key.window[0] > 1:
             self.offset_table()
         self.lane_chunks(self.chunk_pass)
@@ -187,7 +190,10 @@ class BatchedKernel(Kernel):
                         self.column_offsets(count)
                         if self.key.groups > 1:  # the conversion took column K to the end of the group's own planes
                             self.store_padding(count, self.padding(row, offsets=True))
-                    if self.key.column_shifts:
+                    if self.sorts_by_shift:
+                        counts = self.sort_by_shift(row, count)
+                        self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.sorted_multiply(row, lane, counts, vectors, first_panel), self.product_widths)
+                    elif self.key.column_shifts:
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.shifted_multiply(row, lane, panel, count, vectors, first_panel), self.product_widths)
                     else:
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel), self.product_widths)
@@ -333,35 +339,36 @@ class BatchedKernel(Kernel):
         when this store is final (`fuses_epilogue`)."""
         x_lanes = self.b.element_ptr(self.x, self.b.add(lane, self.group_floats(row)), f32)
         ways = self.ways(vectors)
-        (sums,) = self.product_sums([x_lanes], count, vectors, ways, 1)
+        (sums,) = self.product_sums([(x_lanes, self.columns, self.weights)], ways, count, vectors, ways, 1)
         self.store_tile(row, lane, sums, first_panel)
 
-    def product_sums(self, bases: list[SSAValue], count: SSAValue, vectors: int, per_base: int, per_set: int) -> list[list[SSAValue]]:
-        """For each of `bases`, the sum of its products' weights times their `vectors`
-        vectors of inputs from it, over the first `count` products (rounded up to whole
-        rounds: the padding products add nothing). A round takes `per_base` products
-        from each base in turn, each `per_set` consecutive ones into one set of
-        accumulators, so that enough multiply-adds are in flight."""
+    def product_sums(self, sources: list[tuple[SSAValue, SSAValue, SSAValue]], stride: int, count: SSAValue, vectors: int, per_source: int, per_set: int) -> list[list[SSAValue]]:
+        """For each source (inputs, columns, weights), the sum of its products' weights
+        times their `vectors` vectors of inputs, in rounds over products [0, count) of
+        the round strides: a round takes `per_source` products from each source in turn
+        (from round x `stride` on in its arrays), each `per_set` consecutive ones into
+        one set of accumulators, so that enough multiply-adds are in flight. The last
+        round may take padding products, which add nothing."""
         b = self.b
-        group, sets = len(bases) * per_base, len(bases) * per_base // per_set
+        sets = len(sources) * per_source // per_set
 
         def round_body(first: SSAValue, accs) -> list[SSAValue]:
             accs = list(accs)
-            for way in range(group):
-                index, at = b.add(first, b.const(way, i64)), way // per_set * vectors
-                column = b.zext(b.load(self.columns, index, i32), i64)
-                weight = b.splat(b.load(self.weights, index, f32), 16)
-                inputs = b.element_ptr(bases[way // per_base], column if self.key.window else b.mul(column, self.batch), f32)
+            for way in range(len(sources) * per_source):
+                (x_lanes, columns, weights), at = sources[way // per_source], way // per_set * vectors
+                index = b.add(first, b.const(way % per_source, i64))
+                column = b.zext(b.load(columns, index, i32), i64)
+                weight = b.splat(b.load(weights, index, f32), 16)
+                inputs = b.element_ptr(x_lanes, column if self.key.window else b.mul(column, self.batch), f32)
                 for v in range(vectors):
                     loaded = b.load_at(b.element_ptr(inputs, b.const(16 * v, i64), f32), F32x16, alignment=4)
                     accs[at + v] = b.fmuladd(weight, loaded, accs[at + v])
             return accs
 
         zero = b.vector_const([0.0] * 16, f32)
-        rounds = b.round_down(b.add(count, b.const(group - 1, i64)), group)
-        accs = b.loop(b.const(0, i64), rounds, [zero] * (sets * vectors), round_body, step=group)
-        per = sets // len(bases)  # a base's sets of accumulators, one after the other
-        return [[functools.reduce(b.fadd, accs[base * per * vectors + v :: vectors][:per]) for v in range(vectors)] for base in range(len(bases))]
+        accs = b.loop(b.const(0, i64), b.round_down(b.add(count, b.const(stride - 1, i64)), stride), [zero] * (sets * vectors), round_body, step=stride)
+        per = sets // len(sources)  # a source's sets of accumulators, one after the other
+        return [[functools.reduce(b.fadd, accs[source * per * vectors + v :: vectors][:per]) for v in range(vectors)] for source in range(len(sources))]
 
     def store_tile(self, row: SSAValue, lane: SSAValue, sums: list[SSAValue], first_panel: SSAValue) -> None:
         """y[row, lane:lane + 16 * len(sums)] = (on the first panel) or += (on the others)
@@ -386,19 +393,110 @@ class BatchedKernel(Kernel):
         holds one of each tap column (`round_shifts`); a 1x1 convolution's products all
         share its `read_shift`."""
         b, key = self.b, self.key
-        kept, width, pitch = key.m - key.n, key.window[1], key.window[3]
-        assert 16 * vectors % pitch == 0, f"a tile of {vectors} vectors splits rows of {pitch} lanes"
+        kept, width = key.m - key.n, key.window[1]
         x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
-        shifts = self.round_shifts(panel) if width > 1 else [b.const(key.read_shift, i64)]
-        lines = [b.element_ptr(x_lanes, b.sub(b.const(0, i64), shift), f32) for shift in shifts]
-        per_base, per_set = (kept, kept) if width > 1 else (self.ways(vectors), 1)
+        if width == 1:
+            ways = self.ways(vectors)
+            lines = self.lines(x_lanes, key.read_shift)
+            sums = self.product_sums([(lines, self.columns, self.weights)], ways, count, vectors, ways, 1)
+            self.store_tile(row, lane, self.moved_into_place([key.read_shift], sums, vectors), first_panel)
+            return
+        shifts = self.round_shifts(panel)
+        sources = [(self.lines(x_lanes, shift), *(b.element_ptr(array, b.const(way * kept, i64), ty) for array, ty in ((self.columns, i32), (self.weights, f32)))) for way, shift in enumerate(shifts)]
+        sums = self.product_sums(sources, width * kept, count, vectors, kept, kept)
+        self.store_tile(row, lane, self.moved_into_place(shifts, sums, vectors), first_panel)
+
+    def lines(self, x_lanes: SSAValue, shift: SSAValue | int) -> SSAValue:
+        """Where inputs `shift` floats past `x_lanes` (on their lines) load from."""
+        b = self.b
+        shift = b.const(shift, i64) if isinstance(shift, int) else shift
+        return b.element_ptr(x_lanes, b.sub(b.const(0, i64), shift), f32)
+
+    def moved_into_place(self, shifts: list[SSAValue | int], sums: list[list[SSAValue]], vectors: int) -> list[SSAValue]:
+        """The total of each source's `sums` (summed from the lines before its inputs)
+        moved `shifts` lanes down, each vector's last lanes from the vector after it:
+        one two-source permute a vector. A row's last vector takes nothing from the
+        next row's first (those lanes are past its output columns, and dropped)."""
+        b, pitch = self.b, self.key.window[3]
+        assert 16 * vectors % pitch == 0, f"a tile of {vectors} vectors splits rows of {pitch} lanes"
         zero = b.vector_const([0.0] * 16, f32)
-        moved: list[list[SSAValue]] = []
-        for shift, sums in zip(shifts, self.product_sums(lines, count, vectors, per_base, per_set)):
+        moved = []
+        for shift, source_sums in zip(shifts, sums):
+            if isinstance(shift, int) and shift == 0:
+                moved.append(source_sums)
+                continue
+            shift = b.const(shift, i64) if isinstance(shift, int) else shift
             picks = b.add(b.vector_const(list(range(16)), i32), b.splat(b.trunc(shift, i32), 16))  # lanes `shift` on of the vector and the next
-            following = [sums[v + 1] if v + 1 < vectors and 16 * (v + 1) % pitch else zero for v in range(vectors)]
-            moved.append([b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [sums[v], picks, following[v]], F32x16) for v in range(vectors)])
-        self.store_tile(row, lane, [functools.reduce(b.fadd, parts) for parts in zip(*moved)], first_panel)
+            following = [source_sums[v + 1] if v + 1 < vectors and 16 * (v + 1) % pitch else zero for v in range(vectors)]
+            moved.append([b.intrinsic("llvm.x86.avx512.vpermi2var.ps.512", [source_sums[v], picks, following[v]], F32x16) for v in range(vectors)])
+        return [functools.reduce(b.fadd, parts) for parts in zip(*moved)]
+
+    @property
+    def sorts_by_shift(self) -> bool:
+        """Whether a panel's decoded products are sorted by column shift before they
+        multiply (`sort_by_shift`): a bitmask weight's with a window, whose kept
+        columns, channel by channel, say nothing of their tap columns in advance."""
+        return self.key.kind == "bitmask" and len(self.key.column_shifts) > 1
+
+    @property
+    def distinct_shifts(self) -> list[int]:
+        return sorted(set(self.key.column_shifts))
+
+    @property
+    def sort_stride(self) -> int:
+        """The slots of one shift's products (`sort_by_shift`): a panel's, and 16 for
+        whole-vector stores and padding products past the last."""
+        return self.key.panel_columns + 16
+
+    def sort_by_shift(self, row: SSAValue, count: SSAValue) -> list[SSAValue]:
+        """Copy the `count` decoded products into one array a column shift (an input
+        offset's floats past its line), each followed by 16 padding products; return
+        each shift's count. 16 products at a time: per shift, a compress of the offsets
+        and one of the weights, each stored whole."""
+        b = self.b
+        stride = self.sort_stride
+
+        def step_body(first: SSAValue, written) -> list[SSAValue]:
+            inside = b.low_lanes(b.trunc(b.smin(b.sub(count, first), b.const(16, i64)), i32))
+            offsets = b.load_at(b.element_ptr(self.columns, first, i32), vector(i32, 16), alignment=4)
+            weights = b.load_at(b.element_ptr(self.weights, first, f32), F32x16, alignment=4)
+            shift = b.and_(offsets, b.vector_const([15] * 16, i32))
+            updated = []
+            for index, (value, at) in enumerate(zip(self.distinct_shifts, written)):
+                mask = b.and_(inside, b.icmp("eq", shift, b.vector_const([value] * 16, i32)))
+                slot = b.add(b.const(index * stride, i64), at)
+                for array, values, name in ((self.sorted_columns, offsets, "v16i32"), (self.sorted_weights, weights, "v16f32")):
+                    packed = b.intrinsic(f"llvm.experimental.vector.compress.{name}", [values, mask, values], values.type)
+                    b.store_at(packed, b.element_ptr(array, slot, values.type.element_type), alignment=4)  # pyright: ignore
+                updated.append(b.add(at, b.zext(b.intrinsic("llvm.ctpop.i16", [b.bitcast(mask, i16)], i16), i64)))
+            return updated
+
+        counts = b.loop(b.const(0, i64), count, [b.const(0, i64)] * len(self.distinct_shifts), step_body, step=16)
+        padding = self.padding(row, offsets=True)
+        for index, at in enumerate(counts):
+            slot = b.add(b.const(index * stride, i64), at)
+            b.store_at(padding, b.element_ptr(self.sorted_columns, slot, i32), alignment=4)
+            b.store_at(b.vector_const([0.0] * 16, f32), b.element_ptr(self.sorted_weights, slot, f32), alignment=4)
+        return list(counts)
+
+    def sorted_multiply(self, row: SSAValue, lane: SSAValue, counts: list[SSAValue], vectors: int, first_panel: SSAValue) -> None:
+        """`multiply` of products sorted by column shift (`sort_by_shift`): rounds of one
+        product of each shift while every shift has one, each into its own accumulators
+        and loaded from its lines, then each shift's rest; each shift's sums then move
+        into place (`moved_into_place`)."""
+        b = self.b
+        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
+        common = functools.reduce(b.smin, counts)
+        arrays = [(b.element_ptr(self.sorted_columns, b.const(index * self.sort_stride, i64), i32), b.element_ptr(self.sorted_weights, b.const(index * self.sort_stride, i64), f32)) for index in range(len(counts))]
+        sources = [(self.lines(x_lanes, shift), *array) for shift, array in zip(self.distinct_shifts, arrays)]
+        sums = self.product_sums(sources, 1, common, vectors, 1, 1)
+        ways = self.ways(vectors)
+        totals = []
+        for (lines, columns, weights), rest, source_sums in zip(sources, counts, sums):
+            after = [b.element_ptr(array, common, ty) for array, ty in ((columns, i32), (weights, f32))]
+            (rest_sums,) = self.product_sums([(lines, *after)], ways, b.sub(rest, common), vectors, ways, 1)
+            totals.append([b.fadd(one, other) for one, other in zip(source_sums, rest_sums)])
+        self.store_tile(row, lane, self.moved_into_place(list(self.distinct_shifts), totals, vectors), first_panel)
 
     def round_shifts(self, panel: SSAValue) -> list[SSAValue]:
         """The column shift of each run of a round of kernel-width runs in column panel

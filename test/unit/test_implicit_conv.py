@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 import sparsec
-from sparsec.kernels import PLANE_PROLOGUES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
+from sparsec.kernels import PLANE_PROLOGUES, SHIFT_PITCHES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
 from sparsec.runtime.codegen.kernels import kernel_class, kernel_llvm_ir
 from sparsec.runtime import executor as executor_module
 from sparsec.runtime.executor import Executor, all_kernel_keys
@@ -348,29 +348,35 @@ def test_nm_convolutions_with_a_window_read_their_columns_run_by_run(tmp_path, s
 @pytest.mark.parametrize(
     ("shape", "attributes", "pattern", "pitch", "shifts"),
     [
-        ([1, 32, 14, 14], {}, "n=3 m=4", 16, (0, 1, 2)),  # 288 columns: a second panel starts at tap column 1
-        ([2, 40, 27, 27], {}, "n=2 m=4", 32, (0, 1, 2)),  # rows of 29 grown to 32; two kept a run
-        ([1, 16, 56, 56], {}, "n=7 m=8", 64, (0, 1, 2)),  # 58 -> 64, lane chunks of whole rows
-        ([1, 64, 13, 13], {}, "n=1 m=2", 16, (0, 1, 2)),
-        ([1, 16, 12, 12], {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, "n=3 m=4", 16, (0, 2, 4)),
-        ([1, 16, 62, 62], {"strides": [2, 2]}, "n=3 m=4", 32, (0, 0, 1)),  # phase rows of 32: taps of two phases
-        ([1, 16, 30, 30], {"strides": [2, 2]}, "n=3 m=4", 16, (0, 0, 1)),
-        ([1, 16, 25, 25], {"strides": [2, 2]}, "n=3 m=4", 14, ()),  # strided rows keep their pitch
-        ([1, 32, 7, 7], {}, "n=3 m=4", 9, ()),  # 9 -> 16 would compute 1.8x the lanes
-        ([1, 16, 3, 60], {"kernel_shape": [3, 5]}, "n=3 m=4", 62, ()),  # 62 + 2: too wide a window for three sets of sums
+        ([1, 32, 14, 14], {}, "nm n=3 m=4", 16, (0, 1, 2)),  # 288 columns: a second panel starts at tap column 1
+        ([2, 40, 27, 27], {}, "nm n=2 m=4", 32, (0, 1, 2)),  # rows of 29 grown to 32; two kept a run
+        ([1, 16, 56, 56], {}, "nm n=7 m=8", 64, (0, 1, 2)),  # 58 -> 64, lane chunks of whole rows
+        ([1, 64, 13, 13], {}, "nm n=1 m=2", 16, (0, 1, 2)),
+        ([1, 16, 12, 12], {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, "nm n=3 m=4", 16, (0, 2, 4)),
+        ([1, 16, 62, 62], {"strides": [2, 2]}, "nm n=3 m=4", 32, (0, 0, 1)),  # phase rows of 32: taps of two phases
+        ([1, 16, 30, 30], {"strides": [2, 2]}, "nm n=3 m=4", 16, (0, 0, 1)),
+        ([1, 16, 25, 25], {"strides": [2, 2]}, "nm n=3 m=4", 14, ()),  # strided rows keep their pitch
+        ([1, 32, 7, 7], {}, "nm n=3 m=4", 9, ()),  # 9 -> 16 would compute 1.8x the lanes
+        ([1, 16, 3, 60], {"kernel_shape": [3, 5]}, "nm n=3 m=4", 62, ()),  # 62 + 2: too wide a window for three sets of sums
+        ([1, 32, 14, 14], {}, "unstructured sparsity=0.7", 16, (0, 1, 2)),  # products sorted by shift, panel by panel
+        ([2, 24, 27, 27], {}, "unstructured sparsity=0.9", 32, (0, 1, 2)),
+        ([1, 16, 12, 12], {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, "unstructured sparsity=0.5", 16, (0, 2, 4)),
+        ([1, 16, 62, 62], {"strides": [2, 2]}, "unstructured sparsity=0.7", 32, (0, 0, 1)),
+        ([1, 16, 14, 14], {}, "block block-size=4 sparsity=0.75", 16, ()),  # a block kernel loads each input for four rows
     ],
 )
 @pytest.mark.parametrize("threads", [1, 2])
 def test_taps_load_their_inputs_from_whole_lines(tmp_path, shape, attributes, pattern, pitch, shifts, threads):
-    """An implicit n:m convolution with a window up to 3 columns wide on rows of 16, 32
-    or 64 floats (its pitch grown to that within SHIFT_PITCH_SLACK at column stride 1)
-    loads each tap's inputs from the line they start in, its column shift before them
-    (KernelKey.column_shifts), and moves each tap column's sums into place with
-    permutes; on two threads the lane chunks it splits are whole rows. The planes start
-    on a line; every run matches the reference."""
+    """An implicit n:m or bitmask convolution with a window up to 3 columns wide on rows
+    of 16, 32 or 64 floats (its pitch grown to that within SHIFT_PITCH_SLACK at column
+    stride 1) loads each tap's inputs from the line they start in, its column shift
+    before them (KernelKey.column_shifts; a bitmask kernel sorts each panel's products
+    by shift first), and moves each shift's sums into place with permutes; on two
+    threads the lane chunks it splits are whole rows. The planes start on a line;
+    every run matches the reference."""
     attributes = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], **attributes}
     conv_model(tmp_path / "conv.onnx", shape, 24, attributes, 5)
-    executor = checked_runs(tmp_path / "conv.onnx", f"pattern=nm {pattern}", threads, [tuple(shape)] * 2, 6)
+    executor = checked_runs(tmp_path / "conv.onnx", f"pattern={pattern}", threads, [tuple(shape)] * 2, 6)
     ((op, layer),) = executor.layers.items()
     conv = implicit_conv(op, layer.key, tuple(shape))  # pyright: ignore
     call = executor.steps[0].calls[tuple(shape)]
@@ -1051,7 +1057,9 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     c1 is made, copying nothing, not put off to s2, e1 reads whole lines (the planes
     start so that the image does, `_phase_planes`), and a run on one image fills
     planes for s1 (of x), e1 (f1 reads them too) and f2 only. So too at 12 x 12, where
-    the pitch (14) adds 22% lanes; but not where s2 has 400 outputs, whose
+    the pitch (14) adds 22% lanes (16 for unstructured weights, whose 3x3 kernel loads
+    its taps from whole lines, KernelKey.column_shifts: e1 then reads from one float
+    past each line, and its kernel knows, KernelKey.read_shift); but not where s2 has 400 outputs, whose
     multiply-adds in those lanes would cost more than its copies of c1
     (MULTIPLY_ADDS_PER_FLOAT_SAVED): no frames, c1 is put off to s2, which copies both
     parts. Right on one image and two, twice, with s2's pitched result returned;
@@ -1063,14 +1071,17 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     executor = checked_runs(tmp_path / "fire.onnx", pattern, threads, [shape] * 2, 21)
     steps = {step.op.results[0].name_hint: step for step in executor.steps}
     frames = {name: step.frame for name, step in steps.items() if step.frame is not None}
-    pitched = ((spatial, spatial), (0, 0), (spatial, spatial + 2))
-    assert frames == ({"e1": ((spatial, spatial), (1, 1), (spatial + 2, spatial + 2)), "s2": pitched, "e2": pitched} if framed else {})
+    pitch = executor.layers[steps["f1"].op].key.shift_pitch(3, 1, 1, spatial + 2)  # pyright: ignore
+    assert pitch == (16 if spatial == 12 and "unstructured" in pattern else spatial + 2)
+    pitched = ((spatial, spatial), (0, 0), (spatial, pitch))
+    assert frames == ({"e1": ((spatial, spatial), (1, 1), (spatial + 2, pitch)), "s2": pitched, "e2": pitched} if framed else {})
     assert [op.results[0].name_hint for op in executor.framed_concats] == (["c1"] if framed else [])
     assert steps["c1"].deferred != framed and steps["c2"].deferred
     ((s2,),) = [steps["s2"].calls.values()]
     assert s2.in_place == framed
     ((e1,),) = [steps["e1"].calls.values()]
-    assert e1.read_offset == (4 * (spatial + 3) if framed else 0) and (e1.input_address + e1.read_offset) % 64 == 0  # shared planes shifted onto a line
+    line_shift = 4 if framed and pitch in SHIFT_PITCHES else 0  # planes whose rows start on lines, for f1's taps
+    assert e1.read_offset == (4 * (pitch + 1) if framed else 0) and (e1.input_address + e1.read_offset) % 64 == line_shift  # else shifted onto a line
     assert copies_of_a_run(executor, np.ones(shape, np.float32)) == []
     fire_model(tmp_path / "static.onnx", spatial, squeezed, images)  # the IR's shapes fix the frames' kernels
     static = sparsec.load(tmp_path / "static.onnx")
