@@ -450,10 +450,11 @@ class KernelKey:
         columns, each shift's sums taking a set of accumulators (and a round's products
         at most 16, the padding slots). A block kernel loads each input for several
         rows already (ResNet50 at blocks of 4 ran 1.03x with every load rounded to its
-        line, wrong results and all)."""
+        line, wrong results and all): it shifts only a 1x1 window's loads, all by
+        its `read_shift`, as every batched kernel does."""
         kept = self.m - self.n
         fits = width <= 3 and (width - 1) * dilation // stride < 16 and kept * width <= 16
-        kinds = self.kind == "bitmask" or self.kind == "nm" and (self.run_major or width == 1)
+        kinds = self.kind == "bitmask" or self.kind == "nm" and self.run_major or width == 1 and self.kind in ("nm", "block")
         return kinds and self.avx512 and fits
 
     def shift_pitch(self, width: int, dilation: int, stride: int, pitch: int) -> int:

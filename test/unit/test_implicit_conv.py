@@ -387,6 +387,27 @@ def test_taps_load_their_inputs_from_whole_lines(tmp_path, shape, attributes, pa
     executor.close()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_framed_1x1_convolutions_read_from_their_line_shift(tmp_path, threads):
+    """SqueezeNet's case in small: a fire module whose 3x3 expand is pruned n:m and loads
+    its taps from whole lines (rows of 14 grown to 16, planes from a line), while its
+    1x1 expand, too small to prune, runs the float32 block kernel framed in the same
+    planes. That one reads each row from one float past its line, so its kernel loads
+    from the line and moves its sums one lane down (KernelKey.read_shift). Every
+    output matches the reference."""
+    fire_model(tmp_path / "fire.onnx", 12, 8, first=8)
+    executor = checked_runs(tmp_path / "fire.onnx", "pattern=nm n=2 m=4", threads, [(1, 8, 12, 12)] * 2, 23, min_elements=100)
+    steps = {step.op.results[0].name_hint: step for step in executor.steps}
+    e1, f1 = (executor.layers[steps[name].op] for name in ("e1", "f1"))  # pyright: ignore
+    assert (e1.key.kind, e1.key.values, f1.key.kind) == ("block", "f32", "nm")
+    assert steps["e1"].frame == ((12, 12), (1, 1), (14, 16))
+    ((call,),) = [steps["e1"].calls.values()]
+    assert call.read_offset == 4 * 17 and (call.input_address + call.read_offset) % 64 == 4
+    shifted = [key for layer in executor.layers.values() for key in layer.variant_calls if key.read_shift]
+    assert [(key.kind, key.read_shift, key.window[3]) for key in shifted] == [("block", 1, 16)]
+    executor.close()
+
+
 def test_wide_convolutions_keep_the_explicit_path(tmp_path):
     """A convolution of more than WINDOW_MAX_COLUMNS weight columns (its kernel's table
     of column offsets would not fit the stack) runs the explicit path."""
@@ -873,12 +894,12 @@ def test_1x1_convolutions_read_output_lanes_in_place(tmp_path, reader, producer,
     executor.close()
 
 
-def checked_runs(path, pattern: str, threads: int, shapes: list[tuple[int, ...]], seed: int) -> Executor:
-    """The model at `path` pruned by `pattern`, on an executor of `threads` threads
-    that runs once on a random x of each of `shapes`, every output against the
-    reference's; the executor (to close)."""
+def checked_runs(path, pattern: str, threads: int, shapes: list[tuple[int, ...]], seed: int, min_elements: int = 0) -> Executor:
+    """The model at `path` pruned by `pattern` (weights of at least `min_elements`), on
+    an executor of `threads` threads that runs once on a random x of each of `shapes`,
+    every output against the reference's; the executor (to close)."""
     model = sparsec.load(path)
-    model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
+    model.apply(f"prune-magnitude{{{pattern} min-elements={min_elements}}},pack-bitmask,lower-kernels")
     executor = Executor(model.module, model.weights, threads=threads)
     rng = np.random.default_rng(seed)
     for shape in shapes:
@@ -1019,9 +1040,9 @@ def test_a_relu_of_a_concat_keeps_its_lanes(tmp_path, pattern, images, threads, 
     executor.close()
 
 
-def fire_model(path, spatial: int, squeezed: int, images: int | str = "n") -> None:
+def fire_model(path, spatial: int, squeezed: int, images: int | str = "n", first: int = 6) -> None:
     """Two SqueezeNet fire modules in small: x (N x 8 x S x S) -> s1, a 1x1 Conv + Relu
-    to 6 channels -> c1, the Concat of e1 and f1, a 1x1 and a 3x3 (pads 1) Conv + Relu
+    to `first` channels -> c1, the Concat of e1 and f1, a 1x1 and a 3x3 (pads 1) Conv + Relu
     of s1 to 8 channels each -> s2, a 1x1 Conv + Relu of c1 to `squeezed` channels
     (returned too) -> c2 = Concat(e2, f2) of s2 likewise -> y, a 3x3 MaxPool of c2
     (stride 2). `images` fixes the batch, or leaves it open (a name)."""
@@ -1034,7 +1055,7 @@ def fire_model(path, spatial: int, squeezed: int, images: int | str = "n") -> No
         nodes.append(helper.make_node("Relu", [f"{name}_c"], [name]))
 
     source, channels = "x", 8
-    for module, outputs in ((1, 6), (2, squeezed)):
+    for module, outputs in ((1, first), (2, squeezed)):
         conv(source, f"s{module}", (outputs, channels, 1, 1))
         conv(f"s{module}", f"e{module}", (8, outputs, 1, 1))
         conv(f"s{module}", f"f{module}", (8, outputs, 3, 3))
