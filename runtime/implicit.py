@@ -62,7 +62,9 @@ class ImplicitConv:
         """The float of its planes that starts a cache line: the image's first (past the
         pads) at stride 1, so that a 1x1 convolution framed in them (`framed`) reads
         whole lines; the first where the strides split the planes, or where rows of a
-        pitch of SHIFT_PITCHES let a kernel load its taps from lines (KernelKey.column_shifts)."""
+        pitch of SHIFT_PITCHES let a kernel load its taps from lines
+        (KernelKey.column_shifts; a 1x1 convolution framed in them then reads from its
+        `read_shift` past each line)."""
         if self.strides != (1, 1) or self.phase[1] in SHIFT_PITCHES:
             return 0
         return self.before[0] * self.phase[1] + self.before[1]
@@ -138,7 +140,8 @@ def implicit_conv(op: SparseConvOp, key: KernelKey, x_shape: tuple[int, ...]) ->
 
 def framed(conv: ImplicitConv, before: tuple[int, int], phase: tuple[int, int]) -> ImplicitConv:
     """2-D 1x1 convolution `conv` (stride 1, no pads) on planes of `phase` rows and
-    columns that hold its image `before` rows and columns in: its output lanes then lie
+    columns that hold its image `before` rows and columns in (from `read_shift` floats
+    past a line where the planes' rows start on lines): its output lanes then lie
     as those of a stride-1 convolution with those pads on those planes, a row every
     phase[1] lanes, so both can write one Concat's lane buffer (Executor._frame_layouts).
     With pads it reads the planes a padded sibling of the same input fills (the same
@@ -150,7 +153,7 @@ def framed(conv: ImplicitConv, before: tuple[int, int], phase: tuple[int, int]) 
     key = dataclasses.replace(conv.key, window=window, lanes=padded_batch(ho * wq))
     at = dataclasses.replace(conv, key=key, phase=phase, before=before, read_offset=top * wq + left)
     shift = (at.read_offset - at.line_start) % 16
-    if shift and wq in SHIFT_PITCHES and key.shifts_columns(1):  # its rows start `shift` floats past a line
+    if shift and key.shifts_columns(1):  # its rows start `shift` floats past a line (rows of SHIFT_PITCHES)
         at = dataclasses.replace(at, key=dataclasses.replace(key, read_shift=shift))
     return at
 
