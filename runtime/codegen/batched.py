@@ -490,11 +490,10 @@ class BatchedKernel(Kernel):
         arrays = [(b.element_ptr(self.sorted_columns, b.const(index * self.sort_stride, i64), i32), b.element_ptr(self.sorted_weights, b.const(index * self.sort_stride, i64), f32)) for index in range(len(counts))]
         sources = [(self.lines(x_lanes, shift), *array) for shift, array in zip(self.distinct_shifts, arrays)]
         sums = self.product_sums(sources, 1, common, vectors, 1, 1)
-        ways = self.ways(vectors)
         totals = []
         for (lines, columns, weights), rest, source_sums in zip(sources, counts, sums):
             after = [b.element_ptr(array, common, ty) for array, ty in ((columns, i32), (weights, f32))]
-            (rest_sums,) = self.product_sums([(lines, *after)], ways, b.sub(rest, common), vectors, ways, 1)
+            (rest_sums,) = self.product_sums([(lines, *after)], 1, b.sub(rest, common), vectors, 1, 1)
             totals.append([b.fadd(one, other) for one, other in zip(source_sums, rest_sums)])
         self.store_tile(row, lane, self.moved_into_place(list(self.distinct_shifts), totals, vectors), first_panel)
 
