@@ -137,6 +137,13 @@ SHIFT_PITCH_SLACK = 1.15
 """How many times its own row of lanes a convolution's rows may grow to reach a pitch
 of SHIFT_PITCHES (`shift_pitch`): 58 -> 64 at 56 x 56 with pads, but not 9 -> 16 at
 7 x 7."""
+DECODED_MAX_BYTES = 256 * 1024
+"""The most bytes of decoded products (an offset and a weight each) an implicit variant
+keeps on its stack for a whole call, every row's panels decoded once rather than once
+a lane chunk (runtime/codegen/batched.py, `decodes_once`): as much as the n:m kernels'
+lane planes of a tile of four batch rows take (LANE_PLANES_MAX_FLOATS), well within a
+thread's stack of megabytes. 128 -> 128 3x3 at 28 x 28 (n:m 3:4), whose 400 KiB ran
+1.05x as fast, keeps decoding once a chunk."""
 SMALL_WEIGHT, SMALL_BATCHED_FROM = 1 << 16, 17
 """Weights of fewer than SMALL_WEIGHT values run batched from SMALL_BATCHED_FROM rows
 at the earliest: the executor transposes a batched kernel's inputs and outputs in

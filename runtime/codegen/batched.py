@@ -11,7 +11,7 @@ from xdsl.dialects import llvm
 from xdsl.dialects.builtin import f16, f32, i1, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.kernels import ROW_GROUP, epilogue_activation
+from sparsec.kernels import DECODED_MAX_BYTES, ROW_GROUP, epilogue_activation
 from sparsec.runtime.codegen.base import F32x16, Kernel
 from sparsec.runtime.codegen.builder import vector
 
@@ -61,6 +61,9 @@ class BatchedKernel(Kernel):
             self.sorted_weights = b.alloca(len(self.distinct_shifts) * self.sort_stride, f32)
         if self.key.window and self.key.window[0] > 1:
             self.offset_table()
+        if self.decodes_once:
+            entries = self.key.rows * self.key.panels
+            self.decoded = (b.alloca(entries * self.decoded_slots, i32), b.alloca(entries * self.decoded_slots, f32), b.alloca(entries, i64))
         self.lane_chunks(self.chunk_pass)
         return self.ret()
 
@@ -77,6 +80,8 @@ class BatchedKernel(Kernel):
         else:
             self.chunk_rows = self.output_rows()
             start, stop = b.const(0, i64), self.batch
+        if self.decodes_once:
+            self.decode_rows()
 
         def chunk_body(first: SSAValue, _state) -> list[SSAValue]:
             last = b.smin(b.add(first, b.const(key.lane_chunk, i64)), self.batch)
@@ -185,11 +190,8 @@ class BatchedKernel(Kernel):
                 first_panel = b.icmp("eq", panel, b.const(0, i64))
 
                 def row_body(row: SSAValue, _rows) -> list[SSAValue]:
-                    count = self.pad(row, self.decode(row, panel))
-                    if self.key.window and not self.decodes_offsets:
-                        self.column_offsets(count)
-                        if self.key.groups > 1:  # the conversion took column K to the end of the group's own planes
-                            self.store_padding(count, self.padding(row, offsets=True))
+                    stack = self.columns, self.weights
+                    count = self.decoded_products(row, panel) if self.decodes_once else self.decoded_panel(row, panel)
                     if self.sorts_by_shift:
                         counts = self.sort_by_shift(row, count)
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.sorted_multiply(row, lane, counts, vectors, first_panel), self.product_widths)
@@ -197,6 +199,7 @@ class BatchedKernel(Kernel):
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.shifted_multiply(row, lane, panel, count, vectors, first_panel), self.product_widths)
                     else:
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel), self.product_widths)
+                    self.columns, self.weights = stack
                     return []
 
                 b.loop(first_row, last_row, [], row_body)
@@ -206,6 +209,67 @@ class BatchedKernel(Kernel):
             return []
 
         b.loop(first, last, [], group_body, step=ROW_GROUP)
+
+    def decoded_panel(self, row: SSAValue, panel: SSAValue) -> SSAValue:
+        """Decode `row`'s products in column panel `panel` into `self.columns` (an
+        implicit variant's: their input offsets) and `self.weights`, followed by 16
+        padding products; return how many there are."""
+        count = self.pad(row, self.decode(row, panel))
+        if self.key.window and not self.decodes_offsets:
+            self.column_offsets(count)
+            if self.key.groups > 1:  # the conversion took column K to the end of the group's own planes
+                self.store_padding(count, self.padding(row, offsets=True))
+        return count
+
+    @property
+    def decodes_once(self) -> bool:
+        """Whether an implicit variant decodes each row's panels once a call, before its
+        lane chunks (`decode_rows`), rather than once a chunk: where an image takes
+        several chunks and the decoded products of every row (`decoded_slots` a panel)
+        stay within DECODED_MAX_BYTES. A 3x3 convolution of 64 channels at 56 x 56
+        takes 28 chunks of 128 lanes, each of two 64-lane tiles: decoding a panel
+        (offsets gathered from the table, values widened) for every chunk cost about
+        as much as its products. Not for weights sorted by shift (`sorts_by_shift`)."""
+        key = self.key
+        several = bool(key.window) and key.lanes > key.lane_chunk and key.kind in ("nm", "bitmask") and not self.sorts_by_shift
+        return several and key.rows * key.panels * self.decoded_slots * 8 <= DECODED_MAX_BYTES
+
+    @property
+    def decoded_slots(self) -> int:
+        """Product slots of one row's panel in the decoded products: its most products
+        (the kept slots of an n:m panel's runs, a bitmask panel's columns), and 16
+        for whole-vector stores and the padding products past the last."""
+        key = self.key
+        most = key.panel_columns * (key.m - key.n) // key.m if key.kind == "nm" else key.panel_columns
+        return most + 16
+
+    def decoded_at(self, row: SSAValue, panel: SSAValue) -> tuple[SSAValue, SSAValue, SSAValue]:
+        """Where `row`'s panel `panel` lies in the decoded products: its columns, its
+        weights and its entry of the counts."""
+        b = self.b
+        entry = b.add(b.mul(row, b.const(self.key.panels, i64)), panel)
+        first = b.mul(entry, b.const(self.decoded_slots, i64))
+        columns, weights, counts = self.decoded
+        return b.element_ptr(columns, first, i32), b.element_ptr(weights, first, f32), b.element_ptr(counts, entry, i64)
+
+    def decode_rows(self) -> None:
+        """Decode every panel of the rows `chunk_rows` into the decoded products
+        (`decodes_once`), each with its count."""
+        b = self.b
+        stack = self.columns, self.weights
+
+        def panel_body(row: SSAValue, panel: SSAValue) -> None:
+            self.columns, self.weights, count_at = self.decoded_at(row, panel)
+            b.store_at(self.decoded_panel(row, panel), count_at)
+
+        b.loop(*self.chunk_rows, [], lambda row, _s: b.loop(b.const(0, i64), b.const(self.key.panels, i64), [], lambda panel, _p: panel_body(row, panel) or []) or [])
+        self.columns, self.weights = stack
+
+    def decoded_products(self, row: SSAValue, panel: SSAValue) -> SSAValue:
+        """Point `self.columns` and `self.weights` at `row`'s decoded panel `panel`
+        (`decode_rows`); return its count."""
+        self.columns, self.weights, count_at = self.decoded_at(row, panel)
+        return self.b.load_at(count_at, i64)
 
     def decode(self, row: SSAValue, panel: SSAValue) -> SSAValue:
         """Write `row`'s products in column panel `panel` to `self.columns` (i32: their

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import models
 import sparsec
 from sparsec.kernels import PLANE_PROLOGUES, SHIFT_PITCHES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
+from sparsec.runtime.codegen import batched
 from sparsec.runtime.codegen.kernels import kernel_class, kernel_llvm_ir
 from sparsec.runtime import executor as executor_module
 from sparsec.runtime.executor import Executor, all_kernel_keys
@@ -405,6 +406,27 @@ def test_framed_1x1_convolutions_read_from_their_line_shift(tmp_path, threads):
     assert call.read_offset == 4 * 17 and (call.input_address + call.read_offset) % 64 == 4
     shifted = [key for layer in executor.layers.values() for key in layer.variant_calls if key.read_shift]
     assert [(key.kind, key.read_shift, key.window[3]) for key in shifted] == [("block", 1, 16)]
+    executor.close()
+
+
+@pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=unstructured sparsity=0.7"])
+@pytest.mark.parametrize(("cap", "once"), [(None, True), (1024, False)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_implicit_kernels_decode_each_panel_once_a_call(tmp_path, monkeypatch, pattern, cap, once, threads):
+    """An implicit call of several lane chunks decodes every row's panels once, before
+    its chunks, where they fit DECODED_MAX_BYTES on the stack (`decodes_once`), else
+    once a chunk; both match the reference, on one thread and two (each thread decodes
+    the rows of its own share, or all rows for its lanes): a 1x1 convolution at 40 x 40,
+    1600 lanes. An empty kernel cache, for the cap is not part of the key."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path / "cache"))
+    if cap is not None:
+        monkeypatch.setattr(batched, "DECODED_MAX_BYTES", cap)
+    conv_model(tmp_path / "conv.onnx", [1, 32, 40, 40], 48, {"kernel_shape": [1, 1]}, 11)
+    executor = checked_runs(tmp_path / "conv.onnx", pattern, threads, [(1, 32, 40, 40)] * 2, 12)
+    ((op, layer),) = executor.layers.items()
+    conv = implicit_conv(op, layer.key, (1, 32, 40, 40))  # pyright: ignore
+    assert conv is not None and conv.lanes > conv.key.lane_chunk
+    assert kernel_class(conv.key)(conv.key).decodes_once == once
     executor.close()
 
 
