@@ -86,17 +86,23 @@ call / in chunks of 32 / of 64: batched block 4 at 50% 112 / 33 / 35, batched n:
 45 / 27 / 28, batched unstructured 90% 26 / 22 / 19, tiled block 16 at 90% 37 / 9.5 /
 9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance.md). The
 tiled bitmask and n:m kernels run only below the batched threshold."""
-IMPLICIT_PANEL_BYTES = {"default": 24 * 1024, "zen": 24 * 1024, "rapids": 48 * 1024}
+IMPLICIT_PANEL_BYTES = {"default": 24 * 1024, "zen": 24 * 1024, "rapids": 32 * 1024}
 """By KernelKey.tuning, the most inputs (bytes, for 64 lanes) one column panel of an
 implicit n:m convolution reads (`implicit_panel_columns`): three quarters of AMD Zen
-4's 32 KiB L1, all of Intel Sapphire and Emerald Rapids' 48. On Zen 4 a 1x1
-convolution of 256 channels to 64 at 56 x 56 (nm 3:4, one thread) read 64 KiB a panel
-and ran in 0.70 ms; in panels of 64 channels (16 KiB at 64 lanes, then 128 lanes a
-chunk) 0.56; budgets of 16 and 24 KiB ran ResNet50 in 58.6-58.9 and 56.9-57.0 ms,
-against 59.5-60.4 with 256 columns. On Emerald Rapids, against 24 KiB (n:m 3:4, one
-thread, whole runs alternated in one process): 48 KiB ran SqueezeNet 1.032x to 1.040x
-(36 KiB 1.021x to 1.025x), ResNet50 1.021x to 1.044x, Inception v2 1.012x to 1.038x;
-64 KiB 0.93x to 0.98x; a 512 -> 1000 1x1 at 13 x 13 alone 1.09x."""
+4's 32 KiB L1; on Intel Sapphire and Emerald Rapids, whose L1 holds 48 KiB,
+TILE_INPUT_BYTES, so that a lane chunk holds one 64-lane tile at least. On Zen 4 a
+1x1 convolution of 256 channels to 64 at 56 x 56 (nm 3:4, one thread) read 64 KiB a
+panel and ran in 0.70 ms; in panels of 64 channels (16 KiB at 64 lanes, then 128
+lanes a chunk) 0.56; budgets of 16 and 24 KiB ran ResNet50 in 58.6-58.9 and 56.9-57.0
+ms, against 59.5-60.4 with 256 columns. On Emerald Rapids, against 24 KiB (n:m 3:4,
+one thread, whole runs alternated in one process): 48 KiB ran SqueezeNet 1.032x to
+1.040x (36 KiB 1.021x to 1.025x), ResNet50 1.021x to 1.044x, Inception v2 1.012x to
+1.038x; 64 KiB 0.93x to 0.98x; a 512 -> 1000 1x1 at 13 x 13 alone 1.09x. But at 48
+KiB a strided 3x3 window, which reads four phase planes a channel, kept 256 columns
+whose inputs for 64 lanes exceed TILE_INPUT_BYTES (36 KiB for 128 -> 128 at stride 2
+on 56 x 56), so its lane chunks had 32 lanes, a panel decoded for every two vectors;
+at 32 KiB it takes 128 columns and 96 lanes a chunk, 1.21x as fast (256 -> 256 on 28
+x 28: 1.20x; ResNet50 1.02x), and every other layer's panels are as at 48 KiB."""
 LANE_PLANES_MAX_FLOATS = 16384
 """The most floats of input planes an n:m kernel with `lane_planes` keeps on the stack (64 KiB)."""
 PLANE_TILES = {2: (4, 32), 4: (4, 15), 8: (2, 10)}
@@ -541,9 +547,10 @@ class KernelKey:
     @property
     def implicit_panel_columns(self) -> int:
         """The widest of PANEL, PANEL / 2 and PANEL / 4 columns whose channels' inputs
-        for 64 lanes (`tap_spans`) stay within IMPLICIT_PANEL_BYTES (for the key's tuning), of whole runs and,
-        on the 16-lane layout, whole steps (else the narrowest of those). The lane chunk
-        then grows to fill TILE_INPUT_BYTES (`lane_chunk`)."""
+        for 64 lanes (`tap_spans`) stay within IMPLICIT_PANEL_BYTES (for the key's
+        tuning), of whole runs and, on the 16-lane layout, whole steps (else the
+        narrowest of those). The lane chunk then grows to fill TILE_INPUT_BYTES
+        (`lane_chunk`), from one 64-lane tile at least, as no budget exceeds that."""
         grain = self.nm_span if self.nm_lanes else self.m
         widths = [width for width in (PANEL, PANEL // 2, PANEL // 4) if width % grain == 0] or [PANEL]
         fitting = [width for width in widths if self.panel_input_bytes(width, 64) <= IMPLICIT_PANEL_BYTES[self.tuning]]

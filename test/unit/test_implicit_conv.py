@@ -219,7 +219,7 @@ def test_unpacked_convolutions_run_as_kernels(tmp_path, shape, attributes):
 def test_implicit_nm_panels_narrow_to_keep_their_inputs_in_l1(tmp_path, pattern, channels):
     """A 1x1 convolution of 256 or 300 channels reads 64 KiB or more a 256-column panel
     for 64 lanes: its implicit n:m kernel takes narrower panels (IMPLICIT_PANEL_BYTES:
-    128 columns within 48 KiB on Intel's "rapids" tuning, 64 within 24 KiB elsewhere),
+    128 columns within 32 KiB on Intel's "rapids" tuning, 64 within 24 KiB elsewhere),
     of whole steps on the 16-lane layout (128 columns at 7:8), the last one partial at
     300 channels; the plain kernel keeps 256. Two runs match the reference."""
     shape = [2, channels, 12, 12]
