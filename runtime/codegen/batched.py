@@ -258,11 +258,16 @@ class BatchedKernel(Kernel):
         b = self.b
         stack = self.columns, self.weights
 
-        def panel_body(row: SSAValue, panel: SSAValue) -> None:
-            self.columns, self.weights, count_at = self.decoded_at(row, panel)
-            b.store_at(self.decoded_panel(row, panel), count_at)
+        def row_body(row: SSAValue, _state) -> list[SSAValue]:
+            def panel_body(panel: SSAValue, _inner) -> list[SSAValue]:
+                self.columns, self.weights, count_at = self.decoded_at(row, panel)
+                b.store_at(self.decoded_panel(row, panel), count_at)
+                return []
 
-        b.loop(*self.chunk_rows, [], lambda row, _s: b.loop(b.const(0, i64), b.const(self.key.panels, i64), [], lambda panel, _p: panel_body(row, panel) or []) or [])
+            b.loop(b.const(0, i64), b.const(self.key.panels, i64), [], panel_body)
+            return []
+
+        b.loop(*self.chunk_rows, [], row_body)
         self.columns, self.weights = stack
 
     def decoded_products(self, row: SSAValue, panel: SSAValue) -> SSAValue:
