@@ -153,7 +153,7 @@ def framed(conv: ImplicitConv, before: tuple[int, int], phase: tuple[int, int]) 
     key = dataclasses.replace(conv.key, window=window, lanes=padded_batch(ho * wq))
     at = dataclasses.replace(conv, key=key, phase=phase, before=before, read_offset=top * wq + left)
     shift = (at.read_offset - at.line_start) % 16
-    if shift and key.shifts_columns(1):  # its rows start `shift` floats past a line (rows of SHIFT_PITCHES)
+    if shift and key.loads_from_lines(1):  # its rows start `shift` floats past a line (rows of SHIFT_PITCHES)
         at = dataclasses.replace(at, key=dataclasses.replace(key, read_shift=shift))
     return at
 

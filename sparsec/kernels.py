@@ -453,7 +453,7 @@ class KernelKey:
         _taps, _width, plane, pitch, _dh, _dw, _sh, sw = self.window
         return tuple((p * sw + q) * plane + row * pitch + column for p, q, row, column in self.window_taps)
 
-    def shifts_columns(self, width: int, dilation: int = 1, stride: int = 1) -> bool:
+    def loads_from_lines(self, width: int, dilation: int = 1, stride: int = 1) -> bool:
         """Whether the implicit variant of a convolution with a window `width` columns
         wide (at that column dilation and stride) may load its taps' inputs from whole
         cache lines (`column_shifts`): the batched kernels on AVX-512 whose products
@@ -474,10 +474,10 @@ class KernelKey:
         """The row pitch of the implicit variant's planes for a window `width` columns
         wide at that column dilation and stride on rows of `pitch` columns: the smallest
         of SHIFT_PITCHES at least `pitch` within SHIFT_PITCH_SLACK of it where the
-        kernel `shifts_columns`, else `pitch`. Strided windows keep theirs: one tap
+        kernel `loads_from_lines`, else `pitch`. Strided windows keep theirs: one tap
         column in three is off its line there, and 128 -> 128 3x3 at 56 x 56, stride 2,
         ran 0.92x as fast with its rows of 29 lanes grown to 32."""
-        if width < 2 or stride != 1 or not self.shifts_columns(width, dilation, stride):
+        if width < 2 or stride != 1 or not self.loads_from_lines(width, dilation, stride):
             return pitch
         return next((wide for wide in SHIFT_PITCHES if pitch <= wide <= pitch * SHIFT_PITCH_SLACK), pitch)
 
@@ -496,7 +496,7 @@ class KernelKey:
         if not self.window or self.window[3] not in SHIFT_PITCHES:
             return ()
         width, dw, sw = self.window[1], self.window[5], self.window[7]
-        if not self.shifts_columns(width, dw, sw):
+        if not self.loads_from_lines(width, dw, sw):
             return ()
         if width == 1:
             return (self.read_shift,) if self.read_shift else ()

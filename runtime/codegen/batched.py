@@ -195,7 +195,7 @@ class BatchedKernel(Kernel):
                     if self.sorts_by_shift:
                         counts = self.sort_by_shift(row, count)
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.sorted_multiply(row, lane, counts, vectors, first_panel), self.product_widths)
-                    elif self.key.column_shifts:
+                    elif self.shifts_taps:
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.shifted_multiply(row, lane, panel, count, vectors, first_panel), self.product_widths)
                     else:
                         self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.multiply(row, lane, count, vectors, first_panel), self.product_widths)
@@ -405,11 +405,14 @@ class BatchedKernel(Kernel):
     def multiply(self, row: SSAValue, lane: SSAValue, count: SSAValue, vectors: int, first_panel: SSAValue) -> None:
         """y[row, lane:lane + 16 * vectors] = (on the first panel) or += (on the others)
         the `count` decoded products times their inputs; with the bias and activation
-        when this store is final (`fuses_epilogue`)."""
-        x_lanes = self.b.element_ptr(self.x, self.b.add(lane, self.group_floats(row)), f32)
+        when this store is final (`fuses_epilogue`). A framed 1x1 window's inputs lie
+        its `read_shift` past their lines: they load from the lines, and the sums move
+        into place (`moved_into_place`)."""
+        shift = self.key.read_shift
+        x_lanes = self.lines(self.b.element_ptr(self.x, self.b.add(lane, self.group_floats(row)), f32), shift)
         ways = self.ways(vectors)
-        (sums,) = self.product_sums([(x_lanes, self.columns, self.weights)], ways, count, vectors, ways, 1)
-        self.store_tile(row, lane, sums, first_panel)
+        sums = self.product_sums([(x_lanes, self.columns, self.weights)], ways, count, vectors, ways, 1)
+        self.store_tile(row, lane, self.moved_into_place([shift], sums, vectors) if shift else sums[0], first_panel)
 
     def product_sums(self, sources: list[tuple[SSAValue, SSAValue, SSAValue]], stride: int, count: SSAValue, vectors: int, per_source: int, per_set: int) -> list[list[SSAValue]]:
         """For each source (inputs, columns, weights), the sum of its products' weights
@@ -452,24 +455,23 @@ class BatchedKernel(Kernel):
                 total = b.fadd(total, b.select(first_panel, zero, b.load_at(at, F32x16, alignment=4)))
             self.store_output(total, row, at)
 
+    @property
+    def shifts_taps(self) -> bool:
+        """Whether the kernel loads the inputs of a window wider than one column from
+        whole lines (KernelKey.column_shifts), each tap column's products summed apart."""
+        return len(self.key.column_shifts) > 1
+
     def shifted_multiply(self, row: SSAValue, lane: SSAValue, panel: SSAValue, count: SSAValue, vectors: int, first_panel: SSAValue) -> None:
-        """`multiply` for a kernel that loads every input from whole lines
-        (KernelKey.column_shifts): each tap column's products sum apart, loading from
-        their shift before their inputs, and each sum moves into place at the end by a
-        permute with the vector after it. (A row's last vector would take lanes from
-        the next row's, but those are past its output columns, and dropped.) A window's
-        runs go through its taps in turn (`run_major`), so a round of kernel-width runs
-        holds one of each tap column (`round_shifts`); a 1x1 convolution's products all
-        share its `read_shift`."""
+        """`multiply` for an n:m kernel that loads its taps' inputs from whole lines
+        (`shifts_taps`): each tap column's products sum apart, loading from their shift
+        before their inputs, and each sum moves into place at the end by a permute with
+        the vector after it. (A row's last vector would take lanes from the next row's,
+        but those are past its output columns, and dropped.) The runs go through the
+        window's taps in turn (`run_major`), so a round of kernel-width runs holds one
+        of each tap column (`round_shifts`)."""
         b, key = self.b, self.key
         kept, width = key.m - key.n, key.window[1]
         x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
-        if width == 1:
-            ways = self.ways(vectors)
-            lines = self.lines(x_lanes, key.read_shift)
-            sums = self.product_sums([(lines, self.columns, self.weights)], ways, count, vectors, ways, 1)
-            self.store_tile(row, lane, self.moved_into_place([key.read_shift], sums, vectors), first_panel)
-            return
         shifts = self.round_shifts(panel)
         sources = [(self.lines(x_lanes, shift), *(b.element_ptr(array, b.const(way * kept, i64), ty) for array, ty in ((self.columns, i32), (self.weights, f32)))) for way, shift in enumerate(shifts)]
         sums = self.product_sums(sources, width * kept, count, vectors, kept, kept)
@@ -478,7 +480,8 @@ class BatchedKernel(Kernel):
     def lines(self, x_lanes: SSAValue, shift: SSAValue | int) -> SSAValue:
         """Where inputs `shift` floats past `x_lanes` (on their lines) load from."""
         b = self.b
-        shift = b.const(shift, i64) if isinstance(shift, int) else shift
+        if isinstance(shift, int):
+            return b.element_ptr(x_lanes, b.const(-shift, i64), f32) if shift else x_lanes
         return b.element_ptr(x_lanes, b.sub(b.const(0, i64), shift), f32)
 
     def moved_into_place(self, shifts: list[SSAValue | int], sums: list[list[SSAValue]], vectors: int) -> list[SSAValue]:
@@ -505,7 +508,7 @@ class BatchedKernel(Kernel):
         """Whether a panel's decoded products are sorted by column shift before they
         multiply (`sort_by_shift`): a bitmask weight's with a window, whose kept
         columns, channel by channel, say nothing of their tap columns in advance."""
-        return self.key.kind == "bitmask" and len(self.key.column_shifts) > 1
+        return self.key.kind == "bitmask" and self.shifts_taps
 
     @property
     def distinct_shifts(self) -> list[int]:

@@ -269,12 +269,10 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
         x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(first_row)), f32)
 
         def slice_body(in_block: SSAValue, _state) -> list[SSAValue]:
-            if key.read_shift:  # a framed 1x1 window's inputs, loaded from their lines (KernelKey.column_shifts)
-                sums = self.kept_sums(self.lines(x_lanes, key.read_shift), first, last, vectors, in_block)
-                rows = [sums[r * vectors : (r + 1) * vectors] for r in range(key.block_slice)]
+            totals = self.kept_sums(self.lines(x_lanes, key.read_shift), first, last, vectors, in_block)
+            if key.read_shift:  # a framed 1x1 window's inputs, loaded from their lines (BatchedKernel.multiply)
+                rows = [totals[r * vectors : (r + 1) * vectors] for r in range(key.block_slice)]
                 totals = [total for row_sums in rows for total in self.moved_into_place([key.read_shift], [row_sums], vectors)]
-            else:
-                totals = self.kept_sums(x_lanes, first, last, vectors, in_block)
             for r in range(key.block_slice):
                 row = b.add(first_row, b.add(in_block, b.const(r, i64)))
                 inside = b.icmp("slt", row, b.const(key.rows, i64)) if key.rows % key.block else None
