@@ -249,6 +249,10 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
         b, key = self.b, self.key
 
         def row_block_body(row_block: SSAValue, _state) -> list[SSAValue]:
+            if key.window:
+                first_row = b.mul(row_block, b.const(key.block, i64))
+                rows_end = b.smin(b.add(first_row, b.const(key.block, i64)), b.const(key.rows, i64))
+                b.loop(first_row, rows_end, [], lambda row, _s: self.prefetch_outputs(row) or [])
             first = b.load(self.a2, row_block, i64)
             last = b.load(self.a2, b.add(row_block, b.const(1, i64)), i64)
             self.lane_tiles(first_lane, last_lane, lambda lane, vectors: self.block_lanes(row_block, lane, first, last, vectors), self.lane_widths)
