@@ -84,7 +84,7 @@ L2, and the tiled block and dense kernels read every batch row's inputs (16 KiB 
 at K = 4096) for each tile of weight rows. 4096x4096, one thread, 256 rows, ms in one
 call / in chunks of 32 / of 64: batched block 4 at 50% 112 / 33 / 35, batched n:m 3:4
 45 / 27 / 28, batched unstructured 90% 26 / 22 / 19, tiled block 16 at 90% 37 / 9.5 /
-9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance.md). The
+9.6; dense 633 in one call, 100 in chunks of 8, 136 of 16 (docs/performance-history.md). The
 tiled bitmask and n:m kernels run only below the batched threshold."""
 IMPLICIT_PANEL_BYTES = {"default": 24 * 1024, "zen": 24 * 1024, "rapids": 32 * 1024}
 """By KernelKey.tuning, the most inputs (bytes, for 64 lanes) one column panel of an
