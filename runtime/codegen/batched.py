@@ -418,7 +418,7 @@ class BatchedKernel(Kernel):
         its `read_shift` past their lines: they load from the lines, and the sums move
         into place (`moved_into_place`)."""
         shift = self.key.read_shift
-        x_lanes = self.lines(self.b.element_ptr(self.x, self.b.add(lane, self.group_floats(row)), f32), shift)
+        x_lanes = self.lines(self.input_lanes(row, lane), shift)
         ways = self.ways(vectors)
         sums = self.product_sums([(x_lanes, self.columns, self.weights)], ways, count, vectors, ways, 1)
         self.store_tile(row, lane, self.moved_into_place([shift], sums, vectors) if shift else sums[0], first_panel)
@@ -480,7 +480,7 @@ class BatchedKernel(Kernel):
         of each tap column (`round_shifts`)."""
         b, key = self.b, self.key
         kept, width = key.m - key.n, key.window[1]
-        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
+        x_lanes = self.input_lanes(row, lane)
         shifts = self.round_shifts(panel)
         sources = [(self.lines(x_lanes, shift), *(b.element_ptr(array, b.const(way * kept, i64), ty) for array, ty in ((self.columns, i32), (self.weights, f32)))) for way, shift in enumerate(shifts)]
         sums = self.product_sums(sources, width * kept, count, vectors, kept, kept)
@@ -566,7 +566,7 @@ class BatchedKernel(Kernel):
         and loaded from its lines, then each shift's rest; each shift's sums then move
         into place (`moved_into_place`)."""
         b = self.b
-        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(row)), f32)
+        x_lanes = self.input_lanes(row, lane)
         common = functools.reduce(b.smin, counts)
         arrays = [(b.element_ptr(self.sorted_columns, b.const(index * self.sort_stride, i64), i32), b.element_ptr(self.sorted_weights, b.const(index * self.sort_stride, i64), f32)) for index in range(len(counts))]
         sources = [(self.lines(x_lanes, shift), *array) for shift, array in zip(self.distinct_shifts, arrays)]
@@ -599,6 +599,11 @@ class BatchedKernel(Kernel):
         taken in, copied there first), else `total`."""
         b = self.b
         return b.fadd(total, b.load_at(at, F32x16, alignment=4)) if self.key.accumulate else total
+
+    def input_lanes(self, row: SSAValue, lane: SSAValue) -> SSAValue:
+        """Where weight row `row`'s inputs of lane `lane` start: in its group's planes
+        (`group_floats`), at the lane."""
+        return self.b.element_ptr(self.x, self.b.add(lane, self.group_floats(row)), f32)
 
     def group_floats(self, row: SSAValue) -> SSAValue:
         """Where weight row `row`'s group of a grouped convolution's implicit variant

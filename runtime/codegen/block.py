@@ -270,7 +270,7 @@ class BatchedBlockKernel(BlockKernelBase, BatchedKernel):
         the code is one slice's; rows past N are not stored)."""
         b, key = self.b, self.key
         first_row = b.mul(row_block, b.const(key.block, i64))
-        x_lanes = b.element_ptr(self.x, b.add(lane, self.group_floats(first_row)), f32)
+        x_lanes = self.input_lanes(first_row, lane)
 
         def slice_body(in_block: SSAValue, _state) -> list[SSAValue]:
             totals = self.kept_sums(self.lines(x_lanes, key.read_shift), first, last, vectors, in_block)
