@@ -1856,6 +1856,12 @@ class Executor:
             ]
             return Profile(rows, wall / runs)
 
+    def generated_kernels(self) -> list[str]:
+        """What generated kernels run the steps (`Profile`'s runs_as, numpy's steps and
+        those taken in left out), in step order, each once."""
+        kinds = (self._runs_as(step) for step in self.steps)
+        return list(dict.fromkeys(kind for kind in kinds if kind not in ("numpy", TAKEN_IN)))
+
     def _takers(self) -> dict[int, str]:
         """The name of the step that takes each put-off step in, by the put-off step's id."""
         takers: dict[int, str] = {}

@@ -73,14 +73,21 @@ def fixed_batch(model: Model) -> int | None:
     return shapes[0][0] if shapes[0] else 1
 
 
-def check_compiled(model: Model, path: str | Path) -> None:
-    """An error for a model with no kernel ops, whose "sparsec jit" row would time numpy:
-    an uncompiled model, or an artifact whose weights were all left dense and small."""
+def check_compiled(model: Model, path: str | Path) -> str | None:
+    """An error for a model with nothing of sparsec's to time: an uncompiled model, or
+    an artifact whose weights were all left dense and whose engine runs no step as a
+    generated kernel (its "sparsec jit" row would time numpy alone). For an artifact
+    whose weights were all left dense but whose pools or normalizations run as
+    generated kernels, a note that says what its sparsec row times; else None."""
     if any(isinstance(op, KernelOp) for op in model.module.walk()):
-        return
-    if Path(path).suffix == ".spx":
-        raise SparsecError(f"'{path}' has no layer that runs as a generated kernel (every weight was left dense: see `sparsec inspect`, and compile's --min-elements); there is nothing of sparsec's to time")
-    raise SparsecError(f"'{path}' is not compiled: bench times a compiled model; make one with `sparsec compile {path} --pattern nm:2:4 -o model.spx`")
+        return None
+    if Path(path).suffix != ".spx":
+        raise SparsecError(f"'{path}' is not compiled: bench times a compiled model; make one with `sparsec compile {path} --pattern nm:2:4 -o model.spx`")
+    left_dense = "every weight was left dense: see `sparsec inspect`, and compile's --min-elements"
+    kernels = model.compiled().generated_kernels()
+    if not kernels:
+        raise SparsecError(f"'{path}' runs no step as a generated kernel ({left_dense}); there is nothing of sparsec's to time")
+    return f"'{path}' has no sparse layer ({left_dense}); its sparsec row times its {', '.join(kernels)} and numpy"
 
 
 def check_batch(model: Model, batch: int) -> None:

@@ -340,7 +340,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sparsec.runtime.workers import available_cpus
 
     model = load(args.model, threads=args.threads, engine="jit")
-    check_compiled(model, args.model)
+    if (note := check_compiled(model, args.model)) is not None:
+        print(f"sparsec: note: {note}", file=sys.stderr)
     dense = Path(args.dense) if args.dense else model.source_model
     if dense is not None and not dense.is_file():
         if args.dense:
