@@ -32,12 +32,11 @@ from threadpoolctl import threadpool_limits
 from sparsec import reference
 from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.errors import SparsecError
-from sparsec.frontend.onnx import model_skeleton
 from sparsec.model import Model, load
-from sparsec.ort_profile import Baseline, beside_steps, run_profile
 from sparsec.tables import aligned
 
 if TYPE_CHECKING:
+    from sparsec.ort_profile import Baseline
     from sparsec.runtime.executor import Profile, StepTime
 
 WARMUP = 3
@@ -211,6 +210,9 @@ def profile(model: Model, batch: int, runs: int, dense: Path | None = None, thre
     executor = model.compiled()
     if dense is None:
         return executor.profile(feeds, runs), None
+    from sparsec.frontend.onnx import model_skeleton  # imports onnx: only what reads ONNX pays for it
+    from sparsec.ort_profile import beside_steps, run_profile
+
     with tempfile.TemporaryDirectory() as tmp:
         session = _onnxruntime_session(dense, threads, profile_prefix=str(Path(tmp) / "onnxruntime"))
         run_ort = lambda: session.run(None, feeds)  # noqa: E731

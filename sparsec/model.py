@@ -21,9 +21,7 @@ from sparsec.artifact import read_spx, source_of, write_spx
 from sparsec.context import SparsecContext, make_context
 from sparsec.errors import SparsecError
 from sparsec.export.coreml import write_mlpackage
-from sparsec.export.onnx import write_onnx
 from sparsec.fileio import check_output_path
-from sparsec.frontend.onnx import import_onnx
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, module_text, read_mlir, write_mlir
 from sparsec.pipeline import Instrumentation, PassTiming, parse_pipeline, run_pipeline
 from sparsec.weights import WeightStore
@@ -91,6 +89,8 @@ class Model:
             case ".mlir":
                 write_mlir(self.module, self.weights, path, inline_limit=inline_limit, debuginfo=debuginfo)
             case ".onnx":
+                from sparsec.export.onnx import write_onnx  # imports onnx: only what reads or writes ONNX pays for it
+
                 write_onnx(self.module, self.weights, path)
             case ".spx":
                 write_spx(self.module, self.weights, path, self.source_model)
@@ -115,6 +115,8 @@ def load(path: str | Path, threads: int | None = None, engine: str | None = None
     ctx = make_context()
     match path.suffix:
         case ".onnx":
+            from sparsec.frontend.onnx import import_onnx  # imports onnx: only what reads or writes ONNX pays for it
+
             module = import_onnx(path, ctx)
         case ".spx":
             module = read_spx(path, ctx, verify=verify)

@@ -7,6 +7,8 @@ import ctypes
 import dataclasses
 import math
 import mmap
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -465,6 +467,23 @@ def test_disk_cache_has_an_entry_per_kernel(tmp_path, monkeypatch):
     assert not several.from_cache and len(list(tmp_path.glob("*.o"))) == 3
     assert all(ctypes.cast(function, ctypes.c_void_p).value for function in several.functions.values())
     assert compile_kernels(list(reversed(keys))).from_cache
+
+
+def test_run_from_the_cache_imports_no_code_generator(tmp_path, monkeypatch):
+    """A process whose kernels all come from the disk cache starts without the code
+    generator (xDSL's llvm dialect and its translator) and without onnx: a second
+    `sparsec run` of an artifact loads object code only."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path / "cache"))
+    small_model().save(tmp_path / "model.spx")
+    run = (
+        "import sys, numpy as np, sparsec\n"
+        f"sparsec.load({str(tmp_path / 'model.spx')!r}, threads=1).run({{'x': np.ones((2, 70), np.float32)}})\n"
+        "print(sorted(m for m in ('sparsec.runtime.codegen.kernels', 'xdsl.backend.llvm.convert', 'onnx') if m in sys.modules))\n"
+    )
+    first = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["['sparsec.runtime.codegen.kernels',", "'xdsl.backend.llvm.convert']"]
+    second = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, check=True)
+    assert second.stdout.strip() == "[]"
 
 
 def test_portable_target_computes_the_same(tmp_path, monkeypatch):
