@@ -270,8 +270,8 @@ def _kernel_source(key: AnyKey) -> tuple[str, Sequence[str] | None]:
 
     The code generator (and with it xDSL's llvm dialect and its translation to
     llvmlite) is imported here, for the first kernel missing from the cache, not with
-    this module: a process whose kernels all come from the cache starts without it,
-    0.07 to 0.1 s sooner."""
+    this module: a process whose kernels all come from the cache starts without it
+    (xDSL's translator alone took 0.07 s to import here)."""
     from xdsl.backend.llvm.convert import convert_module
 
     from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module

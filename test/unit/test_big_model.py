@@ -15,6 +15,7 @@ import models
 MEASURE = """
 import json, sys, time
 import sparsec
+import sparsec.frontend.onnx  # imported on the first ONNX load; its modules are not the weights' memory
 
 
 def peak_kib():  # this process's own peak: ru_maxrss starts from pytest's, the parent's
