@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 from sparsec import reference
 from sparsec.dialects.kernel_ops import KernelOp
 from sparsec.errors import SparsecError
+from sparsec.layers import layer_weights
 from sparsec.model import Model, load
 from sparsec.tables import aligned
 
@@ -82,11 +83,11 @@ def check_compiled(model: Model, path: str | Path) -> str | None:
         return None
     if Path(path).suffix != ".spx":
         raise SparsecError(f"'{path}' is not compiled: bench times a compiled model; make one with `sparsec compile {path} --pattern nm:2:4 -o model.spx`")
-    left_dense = "every weight was left dense: see `sparsec inspect`, and compile's --min-elements"
+    why = "every weight was left dense: see `sparsec inspect`, and compile's --min-elements" if any(layer_weights(model.module)) else "it has no layer with weights"
     kernels = model.compiled().generated_kernels()
     if not kernels:
-        raise SparsecError(f"'{path}' runs no step as a generated kernel ({left_dense}); there is nothing of sparsec's to time")
-    return f"'{path}' has no sparse layer ({left_dense}); its sparsec row times its {', '.join(kernels)} and numpy"
+        raise SparsecError(f"'{path}' runs no step as a generated kernel ({why}); there is nothing of sparsec's to time")
+    return f"'{path}' has no sparse layer ({why}); its sparsec row times its {', '.join(kernels)} and numpy"
 
 
 def check_batch(model: Model, batch: int) -> None:

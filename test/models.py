@@ -99,6 +99,15 @@ def conv_same() -> onnx.ModelProto:
     )
 
 
+def pool() -> onnx.ModelProto:
+    """A MaxPool alone: a model without weights."""
+    return _model(
+        [helper.make_node("MaxPool", ["x"], ["out"], name="pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", F32, [1, 4, 9, 9])],
+        [helper.make_tensor_value_info("out", F32, [1, 4, 5, 5])],
+    )
+
+
 def depthwise() -> onnx.ModelProto:
     """A MobileNet block: depthwise 3x3 Conv (stride 2, padded, bias), Relu, 1x1 Conv."""
     rng = _rng()
@@ -279,7 +288,7 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, depthwise, residual, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
 }
 
 
