@@ -65,7 +65,7 @@ made unsigned first for the u predicates)."""
 _PURE: frozenset[type[Operation]] = frozenset({
     llvm.AddOp, llvm.SubOp, llvm.MulOp, llvm.AndOp, llvm.OrOp, llvm.ShlOp, llvm.LShrOp, llvm.UDivOp, llvm.URemOp,
     llvm.FAddOp, llvm.FSubOp, llvm.FMulOp, llvm.FDivOp, llvm.FMAOp, llvm.SelectOp, llvm.ICmpOp,
-    llvm.ZExtOp, llvm.SExtOp, llvm.TruncOp, llvm.FPExtOp, llvm.BitcastOp,
+    llvm.ZExtOp, llvm.TruncOp, llvm.FPExtOp, llvm.BitcastOp,
     llvm.GEPOp, llvm.ShuffleVectorOp, llvm.InsertElementOp, llvm.UndefOp,
 })  # fmt: skip
 """Ops without effects, whose result depends on their operands alone (`FunctionBuilder.templated`)."""
@@ -337,9 +337,6 @@ class FunctionBuilder:
 
     def fpext(self, value: SSAValue, ty: Attribute = f32) -> SSAValue:
         return self.templated(("fpext", value.type, ty), [value], lambda: llvm.FPExtOp(value, ty))
-
-    def sext(self, value: SSAValue, ty: Attribute) -> SSAValue:
-        return self.templated(("sext", value.type, ty), [value], lambda: llvm.SExtOp(value, ty))
 
     def trunc(self, value: SSAValue, ty: Attribute) -> SSAValue:
         return self.templated(("trunc", value.type, ty), [value], lambda: llvm.TruncOp(value, ty))
