@@ -169,13 +169,15 @@ class PoolKernel(UnitKernel):
 
     def total(self, tap_rows: list[SSAValue], masks: dict[int, SSAValue], weights: list[list[SSAValue]] | None) -> SSAValue:
         """The sum, or (depthwise) the sum weighted by `weights`, of the window taps of
-        16 outputs whose tap rows start at `tap_rows`, tap by tap, rows first."""
-        b = self.b
-        total = b.vector_const([0.0] * 16, f32)
+        16 outputs whose tap rows start at `tap_rows`, tap by tap, rows first, from the
+        first tap as the reference sums (0 + x would turn a -0 sum into +0, and put
+        one more add on the chain: ShuffleNet's depthwise steps 1.02x to 1.12x as long)."""
+        total = None
         for i, at in enumerate(tap_rows):
             for j, values in enumerate(self.row_taps(at, masks)):
-                total = b.fadd(total, values if weights is None else b.fmul(values, weights[i][j]))
-        return total
+                term = values if weights is None else self.b.fmul(values, weights[i][j])
+                total = term if total is None else self.b.fadd(total, term)
+        return total  # pyright: ignore
 
     def row_taps(self, at: SSAValue, masks: dict[int, SSAValue]) -> list[SSAValue]:
         """The inputs of 16 consecutive outputs' taps in the tap row at `at`, by column:

@@ -235,6 +235,20 @@ def test_max_pool_kernel_propagates_nan(tmp_path, strides):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
+def test_average_pool_kernel_keeps_the_sign_of_zero(tmp_path, strides):
+    """A window of negative zeros sums to -0, its average -0, as in the reference, which
+    sums from the first tap (a sum from +0 turned it into +0); a window that takes a pad
+    (+0) in averages to +0."""
+    pool_model(tmp_path / "pool.onnx", "AveragePool", [1, 4, 9, 37], {"kernel_shape": [3, 3], "strides": strides, "pads": [1, 1, 1, 1]})
+    x = np.full((1, 4, 9, 37), -0.0, np.float32)
+    model = sparsec.load(tmp_path / "pool.onnx")
+    executor = Executor(model.module, model.weights, threads=1)
+    got, expected = executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"]
+    assert executor.pools and np.signbit(expected).any() and not np.signbit(expected).all()
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
 def test_depthwise_kernel_on_pruned_weights(tmp_path):
     """A depthwise convolution whose weights were pruned and packed (lower-kernels
     leaves grouped convolutions to the executor) runs the pool kernel on the decoded
