@@ -3,6 +3,7 @@
 from xdsl.passes import ModulePass
 
 from sparsec.passes.fold_batch_norm import FoldBatchNormPass
+from sparsec.passes.fuse_gelu import FuseGeluPass
 from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
 from sparsec.passes.prune_magnitude import PruneMagnitudePass
@@ -15,6 +16,7 @@ from sparsec.passes.unpack import UnpackPass
 
 ALL_PASSES: tuple[type[ModulePass], ...] = (
     FoldBatchNormPass,
+    FuseGeluPass,
     LowerKernelsPass,
     PackBitmaskPass,
     PruneMagnitudePass,

@@ -225,14 +225,18 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
 def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePass, ...]:
     """What `compile` runs: --pattern's pruning, then -p, then for a `.spx` batch
     normalizations folded into their convolutions (after pruning, so the weights are
-    pruned as the model stores them), packing (for a `.spx` or `.mlpackage`) and kernel
-    lowering (for a `.spx`) unless the pipeline did them, then --report. Parsed once,
-    so option and file checks happen once, before the model loads."""
+    pruned as the model stores them) and GELUs written out with Erf fused (so that
+    lower-kernels fuses them into the layer before), packing (for a `.spx` or
+    `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did them, then
+    --report. Parsed once, so option and file checks happen once, before the model
+    loads."""
     passes = parse_pipeline(",".join(stage for stage in (_pattern_pass(args), args.passes) if stage))
     names = {p.name for p in passes}
     extra = []
     if output_kind == ".spx" and not names & {"fold-batch-norm", "pack-bitmask"}:
         extra.append("fold-batch-norm")
+    if output_kind == ".spx" and not names & {"fuse-gelu", "lower-kernels"}:
+        extra.append("fuse-gelu")
     if output_kind in (".spx", ".mlpackage") and "pack-bitmask" not in names:
         extra.append("pack-bitmask")
     if output_kind == ".spx" and "lower-kernels" not in names:

@@ -171,6 +171,43 @@ def transformer_mlp(d: int = 16, h: int = 32) -> onnx.ModelProto:
     )
 
 
+def exported_gelu(d: int = 16, h: int = 64) -> onnx.ModelProto:
+    """A transformer MLP as PyTorch exports it before opset 20: inputs of (batch,
+    sequence, d), MatMul then Add for each Linear, GELU written out as Div, Erf, Add,
+    Mul, Mul (what fuse-gelu fuses), a residual Add. Weights are float16 values, so a
+    model packed with float16 values computes what onnxruntime does on this one."""
+    rng = _rng()
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float16).astype(np.float32)
+
+    return _model(
+        [
+            helper.make_node("MatMul", ["x", "w_up"], ["up"], name="up"),
+            helper.make_node("Add", ["up", "b_up"], ["u"], name="up_bias"),
+            helper.make_node("Div", ["u", "sqrt2"], ["scaled"], name="gelu_div"),
+            helper.make_node("Erf", ["scaled"], ["erf"], name="gelu_erf"),
+            helper.make_node("Add", ["erf", "one"], ["erf1"], name="gelu_add"),
+            helper.make_node("Mul", ["u", "erf1"], ["prod"], name="gelu_mul"),
+            helper.make_node("Mul", ["prod", "half"], ["g"], name="gelu"),
+            helper.make_node("MatMul", ["g", "w_down"], ["down"], name="down"),
+            helper.make_node("Add", ["down", "b_down"], ["dn"], name="down_bias"),
+            helper.make_node("Add", ["x", "dn"], ["out"], name="residual"),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["batch", "sequence", d])],
+        [helper.make_tensor_value_info("out", F32, ["batch", "sequence", d])],
+        [
+            _init("w_up", weight(d, h)),
+            _init("b_up", weight(h)),
+            _init("w_down", weight(h, d)),
+            _init("b_down", weight(d)),
+            _init("sqrt2", np.array(np.sqrt(2), np.float32)),
+            _init("one", np.array(1, np.float32)),
+            _init("half", np.array(0.5, np.float32)),
+        ],
+    )
+
+
 def wide() -> onnx.ModelProto:
     """One Gemm (transB) + bias + Relu with 1024 inputs: rows long enough for the
     panelled kernel variant."""
@@ -288,7 +325,7 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
 }
 
 
