@@ -90,6 +90,49 @@ def check_compiled(model: Model, path: str | Path) -> str | None:
     return f"'{path}' has no sparse layer ({why}); its sparsec row times its {', '.join(kernels)} and numpy"
 
 
+InputShapes = dict[str, tuple[int | None, ...]]
+"""Input shapes given by `--shape`, by input name: None where each batch goes (`?`)."""
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int | None, ...]]:
+    """`NAME=DIMS` (`x=1x128x768`, `?` for the batch) as the name and the sizes."""
+    name, equals, dims = text.partition("=")
+    sizes = dims.split("x")
+    if not equals or not name or not all(size == "?" or (size.isdigit() and int(size) > 0) for size in sizes):
+        raise ValueError(f"{text!r} is not NAME=DIMS, such as x=1x128x768 (sizes of 1 or more, ? for the batch)")
+    return name, tuple(None if size == "?" else int(size) for size in sizes)
+
+
+def _shown(sizes: tuple[int | None, ...]) -> str:
+    return "x".join("?" if size is None or size < 0 else str(size) for size in sizes)
+
+
+def check_shapes(model: Model, shapes: InputShapes) -> None:
+    """An error for a `--shape` the model's inputs cannot take: an unknown input, another
+    rank, or a size other than one the model fixes."""
+    inputs = input_shapes(model)
+    for name, sizes in shapes.items():
+        given = f"--shape {name}={_shown(sizes)}"
+        if name not in inputs:
+            raise SparsecError(f"{given}: the model has no input '{name}' (inputs: {', '.join(inputs)})")
+        shape = inputs[name]
+        if len(sizes) != len(shape):
+            raise SparsecError(f"{given}: input '{name}' has {len(shape)} dimensions ({_shown(shape)})")
+        for axis, (size, fixed) in enumerate(zip(sizes, shape)):
+            if fixed >= 0 and size != fixed:
+                raise SparsecError(f"{given}: dimension {axis} of input '{name}' is fixed at {fixed} ({_shown(shape)})")
+
+
+def feed_shapes(model: Model, batch: int, shapes: InputShapes | None = None) -> dict[str, tuple[int, ...]]:
+    """Each input's shape at `batch`: its `--shape`, `batch` for each `?`; else the
+    model's, `batch` for each dimension given at run time."""
+    shapes = shapes or {}
+    return {
+        name: tuple(batch if size is None or size < 0 else size for size in shapes.get(name, shape))
+        for name, shape in input_shapes(model).items()
+    }
+
+
 def check_batch(model: Model, batch: int) -> None:
     """An error for a batch the model's fixed input shapes do not have."""
     fixed = fixed_batch(model)
@@ -98,14 +141,11 @@ def check_batch(model: Model, batch: int) -> None:
         raise SparsecError(f"batch {batch}: the model's inputs have fixed shapes ({shapes}); its batch is {fixed}")
 
 
-def random_inputs(model: Model, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard normal inputs, `batch` for each dimension given at run time."""
+def random_inputs(model: Model, batch: int, seed: int = 0, shapes: InputShapes | None = None) -> dict[str, np.ndarray]:
+    """Standard normal inputs of `feed_shapes`."""
     check_batch(model, batch)
     rng = np.random.default_rng(seed)
-    return {
-        name: rng.standard_normal([d if d >= 0 else batch for d in shape]).astype(np.float32)
-        for name, shape in input_shapes(model).items()
-    }
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in feed_shapes(model, batch, shapes).items()}
 
 
 def measure(engines: dict[str, Callable[[], object]], runs: int, seconds: float) -> list[Timing]:
@@ -165,8 +205,8 @@ def _onnxruntime_session(path: Path, threads: int, profile_prefix: str | None = 
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def bench(model: Model, dense: Path | None, batch: int, threads: int, runs: int, seconds: float) -> list[Timing]:
-    feeds = random_inputs(model, batch)
+def bench(model: Model, dense: Path | None, batch: int, threads: int, runs: int, seconds: float, shapes: InputShapes | None = None) -> list[Timing]:
+    feeds = random_inputs(model, batch, shapes=shapes)
     executor = model.compiled()
     engines: dict[str, Callable[[], object]] = {f"sparsec jit ({threads} thread{'s' if threads > 1 else ''})": lambda: executor.run(feeds)}
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(threads):
@@ -182,10 +222,12 @@ def bench(model: Model, dense: Path | None, batch: int, threads: int, runs: int,
         return measure(engines, runs, seconds)
 
 
-def format_timings(timings: list[Timing], batch: int) -> str:
+def format_timings(timings: list[Timing], batch: int, inputs: dict[str, tuple[int, ...]]) -> str:
+    """The table of `timings`, under the batch and the input shapes it ran."""
     base = timings[0].median_ms
     width = max(len(t.engine) for t in timings)
-    lines = [f"batch {batch}", f"{'engine'.ljust(width)}  median ms    p90 ms  sparsec speed-up"]
+    shapes = ", ".join(f"{name} {_shown(shape)}" for name, shape in inputs.items())
+    lines = [f"batch {batch}: {shapes}", f"{'engine'.ljust(width)}  median ms    p90 ms  sparsec speed-up"]
     for timing in timings:
         lines.append(
             f"{timing.engine.ljust(width)}  {timing.median_ms:9.3f}  {timing.p90_ms:8.3f}  {timing.median_ms / base:15.2f}x"
@@ -193,21 +235,22 @@ def format_timings(timings: list[Timing], batch: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timing_rows(timings: list[Timing], batch: int) -> list[dict[str, object]]:
+def timing_rows(timings: list[Timing], batch: int, inputs: dict[str, tuple[int, ...]]) -> list[dict[str, object]]:
     """`format_timings`' table as rows for JSON (`sparsec bench --json`)."""
     base = timings[0].median_ms
+    shapes = {name: list(shape) for name, shape in inputs.items()}
     return [
-        {"batch": batch, "engine": t.engine, "median_ms": t.median_ms, "p90_ms": t.p90_ms, "sparsec_speedup": t.median_ms / base}
+        {"batch": batch, "inputs": shapes, "engine": t.engine, "median_ms": t.median_ms, "p90_ms": t.p90_ms, "sparsec_speedup": t.median_ms / base}
         for t in timings
     ]
 
 
-def profile(model: Model, batch: int, runs: int, dense: Path | None = None, threads: int = 1) -> tuple[Profile, Baseline | None]:
+def profile(model: Model, batch: int, runs: int, dense: Path | None = None, threads: int = 1, shapes: InputShapes | None = None) -> tuple[Profile, Baseline | None]:
     """Where sparsec's engine spends a run of `model` at `batch`, step by step
     (Executor.profile), over `runs` runs; with `dense`, onnxruntime's profile of the
     dense original on `threads` threads beside it, the two taking turns as in
     `measure`, so that both see the same minutes of a shared machine."""
-    feeds = random_inputs(model, batch)
+    feeds = random_inputs(model, batch, shapes=shapes)
     executor = model.compiled()
     if dense is None:
         return executor.profile(feeds, runs), None

@@ -35,7 +35,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.bench import bench, by_runs_as, check_batch, check_compiled, fixed_batch, format_profile, format_timings, profile, profile_rows, timing_rows
+from sparsec.bench import bench, by_runs_as, check_batch, check_compiled, check_shapes, feed_shapes, fixed_batch, format_profile, format_timings, parse_shape, profile, profile_rows, timing_rows
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -353,16 +353,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise SparsecError(f"'{args.model}' was compiled from '{dense}', which is gone: give the dense original with --dense ORIGINAL.onnx")
     threads = args.threads or available_cpus()
     batches = args.batch or [fixed_batch(model) or 1]
+    names = [name for name, _ in args.shape]
+    if twice := next((name for name in names if names.count(name) > 1), None):
+        raise SparsecError(f"--shape: input '{twice}' is given twice")
+    shapes = dict(args.shape)
+    check_shapes(model, shapes)
     for batch in batches:
         check_batch(model, batch)  # before the first table, not after it
     report: dict[str, list] = {"timings": [], "profile": [], "profile_by_runs_as": []}
     for batch in batches:
-        timings = bench(model, dense, batch, threads, args.runs, args.seconds)
-        report["timings"] += timing_rows(timings, batch)
+        timings = bench(model, dense, batch, threads, args.runs, args.seconds, shapes)
+        inputs = feed_shapes(model, batch, shapes)
+        report["timings"] += timing_rows(timings, batch, inputs)
         if not args.json:
-            sys.stdout.write(format_timings(timings, batch))
+            sys.stdout.write(format_timings(timings, batch, inputs))
         if args.profile:
-            steps, baseline = profile(model, batch, args.runs, dense, threads)
+            steps, baseline = profile(model, batch, args.runs, dense, threads, shapes)
             rows, kinds = profile_rows(steps, batch, args.profile, baseline), by_runs_as(steps, batch, baseline)
             report["profile"] += rows
             report["profile_by_runs_as"] += kinds
@@ -392,6 +398,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return value
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int | None, ...]]:
+    try:
+        return parse_shape(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:
@@ -496,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .spx artifact")
     p.add_argument("--batch", type=_positive, nargs="+",
                    help="batch sizes (default: the batch the model's inputs fix, else 1)")
+    p.add_argument("--shape", type=_input_shape, action="append", default=[], metavar="NAME=DIMS",
+                   help="an input's shape, ? for each batch: x=?x128x768 for a transformer's sequence of 128 "
+                        "(default: each batch for every dimension given at run time); repeat for more inputs")
     p.add_argument("--dense", help="the dense original .onnx (default: the model the artifact was compiled from)")
     p.add_argument("--threads", type=_positive, help="threads for sparsec and onnxruntime (default: the CPUs this process may use)")
     p.add_argument("--runs", type=_positive, default=20, help="timed runs at least (default 20)")
