@@ -110,11 +110,11 @@ class SoftmaxKernel(RowKernel):
             return [b.fadd(acc[0], powers)]
 
         (total,) = self.vectors(inputs, [self.zero], exponentials, past_row=lowest)
-        total = b.splat(b.sum_lanes(total), 16)
+        inverse = b.splat(b.fdiv(b.const(1.0, f32), b.sum_lanes(total)), 16)
 
-        def divide(column, values, lanes, _acc) -> list[SSAValue]:
-            b.store_lanes(b.fdiv(values, total), b.element_ptr(outputs, column, f32), lanes)
+        def scale(column, values, lanes, _acc) -> list[SSAValue]:
+            b.store_lanes(b.fmul(values, inverse), b.element_ptr(outputs, column, f32), lanes)
             return []
 
-        self.vectors(outputs, [], divide)
+        self.vectors(outputs, [], scale)
         return []

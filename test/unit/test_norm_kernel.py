@@ -151,3 +151,50 @@ def test_softmax_over_another_axis_stays_in_numpy(tmp_path, axis):
     assert not executor.norms
     x = np.random.default_rng(6).standard_normal((3, 4, 5)).astype(np.float32)
     np.testing.assert_allclose(executor.run({"x": x})["y"], onnxruntime_outputs(tmp_path / "softmax.onnx", {"x": x})["y"], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def attention_softmax(tmp_path_factory):
+    """A Softmax over the last axis of scores (batch, heads, sequence, sequence) whose
+    sequence is given at run time, as attention has it."""
+    path = tmp_path_factory.mktemp("attention") / "softmax.onnx"
+    return path, softmax_model(path, [1, 3, "sequence", "sequence"], -1)
+
+
+def test_softmax_over_an_axis_given_at_run_time_compiles_per_row_length(attention_softmax):
+    """A kernel for each row length the run meets, compiled on its first use; rows
+    past a cache line's start read in place."""
+    path, model = attention_softmax
+    executor = Executor(model.module, model.weights, threads=1)
+    assert [norm.key for norm in executor.norms.values()] == [None]
+    for sequence in (1, 17, 384, 17):
+        x = (np.random.default_rng(sequence).standard_normal((1, 3, sequence, sequence)) * 10).astype(np.float32)
+        got = executor.run({"x": x})["y"]
+        np.testing.assert_allclose(got, onnxruntime_outputs(path, {"x": x})["y"], rtol=1e-5, atol=1e-7)
+    assert {"softmax_f32_1", "softmax_f32_17", "softmax_f32_384"} <= set(executor.variants)
+    assert executor._runs_as(executor.steps[0]) == "softmax kernel"
+    assert all(call.input is None for call in executor.steps[0].calls.values())  # read in place: no staged copy
+
+
+def test_softmax_of_rows_of_no_values_is_an_error(attention_softmax):
+    _, model = attention_softmax
+    executor = Executor(model.module, model.weights, threads=1)
+    with pytest.raises(sparsec.errors.ExecutionError, match=r"'nn.softmax' cannot run on inputs of shapes \(1, 3, 0, 0\): a Softmax of rows of no values"):
+        executor.run({"x": np.zeros((1, 3, 0, 0), np.float32)})
+
+
+def test_softmax_of_many_rows_splits_over_threads_and_reads_views_staged(attention_softmax):
+    """12 heads of 128 x 128 scores are worth two threads; a transposed view of them
+    is not rows in one block, so the call copies it first."""
+    path, model = attention_softmax
+    executor = Executor(model.module, model.weights, threads=2)
+    try:
+        x = np.random.default_rng(3).standard_normal((1, 3, 256, 256)).astype(np.float32)
+        view = np.swapaxes(x, 2, 3)
+        for scores in (x, view):
+            got = executor.run({"x": scores})["y"]
+            np.testing.assert_allclose(got, onnxruntime_outputs(path, {"x": np.ascontiguousarray(scores)})["y"], rtol=1e-5, atol=1e-7)
+        call = executor.steps[0].calls[x.shape]
+        assert call.shares.threads == 2 and call.input is not None  # the view was staged
+    finally:
+        executor.close()
