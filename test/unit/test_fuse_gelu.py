@@ -1,6 +1,7 @@
 """fuse-gelu on a transformer MLP as PyTorch exports it before opset 20 (GELU as
 Div, Erf, Add, Mul, Mul): the GELU runs in the up projection's kernel, and the
-compiled model computes what onnxruntime computes on the original."""
+compiled model computes what onnxruntime computes on the original; every spelling of
+the GELU the pass takes fuses and computes what it did."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import models
 import numpy as np
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sparsec
+from sparsec.context import make_context
 from sparsec.dialects import nn
+from sparsec.irfile import parse_module
 from sparsec.dialects.kernel_ops import SparseMatMulOp
 from sparsec.runtime.executor import Executor
 
@@ -51,3 +56,51 @@ def test_compiled_model_matches_onnxruntime(exported, batch, sequence):
     x = _inputs(batch, sequence)
     expected = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(_run_jit(model, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def _spelled_gelu(divide: bool, swaps: tuple[bool, ...], form: str) -> str:
+    """IR of one spelling of x * 0.5 * (1 + erf(x / sqrt 2)) on tensor<?x8xf32>: by
+    Div or Mul, each binary op's operands in either order, and one of the three
+    groupings of the products."""
+    t = "tensor<?x8xf32>"
+
+    def binary(op: str, result: str, a: str, b: str, swap: bool, a_type: str = t, b_type: str = t) -> str:
+        (a, a_type), (b, b_type) = ((b, b_type), (a, a_type)) if swap else ((a, a_type), (b, b_type))
+        return f"  %{result} = nn.{op} %{a}, %{b} : ({a_type}, {b_type}) -> {t}"
+
+    s = "tensor<f32>"
+    lines = [
+        f'  %scale = nn.weight "scale" dense<{1.41421354 if divide else 0.707106769}> : {s}',
+        f'  %one = nn.weight "one" dense<1.0> : {s}',
+        f'  %half = nn.weight "half" dense<0.5> : {s}',
+        f"  %d = nn.div %x, %scale : ({t}, {s}) -> {t}" if divide else binary("mul", "d", "x", "scale", swaps[0], t, s),
+        f"  %e = nn.erf %d : ({t}) -> {t}",
+        binary("add", "a", "e", "one", swaps[1], t, s),
+    ]
+    if form == "x_a_half":
+        lines += [binary("mul", "m", "x", "a", swaps[2]), binary("mul", "y", "m", "half", swaps[3], t, s)]
+    elif form == "half_x_a":
+        lines += [binary("mul", "h", "x", "half", swaps[2], t, s), binary("mul", "y", "h", "a", swaps[3])]
+    else:
+        lines += [binary("mul", "h", "a", "half", swaps[2], t, s), binary("mul", "y", "x", "h", swaps[3])]
+    body = "\n".join(lines)
+    return f'func.func @main(%x: {t} {{sparsec.name = "x"}}) -> ({t} {{sparsec.name = "y"}}) {{\n{body}\n  func.return %y : {t}\n}}\n'
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    divide=st.booleans(),
+    swaps=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    form=st.sampled_from(["x_a_half", "half_x_a", "a_half_x"]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_spelling_fuses_and_computes_the_same(divide, swaps, form, seed):
+    ctx = make_context()
+    module = parse_module(_spelled_gelu(divide, swaps, form), ctx)
+    model = sparsec.Model(module, ctx)
+    x = (np.random.default_rng(seed).standard_normal((5, 8)) * 4).astype(np.float32)
+    before = model.run({"x": x})["y"]
+    model.apply("fuse-gelu")
+    assert [op.name for op in model.module.walk() if isinstance(op, nn.NNOp)] == ["nn.gelu"]
+    assert len(model.weights) == 0  # the constants left the store
+    np.testing.assert_allclose(model.run({"x": x})["y"], before, rtol=1e-6, atol=1e-7)
