@@ -8,8 +8,9 @@ The layer (hidden 768, 12 heads, MLP 3072, random weights) is what
 then Add for each Linear, the heads split by Reshape and Transpose, attention as
 MatMul, Div, Softmax, MatMul, LayerNormalization after each residual Add, and GELU
 written out as Div, Erf, Add, Mul, Mul (ONNX's Gelu came in opset 20). Each pattern
-goes through what `sparsec compile -o X.spx` runs (fuse-gelu included) into a .spx
-artifact; the timings are those of `sparsec bench --shape x=1xSx768` on it.
+goes through what `sparsec compile -o X.spx` runs (`mlp_block.compiled`, fuse-gelu
+included) into a .spx artifact; the timings are those of `sparsec bench --shape
+x=1xSx768` on it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,8 @@ import sparsec
 from sparsec.bench import bench
 
 from layers import cpu_description  # benchmarks/layers.py, next to this script
+from mlp_block import PATTERNS, TIMINGS_HEADER, compiled, timings_cells
 
-PATTERNS = {
-    "nm 3:4": "pattern=nm n=3 m=4",
-    "nm 2:4": "pattern=nm n=2 m=4",
-    "unstructured 75%": "pattern=unstructured sparsity=0.75",
-    "block 16 75%": "pattern=block block-size=16 sparsity=0.75",
-}
 WIDTH, HEADS, HIDDEN = 768, 12, 3072
 
 
@@ -111,25 +107,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time each engine at least this long")
     args = parser.parse_args()
     print(f"# {cpu_description()}; {args.threads} thread(s), BERT-base encoder layer, batch 1, sparsec {sparsec.__version__}")
-    print("| pattern | sequence | sparsec ms | numpy dense ms | ort dense ms | ort pruned ms | vs numpy | vs ort dense |")
+    print(f"| pattern | sequence | {TIMINGS_HEADER} |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         dense = Path(tmp) / "encoder.onnx"
         onnx.save(encoder_layer(), str(dense))
         for label, options in PATTERNS.items():
-            artifact = Path(tmp) / "encoder.spx"
-            model = sparsec.load(dense)
-            model.apply(f"prune-magnitude{{{options}}},fold-batch-norm,fuse-gelu,pack-bitmask,lower-kernels")
-            model.save(artifact)
-            compiled = sparsec.load(artifact, threads=args.threads)
+            model = compiled(dense, options, args.threads)
             for sequence in args.sequence:
-                shapes = {"x": (1, sequence, WIDTH)}
-                ours, numpy_dense, ort_dense, ort_pruned = bench(compiled, dense, 1, args.threads, 20, args.seconds, shapes)
-                print(
-                    f"| {label} | {sequence} | {ours.median_ms:.3f} | {numpy_dense.median_ms:.3f} | {ort_dense.median_ms:.3f} | "
-                    f"{ort_pruned.median_ms:.3f} | {numpy_dense.median_ms / ours.median_ms:.2f}x | {ort_dense.median_ms / ours.median_ms:.2f}x |",
-                    flush=True,
-                )
+                timings = bench(model, dense, 1, args.threads, 20, args.seconds, {"x": (1, sequence, WIDTH)})
+                print(f"| {label} | {sequence} | {timings_cells(timings)} |", flush=True)
 
 
 if __name__ == "__main__":

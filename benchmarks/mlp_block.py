@@ -4,10 +4,10 @@ onnxruntime on the dense model, in one run.
     python benchmarks/mlp_block.py [--width 768] [--hidden 3072] [--batch 1 8] [--threads 1]
 
 The block is LayerNorm -> MatMul + bias -> Gelu -> MatMul + bias -> residual Add, with
-random weights, saved as ONNX; each pattern goes through sparsec's own pipeline
-(prune-magnitude, pack-bitmask, lower-kernels) into a .spx artifact, which
-`sparsec.load(...).run` executes (kernels for the two layers, numpy for the rest).
-The timings are those of `sparsec bench` on the artifact.
+random weights, saved as ONNX; each pattern goes through what `sparsec compile -o
+X.spx` runs (`compiled`) into a .spx artifact, which `sparsec.load(...).run` executes
+(kernels for the two layers, numpy for the rest). The timings are those of `sparsec
+bench` on the artifact.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
-from sparsec.bench import bench
+from sparsec.bench import Timing, bench
 
 from layers import cpu_description  # benchmarks/layers.py, next to this script
 
@@ -66,6 +66,28 @@ def mlp_block(width: int, hidden: int, seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
+TIMINGS_HEADER = "sparsec ms | numpy dense ms | ort dense ms | ort pruned ms | vs numpy | vs ort dense"
+
+
+def compiled(dense: Path, options: str, threads: int) -> sparsec.Model:
+    """`dense` pruned by prune-magnitude{options} and compiled as `sparsec compile -o
+    X.spx` compiles it, loaded from the artifact (beside it) on `threads` threads."""
+    artifact = dense.with_suffix(".spx")
+    model = sparsec.load(dense)
+    model.apply(f"prune-magnitude{{{options}}},fold-batch-norm,fuse-gelu,pack-bitmask,lower-kernels")
+    model.save(artifact)
+    return sparsec.load(artifact, threads=threads)
+
+
+def timings_cells(timings: list[Timing]) -> str:
+    """`bench`'s four timings as the cells of TIMINGS_HEADER."""
+    ours, numpy_dense, ort_dense, ort_pruned = timings
+    return (
+        f"{ours.median_ms:.3f} | {numpy_dense.median_ms:.3f} | {ort_dense.median_ms:.3f} | {ort_pruned.median_ms:.3f} | "
+        f"{numpy_dense.median_ms / ours.median_ms:.2f}x | {ort_dense.median_ms / ours.median_ms:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=768)
@@ -75,24 +97,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time each engine at least this long")
     args = parser.parse_args()
     print(f"# {cpu_description()}; {args.threads} thread(s), MLP block {args.width}-{args.hidden}-{args.width}, sparsec {sparsec.__version__}")
-    print("| pattern | batch | sparsec ms | numpy dense ms | ort dense ms | ort pruned ms | vs numpy | vs ort dense |")
+    print(f"| pattern | batch | {TIMINGS_HEADER} |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         dense = Path(tmp) / "mlp_block.onnx"
         onnx.save(mlp_block(args.width, args.hidden), str(dense))
         for label, options in PATTERNS.items():
-            artifact = Path(tmp) / "mlp_block.spx"
-            model = sparsec.load(dense)
-            model.apply(f"prune-magnitude{{{options}}},pack-bitmask,lower-kernels")
-            model.save(artifact)
-            compiled = sparsec.load(artifact, threads=args.threads)
+            model = compiled(dense, options, args.threads)
             for batch in args.batch:
-                ours, numpy_dense, ort_dense, ort_pruned = bench(compiled, dense, batch, args.threads, 50, args.seconds)
-                print(
-                    f"| {label} | {batch} | {ours.median_ms:.3f} | {numpy_dense.median_ms:.3f} | {ort_dense.median_ms:.3f} | "
-                    f"{ort_pruned.median_ms:.3f} | {numpy_dense.median_ms / ours.median_ms:.2f}x | {ort_dense.median_ms / ours.median_ms:.2f}x |",
-                    flush=True,
-                )
+                print(f"| {label} | {batch} | {timings_cells(bench(model, dense, batch, args.threads, 50, args.seconds))} |", flush=True)
 
 
 if __name__ == "__main__":

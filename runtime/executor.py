@@ -1701,17 +1701,17 @@ class Executor:
             self.pool.run(call.kernel, (x, y, *call.arguments), call.shares, call.address)  # pyright: ignore
 
     def _run_rows(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
-        """A matrix product's call on x, (..., K) rows; at
-        `x_address` when they are a kernel's output (contiguous, on a cache line)."""
+        """A matrix product's call on x, (..., K) rows; at `x_address` when they are a
+        kernel's output (contiguous, on a cache line)."""
         self._run_call(call, x, x.shape[-1], x_address)
 
     def _run_norm(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A layer normalization's or Softmax's call on x's rows, read where they are
-        when they are float32 rows in one block. These kernels read each row in one or
-        two passes, so copying x to a cache line first (`_staged`, which a matrix
-        product's repeated reads repay) cost as much as the kernel: a Softmax of
-        attention's scores, 12 heads of 384 x 384, took 2.7 ms in its step, 1.3 in the
-        kernel."""
+        when they are float32 rows in one block. These kernels pass over each row a few
+        times while it stays in L1, so copying x to a cache line first (`_staged`, which
+        a matrix product's repeated reads of its inputs repay) cost as much as the
+        kernel: a Softmax of attention's scores, 12 heads of 384 x 384, took 2.7 ms in
+        its step, 1.3 in the kernel."""
         if x_address is None and x.dtype == np.float32 and x.flags.c_contiguous:
             x_address = _address(call, x)
         self._run_call(call, x, x.shape[-1], x_address)
