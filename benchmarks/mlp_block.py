@@ -74,7 +74,7 @@ def compiled(dense: Path, options: str, threads: int) -> sparsec.Model:
     X.spx` compiles it, loaded from the artifact (beside it) on `threads` threads."""
     artifact = dense.with_suffix(".spx")
     model = sparsec.load(dense)
-    model.apply(f"prune-magnitude{{{options}}},fold-batch-norm,fuse-gelu,pack-bitmask,lower-kernels")
+    model.apply(f"prune-magnitude{{{options}}},fold-batch-norm,fuse-gelu,fold-scale,pack-bitmask,lower-kernels")
     model.save(artifact)
     return sparsec.load(artifact, threads=threads)
 

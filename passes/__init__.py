@@ -3,6 +3,7 @@
 from xdsl.passes import ModulePass
 
 from sparsec.passes.fold_batch_norm import FoldBatchNormPass
+from sparsec.passes.fold_scale import FoldScalePass
 from sparsec.passes.fuse_gelu import FuseGeluPass
 from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
@@ -16,6 +17,7 @@ from sparsec.passes.unpack import UnpackPass
 
 ALL_PASSES: tuple[type[ModulePass], ...] = (
     FoldBatchNormPass,
+    FoldScalePass,
     FuseGeluPass,
     LowerKernelsPass,
     PackBitmaskPass,

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import builtin
-from xdsl.dialects.builtin import FloatAttr, TensorType, f32
+from xdsl.dialects.builtin import FloatAttr, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from sparsec.context import weight_store
 from sparsec.dialects import nn
-from sparsec.dialects.sparse import PatternAttr
 from sparsec.irfile import drop_unread_weights
+from sparsec.layers import new_weight
 from sparsec.reference import batch_norm_affine
 from sparsec.weights import WeightStore
 
@@ -74,17 +74,6 @@ def _array(value: SSAValue, weights: WeightStore) -> np.ndarray:
     return weights[op.weight_name.data].astype(np.float64)
 
 
-def _new_weight(weights: WeightStore, like: nn.WeightOp, suffix: str, array: np.ndarray, sparsity: PatternAttr | None) -> nn.WeightOp:
-    """An `nn.weight` op for `array` (as float32), stored under a new name: `like`'s
-    name and `suffix` (its SSA name the same from `like`'s, which is sanitized)."""
-    name = weights.unique_name(like.weight_name.data + suffix)
-    weights[name] = array.astype(np.float32)
-    op = nn.WeightOp(name, TensorType(f32, array.shape), sparsity)
-    if like.result.name_hint is not None:
-        op.result.name_hint = like.result.name_hint + suffix
-    return op
-
-
 def _fold(layer: Layer, scale: np.ndarray | None, shift: np.ndarray | None, folded: Operation, suffix: str, weights: WeightStore) -> None:
     """Replace layer and the op `folded` after it, which scales (`scale`, None for 1)
     and shifts (`shift`, None for 0) each output channel, by one layer with the folded
@@ -107,8 +96,8 @@ def _fold(layer: Layer, scale: np.ndarray | None, shift: np.ndarray | None, fold
         folded_w = w * inv[:, None] if layer.trans_b.value.data else w * inv
         folded_b = layer.beta.value.data * b * inv + offset
         properties["beta"] = FloatAttr(1.0, f32)
-    new_w = w_op if scale is None else _new_weight(weights, w_op, suffix, folded_w, w_op.sparsity)
-    new_b = _new_weight(weights, w_op, suffix + "_bias", np.asarray(folded_b), None) if bias is not None or shift is not None else None
+    new_w = w_op if scale is None else new_weight(weights, w_op, suffix, folded_w, w_op.sparsity)
+    new_b = new_weight(weights, w_op, suffix + "_bias", np.asarray(folded_b), None) if bias is not None or shift is not None else None
     activation = layer.x if isinstance(layer, nn.ConvOp) else layer.a
     operands = [[activation], [new_w.result], [new_b.result] if new_b is not None else []]
     new = type(layer).build(operands=operands, properties=properties, result_types=[folded.results[0].type])
@@ -121,8 +110,8 @@ def _fold_into_norm(norm: nn.BatchNormOp, scale: np.ndarray | None, shift: np.nd
     s_op, t_op = _weight(norm.scale), _weight(norm.b)
     assert s_op is not None and t_op is not None
     s, t = _array(norm.scale, weights), _array(norm.b, weights)
-    new_s = _new_weight(weights, s_op, "_scaled", s * scale, None) if scale is not None else s_op
-    new_t = _new_weight(weights, t_op, "_shifted", t * (1.0 if scale is None else scale) + (0.0 if shift is None else shift), None)
+    new_s = new_weight(weights, s_op, "_scaled", s * scale, None) if scale is not None else s_op
+    new_t = new_weight(weights, t_op, "_shifted", t * (1.0 if scale is None else scale) + (0.0 if shift is None else shift), None)
     operands = [[norm.x], [new_s.result], [new_t.result], [norm.mean], [norm.var]]
     new = nn.BatchNormOp.build(operands=operands, properties=dict(norm.properties), result_types=[folded.results[0].type])
     _replace([norm, folded], new, [op for op in (new_s, new_t) if op is not s_op])

@@ -34,7 +34,7 @@ from xdsl.rewriter import Rewriter
 
 from sparsec.context import weight_store
 from sparsec.dialects import nn
-from sparsec.irfile import drop_unread_weights
+from sparsec.irfile import erase_unread_weights
 from sparsec.weights import WeightStore
 
 MATCH_TOLERANCE = 1e-5
@@ -102,7 +102,7 @@ def _match(erf: nn.ErfOp, weights: WeightStore) -> _Gelu | None:
     return gelu if gelu.last.output.type == x.type else None
 
 
-def _fuse(gelu: _Gelu) -> list[Operation]:
+def _fuse(gelu: _Gelu) -> list[nn.WeightOp]:
     """Replace the chain by one nn.gelu, named and located as its last op; the
     constants the chain read, now maybe unused."""
     constants = [o.owner for op in (*gelu.before, gelu.last) for o in op.operands if isinstance(o.owner, nn.WeightOp)]
@@ -122,12 +122,8 @@ class FuseGeluPass(ModulePass):
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
         weights = weight_store(ctx)
-        constants: list[Operation] = []
+        constants: list[nn.WeightOp] = []
         for erf in [o for o in op.walk() if isinstance(o, nn.ErfOp)]:
             if (gelu := _match(erf, weights)) is not None:
                 constants += _fuse(gelu)
-        unused = [c for c in dict.fromkeys(constants) if c.results[0].first_use is None]
-        for constant in unused:
-            constant.detach()
-            constant.erase()
-        drop_unread_weights(op, weights, [c.weight_name.data for c in unused])  # pyright: ignore
+        erase_unread_weights(op, weights, constants)

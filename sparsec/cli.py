@@ -225,8 +225,9 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
 def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePass, ...]:
     """What `compile` runs: --pattern's pruning, then -p, then for a `.spx` batch
     normalizations folded into their convolutions (after pruning, so the weights are
-    pruned as the model stores them) and GELUs written out with Erf fused (so that
-    lower-kernels fuses them into the layer before), packing (for a `.spx` or
+    pruned as the model stores them), GELUs written out with Erf fused (so that
+    lower-kernels fuses them into the layer before) and scales by one value folded
+    into the layer they scale (attention's), packing (for a `.spx` or
     `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did them, then
     --report. Parsed once, so option and file checks happen once, before the model
     loads."""
@@ -237,6 +238,8 @@ def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePa
         extra.append("fold-batch-norm")
     if output_kind == ".spx" and not names & {"fuse-gelu", "lower-kernels"}:
         extra.append("fuse-gelu")
+    if output_kind == ".spx" and not names & {"fold-scale", "pack-bitmask"}:
+        extra.append("fold-scale")
     if output_kind in (".spx", ".mlpackage") and "pack-bitmask" not in names:
         extra.append("pack-bitmask")
     if output_kind == ".spx" and "lower-kernels" not in names:

@@ -53,6 +53,17 @@ def drop_unread_weights(module: ModuleOp, weights: WeightStore, names: Iterable[
             weights.pop(name)
 
 
+def erase_unread_weights(module: ModuleOp, weights: WeightStore, candidates: Iterable[StoredWeightOp]) -> None:
+    """Erase each of `candidates` that nothing reads any more, and its tensor from
+    `weights` when no other op stores it: what a pass leaves behind that folded the
+    weights it read into others."""
+    unread = [op for op in dict.fromkeys(candidates) if op.results[0].first_use is None]
+    for op in unread:
+        op.detach()
+        op.erase()
+    drop_unread_weights(module, weights, [name for op in unread for name in op.stored_tensors().values()])
+
+
 def parse_module(
     text: str, ctx: SparsecContext, *, source: str = "<stdin>", base_dir: Path | None = None
 ) -> ModuleOp:

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import ModuleOp, NameLoc
+from xdsl.dialects.builtin import ModuleOp, NameLoc, TensorType, f32
 from xdsl.ir import Operation
 
 from sparsec.dialects import StoredWeightOp, nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
-from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.dialects.sparse import PackedWeightOp, PatternAttr
 from sparsec.errors import PassFailure
 from sparsec.weights import WeightStore
 
@@ -72,6 +72,18 @@ def dense_value(op: StoredWeightOp, weights: WeightStore) -> np.ndarray:
     if isinstance(op, PackedWeightOp):
         return op.decode({role: weights[name] for role, name in op.stored_tensors().items()})
     return weights[op.weight_name.data]
+
+
+def new_weight(weights: WeightStore, like: nn.WeightOp, suffix: str, array: np.ndarray, sparsity: PatternAttr | None) -> nn.WeightOp:
+    """An `nn.weight` op for `array` (as float32), stored under a new name: `like`'s
+    name and `suffix` (its SSA name the same from `like`'s, which is sanitized). What
+    a pass that folds values into a weight puts in its place."""
+    name = weights.unique_name(like.weight_name.data + suffix)
+    weights[name] = array.astype(np.float32)
+    op = nn.WeightOp(name, TensorType(f32, array.shape), sparsity)
+    if like.result.name_hint is not None:
+        op.result.name_hint = like.result.name_hint + suffix
+    return op
 
 
 def _weight_role(consumer: Operation, index: int, rank: int) -> bool | None:

@@ -208,6 +208,52 @@ def exported_gelu(d: int = 16, h: int = 64) -> onnx.ModelProto:
     )
 
 
+def attention(width: int = 8, heads: int = 2, scale: float = 2.0) -> onnx.ModelProto:
+    """Self-attention as PyTorch exports it at opset 17 (BERT's): query, key and value
+    Linear layers (MatMul then Add), heads split by Reshape and Transpose, the scores
+    q @ k^T divided by `scale` (what fold-scale folds), a Softmax over a sequence given
+    at run time, the context merged and projected. Weights are float16 values, as in
+    `exported_gelu`."""
+    rng = _rng()
+    width_per_head = width // heads
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float16).astype(np.float32)
+
+    nodes, initializers = [], []
+    for name, perm in (("query", [0, 2, 1, 3]), ("key", [0, 2, 3, 1]), ("value", [0, 2, 1, 3])):
+        nodes += [
+            helper.make_node("MatMul", ["x", f"{name}.weight"], [f"{name}.mm"], name=f"{name}.mm"),
+            helper.make_node("Add", [f"{name}.mm", f"{name}.bias"], [name], name=f"{name}.add"),
+            helper.make_node("Reshape", [name, "heads"], [f"{name}.heads"], name=f"{name}.reshape"),
+            helper.make_node("Transpose", [f"{name}.heads"], [f"{name}.t"], perm=perm, name=f"{name}.transpose"),
+        ]
+        initializers += [_init(f"{name}.weight", weight(width, width)), _init(f"{name}.bias", weight(width))]
+    nodes += [
+        helper.make_node("MatMul", ["query.t", "key.t"], ["scores"], name="scores"),
+        helper.make_node("Div", ["scores", "scale"], ["scaled"], name="scaled"),
+        helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1, name="probs"),
+        helper.make_node("MatMul", ["probs", "value.t"], ["context"], name="context"),
+        helper.make_node("Transpose", ["context"], ["context.t"], perm=[0, 2, 1, 3], name="context.transpose"),
+        helper.make_node("Reshape", ["context.t", "merged_shape"], ["merged"], name="merged"),
+        helper.make_node("MatMul", ["merged", "output.weight"], ["output.mm"], name="output.mm"),
+        helper.make_node("Add", ["output.mm", "output.bias"], ["out"], name="output.add"),
+    ]
+    initializers += [
+        _init("output.weight", weight(width, width)),
+        _init("output.bias", weight(width)),
+        _init("heads", np.array([0, -1, heads, width_per_head], np.int64)),
+        _init("merged_shape", np.array([0, -1, width], np.int64)),
+        _init("scale", np.array(scale, np.float32)),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", F32, ["batch", "sequence", width])],
+        [helper.make_tensor_value_info("out", F32, ["batch", "sequence", width])],
+        initializers,
+    )
+
+
 def wide() -> onnx.ModelProto:
     """One Gemm (transB) + bias + Relu with 1024 inputs: rows long enough for the
     panelled kernel variant."""
@@ -325,7 +371,7 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, attention, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
 }
 
 
