@@ -313,15 +313,21 @@ def depthwise(op: ConvOp) -> bool:
     return isinstance(w_type, TensorType) and w_type.get_num_dims() == 4 and w_type.get_shape()[:2] == (group, 1)
 
 
+def _row_length(op: LayerNormOp | SoftmaxOp) -> int | None:
+    """The length of the rows `op` normalizes when they are float32 values over its
+    input's last axis (DYNAMIC when given at run time); else None."""
+    x_type = op.operands[0].type
+    if not isinstance(x_type, TensorType) or x_type.element_type != f32 or not x_type.get_shape():
+        return None
+    shape = x_type.get_shape()
+    return shape[-1] if op.axis.value.data % len(shape) == len(shape) - 1 else None
+
+
 def runs_rows_softmax(op: LayerNormOp | SoftmaxOp) -> bool:
     """Whether `op` is a Softmax of float32 rows over their last axis, whose length is
     given at run time (attention's scores over a sequence): the executor compiles its
     kernel for each row length it meets (`Executor._norm_kernel`)."""
-    x_type = op.operands[0].type
-    if not isinstance(op, SoftmaxOp) or not isinstance(x_type, TensorType) or x_type.element_type != f32:
-        return False
-    shape = x_type.get_shape()
-    return bool(shape) and shape[-1] == DYNAMIC and op.axis.value.data % len(shape) == len(shape) - 1
+    return isinstance(op, SoftmaxOp) and _row_length(op) == DYNAMIC
 
 
 def norm_key_of(op: LayerNormOp | SoftmaxOp) -> NormKey | None:
@@ -329,12 +335,8 @@ def norm_key_of(op: LayerNormOp | SoftmaxOp) -> NormKey | None:
     static axis, a layer normalization's scale (and bias) weights of that length or one
     value; else None (it runs in numpy, or for a Softmax over an axis given at run time
     a kernel compiled when it runs, `runs_rows_softmax`)."""
-    x_type = op.operands[0].type
-    if not isinstance(x_type, TensorType) or x_type.element_type != f32:
-        return None
-    shape = x_type.get_shape()
-    cols = shape[-1] if shape else -1
-    if cols <= 0 or op.axis.value.data % len(shape) != len(shape) - 1:
+    cols = _row_length(op)
+    if cols is None or cols <= 0:
         return None
     if isinstance(op, SoftmaxOp):
         return NormKey(cols, "softmax")

@@ -107,9 +107,10 @@ def _shown(sizes: tuple[int | None, ...]) -> str:
     return "x".join("?" if size is None or size < 0 else str(size) for size in sizes)
 
 
-def check_shapes(model: Model, shapes: InputShapes) -> None:
-    """An error for a `--shape` the model's inputs cannot take: an unknown input, another
-    rank, or a size other than one the model fixes."""
+def check_shapes(model: Model, shapes: InputShapes, batches: list[int]) -> None:
+    """An error for a `--shape` the model's inputs cannot take (an unknown input, another
+    rank, or a size other than one the model fixes), or for several `batches` that no
+    input dimension takes, so that every one would time the same inputs."""
     inputs = input_shapes(model)
     for name, sizes in shapes.items():
         given = f"--shape {name}={_shown(sizes)}"
@@ -121,6 +122,9 @@ def check_shapes(model: Model, shapes: InputShapes) -> None:
         for axis, (size, fixed) in enumerate(zip(sizes, shape)):
             if fixed >= 0 and size != fixed:
                 raise SparsecError(f"{given}: dimension {axis} of input '{name}' is fixed at {fixed} ({_shown(shape)})")
+    if shapes and len({tuple(feed_shapes(model, batch, shapes).items()) for batch in batches}) < len(batches):
+        given = " ".join(f"--shape {name}={_shown(sizes)}" for name, sizes in shapes.items())
+        raise SparsecError(f"--batch {' '.join(map(str, batches))} with {given}: no input dimension takes the batch, so every batch would time the same inputs; write ? where the batch goes")
 
 
 def feed_shapes(model: Model, batch: int, shapes: InputShapes | None = None) -> dict[str, tuple[int, ...]]:
