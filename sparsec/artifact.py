@@ -55,7 +55,7 @@ def _digest(data: bytes | memoryview | np.ndarray) -> str:
 
 def referenced_tensors(module: ModuleOp, weights: WeightStore) -> dict[str, np.ndarray]:
     return {
-        name: np.ascontiguousarray(weights[name])
+        name: np.require(weights[name], requirements="C")
         for op in storing_ops(module)
         for name in op.stored_tensors().values()
     }

@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from sparsec import reference
 from sparsec.dialects.kernel_ops import KernelOp
+from sparsec.dialects.literals import numpy_dtype
 from sparsec.errors import SparsecError
 from sparsec.layers import layer_weights
 from sparsec.model import Model, load
@@ -146,10 +147,16 @@ def check_batch(model: Model, batch: int) -> None:
 
 
 def random_inputs(model: Model, batch: int, seed: int = 0, shapes: InputShapes | None = None) -> dict[str, np.ndarray]:
-    """Standard normal inputs of `feed_shapes`."""
+    """Inputs of `feed_shapes`: standard normal for float inputs; zeros for integer and
+    bool ones (token ids, masks), as 0 is a valid index into any embedding table."""
     check_batch(model, batch)
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in feed_shapes(model, batch, shapes).items()}
+    function = reference.main_function(model.module)
+    dtypes = [numpy_dtype(arg.type.element_type) for arg in function.args]  # pyright: ignore
+    return {
+        name: rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype)
+        for (name, shape), dtype in zip(feed_shapes(model, batch, shapes).items(), dtypes, strict=True)
+    }
 
 
 def measure(engines: dict[str, Callable[[], object]], runs: int, seconds: float) -> list[Timing]:

@@ -170,7 +170,7 @@ def write_mlir(
             module.attributes[SIDECAR_ATTR] = StringAttr(sidecar.name)
         try:
             if left_out:
-                tensors = {name: np.ascontiguousarray(weights[name]) for name in left_out}
+                tensors = {name: np.require(weights[name], requirements="C") for name in left_out}
                 with atomic_path(sidecar) as tmp:
                     save_file(tensors, tmp)
             with atomic_output(path) as stream:

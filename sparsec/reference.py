@@ -9,6 +9,7 @@ also runs the ops it has no kernel for here).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +21,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
-from sparsec.dialects import nn
+from sparsec.dialects import nn, nn_index
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.nn import ints_of
@@ -401,6 +402,35 @@ def _viewed(op: Operation, x: np.ndarray) -> np.ndarray:
     return view(op, x.shape)(x)
 
 
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX Div: integers divide truncating toward zero, as C does."""
+    if np.issubdtype(a.dtype, np.integer):
+        return (np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)).astype(a.dtype)
+    return a / b
+
+
+def _dynamic_reshape(op: nn_index.DynamicReshapeOp, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    target = [int(d) for d in shape]
+    if not op.allowzero.value.data:
+        target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
+    return x.reshape(target)
+
+
+def _slice(op: nn_index.SliceOp, data: np.ndarray, starts, ends, axes, steps) -> np.ndarray:
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[int(axis)] = slice(int(start), int(end), int(step))
+    return data[tuple(index)]
+
+
+def _gather_nd(op: nn_index.GatherNDOp, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    return data[tuple(np.moveaxis(indices, -1, 0))]
+
+
+def _reduce_mean(op: nn.ReduceMeanOp, x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=op.reduced_axes(x.ndim), keepdims=bool(op.keepdims.value.data), dtype=np.float64).astype(x.dtype)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))).astype(x.dtype)
 
@@ -420,7 +450,10 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.AddOp: lambda op, a, b: a + b,
     nn.SubOp: lambda op, a, b: a - b,
     nn.MulOp: lambda op, a, b: a * b,
-    nn.DivOp: lambda op, a, b: a / b,
+    nn.DivOp: lambda op, a, b: _divide(a, b),
+    nn.PowOp: lambda op, a, b: np.power(a, b.astype(a.dtype)),
+    nn.SqrtOp: lambda op, x: np.sqrt(x),
+    nn.ReduceMeanOp: _reduce_mean,
     nn.SumOp: lambda op, *xs: sum(xs[1:], start=xs[0]),
     nn.BatchNormOp: _batch_norm,
     nn.LayerNormOp: _layer_norm,
@@ -430,6 +463,26 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.GlobalAveragePoolOp: lambda op, x: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True),
     nn.ConcatOp: lambda op, *xs: np.concatenate(xs, axis=op.axis.value.data),
     **{view_op: _viewed for view_op in VIEW_OPS},
+    nn_index.ShapeOp: lambda op, x: np.array(op.dims(x.shape), dtype=np.int64),
+    nn_index.GatherOp: lambda op, data, indices: np.take(data, indices, axis=op.axis.value.data),
+    nn_index.GatherNDOp: _gather_nd,
+    nn_index.SliceOp: _slice,
+    nn_index.RangeOp: lambda op, start, limit, delta: np.arange(start, limit, delta, dtype=start.dtype),
+    nn_index.ExpandOp: lambda op, x, shape: np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))).copy(),
+    nn_index.DynamicReshapeOp: _dynamic_reshape,
+    nn_index.CastOp: lambda op, x: x.astype(op.target_dtype()),
+    nn_index.WhereOp: lambda op, c, x, y: np.where(c, x, y),
+    nn_index.EqualOp: lambda op, a, b: np.equal(a, b),
+    nn_index.GreaterOp: lambda op, a, b: np.greater(a, b),
+    nn_index.GreaterOrEqualOp: lambda op, a, b: np.greater_equal(a, b),
+    nn_index.LessOp: lambda op, a, b: np.less(a, b),
+    nn_index.LessOrEqualOp: lambda op, a, b: np.less_equal(a, b),
+    nn_index.AndOp: lambda op, a, b: np.logical_and(a, b),
+    nn_index.OrOp: lambda op, a, b: np.logical_or(a, b),
+    nn_index.NotOp: lambda op, x: np.logical_not(x),
+    nn_index.IsNaNOp: lambda op, x: np.isnan(x),
+    nn_index.MaxOp: lambda op, *xs: functools.reduce(np.maximum, xs),
+    nn_index.MinOp: lambda op, *xs: functools.reduce(np.minimum, xs),
     SparseMatMulOp: _sparse_matmul,
     SparseConvOp: _sparse_conv,
 }

@@ -34,7 +34,7 @@ from xdsl.dialects.builtin import (
     f32,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
@@ -142,13 +142,22 @@ class UnaryOp(FloatComputeOp, ABC):
         return operand_shapes[0]
 
 
-class BinaryOp(FloatComputeOp, ABC):
+class BinaryOp(NNOp, ABC):
+    """Elementwise arithmetic with broadcasting, on float tensors or, as exported
+    models compute indices, integer ones; both operands of one element type."""
+
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
     output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         return shapes.broadcast(*operand_shapes)
+
+    def verify_(self) -> None:
+        lhs, rhs = (operand.type.element_type for operand in self.operands)  # pyright: ignore
+        if lhs != rhs:
+            raise VerifyException(f"'{self.name}': operands must share one element type, got {lhs} and {rhs}")
+        super().verify_()
 
 
 @irdl_op_definition
@@ -506,6 +515,52 @@ class DivOp(BinaryOp):
 
 
 @irdl_op_definition
+class PowOp(FloatComputeOp):
+    """`base ** exponent` with broadcasting (a LayerNorm written out squares with it)."""
+
+    name = "nn.pow"
+    ONNX_OP: ClassVar[str] = "Pow"
+
+    base = operand_def(TensorType)
+    exponent = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        return shapes.broadcast(*operand_shapes)
+
+
+@irdl_op_definition
+class SqrtOp(UnaryOp):
+    name = "nn.sqrt"
+    ONNX_OP: ClassVar[str] = "Sqrt"
+
+
+@irdl_op_definition
+class ReduceMeanOp(FloatComputeOp):
+    """The mean over `axes` (all axes when absent), kept as size-1 axes if `keepdims`."""
+
+    name = "nn.reduce_mean"
+    ONNX_OP: ClassVar[str] = "ReduceMean"
+
+    input = operand_def(TensorType)
+    axes = opt_prop_def(DenseArrayBase)
+    keepdims = opt_prop_def(IntegerAttr[I64], default_value=_int(1))
+    output = result_def(TensorType)
+
+    def reduced_axes(self, rank: int) -> tuple[int, ...]:
+        if self.axes is None:
+            return tuple(range(rank))
+        return tuple(sorted({shapes.normalize_axis(a, rank, "axes value") for a in ints_of(self.axes)}))
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        x = operand_shapes[0]
+        axes = self.reduced_axes(len(x))
+        if self.keepdims.value.data:
+            return tuple(1 if i in axes else d for i, d in enumerate(x))
+        return tuple(d for i, d in enumerate(x) if i not in axes)
+
+
+@irdl_op_definition
 class SumOp(FloatComputeOp):
     name = "nn.sum"
     ONNX_OP: ClassVar[str] = "Sum"
@@ -610,7 +665,10 @@ class ReshapeOp(NNOp):
         total = shapes.product(x)
         if -1 in requested:
             inferred = requested.index(-1)
-            rest = shapes.product([d for i, d in enumerate(target) if i != inferred])
+            # Dimensions copied by 0 cancel: [?, ?, 32] into [0, 0, -1, 8] gives 4 heads.
+            copied = {i for i, dim in enumerate(requested) if dim == 0 and not self.allowzero.value.data}
+            total = shapes.product([d for i, d in enumerate(x) if i not in copied])
+            rest = shapes.product([d for i, d in enumerate(target) if i != inferred and i not in copied])
             if DYNAMIC in (total, rest):
                 target[inferred] = DYNAMIC
                 return tuple(target)
@@ -733,24 +791,23 @@ class SqueezeOp(NNOp):
 
 COMPUTE_OPS: tuple[type[NNOp], ...] = (
     GemmOp, MatMulOp, ConvOp, ReluOp, GeluOp, ErfOp, SigmoidOp, TanhOp, SoftmaxOp,
-    AddOp, SubOp, MulOp, DivOp, SumOp, BatchNormOp, LayerNormOp, LRNOp, MaxPoolOp,
+    AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp, LRNOp, MaxPoolOp,
     AveragePoolOp, GlobalAveragePoolOp, ReshapeOp, FlattenOp, TransposeOp, ConcatOp,
     UnsqueezeOp, SqueezeOp, DropoutOp, IdentityOp,
 )  # fmt: skip
-
-NN = Dialect("nn", [WeightOp, *COMPUTE_OPS], [])
-
 
 def build_inferred(
     op_type: type[NNOp],
     operands: Sequence[SSAValue | None],
     properties: dict[str, Attribute],
     element_type: Attribute | None = None,
+    refined: Shape | None = None,
 ) -> NNOp:
     """Build an op whose result type is inferred from its operands and properties.
 
     `None` operands stand for absent optional operands. The element type defaults to
-    the first operand's.
+    `result_element_type`'s. `refined` gives static sizes for dimensions that
+    inference leaves `?` (an op whose shape follows from an operand's values).
     """
     values = [v for v in operands if v is not None]
     definitions = op_type.get_irdl_definition().operands
@@ -768,9 +825,20 @@ def build_inferred(
     finally:
         probe.drop_all_references()
     if element_type is None:
-        element_type = values[0].type.element_type  # pyright: ignore
+        element_type = result_element_type(op_type, [v.type for v in values])  # pyright: ignore
+    if refined is not None and len(refined) == len(shape):
+        shape = tuple(r if d == DYNAMIC and r >= 0 else d for d, r in zip(shape, refined))
     return op_type.build(
         operands=layout,
         properties=properties,
         result_types=[TensorType(element_type, shape)],  # pyright: ignore
     )
+
+
+def result_element_type(op_type: type[NNOp], operand_types: list[TensorType]) -> Attribute:
+    """An op's result element type: its own rule (`result_element_type`, for Cast,
+    comparisons, Shape), else its first operand's."""
+    rule = getattr(op_type, "result_element_type", None)
+    if rule is not None:
+        return rule(operand_types)
+    return operand_types[0].element_type

@@ -3,8 +3,9 @@
 Every `nn` op maps back to the ONNX operator it mirrors, packed weights are decoded,
 and kernel ops become the Gemm or Conv (plus Relu) they were lowered from; properties become node
 attributes (`trans_b` -> `transB`), and properties that ONNX passes as inputs from
-opset 13 on (Reshape's shape, Unsqueeze/Squeeze axes) become int64 initializers.
-The model is written at opset 17 (LayerNormalization), or 20 when it uses Gelu.
+opset 13 on (Reshape's shape, Unsqueeze/Squeeze axes, and ReduceMean's from 18 on)
+become int64 initializers. The model is written at opset 17 (LayerNormalization), 18
+when it uses ReduceMean, 20 when it uses Gelu.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from sparsec.reference import input_names, main_function, output_names
 from sparsec.weights import WeightStore
 
 _ONNX_ATTRIBUTE_NAMES = {"trans_a": "transA", "trans_b": "transB"}
-_PROPERTIES_AS_INPUTS = {nn.ReshapeOp: "shape", nn.UnsqueezeOp: "axes", nn.SqueezeOp: "axes"}
+_PROPERTIES_AS_INPUTS = {nn.ReshapeOp: "shape", nn.UnsqueezeOp: "axes", nn.SqueezeOp: "axes", nn.ReduceMeanOp: "axes"}
+_BASE_OPSET = 17
+_MIN_OPSETS = {"ReduceMean": 18, "Gelu": 20}
+"""Operators whose form here (axes as an input, the operator itself) needs a later opset."""
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
 """Models with more weight bytes than this are saved with external data (protobuf caps at 2 GB)."""
 
@@ -64,11 +68,17 @@ class _Exporter:
         self.names: dict[SSAValue, str] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
-        self.uses_gelu = False
+        self.opset = _BASE_OPSET
 
     def name_of(self, value: SSAValue) -> str:
+        """The value's ONNX name: its SSA name and a number, unlike any weight's name
+        (exporters name weights `val_128` too)."""
         if value not in self.names:
-            self.names[value] = f"{value.name_hint or 'v'}_{len(self.names)}"
+            taken = set(self.names.values())
+            number = len(self.names)
+            while (name := f"{value.name_hint or 'v'}_{number}") in taken or name in self.weights:
+                number += 1
+            self.names[value] = name
         return self.names[value]
 
     def add_initializer(self, name: str, array: np.ndarray) -> str:
@@ -86,7 +96,7 @@ class _Exporter:
             return
         if not isinstance(op, nn.NNOp):
             raise SparsecError(f"'{op.name}' has no ONNX counterpart")
-        self.uses_gelu |= isinstance(op, nn.GeluOp)
+        self.opset = max(self.opset, _MIN_OPSETS.get(op.ONNX_OP, _BASE_OPSET))
         inputs = [self.name_of(v) for v in op.operands]
         attributes: dict[str, int | float | str | list[int]] = {}
         as_input = _PROPERTIES_AS_INPUTS.get(type(op))
@@ -127,7 +137,7 @@ class _Exporter:
             if op.b is not None:
                 self.nodes.append(helper.make_node("Add", [product, inputs[2]], [first], name=first))
         if node:
-            self.uses_gelu |= node == "Gelu"
+            self.opset = max(self.opset, _MIN_OPSETS.get(node, _BASE_OPSET))
             self.nodes.append(helper.make_node(node, [first], [output], name=output))
 
 
@@ -158,7 +168,7 @@ def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:
         [_value_info(n, v.type) for n, v in zip(output_names(function), returned)],
         exporter.initializers,
     )
-    opset = 20 if exporter.uses_gelu else 17
+    opset = exporter.opset
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="sparsec")
 
 

@@ -43,12 +43,14 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
+from sparsec import reference
 from sparsec.context import SparsecContext
-from sparsec.dialects import nn
-from sparsec.dialects.literals import ir_element_type, tensor_type_of
+from sparsec.dialects import nn, nn_index
+from sparsec.dialects.literals import ir_element_type, is_float_type, numpy_dtype, tensor_type_of
 from sparsec.dialects.nn import NNOp, WeightOp, build_inferred
 from sparsec.dialects.shapes import DYNAMIC, ShapeError
 from sparsec.errors import ModelImportError, SparsecError
+from sparsec.frontend.onnx_symbols import Dim, symbolic_dims
 from sparsec.frontend.onnx_wire import Span, split_raw_data
 
 MIN_OPSET, MAX_OPSET = 7, 22
@@ -72,6 +74,8 @@ _IGNORED_ATTRIBUTES = {
     "Softmax": {"axis"},
     "Unsqueeze": {"axes"},
     "Squeeze": {"axes"},
+    "Slice": {"starts", "ends", "axes"},
+    "ReduceMean": {"axes", "noop_with_empty_axes"},
 }
 """Attributes that are handled by hand or carry no meaning at inference."""
 
@@ -111,7 +115,22 @@ class _GraphImporter:
     ctx: SparsecContext
     block: Block
     consumed: set[str]
+    model: onnx.ModelProto
     values: dict[str, SSAValue] = field(default_factory=dict[str, SSAValue])
+    _symbols: dict[str, list[Dim]] | None = None
+
+    def symbols(self) -> dict[str, list[Dim]]:
+        """ONNX's symbolic dimensions by tensor name (`onnx_symbols`), worked out on
+        first need: most models compute no shapes at run time."""
+        if self._symbols is None:
+            names = {t.name: self.values[t.name].owner.weight_name.data for t in self.model.graph.initializer}  # pyright: ignore
+            self._symbols = symbolic_dims(self.model, self.ctx.weights, names)
+        return self._symbols
+
+    def static_dims(self, name: str) -> tuple[int, ...] | None:
+        """The sizes ONNX's inference proves for tensor `name` (-1 where it cannot)."""
+        dims = self.symbols().get(name)
+        return None if dims is None else tuple(d if isinstance(d, int) else -1 for d in dims)
 
     def fail(self, node: onnx.NodeProto, message: str) -> ModelImportError:
         label = node.name or (node.output[0] if node.output else "?")
@@ -167,16 +186,56 @@ class _GraphImporter:
         op_type: type[NNOp],
         operands: list[SSAValue | None],
         props: dict[str, Attribute],
+        element_type: Attribute | None = None,
     ) -> SSAValue:
+        refined = self.static_dims(node.output[0]) if getattr(op_type, "SHAPE_FROM_VALUES", False) else None
         try:
-            op = build_inferred(op_type, operands, props)
+            op = build_inferred(op_type, operands, props, element_type, refined)
             op.verify()
         except (ShapeError, VerifyException) as error:
             raise self.fail(node, str(error)) from None
+        folded = self.fold(node, op)
+        if folded is not None:
+            op.drop_all_references()
+            return folded
         if node.name:
             op.location = NameLoc(StringAttr(node.name), NoneAttr())
         self.block.add_op(op)
         return op.results[0]
+
+    def known_value(self, value: SSAValue) -> np.ndarray | None:
+        """A value known at import: a weight's array, or the sizes an `nn.shape` takes,
+        `UNKNOWN_SIZE` standing for those only known at run time."""
+        if isinstance(value.owner, WeightOp):
+            return self.ctx.weights[value.owner.weight_name.data]
+        if isinstance(value.owner, nn_index.ShapeOp) and isinstance(value.owner.input.type, TensorType):
+            dims = value.owner.dims(value.owner.input.type.get_shape())
+            return np.array([UNKNOWN_SIZE if d == DYNAMIC else d for d in dims], dtype=np.int64)
+        return None
+
+    def fold(self, node: onnx.NodeProto, op: NNOp) -> SSAValue | None:
+        """Shape and index arithmetic on values known at import, computed now: a
+        constant then feeds Reshape, Unsqueeze or Slice, and no step runs for it.
+        Sizes known only at run time pass through the ops that only pick or move
+        elements; every other op needs all its operands known."""
+        result_type = op.results[0].type
+        assert isinstance(result_type, TensorType)
+        if type(op) not in FOLDABLE or (is_float_type(result_type.element_type) and type(op) not in nn_index.INDEX_OPS):
+            return None
+        known = [self.known_value(v) for v in op.operands]
+        if any(k is None for k in known):
+            return None
+        unknown = [k.dtype == np.int64 and bool((k == UNKNOWN_SIZE).any()) for k in known]  # pyright: ignore
+        partly = any(unknown)
+        if partly and not (type(op) in PICKING and not any(unknown[PICKING[type(op)] :])):
+            return None
+        try:
+            array = reference.evaluate(op, known)  # pyright: ignore
+        except SparsecError as error:
+            raise self.fail(node, str(error)) from None
+        if array.size > FOLDED_ELEMENTS or (partly and (array == UNKNOWN_SIZE).any()):
+            return None
+        return self.add_weight(node.output[0], array.astype(numpy_dtype(result_type.element_type)))
 
     def import_node(self, node: onnx.NodeProto) -> None:
         if node.domain not in ("", "ai.onnx"):
@@ -202,6 +261,13 @@ class _GraphImporter:
             self.values[name] = results[index]
             if results[index].name_hint is None:
                 results[index].name_hint = _ssa_hint(name)
+
+
+UNKNOWN_SIZE = -(1 << 62)
+"""Stands for a size known only at run time in `known_value`'s arrays."""
+
+FOLDED_ELEMENTS = 1 << 16
+"""The largest result `fold` computes at import: shape arithmetic, not data."""
 
 
 def _supported() -> str:
@@ -242,13 +308,21 @@ MAX_CONSTANT_ELEMENTS = 1 << 31
 
 
 def _constant_of_shape(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
-    shape = importer.constant(node, node.input[0]).astype(np.int64).reshape(-1)
+    """A constant shape gives a weight; a shape computed at run time, the fill value
+    expanded to it."""
     fill = np.zeros(1, dtype=np.float32)
     for attr in node.attribute:
         if attr.name == "value":
             fill = numpy_helper.to_array(attr.t).reshape(-1)
     if fill.size != 1:
         raise importer.fail(node, f"value must hold exactly one element, got {fill.size}")
+    shape_value = importer.operand(node, 0)
+    assert shape_value is not None
+    known = importer.known_value(shape_value)
+    if known is None or (known == UNKNOWN_SIZE).any():
+        scalar = importer.add_weight(f"{node.output[0]}_value", fill.reshape(()))
+        return [importer.emit(node, nn_index.ExpandOp, [scalar, shape_value], {})]
+    shape = known.astype(np.int64).reshape(-1)
     if (shape < 0).any() or math.prod(int(d) for d in shape) > MAX_CONSTANT_ELEMENTS:
         raise importer.fail(node, f"shape {shape.tolist()} must be non-negative and at most {MAX_CONSTANT_ELEMENTS} elements")
     array = np.full(tuple(int(d) for d in shape), fill[0], dtype=fill.dtype)
@@ -256,11 +330,98 @@ def _constant_of_shape(importer: _GraphImporter, node: onnx.NodeProto) -> list[S
 
 
 def _reshape(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
+    """A Reshape to a constant shape, or to one that ONNX's inference names in terms of
+    the input's own dimensions (`_named_target`), is an `nn.reshape`; any other runs
+    as `nn.dynamic_reshape` on the shape computed at run time."""
     if importer.opset < 5 or len(node.input) < 2:
         raise importer.fail(node, "Reshape needs its shape as a second input (opset >= 5)")
+    x, shape = importer.operand(node, 0), importer.operand(node, 1)
+    assert shape is not None
     props = importer.properties(node, nn.ReshapeOp)
-    props["shape"] = nn._ints(importer.constant(node, node.input[1]).astype(np.int64).tolist())
-    return [importer.emit(node, nn.ReshapeOp, [importer.operand(node, 0)], props)]
+    known = importer.known_value(shape)
+    if known is not None and not (known == UNKNOWN_SIZE).any():
+        props["shape"] = nn._ints(known.astype(np.int64).tolist())
+        return [importer.emit(node, nn.ReshapeOp, [x], props)]
+    target = _named_target(importer, node)
+    if target is not None:
+        props.pop("allowzero", None)
+        props["shape"] = nn._ints(target)
+        return [importer.emit(node, nn.ReshapeOp, [x], props)]
+    return [importer.emit(node, nn_index.DynamicReshapeOp, [x, shape], props)]
+
+
+def _named_target(importer: _GraphImporter, node: onnx.NodeProto) -> list[int] | None:
+    """The reshape target as constants: a size ONNX proves, 0 where the result's
+    dimension has the same symbol as the input's at that index, and -1 for at most
+    one dimension left."""
+    symbols = importer.symbols()
+    result, source = symbols.get(node.output[0]), symbols.get(node.input[0])
+    if result is None or source is None:
+        return None
+    target = []
+    for index, dim in enumerate(result):
+        if isinstance(dim, int) and dim > 0:
+            target.append(dim)
+        elif isinstance(dim, str) and index < len(source) and source[index] == dim:
+            target.append(0)
+        else:
+            target.append(-1)
+    return target if target.count(-1) <= 1 else None
+
+
+def _slice(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
+    """Slice's starts, ends, axes and steps, as attributes before opset 10 and inputs
+    from 10 on, become four int64 operands; absent axes and steps are made explicit."""
+    data = importer.operand(node, 0)
+    assert data is not None
+    if importer.opset < 10:
+        given = {a.name: list(a.ints) for a in node.attribute}
+        if "starts" not in given or "ends" not in given:
+            raise importer.fail(node, "Slice needs starts and ends")
+        parts: list[SSAValue | None] = [
+            importer.add_weight(f"{node.output[0]}_{role}", np.array(given[role], dtype=np.int64))
+            for role in ("starts", "ends") + (("axes",) if "axes" in given else ())
+        ]
+    else:
+        parts = [importer.operand(node, i) for i in range(1, 5)]
+    count = parts[0].type.get_shape()  # pyright: ignore
+    if len(count) != 1 or count[0] == DYNAMIC:
+        raise importer.fail(node, f"starts must be a 1-D tensor of static length, got {parts[0].type}")  # pyright: ignore
+    parts += [None] * (4 - len(parts))
+    if parts[2] is None:
+        parts[2] = importer.add_weight(f"{node.output[0]}_axes", np.arange(count[0], dtype=np.int64))
+    if parts[3] is None:
+        parts[3] = importer.add_weight(f"{node.output[0]}_steps", np.ones(count[0], dtype=np.int64))
+    return [importer.emit(node, nn_index.SliceOp, [data, *parts], {})]
+
+
+def _cast(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
+    props = importer.properties(node, nn_index.CastOp)
+    to = props["to"].value.data if "to" in props else None  # pyright: ignore
+    if to not in nn_index.ONNX_DTYPES:
+        raise importer.fail(node, f"cannot cast to ONNX data type {to} (supported: {sorted(nn_index.ONNX_DTYPES)})")
+    element_type = ir_element_type(nn_index.ONNX_DTYPES[to])
+    return [importer.emit(node, nn_index.CastOp, [importer.operand(node, 0)], props, element_type)]
+
+
+def _reduce_mean(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
+    """ReduceMean's axes: an attribute before opset 18, an input from 18 on."""
+    props = importer.properties(node, nn.ReduceMeanOp)
+    axes = _axes(importer, node)
+    if axes:
+        props["axes"] = nn._ints(axes)
+    elif any(a.name == "noop_with_empty_axes" and a.i for a in node.attribute):
+        return [importer.operand(node, 0)]  # pyright: ignore
+    return [importer.emit(node, nn.ReduceMeanOp, [importer.operand(node, 0)], props)]
+
+
+def _identity(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
+    """An Identity of a weight is the weight itself: exporters alias tied weights so,
+    and pruning must see the weight a layer reads."""
+    x = importer.operand(node, 0)
+    if x is not None and isinstance(x.owner, WeightOp):
+        return [x]
+    return _generic(nn.IdentityOp, 1)(importer, node)
 
 
 def _axes(importer: _GraphImporter, node: onnx.NodeProto) -> list[int] | None:
@@ -342,15 +503,53 @@ _CONVERTERS: dict[str, Converter] = {
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
     "Dropout": _generic(nn.DropoutOp, 1),
-    "Identity": _generic(nn.IdentityOp, 1),
+    "Identity": _identity,
     "Constant": _constant,
     "ConstantOfShape": _constant_of_shape,
+    "Pow": _generic(nn.PowOp, 2),
+    "Sqrt": _generic(nn.SqrtOp, 1),
+    "ReduceMean": _reduce_mean,
+    "Shape": _generic(nn_index.ShapeOp, 1),
+    "Gather": _generic(nn_index.GatherOp, 2),
+    "GatherND": _generic(nn_index.GatherNDOp, 2),
+    "Slice": _slice,
+    "Range": _generic(nn_index.RangeOp, 3),
+    "Expand": _generic(nn_index.ExpandOp, 2),
+    "Cast": _cast,
+    "Where": _generic(nn_index.WhereOp, 3),
+    "Equal": _generic(nn_index.EqualOp, 2),
+    "Greater": _generic(nn_index.GreaterOp, 2),
+    "GreaterOrEqual": _generic(nn_index.GreaterOrEqualOp, 2),
+    "Less": _generic(nn_index.LessOp, 2),
+    "LessOrEqual": _generic(nn_index.LessOrEqualOp, 2),
+    "And": _generic(nn_index.AndOp, 2),
+    "Or": _generic(nn_index.OrOp, 2),
+    "Not": _generic(nn_index.NotOp, 1),
+    "IsNaN": _generic(nn_index.IsNaNOp, 1),
+    "Max": _generic(nn_index.MaxOp),
+    "Min": _generic(nn_index.MinOp),
 }
+
+FOLDABLE: frozenset[type[NNOp]] = frozenset({
+    *nn_index.INDEX_OPS, nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp, nn.ReshapeOp, nn.UnsqueezeOp,
+    nn.SqueezeOp, nn.ConcatOp, nn.FlattenOp, nn.IdentityOp,
+})  # fmt: skip
+"""Ops `fold` may compute at import."""
+
+PICKING: dict[type[NNOp], int] = {
+    nn_index.GatherOp: 1, nn_index.SliceOp: 1, nn.ConcatOp: 1 << 30, nn.UnsqueezeOp: 1, nn.SqueezeOp: 1,
+    nn.ReshapeOp: 1, nn.IdentityOp: 1,
+}  # fmt: skip
+"""Ops that only pick or move elements, by how many leading operands are the elements:
+they carry `UNKNOWN_SIZE` there through unchanged (not in Gather's indices or Slice's
+bounds, which decide what is picked)."""
 
 
 _MIN_INPUTS = {
     "Gemm": 2, "MatMul": 2, "Conv": 2, "Add": 2, "Sub": 2, "Mul": 2, "Div": 2, "BatchNormalization": 5,
-    "LayerNormalization": 2, "Reshape": 2, "Constant": 0,
+    "LayerNormalization": 2, "Reshape": 2, "Constant": 0, "Pow": 2, "Gather": 2, "GatherND": 2, "Range": 3,
+    "Expand": 2, "Where": 3, "Equal": 2, "Greater": 2, "GreaterOrEqual": 2, "Less": 2, "LessOrEqual": 2,
+    "And": 2, "Or": 2,
 }  # fmt: skip
 """Required inputs per op type (1 when not listed)."""
 
@@ -479,7 +678,7 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
     block = Block(arg_types=[_input_type(path, v) for v in inputs])
     consumed = {name for node in graph.node for name in node.input}
     consumed |= {output.name for output in graph.output}
-    importer = _GraphImporter(str(path), opset, ctx, block, consumed)
+    importer = _GraphImporter(str(path), opset, ctx, block, consumed, model)
     for value, arg in zip(inputs, block.args):
         importer.values[value.name] = arg
         arg.name_hint = _ssa_hint(value.name)
@@ -495,6 +694,7 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
             raise ModelImportError(f"{path}: graph output '{output.name}' is not produced by any node")
         results.append(importer.values[output.name])
     block.add_op(func.ReturnOp(*results))
+    _drop_dead_ops(block)
     _drop_unused_weights(block, ctx)
 
     function = func.FuncOp(
@@ -510,6 +710,14 @@ def import_onnx(path: str | Path, ctx: SparsecContext) -> ModuleOp:
     except VerifyException as error:
         raise ModelImportError(f"{path}: the imported module does not verify: {error}") from None
     return module
+
+
+def _drop_dead_ops(block: Block) -> None:
+    """Ops no output depends on: shape arithmetic whose result became a constant
+    reshape target (`_reshape`) or was folded (`_GraphImporter.fold`)."""
+    for op in reversed(list(block.ops)):
+        if isinstance(op, NNOp) and not any(result.uses for result in op.results):
+            block.erase_op(op)
 
 
 def _drop_unused_weights(block: Block, ctx: SparsecContext) -> None:
