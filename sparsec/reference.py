@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp, NameLoc, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from sparsec.dialects import nn, nn_index
@@ -427,6 +427,16 @@ def _gather_nd(op: nn_index.GatherNDOp, data: np.ndarray, indices: np.ndarray) -
     return data[tuple(np.moveaxis(indices, -1, 0))]
 
 
+def _cum_sum(op: nn_index.CumSumOp, x: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """ONNX CumSum: `exclusive` shifts the sums by one, `reverse` runs from the end."""
+    axis_index = int(axis.reshape(-1)[0])
+    y = np.flip(x, axis_index) if op.reverse.value.data else x
+    sums = np.cumsum(y, axis=axis_index, dtype=x.dtype)
+    if op.exclusive.value.data:
+        sums = np.concatenate([np.zeros_like(np.take(sums, [0], axis=axis_index)), np.delete(sums, -1, axis=axis_index)], axis=axis_index)
+    return np.flip(sums, axis_index) if op.reverse.value.data else sums
+
+
 def _reduce_mean(op: nn.ReduceMeanOp, x: np.ndarray) -> np.ndarray:
     return x.mean(axis=op.reduced_axes(x.ndim), keepdims=bool(op.keepdims.value.data), dtype=np.float64).astype(x.dtype)
 
@@ -466,6 +476,8 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn_index.ShapeOp: lambda op, x: np.array(op.dims(x.shape), dtype=np.int64),
     nn_index.GatherOp: lambda op, data, indices: np.take(data, indices, axis=op.axis.value.data),
     nn_index.GatherNDOp: _gather_nd,
+    nn_index.GatherElementsOp: lambda op, data, indices: np.take_along_axis(data, np.where(indices < 0, indices + data.shape[op.axis.value.data], indices), op.axis.value.data),
+    nn_index.CumSumOp: _cum_sum,
     nn_index.SliceOp: _slice,
     nn_index.RangeOp: lambda op, start, limit, delta: np.arange(start, limit, delta, dtype=start.dtype),
     nn_index.ExpandOp: lambda op, x, shape: np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))).copy(),
@@ -502,7 +514,8 @@ def evaluate(op: Operation, operands: list[np.ndarray]) -> np.ndarray:
     except (ValueError, IndexError) as error:
         # Shapes the IR allows but numpy cannot compute, such as zero-sized dimensions.
         shapes = ", ".join(str(tuple(a.shape)) for a in operands)
-        raise ExecutionError(f"'{op.name}' cannot run on inputs of shapes {shapes}: {error}") from None
+        node = f" (node '{op.location.desc.data}')" if isinstance(op.location, NameLoc) else ""
+        raise ExecutionError(f"'{op.name}'{node} cannot run on inputs of shapes {shapes}: {error}") from None
 
 
 def _interpret(

@@ -334,6 +334,54 @@ def constants() -> onnx.ModelProto:
     )
 
 
+def run_time_shapes(width: int = 8, heads: int = 2) -> onnx.ModelProto:
+    """What PyTorch's exporter writes around a transformer's layers: per-head reshape
+    targets from Shape, Gather, Unsqueeze and Concat of the tensor reshaped, token
+    embeddings by Gather, position ids sliced to the run-time sequence length, and an
+    additive mask from Cast, Sub and Mul of the input mask (int64 inputs ids, mask)."""
+    rng = _rng()
+    i64 = TensorProto.INT64
+    scalar = lambda name, value: _init(name, np.array(value, np.int64))  # noqa: E731
+    vector = lambda name, value: _init(name, np.array(value, np.int64))  # noqa: E731
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["tokens"], name="embed"),
+        helper.make_node("Shape", ["ids"], ["ids_shape"], name="ids_shape"),
+        helper.make_node("Gather", ["ids_shape", "one"], ["length"], name="length", axis=0),
+        helper.make_node("Unsqueeze", ["length", "axis0"], ["length_1d"], name="length_1d"),
+        helper.make_node("Slice", ["position_ids", "zero_1d", "length_1d", "axis1"], ["positions"], name="positions"),
+        helper.make_node("Gather", ["position_table", "positions"], ["placed"], name="place"),
+        helper.make_node("Add", ["tokens", "placed"], ["x"], name="embeddings"),
+        helper.make_node("Shape", ["x"], ["x_shape"], name="x_shape"),
+        helper.make_node("Gather", ["x_shape", "zero"], ["batch"], name="batch", axis=0),
+        helper.make_node("Gather", ["x_shape", "one"], ["sequence"], name="sequence", axis=0),
+        helper.make_node("Unsqueeze", ["batch", "axis0"], ["batch_1d"], name="batch_1d"),
+        helper.make_node("Unsqueeze", ["sequence", "axis0"], ["sequence_1d"], name="sequence_1d"),
+        helper.make_node("Concat", ["batch_1d", "sequence_1d", "heads", "head_width"], ["per_head"], name="per_head", axis=0),
+        helper.make_node("Reshape", ["x", "per_head"], ["split"], name="split"),
+        helper.make_node("Transpose", ["split"], ["heads_first"], name="heads_first", perm=[0, 2, 1, 3]),
+        helper.make_node("Unsqueeze", ["mask", "axes12"], ["mask4"], name="mask4"),
+        helper.make_node("Cast", ["mask4"], ["mask_float"], name="mask_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one_float", "mask_float"], ["masked"], name="masked"),
+        helper.make_node("Mul", ["masked", "lowest"], ["additive"], name="additive"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", i64, ["batch", "sequence"]), helper.make_tensor_value_info("mask", i64, ["batch", "sequence"])],
+        [
+            helper.make_tensor_value_info("heads_first", F32, ["batch", heads, "sequence", width // heads]),
+            helper.make_tensor_value_info("additive", F32, ["batch", 1, 1, "sequence"]),
+        ],
+        [
+            _init("table", rng.standard_normal((16, width)).astype(np.float32)),
+            _init("position_table", rng.standard_normal((12, width)).astype(np.float32)),
+            _init("position_ids", np.arange(12, dtype=np.int64)[None]),
+            scalar("zero", 0), scalar("one", 1), vector("zero_1d", [0]), vector("axis0", [0]), vector("axis1", [1]),
+            vector("axes12", [1, 2]), vector("heads", [heads]), vector("head_width", [width // heads]),
+            _init("one_float", np.array(1.0, np.float32)), _init("lowest", np.array(-3.4028234663852886e38, np.float32)),
+        ],
+    )  # fmt: skip
+
+
 def weight_input() -> onnx.ModelProto:
     """A weight passed in as a graph input (no initializer) stays an input."""
     return _model(
@@ -349,6 +397,24 @@ def unsupported() -> onnx.ModelProto:
         [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Cos", ["r"], ["out"], name="my_cos")],
         [helper.make_tensor_value_info("x", F32, [2])],
         [helper.make_tensor_value_info("out", F32, [2])],
+    )
+
+
+def gather_nd_batch_dims() -> onnx.ModelProto:
+    """A GatherND with batch_dims = 1, which sparsec does not import."""
+    return _model(
+        [helper.make_node("GatherND", ["x", "i"], ["out"], name="pick", batch_dims=1)],
+        [helper.make_tensor_value_info("x", F32, [2, 3]), helper.make_tensor_value_info("i", TensorProto.INT64, [2, 1])],
+        [helper.make_tensor_value_info("out", F32, [2])],
+    )
+
+
+def cast_to_string() -> onnx.ModelProto:
+    """A Cast to an ONNX data type sparsec has no tensors of (8, string)."""
+    return _model(
+        [helper.make_node("Cast", ["x"], ["out"], name="to_text", to=TensorProto.STRING)],
+        [helper.make_tensor_value_info("x", F32, [2])],
+        [helper.make_tensor_value_info("out", TensorProto.STRING, [2])],
     )
 
 
@@ -371,7 +437,8 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, attention, wide, shapes, norms, constants, weight_input, unsupported, old_opset, bad_shapes)
+    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, attention, wide, shapes, run_time_shapes, norms, constants, weight_input, unsupported,
+              gather_nd_batch_dims, cast_to_string, old_opset, bad_shapes)
 }
 
 

@@ -122,6 +122,45 @@ class GatherNDOp(NNOp):
 
 
 @irdl_op_definition
+class GatherElementsOp(NNOp):
+    """`data` picked along `axis` at each position of `indices` (result: its shape)."""
+
+    name = "nn.gather_elements"
+    ONNX_OP: ClassVar[str] = "GatherElements"
+
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    axis = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        data, indices = operand_shapes
+        shapes.normalize_axis(self.axis.value.data, len(data))
+        if len(indices) != len(data):
+            raise ShapeError(f"indices {shapes.fmt(indices)} must have the rank of data {shapes.fmt(data)}")
+        return indices
+
+
+@irdl_op_definition
+class CumSumOp(NNOp):
+    """Running sums along the axis given as a scalar operand (RoBERTa's position ids)."""
+
+    name = "nn.cum_sum"
+    ONNX_OP: ClassVar[str] = "CumSum"
+
+    input = operand_def(TensorType)
+    axis = operand_def(TensorType)
+    exclusive = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
+    reverse = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        if len(operand_shapes[1]) > 1 or shapes.product(operand_shapes[1]) not in (1, DYNAMIC):
+            raise ShapeError(f"axis must be a scalar or a single value, got {shapes.fmt(operand_shapes[1])}")
+        return operand_shapes[0]
+
+
+@irdl_op_definition
 class SliceOp(ValueShapedOp):
     """`data[starts:ends:steps]` along `axes`, all four given as int64 tensors (the
     importer makes ONNX's default axes and steps explicit)."""
@@ -342,6 +381,6 @@ class MinOp(ExtremumOp):
 
 
 INDEX_OPS: tuple[type[NNOp], ...] = (
-    ShapeOp, GatherOp, GatherNDOp, SliceOp, RangeOp, ExpandOp, DynamicReshapeOp, CastOp, WhereOp,
+    ShapeOp, GatherOp, GatherNDOp, GatherElementsOp, CumSumOp, SliceOp, RangeOp, ExpandOp, DynamicReshapeOp, CastOp, WhereOp,
     EqualOp, GreaterOp, GreaterOrEqualOp, LessOp, LessOrEqualOp, AndOp, OrOp, NotOp, IsNaNOp, MaxOp, MinOp,
 )  # fmt: skip

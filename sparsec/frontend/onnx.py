@@ -187,14 +187,25 @@ class _GraphImporter:
         operands: list[SSAValue | None],
         props: dict[str, Attribute],
         element_type: Attribute | None = None,
+        refined: tuple[int, ...] | None = None,
+        output: str | None = None,
     ) -> SSAValue:
-        refined = self.static_dims(node.output[0]) if getattr(op_type, "SHAPE_FROM_VALUES", False) else None
+        """`op_type` built on `operands` for `node`'s result `output` (its first by
+        default), folded if its value is known now. A result shape that follows from
+        values takes static sizes from `refined`, else from ONNX's inference."""
+        output = output or node.output[0]
+        if getattr(op_type, "SHAPE_FROM_VALUES", False):
+            inferred = self.static_dims(output)
+            if refined is None or inferred is None or len(inferred) != len(refined):
+                refined = refined or inferred
+            else:
+                refined = tuple(mine if mine >= 0 else theirs for mine, theirs in zip(refined, inferred))
         try:
             op = build_inferred(op_type, operands, props, element_type, refined)
             op.verify()
         except (ShapeError, VerifyException) as error:
             raise self.fail(node, str(error)) from None
-        folded = self.fold(node, op)
+        folded = self.fold(output, op)
         if folded is not None:
             op.drop_all_references()
             return folded
@@ -213,7 +224,7 @@ class _GraphImporter:
             return np.array([UNKNOWN_SIZE if d == DYNAMIC else d for d in dims], dtype=np.int64)
         return None
 
-    def fold(self, node: onnx.NodeProto, op: NNOp) -> SSAValue | None:
+    def fold(self, output: str, op: NNOp) -> SSAValue | None:
         """Shape and index arithmetic on values known at import, computed now: a
         constant then feeds Reshape, Unsqueeze or Slice, and no step runs for it.
         Sizes known only at run time pass through the ops that only pick or move
@@ -231,11 +242,11 @@ class _GraphImporter:
             return None
         try:
             array = reference.evaluate(op, known)  # pyright: ignore
-        except SparsecError as error:
-            raise self.fail(node, str(error)) from None
+        except SparsecError:
+            return None  # it fails the same way at run time, where the error names the node
         if array.size > FOLDED_ELEMENTS or (partly and (array == UNKNOWN_SIZE).any()):
             return None
-        return self.add_weight(node.output[0], array.astype(numpy_dtype(result_type.element_type)))
+        return self.add_weight(output, array.astype(numpy_dtype(result_type.element_type)))
 
     def import_node(self, node: onnx.NodeProto) -> None:
         if node.domain not in ("", "ai.onnx"):
@@ -392,7 +403,23 @@ def _slice(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
         parts[2] = importer.add_weight(f"{node.output[0]}_axes", np.arange(count[0], dtype=np.int64))
     if parts[3] is None:
         parts[3] = importer.add_weight(f"{node.output[0]}_steps", np.ones(count[0], dtype=np.int64))
-    return [importer.emit(node, nn_index.SliceOp, [data, *parts], {})]
+    return [importer.emit(node, nn_index.SliceOp, [data, *parts], {}, refined=_sliced_shape(importer, data, parts))]
+
+
+def _sliced_shape(importer: _GraphImporter, data: SSAValue, parts: list[SSAValue | None]) -> tuple[int, ...] | None:
+    """What a Slice's own bounds tell of its result: axes it does not slice keep their
+    size, and a sliced static size with known bounds is counted (-1: unknown)."""
+    shape = data.type.get_shape()  # pyright: ignore
+    starts, ends, axes, steps = (importer.known_value(p) for p in parts)  # pyright: ignore
+    if axes is None or (axes == UNKNOWN_SIZE).any():
+        return None
+    sliced = [int(a) % len(shape) for a in axes.reshape(-1)]
+    result = list(shape)
+    for index, axis in enumerate(sliced):
+        bounds = [b.reshape(-1)[index] if b is not None else UNKNOWN_SIZE for b in (starts, ends, steps)]
+        known = shape[axis] != DYNAMIC and UNKNOWN_SIZE not in bounds
+        result[axis] = len(range(shape[axis])[slice(*(int(b) for b in bounds))]) if known else DYNAMIC
+    return tuple(result)
 
 
 def _cast(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
@@ -413,6 +440,41 @@ def _reduce_mean(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValu
     elif any(a.name == "noop_with_empty_axes" and a.i for a in node.attribute):
         return [importer.operand(node, 0)]  # pyright: ignore
     return [importer.emit(node, nn.ReduceMeanOp, [importer.operand(node, 0)], props)]
+
+
+def _split(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
+    """Split becomes one Slice per output, its sizes constant: the `split` attribute
+    (before opset 13) or input, else equal parts of a dimension known at import
+    (`num_outputs` from opset 18 on, else the number of outputs)."""
+    x = importer.operand(node, 0)
+    assert x is not None and isinstance(x.type, TensorType)
+    shape = x.type.get_shape()
+    attributes = {a.name: a for a in node.attribute}
+    axis = attributes["axis"].i if "axis" in attributes else 0
+    if not -len(shape) <= axis < len(shape):
+        raise importer.fail(node, f"axis {axis} is out of range for rank {len(shape)}")
+    axis %= len(shape)
+    if len(node.input) > 1 and node.input[1]:
+        sizes = importer.constant(node, node.input[1]).astype(np.int64).reshape(-1).tolist()
+    elif "split" in attributes:
+        sizes = list(attributes["split"].ints)
+    else:
+        parts = attributes["num_outputs"].i if "num_outputs" in attributes else len(node.output)
+        if shape[axis] == DYNAMIC:
+            raise importer.fail(node, f"splitting dimension {axis} of {x.type} into equal parts needs its size at import")
+        step = -(-shape[axis] // parts)
+        sizes = [min(step, shape[axis] - i * step) for i in range(parts)]
+    if len(sizes) != len(node.output):
+        raise importer.fail(node, f"{len(sizes)} split sizes for {len(node.output)} outputs")
+    results = []
+    start = 0
+    for output, size in zip(node.output, sizes, strict=True):
+        bounds = [importer.add_weight(f"{output}_{role}", np.array([value], dtype=np.int64))
+                  for role, value in (("start", start), ("end", start + size), ("axis", axis), ("step", 1))]  # fmt: skip
+        refined = tuple(size if i == axis else d for i, d in enumerate(shape))
+        results.append(importer.emit(node, nn_index.SliceOp, [x, *bounds], {}, refined=refined, output=output))
+        start += size
+    return results
 
 
 def _identity(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
@@ -513,6 +575,9 @@ _CONVERTERS: dict[str, Converter] = {
     "Gather": _generic(nn_index.GatherOp, 2),
     "GatherND": _generic(nn_index.GatherNDOp, 2),
     "Slice": _slice,
+    "Split": _split,
+    "GatherElements": _generic(nn_index.GatherElementsOp, 2),
+    "CumSum": _generic(nn_index.CumSumOp, 2),
     "Range": _generic(nn_index.RangeOp, 3),
     "Expand": _generic(nn_index.ExpandOp, 2),
     "Cast": _cast,
@@ -549,7 +614,7 @@ _MIN_INPUTS = {
     "Gemm": 2, "MatMul": 2, "Conv": 2, "Add": 2, "Sub": 2, "Mul": 2, "Div": 2, "BatchNormalization": 5,
     "LayerNormalization": 2, "Reshape": 2, "Constant": 0, "Pow": 2, "Gather": 2, "GatherND": 2, "Range": 3,
     "Expand": 2, "Where": 3, "Equal": 2, "Greater": 2, "GreaterOrEqual": 2, "Less": 2, "LessOrEqual": 2,
-    "And": 2, "Or": 2,
+    "And": 2, "Or": 2, "GatherElements": 2, "CumSum": 2,
 }  # fmt: skip
 """Required inputs per op type (1 when not listed)."""
 

@@ -29,6 +29,9 @@ def workspace(tmp_path: Path) -> Path:
     models.save("unsupported", tmp_path / "unsupported.onnx")
     models.save("bad_shapes", tmp_path / "bad_shapes.onnx")
     models.save("old_opset", tmp_path / "old.onnx")
+    models.save("run_time_shapes", tmp_path / "tokens.onnx")
+    np.save(tmp_path / "ids.npy", np.array([[3, 99]]))
+    np.save(tmp_path / "mask.npy", np.ones((1, 2), np.int64))
     data = (tmp_path / "model.onnx").read_bytes()
     (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07garbage" * 10)
     (tmp_path / "truncated.onnx").write_bytes(data[: len(data) // 2])
@@ -69,6 +72,10 @@ CASES = {
     "wrong input shape": (["run", "{w}/model.onnx", "--input", "x={w}/x_shape.npy"], "input 'x' has shape (2, 5), expected"),
     "wrong input dtype": (["run", "{w}/model.onnx", "--input", "x={w}/x_dtype.npy"], "input 'x' has dtype float64, expected float32"),
     "missing input": (["run", "{w}/model.onnx"], "missing input 'x'"),
+    "token id out of range": (
+        ["run", "{w}/tokens.onnx", "--input", "ids={w}/ids.npy", "--input", "mask={w}/mask.npy"],
+        "'nn.gather' (node 'embed') cannot run on inputs of shapes (16, 8), (1, 2): index 99 is out of bounds",
+    ),
     "unreadable input file": (["run", "{w}/model.onnx", "--input", "x={w}/absent.npy"], "cannot read"),
     "truncated artifact": (["inspect", "{w}/truncated.spx"], "truncated.spx: not a valid .spx"),
     "altered artifact": (["inspect", "{w}/altered.spx"], "fails its checksum; the file was altered or corrupted"),

@@ -1,10 +1,12 @@
-"""Hugging Face BERTs as PyTorch exports them (test/exports, made by make_exports.py):
-they import, compute what onnxruntime computes for any batch, sequence and padding,
-and compile to sparse kernels for every layer.
+"""Hugging Face transformers as PyTorch exports them (test/exports, made by
+make_exports.py: BERT five ways, DistilBERT, RoBERTa, ALBERT, GPT-2, ViT): they import,
+compute what onnxruntime computes for any batch, sequence and padding, and compile to
+sparse kernels for every layer.
 
 Their embeddings are Gathers, their position ids a Slice up to the run-time sequence
-length, their attention masks Range, comparisons, GatherND, Expand and Where, their
-reshape targets computed from Shape: `nn_index`'s ops and the importer's folding.
+length (RoBERTa's a CumSum), their attention masks Range, comparisons, GatherND,
+Expand and Where, their reshape targets computed from Shape: `nn_index`'s ops and the
+importer's folding.
 """
 
 from __future__ import annotations
@@ -19,21 +21,29 @@ import sparsec
 from sparsec.dialects import nn, nn_index
 from sparsec.dialects.kernel_ops import KernelOp
 
-EXPORTS = sorted((Path(__file__).parent.parent / "exports").glob("*.onnx"))
+FOLDER = Path(__file__).parent.parent / "exports"
+EXPORTS = sorted(FOLDER.glob("*.onnx"))
 SIZES = [(1, 1), (2, 7), (3, 40)]
 COMPILE = "prune-magnitude{pattern=nm n=2 m=4 min-elements=0},fold-batch-norm,fuse-gelu,fold-scale,pack-bitmask,lower-kernels"
 
 
-def _feeds(batch: int, sequence: int) -> dict[str, np.ndarray]:
-    """Token ids, two segments, and the last sequence padded from its middle on."""
+def _feeds(path: Path, batch: int, sequence: int) -> dict[str, np.ndarray]:
+    """Token ids, the last sequence padded from its middle on, two segments; or
+    `batch` 32x32 images (ViT), whatever the model takes."""
     rng = np.random.default_rng(batch * 100 + sequence)
     mask = np.ones((batch, sequence), np.int64)
     mask[-1, (sequence + 1) // 2 :] = 0
-    return {
+    feeds = {
         "input_ids": rng.integers(0, 128, (batch, sequence)),
         "attention_mask": mask,
         "token_type_ids": (np.arange(sequence) >= sequence // 2).astype(np.int64)[None].repeat(batch, 0),
+        "pixel_values": rng.standard_normal((batch, 3, 32, 32)).astype(np.float32),
     }
+    return {name: feeds[name] for name in _input_names(path)}
+
+
+def _input_names(path: Path) -> list[str]:
+    return [i.name for i in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()]
 
 
 def _onnxruntime(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -41,32 +51,34 @@ def _onnxruntime(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def test_the_exports_are_there():
-    assert len(EXPORTS) == 5
+    assert len(EXPORTS) == 10
 
 
 @pytest.mark.parametrize("path", EXPORTS, ids=lambda p: p.stem)
 def test_export_imports_and_matches_onnxruntime(path):
     model = sparsec.load(path)
     for batch, sequence in SIZES:
-        feeds = _feeds(batch, sequence)
+        feeds = _feeds(path, batch, sequence)
         got = model.run(feeds)
-        for name, expected in zip(["last_hidden_state", "pooler_output"], _onnxruntime(path, feeds), strict=True):
+        for name, expected in zip(got, _onnxruntime(path, feeds), strict=True):
             np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=2e-6, err_msg=f"{name} at {batch}x{sequence}")
 
 
 @pytest.mark.parametrize("path", EXPORTS, ids=lambda p: p.stem)
 def test_export_compiles_every_layer_to_a_sparse_kernel(tmp_path, path):
-    """n:m 2:4 on all 13 layers; the compiled model against the pruned model's
-    reference run, on two threads."""
+    """n:m 2:4 on every layer (GPT-2's Conv1D layers and ViT's patch convolution
+    too); the compiled model against the pruned model's reference run, on two threads."""
     model = sparsec.load(path)
     model.apply(COMPILE.split(",")[0])
-    pruned = {size: model.run(_feeds(*size)) for size in SIZES}
+    pruned = {size: model.run(_feeds(path, *size)) for size in SIZES}
     model.apply(",".join(COMPILE.split(",")[1:]))
-    assert sum(isinstance(op, KernelOp) for op in model.module.walk()) == 13
-    model.save(tmp_path / "bert.spx")
-    compiled = sparsec.load(tmp_path / "bert.spx", threads=2)
+    layers = [op for op in model.module.walk() if isinstance(op, nn.MatMulOp | nn.GemmOp | nn.ConvOp)]
+    assert not [op for op in layers if any(isinstance(v.owner, nn.WeightOp) for v in op.operands)]
+    assert sum(isinstance(op, KernelOp) for op in model.module.walk()) >= 8  # GPT-2: 4 a layer
+    model.save(tmp_path / "model.spx")
+    compiled = sparsec.load(tmp_path / "model.spx", threads=2)
     for size, expected in pruned.items():
-        got = compiled.run(_feeds(*size))
+        got = compiled.run(_feeds(path, *size))
         for name in expected:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-3, atol=1e-3, err_msg=f"{name} at {size}")
 
@@ -75,15 +87,14 @@ def test_torchscript_reshapes_to_heads_become_constant():
     """The per-head reshapes' targets are Shape, Gather and Concat of the tensor they
     reshape: ONNX's symbolic inference names the copied sizes, and they become
     `nn.reshape` to [0, 0, 4, 8], with no shape arithmetic left for them."""
-    model = sparsec.load(EXPORTS[1])
-    assert "torchscript_14" in EXPORTS[1].stem
+    model = sparsec.load(FOLDER / "bert_eager_torchscript_14.onnx")
     reshapes = [op for op in model.module.walk() if isinstance(op, nn.ReshapeOp)]
     assert [tuple(nn.ints_of(op.shape)) for op in reshapes].count((0, 0, -1, 8)) == 6
     assert all(op.results[0].type.get_shape()[2:] == (4, 8) for op in reshapes if len(nn.ints_of(op.shape)) == 4)
 
 
 def test_position_ids_slice_and_embeddings_run_at_run_time():
-    model = sparsec.load(EXPORTS[1])
+    model = sparsec.load(FOLDER / "bert_eager_torchscript_14.onnx")
     kinds = {type(op) for op in model.module.walk()}
     assert {nn_index.SliceOp, nn_index.GatherOp, nn_index.RangeOp, nn_index.WhereOp} <= kinds
     assert nn.PowOp in kinds and nn.ReduceMeanOp in kinds  # opset 14 writes LayerNorm out
@@ -96,7 +107,7 @@ def test_export_writes_back_to_onnx_that_onnxruntime_runs(tmp_path, path):
     sparsec names values (`val_128`)."""
     model = sparsec.load(path)
     model.save(tmp_path / "back.onnx")
-    feeds = _feeds(2, 9)
+    feeds = _feeds(path, 2, 9)
     expected = model.run(feeds)
     for name, got in zip(expected, _onnxruntime(tmp_path / "back.onnx", feeds), strict=True):
         np.testing.assert_allclose(got, expected[name], rtol=1e-5, atol=2e-6)

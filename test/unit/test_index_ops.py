@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import models
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -68,6 +69,10 @@ CASES = {
     "gather rows, negative index": Case("Gather", {"data": _f32(5, 3)}, {"indices": _i64([[0, -1], [2, 4]])}),
     "gather axis 1 by a scalar (a pooler)": Case("Gather", {"data": _f32(2, 3, 4)}, {"indices": _i64(0)}, {"axis": 1}),
     "embedding lookup": Case("Gather", {"indices": _i64([[1, 3, 3]])}, {"table": _f32(6, 4)}, inputs=["table", "indices"]),
+    "gather_elements, negative index": Case("GatherElements", {"data": _f32(3, 4)}, {"indices": _i64([[0, -1, 2, 1], [2, 2, 0, 0]])}),
+    "gather_elements along axis 1": Case("GatherElements", {"data": _f32(2, 5)}, {"indices": _i64([[4, 0], [1, 1]])}, {"axis": 1}),
+    "cum_sum": Case("CumSum", {"x": _i64([[1, 2, 3], [4, 5, 6]])}, {"axis": _i64(1)}),
+    "cum_sum, exclusive and reverse": Case("CumSum", {"x": _f32(3, 4)}, {"axis": _i64([0])}, {"exclusive": 1, "reverse": 1}),
     "gather_nd": Case("GatherND", {"data": _f32(2, 3, 4)}, {"indices": _i64([[[0, 1]], [[1, 2]]])}),
     "slice, negative step, clamped end": Case(
         "Slice", {"data": _f32(4, 6)}, {"starts": _i64([1, -1]), "ends": _i64([3, -100]), "axes": _i64([0, 1]), "steps": _i64([1, -2])}
@@ -156,3 +161,46 @@ def test_shape_arithmetic_on_known_sizes_folds_to_a_constant_reshape(tmp_path):
     assert str(model.module).count("array<i64: -1, 3, 2>") == 1
     x = _f32(4, 6)
     np.testing.assert_array_equal(model.run({"x": x})["out"], x.reshape(-1, 3, 2))
+
+
+@pytest.mark.parametrize("batch, sequence", [(1, 1), (2, 5), (3, 12)])
+def test_exporter_shape_arithmetic_matches_onnxruntime(tmp_path, batch, sequence):
+    """models.run_time_shapes: embeddings, sliced position ids, per-head reshape and
+    additive mask, reference and compiled."""
+    path = tmp_path / "m.onnx"
+    onnx.save(models.run_time_shapes(), str(path))
+    rng = np.random.default_rng(sequence)
+    feeds = {"ids": rng.integers(0, 16, (batch, sequence)), "mask": rng.integers(0, 2, (batch, sequence))}
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    model = sparsec.load(path)
+    model.save(tmp_path / "m.spx")
+    for run in (model.run, sparsec.load(tmp_path / "m.spx").run):
+        for got, want in zip(run(feeds).values(), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "sizes, attributes, opset",
+    [(None, {"axis": 1}, 17), ([2, 4], {"axis": -1}, 17), (None, {"axis": 1, "split": [1, 5]}, 11), (None, {"axis": 1, "num_outputs": 2}, 18)],
+    ids=["equal parts", "sizes input", "split attribute", "num_outputs"],
+)
+def test_split_is_one_slice_per_output(tmp_path, sizes, attributes, opset):
+    """GPT-2 splits its fused query-key-value projection in three."""
+    inputs = ["x"] if sizes is None else ["x", "sizes"]
+    constants = [] if sizes is None else [numpy_helper.from_array(_i64(sizes), "sizes")]
+    node = helper.make_node("Split", inputs, ["a", "b"], **attributes)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in "ab"], constants,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    x = _f32(3, 6)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    imported = sparsec.load(path)
+    slices = [op for op in imported.module.walk() if isinstance(op, nn_index.SliceOp)]
+    assert [op.results[0].type.get_shape()[1] for op in slices] == [e.shape[1] for e in expected]
+    for got, want in zip(imported.run({"x": x}).values(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
