@@ -37,15 +37,19 @@ def onnxruntime_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, n
 
 
 def random_feeds(model, seed: int = 0, dynamic: int = 3) -> dict[str, np.ndarray]:
-    """Random float32 inputs for a sparsec Model; dynamic dimensions become `dynamic`."""
+    """Random inputs for a sparsec Model, dynamic dimensions `dynamic`: standard normal
+    floats, integers (token ids, masks) from 0 to 1."""
     from sparsec import reference
+    from sparsec.dialects.literals import numpy_dtype
 
     function = reference.main_function(model.module)
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, arg in zip(reference.input_names(function), function.args):
         shape = [d if d >= 0 else dynamic for d in arg.type.get_shape()]
-        feeds[name] = rng.standard_normal(shape).astype(np.float32)
+        dtype = numpy_dtype(arg.type.element_type)
+        floats = np.issubdtype(dtype, np.floating)
+        feeds[name] = (rng.standard_normal(shape) if floats else rng.integers(0, 2, shape)).astype(dtype)
     return feeds
 
 

@@ -159,6 +159,13 @@ class _GraphImporter:
             raise self.fail(node, f"input '{name}' is not produced by any earlier node, input or initializer")
         return self.values[name]
 
+    def required(self, node: onnx.NodeProto, index: int, role: str) -> SSAValue:
+        """Input `index`, which the op cannot do without."""
+        value = self.operand(node, index)
+        if value is None:
+            raise self.fail(node, f"input #{index} ({role}) is required")
+        return value
+
     def properties(self, node: onnx.NodeProto, op_type: type[NNOp]) -> dict[str, Attribute]:
         """Node attributes as op properties, checked against the op's definition."""
         defined = op_type.get_irdl_definition().properties
@@ -327,8 +334,7 @@ def _constant_of_shape(importer: _GraphImporter, node: onnx.NodeProto) -> list[S
             fill = numpy_helper.to_array(attr.t).reshape(-1)
     if fill.size != 1:
         raise importer.fail(node, f"value must hold exactly one element, got {fill.size}")
-    shape_value = importer.operand(node, 0)
-    assert shape_value is not None
+    shape_value = importer.required(node, 0, "shape")
     known = importer.known_value(shape_value)
     if known is None or (known == UNKNOWN_SIZE).any():
         scalar = importer.add_weight(f"{node.output[0]}_value", fill.reshape(()))
@@ -346,8 +352,7 @@ def _reshape(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
     as `nn.dynamic_reshape` on the shape computed at run time."""
     if importer.opset < 5 or len(node.input) < 2:
         raise importer.fail(node, "Reshape needs its shape as a second input (opset >= 5)")
-    x, shape = importer.operand(node, 0), importer.operand(node, 1)
-    assert shape is not None
+    x, shape = importer.operand(node, 0), importer.required(node, 1, "shape")
     props = importer.properties(node, nn.ReshapeOp)
     known = importer.known_value(shape)
     if known is not None and not (known == UNKNOWN_SIZE).any():
@@ -383,8 +388,7 @@ def _named_target(importer: _GraphImporter, node: onnx.NodeProto) -> list[int] |
 def _slice(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
     """Slice's starts, ends, axes and steps, as attributes before opset 10 and inputs
     from 10 on, become four int64 operands; absent axes and steps are made explicit."""
-    data = importer.operand(node, 0)
-    assert data is not None
+    data = importer.required(node, 0, "data")
     if importer.opset < 10:
         given = {a.name: list(a.ints) for a in node.attribute}
         if "starts" not in given or "ends" not in given:
@@ -394,7 +398,8 @@ def _slice(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
             for role in ("starts", "ends") + (("axes",) if "axes" in given else ())
         ]
     else:
-        parts = [importer.operand(node, i) for i in range(1, 5)]
+        parts = [importer.required(node, 1, "starts"), importer.required(node, 2, "ends")]
+        parts += [importer.operand(node, i) for i in range(3, 5)]
     count = parts[0].type.get_shape()  # pyright: ignore
     if len(count) != 1 or count[0] == DYNAMIC:
         raise importer.fail(node, f"starts must be a 1-D tensor of static length, got {parts[0].type}")  # pyright: ignore
@@ -411,7 +416,7 @@ def _sliced_shape(importer: _GraphImporter, data: SSAValue, parts: list[SSAValue
     size, and a sliced static size with known bounds is counted (-1: unknown)."""
     shape = data.type.get_shape()  # pyright: ignore
     starts, ends, axes, steps = (importer.known_value(p) for p in parts)  # pyright: ignore
-    if axes is None or (axes == UNKNOWN_SIZE).any():
+    if axes is None or not all(-len(shape) <= a < len(shape) for a in axes.reshape(-1).tolist()):
         return None
     sliced = [int(a) % len(shape) for a in axes.reshape(-1)]
     result = list(shape)
@@ -446,8 +451,8 @@ def _split(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
     """Split becomes one Slice per output, its sizes constant: the `split` attribute
     (before opset 13) or input, else equal parts of a dimension known at import
     (`num_outputs` from opset 18 on, else the number of outputs)."""
-    x = importer.operand(node, 0)
-    assert x is not None and isinstance(x.type, TensorType)
+    x = importer.required(node, 0, "input")
+    assert isinstance(x.type, TensorType)
     shape = x.type.get_shape()
     attributes = {a.name: a for a in node.attribute}
     axis = attributes["axis"].i if "axis" in attributes else 0

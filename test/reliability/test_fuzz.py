@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import sparsec
 from sparsec.errors import SparsecError
 
-SMALL_MODELS = ["gemm", "mlp", "conv", "shapes", "norms", "constants", "transformer_mlp"]
+SMALL_MODELS = ["gemm", "mlp", "conv", "shapes", "norms", "constants", "transformer_mlp", "run_time_shapes"]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -31,13 +31,14 @@ def load_or_refuse(path: Path) -> None:
     try:
         feeds = {}
         from sparsec import reference
+        from sparsec.dialects.literals import numpy_dtype
 
         function = reference.main_function(model.module)
         for name, arg in zip(reference.input_names(function), function.args):
             shape = [d if d >= 0 else 2 for d in arg.type.get_shape()]
             if np.prod(shape) > 1_000_000:
                 return
-            feeds[name] = np.ones(shape, np.float32)
+            feeds[name] = np.ones(shape, numpy_dtype(arg.type.element_type))
         model.run(feeds)
     except (SparsecError, FloatingPointError):
         return
