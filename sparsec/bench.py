@@ -104,6 +104,40 @@ def parse_shape(text: str) -> tuple[str, tuple[int | None, ...]]:
     return name, tuple(None if size == "?" else int(size) for size in sizes)
 
 
+def parse_dim(text: str) -> tuple[str, int]:
+    """`NAME=SIZE` (`sequence=128`) as the name and the size."""
+    name, equals, size = text.partition("=")
+    if not equals or not name or not size.isdigit() or int(size) < 1:
+        raise ValueError(f"{text!r} is not NAME=SIZE, such as sequence=128 (a size of 1 or more)")
+    return name, int(size)
+
+
+def named_shapes(model: Model, dense: Path | None, dims: dict[str, int]) -> InputShapes:
+    """`--dim`: the shapes of the inputs that have a dimension of one of these names in
+    the dense original (`sequence=128` for a transformer exported with dynamic axes
+    batch and sequence), `?` for their other run-time dimensions."""
+    from sparsec.frontend.onnx import model_skeleton  # imports onnx: only what reads ONNX pays for it
+
+    given = " ".join(f"--dim {name}={size}" for name, size in dims.items())
+    if dense is None:
+        raise SparsecError(f"{given}: dimension names come from the dense original; give it with --dense ORIGINAL.onnx")
+    inputs = input_shapes(model)
+    shapes: InputShapes = {}
+    named: set[str] = set()
+    for value in model_skeleton(dense).graph.input:
+        if value.name not in inputs:
+            continue
+        names = [d.dim_param for d in value.type.tensor_type.shape.dim]
+        named.update(n for n in names if n)
+        if any(n in dims for n in names) and len(names) == len(inputs[value.name]):
+            shapes[value.name] = tuple(
+                fixed if fixed >= 0 else dims.get(n) for n, fixed in zip(names, inputs[value.name], strict=True)
+            )
+    if missing := [name for name in dims if name not in named]:
+        raise SparsecError(f"{given}: no input of '{dense}' has a dimension named {', '.join(missing)} (named: {', '.join(sorted(named)) or 'none'})")
+    return shapes
+
+
 def _shown(sizes: tuple[int | None, ...]) -> str:
     return "x".join("?" if size is None or size < 0 else str(size) for size in sizes)
 

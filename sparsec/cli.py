@@ -35,7 +35,7 @@ from sparsec.context import make_context
 from sparsec.errors import SparsecError
 from sparsec.fileio import atomic_output, atomic_path, check_output_path
 from sparsec.irfile import INLINE_WEIGHT_LIMIT, parse_module, print_module
-from sparsec.bench import bench, by_runs_as, check_batch, check_compiled, check_shapes, feed_shapes, fixed_batch, format_profile, format_timings, parse_shape, profile, profile_rows, timing_rows
+from sparsec.bench import bench, by_runs_as, check_batch, check_compiled, check_shapes, feed_shapes, fixed_batch, format_profile, format_timings, named_shapes, parse_dim, parse_shape, profile, profile_rows, timing_rows
 from sparsec.inspect import describe, format_description
 from sparsec.model import OUTPUT_KINDS, Model, load
 from sparsec.pipeline import (
@@ -359,7 +359,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     names = [name for name, _ in args.shape]
     if twice := next((name for name in names if names.count(name) > 1), None):
         raise SparsecError(f"--shape: input '{twice}' is given twice")
-    shapes = dict(args.shape)
+    named = [name for name, _ in args.dim]
+    if twice := next((name for name in named if named.count(name) > 1), None):
+        raise SparsecError(f"--dim: dimension '{twice}' is given twice")
+    shapes = (named_shapes(model, dense, dict(args.dim)) if args.dim else {}) | dict(args.shape)
     check_shapes(model, shapes, batches)
     for batch in batches:
         check_batch(model, batch)  # before the first table, not after it
@@ -406,6 +409,13 @@ def _positive(text: str) -> int:
 def _input_shape(text: str) -> tuple[str, tuple[int | None, ...]]:
     try:
         return parse_shape(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _named_dim(text: str) -> tuple[str, int]:
+    try:
+        return parse_dim(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -515,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=_input_shape, action="append", default=[], metavar="NAME=DIMS",
                    help="an input's shape, ? for each batch: x=?x128x768 for a transformer's sequence of 128 "
                         "(default: each batch for every dimension given at run time); repeat for more inputs")
+    p.add_argument("--dim", type=_named_dim, action="append", default=[], metavar="NAME=SIZE",
+                   help="every input dimension the dense original names NAME: sequence=128 for a transformer "
+                        "exported with dynamic axes batch and sequence (--shape wins for its input); repeat for more")
     p.add_argument("--dense", help="the dense original .onnx (default: the model the artifact was compiled from)")
     p.add_argument("--threads", type=_positive, help="threads for sparsec and onnxruntime (default: the CPUs this process may use)")
     p.add_argument("--runs", type=_positive, default=20, help="timed runs at least (default 20)")
