@@ -5,6 +5,7 @@ from xdsl.passes import ModulePass
 from sparsec.passes.fold_batch_norm import FoldBatchNormPass
 from sparsec.passes.fold_scale import FoldScalePass
 from sparsec.passes.fuse_gelu import FuseGeluPass
+from sparsec.passes.fuse_layer_norm import FuseLayerNormPass
 from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
 from sparsec.passes.prune_magnitude import PruneMagnitudePass
@@ -19,6 +20,7 @@ ALL_PASSES: tuple[type[ModulePass], ...] = (
     FoldBatchNormPass,
     FoldScalePass,
     FuseGeluPass,
+    FuseLayerNormPass,
     LowerKernelsPass,
     PackBitmaskPass,
     PruneMagnitudePass,

@@ -145,7 +145,7 @@ def _opt_chunk(
 
 def cmd_opt(args: argparse.Namespace) -> int:
     passes = parse_pipeline(args.passes)
-    if args.input != "-" and Path(args.input).suffix == ".onnx":
+    if args.input != "-" and Path(args.input).suffix in (".onnx", ".spx"):
         model = load(args.input)
         _apply(model, passes, args)
         _emit_ir(model, args.output, args)
@@ -156,7 +156,10 @@ def cmd_opt(args: argparse.Namespace) -> int:
         path = Path(args.input)
         if not path.is_file():
             raise SparsecError(f"'{path}': no such file")
-        text, source, base_dir = path.read_text(), str(path), path.parent
+        try:
+            text, source, base_dir = path.read_text(), str(path), path.parent
+        except UnicodeDecodeError:
+            raise SparsecError(f"'{path}' is not IR text (UTF-8); opt reads .mlir, .onnx and .spx files") from None
     if args.output is not None:
         check_output_path(args.output, *([args.input] if args.input != "-" else []))
     chunks = text.split(SPLIT_MARKER) if args.split_input_file else [text]
@@ -225,7 +228,8 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
 def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePass, ...]:
     """What `compile` runs: --pattern's pruning, then -p, then for a `.spx` batch
     normalizations folded into their convolutions (after pruning, so the weights are
-    pruned as the model stores them), GELUs written out with Erf fused (so that
+    pruned as the model stores them), layer norms written out op by op fused (so that
+    they run as the layer norm kernel), GELUs written out with Erf fused (so that
     lower-kernels fuses them into the layer before) and scales by one value folded
     into the layer they scale (attention's), packing (for a `.spx` or
     `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did them, then
@@ -236,6 +240,8 @@ def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePa
     extra = []
     if output_kind == ".spx" and not names & {"fold-batch-norm", "pack-bitmask"}:
         extra.append("fold-batch-norm")
+    if output_kind == ".spx" and not names & {"fuse-layer-norm", "lower-kernels"}:
+        extra.append("fuse-layer-norm")
     if output_kind == ".spx" and not names & {"fuse-gelu", "lower-kernels"}:
         extra.append("fuse-gelu")
     if output_kind == ".spx" and not names & {"fold-scale", "pack-bitmask"}:

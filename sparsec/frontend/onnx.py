@@ -123,7 +123,12 @@ class _GraphImporter:
         """ONNX's symbolic dimensions by tensor name (`onnx_symbols`), worked out on
         first need: most models compute no shapes at run time."""
         if self._symbols is None:
-            names = {t.name: self.values[t.name].owner.weight_name.data for t in self.model.graph.initializer}  # pyright: ignore
+            initializers = {t.name for t in self.model.graph.initializer}
+            names = {
+                name: value.owner.weight_name.data
+                for name, value in self.values.items()
+                if name in initializers and isinstance(value.owner, WeightOp)
+            }
             self._symbols = symbolic_dims(self.model, self.ctx.weights, names)
         return self._symbols
 

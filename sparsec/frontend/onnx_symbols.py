@@ -40,7 +40,8 @@ def symbolic_dims(model: onnx.ModelProto, weights: WeightStore, weight_names: di
     """Dimensions by tensor name; empty where ONNX's inference fails on the model.
 
     `model` has no initializer bytes; `weight_names` maps an initializer to its name in
-    `weights`, whose small arrays go to inference as values.
+    `weights`, whose small arrays go to inference as values (the others, with their
+    types only).
     """
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -53,14 +54,14 @@ def symbolic_dims(model: onnx.ModelProto, weights: WeightStore, weight_names: di
         if tensor.name in declared:
             declared.discard(tensor.name)
             graph.input.remove(next(v for v in graph.input if v.name == tensor.name))
-        array = weights[weight_names[tensor.name]]
-        if array.size <= PROPAGATED_ELEMENTS:
+        array = weights[weight_names[tensor.name]] if tensor.name in weight_names else None
+        if array is not None and array.size <= PROPAGATED_ELEMENTS:
             graph.initializer.append(numpy_helper.from_array(array, tensor.name))
         else:
             graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
     try:
         inferred = shape_inference.infer_shapes(probe, data_prop=True)
-    except (InferenceError, onnx.checker.ValidationError, RuntimeError):
+    except (InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError):
         return {}
     found: dict[str, list[Dim]] = {}
     for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):

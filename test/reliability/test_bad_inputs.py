@@ -55,6 +55,7 @@ def workspace(tmp_path: Path) -> Path:
     np.save(tmp_path / "x_dtype.npy", np.ones((2, 4), np.float64))
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "bad.mlir").write_text("func.func @main( {")
+    (tmp_path / "binary.mlir").write_bytes(b"\x00\xff\xfe binary")
     return tmp_path
 
 
@@ -68,6 +69,7 @@ CASES = {
     "missing model": (["import", "{w}/absent.onnx"], "absent.onnx: no such file"),
     "unknown model kind": (["run", "{w}/model.txt"], "unknown model kind '.txt'"),
     "malformed IR": (["opt", "{w}/bad.mlir"], "bad.mlir:1:"),
+    "IR that is not text": (["opt", "{w}/binary.mlir"], "binary.mlir' is not IR text (UTF-8); opt reads .mlir, .onnx and .spx files"),
     "wrong input name": (["run", "{w}/model.onnx", "--input", "y={w}/x.npy"], "unknown input(s) y; the model's inputs are x"),
     "wrong input shape": (["run", "{w}/model.onnx", "--input", "x={w}/x_shape.npy"], "input 'x' has shape (2, 5), expected"),
     "wrong input dtype": (["run", "{w}/model.onnx", "--input", "x={w}/x_dtype.npy"], "input 'x' has dtype float64, expected float32"),

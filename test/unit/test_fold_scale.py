@@ -40,7 +40,7 @@ def test_compiled_attention_matches_onnxruntime(tmp_path, batch, sequence):
     path = tmp_path / "attention.onnx"
     onnx.save(models.attention(), str(path))
     model = sparsec.load(path)
-    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},fold-batch-norm,fuse-gelu,fold-scale,pack-bitmask,lower-kernels")
+    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},fold-batch-norm,fuse-layer-norm,fuse-gelu,fold-scale,pack-bitmask,lower-kernels")
     assert not any(isinstance(op, nn.DivOp) for op in model.module.walk())
     spx = tmp_path / "attention.spx"
     model.save(spx)
