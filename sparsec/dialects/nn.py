@@ -791,10 +791,13 @@ class SqueezeOp(NNOp):
 
 COMPUTE_OPS: tuple[type[NNOp], ...] = (
     GemmOp, MatMulOp, ConvOp, ReluOp, GeluOp, ErfOp, SigmoidOp, TanhOp, SoftmaxOp,
-    AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp, LRNOp, MaxPoolOp,
-    AveragePoolOp, GlobalAveragePoolOp, ReshapeOp, FlattenOp, TransposeOp, ConcatOp,
-    UnsqueezeOp, SqueezeOp, DropoutOp, IdentityOp,
+    AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp,
+    LRNOp, MaxPoolOp, AveragePoolOp, GlobalAveragePoolOp, ReshapeOp, FlattenOp, TransposeOp,
+    ConcatOp, UnsqueezeOp, SqueezeOp, DropoutOp, IdentityOp,
 )  # fmt: skip
+"""The `nn` ops for layers and tensor arithmetic (`nn_index` has those for shapes,
+indices and masks; `sparsec.dialects.NN` registers both)."""
+
 
 def build_inferred(
     op_type: type[NNOp],

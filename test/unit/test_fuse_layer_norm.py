@@ -13,10 +13,10 @@ import onnxruntime as ort
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from sparsec.runtime.executor import Executor
 
 import sparsec
 from sparsec.dialects import nn
-from sparsec.runtime.executor import Executor
 
 EXPORTS = Path(__file__).parent.parent / "exports"
 
