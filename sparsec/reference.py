@@ -437,6 +437,24 @@ def _cum_sum(op: nn_index.CumSumOp, x: np.ndarray, axis: np.ndarray) -> np.ndarr
     return np.flip(sums, axis_index) if op.reverse.value.data else sums
 
 
+def _arg_max(op: nn_index.ArgMaxOp, x: np.ndarray) -> np.ndarray:
+    axis = op.axis.value.data % x.ndim
+    if op.select_last_index.value.data:
+        index = x.shape[axis] - 1 - np.argmax(np.flip(x, axis), axis=axis)
+    else:
+        index = np.argmax(x, axis=axis)
+    return np.expand_dims(index, axis) if op.keepdims.value.data else index
+
+
+def _constant_pad(op: nn_index.PadOp, data: np.ndarray, pads: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """ONNX Pad, mode constant: negative counts crop."""
+    rank = data.ndim
+    counts = [int(c) for c in pads.reshape(-1)]
+    cropped = data[tuple(slice(max(0, -counts[i]), data.shape[i] - max(0, -counts[i + rank])) for i in range(rank))]
+    widths = [(max(0, counts[i]), max(0, counts[i + rank])) for i in range(rank)]
+    return np.pad(cropped, widths, constant_values=value.reshape(-1)[0] if value.size else 0)
+
+
 def _reduce_mean(op: nn.ReduceMeanOp, x: np.ndarray) -> np.ndarray:
     return x.mean(axis=op.reduced_axes(x.ndim), keepdims=bool(op.keepdims.value.data), dtype=np.float64).astype(x.dtype)
 
@@ -463,6 +481,11 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.DivOp: lambda op, a, b: _divide(a, b),
     nn.PowOp: lambda op, a, b: np.power(a, b.astype(a.dtype)),
     nn.SqrtOp: lambda op, x: np.sqrt(x),
+    nn.ExpOp: lambda op, x: np.exp(x),
+    nn.LogOp: lambda op, x: np.log(x),
+    nn.CosOp: lambda op, x: np.cos(x),
+    nn.SinOp: lambda op, x: np.sin(x),
+    nn.ReciprocalOp: lambda op, x: np.reciprocal(x),
     nn.ReduceMeanOp: _reduce_mean,
     nn.SumOp: lambda op, *xs: sum(xs[1:], start=xs[0]),
     nn.BatchNormOp: _batch_norm,
@@ -495,6 +518,11 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn_index.IsNaNOp: lambda op, x: np.isnan(x),
     nn_index.MaxOp: lambda op, *xs: functools.reduce(np.maximum, xs),
     nn_index.MinOp: lambda op, *xs: functools.reduce(np.minimum, xs),
+    nn_index.NegOp: lambda op, x: np.negative(x),
+    nn_index.AbsOp: lambda op, x: np.abs(x),
+    nn_index.ModOp: lambda op, a, b: np.fmod(a, b) if op.fmod.value.data else np.mod(a, b),
+    nn_index.ArgMaxOp: _arg_max,
+    nn_index.PadOp: _constant_pad,
     SparseMatMulOp: _sparse_matmul,
     SparseConvOp: _sparse_conv,
 }

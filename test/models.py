@@ -394,7 +394,7 @@ def weight_input() -> onnx.ModelProto:
 def unsupported() -> onnx.ModelProto:
     """An op sparsec does not import."""
     return _model(
-        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Cos", ["r"], ["out"], name="my_cos")],
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Det", ["r"], ["out"], name="my_det")],
         [helper.make_tensor_value_info("x", F32, [2])],
         [helper.make_tensor_value_info("out", F32, [2])],
     )
@@ -418,6 +418,16 @@ def cast_to_string() -> onnx.ModelProto:
     )
 
 
+def pad_reflect() -> onnx.ModelProto:
+    """A Pad in reflect mode, which sparsec does not import (only constant)."""
+    return _model(
+        [helper.make_node("Pad", ["x", "pads"], ["out"], name="mirror", mode="reflect")],
+        [helper.make_tensor_value_info("x", F32, [2, 3])],
+        [helper.make_tensor_value_info("out", F32, [2, 5])],
+        [_init("pads", np.array([0, 1, 0, 1], np.int64))],
+    )
+
+
 def old_opset() -> onnx.ModelProto:
     model = gemm()
     model.opset_import[0].version = 6
@@ -438,7 +448,7 @@ def bad_shapes() -> onnx.ModelProto:
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
     for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, attention, wide, shapes, run_time_shapes, norms, constants, weight_input, unsupported,
-              gather_nd_batch_dims, cast_to_string, old_opset, bad_shapes)
+              gather_nd_batch_dims, cast_to_string, pad_reflect, old_opset, bad_shapes)
 }
 
 

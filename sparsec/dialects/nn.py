@@ -536,6 +536,38 @@ class SqrtOp(UnaryOp):
 
 
 @irdl_op_definition
+class ExpOp(UnaryOp):
+    name = "nn.exp"
+    ONNX_OP: ClassVar[str] = "Exp"
+
+
+@irdl_op_definition
+class LogOp(UnaryOp):
+    name = "nn.log"
+    ONNX_OP: ClassVar[str] = "Log"
+
+
+@irdl_op_definition
+class CosOp(UnaryOp):
+    """(rotary position embeddings' angles)"""
+
+    name = "nn.cos"
+    ONNX_OP: ClassVar[str] = "Cos"
+
+
+@irdl_op_definition
+class SinOp(UnaryOp):
+    name = "nn.sin"
+    ONNX_OP: ClassVar[str] = "Sin"
+
+
+@irdl_op_definition
+class ReciprocalOp(UnaryOp):
+    name = "nn.reciprocal"
+    ONNX_OP: ClassVar[str] = "Reciprocal"
+
+
+@irdl_op_definition
 class ReduceMeanOp(FloatComputeOp):
     """The mean over `axes` (all axes when absent), kept as size-1 axes if `keepdims`."""
 
@@ -791,7 +823,8 @@ class SqueezeOp(NNOp):
 
 COMPUTE_OPS: tuple[type[NNOp], ...] = (
     GemmOp, MatMulOp, ConvOp, ReluOp, GeluOp, ErfOp, SigmoidOp, TanhOp, SoftmaxOp,
-    AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp,
+    AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ExpOp, LogOp, CosOp, SinOp, ReciprocalOp,
+    ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp,
     LRNOp, MaxPoolOp, AveragePoolOp, GlobalAveragePoolOp, ReshapeOp, FlattenOp, TransposeOp,
     ConcatOp, UnsqueezeOp, SqueezeOp, DropoutOp, IdentityOp,
 )  # fmt: skip

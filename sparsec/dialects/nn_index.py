@@ -358,6 +358,93 @@ class IsNaNOp(BoolResultOp):
         super().verify_()
 
 
+class SignedUnaryOp(NNOp, ABC):
+    """An elementwise op on any numeric tensor, its result of the same type."""
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        return operand_shapes[0]
+
+
+@irdl_op_definition
+class NegOp(SignedUnaryOp):
+    name = "nn.neg"
+    ONNX_OP: ClassVar[str] = "Neg"
+
+
+@irdl_op_definition
+class AbsOp(SignedUnaryOp):
+    name = "nn.abs"
+    ONNX_OP: ClassVar[str] = "Abs"
+
+
+@irdl_op_definition
+class ModOp(NNOp):
+    """The remainder of a division: the divisor's sign (Python's %), or with `fmod` the
+    dividend's (C's fmod), as Swin's window shifts compute it."""
+
+    name = "nn.mod"
+    ONNX_OP: ClassVar[str] = "Mod"
+
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    fmod = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        return shapes.broadcast(*operand_shapes)
+
+
+@irdl_op_definition
+class ArgMaxOp(NNOp):
+    """The index of the largest value along `axis` (the first, or the last with
+    `select_last_index`), as int64: CLIP's text pooling picks its end token so."""
+
+    name = "nn.arg_max"
+    ONNX_OP: ClassVar[str] = "ArgMax"
+
+    input = operand_def(TensorType)
+    axis = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
+    keepdims = opt_prop_def(IntegerAttr[I64], default_value=_int(1))
+    select_last_index = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        x = operand_shapes[0]
+        axis = shapes.normalize_axis(self.axis.value.data, len(x))
+        if self.keepdims.value.data:
+            return tuple(1 if i == axis else d for i, d in enumerate(x))
+        return tuple(d for i, d in enumerate(x) if i != axis)
+
+    @staticmethod
+    def result_element_type(operand_types: list[TensorType]) -> Attribute:
+        return i64
+
+
+@irdl_op_definition
+class PadOp(ValueShapedOp):
+    """`data` padded with `constant_value` (0 when absent) by `pads`, an int64 tensor
+    of the counts before each axis then after each (mode constant only)."""
+
+    name = "nn.pad"
+    ONNX_OP: ClassVar[str] = "Pad"
+
+    data = operand_def(TensorType)
+    pads = operand_def(TensorType)
+    constant_value = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        data, pads, value = operand_shapes
+        if _static_length(pads, "pads") != 2 * len(data):
+            raise ShapeError(f"pads {shapes.fmt(pads)} must hold two counts for each of the {len(data)} axes")
+        if shapes.product(value) not in (1, DYNAMIC):
+            raise ShapeError(f"constant_value must be a single value, got {shapes.fmt(value)}")
+        return (DYNAMIC,) * len(data)
+
+
 class ExtremumOp(NNOp, ABC):
     inputs = var_operand_def(TensorType)
     output = result_def(TensorType)
@@ -383,4 +470,5 @@ class MinOp(ExtremumOp):
 INDEX_OPS: tuple[type[NNOp], ...] = (
     ShapeOp, GatherOp, GatherNDOp, GatherElementsOp, CumSumOp, SliceOp, RangeOp, ExpandOp, DynamicReshapeOp, CastOp, WhereOp,
     EqualOp, GreaterOp, GreaterOrEqualOp, LessOp, LessOrEqualOp, AndOp, OrOp, NotOp, IsNaNOp, MaxOp, MinOp,
+    NegOp, AbsOp, ModOp, ArgMaxOp, PadOp,
 )  # fmt: skip

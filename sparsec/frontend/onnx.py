@@ -75,6 +75,7 @@ _IGNORED_ATTRIBUTES = {
     "Unsqueeze": {"axes"},
     "Squeeze": {"axes"},
     "Slice": {"starts", "ends", "axes"},
+    "Pad": {"mode", "pads", "value"},
     "ReduceMean": {"axes", "noop_with_empty_axes"},
 }
 """Attributes that are handled by hand or carry no meaning at inference."""
@@ -487,6 +488,46 @@ def _split(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
     return results
 
 
+def _pad(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
+    """Pad, mode constant: its counts an attribute before opset 11 and an input from 11
+    on, over the axes an `axes` input names (opset 18) or all; the value an attribute,
+    then an optional input."""
+    attributes = {a.name: a for a in node.attribute}
+    mode = attributes["mode"].s.decode() if "mode" in attributes else "constant"
+    if mode != "constant":
+        raise importer.fail(node, f"mode '{mode}' is not supported (only constant)")
+    data = importer.required(node, 0, "data")
+    rank = len(data.type.get_shape())  # pyright: ignore
+    if importer.opset < 11:
+        pads = importer.add_weight(f"{node.output[0]}_pads", np.array(list(attributes["pads"].ints) if "pads" in attributes else [], np.int64))
+        fill = attributes["value"].f if "value" in attributes else 0.0
+        value = importer.add_weight(f"{node.output[0]}_value", np.array(fill, numpy_dtype(data.type.element_type)))  # pyright: ignore
+    else:
+        pads = importer.required(node, 1, "pads")
+        given = importer.operand(node, 2)
+        value = given or importer.add_weight(f"{node.output[0]}_value", np.zeros((), numpy_dtype(data.type.element_type)))  # pyright: ignore
+    if (axes := importer.operand(node, 3)) is not None:
+        pads = _pads_over_all_axes(importer, node, pads, axes, rank)
+    known = importer.known_value(pads)
+    refined = None
+    if known is not None and known.size == 2 * rank and not (known == UNKNOWN_SIZE).any():
+        shape = data.type.get_shape()  # pyright: ignore
+        refined = tuple(DYNAMIC if d == DYNAMIC else d + int(known[i]) + int(known[i + rank]) for i, d in enumerate(shape))
+    return [importer.emit(node, nn_index.PadOp, [data, pads, value], {}, refined=refined)]
+
+
+def _pads_over_all_axes(importer: _GraphImporter, node: onnx.NodeProto, pads: SSAValue, axes: SSAValue, rank: int) -> SSAValue:
+    """Pad's counts for the axes an `axes` input names, spread over all axes (0 elsewhere)."""
+    named = [int(a) % rank for a in importer.constant(node, node.input[3]).reshape(-1)]
+    counts = importer.constant(node, node.input[1]).astype(np.int64).reshape(-1)
+    if len(counts) != 2 * len(named):
+        raise importer.fail(node, f"{len(counts)} pads for {len(named)} axes")
+    spread = np.zeros(2 * rank, np.int64)
+    for index, axis in enumerate(named):
+        spread[axis], spread[axis + rank] = counts[index], counts[index + len(named)]
+    return importer.add_weight(f"{node.output[0]}_pads", spread)
+
+
 def _identity(importer: _GraphImporter, node: onnx.NodeProto) -> list[SSAValue]:
     """An Identity of a weight is the weight itself: exporters alias tied weights so,
     and pruning must see the weight a layer reads."""
@@ -603,6 +644,16 @@ _CONVERTERS: dict[str, Converter] = {
     "IsNaN": _generic(nn_index.IsNaNOp, 1),
     "Max": _generic(nn_index.MaxOp),
     "Min": _generic(nn_index.MinOp),
+    "Neg": _generic(nn_index.NegOp, 1),
+    "Abs": _generic(nn_index.AbsOp, 1),
+    "Exp": _generic(nn.ExpOp, 1),
+    "Log": _generic(nn.LogOp, 1),
+    "Cos": _generic(nn.CosOp, 1),
+    "Sin": _generic(nn.SinOp, 1),
+    "Reciprocal": _generic(nn.ReciprocalOp, 1),
+    "Mod": _generic(nn_index.ModOp, 2),
+    "ArgMax": _generic(nn_index.ArgMaxOp, 1),
+    "Pad": _pad,
 }
 
 FOLDABLE: frozenset[type[NNOp]] = frozenset({
@@ -624,7 +675,7 @@ _MIN_INPUTS = {
     "Gemm": 2, "MatMul": 2, "Conv": 2, "Add": 2, "Sub": 2, "Mul": 2, "Div": 2, "BatchNormalization": 5,
     "LayerNormalization": 2, "Reshape": 2, "Constant": 0, "Pow": 2, "Gather": 2, "GatherND": 2, "Range": 3,
     "Expand": 2, "Where": 3, "Equal": 2, "Greater": 2, "GreaterOrEqual": 2, "Less": 2, "LessOrEqual": 2,
-    "And": 2, "Or": 2, "GatherElements": 2, "CumSum": 2,
+    "And": 2, "Or": 2, "GatherElements": 2, "CumSum": 2, "Mod": 2,
 }  # fmt: skip
 """Required inputs per op type (1 when not listed)."""
 

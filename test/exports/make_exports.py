@@ -13,7 +13,10 @@ written out as ReduceMean, Pow, Sqrt) and 17, and by the dynamo exporter (PyTorc
 2.13's default) at opset 18, with eager attention and with PyTorch's scaled
 dot-product attention ("sdpa", transformers' default). DistilBERT, RoBERTa (position
 ids by CumSum), ALBERT (token types by GatherElements), GPT-2 (Split, a causal mask,
-GELU with tanh) and ViT (a patch Conv) come by the TorchScript exporter at opset 17.
+GELU with tanh), ViT (a patch Conv), LLaMA (rotary embeddings: Cos, Sin, Neg; RMSNorm;
+grouped-query attention), CLIP's text encoder (ArgMax pooling), DeBERTa-v2 (relative
+positions: Log, Abs, Sign-like Where), MPNet, MobileBERT (Pad) and Swin (windows:
+Mod, Pad) come by the TorchScript exporter at opset 17.
 `--base` exports BERT-base-sized BERTs (110M parameters) instead.
 """
 
@@ -68,6 +71,32 @@ EXPORTS = [
     ),
     Export("gpt2_torchscript_17", lambda: hf.GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=64), hf.GPT2Model, TEXT_INPUTS[:2]),
     Export("vit_torchscript_17", lambda: hf.ViTConfig(image_size=32, patch_size=8, **TINY), hf.ViTModel, ["pixel_values"]),
+    Export(
+        "llama_torchscript_17",
+        lambda: hf.LlamaConfig(vocab_size=128, num_key_value_heads=2, max_position_embeddings=64, **TINY),
+        hf.LlamaModel,
+        TEXT_INPUTS[:2],
+    ),
+    Export(
+        "clip_text_torchscript_17",
+        lambda: hf.CLIPTextConfig(vocab_size=128, max_position_embeddings=64, **TINY),
+        hf.CLIPTextModel,
+        TEXT_INPUTS[:2],
+    ),
+    Export("deberta_v2_torchscript_17", lambda: hf.DebertaV2Config(vocab_size=128, max_position_embeddings=64, **TINY), hf.DebertaV2Model, TEXT_INPUTS[:2]),
+    Export("mpnet_torchscript_17", lambda: hf.MPNetConfig(vocab_size=128, max_position_embeddings=70, **TINY), hf.MPNetModel, TEXT_INPUTS[:2]),
+    Export(
+        "mobilebert_torchscript_17",
+        lambda: hf.MobileBertConfig(vocab_size=128, embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16, max_position_embeddings=64, **TINY),
+        hf.MobileBertModel,
+        TEXT_INPUTS[:2],
+    ),
+    Export(
+        "swin_torchscript_17",
+        lambda: hf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4),
+        hf.SwinModel,
+        ["pixel_values"],
+    ),
 ]
 BASE_EXPORTS = [
     Export("bert_base_eager_torchscript_17", hf.BertConfig, hf.BertModel, TEXT_INPUTS),

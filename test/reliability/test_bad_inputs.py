@@ -63,7 +63,7 @@ CASES = {
     "malformed onnx": (["import", "{w}/garbage.onnx"], "garbage.onnx is not a valid ONNX model"),
     "truncated onnx": (["import", "{w}/truncated.onnx"], "truncated.onnx is not a valid ONNX model"),
     "missing external data": (["import", "{w}/lonely/noext.onnx"], "external data of initializer"),
-    "unsupported op": (["import", "{w}/unsupported.onnx"], "op type 'Cos' is not supported; supported ops:"),
+    "unsupported op": (["import", "{w}/unsupported.onnx"], "op type 'Det' is not supported; supported ops:"),
     "shapes that cannot be inferred": (["import", "{w}/bad_shapes.onnx"], "inner dimensions differ"),
     "opset out of range": (["import", "{w}/old.onnx"], "opset 6 is not supported (supported: 7 to 22)"),
     "missing model": (["import", "{w}/absent.onnx"], "absent.onnx: no such file"),

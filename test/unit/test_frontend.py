@@ -10,7 +10,7 @@ from conftest import onnxruntime_outputs, random_feeds
 from models import MODELS
 from sparsec.errors import ModelImportError
 
-INVALID = ("unsupported", "old_opset", "bad_shapes", "gather_nd_batch_dims", "cast_to_string")
+INVALID = ("unsupported", "old_opset", "bad_shapes", "gather_nd_batch_dims", "cast_to_string", "pad_reflect")
 VALID = [name for name in MODELS if name not in INVALID]
 
 
@@ -33,11 +33,12 @@ def test_external_data_loads(model_path):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("unsupported", "node 'my_cos' (Cos): op type 'Cos' is not supported; supported ops: Add"),
+        ("unsupported", "node 'my_det' (Det): op type 'Det' is not supported; supported ops: Abs, Add"),
         ("old_opset", "opset 6 is not supported (supported: 7 to 22)"),
         ("bad_shapes", "node 'fc' (Gemm): inner dimensions differ"),
         ("gather_nd_batch_dims", "node 'pick' (GatherND): batch_dims 1 is not supported (only 0)"),
         ("cast_to_string", "node 'to_text' (Cast): cannot cast to ONNX data type 8"),
+        ("pad_reflect", "node 'mirror' (Pad): mode 'reflect' is not supported (only constant)"),
     ],
 )
 def test_import_errors_name_the_node(model_path, name: str, message: str):
