@@ -26,6 +26,7 @@ from xdsl.ir import Operation
 
 from sparsec import reference
 from sparsec.dialects import nn
+from sparsec.dialects.literals import numpy_dtype
 from sparsec.errors import SparsecError
 from sparsec.weights import WeightStore
 
@@ -54,12 +55,14 @@ class CalibrationData:
     def samples(self) -> int:
         return len(next(iter(self.arrays.values())))
 
-    def batches(self, names: list[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        missing = [n for n in names if n not in self.arrays]
+    def batches(self, inputs: dict[str, np.dtype], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Batches of the arrays of `inputs`, each in its input's dtype (float32
+        features, int64 token ids)."""
+        missing = [n for n in inputs if n not in self.arrays]
         if missing:
             raise SparsecError(f"calibration data lacks input(s) {', '.join(missing)} (it has {', '.join(self.arrays)})")
         for start in range(0, self.samples, batch_size):
-            yield {n: np.ascontiguousarray(self.arrays[n][start : start + batch_size], dtype=np.float32) for n in names}
+            yield {n: np.ascontiguousarray(self.arrays[n][start : start + batch_size], dtype=dtype) for n, dtype in inputs.items()}
 
 
 def features(op: Operation, operands: list[np.ndarray]) -> np.ndarray:
@@ -83,7 +86,7 @@ def layer_features(
 ) -> Iterator[np.ndarray]:
     """The feature matrix of `layer` for each calibration batch, with the weights as they are now."""
     function = reference.main_function(module)
-    names = reference.input_names(function)
-    for batch in data.batches(names, batch_size):
+    inputs = {name: numpy_dtype(arg.type.element_type) for name, arg in zip(reference.input_names(function), function.args)}  # pyright: ignore
+    for batch in data.batches(inputs, batch_size):
         operands = reference.inputs_of(module, weights, batch, layer)
         yield np.asarray(features(layer, operands), dtype=np.float64)

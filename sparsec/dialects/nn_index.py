@@ -3,13 +3,14 @@ indices, masks and positions.
 
 PyTorch's exporters write a BERT's embedding lookups as Gather, its position ids as a
 Slice of a buffer up to the run-time sequence length, and its attention mask as
-Range, comparisons, And, GatherND, Expand and Where over int64 and bool tensors. These
-ops carry that work; it is small next to the layers, and runs in numpy.
+Range, comparisons, And, GatherND, Expand and Where over int64 and bool tensors;
+LLaMA's rotary embeddings add Neg, Swin's windows Mod and Pad, CLIP's pooling ArgMax.
+These ops carry that work; it is small next to the layers, and runs in numpy.
 
-Where a result's shape depends on an operand's *values* (Range, Slice, Expand, a
+Where a result's shape depends on an operand's *values* (Range, Slice, Expand, Pad, a
 Reshape to a run-time shape), `infer_shape` knows only the rank and returns `?` for
-every dimension; the importer fills in the dimensions ONNX's own shape inference
-proves static (`SHAPE_FROM_VALUES`).
+every dimension; the importer fills in the dimensions that constant operands or ONNX's
+own shape inference prove static (`SHAPE_FROM_VALUES`).
 """
 
 from __future__ import annotations

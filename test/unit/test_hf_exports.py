@@ -112,3 +112,18 @@ def test_export_writes_back_to_onnx_that_onnxruntime_runs(tmp_path, path):
     expected = model.run(feeds)
     for name, got in zip(expected, _onnxruntime(tmp_path / "back.onnx", feeds), strict=True):
         np.testing.assert_allclose(got, expected[name], rtol=1e-5, atol=2e-6)
+
+
+def test_calibrated_pruning_reads_token_ids(tmp_path):
+    """Wanda and SparseGPT run the model on calibration samples: token ids, mask and
+    token types go in as the int64 inputs they are."""
+    path = FOLDER / "bert_eager_torchscript_17.onnx"
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 128, (16, 12))
+    np.savez(tmp_path / "calib.npz", input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids))
+    for method in ("wanda", "sparsegpt"):
+        model = sparsec.load(path)
+        model.apply(f'prune-{method}{{pattern=nm n=2 m=4 min-elements=0 calibration="{tmp_path / "calib.npz"}"}}')
+        pruned = [w for w in model.module.walk() if isinstance(w, nn.WeightOp) and w.sparsity is not None]
+        assert len(pruned) == 13
+        assert all(np.isfinite(v).all() for v in model.run(_feeds(path, 2, 7)).values())
