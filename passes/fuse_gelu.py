@@ -30,11 +30,10 @@ from xdsl.context import Context
 from xdsl.dialects import builtin
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
-from xdsl.rewriter import Rewriter
 
 from sparsec.context import weight_store
 from sparsec.dialects import nn
-from sparsec.irfile import erase_unread_weights
+from sparsec.irfile import erase_unread_weights, replace_chain
 from sparsec.weights import WeightStore
 
 MATCH_TOLERANCE = 1e-5
@@ -103,15 +102,8 @@ def _match(erf: nn.ErfOp, weights: WeightStore) -> _Gelu | None:
 
 
 def _fuse(gelu: _Gelu) -> list[nn.WeightOp]:
-    """Replace the chain by one nn.gelu, named and located as its last op; the
-    constants the chain read, now maybe unused."""
-    constants = [o.owner for op in (*gelu.before, gelu.last) for o in op.operands if isinstance(o.owner, nn.WeightOp)]
-    fused = nn.GeluOp.create(operands=[gelu.x], result_types=[gelu.x.type])
-    fused.location = gelu.last.location
-    Rewriter.replace_op(gelu.last, fused)
-    for op in reversed(gelu.before):
-        Rewriter.erase_op(op)
-    return constants
+    """Replace the chain by one nn.gelu; the constants the chain read, now maybe unused."""
+    return replace_chain(gelu.before, gelu.last, nn.GeluOp.create(operands=[gelu.x], result_types=[gelu.x.type]))
 
 
 @dataclass(frozen=True)

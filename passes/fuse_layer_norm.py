@@ -40,7 +40,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 
 from sparsec.context import weight_store
 from sparsec.dialects import nn
-from sparsec.irfile import erase_unread_weights
+from sparsec.irfile import erase_unread_weights, replace_chain
 from sparsec.weights import WeightStore
 
 MATCH_TOLERANCE = 1e-6
@@ -94,8 +94,8 @@ def _sole_user(value: SSAValue) -> Operation | None:
 def _variance_chain(d: SSAValue, weights: WeightStore) -> tuple[float, SSAValue, tuple[Operation, ...]] | None:
     """From `d` = x - mean: epsilon, sqrt(mean(d ** 2) + eps) and the four ops computing it."""
     users = [use.operation for use in d.uses]
-    power = next((u for u in users if isinstance(u, nn.PowOp) and u.base is d), None)
-    if len(users) != 2 or power is None or not math.isclose(_scalar(power.exponent, weights) or 0.0, 2.0, rel_tol=MATCH_TOLERANCE):
+    power = next((u for u in users if isinstance(u, nn.PowOp) and u.lhs is d), None)
+    if len(users) != 2 or power is None or not math.isclose(_scalar(power.rhs, weights) or 0.0, 2.0, rel_tol=MATCH_TOLERANCE):
         return None
     variance = _sole_user(power.output)
     if variance is None or not _over_last_axis(variance):
@@ -152,21 +152,14 @@ def _ones(weights: WeightStore, like: SSAValue, before: Operation) -> SSAValue:
 
 
 def _fuse(norm: _LayerNorm, weights: WeightStore) -> list[nn.WeightOp]:
-    """Replace the chain by one nn.layer_norm, named and located as its last op; the
-    constants the chain read, now maybe unused."""
-    constants = [o.owner for op in (*norm.before, norm.last) for o in op.operands if isinstance(o.owner, nn.WeightOp)]
+    """Replace the chain by one nn.layer_norm; the constants the chain read, now maybe unused."""
     gamma = norm.gamma if norm.gamma is not None else _ones(weights, norm.x, norm.before[0])
-    operands = [norm.x, gamma] + ([norm.beta] if norm.beta is not None else [])
     fused = nn.LayerNormOp.build(
-        operands=[[v] for v in operands] + ([[]] if norm.beta is None else []),
+        operands=[[norm.x], [gamma], [norm.beta] if norm.beta is not None else []],
         properties={"axis": nn._int(-1), "epsilon": nn._float(norm.epsilon)},
         result_types=[norm.x.type],
     )
-    fused.location = norm.last.location
-    Rewriter.replace_op(norm.last, fused)
-    for op in reversed(norm.before):
-        Rewriter.erase_op(op)
-    return constants
+    return replace_chain(norm.before, norm.last, fused)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -21,13 +21,16 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, StringAttr
+from xdsl.ir import Operation
 from xdsl.parser import Parser
 from xdsl.printer import Printer
+from xdsl.rewriter import Rewriter
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from sparsec.context import SparsecContext
 from sparsec.dialects.literals import array_from_dense, dense_from_array
 from sparsec.dialects import StoredWeightOp
+from sparsec.dialects.nn import WeightOp
 from sparsec.errors import IRError
 from sparsec.fileio import atomic_output, atomic_path
 from sparsec.weights import WeightStore
@@ -62,6 +65,19 @@ def erase_unread_weights(module: ModuleOp, weights: WeightStore, candidates: Ite
         op.detach()
         op.erase()
     drop_unread_weights(module, weights, [name for op in unread for name in op.stored_tensors().values()])
+
+
+def replace_chain(before: Sequence[Operation], last: Operation, fused: Operation) -> list[WeightOp]:
+    """Put `fused` in the place of a chain of ops (`before`, in order, then `last`, whose
+    result it replaces), named and located as `last`; the weights the chain read, which
+    may now be unread (for `erase_unread_weights`). What a pass that fuses a chain
+    written out op by op does."""
+    constants = [o.owner for op in (*before, last) for o in op.operands if isinstance(o.owner, WeightOp)]
+    fused.location = last.location
+    Rewriter.replace_op(last, fused)
+    for op in reversed(before):
+        Rewriter.erase_op(op)
+    return constants
 
 
 def parse_module(

@@ -515,18 +515,11 @@ class DivOp(BinaryOp):
 
 
 @irdl_op_definition
-class PowOp(FloatComputeOp):
-    """`base ** exponent` with broadcasting (a LayerNorm written out squares with it)."""
+class PowOp(BinaryOp):
+    """`lhs ** rhs` (a LayerNorm written out squares with it)."""
 
     name = "nn.pow"
     ONNX_OP: ClassVar[str] = "Pow"
-
-    base = operand_def(TensorType)
-    exponent = operand_def(TensorType)
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        return shapes.broadcast(*operand_shapes)
 
 
 @irdl_op_definition
