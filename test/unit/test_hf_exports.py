@@ -127,3 +127,16 @@ def test_calibrated_pruning_reads_token_ids(tmp_path):
         pruned = [w for w in model.module.walk() if isinstance(w, nn.WeightOp) and w.sparsity is not None]
         assert len(pruned) == 13
         assert all(np.isfinite(v).all() for v in model.run(_feeds(path, 2, 7)).values())
+
+
+def test_gpt2_gelu_fuses_in_its_tanh_form():
+    """GPT-2's GELU, tanh's approximation written out in eight ops, is one nn.gelu
+    {approximate = "tanh"} after fuse-gelu, and computes what onnxruntime does."""
+    path = FOLDER / "gpt2_torchscript_17.onnx"
+    model = sparsec.load(path)
+    model.apply("fuse-gelu")
+    kinds = [op for op in model.module.walk() if isinstance(op, nn.GeluOp | nn.TanhOp | nn.PowOp)]
+    assert [op.approximate.data for op in kinds if isinstance(op, nn.GeluOp)] == ["tanh", "tanh"] and len(kinds) == 2
+    feeds = _feeds(path, 2, 9)
+    for got, expected in zip(model.run(feeds).values(), _onnxruntime(path, feeds), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)

@@ -1,5 +1,6 @@
 // fuse-gelu: x * 0.5 * (1 + erf(x / sqrt(2))), as exporters write GELU before opset 20,
-// becomes one nn.gelu; the constants it read leave the module.
+// becomes one nn.gelu, and GPT-2's tanh approximation one nn.gelu {approximate = "tanh"};
+// the constants they read leave the module.
 // RUN: sparsec opt %s --split-input-file -p fuse-gelu | filecheck %s
 // RUN: not sparsec opt %s -p 'fuse-gelu{exact=1}' 2>&1 | filecheck %s --check-prefix=OPTION
 // OPTION: sparsec: error: pass 'fuse-gelu' has no option 'exact' (options: none)
@@ -89,3 +90,49 @@ func.func @main(%x: tensor<?x8xf32>) -> (tensor<?x8xf32>, tensor<?x8xf32>, tenso
 // CHECK:     %y2 = nn.mul %m2, %half
 // CHECK:     %y3 = nn.mul %m3, %half
 // CHECK-NOT: nn.gelu
+
+// -----
+// GPT-2's GELU: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3))), the
+// constants as PyTorch writes them in float32.
+func.func @main(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %half = nn.weight "half" dense<0.5> : tensor<f32>
+  %three = nn.weight "three" dense<3.0> : tensor<f32>
+  %k = nn.weight "k" dense<0.0447149985> : tensor<f32>
+  %scale = nn.weight "scale" dense<0.797884583> : tensor<f32>
+  %one = nn.weight "one" dense<1.0> : tensor<f32>
+  %h = nn.mul %x, %half : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %p = nn.pow %x, %three : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %c = nn.mul %p, %k : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %u = nn.add %x, %c : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<?x8xf32>
+  %d = nn.mul %u, %scale : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %e = nn.tanh %d : (tensor<?x8xf32>) -> tensor<?x8xf32>
+  %a = nn.add %e, %one : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %y = nn.mul %h, %a : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<?x8xf32>
+  func.return %y : tensor<?x8xf32>
+}
+// CHECK:      func.func @main(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
+// CHECK-NEXT:   %y = nn.gelu %x {approximate = "tanh"} : (tensor<?x8xf32>) -> tensor<?x8xf32>
+// CHECK-NEXT:   func.return %y : tensor<?x8xf32>
+// CHECK-NEXT: }
+
+// -----
+// A Tanh of x + 0.044715 x ** 2 is not GELU's: left alone.
+func.func @main(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %half = nn.weight "half" dense<0.5> : tensor<f32>
+  %two = nn.weight "two" dense<2.0> : tensor<f32>
+  %k = nn.weight "k" dense<0.0447149985> : tensor<f32>
+  %scale = nn.weight "scale" dense<0.797884583> : tensor<f32>
+  %one = nn.weight "one" dense<1.0> : tensor<f32>
+  %h = nn.mul %x, %half : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %p = nn.pow %x, %two : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %c = nn.mul %p, %k : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %u = nn.add %x, %c : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<?x8xf32>
+  %d = nn.mul %u, %scale : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %e = nn.tanh %d : (tensor<?x8xf32>) -> tensor<?x8xf32>
+  %a = nn.add %e, %one : (tensor<?x8xf32>, tensor<f32>) -> tensor<?x8xf32>
+  %y = nn.mul %h, %a : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<?x8xf32>
+  func.return %y : tensor<?x8xf32>
+}
+// CHECK:     func.func @main
+// CHECK-NOT: nn.gelu
+// CHECK:     %e = nn.tanh %d
