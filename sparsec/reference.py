@@ -329,9 +329,33 @@ def _exact_gelu(x: np.ndarray) -> np.ndarray:
 
 def _gelu(op: nn.GeluOp, x: np.ndarray) -> np.ndarray:
     if op.approximate.data == "tanh":
-        inner = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)
-        return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype)
+        return _tanh_gelu(x)
     return _exact_gelu(x)
+
+
+def _tanh_gelu(x: np.ndarray) -> np.ndarray:
+    """0.5 x (1 + tanh(sqrt(2 / pi) x (1 + 0.044715 x^2))) in x's precision, in place in
+    one array: numpy's x ** 3 calls pow for each float32 (39 ms for GPT-2's 128 x 3072
+    hidden values, the whole function 1.4 ms so)."""
+    y = x * x
+    y *= x.dtype.type(0.044715)
+    y += x.dtype.type(1.0)
+    y *= x
+    y *= x.dtype.type(np.sqrt(2.0 / np.pi))
+    np.tanh(y, out=y)
+    y += x.dtype.type(1.0)
+    y *= x
+    y *= x.dtype.type(0.5)
+    return y
+
+
+def _power(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX Pow; a single exponent of 2 or 3 as products, as onnxruntime computes it
+    (numpy's power calls pow for each float: a written-out LayerNorm squares with it)."""
+    if b.size == 1 and float(b.reshape(-1)[0]) in (2.0, 3.0):
+        square = a * a
+        return square * a if float(b.reshape(-1)[0]) == 3.0 else square
+    return np.power(a, b.astype(a.dtype))
 
 
 def _epilogue(op: Operation, y: np.ndarray, bias: np.ndarray | None, channel_axis: int) -> np.ndarray:
@@ -479,7 +503,7 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.SubOp: lambda op, a, b: a - b,
     nn.MulOp: lambda op, a, b: a * b,
     nn.DivOp: lambda op, a, b: _divide(a, b),
-    nn.PowOp: lambda op, a, b: np.power(a, b.astype(a.dtype)),
+    nn.PowOp: lambda op, a, b: _power(a, b),
     nn.SqrtOp: lambda op, x: np.sqrt(x),
     nn.ExpOp: lambda op, x: np.exp(x),
     nn.LogOp: lambda op, x: np.log(x),
