@@ -47,6 +47,7 @@ from xdsl.passes import ModulePass
 from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.irfile import erase_unread_weights, replace_chain
+from sparsec.layers import scalar_weight
 from sparsec.weights import WeightStore
 
 TANH_CUBIC = 0.044715
@@ -77,10 +78,8 @@ def _other(op: Operation, value: SSAValue) -> SSAValue | None:
 
 def _is_constant(value: SSAValue | None, expected: float, weights: WeightStore) -> bool:
     """Whether `value` is a one-element `nn.weight` within MATCH_TOLERANCE of `expected`."""
-    op = value.owner if value is not None else None
-    if not isinstance(op, nn.WeightOp) or math.prod(op.tensor_type.get_shape()) != 1:
-        return False
-    return math.isclose(float(weights[op.weight_name.data].reshape(())), expected, rel_tol=MATCH_TOLERANCE)
+    found = scalar_weight(value, weights)
+    return found is not None and math.isclose(found, expected, rel_tol=MATCH_TOLERANCE)
 
 
 def _scaled(op: Operation | None, factor: float, weights: WeightStore) -> SSAValue | None:

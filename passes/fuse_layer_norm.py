@@ -41,6 +41,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.irfile import erase_unread_weights, replace_chain
+from sparsec.layers import scalar_weight
 from sparsec.weights import WeightStore
 
 MATCH_TOLERANCE = 1e-6
@@ -66,14 +67,6 @@ def _other(op: Operation, value: SSAValue) -> SSAValue | None:
     return rhs if lhs is value else lhs if rhs is value else None
 
 
-def _scalar(value: SSAValue | None, weights: WeightStore) -> float | None:
-    """The value of a one-element `nn.weight`, else None."""
-    op = value.owner if value is not None else None
-    if not isinstance(op, nn.WeightOp) or math.prod(op.tensor_type.get_shape()) != 1:
-        return None
-    return float(weights[op.weight_name.data].reshape(()))
-
-
 def _over_last_axis(mean: Operation) -> bool:
     """A ReduceMean over the last axis alone, keeping it."""
     if not isinstance(mean, nn.ReduceMeanOp) or not mean.keepdims.value.data:
@@ -95,13 +88,13 @@ def _variance_chain(d: SSAValue, weights: WeightStore) -> tuple[float, SSAValue,
     """From `d` = x - mean: epsilon, sqrt(mean(d ** 2) + eps) and the four ops computing it."""
     users = [use.operation for use in d.uses]
     power = next((u for u in users if isinstance(u, nn.PowOp) and u.lhs is d), None)
-    if len(users) != 2 or power is None or not math.isclose(_scalar(power.rhs, weights) or 0.0, 2.0, rel_tol=MATCH_TOLERANCE):
+    if len(users) != 2 or power is None or not math.isclose(scalar_weight(power.rhs, weights) or 0.0, 2.0, rel_tol=MATCH_TOLERANCE):
         return None
     variance = _sole_user(power.output)
     if variance is None or not _over_last_axis(variance):
         return None
     shifted = _sole_user(variance.results[0])
-    epsilon = _scalar(_other(shifted, variance.results[0]), weights) if isinstance(shifted, nn.AddOp) else None
+    epsilon = scalar_weight(_other(shifted, variance.results[0]), weights) if isinstance(shifted, nn.AddOp) else None
     if epsilon is None or not (math.isfinite(epsilon) and epsilon >= 0):
         return None
     root = _sole_user(shifted.output)  # pyright: ignore

@@ -134,7 +134,9 @@ class FloatComputeOp(NNOp, ABC):
         super().verify_()
 
 
-class UnaryOp(FloatComputeOp, ABC):
+class ElementwiseOp(NNOp, ABC):
+    """One operand, and a result of its shape."""
+
     input = operand_def(TensorType)
     output = result_def(TensorType)
 
@@ -142,9 +144,13 @@ class UnaryOp(FloatComputeOp, ABC):
         return operand_shapes[0]
 
 
-class BinaryOp(NNOp, ABC):
-    """Elementwise arithmetic with broadcasting, on float tensors or, as exported
-    models compute indices, integer ones; both operands of one element type."""
+class UnaryOp(FloatComputeOp, ElementwiseOp, ABC):
+    """An elementwise op on a float tensor."""
+
+
+class BroadcastOp(NNOp, ABC):
+    """Two operands broadcast against each other (numpy's rules), as ONNX's elementwise
+    binary operators take them."""
 
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
@@ -152,6 +158,23 @@ class BinaryOp(NNOp, ABC):
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         return shapes.broadcast(*operand_shapes)
+
+
+class VariadicBroadcastOp(NNOp, ABC):
+    """One or more operands broadcast against each other (Sum, Max, Min)."""
+
+    inputs = var_operand_def(TensorType)
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        if not operand_shapes:
+            raise ShapeError("needs at least one operand")
+        return shapes.broadcast(*operand_shapes)
+
+
+class BinaryOp(BroadcastOp, ABC):
+    """Elementwise arithmetic with broadcasting, on float tensors or, as exported
+    models compute indices, integer ones; both operands of one element type."""
 
     def verify_(self) -> None:
         lhs, rhs = (operand.type.element_type for operand in self.operands)  # pyright: ignore
@@ -586,17 +609,9 @@ class ReduceMeanOp(FloatComputeOp):
 
 
 @irdl_op_definition
-class SumOp(FloatComputeOp):
+class SumOp(FloatComputeOp, VariadicBroadcastOp):
     name = "nn.sum"
     ONNX_OP: ClassVar[str] = "Sum"
-
-    inputs = var_operand_def(TensorType)
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        if not operand_shapes:
-            raise ShapeError("needs at least one operand")
-        return shapes.broadcast(*operand_shapes)
 
 
 @irdl_op_definition

@@ -21,12 +21,12 @@ from typing import ClassVar
 import numpy as np
 from xdsl.dialects.builtin import I64, IntegerAttr, TensorType, i1, i64
 from xdsl.ir import Attribute
-from xdsl.irdl import irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def, var_operand_def
+from xdsl.irdl import irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def
 from xdsl.utils.exceptions import VerifyException
 
 from sparsec.dialects import shapes
 from sparsec.dialects.literals import ir_element_type, is_float_type
-from sparsec.dialects.nn import NNOp, _int
+from sparsec.dialects.nn import BroadcastOp, ElementwiseOp, NNOp, VariadicBroadcastOp, _int
 from sparsec.dialects.shapes import DYNAMIC, Shape, ShapeError
 
 ONNX_DTYPES: dict[int, np.dtype] = {
@@ -279,13 +279,8 @@ class WhereOp(NNOp):
         return operand_types[1].element_type
 
 
-class CompareOp(BoolResultOp, ABC):
-    lhs = operand_def(TensorType)
-    rhs = operand_def(TensorType)
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        return shapes.broadcast(*operand_shapes)
+class CompareOp(BoolResultOp, BroadcastOp, ABC):
+    """A comparison or logical op: bool results of broadcast operands."""
 
 
 @irdl_op_definition
@@ -331,27 +326,15 @@ class OrOp(CompareOp):
 
 
 @irdl_op_definition
-class NotOp(BoolResultOp):
+class NotOp(BoolResultOp, ElementwiseOp):
     name = "nn.not"
     ONNX_OP: ClassVar[str] = "Not"
 
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        return operand_shapes[0]
-
 
 @irdl_op_definition
-class IsNaNOp(BoolResultOp):
+class IsNaNOp(BoolResultOp, ElementwiseOp):
     name = "nn.is_nan"
     ONNX_OP: ClassVar[str] = "IsNaN"
-
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        return operand_shapes[0]
 
     def verify_(self) -> None:
         if not is_float_type(self.input.type.element_type):  # pyright: ignore
@@ -359,43 +342,27 @@ class IsNaNOp(BoolResultOp):
         super().verify_()
 
 
-class SignedUnaryOp(NNOp, ABC):
-    """An elementwise op on any numeric tensor, its result of the same type."""
-
-    input = operand_def(TensorType)
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        return operand_shapes[0]
-
-
 @irdl_op_definition
-class NegOp(SignedUnaryOp):
+class NegOp(ElementwiseOp):
     name = "nn.neg"
     ONNX_OP: ClassVar[str] = "Neg"
 
 
 @irdl_op_definition
-class AbsOp(SignedUnaryOp):
+class AbsOp(ElementwiseOp):
     name = "nn.abs"
     ONNX_OP: ClassVar[str] = "Abs"
 
 
 @irdl_op_definition
-class ModOp(NNOp):
+class ModOp(BroadcastOp):
     """The remainder of a division: the divisor's sign (Python's %), or with `fmod` the
     dividend's (C's fmod), as Swin's window shifts compute it."""
 
     name = "nn.mod"
     ONNX_OP: ClassVar[str] = "Mod"
 
-    lhs = operand_def(TensorType)
-    rhs = operand_def(TensorType)
     fmod = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        return shapes.broadcast(*operand_shapes)
 
 
 @irdl_op_definition
@@ -446,24 +413,14 @@ class PadOp(ValueShapedOp):
         return (DYNAMIC,) * len(data)
 
 
-class ExtremumOp(NNOp, ABC):
-    inputs = var_operand_def(TensorType)
-    output = result_def(TensorType)
-
-    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
-        if not operand_shapes:
-            raise ShapeError("needs at least one operand")
-        return shapes.broadcast(*operand_shapes)
-
-
 @irdl_op_definition
-class MaxOp(ExtremumOp):
+class MaxOp(VariadicBroadcastOp):
     name = "nn.max"
     ONNX_OP: ClassVar[str] = "Max"
 
 
 @irdl_op_definition
-class MinOp(ExtremumOp):
+class MinOp(VariadicBroadcastOp):
     name = "nn.min"
     ONNX_OP: ClassVar[str] = "Min"
 
