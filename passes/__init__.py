@@ -6,6 +6,8 @@ from sparsec.passes.fold_batch_norm import FoldBatchNormPass
 from sparsec.passes.fold_scale import FoldScalePass
 from sparsec.passes.fuse_gelu import FuseGeluPass
 from sparsec.passes.fuse_layer_norm import FuseLayerNormPass
+from sparsec.passes.fuse_rms_norm import FuseRMSNormPass
+from sparsec.passes.fuse_swish import FuseSwishPass
 from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
 from sparsec.passes.prune_magnitude import PruneMagnitudePass
@@ -21,6 +23,8 @@ ALL_PASSES: tuple[type[ModulePass], ...] = (
     FoldScalePass,
     FuseGeluPass,
     FuseLayerNormPass,
+    FuseRMSNormPass,
+    FuseSwishPass,
     LowerKernelsPass,
     PackBitmaskPass,
     PruneMagnitudePass,

@@ -47,7 +47,7 @@ from xdsl.passes import ModulePass
 from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.irfile import erase_unread_weights, replace_chain
-from sparsec.layers import scalar_weight
+from sparsec.matching import is_constant, other_operand
 from sparsec.weights import WeightStore
 
 TANH_CUBIC = 0.044715
@@ -70,16 +70,8 @@ class _Gelu:
     """The Gelu's form: "none" (erf) or "tanh"."""
 
 
-def _other(op: Operation, value: SSAValue) -> SSAValue | None:
-    """The operand of the binary `op` that is not `value` (None if neither is)."""
-    lhs, rhs = op.operands
-    return rhs if lhs is value else lhs if rhs is value else None
-
-
 def _is_constant(value: SSAValue | None, expected: float, weights: WeightStore) -> bool:
-    """Whether `value` is a one-element `nn.weight` within MATCH_TOLERANCE of `expected`."""
-    found = scalar_weight(value, weights)
-    return found is not None and math.isclose(found, expected, rel_tol=MATCH_TOLERANCE)
+    return is_constant(value, expected, weights, MATCH_TOLERANCE)
 
 
 def _scaled(op: Operation | None, factor: float, weights: WeightStore) -> SSAValue | None:
@@ -121,20 +113,20 @@ def _match(head: nn.ErfOp | nn.TanhOp, weights: WeightStore) -> _Gelu | None:
     docstring's forms)."""
     found = _erf_input(head, weights) if isinstance(head, nn.ErfOp) else _tanh_input(head, weights)
     add = head.output.get_user_of_unique_use()
-    if found is None or not isinstance(add, nn.AddOp) or not _is_constant(_other(add, head.output), 1.0, weights):
+    if found is None or not isinstance(add, nn.AddOp) or not _is_constant(other_operand(add, head.output), 1.0, weights):
         return None
     x, inner = found
     approximate = "none" if isinstance(head, nn.ErfOp) else "tanh"
     user = add.output.get_user_of_unique_use()
     if not isinstance(user, nn.MulOp):
         return None
-    partner = _other(user, add.output)
+    partner = other_operand(user, add.output)
     after = user.output.get_user_of_unique_use()
-    if partner is x and isinstance(after, nn.MulOp) and _is_constant(_other(after, user.output), 0.5, weights):
+    if partner is x and isinstance(after, nn.MulOp) and _is_constant(other_operand(after, user.output), 0.5, weights):
         gelu = _Gelu(x, after, (*inner, head, add, user), approximate)  # (x * a) * 0.5
-    elif _is_constant(partner, 0.5, weights) and isinstance(after, nn.MulOp) and _other(after, user.output) is x:
+    elif _is_constant(partner, 0.5, weights) and isinstance(after, nn.MulOp) and other_operand(after, user.output) is x:
         gelu = _Gelu(x, after, (*inner, head, add, user), approximate)  # (a * 0.5) * x
-    elif isinstance(half := partner.owner if partner is not None else None, nn.MulOp) and half.output.has_one_use() and _is_constant(_other(half, x), 0.5, weights):
+    elif isinstance(half := partner.owner if partner is not None else None, nn.MulOp) and half.output.has_one_use() and _is_constant(other_operand(half, x), 0.5, weights):
         gelu = _Gelu(x, user, (*inner, head, add, half), approximate)  # (0.5 * x) * a
     else:
         return None

@@ -7,8 +7,8 @@ Conv (1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, e
 naming the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its groups
 (the runtime runs every group's rows, each on its group's input channels); depthwise
 ones (one input channel a group) stay.
-A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu that
-is the only user are fused as the epilogue. A Relu of a Concat that only it reads is
+A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu, exact
+Gelu or SiLU (`nn.swish` with alpha 1) that is the only user are fused as the epilogue. A Relu of a Concat that only it reads is
 applied part by part first (`_relu_by_parts`): fused into the convolutions that make
 parts, and dropped on parts that cannot be negative.
 
@@ -97,10 +97,13 @@ def _vector_bias(add: Operation | None, value: SSAValue, rows: int) -> SSAValue 
     return other if is_weight and other.type.get_shape() == (rows,) else None  # pyright: ignore
 
 
-def _fused_activation(value: SSAValue) -> nn.ReluOp | nn.GeluOp | None:
-    """The Relu, or exact (erf) Gelu, that is the only user of `value`."""
+def _fused_activation(value: SSAValue) -> nn.ReluOp | nn.GeluOp | nn.SwishOp | None:
+    """The Relu, exact (erf) Gelu or SiLU (Swish with alpha 1) that is the only user of
+    `value`."""
     user = _only_user(value)
     if isinstance(user, nn.ReluOp) or (isinstance(user, nn.GeluOp) and user.approximate.data == "none"):
+        return user
+    if isinstance(user, nn.SwishOp) and user.alpha.value.data == 1.0:
         return user
     return None
 
@@ -110,7 +113,7 @@ def _kernel_properties(key: KernelKey) -> dict:
 
 
 def _epilogue(bias: bool, activation: Operation | None) -> str:
-    return epilogue_name(bias, {nn.ReluOp: "relu", nn.GeluOp: "gelu"}.get(type(activation)))
+    return epilogue_name(bias, {nn.ReluOp: "relu", nn.GeluOp: "gelu", nn.SwishOp: "swish"}.get(type(activation)))
 
 
 def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
@@ -257,7 +260,7 @@ def _swap(first: Operation, last: Operation, new: Operation, fused: list[Operati
 @dataclass(frozen=True)
 class LowerKernelsPass(ModulePass):
     """Replace Gemm/MatMul/Conv on packed weights (and unpacked 1-D and 2-D Convs) with
-    kernel ops, fusing bias and Relu."""
+    kernel ops, fusing bias and Relu, Gelu or SiLU."""
 
     name = "lower-kernels"
 

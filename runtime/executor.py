@@ -48,9 +48,9 @@ from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import ExecutionError, SparsecError
 from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
-from sparsec.dialects import StoredWeightOp
+from sparsec.dialects import StoredWeightOp, nn_index
 from sparsec.dialects.nn import (
-    AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, SoftmaxOp,
+    AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, SoftmaxOp,
     ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
@@ -181,7 +181,7 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
                     padded.setdefault(conv.out, set()).add((conv.before, conv.phase))
                 elif residual is None and len(conv.spatial) == 2 and reads_input_in_place(op):
                     plain_1x1.append(conv)
-        elif isinstance(op, LayerNormOp | SoftmaxOp) and (key := norm_key_of(op)) is not None:
+        elif isinstance(op, NORM_OPS) and (key := norm_key_of(op)) is not None:
             keys.append(key)
         elif isinstance(op, POOL_OPS) and (key := pool_key_of(op)) is not None:
             keys.append(key)
@@ -313,7 +313,15 @@ def depthwise(op: ConvOp) -> bool:
     return isinstance(w_type, TensorType) and w_type.get_num_dims() == 4 and w_type.get_shape()[:2] == (group, 1)
 
 
-def _row_length(op: LayerNormOp | SoftmaxOp) -> int | None:
+SHAPE_FUNCTION_CACHE = 8
+"""Sets of input shapes whose shape functions' values an executor keeps (`Executor.
+_shape_functions`): a served model sees a few sequence lengths over and over."""
+
+NORM_OPS = (LayerNormOp, RMSNormOp, SoftmaxOp)
+"""The ops a normalization kernel may run (NormKey)."""
+
+
+def _row_length(op: LayerNormOp | RMSNormOp | SoftmaxOp) -> int | None:
     """The length of the rows `op` normalizes when they are float32 values over its
     input's last axis (DYNAMIC when given at run time); else None."""
     x_type = op.operands[0].type
@@ -323,14 +331,14 @@ def _row_length(op: LayerNormOp | SoftmaxOp) -> int | None:
     return shape[-1] if op.axis.value.data % len(shape) == len(shape) - 1 else None
 
 
-def runs_rows_softmax(op: LayerNormOp | SoftmaxOp) -> bool:
+def runs_rows_softmax(op: LayerNormOp | RMSNormOp | SoftmaxOp) -> bool:
     """Whether `op` is a Softmax of float32 rows over their last axis, whose length is
     given at run time (attention's scores over a sequence): the executor compiles its
     kernel for each row length it meets (`Executor._norm_kernel`)."""
     return isinstance(op, SoftmaxOp) and _row_length(op) == DYNAMIC
 
 
-def norm_key_of(op: LayerNormOp | SoftmaxOp) -> NormKey | None:
+def norm_key_of(op: LayerNormOp | RMSNormOp | SoftmaxOp) -> NormKey | None:
     """The kernel of a layer normalization or Softmax of float32 rows over their last,
     static axis, a layer normalization's scale (and bias) weights of that length or one
     value; else None (it runs in numpy, or for a Softmax over an axis given at run time
@@ -340,10 +348,15 @@ def norm_key_of(op: LayerNormOp | SoftmaxOp) -> NormKey | None:
         return None
     if isinstance(op, SoftmaxOp):
         return NormKey(cols, "softmax")
-    for parameter in [op.scale] + ([op.b] if op.b is not None else []):
+    for parameter in _norm_parameters(op):
         if not isinstance(parameter.owner, StoredWeightOp) or math.prod(parameter.type.get_shape()) not in (1, cols):  # pyright: ignore
             return None
-    return NormKey(cols)
+    return NormKey(cols, "rms" if isinstance(op, RMSNormOp) else "layer")
+
+
+def _norm_parameters(op: LayerNormOp | RMSNormOp) -> list[SSAValue]:
+    """A normalization's scale, and its bias where it has one."""
+    return [op.scale] + ([op.b] if isinstance(op, LayerNormOp) and op.b is not None else [])
 
 
 def kernel_keys(module: ModuleOp, target: Target | None = None) -> list[KernelKey]:
@@ -850,7 +863,7 @@ class Executor:
                 if any(not isinstance(use.operation, KernelOp) or use.index != 1 for use in op.result.uses):
                     self.constants[op.result] = dense_value(op, weights)
                     self._slots(op.results)
-            elif isinstance(op, LayerNormOp | SoftmaxOp) and (norm := self._prepare_norm(op)) is not None:
+            elif isinstance(op, NORM_OPS) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
                 self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, norm, Executor._run_norm))
             elif isinstance(op, POOL_OPS) and (pool_key := pool_key_of(op)) is not None:
@@ -935,6 +948,12 @@ class Executor:
         """Bumped at each run and whenever a call writes over the array of a value made
         earlier in the run (`_Call.addend_in_place`): it tells what phase planes were
         filled from then from what they hold now (`_planes_hold`)."""
+        self.shape_functions = self._shape_functions()
+        """The result slots of the numpy steps whose values follow from the inputs'
+        shapes alone (`_shape_functions`)."""
+        self.by_input_shapes: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+        """Those values by the inputs' shapes, from the first run with those shapes on
+        (at most SHAPE_FUNCTION_CACHE sets of shapes, the latest kept)."""
         self._zero_planes: dict[int, np.ndarray] = {}
         """The kept outputs (by address) of implicit calls and of pools laid out as lanes,
         (images, channels + 1, lanes), each image's channels followed by a zero plane:
@@ -958,7 +977,7 @@ class Executor:
             bias = np.ascontiguousarray(dense_value(owner, self.weights), dtype=np.float32).reshape(-1)
         return _Layer(key, operands, bias, weight, transposed)
 
-    def _prepare_norm(self, op: LayerNormOp | SoftmaxOp) -> _Norm | None:
+    def _prepare_norm(self, op: LayerNormOp | RMSNormOp | SoftmaxOp) -> _Norm | None:
         """The kernel form of `op` (`norm_key_of`, `runs_rows_softmax`), with its
         weights decoded; or None."""
         key = norm_key_of(op)
@@ -967,7 +986,8 @@ class Executor:
         if isinstance(op, SoftmaxOp):  # no parameters
             nothing = np.zeros(1, np.float32)
             return _Norm(key, nothing, nothing, nothing)
-        parameters = [self.constants[op.scale], self.constants[op.b] if op.b is not None else np.zeros(1, np.float32)]
+        parameters = [self.constants[p] for p in _norm_parameters(op)]
+        parameters += [np.zeros(1, np.float32)] * (2 - len(parameters))  # no bias: zeros
         scale, bias = (np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (key.cols,)), np.float32) for value in parameters)
         return _Norm(key, scale, bias, np.array([op.epsilon.value.data], np.float32))
 
@@ -1177,6 +1197,37 @@ class Executor:
             bands[step.op] = plan
             step.band, step.run, conv_step.deferred = conv_step, Executor._run_bands, True
         return bands
+
+    def _shape_functions(self) -> list[int]:
+        """The result slots of the numpy steps whose values follow from the inputs'
+        shapes (and the weights) alone: an exported transformer computes its reshape
+        targets, position ids, rotary tables and causal mask from `nn.shape` on every
+        run, hundreds of steps of a few microseconds (a 30-layer LLaMA: 1,300 of its
+        3,000 steps). A Shape's value follows from its operand's shape, which follows
+        from the inputs' shapes unless an op sized it by values that do not (a Slice to
+        bounds read from the inputs' values, `ValueShapedOp`); any other op's from its
+        operands'. Values a kernel step reads are left out (a kernel may add into its
+        addend's array), and so are those of steps that put their work off or share
+        an output (Concat chains)."""
+        arguments = set(range(len(self.function.args)))
+        shaped = {self.slots[value] for value in self.constants} | arguments
+        """Slots whose shapes follow from the inputs' shapes."""
+        valued = {self.slots[value] for value in self.constants}
+        """Slots whose values do."""
+        cached: list[int] = []
+        kernel_read = {slot for step in self.steps if step.dtype is None for slot in step.inputs}
+        for step in self.steps:
+            op = step.op
+            by_values = op.operands if isinstance(op, nn_index.RangeOp) else op.operands[1:] if isinstance(op, nn_index.ValueShapedOp) else ()
+            slots = [self.slots.get(v, -1) for v in op.operands]  # -1: a weight only kernels read, no slot
+            if all(s in shaped or s < 0 for s in slots) and all(self.slots[v] in valued for v in by_values):
+                shaped.add(step.result)
+            numpy = step.dtype is not None and not step.deferred and op not in self.chained
+            if numpy and (isinstance(op, nn_index.ShapeOp) and step.inputs[0] in shaped or all(slot in valued for slot in step.inputs)):
+                valued.add(step.result)
+                if step.result not in kernel_read:
+                    cached.append(step.result)
+        return cached
 
     def _relus_in_place(self) -> None:
         """Mark the float32 Relus of a Concat's result that only they read to write
@@ -1934,7 +1985,8 @@ class Executor:
                 conv = step.band.unit.key  # pyright: ignore
                 return f"{'dense float32' if conv.values == 'f32' else conv.kind} kernel and {kind} in bands"
             return kind
-        return "layer norm kernel" if step.unit.key is not None and step.unit.key.kind == "layer" else "softmax kernel"  # pyright: ignore
+        kind = step.unit.key.kind if step.unit.key is not None else "softmax"  # pyright: ignore
+        return {"layer": "layer norm kernel", "rms": "RMS norm kernel", "softmax": "softmax kernel"}[kind]
 
     def _evaluate(self, step: _Step, env: list) -> None:
         """A numpy step's result, into its slot of `env`: a view's by the function kept
@@ -2015,6 +2067,10 @@ class Executor:
         self._epoch += 1
         env = self.initial.copy()
         env[: len(self.feeds.names)] = self.feeds(feeds)  # the arguments' slots come first
+        input_shapes = tuple(array.shape for array in env[: len(self.feeds.names)])
+        known = self.by_input_shapes.get(input_shapes)
+        for slot, array in known or ():
+            env[slot] = array  # their steps see their results there and do not run
         addresses: list[int | None] = [None] * len(env)
         """The addresses of the kernel outputs that later kernel steps read in place."""
         for index, step in enumerate(self.steps):
@@ -2051,4 +2107,13 @@ class Executor:
                     env[absorbed] = call.result
         if marks is not None:
             marks[-1] = time.perf_counter()
+        if known is None and self.shape_functions:
+            self._keep_shape_functions(input_shapes, env)
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}
+
+    def _keep_shape_functions(self, input_shapes: tuple, env: list) -> None:
+        """Keep the values of `shape_functions` for runs on inputs of `input_shapes`, as
+        copies (their arrays may be kept outputs that later steps write again)."""
+        if len(self.by_input_shapes) >= SHAPE_FUNCTION_CACHE:
+            del self.by_input_shapes[next(iter(self.by_input_shapes))]
+        self.by_input_shapes[input_shapes] = [(slot, np.array(env[slot], copy=True)) for slot in self.shape_functions]

@@ -226,10 +226,11 @@ def _pattern_pass(args: argparse.Namespace) -> str | None:
 
 
 def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePass, ...]:
-    """What `compile` runs: --pattern's pruning, then -p, then for a `.spx` batch
+    """What `compile` runs: --pattern's pruning, then -p, then for a `.spx` identities
+    stripped (no-op Casts and Concats too, which would copy tensors), batch
     normalizations folded into their convolutions (after pruning, so the weights are
-    pruned as the model stores them), layer norms written out op by op fused (so that
-    they run as the layer norm kernel), GELUs written out with Erf fused (so that
+    pruned as the model stores them), layer and RMS norms written out op by op fused
+    (so that they run as kernels), GELUs and SiLUs written out fused (so that
     lower-kernels fuses them into the layer before) and scales by one value folded
     into the layer they scale (attention's), packing (for a `.spx` or
     `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did them, then
@@ -238,12 +239,13 @@ def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePa
     passes = parse_pipeline(",".join(stage for stage in (_pattern_pass(args), args.passes) if stage))
     names = {p.name for p in passes}
     extra = []
+    if output_kind == ".spx" and not names & {"strip-identity", "lower-kernels"}:
+        extra.append("strip-identity")
     if output_kind == ".spx" and not names & {"fold-batch-norm", "pack-bitmask"}:
         extra.append("fold-batch-norm")
-    if output_kind == ".spx" and not names & {"fuse-layer-norm", "lower-kernels"}:
-        extra.append("fuse-layer-norm")
-    if output_kind == ".spx" and not names & {"fuse-gelu", "lower-kernels"}:
-        extra.append("fuse-gelu")
+    for fusion in ("fuse-layer-norm", "fuse-rms-norm", "fuse-gelu", "fuse-swish"):
+        if output_kind == ".spx" and not names & {fusion, "lower-kernels"}:
+            extra.append(fusion)
     if output_kind == ".spx" and not names & {"fold-scale", "pack-bitmask"}:
         extra.append("fold-scale")
     if output_kind in (".spx", ".mlpackage") and "pack-bitmask" not in names:

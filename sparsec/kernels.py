@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from sparsec.dialects import StoredWeightOp
 
 KINDS = ("bitmask", "nm", "block", "dense")
-ACTIVATIONS = ("relu", "gelu")
+ACTIVATIONS = ("relu", "gelu", "swish")
 EPILOGUES = ("none", "bias", *ACTIVATIONS, *(f"bias_{a}" for a in ACTIVATIONS))
 """What a kernel applies to each output: an optional bias, then an optional activation
-(Relu, or Gelu with the exact erf form)."""
+(Relu, Gelu with the exact erf form, or Swish with alpha 1: SiLU)."""
 PANEL = 256
 """Columns per panel of the batched kernels (a multiple of the 64-column mask step)."""
 WINDOW_SPAN = 64
@@ -621,15 +621,16 @@ class KernelKey:
         return math.ceil(self.rows / self.block) if self.kind == "block" else self.rows
 
 
-NORM_KINDS = ("layer", "softmax")
+NORM_KINDS = ("layer", "rms", "softmax")
 
 
 @dataclass(frozen=True)
 class NormKey:
     """A normalization over the last axis of `cols` float32 values per row: a layer
     normalization ("layer"), y = (x - mean) / sqrt(variance + epsilon) * scale + bias,
-    or a Softmax ("softmax"), y = e^(x - max) / sum e^(x - max). The runtime generates
-    it for `nn.layer_norm` and `nn.softmax` between kernels, where numpy runs with its
+    an RMS normalization ("rms"), y = x / sqrt(mean(x^2) + epsilon) * scale, or a
+    Softmax ("softmax"), y = e^(x - max) / sum e^(x - max). The runtime generates it
+    for `nn.layer_norm`, `nn.rms_norm` and `nn.softmax` between kernels, where numpy runs with its
     code out of the caches (runtime/codegen/norm.py): a classifier's last Softmax of
     1000 values took 72 to 165 us in numpy, onnxruntime's 11 to 34. Epsilon is an
     operand, not part of the key."""
@@ -643,7 +644,7 @@ class NormKey:
 
     @property
     def symbol(self) -> str:
-        return f"{'layer_norm' if self.kind == 'layer' else self.kind}_f32_{self.cols}"
+        return f"{self.kind if self.kind == 'softmax' else self.kind + '_norm'}_f32_{self.cols}"
 
 
 PLANE_PROLOGUES = ("none", "affine", "affine_relu")

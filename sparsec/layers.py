@@ -14,13 +14,12 @@ Pruning, packing, reports and `inspect` all find layers here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, NameLoc, TensorType, f32
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Operation
 
 from sparsec.dialects import StoredWeightOp, nn
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
@@ -73,15 +72,6 @@ def dense_value(op: StoredWeightOp, weights: WeightStore) -> np.ndarray:
     if isinstance(op, PackedWeightOp):
         return op.decode({role: weights[name] for role, name in op.stored_tensors().items()})
     return weights[op.weight_name.data]
-
-
-def scalar_weight(value: SSAValue | None, weights: WeightStore) -> float | None:
-    """The value of a one-element `nn.weight` (an exported constant: epsilon, sqrt 2),
-    else None: what the passes that match written-out functions compare with."""
-    op = value.owner if value is not None else None
-    if not isinstance(op, nn.WeightOp) or math.prod(op.tensor_type.get_shape()) != 1:
-        return None
-    return float(weights[op.weight_name.data].reshape(()))
 
 
 def new_weight(weights: WeightStore, like: nn.WeightOp, suffix: str, array: np.ndarray, sparsity: PatternAttr | None) -> nn.WeightOp:

@@ -53,11 +53,11 @@ _XDSL_DESCRIPTIONS = {
 
 
 def describe_pass(pass_type: type[ModulePass]) -> str:
-    """The first line of the pass's docstring."""
+    """The first paragraph of the pass's docstring, on one line."""
     if pass_type.name in _XDSL_DESCRIPTIONS:
         return _XDSL_DESCRIPTIONS[pass_type.name]
-    doc = (pass_type.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    paragraph = (pass_type.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 def pass_options(pass_type: type[ModulePass]) -> list[tuple[str, str, str | None]]:

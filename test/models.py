@@ -208,6 +208,49 @@ def exported_gelu(d: int = 16, h: int = 64) -> onnx.ModelProto:
     )
 
 
+def llama_mlp(d: int = 16, h: int = 48, eps: float = 1e-5) -> onnx.ModelProto:
+    """A LLaMA block's second half as PyTorch's dynamo exporter writes it at opset 18:
+    RMSNorm written out (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul by gamma:
+    what fuse-rms-norm fuses), the gated MLP down(silu(gate(x)) * up(x)) with SiLU as
+    Sigmoid and Mul (what fuse-swish fuses), a residual Add. Weights are float16
+    values, as in `exported_gelu`."""
+    rng = _rng()
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float16).astype(np.float32)
+
+    return _model(
+        [
+            helper.make_node("Pow", ["x", "two"], ["squared"], name="norm_pow"),
+            helper.make_node("ReduceMean", ["squared", "last"], ["mean"], name="norm_mean"),
+            helper.make_node("Add", ["mean", "eps"], ["shifted"], name="norm_add"),
+            helper.make_node("Sqrt", ["shifted"], ["root"], name="norm_sqrt"),
+            helper.make_node("Reciprocal", ["root"], ["inverse"], name="norm_rsqrt"),
+            helper.make_node("Mul", ["x", "inverse"], ["normalized"], name="norm_mul"),
+            helper.make_node("Mul", ["gamma", "normalized"], ["n"], name="norm"),
+            helper.make_node("MatMul", ["n", "w_gate"], ["gate"], name="gate_proj"),
+            helper.make_node("Sigmoid", ["gate"], ["sigmoid"], name="act_sigmoid"),
+            helper.make_node("Mul", ["gate", "sigmoid"], ["silu"], name="act"),
+            helper.make_node("MatMul", ["n", "w_up"], ["up"], name="up_proj"),
+            helper.make_node("Mul", ["silu", "up"], ["gated"], name="gated"),
+            helper.make_node("MatMul", ["gated", "w_down"], ["down"], name="down_proj"),
+            helper.make_node("Add", ["x", "down"], ["out"], name="residual"),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["batch", "sequence", d])],
+        [helper.make_tensor_value_info("out", F32, ["batch", "sequence", d])],
+        [
+            _init("two", np.array(2, np.float32)),
+            _init("last", np.array([-1], np.int64)),
+            _init("eps", np.array(eps, np.float32)),
+            _init("gamma", (1 + 0.1 * rng.standard_normal(d)).astype(np.float16).astype(np.float32)),
+            _init("w_gate", weight(d, h)),
+            _init("w_up", weight(d, h)),
+            _init("w_down", weight(h, d)),
+        ],
+        opset=18,
+    )
+
+
 def attention(width: int = 8, heads: int = 2, scale: float = 2.0) -> onnx.ModelProto:
     """Self-attention as PyTorch exports it at opset 17 (BERT's): query, key and value
     Linear layers (MatMul then Add), heads split by Reshape and Transpose, the scores
@@ -447,7 +490,7 @@ def bad_shapes() -> onnx.ModelProto:
 
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
-    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, attention, wide, shapes, run_time_shapes, norms, constants, weight_input, unsupported,
+    for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, llama_mlp, attention, wide, shapes, run_time_shapes, norms, constants, weight_input, unsupported,
               gather_nd_batch_dims, cast_to_string, pad_reflect, old_opset, bad_shapes)
 }
 

@@ -14,7 +14,7 @@ from xdsl.ir import SSAValue
 
 from sparsec.kernels import TILE_INPUT_BYTES, AnyKey, KernelKey, epilogue_activation
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
-from sparsec.runtime.codegen.elementwise import gelu
+from sparsec.runtime.codegen.elementwise import gelu, swish
 
 ARG_NAMES = ("x", "y", "a0", "a1", "a2", "bias", "batch", "begin", "end")
 ARG_TYPES = (PTR, PTR, PTR, PTR, PTR, PTR, i64, i64, i64)
@@ -105,6 +105,8 @@ class Kernel:
         activation = epilogue_activation(self.key.epilogue)
         if activation == "relu":
             return self.b.fmax(acc, self.b.like(0.0, acc))
+        if activation == "swish":
+            return swish(self.b, acc)
         return gelu(self.b, acc) if activation == "gelu" else acc
 
     def for_each_row(self, row_body) -> llvm.FuncOp:

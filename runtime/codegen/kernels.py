@@ -42,7 +42,7 @@ from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel,
 from sparsec.runtime.codegen.block import BatchedBlockKernel, BlockKernel, VectorBlockKernel
 from sparsec.runtime.codegen.dense import DenseKernel, ScalarDenseKernel
 from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
-from sparsec.runtime.codegen.norm import LayerNormKernel, SoftmaxKernel
+from sparsec.runtime.codegen.norm import LayerNormKernel, RMSNormKernel, SoftmaxKernel
 from sparsec.runtime.codegen.planes import PlaneCopyKernel
 from sparsec.runtime.codegen.pool import PoolKernel
 
@@ -64,7 +64,7 @@ def kernel_class(key: AnyKey) -> type[Kernel] | type[UnitKernel]:
     variants are the executor's choices for some batch sizes and weights (KernelKey).
     """
     if isinstance(key, NormKey):
-        return LayerNormKernel if key.kind == "layer" else SoftmaxKernel
+        return {"layer": LayerNormKernel, "rms": RMSNormKernel, "softmax": SoftmaxKernel}[key.kind]
     if isinstance(key, PlaneKey):
         return PlaneCopyKernel
     if isinstance(key, PoolKey):

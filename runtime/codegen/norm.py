@@ -1,12 +1,13 @@
 """The normalization kernels (sparsec.kernels.NormKey): three passes over each row of N
 floats, 16 lanes at a time with the last partial vector under a lane mask. A layer
 normalization takes the sum, the sum of squared deviations from the mean, then the
-normalized, scaled and shifted outputs; a Softmax the maximum, then each e^(x - max)
+normalized, scaled and shifted outputs; an RMS normalization the sum of squares, then
+the scaled outputs (two passes); a Softmax the maximum, then each e^(x - max)
 (stored) and their sum, then the stored values divided by the sum, as numpy's
 reference computes it. Same signature as the matrix kernels, with
 
     a0 = scale (N floats), a1 = bias (N floats), a2 = epsilon (one float), which a
-         Softmax does not read,
+         Softmax does not read (nor an RMS normalization the bias),
     batch = rows, [begin, end) = the rows to normalize.
 """
 
@@ -85,6 +86,26 @@ class LayerNormKernel(RowKernel):
         scale, bias = (b.load_lanes(b.element_ptr(base, column, f32), F32x16, lanes) for base in (self.scale, self.bias))
         normalized = b.fmuladd(b.fmul(b.fsub(values, mean), inverse), scale, bias)
         b.store_lanes(normalized, b.element_ptr(outputs, column, f32), lanes)
+        return []
+
+
+class RMSNormKernel(RowKernel):
+    """x / sqrt(mean(x^2) + epsilon) * scale, a row at a time (lanes past N read 0)."""
+
+    def unit(self, row: SSAValue, _state) -> list[SSAValue]:
+        b = self.b
+        inputs, outputs = self.row_pointers(row)
+        (squared,) = self.vectors(inputs, [self.zero], lambda _column, values, _lanes, acc: [b.fmuladd(values, values, acc[0])])
+        mean_square = b.fmul(b.sum_lanes(squared), b.const(1 / self.key.cols, f32))
+        spread = b.intrinsic("llvm.sqrt.f32", [b.fadd(mean_square, b.load(self.epsilon, b.const(0, i64), f32))], f32)
+        inverse = b.splat(b.fdiv(b.const(1.0, f32), spread), 16)
+
+        def store(column, values, lanes, _acc) -> list[SSAValue]:
+            scale = b.load_lanes(b.element_ptr(self.scale, column, f32), F32x16, lanes)
+            b.store_lanes(b.fmul(b.fmul(values, inverse), scale), b.element_ptr(outputs, column, f32), lanes)
+            return []
+
+        self.vectors(inputs, [], store)
         return []
 
 

@@ -455,6 +455,16 @@ class SigmoidOp(UnaryOp):
 
 
 @irdl_op_definition
+class SwishOp(UnaryOp):
+    """x sigmoid(alpha x): SiLU at alpha = 1, the activation of LLaMA's gated MLP."""
+
+    name = "nn.swish"
+    ONNX_OP: ClassVar[str] = "Swish"
+
+    alpha = opt_prop_def(FloatAttr, default_value=_float(1.0))
+
+
+@irdl_op_definition
 class TanhOp(UnaryOp):
     name = "nn.tanh"
     ONNX_OP: ClassVar[str] = "Tanh"
@@ -639,16 +649,12 @@ class BatchNormOp(FloatComputeOp):
         return x
 
 
-@irdl_op_definition
-class LayerNormOp(FloatComputeOp):
-    """Normalization over the dimensions from `axis` on, then scale and bias."""
-
-    name = "nn.layer_norm"
-    ONNX_OP: ClassVar[str] = "LayerNormalization"
+class NormalizationOp(FloatComputeOp, ABC):
+    """A normalization over the dimensions of `x` from `axis` on, then a scale (and
+    bias) that broadcast to them."""
 
     x = operand_def(TensorType)
     scale = operand_def(TensorType)
-    b = opt_operand_def(TensorType)
     axis = opt_prop_def(IntegerAttr[I64], default_value=_int(-1))
     epsilon = opt_prop_def(FloatAttr, default_value=_float(1e-5))
     output = result_def(TensorType)
@@ -663,6 +669,27 @@ class LayerNormOp(FloatComputeOp):
                     f"normalized shape {shapes.fmt(x[axis:])}"
                 )
         return x
+
+
+@irdl_op_definition
+class LayerNormOp(NormalizationOp):
+    """(x - mean) / sqrt(variance + epsilon) * scale + b over the normalized dimensions."""
+
+    name = "nn.layer_norm"
+    ONNX_OP: ClassVar[str] = "LayerNormalization"
+
+    x = operand_def(TensorType)  # restated so that the operands keep ONNX's order
+    scale = operand_def(TensorType)
+    b = opt_operand_def(TensorType)
+
+
+@irdl_op_definition
+class RMSNormOp(NormalizationOp):
+    """x / sqrt(mean(x^2) + epsilon) * scale over the normalized dimensions: LLaMA's
+    normalization (ONNX's RMSNormalization, opset 23)."""
+
+    name = "nn.rms_norm"
+    ONNX_OP: ClassVar[str] = "RMSNormalization"
 
 
 @irdl_op_definition
@@ -830,9 +857,9 @@ class SqueezeOp(NNOp):
 
 
 COMPUTE_OPS: tuple[type[NNOp], ...] = (
-    GemmOp, MatMulOp, ConvOp, ReluOp, GeluOp, ErfOp, SigmoidOp, TanhOp, SoftmaxOp,
+    GemmOp, MatMulOp, ConvOp, ReluOp, GeluOp, SwishOp, ErfOp, SigmoidOp, TanhOp, SoftmaxOp,
     AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ExpOp, LogOp, CosOp, SinOp, ReciprocalOp,
-    ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp,
+    ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp, RMSNormOp,
     LRNOp, MaxPoolOp, AveragePoolOp, GlobalAveragePoolOp, ReshapeOp, FlattenOp, TransposeOp,
     ConcatOp, UnsqueezeOp, SqueezeOp, DropoutOp, IdentityOp,
 )  # fmt: skip

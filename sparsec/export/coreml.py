@@ -127,6 +127,8 @@ class _Lowering:
         activation = epilogue_activation(op.epilogue.data)
         if activation == "relu":
             return mb.relu(x=y)
+        if activation == "swish":
+            return mb.silu(x=y)
         return mb.gelu(x=y, mode="EXACT") if activation == "gelu" else y
 
     def pool(self, op: nn.PoolOp, x):

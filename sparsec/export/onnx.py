@@ -5,7 +5,7 @@ and kernel ops become the Gemm or Conv (plus Relu) they were lowered from; prope
 attributes (`trans_b` -> `transB`), and properties that ONNX passes as inputs from
 opset 13 on (Reshape's shape, Unsqueeze/Squeeze axes, and ReduceMean's from 18 on)
 become int64 initializers. The model is written at opset 17 (LayerNormalization), 18
-when it uses ReduceMean, 20 when it uses Gelu.
+when it uses ReduceMean, 20 when it uses Gelu, 23 RMSNormalization, 24 Swish.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sparsec.weights import WeightStore
 _ONNX_ATTRIBUTE_NAMES = {"trans_a": "transA", "trans_b": "transB"}
 _PROPERTIES_AS_INPUTS = {nn.ReshapeOp: "shape", nn.UnsqueezeOp: "axes", nn.SqueezeOp: "axes", nn.ReduceMeanOp: "axes"}
 _BASE_OPSET = 17
-_MIN_OPSETS = {"ReduceMean": 18, "Gelu": 20}
+_MIN_OPSETS = {"ReduceMean": 18, "Gelu": 20, "RMSNormalization": 23, "Swish": 24}
 """Operators whose form here (axes as an input, the operator itself) needs a later opset."""
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
 """Models with more weight bytes than this are saved with external data (protobuf caps at 2 GB)."""
@@ -110,11 +110,12 @@ class _Exporter:
 
 
     def export_kernel_op(self, op: KernelOp) -> None:
-        """A kernel op as the ONNX node it was lowered from, plus Relu or Gelu for a fused epilogue."""
+        """A kernel op as the ONNX node it was lowered from, plus Relu, Gelu or Swish for a
+        fused epilogue."""
         inputs = [self.name_of(v) for v in op.operands]
         output = self.name_of(op.results[0])
         activation = epilogue_activation(op.epilogue.data)
-        node = {"relu": "Relu", "gelu": "Gelu"}[activation] if activation else None
+        node = {"relu": "Relu", "gelu": "Gelu", "swish": "Swish"}[activation] if activation else None
         first = f"{output}_pre_{activation}" if activation else output
         if isinstance(op, SparseConvOp):
             attributes = {

@@ -1,4 +1,4 @@
-"""ONNX models (opsets 7 to 22) into sparsec IR.
+"""ONNX models (opsets 7 to 24) into sparsec IR.
 
 The graph becomes `func.func @main`: graph inputs are arguments, initializers and
 folded constants (Constant, ConstantOfShape) become `nn.weight` ops whose bytes go
@@ -53,7 +53,7 @@ from sparsec.errors import ModelImportError, SparsecError
 from sparsec.frontend.onnx_symbols import Dim, symbolic_dims
 from sparsec.frontend.onnx_wire import Span, split_raw_data
 
-MIN_OPSET, MAX_OPSET = 7, 22
+MIN_OPSET, MAX_OPSET = 7, 24
 NAME_ATTR = "sparsec.name"
 
 _RENAMED_ATTRIBUTES = {"transA": "trans_a", "transB": "trans_b"}
@@ -71,6 +71,7 @@ _IGNORED_ATTRIBUTES = {
     "BatchNormalization": {"momentum", "spatial", "training_mode"},
     "MaxPool": {"storage_order"},
     "LayerNormalization": {"stash_type"},
+    "RMSNormalization": {"stash_type"},
     "Softmax": {"axis"},
     "Unsqueeze": {"axes"},
     "Squeeze": {"axes"},
@@ -596,6 +597,7 @@ _CONVERTERS: dict[str, Converter] = {
     "Gelu": _generic(nn.GeluOp, 1),
     "Erf": _generic(nn.ErfOp, 1),
     "Sigmoid": _generic(nn.SigmoidOp, 1),
+    "Swish": _generic(nn.SwishOp, 1),
     "Tanh": _generic(nn.TanhOp, 1),
     "Softmax": _softmax,
     "Add": _generic(nn.AddOp, 2),
@@ -605,6 +607,7 @@ _CONVERTERS: dict[str, Converter] = {
     "Sum": _generic(nn.SumOp),
     "BatchNormalization": _batch_norm,
     "LayerNormalization": _generic(nn.LayerNormOp, 3),
+    "RMSNormalization": _generic(nn.RMSNormOp, 2),
     "LRN": _generic(nn.LRNOp, 1),
     "MaxPool": _generic(nn.MaxPoolOp, 1),
     "AveragePool": _generic(nn.AveragePoolOp, 1),
@@ -673,7 +676,7 @@ bounds, which decide what is picked)."""
 
 _MIN_INPUTS = {
     "Gemm": 2, "MatMul": 2, "Conv": 2, "Add": 2, "Sub": 2, "Mul": 2, "Div": 2, "BatchNormalization": 5,
-    "LayerNormalization": 2, "Reshape": 2, "Constant": 0, "Pow": 2, "Gather": 2, "GatherND": 2, "Range": 3,
+    "LayerNormalization": 2, "RMSNormalization": 2, "Reshape": 2, "Constant": 0, "Pow": 2, "Gather": 2, "GatherND": 2, "Range": 3,
     "Expand": 2, "Where": 3, "Equal": 2, "Greater": 2, "GreaterOrEqual": 2, "Less": 2, "LessOrEqual": 2,
     "And": 2, "Or": 2, "GatherElements": 2, "CumSum": 2, "Mod": 2,
 }  # fmt: skip

@@ -2,7 +2,7 @@
 
     pip install torch==2.13.0 transformers==5.24.0 onnxscript
     python test/exports/make_exports.py test/exports            # the tiny test models
-    python test/exports/make_exports.py DIR --base              # BERT-base, for benchmarks
+    python test/exports/make_exports.py DIR --base              # full-sized ones, for benchmarks
 
 Not run by the tests (PyTorch is not a test dependency): the .onnx files beside this
 script are its output, committed. Each model is tiny (2 layers, hidden size 32, 4
@@ -17,7 +17,8 @@ GELU with tanh), ViT (a patch Conv), LLaMA (rotary embeddings: Cos, Sin, Neg; RM
 grouped-query attention), CLIP's text encoder (ArgMax pooling), DeBERTa-v2 (relative
 positions: Log, Abs, Sign-like Where), MPNet, MobileBERT (Pad) and Swin (windows:
 Mod, Pad) come by the TorchScript exporter at opset 17.
-`--base` exports BERT-base-sized BERTs (110M parameters) instead.
+`--base` exports full-sized models instead, for benchmarks: BERT-base (110M parameters)
+two ways, GPT-2 (124M) and a LLaMA of SmolLM2-135M's shape two ways.
 """
 
 from __future__ import annotations
@@ -98,9 +99,23 @@ EXPORTS = [
         ["pixel_values"],
     ),
 ]
+SMOLLM_135M = hf.LlamaConfig(  # SmolLM2-135M's shape: a LLaMA as small ones are built now
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
 BASE_EXPORTS = [
     Export("bert_base_eager_torchscript_17", hf.BertConfig, hf.BertModel, TEXT_INPUTS),
     Export("bert_base_sdpa_dynamo_18", hf.BertConfig, hf.BertModel, TEXT_INPUTS, "dynamo", 18, "sdpa"),
+    Export("gpt2_base_torchscript_17", hf.GPT2Config, hf.GPT2Model, TEXT_INPUTS[:2]),
+    Export("smollm_135m_torchscript_17", lambda: SMOLLM_135M, hf.LlamaModel, TEXT_INPUTS[:2]),
+    Export("smollm_135m_sdpa_dynamo_18", lambda: SMOLLM_135M, hf.LlamaModel, TEXT_INPUTS[:2], "dynamo", 18, "sdpa"),
 ]
 
 
@@ -146,7 +161,7 @@ def export(folder: Path, spec: Export) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--base", action="store_true", help="export BERT-base-sized BERTs instead of the tiny models")
+    parser.add_argument("--base", action="store_true", help="export full-sized models (BERT-base, GPT-2, SmolLM2-135M's shape) instead of the tiny ones")
     arguments = parser.parse_args()
     for spec in BASE_EXPORTS if arguments.base else EXPORTS:
         export(arguments.folder, spec)

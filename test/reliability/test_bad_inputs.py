@@ -65,7 +65,7 @@ CASES = {
     "missing external data": (["import", "{w}/lonely/noext.onnx"], "external data of initializer"),
     "unsupported op": (["import", "{w}/unsupported.onnx"], "op type 'Det' is not supported; supported ops:"),
     "shapes that cannot be inferred": (["import", "{w}/bad_shapes.onnx"], "inner dimensions differ"),
-    "opset out of range": (["import", "{w}/old.onnx"], "opset 6 is not supported (supported: 7 to 22)"),
+    "opset out of range": (["import", "{w}/old.onnx"], "opset 6 is not supported (supported: 7 to 24)"),
     "missing model": (["import", "{w}/absent.onnx"], "absent.onnx: no such file"),
     "unknown model kind": (["run", "{w}/model.txt"], "unknown model kind '.txt'"),
     "malformed IR": (["opt", "{w}/bad.mlir"], "bad.mlir:1:"),

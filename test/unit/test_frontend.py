@@ -34,7 +34,7 @@ def test_external_data_loads(model_path):
     ("name", "message"),
     [
         ("unsupported", "node 'my_det' (Det): op type 'Det' is not supported; supported ops: Abs, Add"),
-        ("old_opset", "opset 6 is not supported (supported: 7 to 22)"),
+        ("old_opset", "opset 6 is not supported (supported: 7 to 24)"),
         ("bad_shapes", "node 'fc' (Gemm): inner dimensions differ"),
         ("gather_nd_batch_dims", "node 'pick' (GatherND): batch_dims 1 is not supported (only 0)"),
         ("cast_to_string", "node 'to_text' (Cast): cannot cast to ONNX data type 8"),

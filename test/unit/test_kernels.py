@@ -34,7 +34,7 @@ from sparsec.runtime.jit import Target, compile_kernels, compile_llvm_ir, finger
 from sparsec.runtime.operands import _chunks, _with_slack
 
 SIZES = st.sampled_from([1, 3, 16, 17, 64, 130, 256, 1000]) | st.integers(1, 40)
-ACTIVATIONS = st.sampled_from(["none", "relu", "gelu"])  # fused into the kernel's epilogue
+ACTIVATIONS = st.sampled_from(["none", "relu", "gelu", "swish"])  # fused into the kernel's epilogue
 BATCHES = st.just(1) | st.integers(1, 9) | st.sampled_from([12, 17, 33])  # from 4 to 13 rows on, bitmask, n:m and narrow blocks run batched
 PATTERNS = st.sampled_from(
     [
@@ -58,7 +58,7 @@ PATTERNS = st.sampled_from(
 
 
 def layer_text(rows: int, cols: int, matmul: bool, bias: bool, activation: str) -> str:
-    """A Gemm (or MatMul + Add) layer, then `activation`: none, relu or gelu."""
+    """A Gemm (or MatMul + Add) layer, then `activation`: none, relu, gelu or swish."""
     weight_shape = f"{cols}x{rows}" if matmul else f"{rows}x{cols}"
     lines = [f'  %w = nn.weight "w" : tensor<{weight_shape}xf32>']
     if matmul:
@@ -291,12 +291,12 @@ INTEL_TUNING = Target("icelake-server", Target.host().features)
 
 @pytest.mark.parametrize("target", [Target.host(), INTEL_TUNING], ids=["host", "intel-tuning"])
 @pytest.mark.parametrize("pattern", ["pattern=unstructured sparsity=0.9", "pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.5"])
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "swish"])
 def test_batched_lane_tiles(pattern, activation, target, tmp_path, monkeypatch):
     """The batched kernels' lane tiles of 64, 32 and 16 lanes (95 batch rows take all
     three, 33 the 32- and 16-lane ones), with the accumulator sets of AMD Zen's and
     other CPUs' tuning (BatchedKernel.ways); a weight of one column panel applies bias
-    and Relu in its stores, Gelu in a pass (`fuses_epilogue`); several panels never
+    and Relu in its stores, Gelu and SiLU in a pass (`fuses_epilogue`); several panels never
     fuse them."""
     if not Target.host().avx512:
         pytest.skip("the 64-lane tiles are AVX-512's")
@@ -804,6 +804,23 @@ def test_gelu_epilogue_is_exact_to_float32(batch, tmp_path, monkeypatch):
     got = Executor(model.module, model.weights).run({"x": x})["y"]
     exact = np.vectorize(lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))))(x.astype(np.float64))
     np.testing.assert_allclose(got, exact, rtol=0, atol=3e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 4, 64])  # the row kernel's scalar and vector stores; the tiled kernel's pass; the batched kernel's
+def test_swish_epilogue_is_exact_to_float32(batch, tmp_path, monkeypatch):
+    """The fused SiLU (x / (1 + e^-x), exp Cephes') against x / (1 + e^-x) in float64,
+    through an identity layer, from -100 to 100 (e^-x clamps past 88): within 2 float32
+    ulps of the result, or 1e-30 absolute where it vanishes."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = build(16, 16, False, True, "swish", 1)
+    model.weights["w"], model.weights["b"] = np.eye(16, dtype=np.float32), np.zeros(16, np.float32)
+    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},pack-bitmask,lower-kernels")
+    x = np.linspace(-100.0, 100.0, batch * 16, dtype=np.float32).reshape(batch, 16)
+    got = Executor(model.module, model.weights).run({"x": x})["y"]
+    wide = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        exact = wide / (1.0 + np.exp(-wide))
+    np.testing.assert_allclose(got, exact, rtol=2.4e-7, atol=1e-30)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 17, 1000])

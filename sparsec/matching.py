@@ -1,0 +1,61 @@
+"""What the passes that fuse functions written out op by op (GELU, layer and RMS
+normalization, SiLU) ask of the ops they match: constants, operand order, axes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from xdsl.dialects.builtin import TensorType, f32
+from xdsl.ir import Operation, SSAValue
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from sparsec.dialects import nn
+from sparsec.weights import WeightStore
+
+
+def scalar_weight(value: SSAValue | None, weights: WeightStore) -> float | None:
+    """The value of a one-element `nn.weight` (an exported constant: epsilon, sqrt 2),
+    else None."""
+    op = value.owner if value is not None else None
+    if not isinstance(op, nn.WeightOp) or math.prod(op.tensor_type.get_shape()) != 1:
+        return None
+    return float(weights[op.weight_name.data].reshape(()))
+
+
+def is_constant(value: SSAValue | None, expected: float, weights: WeightStore, rel_tol: float) -> bool:
+    """Whether `value` is a one-element `nn.weight` within `rel_tol` of `expected`."""
+    found = scalar_weight(value, weights)
+    return found is not None and math.isclose(found, expected, rel_tol=rel_tol)
+
+
+def other_operand(op: Operation, value: SSAValue) -> SSAValue | None:
+    """The operand of the binary `op` that is not `value` (None if neither is)."""
+    lhs, rhs = op.operands
+    return rhs if lhs is value else lhs if rhs is value else None
+
+
+def reduces_last_axis(op: Operation | None) -> bool:
+    """Whether `op` is a ReduceMean over the last axis alone, keeping it."""
+    if not isinstance(op, nn.ReduceMeanOp) or not op.keepdims.value.data:
+        return False
+    rank = len(op.input.type.get_shape())  # pyright: ignore
+    return rank > 0 and op.reduced_axes(rank) == (rank - 1,)
+
+
+def per_channel_weight(value: SSAValue | None, channels: int) -> bool:
+    """Whether `value` is a weight with one value per channel of a last axis of `channels`."""
+    return value is not None and isinstance(value.owner, nn.WeightOp) and value.owner.tensor_type.get_shape() == (channels,)
+
+
+def ones_weight(weights: WeightStore, prefix: str, like: SSAValue, before: Operation) -> SSAValue:
+    """A new weight of ones over the last axis of `like` (of its element type), inserted
+    before `before`: the scale of a normalization written out without one."""
+    channels = like.type.get_shape()[-1]  # pyright: ignore
+    element_type = like.type.element_type  # pyright: ignore
+    name = weights.unique_name(prefix)
+    weights[name] = np.ones(channels, dtype=np.float32 if element_type == f32 else np.float16)
+    op = nn.WeightOp(name, TensorType(element_type, [channels]))
+    op.result.name_hint = name
+    Rewriter.insert_op(op, InsertPoint.before(before))
+    return op.result
