@@ -7,8 +7,10 @@ Conv (1-D to 3-D) with a packed weight become `sparse.matmul` / `sparse.conv`, e
 naming the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its groups
 (the runtime runs every group's rows, each on its group's input channels); depthwise
 ones (one input channel a group) stay.
-A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu, exact
-Gelu or SiLU (`nn.swish` with alpha 1) that is the only user are fused as the epilogue. A Relu of a Concat that only it reads is
+A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu, Gelu
+(exact or tanh) or SiLU (`nn.swish` with alpha 1) that is the only user are fused as the
+epilogue; an activation after a reshape of a matrix product (GPT-2's Conv1D) moves
+before the reshape to fuse. A Relu of a Concat that only it reads is
 applied part by part first (`_relu_by_parts`): fused into the convolutions that make
 parts, and dropped on parts that cannot be negative.
 
@@ -40,7 +42,7 @@ from xdsl.dialects.builtin import IntegerAttr, StringAttr, f16, f32, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
-from sparsec.dialects import StoredWeightOp, nn
+from sparsec.dialects import StoredWeightOp, nn, nn_index
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.kernels import UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, epilogue_activation, epilogue_name, group_block, key_for
@@ -98,14 +100,37 @@ def _vector_bias(add: Operation | None, value: SSAValue, rows: int) -> SSAValue 
 
 
 def _fused_activation(value: SSAValue) -> nn.ReluOp | nn.GeluOp | nn.SwishOp | None:
-    """The Relu, exact (erf) Gelu or SiLU (Swish with alpha 1) that is the only user of
-    `value`."""
+    """The Relu, Gelu or SiLU (Swish with alpha 1) that is the only user of `value`."""
     user = _only_user(value)
-    if isinstance(user, nn.ReluOp) or (isinstance(user, nn.GeluOp) and user.approximate.data == "none"):
-        return user
-    if isinstance(user, nn.SwishOp) and user.alpha.value.data == 1.0:
+    if isinstance(user, nn.ReluOp | nn.GeluOp) or (isinstance(user, nn.SwishOp) and user.alpha.value.data == 1.0):
         return user
     return None
+
+
+_VIEWS = (nn.ReshapeOp, nn_index.DynamicReshapeOp, nn.FlattenOp, nn.SqueezeOp, nn.UnsqueezeOp)
+"""Ops that only give their operand another shape: an activation after one commutes with it."""
+
+
+def _activation_through_view(value: SSAValue) -> nn.ReluOp | nn.GeluOp | nn.SwishOp | None:
+    """Where `value`'s only user is a view whose only user is an activation that fuses
+    (`_fused_activation`), move the activation before the view and return it: GPT-2's
+    Conv1D layers reshape their product back to (batch, sequence, width) between the
+    Gemm and the GELU."""
+    view = _only_user(value)
+    if not isinstance(view, _VIEWS) or view.operands[0] is not value:
+        return None
+    activation = _fused_activation(view.results[0])
+    if activation is None:
+        return None
+    moved = type(activation).create(operands=[value], result_types=[value.type], properties=dict(activation.properties))
+    moved.location = activation.location
+    moved.results[0].name_hint = activation.results[0].name_hint
+    view.parent_block().insert_op_before(moved, view)  # pyright: ignore
+    view.operands[0] = moved.results[0]
+    activation.results[0].replace_all_uses_with(view.results[0])
+    activation.detach()
+    activation.erase()
+    return moved
 
 
 def _kernel_properties(key: KernelKey) -> dict:
@@ -113,7 +138,9 @@ def _kernel_properties(key: KernelKey) -> dict:
 
 
 def _epilogue(bias: bool, activation: Operation | None) -> str:
-    return epilogue_name(bias, {nn.ReluOp: "relu", nn.GeluOp: "gelu", nn.SwishOp: "swish"}.get(type(activation)))
+    if isinstance(activation, nn.GeluOp):
+        return epilogue_name(bias, "gelu" if activation.approximate.data == "none" else "gelu_tanh")
+    return epilogue_name(bias, {nn.ReluOp: "relu", nn.SwishOp: "swish"}.get(type(activation)))
 
 
 def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
@@ -140,7 +167,7 @@ def _lower_matmul(op: nn.GemmOp | nn.MatMulOp) -> None:
         if bias is not None:
             fused.append(add)  # pyright: ignore
     last = fused[-1]
-    activation = _fused_activation(last.results[0])
+    activation = _fused_activation(last.results[0]) or _activation_through_view(last.results[0])
     if activation is not None:
         fused.append(activation)
         last = activation

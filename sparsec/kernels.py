@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from sparsec.dialects import StoredWeightOp
 
 KINDS = ("bitmask", "nm", "block", "dense")
-ACTIVATIONS = ("relu", "gelu", "swish")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swish")
 EPILOGUES = ("none", "bias", *ACTIVATIONS, *(f"bias_{a}" for a in ACTIVATIONS))
 """What a kernel applies to each output: an optional bias, then an optional activation
-(Relu, Gelu with the exact erf form, or Swish with alpha 1: SiLU)."""
+(Relu, Gelu in its exact erf form or its tanh approximation, or Swish with alpha 1:
+SiLU)."""
 PANEL = 256
 """Columns per panel of the batched kernels (a multiple of the 64-column mask step)."""
 WINDOW_SPAN = 64
@@ -763,7 +764,41 @@ class PoolKey:
         return masks
 
 
-AnyKey = KernelKey | NormKey | PlaneKey | PoolKey
+@dataclass(frozen=True)
+class TransposeKey:
+    """Moving a batched kernel's B batch rows between the caller's layout and the
+    transposed one the kernel computes on (runtime/codegen/transpose.py), in blocks of
+    16 x 16 transposed in registers, split over the worker threads by blocks of 16 of
+    `count`:
+
+    - inward: x (B rows of `pitch` floats) into its columns, (K + 1) x P:
+      columns[k, b] = x[b, k] for k < `count` (K); lanes past B and row K untouched;
+    - outward: the transposed outputs, `count` rows of P lanes, into output rows of
+      `pitch` floats: out[b, r] = y[r, b] for r < `count`.
+
+    B is the call's `batch` operand, P = padded_batch(B). numpy took these copies on
+    the calling thread alone, a fifth of a batched layer's time at 128 rows on two
+    threads."""
+
+    count: int
+    pitch: int
+    inward: bool
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.pitch < self.count:
+            raise ValueError(f"transposing {self.count} values of rows of {self.pitch}: expected 1 <= count <= pitch")
+
+    @property
+    def symbol(self) -> str:
+        return f"transpose_{'in' if self.inward else 'out'}_f32_{self.count}_{self.pitch}"
+
+    @property
+    def units(self) -> int:
+        """Blocks of 16 of `count`: what the threads split."""
+        return -(-self.count // 16)
+
+
+AnyKey = KernelKey | NormKey | PlaneKey | PoolKey | TransposeKey
 """A key of any kernel the runtime generates."""
 
 
@@ -779,8 +814,8 @@ def epilogue_name(bias: bool, activation: str | None) -> str:
 
 def epilogue_activation(epilogue: str) -> str | None:
     """The activation an epilogue applies: one of ACTIVATIONS, or None."""
-    last = epilogue.rsplit("_", 1)[-1]
-    return last if last in ACTIVATIONS else None
+    activation = epilogue.removeprefix("bias").removeprefix("_")
+    return activation if activation in ACTIVATIONS else None
 
 
 def group_block(block: int, rows: int, groups: int) -> int:

@@ -379,6 +379,8 @@ def _epilogue(op: Operation, y: np.ndarray, bias: np.ndarray | None, channel_axi
         return np.maximum(y, 0)
     if activation == "swish":
         return y * _sigmoid(y)
+    if activation == "gelu_tanh":
+        return _tanh_gelu(y)
     return _exact_gelu(y) if activation == "gelu" else y
 
 

@@ -14,7 +14,7 @@ from xdsl.ir import SSAValue
 
 from sparsec.kernels import TILE_INPUT_BYTES, AnyKey, KernelKey, epilogue_activation
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
-from sparsec.runtime.codegen.elementwise import gelu, swish
+from sparsec.runtime.codegen.elementwise import gelu, swish, tanh_gelu
 
 ARG_NAMES = ("x", "y", "a0", "a1", "a2", "bias", "batch", "begin", "end")
 ARG_TYPES = (PTR, PTR, PTR, PTR, PTR, PTR, i64, i64, i64)
@@ -107,6 +107,8 @@ class Kernel:
             return self.b.fmax(acc, self.b.like(0.0, acc))
         if activation == "swish":
             return swish(self.b, acc)
+        if activation == "gelu_tanh":
+            return tanh_gelu(self.b, acc)
         return gelu(self.b, acc) if activation == "gelu" else acc
 
     def for_each_row(self, row_body) -> llvm.FuncOp:

@@ -137,7 +137,7 @@ class BatchedKernel(Kernel):
 
     @property
     def cheap_epilogue(self) -> bool:
-        return epilogue_activation(self.key.epilogue) not in ("gelu", "swish")
+        return epilogue_activation(self.key.epilogue) in (None, "relu")
 
     def lane_tiles(self, first: SSAValue, last: SSAValue, body, widths: tuple[int, ...] = (2, 1)) -> None:
         """`body(lane, vectors)` over lanes [first, last) of a lane chunk: 16 x widths[0]

@@ -12,7 +12,9 @@ only its absolute error matters.
 
 Swish with alpha 1 (SiLU, LLaMA's gated MLP) is x / (1 + e^-x), with the exp below: for x
 under -88.4 e^-x clamps to e^88.4 and the quotient rounds to -0 or a tiny negative; for x
-above 87.3 e^-x is 0 and the quotient is x.
+above 87.3 e^-x is 0 and the quotient is x. GELU's tanh approximation (GPT-2's) is the
+same form, x / (1 + e^(-2z)) for its tanh's argument z, since 0.5 (1 + tanh z) =
+sigmoid(2z).
 
 exp (for Softmax and Swish) is Cephes' expf, as Eigen writes it for vectors: x = n ln 2
 + r with n = round(x / ln 2) and |r| <= ln 2 / 2 (ln 2 in two parts, so r is exact),
@@ -59,6 +61,8 @@ def gelu(b: FunctionBuilder, x: SSAValue) -> SSAValue:
     return b.fmul(half, b.fadd(b.like(1.0, x), erf(b, b.fmul(x, b.like(1 / math.sqrt(2), x)))))
 
 
+TANH_CUBIC = 0.044715
+"""The cubic term's factor in GELU's tanh approximation."""
 EXP_LOWEST = -87.33654
 """ln of float32's smallest normal: exp of anything lower is 0 here."""
 _EXP_HIGHEST = 88.37626
@@ -74,7 +78,19 @@ its low mantissa bits then hold."""
 
 def swish(b: FunctionBuilder, x: SSAValue) -> SSAValue:
     """x sigmoid(x) = x / (1 + e^-x)."""
-    return b.fdiv(x, b.fadd(b.like(1.0, x), exp(b, b.fsub(b.like(0.0, x), x))))
+    return _over_one_plus_exp(b, x, b.fsub(b.like(0.0, x), x))
+
+
+def tanh_gelu(b: FunctionBuilder, x: SSAValue) -> SSAValue:
+    """GELU's tanh approximation, 0.5 x (1 + tanh(z)) with z = sqrt(2 / pi) (x + 0.044715
+    x^3), as x sigmoid(2z) = x / (1 + e^(-2z)): one exp, no cancellation near 0."""
+    cubic = b.fmuladd(b.fmul(x, x), b.like(TANH_CUBIC, x), b.like(1.0, x))
+    return _over_one_plus_exp(b, x, b.fmul(b.fmul(x, cubic), b.like(-2 * math.sqrt(2 / math.pi), x)))
+
+
+def _over_one_plus_exp(b: FunctionBuilder, x: SSAValue, power: SSAValue) -> SSAValue:
+    """x / (1 + e^power)."""
+    return b.fdiv(x, b.fadd(b.like(1.0, x), exp(b, power)))
 
 
 def exp(b: FunctionBuilder, x: SSAValue) -> SSAValue:

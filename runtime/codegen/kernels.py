@@ -36,7 +36,7 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
-from sparsec.kernels import AnyKey, NormKey, PlaneKey, PoolKey
+from sparsec.kernels import AnyKey, NormKey, PlaneKey, PoolKey, TransposeKey
 from sparsec.runtime.codegen.base import Kernel, UnitKernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BatchedBlockKernel, BlockKernel, VectorBlockKernel
@@ -45,6 +45,7 @@ from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
 from sparsec.runtime.codegen.norm import LayerNormKernel, RMSNormKernel, SoftmaxKernel
 from sparsec.runtime.codegen.planes import PlaneCopyKernel
 from sparsec.runtime.codegen.pool import PoolKernel
+from sparsec.runtime.codegen.transpose import TransposeKernel
 
 _SCALAR = {"bitmask": BitmaskKernel, "nm": NMKernel, "block": BlockKernel, "dense": ScalarDenseKernel}
 _BATCHED = {"bitmask": BatchedBitmaskKernel, "nm": BatchedNMKernel, "block": BatchedBlockKernel}
@@ -67,6 +68,8 @@ def kernel_class(key: AnyKey) -> type[Kernel] | type[UnitKernel]:
         return {"layer": LayerNormKernel, "rms": RMSNormKernel, "softmax": SoftmaxKernel}[key.kind]
     if isinstance(key, PlaneKey):
         return PlaneCopyKernel
+    if isinstance(key, TransposeKey):
+        return TransposeKernel
     if isinstance(key, PoolKey):
         return PoolKernel
     if key.batched:

@@ -129,6 +129,8 @@ class _Lowering:
             return mb.relu(x=y)
         if activation == "swish":
             return mb.silu(x=y)
+        if activation == "gelu_tanh":
+            return mb.gelu(x=y, mode="TANH_APPROXIMATION")
         return mb.gelu(x=y, mode="EXACT") if activation == "gelu" else y
 
     def pool(self, op: nn.PoolOp, x):

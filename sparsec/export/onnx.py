@@ -115,7 +115,7 @@ class _Exporter:
         inputs = [self.name_of(v) for v in op.operands]
         output = self.name_of(op.results[0])
         activation = epilogue_activation(op.epilogue.data)
-        node = {"relu": "Relu", "gelu": "Gelu", "swish": "Swish"}[activation] if activation else None
+        node = {"relu": "Relu", "gelu": "Gelu", "gelu_tanh": "Gelu", "swish": "Swish"}[activation] if activation else None
         first = f"{output}_pre_{activation}" if activation else output
         if isinstance(op, SparseConvOp):
             attributes = {
@@ -139,7 +139,8 @@ class _Exporter:
                 self.nodes.append(helper.make_node("Add", [product, inputs[2]], [first], name=first))
         if node:
             self.opset = max(self.opset, _MIN_OPSETS.get(node, _BASE_OPSET))
-            self.nodes.append(helper.make_node(node, [first], [output], name=output))
+            attributes = {"approximate": "tanh"} if activation == "gelu_tanh" else {}
+            self.nodes.append(helper.make_node(node, [first], [output], name=output, **attributes))
 
 
 def export_model(module: ModuleOp, weights: WeightStore) -> onnx.ModelProto:

@@ -1,5 +1,5 @@
-// lower-kernels: layers on packed weights become kernel ops; bias and a sole Relu or
-// exact Gelu fuse.
+// lower-kernels: layers on packed weights become kernel ops; bias and a sole Relu, Gelu
+// or SiLU fuse.
 // RUN: sparsec opt %s --split-input-file -p 'pack-bitmask,lower-kernels' | filecheck %s
 
 func.func @main(%x: tensor<?x8xf32>) -> tensor<?x2xf32> {
@@ -52,7 +52,7 @@ func.func @main(%x: tensor<8x2xf32>, %d: tensor<2x8xf32>) -> (tensor<2x2xf32>, t
 // CHECK: // {{-----}}
 
 // -----
-// MatMul + bias + exact Gelu fuse into one kernel; the tanh approximation does not.
+// MatMul + bias + exact Gelu fuse into one kernel, and so does the tanh approximation.
 func.func @main(%x: tensor<?x8xf32>) -> (tensor<?x1xf32>, tensor<?x1xf32>) {
   %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[0.0], [0.0], [3.0], [4.0], [8.0], [7.0], [0.0], [0.0]]> : tensor<8x1xf32>
   %v = nn.weight "v" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[0.0], [1.0], [0.0], [4.0], [0.0], [7.0], [0.0], [2.0]]> : tensor<8x1xf32>
@@ -65,8 +65,8 @@ func.func @main(%x: tensor<?x8xf32>) -> (tensor<?x1xf32>, tensor<?x1xf32>) {
   func.return %g, %t : tensor<?x1xf32>, tensor<?x1xf32>
 }
 // CHECK:      %g = sparse.matmul %x, %w, %b {kernel = "spmm_bitmask_f16_1x8_bias_gelu", kind = "bitmask", epilogue = "bias_gelu", transposed = 1 : i64}
-// CHECK:      %u = sparse.matmul %x, %v {kernel = "spmm_bitmask_f16_1x8", kind = "bitmask", epilogue = "none", transposed = 1 : i64}
-// CHECK-NEXT: %t = nn.gelu %u {approximate = "tanh"}
+// CHECK:      %t = sparse.matmul %x, %v {kernel = "spmm_bitmask_f16_1x8_gelu_tanh", kind = "bitmask", epilogue = "gelu_tanh", transposed = 1 : i64}
+// CHECK-NOT:  nn.gelu
 
 // -----
 // A bitmask weight with no zeros costs more than dense float16: the dense kernel.
@@ -166,3 +166,33 @@ func.func @main(%x: tensor<1x8x4x4xf32>) -> (tensor<1x16x4x4xf32>, tensor<1x16x4
 // CHECK:      %z = sparse.conv %x, %v {kernel = "spmm_block4_f16_8x8", kind = "block", epilogue = "none"}
 // CHECK-NEXT: %d = nn.concat %z, %x {axis = 1 : i64}
 // CHECK-NEXT: %e = nn.relu %d
+
+// -----
+// GPT-2's Conv1D: the product (with its bias) reshaped back to (batch, sequence,
+// width) before the GELU (tanh's approximation): the GELU moves before the reshape and
+// fuses. A GELU after a reshape that something else reads too, or of something that is
+// no product, stays.
+func.func @main(%x: tensor<?x?x8xf32>) -> (tensor<?x?x2xf32>, tensor<?x?x2xf32>, tensor<?x?x2xf32>) {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 2.0]]> : tensor<2x8xf32>
+  %b = nn.weight "b" dense<[0.5, -0.5]> : tensor<2xf32>
+  %shape = nn.weight "shape" dense<[1, -1, 2]> : tensor<3xi64>
+  %flat = nn.reshape %x {shape = array<i64: -1, 8>} : (tensor<?x?x8xf32>) -> tensor<?x8xf32>
+  %y = nn.gemm %flat, %w, %b {trans_b = 1 : i64} : (tensor<?x8xf32>, tensor<2x8xf32>, tensor<2xf32>) -> tensor<?x2xf32>
+  %back = nn.dynamic_reshape %y, %shape : (tensor<?x2xf32>, tensor<3xi64>) -> tensor<?x?x2xf32>
+  %g = nn.gelu %back {approximate = "tanh"} : (tensor<?x?x2xf32>) -> tensor<?x?x2xf32>
+  %v = nn.weight "v" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 2.0]]> : tensor<2x8xf32>
+  %u = nn.gemm %flat, %v {trans_b = 1 : i64} : (tensor<?x8xf32>, tensor<2x8xf32>) -> tensor<?x2xf32>
+  %seen = nn.dynamic_reshape %u, %shape : (tensor<?x2xf32>, tensor<3xi64>) -> tensor<?x?x2xf32>
+  %h = nn.gelu %seen {approximate = "tanh"} : (tensor<?x?x2xf32>) -> tensor<?x?x2xf32>
+  %s = nn.add %seen, %h : (tensor<?x?x2xf32>, tensor<?x?x2xf32>) -> tensor<?x?x2xf32>
+  %plain = nn.reshape %flat {shape = array<i64: 0, -1, 2>} : (tensor<?x8xf32>) -> tensor<?x?x2xf32>
+  %k = nn.gelu %plain : (tensor<?x?x2xf32>) -> tensor<?x?x2xf32>
+  func.return %g, %s, %k : tensor<?x?x2xf32>, tensor<?x?x2xf32>, tensor<?x?x2xf32>
+}
+// CHECK:      %g = sparse.matmul %flat, %w, %b {kernel = "spmm_bitmask_f16_2x8_bias_gelu_tanh", kind = "bitmask", epilogue = "bias_gelu_tanh", transposed = 0 : i64}
+// CHECK-NEXT: %back = nn.dynamic_reshape %g, %shape
+// CHECK:      %u = sparse.matmul %flat, %v {{.*}} epilogue = "none"
+// CHECK-NEXT: %seen = nn.dynamic_reshape %u, %shape
+// CHECK-NEXT: %h = nn.gelu %seen {approximate = "tanh"}
+// CHECK:      %k = nn.gelu %plain
+// CHECK-NEXT: func.return %back, %s, %k
