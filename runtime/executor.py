@@ -47,7 +47,7 @@ from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import ExecutionError, SparsecError
-from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, key_for, padded_batch
+from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, TransposeKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp, nn_index
 from sparsec.dialects.nn import (
     AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, SoftmaxOp,
@@ -88,6 +88,10 @@ whole runs on two threads, n:m 3:4, against 1 << 16: ShuffleNet 5.17 -> 5.12 ms
 _WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
 where a hand-off would cost more than it saves."""
+TRANSPOSE_WORK_PER_VALUE = 16
+"""A transposing copy's work per value, in weight values visited (`_WORK_PER_THREAD`):
+about 0.4 ns a value (32 x 576 in 8.5 us), 16 times a matrix product kernel's per
+weight value at one batch row."""
 NORM_WORK_PER_VALUE = 32
 """A normalization's or Softmax's work per value, in weight values visited
 (`_WORK_PER_THREAD`): its kernel takes about 0.8 ns a value, 30 times what a matrix
@@ -137,6 +141,13 @@ def variant_keys(key: KernelKey, chunk_span: int) -> list[KernelKey]:
     return batched + panelled + paired + group_tiles + ([dataclasses.replace(key, chunk_span=chunk_span)] if chunk_span else [])
 
 
+def batched_transposes(key: KernelKey) -> list[TransposeKey]:
+    """The transposing copies a matrix product's batched call takes (Executor.
+    _transposes): its rows into the transposed input, the transposed output into its
+    rows."""
+    return [TransposeKey(key.cols, key.cols, True), TransposeKey(key.rows, key.rows, False)]
+
+
 def batch_chunks(variant: KernelKey, batch: int) -> list[slice]:
     """The batch rows of each call that `batch` rows of `variant` run as (none: one
     call): chunks of KernelKey.batch_chunk rows and one of the rest; or the whole tiles
@@ -160,7 +171,8 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
     """Every kernel an executor of `module` may compile on `target`, variants included:
     for each plain 1x1 convolution, its frames (implicit.framed) in the planes of every
     padded stride-1 convolution with its output's size, a superset of those the
-    executor takes (Executor._frame_layouts)."""
+    executor takes (Executor._frame_layouts); on AVX-512, the transposing copies of
+    the matrix products' batched variants (`batched_transposes`)."""
     keys: list[AnyKey] = []
     plain_1x1: list[ImplicitConv] = []
     padded: dict[tuple[int, int], set[tuple[tuple[int, int], tuple[int, int]]]] = {}
@@ -170,6 +182,8 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
             key = kernel_key_of(op, target)
             nonzeros = nonzero_count(op.w.owner, weights) if key.has_chunk_variants else 0  # pyright: ignore
             keys += [key, *variant_keys(key, key.chunk_span_for(nonzeros))]
+            if isinstance(op, SparseMatMulOp) and key.has_batched_variant and target.avx512:
+                keys += batched_transposes(key)
             if isinstance(op, SparseConvOp) and (conv := static_implicit_conv(op, key)) is not None:
                 residual = residual_add(op, key)
                 keys.append((conv if residual is None else accumulating(conv, residual.relu)).key)
@@ -534,6 +548,10 @@ class _Call:
     for a result not laid out as rows (a convolution's)."""
     scratch: tuple[np.ndarray, np.ndarray] | None = None
     """A batched kernel's transposed input and output arrays (`transposed_inputs`)."""
+    transposes: tuple[_Transpose | None, _Transpose | None] | None = None
+    """A batched kernel's copies into its transposed input and out of its transposed
+    output (`Executor._transposes`, None for a copy numpy makes), once its first run
+    made them."""
     batch_chunks: list[tuple[slice, _Call]] = dataclasses.field(default_factory=list)
     """The calls a call on more batch rows than its kernel takes at once runs instead
     (KernelKey.batch_chunk), each on the batch rows of its slice; else empty."""
@@ -588,6 +606,22 @@ class _Bands:
     parts: list[tuple[int, _Call, int]]
     """Each band's bytes from the planes' first lane to its own, the pool's call on its
     rows, and the bytes from the pool's outputs to its first output row."""
+
+
+@dataclass
+class _Transpose:
+    """A transposing copy (runtime/codegen/transpose.py) of a batched call, with its
+    shares of the blocks of 16: the call's rows into its transposed input, or its
+    transposed output into its output rows. Reads at `source` and writes at `target`
+    (addresses of kept arrays, set once)."""
+
+    kernel: Any
+    address: int
+    arguments: tuple[int, ...]
+    shares: Shares
+    alone: bool
+    source: int
+    target: int
 
 
 @dataclass
@@ -1745,7 +1779,7 @@ class Executor:
         bounds = [units * share // count for share in range(count + 1)]
         return Shares([(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(0, units)], threads)
 
-    def _execute(self, call: _Call | _PlaneCopy, x: int, y: int) -> None:
+    def _execute(self, call: _Call | _PlaneCopy | _Transpose, x: int, y: int) -> None:
         """Run `call` on the inputs at address `x` into the outputs at `y`, split across
         the worker threads when the work pays."""
         if call.alone:
@@ -1890,11 +1924,47 @@ class Executor:
 
     def _run_batched(self, call: _Call, rows: np.ndarray) -> None:
         """A batched kernel's call: `rows` (B x K) transposed into the scratch input,
-        the scratch output's first B lanes transposed back into the call's output."""
+        the scratch output's first B lanes transposed back into the call's output, by
+        the transpose kernels on the worker threads where they run (`_transposes`),
+        else by numpy."""
         x_columns, y_columns = call.scratch  # pyright: ignore
-        transposed_inputs(rows, x_columns)
+        inward, outward = call.transposes or self._transposes(call, rows)
+        if inward is not None and rows.dtype == np.float32 and rows.flags.c_contiguous:
+            self._execute(inward, rows.ctypes.data, inward.target)
+        else:
+            transposed_inputs(rows, x_columns)
         self._execute(call, x_columns.ctypes.data, y_columns.ctypes.data)
-        call.output[:, call.weight_rows] = y_columns[call.weight_rows, : rows.shape[0]].T
+        if outward is not None:
+            self._execute(outward, outward.source, outward.target)
+        else:
+            call.output[:, call.weight_rows] = y_columns[call.weight_rows, : rows.shape[0]].T
+
+    def _transposes(self, call: _Call, rows: np.ndarray) -> tuple[_Transpose | None, _Transpose | None]:
+        """The batched call's transposing copies (TransposeKey), compiled on first use,
+        on AVX-512 targets (elsewhere their 16-lane masked loads and stores would be
+        split or scalarized; numpy copies instead): the rows into the transposed input
+        (its first K rows, P = its pitch), and the transposed output's rows of
+        `weight_rows` into the output's columns, where the output is float32 rows."""
+        x_columns, y_columns = call.scratch  # pyright: ignore
+        batch, cols = rows.shape
+        first, last, _ = call.weight_rows.indices(y_columns.shape[0])
+        output = call.output
+        if not self.target.avx512 or output.dtype != np.float32 or output.ndim != 2 or output.strides[1] != 4:
+            call.transposes = (None, None)
+            return call.transposes
+        keys = [TransposeKey(cols, cols, True), TransposeKey(last - first, output.strides[0] // 4, False)]
+        missing = [key for key in keys if key.symbol not in self.variants]
+        if missing:
+            self._compile(missing)  # pyright: ignore
+        places = [(0, x_columns.ctypes.data), (y_columns.ctypes.data + first * y_columns.strides[0], output.ctypes.data + first * 4)]
+        call.transposes = tuple(self._transpose(key, batch, source, target) for key, (source, target) in zip(keys, places))  # pyright: ignore
+        return call.transposes  # pyright: ignore
+
+    def _transpose(self, key: TransposeKey, batch: int, source: int, target: int) -> _Transpose:
+        kernel = self.variants[key.symbol]
+        shares = self._shares_for(key.units, key.count * batch * TRANSPOSE_WORK_PER_VALUE, _WORK_PER_THREAD)
+        address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
+        return _Transpose(kernel, address, (0, 0, 0, 0, batch), shares, shares.threads == 1, source, target)
 
     @staticmethod
     def _staged(call: _Call, x: np.ndarray) -> int:

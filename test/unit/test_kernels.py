@@ -26,7 +26,7 @@ from sparsec.irfile import parse_module
 from sparsec.model import Model
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
-from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, LANE_PLANES_MAX_FLOATS, SMALL_BATCHED_FROM, SMALL_WEIGHT, WIDE_WINDOW_SPAN, WINDOW_ALIGN, WINDOW_SPAN, KernelKey
+from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, LANE_PLANES_MAX_FLOATS, SMALL_BATCHED_FROM, SMALL_WEIGHT, WIDE_WINDOW_SPAN, WINDOW_ALIGN, WINDOW_SPAN, KernelKey, TransposeKey, padded_batch
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime import operands
 from sparsec.runtime.codegen import builder as codegen_builder
@@ -174,7 +174,7 @@ def test_chunk_variant_follows_sparsity_at_batch_one(sparsity, cpu, span, tmp_pa
     np.testing.assert_allclose(executor.run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4)
     assert (layer.chunk_operands is not None) == bool(expected_span)
     variants = all_kernel_keys(model.module, model.weights, Target.host())
-    assert {key.chunk_span for key in variants} - {0} == ({expected_span} if expected_span else set())
+    assert {key.chunk_span for key in variants if isinstance(key, KernelKey)} - {0} == ({expected_span} if expected_span else set())
 
 
 @pytest.mark.parametrize(
@@ -794,16 +794,21 @@ def test_block_columns_past_16_bits(cols, bits, target, block, tmp_path, monkeyp
         np.testing.assert_allclose(executor.run({"x": x[:batch]})["y"], model.run({"x": x[:batch]})["y"], rtol=1e-4, atol=1e-2)
 
 
+def _through_identity_layer(activation: str, x: np.ndarray) -> np.ndarray:
+    """x (B x 16) through an identity layer with `activation` fused, as its kernel runs it."""
+    model = build(16, 16, False, True, activation, 1)
+    model.weights["w"], model.weights["b"] = np.eye(16, dtype=np.float32), np.zeros(16, np.float32)
+    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},pack-bitmask,lower-kernels")
+    return Executor(model.module, model.weights).run({"x": x})["y"]
+
+
 @pytest.mark.parametrize("batch", [4, 64])  # the tiled kernel's epilogue pass; the batched kernel's
 def test_gelu_epilogue_is_exact_to_float32(batch, tmp_path, monkeypatch):
     """The fused Gelu (its erf a rational approximation) against 0.5 x (1 + erf(x / sqrt 2))
     in float64, through an identity layer, from -8 to 8: within 3e-6 absolute."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    model = build(16, 16, False, True, "gelu", 1)
-    model.weights["w"], model.weights["b"] = np.eye(16, dtype=np.float32), np.zeros(16, np.float32)
-    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},pack-bitmask,lower-kernels")
     x = np.linspace(-8.0, 8.0, batch * 16, dtype=np.float32).reshape(batch, 16)
-    got = Executor(model.module, model.weights).run({"x": x})["y"]
+    got = _through_identity_layer("gelu", x)
     exact = np.vectorize(lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))))(x.astype(np.float64))
     np.testing.assert_allclose(got, exact, rtol=0, atol=3e-6)
 
@@ -814,11 +819,8 @@ def test_swish_epilogue_is_exact_to_float32(batch, tmp_path, monkeypatch):
     through an identity layer, from -100 to 100 (e^-x clamps past 88): within 2 float32
     ulps of the result, or 1e-30 absolute where it vanishes."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    model = build(16, 16, False, True, "swish", 1)
-    model.weights["w"], model.weights["b"] = np.eye(16, dtype=np.float32), np.zeros(16, np.float32)
-    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},pack-bitmask,lower-kernels")
     x = np.linspace(-100.0, 100.0, batch * 16, dtype=np.float32).reshape(batch, 16)
-    got = Executor(model.module, model.weights).run({"x": x})["y"]
+    got = _through_identity_layer("swish", x)
     wide = x.astype(np.float64)
     with np.errstate(over="ignore"):
         exact = wide / (1.0 + np.exp(-wide))
@@ -831,14 +833,41 @@ def test_tanh_gelu_epilogue_is_exact_to_float32(batch, tmp_path, monkeypatch):
     (1 + tanh(z)) in float64, through an identity layer, from -12 to 12: within 4e-7
     absolute, and 2 float32 ulps relative where the result is not near 0."""
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    model = build(16, 16, False, True, "gelu_tanh", 1)
-    model.weights["w"], model.weights["b"] = np.eye(16, dtype=np.float32), np.zeros(16, np.float32)
-    model.apply("prune-magnitude{sparsity=0.0 min-elements=0},pack-bitmask,lower-kernels")
     x = np.linspace(-12.0, 12.0, batch * 16, dtype=np.float32).reshape(batch, 16)
-    got = Executor(model.module, model.weights).run({"x": x})["y"]
+    got = _through_identity_layer("gelu_tanh", x)
     wide = x.astype(np.float64)
     exact = 0.5 * wide * (1.0 + np.tanh(math.sqrt(2 / math.pi) * (wide + 0.044715 * wide**3)))
     np.testing.assert_allclose(got, exact, rtol=2.4e-7, atol=4e-7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 90), st.integers(0, 5), st.integers(0, 20), st.booleans(), st.integers(0, 99))
+def test_transposing_copies_match_numpy(batch, count, slack, offset, inward, seed):
+    """The batched calls' transposing copies (TransposeKey) over batch sizes, widths
+    and pitches, inward and outward: every value lands where numpy's transposition
+    puts it, and nothing else is written (the columns' padding lanes and zero row, the
+    output's other columns)."""
+    if not Target.host().avx512:
+        pytest.skip("the executor runs them on AVX-512 hosts only")
+    rng = np.random.default_rng(seed)
+    padded = padded_batch(batch)
+    pitch = count + slack
+    if inward:
+        key, source = TransposeKey(count, pitch, True), rng.standard_normal((batch, pitch)).astype(np.float32)
+        target = np.full((count + 1, padded), 7.0, np.float32)
+        target[count] = 0.0
+        expected = target.copy()
+        expected[:count, :batch] = source[:, :count].T
+        read, written = source, target
+    else:
+        key, source = TransposeKey(count, pitch + offset, False), rng.standard_normal((offset + count, padded)).astype(np.float32)
+        target = np.full((batch, pitch + offset), 9.0, np.float32)
+        expected = target.copy()
+        expected[:, offset : offset + count] = source[offset:, :batch].T
+        read, written = source[offset:], target[:, offset:]
+    compiled = compile_kernels([key], Target.host())  # the functions live as long as it does
+    compiled.functions[key.symbol](read.ctypes.data, written.ctypes.data, 0, 0, 0, 0, batch, 0, key.units)
+    np.testing.assert_array_equal(target, expected)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 17, 1000])
