@@ -662,12 +662,9 @@ class NormalizationOp(FloatComputeOp, ABC):
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
         x = operand_shapes[0]
         axis = shapes.normalize_axis(self.axis.value.data, len(x))
-        for shape in operand_shapes[1:]:
+        for name, shape in zip(("scale", "bias"), operand_shapes[1:]):
             if not _broadcasts_to(shape, x[axis:]):
-                raise ShapeError(
-                    f"scale and bias of shape {shapes.fmt(shape)} do not broadcast to the "
-                    f"normalized shape {shapes.fmt(x[axis:])}"
-                )
+                raise ShapeError(f"{name} of shape {shapes.fmt(shape)} does not broadcast to the normalized shape {shapes.fmt(x[axis:])}")
         return x
 
 

@@ -133,6 +133,18 @@ class _Lowering:
             return mb.gelu(x=y, mode="TANH_APPROXIMATION")
         return mb.gelu(x=y, mode="EXACT") if activation == "gelu" else y
 
+    def rms_norm(self, op: nn.RMSNormOp, x, scale):
+        """x / sqrt(mean(x^2) + epsilon) * scale: Core ML has no RMS norm op."""
+        mb, rank = self.mb, len(op.x.type.get_shape())  # pyright: ignore
+        axes = list(range(_int(op.axis) % rank, rank))
+        mean_square = mb.reduce_mean(x=mb.mul(x=x, y=x), axes=axes, keep_dims=True)
+        return mb.mul(x=mb.mul(x=x, y=mb.rsqrt(x=mean_square, epsilon=_float(op.epsilon))), y=scale)
+
+    def swish(self, op: nn.SwishOp, x):
+        """x sigmoid(alpha x): SiLU where alpha is 1."""
+        mb, alpha = self.mb, op.alpha.value.data
+        return mb.silu(x=x) if alpha == 1.0 else mb.mul(x=x, y=mb.sigmoid(x=mb.mul(x=x, y=np.float32(alpha))))
+
     def pool(self, op: nn.PoolOp, x):
         kernel = ints_of(op.kernel_shape)
         geometry = self.window(op, kernel)
@@ -172,6 +184,8 @@ class _Lowering:
             nn.LayerNormOp: lambda x, s, b=None: mb.layer_norm(
                 x=x, axes=list(range(_int(op.axis) % len(op.x.type.get_shape()), len(op.x.type.get_shape()))),  # pyright: ignore
                 gamma=s, beta=b, epsilon=_float(op.epsilon)),  # pyright: ignore
+            nn.RMSNormOp: lambda x, s: self.rms_norm(op, x, s),  # pyright: ignore
+            nn.SwishOp: lambda x: self.swish(op, x),  # pyright: ignore
             nn.LRNOp: lambda x: mb.local_response_norm(x=x, size=_int(op.size), alpha=_float(op.alpha), beta=_float(op.beta), k=_float(op.bias)),  # pyright: ignore
             nn.MaxPoolOp: lambda x: self.pool(op, x),  # pyright: ignore
             nn.AveragePoolOp: lambda x: self.pool(op, x),  # pyright: ignore
@@ -190,7 +204,7 @@ class _Lowering:
 
 SUPPORTED = (
     nn.GemmOp, nn.MatMulOp, nn.ConvOp, nn.ReluOp, nn.SigmoidOp, nn.TanhOp, nn.ErfOp, nn.GeluOp, nn.SoftmaxOp,
-    nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp, nn.SumOp, nn.BatchNormOp, nn.LayerNormOp, nn.LRNOp, nn.MaxPoolOp,
+    nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp, nn.SumOp, nn.BatchNormOp, nn.LayerNormOp, nn.RMSNormOp, nn.SwishOp, nn.LRNOp, nn.MaxPoolOp,
     nn.AveragePoolOp, nn.GlobalAveragePoolOp, nn.ReshapeOp, nn.FlattenOp, nn.TransposeOp, nn.ConcatOp,
     nn.UnsqueezeOp, nn.SqueezeOp, nn.DropoutOp, nn.IdentityOp, nn.WeightOp, PackedWeightOp, func.ReturnOp,
     SparseMatMulOp, SparseConvOp,

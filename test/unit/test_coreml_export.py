@@ -34,6 +34,7 @@ def loaded_program(path: Path):
         ("transformer_mlp", "prune-magnitude{pattern=block block-size=2 sparsity=0.5 min-elements=0},pack-bitmask"),
         ("norms", "strip-identity"),
         ("shapes", ""),
+        ("llama_mlp", "fuse-rms-norm,fuse-swish,prune-magnitude{pattern=nm n=2 m=4 min-elements=0},pack-bitmask"),
     ],
 )
 def test_decompressed_weights_equal_sparsecs(tmp_path, name, pipeline):
@@ -87,3 +88,14 @@ def test_ops_without_core_ml_counterpart_are_named(tmp_path):
     with pytest.raises(SparsecError, match="'nn.max_pool' with dilations has no Core ML counterpart"):
         model.save(tmp_path / "bad.mlpackage")
     assert not (tmp_path / "bad.mlpackage").exists()
+
+
+def test_rms_norm_and_silu_export_as_core_ml_ops(tmp_path):
+    """LLaMA's fused RMSNorm becomes reduce_mean, rsqrt and muls (Core ML has no RMS norm
+    op), its SiLU Core ML's silu."""
+    model = sparsec.load(models.save("llama_mlp", tmp_path / "llama_mlp.onnx"))
+    model.apply("fuse-rms-norm,fuse-swish,pack-bitmask")
+    model.save(tmp_path / "llama_mlp.mlpackage")
+    _, program = loaded_program(tmp_path / "llama_mlp.mlpackage")
+    kinds = [op.op_type for op in program.functions["main"].operations]
+    assert {"reduce_mean", "rsqrt", "silu"} <= set(kinds) and "sigmoid" not in kinds

@@ -11,7 +11,28 @@ func.func @main(%x: tensor<2x8xf32>, %s: tensor<4xf32>) -> tensor<2x8xf32> {
   %y = nn.layer_norm %x, %s : (tensor<2x8xf32>, tensor<4xf32>) -> tensor<2x8xf32>
   func.return %y : tensor<2x8xf32>
 }
-// CHECK: 'nn.layer_norm': scale and bias of shape 4 do not broadcast to the normalized shape 8
+// CHECK: 'nn.layer_norm': scale of shape 4 does not broadcast to the normalized shape 8
+
+// -----
+func.func @main(%x: tensor<2x8xf32>, %s: tensor<8xf32>, %b: tensor<3xf32>) -> tensor<2x8xf32> {
+  %y = nn.layer_norm %x, %s, %b : (tensor<2x8xf32>, tensor<8xf32>, tensor<3xf32>) -> tensor<2x8xf32>
+  func.return %y : tensor<2x8xf32>
+}
+// CHECK: 'nn.layer_norm': bias of shape 3 does not broadcast to the normalized shape 8
+
+// -----
+func.func @main(%x: tensor<2x8xf32>, %s: tensor<4xf32>) -> tensor<2x8xf32> {
+  %y = nn.rms_norm %x, %s {epsilon = 1.0e-06 : f32} : (tensor<2x8xf32>, tensor<4xf32>) -> tensor<2x8xf32>
+  func.return %y : tensor<2x8xf32>
+}
+// CHECK: 'nn.rms_norm': scale of shape 4 does not broadcast to the normalized shape 8
+
+// -----
+func.func @main(%x: tensor<2x8xi64>) -> tensor<2x8xi64> {
+  %y = nn.swish %x : (tensor<2x8xi64>) -> tensor<2x8xi64>
+  func.return %y : tensor<2x8xi64>
+}
+// CHECK: 'nn.swish': operand #0 must be a float tensor, got tensor<2x8xi64>
 
 // -----
 func.func @main(%x: tensor<2x8xf32>, %s: tensor<8xf32>) -> tensor<2x8xf32> {
