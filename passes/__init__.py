@@ -7,6 +7,7 @@ from sparsec.passes.fold_scale import FoldScalePass
 from sparsec.passes.fuse_gelu import FuseGeluPass
 from sparsec.passes.fuse_layer_norm import FuseLayerNormPass
 from sparsec.passes.fuse_rms_norm import FuseRMSNormPass
+from sparsec.passes.fuse_rotary import FuseRotaryPass
 from sparsec.passes.fuse_swish import FuseSwishPass
 from sparsec.passes.lower_kernels import LowerKernelsPass
 from sparsec.passes.pack_bitmask import PackBitmaskPass
@@ -24,6 +25,7 @@ ALL_PASSES: tuple[type[ModulePass], ...] = (
     FuseGeluPass,
     FuseLayerNormPass,
     FuseRMSNormPass,
+    FuseRotaryPass,
     FuseSwishPass,
     LowerKernelsPass,
     PackBitmaskPass,

@@ -5,8 +5,9 @@ Attention scales its scores by 1 / sqrt(head width). BERT's export divides the p
 of queries and keys by it, PyTorch's scaled_dot_product_attention multiplies the
 queries; either way it is a pass over the scores or the queries at run time (in numpy:
 1.3 ms of a BERT-base layer's 49 at 384 tokens). A scale commutes with Reshape,
-Transpose, Flatten, Squeeze, Unsqueeze and a product of two activations, so it moves
-back to the layer that computed the queries, into its weight and bias:
+Transpose, Flatten, Squeeze, Unsqueeze, a rotary embedding (`nn.rotary_embedding`, on
+its x: LLaMA's queries) and a product of two activations, so it moves back to the
+layer that computed the queries, into its weight and bias:
 
     %q = nn.matmul %x, %wq                %q = nn.matmul %x, %wq_scaled
     %qb = nn.add %q, %bq                  %qb = nn.add %q, %bq_scaled
@@ -76,6 +77,8 @@ def _sites(value: SSAValue) -> list[Site] | None:
         return None
     if isinstance(op, _VIEWS):
         return _sites(op.operands[0])
+    if isinstance(op, nn.RotaryEmbeddingOp):  # linear in x: rotary(s x) = s rotary(x)
+        return _sites(op.x)
     if isinstance(op, nn.GemmOp):
         if _weight(op.b) is None or (op.c is not None and _weight(op.c) is None):
             return None

@@ -231,7 +231,8 @@ def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePa
     normalizations folded into their convolutions (after pruning, so the weights are
     pruned as the model stores them), layer and RMS norms written out op by op fused
     (so that they run as kernels), GELUs and SiLUs written out fused (so that
-    lower-kernels fuses them into the layer before) and scales by one value folded
+    lower-kernels fuses them into the layer before), rotary embeddings fused (one
+    numpy step for seven) and scales by one value folded
     into the layer they scale (attention's), packing (for a `.spx` or
     `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did them, then
     --report. Parsed once, so option and file checks happen once, before the model
@@ -243,7 +244,7 @@ def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePa
         extra.append("strip-identity")
     if output_kind == ".spx" and not names & {"fold-batch-norm", "pack-bitmask"}:
         extra.append("fold-batch-norm")
-    for fusion in ("fuse-layer-norm", "fuse-rms-norm", "fuse-gelu", "fuse-swish"):
+    for fusion in ("fuse-layer-norm", "fuse-rms-norm", "fuse-gelu", "fuse-swish", "fuse-rotary"):
         if output_kind == ".spx" and not names & {fusion, "lower-kernels"}:
             extra.append(fusion)
     if output_kind == ".spx" and not names & {"fold-scale", "pack-bitmask"}:

@@ -295,6 +295,16 @@ def _rms_norm(op: nn.RMSNormOp, x, scale) -> np.ndarray:
     return y
 
 
+def _rotary_embedding(op: nn.RotaryEmbeddingOp, x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x cos, then each half plus or minus the other half times sin, in place: the same
+    products and sums as the seven ops, in five numpy calls."""
+    half = x.shape[-1] // 2
+    y = x * cos
+    y[..., :half] -= x[..., half:] * sin[..., :half]
+    y[..., half:] += x[..., :half] * sin[..., half:]
+    return y
+
+
 def _lrn(op: nn.LRNOp, x: np.ndarray) -> np.ndarray:
     size = op.size.value.data
     before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
@@ -543,6 +553,7 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.BatchNormOp: _batch_norm,
     nn.LayerNormOp: _layer_norm,
     nn.RMSNormOp: _rms_norm,
+    nn.RotaryEmbeddingOp: _rotary_embedding,
     nn.LRNOp: _lrn,
     nn.MaxPoolOp: _max_pool,
     nn.AveragePoolOp: _average_pool,

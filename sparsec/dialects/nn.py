@@ -690,6 +690,31 @@ class RMSNormOp(NormalizationOp):
 
 
 @irdl_op_definition
+class RotaryEmbeddingOp(FloatComputeOp):
+    """x cos + rotate_half(x) sin with rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]):
+    rotary position embeddings as LLaMA, Mistral and GPT-NeoX compute them, cos and sin
+    over x's last dimension (each angle twice) broadcasting to x. ONNX's
+    RotaryEmbedding (opset 23) takes half-width tables and position ids instead: export
+    writes the seven ops this one stands for (`fuse-rotary`)."""
+
+    name = "nn.rotary_embedding"
+    ONNX_OP: ClassVar[str] = "RotaryEmbedding"
+
+    x = operand_def(TensorType)
+    cos = operand_def(TensorType)
+    sin = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        x = operand_shapes[0]
+        if not x or x[-1] == DYNAMIC or x[-1] % 2:
+            raise ShapeError(f"x's last dimension must be static and even, got {shapes.fmt(x)}")
+        if shapes.broadcast(*operand_shapes) != x:
+            raise ShapeError(f"cos and sin of shapes {shapes.fmt(operand_shapes[1])} and {shapes.fmt(operand_shapes[2])} do not broadcast to x's {shapes.fmt(x)}")
+        return x
+
+
+@irdl_op_definition
 class LRNOp(UnaryOp):
     """Local response normalization across channels."""
 
@@ -856,7 +881,7 @@ class SqueezeOp(NNOp):
 COMPUTE_OPS: tuple[type[NNOp], ...] = (
     GemmOp, MatMulOp, ConvOp, ReluOp, GeluOp, SwishOp, ErfOp, SigmoidOp, TanhOp, SoftmaxOp,
     AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ExpOp, LogOp, CosOp, SinOp, ReciprocalOp,
-    ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp, RMSNormOp,
+    ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp, RMSNormOp, RotaryEmbeddingOp,
     LRNOp, MaxPoolOp, AveragePoolOp, GlobalAveragePoolOp, ReshapeOp, FlattenOp, TransposeOp,
     ConcatOp, UnsqueezeOp, SqueezeOp, DropoutOp, IdentityOp,
 )  # fmt: skip

@@ -94,6 +94,9 @@ class _Exporter:
         if isinstance(op, KernelOp):
             self.export_kernel_op(op)
             return
+        if isinstance(op, nn.RotaryEmbeddingOp):
+            self.export_rotary(op)
+            return
         if not isinstance(op, nn.NNOp):
             raise SparsecError(f"'{op.name}' has no ONNX counterpart")
         self.opset = max(self.opset, _MIN_OPSETS.get(op.ONNX_OP, _BASE_OPSET))
@@ -108,6 +111,29 @@ class _Exporter:
         outputs = [self.name_of(op.results[0])]
         self.nodes.append(helper.make_node(op.ONNX_OP, inputs, outputs, name=outputs[0], **attributes))
 
+
+    def export_rotary(self, op: nn.RotaryEmbeddingOp) -> None:
+        """The seven ops a rotary embedding stands for (`fuse-rotary`): ONNX's own
+        RotaryEmbedding takes other tables."""
+        x, cos, sin = (self.name_of(v) for v in op.operands)
+        output = self.name_of(op.output)
+        width = op.x.type.get_shape()[-1]  # pyright: ignore
+
+        def named(part: str) -> str:
+            return f"{output}_{part}"
+
+        for key, value in {"zero": 0, "half": width // 2, "width": width, "last": -1, "one": 1}.items():
+            self.add_initializer(named(key), np.array([value], np.int64))
+        for kind, inputs, result, attributes in [
+            ("Slice", [x, named("half"), named("width"), named("last"), named("one")], named("second"), {}),
+            ("Neg", [named("second")], named("negated"), {}),
+            ("Slice", [x, named("zero"), named("half"), named("last"), named("one")], named("first"), {}),
+            ("Concat", [named("negated"), named("first")], named("rotated"), {"axis": -1}),
+            ("Mul", [x, cos], named("cos_part"), {}),
+            ("Mul", [named("rotated"), sin], named("sin_part"), {}),
+            ("Add", [named("cos_part"), named("sin_part")], output, {}),
+        ]:
+            self.nodes.append(helper.make_node(kind, inputs, [result], name=result, **attributes))
 
     def export_kernel_op(self, op: KernelOp) -> None:
         """A kernel op as the ONNX node it was lowered from, plus Relu, Gelu or Swish for a

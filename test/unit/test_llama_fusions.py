@@ -3,9 +3,12 @@ SiLU written out): the norm runs as the executor's RMS norm kernel, the SiLU in 
 gate projection's kernel, and the compiled model computes what onnxruntime computes
 on the original; every spelling of RMSNorm the pass takes fuses and computes what it
 did; ONNX's own RMSNormalization (opset 23) and Swish (opset 24) import, run and
-export back."""
+export back; fuse-rotary's rotary embeddings compute what the seven ops did, bit for
+bit."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import models
 import numpy as np
@@ -23,6 +26,7 @@ from sparsec.export.onnx import export_model
 from sparsec.runtime.executor import Executor
 
 FUSIONS = "strip-identity,fuse-rms-norm,fuse-swish"
+EXPORTS = Path(__file__).parent.parent / "exports"
 
 
 def _inputs(batch: int, sequence: int, width: int = 16) -> np.ndarray:
@@ -175,3 +179,83 @@ def test_swish_kernel_exports_as_matmul_and_swish(tmp_path, exported):
     onnx.save(export_model(model.module, model.weights), str(path))
     assert {"RMSNormalization", "Swish"} <= {node.op_type for node in onnx.load(str(path)).graph.node}
     np.testing.assert_allclose(_onnxruntime(path, {"x": x})[0], reference, rtol=1e-4, atol=1e-5)
+
+
+def _rotary_written_out(heads: int, width: int, swapped: bool, axis_index: bool) -> onnx.ModelProto:
+    """x (batch, heads, sequence, width) rotated by cos and sin inputs (batch, 1,
+    sequence, width) as PyTorch exports LLaMA's rotary embedding; `swapped` puts the
+    tables first in the Muls and the Add's operands the other way round, `axis_index`
+    writes the last axis as 3 and the second half's end as `width` (the dynamo
+    exporter's), else as -1 and INT64_MAX (the TorchScript exporter's)."""
+    half, axis = width // 2, 3 if axis_index else -1
+    end = width if axis_index else np.iinfo(np.int64).max
+
+    def ordered(a: str, b: str) -> list[str]:
+        return [b, a] if swapped else [a, b]
+
+    nodes = [
+        helper.make_node("Mul", ordered("x", "cos"), ["a"]),
+        helper.make_node("Slice", ["x", "zero", "half", "axis", "one"], ["s1"]),
+        helper.make_node("Slice", ["x", "half", "end", "axis", "one"], ["s2"]),
+        helper.make_node("Neg", ["s2"], ["n"]),
+        helper.make_node("Concat", ["n", "s1"], ["c"], axis=axis),
+        helper.make_node("Mul", ordered("c", "sin"), ["b"]),
+        helper.make_node("Add", ordered("a", "b"), ["out"]),
+    ]
+    constants = {"zero": 0, "half": half, "end": end, "axis": axis, "one": 1}
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", heads, "sequence", width])
+    tables = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 1, "sequence", width]) for name in ("cos", "sin")]
+    graph = helper.make_graph(
+        nodes, "rotary", [x, *tables], [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", heads, "sequence", width])],
+        [numpy_helper.from_array(np.array([v], np.int64), name) for name, v in constants.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@settings(max_examples=25, deadline=None)
+@given(heads=st.integers(1, 4), width=st.sampled_from([2, 8, 64]), swapped=st.booleans(), axis_index=st.booleans(), sequence=st.integers(1, 9))
+def test_rotary_embedding_fuses_and_computes_the_same(tmp_path_factory, heads, width, swapped, axis_index, sequence):
+    """The fused op against onnxruntime on the seven ops, bit for bit against the
+    reference interpreter's run of them, and written back to ONNX as the seven."""
+    folder = tmp_path_factory.mktemp("rotary")
+    path = folder / "rotary.onnx"
+    onnx.save(_rotary_written_out(heads, width, swapped, axis_index), str(path))
+    rng = np.random.default_rng(sequence)
+    angles = rng.standard_normal((2, 1, sequence, width // 2)).astype(np.float32)
+    feeds = {"x": rng.standard_normal((2, heads, sequence, width)).astype(np.float32)}
+    feeds |= {"cos": np.cos(np.concatenate([angles, angles], -1)), "sin": np.sin(np.concatenate([angles, angles], -1))}
+    model = sparsec.load(path)
+    unfused = model.run(feeds)["out"]
+    model.apply("fuse-rotary")
+    assert [op.name for op in model.module.walk() if op.name.startswith("nn.") and op.name != "nn.weight"] == ["nn.rotary_embedding"]
+    np.testing.assert_array_equal(model.run(feeds)["out"], unfused)
+    np.testing.assert_allclose(unfused, _onnxruntime(path, feeds)[0], rtol=1e-6, atol=1e-6)
+    back = folder / "back.onnx"
+    onnx.save(export_model(model.module, model.weights), str(back))
+    np.testing.assert_array_equal(_onnxruntime(back, feeds)[0], _onnxruntime(path, feeds)[0])
+
+
+def test_llama_export_rotates_its_queries_and_keys_in_one_step_each():
+    model = sparsec.load(EXPORTS / "llama_torchscript_17.onnx")
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 128, (2, 7)), "attention_mask": np.ones((2, 7), np.int64)}
+    before = model.run(feeds)["last_hidden_state"]
+    model.apply("strip-identity,fuse-rotary")
+    kinds = [op.name for op in model.module.walk()]
+    assert kinds.count("nn.rotary_embedding") == 4 and "nn.neg" not in kinds  # 2 layers, queries and keys
+    np.testing.assert_array_equal(model.run(feeds)["last_hidden_state"], before)
+
+
+def test_attention_scale_folds_through_the_rotation_into_the_query_layer():
+    """fold-scale takes 1 / sqrt(head width) back through nn.rotary_embedding (linear in
+    x) into each layer's query weight: no Mul of the scores by a constant is left."""
+    model = sparsec.load(EXPORTS / "llama_torchscript_17.onnx")
+    rng = np.random.default_rng(1)
+    feeds = {"input_ids": rng.integers(0, 128, (2, 7)), "attention_mask": np.ones((2, 7), np.int64)}
+    before = model.run(feeds)["last_hidden_state"]
+    model.apply("strip-identity,fuse-rotary,fold-scale")
+    scaled = [op.weight_name.data for op in model.module.walk() if isinstance(op, nn.WeightOp) and op.weight_name.data.endswith("_scaled")]
+    assert len(scaled) == 2  # one query weight a layer
+    np.testing.assert_allclose(model.run(feeds)["last_hidden_state"], before, rtol=1e-5, atol=1e-6)

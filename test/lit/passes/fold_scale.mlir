@@ -52,6 +52,26 @@ func.func @main(%x: tensor<?x8xf32>) -> (tensor<?x4xf32>, tensor<?x4xf32>) {
 // CHECK-NOT:  nn.mul
 
 // -----
+// LLaMA's: the scores of rotated queries (a rotary embedding is linear in x) and keys,
+// times 1 / sqrt(8): the scale goes back through the rotation and the head split into
+// the query layer's weight; cos and sin stay.
+func.func @main(%x: tensor<1x5x16xf32>, %k: tensor<1x2x8x5xf32>, %cos: tensor<1x1x5x8xf32>, %sin: tensor<1x1x5x8xf32>) -> tensor<1x2x5x5xf32> {
+  %wq = nn.weight "wq" dense<1.0> : tensor<16x16xf32>
+  %c = nn.weight "c" dense<0.353553385> : tensor<f32>
+  %q = nn.matmul %x, %wq : (tensor<1x5x16xf32>, tensor<16x16xf32>) -> tensor<1x5x16xf32>
+  %h = nn.reshape %q {shape = array<i64: 1, 5, 2, 8>} : (tensor<1x5x16xf32>) -> tensor<1x5x2x8xf32>
+  %t = nn.transpose %h {perm = array<i64: 0, 2, 1, 3>} : (tensor<1x5x2x8xf32>) -> tensor<1x2x5x8xf32>
+  %r = nn.rotary_embedding %t, %cos, %sin : (tensor<1x2x5x8xf32>, tensor<1x1x5x8xf32>, tensor<1x1x5x8xf32>) -> tensor<1x2x5x8xf32>
+  %s = nn.matmul %r, %k : (tensor<1x2x5x8xf32>, tensor<1x2x8x5xf32>) -> tensor<1x2x5x5xf32>
+  %y = nn.mul %s, %c : (tensor<1x2x5x5xf32>, tensor<f32>) -> tensor<1x2x5x5xf32>
+  func.return %y : tensor<1x2x5x5xf32>
+}
+// CHECK:      %wq_scaled = nn.weight "wq_scaled" dense<0.35355338> : tensor<16x16xf32>
+// CHECK:      %r = nn.rotary_embedding %t, %cos, %sin
+// CHECK-NEXT: %y = nn.matmul %r, %k
+// CHECK-NEXT: func.return %y
+
+// -----
 // Not folded: a value on the way with another reader (%q is returned), a scale of
 // more than one value, a zero scale, and a scale after a Relu (which does not
 // commute with a negative one, so the pass does not look past it).

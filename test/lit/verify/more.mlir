@@ -97,3 +97,17 @@ func.func @main(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
   func.return %y : tensor<2x3xf32>
 }
 // CHECK: property 'size' expected in operation 'nn.lrn'
+
+// -----
+func.func @main(%x: tensor<2x7xf32>, %c: tensor<2x7xf32>) -> tensor<2x7xf32> {
+  %y = nn.rotary_embedding %x, %c, %c : (tensor<2x7xf32>, tensor<2x7xf32>, tensor<2x7xf32>) -> tensor<2x7xf32>
+  func.return %y : tensor<2x7xf32>
+}
+// CHECK: 'nn.rotary_embedding': x's last dimension must be static and even, got 2x7
+
+// -----
+func.func @main(%x: tensor<2x8xf32>, %c: tensor<3x8xf32>) -> tensor<2x8xf32> {
+  %y = nn.rotary_embedding %x, %c, %c : (tensor<2x8xf32>, tensor<3x8xf32>, tensor<3x8xf32>) -> tensor<2x8xf32>
+  func.return %y : tensor<2x8xf32>
+}
+// CHECK: 'nn.rotary_embedding': shapes 2x8, 3x8, 3x8 do not broadcast
