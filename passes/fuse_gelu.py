@@ -46,8 +46,8 @@ from xdsl.passes import ModulePass
 
 from sparsec.context import weight_store
 from sparsec.dialects import nn
-from sparsec.irfile import erase_unread_weights, replace_chain
-from sparsec.matching import is_constant, other_operand
+from sparsec.irfile import replace_chain
+from sparsec.matching import fuse_chains, is_constant, other_operand
 from sparsec.weights import WeightStore
 
 TANH_CUBIC = 0.044715
@@ -133,7 +133,7 @@ def _match(head: nn.ErfOp | nn.TanhOp, weights: WeightStore) -> _Gelu | None:
     return gelu if gelu.last.output.type == x.type else None
 
 
-def _fuse(gelu: _Gelu) -> list[nn.WeightOp]:
+def _fuse(gelu: _Gelu, _weights: WeightStore) -> list[nn.WeightOp]:
     """Replace the chain by one nn.gelu; the constants the chain read, now maybe unused."""
     fused = nn.GeluOp.create(operands=[gelu.x], result_types=[gelu.x.type], properties={"approximate": StringAttr(gelu.approximate)})
     return replace_chain(gelu.before, gelu.last, fused)
@@ -147,9 +147,4 @@ class FuseGeluPass(ModulePass):
     name = "fuse-gelu"
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
-        weights = weight_store(ctx)
-        constants: list[nn.WeightOp] = []
-        for head in [o for o in op.walk() if isinstance(o, nn.ErfOp | nn.TanhOp)]:
-            if head.parent is not None and (gelu := _match(head, weights)) is not None:
-                constants += _fuse(gelu)
-        erase_unread_weights(op, weights, constants)
+        fuse_chains(op, weight_store(ctx), (nn.ErfOp, nn.TanhOp), _match, _fuse)  # pyright: ignore

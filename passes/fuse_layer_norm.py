@@ -37,8 +37,16 @@ from xdsl.passes import ModulePass
 
 from sparsec.context import weight_store
 from sparsec.dialects import nn
-from sparsec.irfile import erase_unread_weights, replace_chain
-from sparsec.matching import is_constant, ones_weight, other_operand, per_channel_weight, reduces_last_axis, scalar_weight
+from sparsec.irfile import replace_chain
+from sparsec.matching import (
+    fuse_chains,
+    is_constant,
+    ones_weight,
+    other_operand,
+    per_channel_weight,
+    reduces_last_axis,
+    scalar_weight,
+)
 from sparsec.weights import WeightStore
 
 MATCH_TOLERANCE = 1e-6
@@ -129,9 +137,4 @@ class FuseLayerNormPass(ModulePass):
     name = "fuse-layer-norm"
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
-        weights = weight_store(ctx)
-        constants: list[nn.WeightOp] = []
-        for mean in [o for o in op.walk() if isinstance(o, nn.ReduceMeanOp)]:
-            if mean.parent is not None and (norm := _match(mean, weights)) is not None:
-                constants += _fuse(norm, weights)
-        erase_unread_weights(op, weights, constants)
+        fuse_chains(op, weight_store(ctx), nn.ReduceMeanOp, _match, _fuse)  # pyright: ignore

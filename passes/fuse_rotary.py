@@ -34,8 +34,8 @@ from xdsl.passes import ModulePass
 
 from sparsec.context import weight_store
 from sparsec.dialects import nn, nn_index
-from sparsec.irfile import erase_unread_weights, replace_chain
-from sparsec.matching import other_operand
+from sparsec.irfile import replace_chain
+from sparsec.matching import fuse_chains, other_operand
 from sparsec.weights import WeightStore
 
 
@@ -107,6 +107,13 @@ def _match(neg: nn_index.NegOp, weights: WeightStore) -> _Rotary | None:
     return _Rotary(x, cos, sin, add, (product, second, neg, first, concat, rotated_product))  # pyright: ignore
 
 
+def _fuse(rotary: _Rotary, _weights: WeightStore) -> list[nn.WeightOp]:
+    """Replace the chain by one nn.rotary_embedding; the constants the chain read (the
+    Slices' bounds), now maybe unused."""
+    fused = nn.RotaryEmbeddingOp.build(operands=[rotary.x, rotary.cos, rotary.sin], result_types=[rotary.x.type])
+    return replace_chain(rotary.before, rotary.last, fused)
+
+
 @dataclass(frozen=True)
 class FuseRotaryPass(ModulePass):
     """Fuse rotary position embeddings written out (x * cos + concat(-x2, x1) * sin)
@@ -115,10 +122,4 @@ class FuseRotaryPass(ModulePass):
     name = "fuse-rotary"
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
-        weights = weight_store(ctx)
-        constants: list[nn.WeightOp] = []
-        for neg in [o for o in op.walk() if isinstance(o, nn_index.NegOp)]:
-            if neg.parent is not None and (rotary := _match(neg, weights)) is not None:
-                fused = nn.RotaryEmbeddingOp.build(operands=[rotary.x, rotary.cos, rotary.sin], result_types=[rotary.x.type])
-                constants += replace_chain(rotary.before, rotary.last, fused)
-        erase_unread_weights(op, weights, constants)
+        fuse_chains(op, weight_store(ctx), nn_index.NegOp, _match, _fuse)  # pyright: ignore

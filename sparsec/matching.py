@@ -1,17 +1,23 @@
 """What the passes that fuse functions written out op by op (GELU, layer and RMS
-normalization, SiLU) ask of the ops they match: constants, operand order, axes."""
+normalization, SiLU, rotary embeddings) ask of the ops they match: constants, operand
+order, axes; and the loop they share (`fuse_chains`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
-from xdsl.dialects.builtin import TensorType, f32
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from sparsec.dialects import nn
+from sparsec.irfile import erase_unread_weights
 from sparsec.weights import WeightStore
+
+Chain = TypeVar("Chain")
 
 
 def scalar_weight(value: SSAValue | None, weights: WeightStore) -> float | None:
@@ -59,3 +65,20 @@ def ones_weight(weights: WeightStore, prefix: str, like: SSAValue, before: Opera
     op.result.name_hint = name
     Rewriter.insert_op(op, InsertPoint.before(before))
     return op.result
+
+
+def fuse_chains(
+    module: ModuleOp,
+    weights: WeightStore,
+    heads: type[Operation] | tuple[type[Operation], ...],
+    match: Callable[[Operation, WeightStore], Chain | None],
+    fuse: Callable[[Chain, WeightStore], list[nn.WeightOp]],
+) -> None:
+    """For each op of type `heads` still in `module`, the chain `match` finds through it
+    replaced by `fuse` (which returns the constants the chain read); then those that
+    nothing reads any more leave the module and the weight store."""
+    constants: list[nn.WeightOp] = []
+    for head in [op for op in module.walk() if isinstance(op, heads)]:
+        if head.parent is not None and (chain := match(head, weights)) is not None:
+            constants += fuse(chain, weights)
+    erase_unread_weights(module, weights, constants)
