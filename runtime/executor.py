@@ -353,8 +353,8 @@ def runs_rows_softmax(op: LayerNormOp | RMSNormOp | SoftmaxOp) -> bool:
 
 
 def norm_key_of(op: LayerNormOp | RMSNormOp | SoftmaxOp) -> NormKey | None:
-    """The kernel of a layer normalization or Softmax of float32 rows over their last,
-    static axis, a layer normalization's scale (and bias) weights of that length or one
+    """The kernel of a layer or RMS normalization or Softmax of float32 rows over their
+    last, static axis, a normalization's scale (and bias) weights of that length or one
     value; else None (it runs in numpy, or for a Softmax over an axis given at run time
     a kernel compiled when it runs, `runs_rows_softmax`)."""
     cols = _row_length(op)
@@ -612,8 +612,9 @@ class _Bands:
 class _Transpose:
     """A transposing copy (runtime/codegen/transpose.py) of a batched call, with its
     shares of the blocks of 16: the call's rows into its transposed input, or its
-    transposed output into its output rows. Reads at `source` and writes at `target`
-    (addresses of kept arrays, set once)."""
+    transposed output into its output rows. Writes at `target` and (the outward one)
+    reads at `source`, addresses of kept arrays set once; the inward one reads the
+    call's rows wherever a run has them."""
 
     kernel: Any
     address: int
@@ -1249,7 +1250,7 @@ class Executor:
         valued = {self.slots[value] for value in self.constants}
         """Slots whose values do."""
         cached: list[int] = []
-        kernel_read = {slot for step in self.steps if step.dtype is None for slot in step.inputs}
+        kernel_read = {slot for step in self.steps if step.dtype is None for slot in self._kernel_reads(step)}
         for step in self.steps:
             op = step.op
             by_values = op.operands if isinstance(op, nn_index.RangeOp) else op.operands[1:] if isinstance(op, nn_index.ValueShapedOp) else ()
@@ -1262,6 +1263,18 @@ class Executor:
                 if step.result not in kernel_read:
                     cached.append(step.result)
         return cached
+
+    @staticmethod
+    def _kernel_reads(step: _Step) -> list[int]:
+        """The slots a kernel step reads: its input, and a residual's addend (whose
+        array it may add into), a put-off prologue's source, Concat's parts or reshape's
+        input."""
+        reads = list(step.inputs)
+        reads += [step.residual.addend] if step.residual is not None else []
+        reads += [step.prologue.source] if step.prologue is not None else []
+        reads += [*step.concat.inputs] if step.concat is not None else []
+        reads += [*step.regrouped.inputs] if step.regrouped is not None else []
+        return reads
 
     def _relus_in_place(self) -> None:
         """Mark the float32 Relus of a Concat's result that only they read to write
