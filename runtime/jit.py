@@ -80,7 +80,8 @@ class Target:
         if cpu != "host" and not _recognized_cpu(cpu):
             raise SparsecError(f"SPARSEC_CPU={cpu!r} is no CPU LLVM knows for {llvm.get_process_triple()}: use host, generic or an LLVM CPU name (znver4, icelake-server, ...)")
         try:
-            return Target(llvm.get_host_cpu_name() if cpu == "host" else cpu, llvm.get_host_cpu_features().flatten())
+            features = llvm.get_host_cpu_features().flatten()
+            return Target(_host_cpu_name(features) if cpu == "host" else cpu, features)
         except RuntimeError:
             return Target.portable()
 
@@ -120,6 +121,23 @@ class Target:
     def machine(self) -> llvm.TargetMachine:
         target = llvm.Target.from_triple(llvm.get_process_triple())
         return target.create_target_machine(cpu=self.cpu, features=self.features, opt=3, jit=True)
+
+
+RAPIDS_FEATURES = ("+amx-tile", "+avx512fp16")
+"""Features only Intel's Sapphire Rapids cores and later have."""
+
+
+def _host_cpu_name(features: str) -> str:
+    """LLVM's name for the host CPU, from its model number; a core with RAPIDS_FEATURES
+    is a Sapphire Rapids one whatever the number says: a VM of this project's reported
+    model 167, which LLVM calls `rocketlake`, with AMX and AVX-512 FP16, so it got
+    another CPU's scheduling and kernel choices (`tuning`) than the same core reported
+    as model 207 (`emeraldrapids`) in earlier sessions."""
+    name = llvm.get_host_cpu_name()
+    listed = features.split(",")
+    if "rapids" not in name and all(feature in listed for feature in RAPIDS_FEATURES):
+        return "sapphirerapids"
+    return name
 
 
 @cache

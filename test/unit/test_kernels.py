@@ -30,6 +30,7 @@ from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, LANE_PLANES_MAX_FLO
 from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime import operands
 from sparsec.runtime.codegen import builder as codegen_builder
+from sparsec.runtime import jit as jit_module
 from sparsec.runtime.jit import Target, compile_kernels, compile_llvm_ir, fingerprint_sources
 from sparsec.runtime.operands import _chunks, _with_slack
 
@@ -879,3 +880,20 @@ def test_extreme_rows(rows):
         Executor(model.module, model.weights).run({"x": x})["y"], model.run({"x": x})["y"], rtol=1e-4, atol=1e-4
     )
 
+
+
+@pytest.mark.parametrize(
+    ("reported", "features", "named"),
+    [
+        ("rocketlake", "+avx512f,+amx-tile,+avx512fp16", "sapphirerapids"),  # a VM's model number on a Rapids core
+        ("emeraldrapids", "+avx512f,+amx-tile,+avx512fp16", "emeraldrapids"),
+        ("rocketlake", "+avx512f,+avx512vbmi2", "rocketlake"),
+        ("znver4", "+avx512f,+avx512bf16", "znver4"),
+    ],
+)
+def test_host_cpu_is_named_by_its_rapids_features(monkeypatch, reported, features, named):
+    """A core with AMX and AVX-512 FP16 gets Sapphire Rapids' scheduling and kernel
+    choices whatever model number the VM reports (jit._host_cpu_name)."""
+    monkeypatch.setattr(llvm, "get_host_cpu_name", lambda: reported)
+    assert jit_module._host_cpu_name(features) == named
+    assert Target(named, features).tuning == ("rapids" if "rapids" in named else "zen" if named.startswith("znver") else "default")
