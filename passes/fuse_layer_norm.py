@@ -27,7 +27,6 @@ leave the module and the weight store.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -39,13 +38,12 @@ from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.irfile import replace_chain
 from sparsec.matching import (
+    channel_operand,
+    epsilon_root,
     fuse_chains,
     is_constant,
     ones_weight,
-    other_operand,
-    per_channel_weight,
     reduces_last_axis,
-    scalar_weight,
 )
 from sparsec.weights import WeightStore
 
@@ -77,16 +75,11 @@ def _variance_chain(d: SSAValue, weights: WeightStore) -> tuple[float, SSAValue,
     if len(users) != 2 or power is None or not is_constant(power.rhs, 2.0, weights, MATCH_TOLERANCE):
         return None
     variance = _sole_user(power.output)
-    if variance is None or not reduces_last_axis(variance):
+    found = epsilon_root(variance.results[0], weights) if reduces_last_axis(variance) else None  # pyright: ignore
+    if found is None:
         return None
-    shifted = _sole_user(variance.results[0])
-    epsilon = scalar_weight(other_operand(shifted, variance.results[0]), weights) if isinstance(shifted, nn.AddOp) else None
-    if epsilon is None or not (math.isfinite(epsilon) and epsilon >= 0):
-        return None
-    root = _sole_user(shifted.output)  # pyright: ignore
-    if not isinstance(root, nn.SqrtOp):
-        return None
-    return epsilon, root.output, (power, variance, shifted, root)  # pyright: ignore
+    epsilon, shifted, root = found
+    return epsilon, root.results[0], (power, variance, shifted, root)  # pyright: ignore
 
 
 def _match(mean: nn.ReduceMeanOp, weights: WeightStore) -> _LayerNorm | None:
@@ -105,14 +98,12 @@ def _match(mean: nn.ReduceMeanOp, weights: WeightStore) -> _LayerNorm | None:
     channels = x.type.get_shape()[-1]  # pyright: ignore
     chain: list[Operation] = [sub, *variance_ops, divide]
     result, gamma, beta = divide.output, None, None
-    scale = _sole_user(result)
-    if isinstance(scale, nn.MulOp) and per_channel_weight(candidate := other_operand(scale, result), channels):
-        chain.append(scale)
-        result, gamma = scale.output, candidate
-    shift = _sole_user(result)
-    if isinstance(shift, nn.AddOp) and per_channel_weight(candidate := other_operand(shift, result), channels):
-        chain.append(shift)
-        result, beta = shift.output, candidate
+    if (scaled := channel_operand(result, nn.MulOp, channels)) is not None:
+        chain.append(scaled[0])
+        result, gamma = scaled[0].results[0], scaled[1]
+    if (shifted := channel_operand(result, nn.AddOp, channels)) is not None:
+        chain.append(shifted[0])
+        result, beta = shifted[0].results[0], shifted[1]
     if result.type != x.type:
         return None
     return _LayerNorm(x, epsilon, gamma, beta, chain[-1], (mean, *chain[:-1]))

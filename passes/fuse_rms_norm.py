@@ -29,7 +29,6 @@ users leave the module and the weight store.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -41,13 +40,13 @@ from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.irfile import replace_chain
 from sparsec.matching import (
+    channel_operand,
+    epsilon_root,
     fuse_chains,
     is_constant,
     ones_weight,
     other_operand,
-    per_channel_weight,
     reduces_last_axis,
-    scalar_weight,
 )
 from sparsec.weights import WeightStore
 
@@ -106,20 +105,16 @@ def _match(mean: nn.ReduceMeanOp, weights: WeightStore) -> _RMSNorm | None:
     x = _squared(square, weights)  # pyright: ignore
     if x is None or not reduces_last_axis(mean) or _centred(x):
         return None
-    shifted = mean.output.get_user_of_unique_use()
-    epsilon = scalar_weight(other_operand(shifted, mean.output), weights) if isinstance(shifted, nn.AddOp) else None
-    if epsilon is None or not (math.isfinite(epsilon) and epsilon >= 0):
-        return None
-    root = shifted.output.get_user_of_unique_use()  # pyright: ignore
-    normalizing = _normalized(root, x, weights) if isinstance(root, nn.SqrtOp) else None
+    found = epsilon_root(mean.output, weights)
+    normalizing = _normalized(found[2], x, weights) if found is not None else None  # pyright: ignore
     if normalizing is None:
         return None
+    epsilon, shifted, root = found  # pyright: ignore
     chain: list[Operation] = [square, mean, shifted, root, *normalizing]  # pyright: ignore
     result, gamma = normalizing[-1].results[0], None
-    scale = result.get_user_of_unique_use()
-    if isinstance(scale, nn.MulOp) and per_channel_weight(candidate := other_operand(scale, result), x.type.get_shape()[-1]):  # pyright: ignore
-        chain.append(scale)
-        result, gamma = scale.output, candidate
+    if (scaled := channel_operand(result, nn.MulOp, x.type.get_shape()[-1])) is not None:  # pyright: ignore
+        chain.append(scaled[0])
+        result, gamma = scaled[0].results[0], scaled[1]
     if result.type != x.type:
         return None
     return _RMSNorm(x, epsilon, gamma, chain[-1], tuple(chain[:-1]))

@@ -54,6 +54,28 @@ def per_channel_weight(value: SSAValue | None, channels: int) -> bool:
     return value is not None and isinstance(value.owner, nn.WeightOp) and value.owner.tensor_type.get_shape() == (channels,)
 
 
+def epsilon_root(mean: SSAValue, weights: WeightStore) -> tuple[float, Operation, Operation] | None:
+    """Where a mean's only reader adds a one-element weight epsilon (finite, from 0 on)
+    and that sum's only reader is a Sqrt, as normalizations written out compute their
+    spread: epsilon, the Add and the Sqrt."""
+    shifted = mean.get_user_of_unique_use()
+    epsilon = scalar_weight(other_operand(shifted, mean), weights) if isinstance(shifted, nn.AddOp) else None
+    if epsilon is None or not (math.isfinite(epsilon) and epsilon >= 0):
+        return None
+    root = shifted.output.get_user_of_unique_use()  # pyright: ignore
+    return (epsilon, shifted, root) if isinstance(root, nn.SqrtOp) else None  # pyright: ignore
+
+
+def channel_operand(result: SSAValue, kind: type[Operation], channels: int) -> tuple[Operation, SSAValue] | None:
+    """Where `result`'s only reader is a `kind` (Mul, Add) of it and a weight of one value
+    per channel of a last axis of `channels` (a normalization's gamma or beta): that op
+    and the weight."""
+    user = result.get_user_of_unique_use()
+    if isinstance(user, kind) and per_channel_weight(candidate := other_operand(user, result), channels):
+        return user, candidate  # pyright: ignore
+    return None
+
+
 def ones_weight(weights: WeightStore, prefix: str, like: SSAValue, before: Operation) -> SSAValue:
     """A new weight of ones over the last axis of `like` (of its element type), inserted
     before `before`: the scale of a normalization written out without one."""
