@@ -471,6 +471,15 @@ def pad_reflect() -> onnx.ModelProto:
     )
 
 
+def string_axis() -> onnx.ModelProto:
+    """A Concat whose axis attribute is a string (a fuzzed model's): refused by type."""
+    return _model(
+        [helper.make_node("Concat", ["x", "x"], ["out"], name="join", axis="one")],
+        [helper.make_tensor_value_info("x", F32, [2, 3])],
+        [helper.make_tensor_value_info("out", F32, [4, 3])],
+    )
+
+
 def old_opset() -> onnx.ModelProto:
     model = gemm()
     model.opset_import[0].version = 6
@@ -491,7 +500,7 @@ def bad_shapes() -> onnx.ModelProto:
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
     for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, llama_mlp, attention, wide, shapes, run_time_shapes, norms, constants, weight_input, unsupported,
-              gather_nd_batch_dims, cast_to_string, pad_reflect, old_opset, bad_shapes)
+              gather_nd_batch_dims, cast_to_string, pad_reflect, string_axis, old_opset, bad_shapes)
 }
 
 

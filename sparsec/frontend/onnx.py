@@ -41,6 +41,7 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Block, Region, SSAValue
+from xdsl.irdl import VerificationContext
 from xdsl.utils.exceptions import VerifyException
 
 from sparsec import reference
@@ -192,6 +193,11 @@ class _GraphImporter:
                 raise self.fail(node, f"attribute '{attr.name}' has type {attr.type}, expected an int, float, string or ints")
             kind = "float" if attr.type == onnx.AttributeProto.FLOAT else "other"
             props[prop] = _to_property(_attribute_value(attr), kind)
+            try:
+                defined[prop].constr.verify(props[prop], VerificationContext())
+            except VerifyException as error:
+                type_name = onnx.AttributeProto.AttributeType.Name(attr.type)
+                raise self.fail(node, f"attribute '{attr.name}' of type {type_name} does not fit: {error}") from None
         return props
 
     def emit(
