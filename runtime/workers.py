@@ -52,7 +52,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
-from sparsec.runtime.jit import CompiledKernels, compile_llvm_ir
+from sparsec.runtime.jit import KERNEL_SIGNATURE, CompiledKernels, compile_llvm_ir
 from sparsec.runtime.memory import on_cache_line
 
 IDLE_SPIN_SECONDS = 0.002
@@ -83,7 +83,11 @@ _SIGNATURES = {
     "sparsec_worker_share": ctypes.CFUNCTYPE(ctypes.c_int64, *_WORDS),
     "sparsec_worker_serve": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64),
     "sparsec_worker_wait": ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64),
+    "sparsec_worker_steps": KERNEL_SIGNATURE,
 }
+STEP_WORDS = 10
+"""Words of one entry of a step table (`_ProtocolBuilder.steps`): a kernel's address
+and the nine arguments of its call."""
 
 
 class _ProtocolBuilder:
@@ -139,6 +143,33 @@ class _ProtocolBuilder:
         b.position_at_end(finished)
         b.ret(ran)
         return function
+
+    def steps(self) -> None:
+        """steps(table, _, _, _, _, _, _, first, last): call the kernels of table
+        entries [first, last) in turn, each entry STEP_WORDS int64 words: the kernel's
+        address, then its arguments (six pointers, three integers). It has a kernel's
+        signature, so the pool runs a share of several calls (a batched call's chunk:
+        its transposing copies and the kernel) as one share of one call."""
+        function = ir.Function(self.module, _KERNEL, "sparsec_worker_steps")
+        table, *_unused, first, last = function.args
+        b = ir.IRBuilder(function.append_basic_block("entry"))
+        entry = b.block
+        loop, body, finished = (function.append_basic_block(n) for n in ("loop", "body", "finished"))
+        b.branch(loop)
+        b.position_at_end(loop)
+        step = b.phi(_I64)
+        b.cbranch(b.icmp_signed("<", step, last), body, finished)
+        b.position_at_end(body)
+        words = b.gep(b.bitcast(table, _I64.as_pointer()), [b.mul(step, ir.Constant(_I64, STEP_WORDS))], inbounds=True)
+        word = [b.load(b.gep(words, [ir.Constant(_I64, index)], inbounds=True)) for index in range(STEP_WORDS)]
+        pointers = [b.inttoptr(value, _BYTES) for value in word[1:7]]
+        b.call(b.inttoptr(word[0], _KERNEL.as_pointer()), pointers + word[7:])
+        next_step = b.add(step, ir.Constant(_I64, 1))
+        b.branch(loop)
+        step.add_incoming(first, entry)
+        step.add_incoming(next_step, body)
+        b.position_at_end(finished)
+        b.ret_void()
 
     def post(self) -> ir.Function:
         """post(slot, sequence, kernel, job...) -> 1 if the worker is parked (the caller
@@ -294,6 +325,7 @@ def protocol_ir() -> str:
     builder.serve(share)
     wait = builder.wait()
     builder.run(post, share, wait)
+    builder.steps()
     return str(builder.module)
 
 
@@ -404,6 +436,9 @@ class WorkerPool:
         self._wait = functions["sparsec_worker_wait"]
         self._run = functions["sparsec_worker_run"]
         self._share = functions["sparsec_worker_share"]
+        self.steps = functions["sparsec_worker_steps"]
+        """Runs a share of several kernel calls from a table (`_ProtocolBuilder.steps`)."""
+        self.steps_address = ctypes.cast(self.steps, ctypes.c_void_p).value
         rate = _polls_per_second() if spin else 0.0
         self._wait_polls = max(1, int(rate * WAIT_SPIN_SECONDS))
         # Slots start on a cache line: each of their three lines then belongs to one side.

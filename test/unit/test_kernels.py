@@ -27,7 +27,7 @@ from sparsec.model import Model
 from sparsec.runtime.codegen.builder import PTR, FunctionBuilder, vector
 from sparsec.runtime.codegen.kernels import explicit_vectors, kernel_module
 from sparsec.kernels import BLOCK_BATCHED_FROM, GATHER_SPAN, LANE_PLANES_MAX_FLOATS, SMALL_BATCHED_FROM, SMALL_WEIGHT, WIDE_WINDOW_SPAN, WINDOW_ALIGN, WINDOW_SPAN, KernelKey, TransposeKey, padded_batch
-from sparsec.runtime.executor import Executor, all_kernel_keys, kernel_keys
+from sparsec.runtime.executor import SIDE_BY_SIDE_ALL_BELOW, Executor, all_kernel_keys, kernel_keys
 from sparsec.runtime import operands
 from sparsec.runtime.codegen import builder as codegen_builder
 from sparsec.runtime import jit as jit_module
@@ -348,7 +348,7 @@ def test_batched_scratch_arrays_are_reused_across_batches(tmp_path, monkeypatch)
         with np.errstate(invalid="ignore"):  # inf x 0 in the reference's dense product
             got, expected = executor.run({"x": x})["y"], model.run({"x": x})["y"]
         np.testing.assert_allclose(got[:poisoned_from], expected[:poisoned_from], rtol=1e-4, atol=1e-4)
-    assert sorted(executor.scratch) == [("x", 513, 16), ("x", 513, 32), ("y", 160, 16), ("y", 160, 32)]
+    assert sorted(executor.scratch) == [("x", 0, 513, 16), ("x", 0, 513, 32), ("y", 0, 160, 16), ("y", 0, 160, 32)]
 
 
 @pytest.mark.parametrize(
@@ -383,6 +383,32 @@ def test_large_batches_run_in_chunks(pattern, kind, chunk, in_place, tmp_path, m
         call = executor.steps[-1].calls[(batch, 700)]
         taken = [(rows.start, rows.stop) for rows, _ in call.batch_chunks]
         assert taken == ([] if batch == chunk else [(0, chunk), (chunk, 2 * chunk), (2 * chunk, batch)])
+
+
+@pytest.mark.parametrize(("rows", "all_chunks"), [(301, True), (1100, False)], ids=["small", "large"])
+def test_chunks_run_side_by_side_on_the_threads(rows, all_chunks, tmp_path, monkeypatch):
+    """On two threads a batched call's chunks run a chunk a thread, each thread copying
+    its chunk in and out itself (Executor._side_by_side): the whole chunks the threads
+    share evenly, and for a weight under SIDE_BY_SIDE_ALL_BELOW values (301 x 700) all
+    of them; for a larger one (1100 x 700) the rest then run split across the threads.
+    The same bits as on one thread, whichever array and layout the rows come in."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    assert (rows * 700 < SIDE_BY_SIDE_ALL_BELOW) == all_chunks
+    model = build(rows, 700, False, True, "gelu", 15)
+    model.weights["w"] = np.random.default_rng(15).standard_normal((rows, 700)).astype(np.float32)  # no empty rows
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    two, one = Executor(model.module, model.weights, threads=2), Executor(model.module, model.weights, threads=1)
+    rng = np.random.default_rng(18)
+    # batch: (chunks side by side when all may, else), chunks of 32 rows
+    for batch, (small, large) in {40: (2, None), 64: (2, 2), 96: (3, 2), 100: (4, 2), 128: (4, 4)}.items():
+        for x in [rng.standard_normal((batch, 700)).astype(np.float32) for _ in range(2)]:
+            for rows_in in (x, np.asfortranarray(x), x.astype(np.float64).astype(np.float32)):
+                np.testing.assert_array_equal(two.run({"x": rows_in})["y"], one.run({"x": rows_in})["y"])
+        plan = two.steps[-1].calls[(batch, 700)].side_by_side
+        expected = (small if all_chunks else large) if Target.host().avx512 else None
+        assert (plan.chunks if plan else None) == expected, batch
+    two.close()
+    one.close()
 
 
 def two_layers(pattern: str) -> Model:

@@ -3,6 +3,7 @@ runs exactly once, before `run` returns, also when workers park between calls.""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -103,6 +104,39 @@ def test_parking_races(monkeypatch: pytest.MonkeyPatch):
             run_soon(pool, kernel, shares_of(64, 3))
             if call % 100 == 0:
                 assert (kernel.counts == call).all()
+    finally:
+        pool.close()
+
+
+def test_a_share_of_steps_runs_its_table_entries_in_turn_on_one_thread():
+    """`steps` runs a share's table entries [first, last) one after another, each with
+    its own kernel and arguments: the executor's batch chunks side by side."""
+    calls: list[tuple[int, int, int, int, str]] = []
+    lock = threading.Lock()
+
+    def record(x, y, a0, a1, a2, bias, batch, first, last) -> None:
+        with lock:
+            calls.append((x, batch, first, last, threading.current_thread().name))
+
+    kernel = KERNEL_SIGNATURE(record)
+    address = ctypes.cast(kernel, ctypes.c_void_p).value
+    entries = 7
+    table = np.zeros((entries, workers.STEP_WORDS), np.int64)
+    table[:, 0] = address
+    table[:, 1] = np.arange(entries) + 100  # x, told apart per entry
+    table[:, 7] = np.arange(entries) * 10  # batch
+    table[:, 8], table[:, 9] = np.arange(entries), np.arange(entries) + 1
+    bounds = [(0, 3), (3, 4), (4, 7)]
+    pool = WorkerPool(1)
+    try:
+        for _ in range(20):
+            calls.clear()
+            pool.run(pool.steps, (table.ctypes.data, 0, 0, 0, 0, 0, 0), Shares(bounds, threads=2), pool.steps_address)
+            assert sorted(call[:4] for call in calls) == [(100 + e, 10 * e, e, e + 1) for e in range(entries)]
+            for first, last in bounds:
+                ran = [call for call in calls if first + 100 <= call[0] < last + 100]
+                assert [call[0] for call in ran] == list(range(first + 100, last + 100))  # in turn
+                assert len({call[4] for call in ran}) == 1  # on one thread
     finally:
         pool.close()
 
