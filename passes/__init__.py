@@ -4,6 +4,7 @@ from xdsl.passes import ModulePass
 
 from sparsec.passes.fold_batch_norm import FoldBatchNormPass
 from sparsec.passes.fold_scale import FoldScalePass
+from sparsec.passes.fuse_attention import FuseAttentionPass
 from sparsec.passes.fuse_gelu import FuseGeluPass
 from sparsec.passes.fuse_layer_norm import FuseLayerNormPass
 from sparsec.passes.fuse_rms_norm import FuseRMSNormPass
@@ -22,6 +23,7 @@ from sparsec.passes.unpack import UnpackPass
 ALL_PASSES: tuple[type[ModulePass], ...] = (
     FoldBatchNormPass,
     FoldScalePass,
+    FuseAttentionPass,
     FuseGeluPass,
     FuseLayerNormPass,
     FuseRMSNormPass,

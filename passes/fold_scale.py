@@ -4,10 +4,11 @@ whose result it scales.
 Attention scales its scores by 1 / sqrt(head width). BERT's export divides the product
 of queries and keys by it, PyTorch's scaled_dot_product_attention multiplies the
 queries; either way it is a pass over the scores or the queries at run time (in numpy:
-1.3 ms of a BERT-base layer's 49 at 384 tokens). A scale commutes with Reshape,
-Transpose, Flatten, Squeeze, Unsqueeze, a rotary embedding (`nn.rotary_embedding`, on
-its x: LLaMA's queries) and a product of two activations, so it moves back to the
-layer that computed the queries, into its weight and bias:
+1.3 ms of a BERT-base layer's 49 at 384 tokens). A scale commutes with the ops that
+only move values (`matching.MOVING_OPS`: Reshape, to a fixed shape or one computed at
+run time, Transpose, Flatten, Squeeze, Unsqueeze), a rotary embedding
+(`nn.rotary_embedding`, on its x: LLaMA's queries) and a product of two activations, so
+it moves back to the layer that computed the queries, into its weight and bias:
 
     %q = nn.matmul %x, %wq                %q = nn.matmul %x, %wq_scaled
     %qb = nn.add %q, %bq                  %qb = nn.add %q, %bq_scaled
@@ -38,11 +39,8 @@ from sparsec.context import weight_store
 from sparsec.dialects import nn
 from sparsec.irfile import erase_unread_weights
 from sparsec.layers import new_weight
+from sparsec.matching import MOVING_OPS
 from sparsec.weights import WeightStore
-
-_VIEWS = (nn.ReshapeOp, nn.TransposeOp, nn.FlattenOp, nn.SqueezeOp, nn.UnsqueezeOp)
-"""Ops that move values without combining them: a scale passes through."""
-
 
 def _weight(value: SSAValue | None) -> nn.WeightOp | None:
     owner = value.owner if value is not None else None
@@ -75,7 +73,7 @@ def _sites(value: SSAValue) -> list[Site] | None:
     op = value.owner
     if not value.has_one_use() or not isinstance(op, Operation):
         return None
-    if isinstance(op, _VIEWS):
+    if isinstance(op, MOVING_OPS):
         return _sites(op.operands[0])
     if isinstance(op, nn.RotaryEmbeddingOp):  # linear in x: rotary(s x) = s rotary(x)
         return _sites(op.x)

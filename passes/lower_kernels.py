@@ -9,8 +9,9 @@ naming the kernel it needs (sparsec.kernels.KernelKey). A grouped Conv keeps its
 ones (one input channel a group) stay.
 A bias (Gemm's C, MatMul followed by an Add of a 1-D weight, Conv's B) and a Relu, Gelu
 (exact or tanh) or SiLU (`nn.swish` with alpha 1) that is the only user are fused as the
-epilogue; an activation after a reshape of a matrix product (GPT-2's Conv1D) moves
-before the reshape to fuse. A Relu of a Concat that only it reads is
+epilogue; an activation after an op that only moves a matrix product's values
+(`matching.MOVING_OPS`: the reshape GPT-2's Conv1D puts there, a transpose) moves
+before it to fuse. A Relu of a Concat that only it reads is
 applied part by part first (`_relu_by_parts`): fused into the convolutions that make
 parts, and dropped on parts that cannot be negative.
 
@@ -45,6 +46,7 @@ from xdsl.passes import ModulePass
 from sparsec.dialects import StoredWeightOp, nn, nn_index
 from sparsec.dialects.kernel_ops import SparseConvOp, SparseMatMulOp
 from sparsec.dialects.sparse import PackedWeightOp
+from sparsec.matching import MOVING_OPS
 from sparsec.kernels import UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, epilogue_activation, epilogue_name, group_block, key_for
 from sparsec.packing import Encoding
 
@@ -107,17 +109,13 @@ def _fused_activation(value: SSAValue) -> nn.ReluOp | nn.GeluOp | nn.SwishOp | N
     return None
 
 
-_VIEWS = (nn.ReshapeOp, nn_index.DynamicReshapeOp, nn.FlattenOp, nn.SqueezeOp, nn.UnsqueezeOp)
-"""Ops that only give their operand another shape: an activation after one commutes with it."""
-
-
 def _activation_through_view(value: SSAValue) -> nn.ReluOp | nn.GeluOp | nn.SwishOp | None:
     """Where `value`'s only user is a view whose only user is an activation that fuses
     (`_fused_activation`), move the activation before the view and return it: GPT-2's
     Conv1D layers reshape their product back to (batch, sequence, width) between the
     Gemm and the GELU."""
     view = _only_user(value)
-    if not isinstance(view, _VIEWS) or view.operands[0] is not value:
+    if not isinstance(view, MOVING_OPS) or view.operands[0] is not value:
         return None
     activation = _fused_activation(view.results[0])
     if activation is None:

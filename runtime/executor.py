@@ -47,10 +47,10 @@ from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import ExecutionError, SparsecError
-from sparsec.kernels import PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, KernelKey, NormKey, PlaneKey, PoolKey, TransposeKey, key_for, padded_batch
+from sparsec.kernels import ATTENTION_GEOMETRY, PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, AttentionKey, KernelKey, NormKey, PlaneKey, PoolKey, TransposeKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp, nn_index
 from sparsec.dialects.nn import (
-    AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, SoftmaxOp,
+    AttentionOp, AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, SoftmaxOp,
     ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
@@ -512,6 +512,50 @@ class _Norm:
 
 
 @dataclass
+class _Attention:
+    """An `nn.attention` run by its kernel (runtime/codegen/attention.py) on operands
+    read where they lie, at their strides: the geometry and the threads' shares per
+    set of operand shapes and strides, made on first use. Operands of other depths
+    than the IR's, or heads that do not group, run in numpy."""
+
+    key: AttentionKey
+    kernel: Any = None
+    plans: dict[tuple, tuple[np.ndarray, Shares, tuple[int, ...]] | None] = dataclasses.field(default_factory=dict)
+    """By the operands' shapes and strides: the geometry words (ATTENTION_GEOMETRY),
+    the shares of the (batch, head) units and the output shape; None for numpy."""
+
+
+def attention_key_of(op: AttentionOp) -> AttentionKey | None:
+    """The kernel of a float32 `nn.attention` whose query and value depths are static."""
+    q, v = (operand.type for operand in (op.q, op.v))
+    depth, value_depth = q.get_shape()[-1], v.get_shape()[-1]  # pyright: ignore
+    if q.element_type != f32 or DYNAMIC in (depth, value_depth):  # pyright: ignore
+        return None
+    return AttentionKey(depth, value_depth, op.mask is not None)
+
+
+def attention_geometry(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask: np.ndarray | None, out: tuple[int, ...], scale: float) -> np.ndarray | None:
+    """The geometry words (ATTENTION_GEOMETRY) of float32 operands whose last axes are
+    contiguous, a stride of 0 where one broadcasts; None where heads do not group."""
+    batch, heads, queries, _ = out
+    if heads % kt.shape[1] or heads % v.shape[1]:
+        return None
+    if mask is not None:
+        mask = np.broadcast_to(mask, (batch, heads, queries, kt.shape[3]))
+    words = {"queries": queries, "keys": kt.shape[3], "heads": heads, "key_group": heads // kt.shape[1], "value_group": heads // v.shape[1]}
+    for name, array in (("q", q), ("kt", kt), ("v", v), ("mask", mask)):
+        if array is not None:
+            strides = [0 if size == 1 else stride // 4 for size, stride in zip(array.shape, array.strides)]
+            words.update({f"{name}_batch": strides[0], f"{name}_head": strides[1], f"{name}_row": array.strides[2] // 4})
+    out_strides = np.cumprod((1, *out[:0:-1]))[::-1]
+    words.update(out_batch=int(out_strides[0]), out_head=int(out_strides[1]), out_row=int(out_strides[2]))
+    geometry = np.zeros(len(ATTENTION_GEOMETRY), np.int64)
+    geometry[[ATTENTION_GEOMETRY.index(name) for name in words]] = list(words.values())
+    geometry.view(np.float32)[2 * ATTENTION_GEOMETRY.index("scale")] = scale
+    return geometry
+
+
+@dataclass
 class _Pool:
     """A max or average pool, or a depthwise convolution, run by a generated kernel
     (runtime/codegen/pool.py)."""
@@ -778,6 +822,8 @@ class _Step:
     making a view costs a microsecond or two."""
     last_regrouped: tuple[np.ndarray, _Regrouped] | None = None
     """A put-off reshape's last source and its `_Regrouped`, kept for the same reason."""
+    attention: _Attention | None = None
+    """An attention step's kernel, which runs it in place of numpy (`_Attention`)."""
 
 
 TAKEN_IN = "(taken in)"
@@ -917,6 +963,8 @@ class Executor:
         """Layer normalizations that run as generated kernels (the others run in numpy)."""
         self.pools: dict[Operation, _Pool] = {}
         """Max and average pools that run as generated kernels (the others run in numpy)."""
+        self.attentions: dict[Operation, _Attention] = {}
+        """Attentions that run as generated kernels (the others run in numpy)."""
         self.constants: dict[SSAValue, np.ndarray] = {}
         """Weights that ops other than kernels read, decoded once here rather than per run."""
         self.steps: list[_Step] = []
@@ -938,6 +986,10 @@ class Executor:
             elif isinstance(op, NORM_OPS) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
                 self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, norm, Executor._run_norm))
+            elif isinstance(op, AttentionOp) and (attention_key := attention_key_of(op)) is not None:
+                self.attentions[op] = attention = _Attention(attention_key)
+                dtype = numpy_dtype(op.output.type.element_type)  # pyright: ignore
+                self.steps.append(_Step(op, self._slots(op.operands), self._slots(op.results)[0], dtype, attention=attention))
             elif isinstance(op, POOL_OPS) and (pool_key := pool_key_of(op)) is not None:
                 readers = [use.operation for use in op.results[0].uses]
                 lanes = bool(readers) and all(isinstance(reader, SparseConvOp) and reads_input_in_place(reader) for reader in readers)
@@ -989,7 +1041,7 @@ class Executor:
         self.implicit_keys = [banded.get(op, conv.key) for op, conv in self.static_convs.items()]
         """Their kernels, compiled up front with the others (another input shape compiles
         its own on first use)."""
-        units = [*self.layers.values(), *self.norms.values(), *self.pools.values()]
+        units = [*self.layers.values(), *self.norms.values(), *self.pools.values(), *self.attentions.values()]
         if keys := self._up_front_keys():
             self._compile(keys)
         for unit in units:
@@ -1763,7 +1815,7 @@ class Executor:
         does). Inception v2 compiled 31 such kernels to no use: its first run from an
         empty cache took 3.8 s, 77 kernels, and takes 2.5 s, 46."""
         keys: list[AnyKey] = [unit.key for op, unit in self.layers.items() if op not in self.static_convs]
-        keys += [unit.key for unit in (*self.norms.values(), *self.pools.values()) if unit.key is not None]
+        keys += [unit.key for unit in (*self.norms.values(), *self.pools.values(), *self.attentions.values()) if unit.key is not None]
         keys += self.implicit_keys
         keys += [plane for op, conv in self.static_convs.items() if (plane := plane_key_of(op, conv)) is not None]  # pyright: ignore
         return list(dict.fromkeys(keys))
@@ -2152,6 +2204,8 @@ class Executor:
         numpy, or nothing (a step another one takes in)."""
         if step.deferred:
             return TAKEN_IN
+        if step.attention is not None and any(plan is not None for plan in step.attention.plans.values()):
+            return "attention kernel"
         if step.dtype is not None:
             return "numpy"
         if isinstance(step.unit, _Layer):
@@ -2182,6 +2236,9 @@ class Executor:
                 step.last_view = (operands[0], viewed(operands[0]))
             env[step.result] = step.last_view[1]
             return
+        if step.attention is not None and (result := self._attend(step.attention, step.op, operands)) is not None:
+            env[step.result] = result
+            return
         if isinstance(step.op, ConcatOp) and all(operand.dtype == np.float32 for operand in operands):
             env[step.result] = self._concat(step.op, operands)
             return
@@ -2197,6 +2254,46 @@ class Executor:
         env[step.result] = result.astype(step.dtype, copy=False)  # pyright: ignore
         if step.views is not None:  # its shapes checked by a first run
             step.views[operands[0].shape] = reference.view(step.op, operands[0].shape)
+
+    def _attend(self, attention: _Attention, op: AttentionOp, operands: list[np.ndarray]) -> np.ndarray | None:
+        """`op` by its kernel into a fresh output, on the worker threads by (batch,
+        head) units where the work pays; None where numpy runs it (`_Attention`)."""
+        operands = [operand if operand.strides[-1] == 4 and operand.dtype == np.float32 else np.ascontiguousarray(operand, np.float32) for operand in operands]
+        if len(operands) == 4 and operands[3].ndim < 4:
+            operands[3] = operands[3].reshape((1,) * (4 - operands[3].ndim) + operands[3].shape)
+        found = tuple((operand.shape, operand.strides) for operand in operands)
+        plan = attention.plans.get(found, False)
+        if plan is False:
+            plan = attention.plans[found] = self._attention_plan(attention, op, operands)
+        if plan is None:
+            return None
+        geometry, shares, shape = plan
+        q, kt, v, *mask = operands
+        out = np.empty(shape, np.float32)
+        arguments = (q.ctypes.data, out.ctypes.data, kt.ctypes.data, v.ctypes.data, mask[0].ctypes.data if mask else 0, geometry.ctypes.data, 0)
+        if shares.threads == 1:
+            attention.kernel(*arguments, *shares.bounds[0])  # pyright: ignore
+        else:
+            self.pool.run(attention.kernel, arguments, shares)  # pyright: ignore
+        return out
+
+    def _attention_plan(self, attention: _Attention, op: AttentionOp, operands: list[np.ndarray]) -> tuple[np.ndarray, Shares, tuple[int, ...]] | None:
+        """The geometry, shares and output shape of `op` on these operands, or None
+        where numpy runs it (another depth than the kernel's, heads that do not group,
+        shapes that do not chain)."""
+        q, kt, v, *mask = operands
+        if q.shape[3] != attention.key.depth or v.shape[3] != attention.key.value_depth or kt.shape[2] != q.shape[3] or v.shape[2] != kt.shape[3]:
+            return None
+        batches = {q.shape[0], kt.shape[0], v.shape[0]} - {1}
+        if len(batches) > 1:
+            return None
+        shape = (max(batches, default=1), q.shape[1], q.shape[2], v.shape[3])
+        geometry = attention_geometry(q, kt, v, mask[0] if mask else None, shape, op.scale.value.data)
+        if geometry is None:
+            return None
+        units = shape[0] * shape[1]
+        shares = self._shares_for(units, units * shape[2] * kt.shape[3] * (q.shape[3] + v.shape[3]), _WORK_PER_THREAD)
+        return geometry, shares, shape
 
     def _concat(self, op: ConcatOp, operands: list[np.ndarray]) -> np.ndarray:
         """`op` on float32 `operands`, into an output kept from run to run: a fresh

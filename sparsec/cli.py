@@ -232,10 +232,10 @@ def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePa
     pruned as the model stores them), layer and RMS norms written out op by op fused
     (so that they run as kernels), GELUs and SiLUs written out fused (so that
     lower-kernels fuses them into the layer before), rotary embeddings fused (one
-    numpy step for seven) and scales by one value folded
-    into the layer they scale (attention's), packing (for a `.spx` or
-    `.mlpackage`) and kernel lowering (for a `.spx`) unless the pipeline did them, then
-    --report. Parsed once, so option and file checks happen once, before the model
+    numpy step for seven), scales by one value folded into the layer they scale
+    (attention's), attention written out fused (one kernel for five numpy steps),
+    packing (for a `.spx` or `.mlpackage`) and kernel lowering (for a `.spx`) unless
+    the pipeline did them, then --report. Parsed once, so option and file checks happen once, before the model
     loads."""
     passes = parse_pipeline(",".join(stage for stage in (_pattern_pass(args), args.passes) if stage))
     names = {p.name for p in passes}
@@ -249,6 +249,8 @@ def compile_passes(args: argparse.Namespace, output_kind: str) -> tuple[ModulePa
             extra.append(fusion)
     if output_kind == ".spx" and not names & {"fold-scale", "pack-bitmask"}:
         extra.append("fold-scale")
+    if output_kind == ".spx" and not names & {"fuse-attention", "lower-kernels"}:
+        extra.append("fuse-attention")
     if output_kind in (".spx", ".mlpackage") and "pack-bitmask" not in names:
         extra.append("pack-bitmask")
     if output_kind == ".spx" and "lower-kernels" not in names:

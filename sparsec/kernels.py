@@ -798,7 +798,39 @@ class TransposeKey:
         return -(-self.count // 16)
 
 
-AnyKey = KernelKey | NormKey | PlaneKey | PoolKey | TransposeKey
+ATTENTION_GEOMETRY = (
+    "queries", "keys", "heads", "key_group", "value_group",
+    "q_batch", "q_head", "q_row", "kt_batch", "kt_head", "kt_row", "v_batch", "v_head", "v_row",
+    "mask_batch", "mask_head", "mask_row", "out_batch", "out_head", "out_row", "scale",
+)  # fmt: skip
+"""The int64 words of an attention kernel's geometry operand: S and T, the heads H,
+the query heads per key head and per value head, each operand's batch, head and row
+strides in floats (0 where it broadcasts), and the scale as a float32 in the low half
+of the last word."""
+
+
+@dataclass(frozen=True)
+class AttentionKey:
+    """softmax(scale * q @ kt + mask) @ v for queries of `depth` (D) values and values
+    of `value_depth` (Dv), with an additive mask or not (runtime/codegen/attention.py):
+    units are (batch, head) pairs, each head's S queries against its T keys, the
+    scores never written out. S, T, the heads, the scale and every stride are the
+    geometry operand's (ATTENTION_GEOMETRY), not part of the key."""
+
+    depth: int
+    value_depth: int
+    masked: bool
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.value_depth < 1:
+            raise ValueError(f"attention over {self.depth} query and {self.value_depth} value values: expected at least one of each")
+
+    @property
+    def symbol(self) -> str:
+        return f"attention_f32_{self.depth}_{self.value_depth}" + ("_masked" if self.masked else "")
+
+
+AnyKey = KernelKey | NormKey | PlaneKey | PoolKey | TransposeKey | AttentionKey
 """A key of any kernel the runtime generates."""
 
 

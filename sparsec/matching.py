@@ -13,11 +13,15 @@ from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from sparsec.dialects import nn
+from sparsec.dialects import nn, nn_index
 from sparsec.irfile import erase_unread_weights
 from sparsec.weights import WeightStore
 
 Chain = TypeVar("Chain")
+
+MOVING_OPS = (nn.ReshapeOp, nn_index.DynamicReshapeOp, nn.TransposeOp, nn.FlattenOp, nn.SqueezeOp, nn.UnsqueezeOp)
+"""Ops that only move the values of their first operand (the data; a dynamic reshape's
+second is its shape): a scale or an elementwise activation commutes with each."""
 
 
 def scalar_weight(value: SSAValue | None, weights: WeightStore) -> float | None:

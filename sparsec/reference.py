@@ -305,6 +305,21 @@ def _rotary_embedding(op: nn.RotaryEmbeddingOp, x: np.ndarray, cos: np.ndarray, 
     return y
 
 
+def _attention(op: nn.AttentionOp, q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The five ops attention stands for, in their order: q @ kt, times the scale, plus
+    the mask, Softmax over the keys, times v; grouped key and value heads repeated to
+    q's (numpy's matmul broadcasts only heads of 1)."""
+    heads = q.shape[1]
+    kt, v = (np.repeat(t, heads // t.shape[1], axis=1) if 1 < t.shape[1] < heads else t for t in (kt, v))
+    scores = np.matmul(q, kt)
+    if (scale := op.scale.value.data) != 1.0:
+        scores *= np.float32(scale)
+    if mask is not None:
+        scores = scores + mask
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return np.matmul(shifted / shifted.sum(axis=-1, keepdims=True), v)
+
+
 def _lrn(op: nn.LRNOp, x: np.ndarray) -> np.ndarray:
     size = op.size.value.data
     before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
@@ -554,6 +569,7 @@ _KERNELS: dict[type[Operation], Kernel] = {
     nn.LayerNormOp: _layer_norm,
     nn.RMSNormOp: _rms_norm,
     nn.RotaryEmbeddingOp: _rotary_embedding,
+    nn.AttentionOp: _attention,
     nn.LRNOp: _lrn,
     nn.MaxPoolOp: _max_pool,
     nn.AveragePoolOp: _average_pool,

@@ -36,7 +36,8 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
-from sparsec.kernels import AnyKey, NormKey, PlaneKey, PoolKey, TransposeKey
+from sparsec.kernels import AnyKey, AttentionKey, NormKey, PlaneKey, PoolKey, TransposeKey
+from sparsec.runtime.codegen.attention import AttentionKernel
 from sparsec.runtime.codegen.base import Kernel, UnitKernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
 from sparsec.runtime.codegen.block import BatchedBlockKernel, BlockKernel, VectorBlockKernel
@@ -70,6 +71,8 @@ def kernel_class(key: AnyKey) -> type[Kernel] | type[UnitKernel]:
         return PlaneCopyKernel
     if isinstance(key, TransposeKey):
         return TransposeKernel
+    if isinstance(key, AttentionKey):
+        return AttentionKernel
     if isinstance(key, PoolKey):
         return PoolKernel
     if key.batched:

@@ -715,6 +715,43 @@ class RotaryEmbeddingOp(FloatComputeOp):
 
 
 @irdl_op_definition
+class AttentionOp(FloatComputeOp):
+    """softmax(scale * q @ kt + mask) @ v over the last axis, per batch and head:
+    queries q (B, H, S, D), keys already transposed kt (B, Hk, D, T), values v (B, Hv,
+    T, Dv), an additive mask (optional) broadcasting to the scores (B, H, S, T).
+    Query head h reads key head h * Hk / H and value head h * Hv / H, so Hk and Hv may
+    be H, 1 or (grouped-query attention) a divisor of H; batches broadcast. What
+    `fuse-attention` makes of the five ops exporters write; ONNX's Attention (opset
+    23) takes keys untransposed, so export writes the five ops back."""
+
+    name = "nn.attention"
+    ONNX_OP: ClassVar[str] = "Attention"
+
+    q = operand_def(TensorType)
+    kt = operand_def(TensorType)
+    v = operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    scale = opt_prop_def(FloatAttr, default_value=_float(1.0))
+    output = result_def(TensorType)
+
+    def infer_shape(self, operand_shapes: list[Shape]) -> Shape:
+        q, kt, v = operand_shapes[:3]
+        if any(len(shape) != 4 for shape in (q, kt, v)):
+            raise ShapeError(f"q, kt and v must have rank 4, got {shapes.fmt(q)}, {shapes.fmt(kt)} and {shapes.fmt(v)}")
+        if not shapes.compatible((q[3],), (kt[2],)) or not shapes.compatible((kt[3],), (v[2],)):
+            raise ShapeError(f"q {shapes.fmt(q)}, kt {shapes.fmt(kt)} and v {shapes.fmt(v)} do not chain: q's width must be kt's rows, kt's columns v's rows")
+        heads = q[1]
+        for name, shared in (("kt", kt[1]), ("v", v[1])):
+            if DYNAMIC not in (heads, shared) and heads % shared:
+                raise ShapeError(f"{name}'s {shared} heads do not divide q's {heads}")
+        batch = shapes.broadcast((q[0],), (kt[0],), (v[0],))[0]
+        scores = (batch, heads, q[2], kt[3])
+        if len(operand_shapes) == 4 and (len(operand_shapes[3]) > 4 or not shapes.compatible(shapes.broadcast(operand_shapes[3], scores), scores)):
+            raise ShapeError(f"mask {shapes.fmt(operand_shapes[3])} does not broadcast to the scores {shapes.fmt(scores)}")
+        return (batch, heads, q[2], v[3])
+
+
+@irdl_op_definition
 class LRNOp(UnaryOp):
     """Local response normalization across channels."""
 
@@ -881,7 +918,7 @@ class SqueezeOp(NNOp):
 COMPUTE_OPS: tuple[type[NNOp], ...] = (
     GemmOp, MatMulOp, ConvOp, ReluOp, GeluOp, SwishOp, ErfOp, SigmoidOp, TanhOp, SoftmaxOp,
     AddOp, SubOp, MulOp, DivOp, PowOp, SqrtOp, ExpOp, LogOp, CosOp, SinOp, ReciprocalOp,
-    ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp, RMSNormOp, RotaryEmbeddingOp,
+    ReduceMeanOp, SumOp, BatchNormOp, LayerNormOp, RMSNormOp, RotaryEmbeddingOp, AttentionOp,
     LRNOp, MaxPoolOp, AveragePoolOp, GlobalAveragePoolOp, ReshapeOp, FlattenOp, TransposeOp,
     ConcatOp, UnsqueezeOp, SqueezeOp, DropoutOp, IdentityOp,
 )  # fmt: skip

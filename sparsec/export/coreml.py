@@ -145,6 +145,21 @@ class _Lowering:
         mb, alpha = self.mb, op.alpha.value.data
         return mb.silu(x=x) if alpha == 1.0 else mb.mul(x=x, y=mb.sigmoid(x=mb.mul(x=x, y=np.float32(alpha))))
 
+    def attention(self, op: nn.AttentionOp, q, kt, v, mask=None):
+        """The five ops an attention stands for; Core ML's matmul broadcasts key and
+        value heads of 1, not groups."""
+        heads = op.q.type.get_shape()[1]  # pyright: ignore
+        for operand in (op.kt, op.v):
+            if operand.type.get_shape()[1] not in (1, heads, DYNAMIC):  # pyright: ignore
+                raise SparsecError(f"Core ML export: '{op.name}' with {operand.type.get_shape()[1]} key or value heads for {heads} query heads has no Core ML counterpart")  # pyright: ignore
+        mb = self.mb
+        scores = mb.matmul(x=q, y=kt)
+        if (scale := op.scale.value.data) != 1.0:
+            scores = mb.mul(x=scores, y=np.float32(scale))
+        if mask is not None:
+            scores = mb.add(x=scores, y=mask)
+        return mb.matmul(x=mb.softmax(x=scores, axis=-1), y=v)
+
     def pool(self, op: nn.PoolOp, x):
         kernel = ints_of(op.kernel_shape)
         geometry = self.window(op, kernel)
@@ -186,6 +201,7 @@ class _Lowering:
                 gamma=s, beta=b, epsilon=_float(op.epsilon)),  # pyright: ignore
             nn.RMSNormOp: lambda x, s: self.rms_norm(op, x, s),  # pyright: ignore
             nn.SwishOp: lambda x: self.swish(op, x),  # pyright: ignore
+            nn.AttentionOp: lambda *a: self.attention(op, *a),  # pyright: ignore
             nn.LRNOp: lambda x: mb.local_response_norm(x=x, size=_int(op.size), alpha=_float(op.alpha), beta=_float(op.beta), k=_float(op.bias)),  # pyright: ignore
             nn.MaxPoolOp: lambda x: self.pool(op, x),  # pyright: ignore
             nn.AveragePoolOp: lambda x: self.pool(op, x),  # pyright: ignore
@@ -204,7 +220,7 @@ class _Lowering:
 
 SUPPORTED = (
     nn.GemmOp, nn.MatMulOp, nn.ConvOp, nn.ReluOp, nn.SigmoidOp, nn.TanhOp, nn.ErfOp, nn.GeluOp, nn.SoftmaxOp,
-    nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp, nn.SumOp, nn.BatchNormOp, nn.LayerNormOp, nn.RMSNormOp, nn.SwishOp, nn.LRNOp, nn.MaxPoolOp,
+    nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp, nn.SumOp, nn.BatchNormOp, nn.LayerNormOp, nn.RMSNormOp, nn.SwishOp, nn.AttentionOp, nn.LRNOp, nn.MaxPoolOp,
     nn.AveragePoolOp, nn.GlobalAveragePoolOp, nn.ReshapeOp, nn.FlattenOp, nn.TransposeOp, nn.ConcatOp,
     nn.UnsqueezeOp, nn.SqueezeOp, nn.DropoutOp, nn.IdentityOp, nn.WeightOp, PackedWeightOp, func.ReturnOp,
     SparseMatMulOp, SparseConvOp,

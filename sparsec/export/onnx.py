@@ -97,6 +97,9 @@ class _Exporter:
         if isinstance(op, nn.RotaryEmbeddingOp):
             self.export_rotary(op)
             return
+        if isinstance(op, nn.AttentionOp):
+            self.export_attention(op)
+            return
         if not isinstance(op, nn.NNOp):
             raise SparsecError(f"'{op.name}' has no ONNX counterpart")
         self.opset = max(self.opset, _MIN_OPSETS.get(op.ONNX_OP, _BASE_OPSET))
@@ -134,6 +137,40 @@ class _Exporter:
             ("Add", [named("cos_part"), named("sin_part")], output, {}),
         ]:
             self.nodes.append(helper.make_node(kind, inputs, [result], name=result, **attributes))
+
+    def export_attention(self, op: nn.AttentionOp) -> None:
+        """The five ops an attention stands for (`fuse-attention`): ONNX's own
+        Attention (opset 23) takes its keys untransposed. Grouped key or value heads
+        are repeated to the queries' first (Unsqueeze, Expand, Reshape)."""
+        output = self.name_of(op.output)
+        q, kt, v = (self.name_of(operand) for operand in (op.q, op.kt, op.v))
+        heads, depth = op.q.type.get_shape()[1], op.q.type.get_shape()[3]  # pyright: ignore
+        value_depth = op.v.type.get_shape()[3]  # pyright: ignore
+
+        def node(kind: str, inputs: list[str], part: str, **attributes) -> str:
+            result = output if part == "output" else f"{output}_{part}"
+            self.nodes.append(helper.make_node(kind, inputs, [result], name=result, **attributes))
+            return result
+
+        def grouped(name: str, operand: SSAValue, part: str, shape: list[int]) -> str:
+            shared = operand.type.get_shape()[1]  # pyright: ignore
+            if shared in (1, heads, DYNAMIC):  # MatMul broadcasts 1 (a run-time count must be 1 or H)
+                return name
+            if DYNAMIC in (heads, *shape):
+                raise SparsecError(f"ONNX export: '{op.name}' with {shared} {part} heads for {heads} query heads needs static head counts and widths")
+            axes = self.add_initializer(f"{output}_{part}_axes", np.array([2], np.int64))
+            repeats = self.add_initializer(f"{output}_{part}_repeats", np.array([1, 1, heads // shared, 1, 1], np.int64))
+            target = self.add_initializer(f"{output}_{part}_shape", np.array([0, heads, *shape], np.int64))
+            expanded = node("Expand", [node("Unsqueeze", [name, axes], f"{part}_unsqueezed"), repeats], f"{part}_expanded")
+            return node("Reshape", [expanded, target], f"{part}_grouped")
+
+        scores = node("MatMul", [q, grouped(kt, op.kt, "key", [depth, -1])], "scores")
+        if (scale := op.scale.value.data) != 1.0:
+            scores = node("Mul", [scores, self.add_initializer(f"{output}_scale", np.array(scale, np.float32))], "scaled")
+        if op.mask is not None:
+            scores = node("Add", [scores, self.name_of(op.mask)], "masked")
+        probabilities = node("Softmax", [scores], "probabilities", axis=-1)
+        node("MatMul", [probabilities, grouped(v, op.v, "value", [-1, value_depth])], "output")
 
     def export_kernel_op(self, op: KernelOp) -> None:
         """A kernel op as the ONNX node it was lowered from, plus Relu, Gelu or Swish for a

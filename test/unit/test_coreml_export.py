@@ -99,3 +99,29 @@ def test_rms_norm_and_silu_export_as_core_ml_ops(tmp_path):
     _, program = loaded_program(tmp_path / "llama_mlp.mlpackage")
     kinds = [op.op_type for op in program.functions["main"].operations]
     assert {"reduce_mean", "rsqrt", "silu"} <= set(kinds) and "sigmoid" not in kinds
+
+
+def test_attention_exports_as_its_five_core_ml_ops(tmp_path):
+    """An nn.attention becomes matmul, mul (its scale), add (its mask), softmax and
+    matmul; grouped key heads, which Core ML's matmul does not broadcast, are refused
+    by name."""
+    from sparsec.context import make_context
+    from sparsec.irfile import parse_module
+    from sparsec.model import Model
+
+    def attention(key_heads: int) -> Model:
+        text = f"""
+        func.func @main(%q: tensor<1x4x3x8xf32>, %kt: tensor<1x{key_heads}x8x3xf32>, %v: tensor<1x{key_heads}x3x8xf32>, %m: tensor<1x1x3x3xf32>) -> tensor<1x4x3x8xf32> {{
+          %y = nn.attention %q, %kt, %v, %m {{scale = 0.5 : f32}} : (tensor<1x4x3x8xf32>, tensor<1x{key_heads}x8x3xf32>, tensor<1x{key_heads}x3x8xf32>, tensor<1x1x3x3xf32>) -> tensor<1x4x3x8xf32>
+          func.return %y : tensor<1x4x3x8xf32>
+        }}"""
+        ctx = make_context()
+        return Model(parse_module(text, ctx), ctx)
+
+    attention(4).save(tmp_path / "attention.mlpackage")
+    _, program = loaded_program(tmp_path / "attention.mlpackage")
+    kinds = [op.op_type for op in program.functions["main"].operations]
+    assert kinds.count("matmul") == 2 and {"mul", "add", "softmax"} <= set(kinds)
+    with pytest.raises(SparsecError, match="'nn.attention' with 2 key or value heads for 4 query heads has no Core ML counterpart"):
+        attention(2).save(tmp_path / "grouped.mlpackage")
+    assert not (tmp_path / "grouped.mlpackage").exists()

@@ -25,7 +25,7 @@ from sparsec.dialects.kernel_ops import KernelOp
 FOLDER = Path(__file__).parent.parent / "exports"
 EXPORTS = sorted(FOLDER.glob("*.onnx"))
 SIZES = [(1, 1), (2, 7), (3, 40)]
-COMPILE = "prune-magnitude{pattern=nm n=2 m=4 min-elements=0},strip-identity,fold-batch-norm,fuse-layer-norm,fuse-rms-norm,fuse-gelu,fuse-swish,fuse-rotary,fold-scale,pack-bitmask,lower-kernels"
+COMPILE = "prune-magnitude{pattern=nm n=2 m=4 min-elements=0},strip-identity,fold-batch-norm,fuse-layer-norm,fuse-rms-norm,fuse-gelu,fuse-swish,fuse-rotary,fold-scale,fuse-attention,pack-bitmask,lower-kernels"
 
 
 def _feeds(path: Path, batch: int, sequence: int) -> dict[str, np.ndarray]:

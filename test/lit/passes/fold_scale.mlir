@@ -33,6 +33,23 @@ func.func @main(%x: tensor<?x4x8xf32>) -> tensor<?x2x4x4xf32> {
 // CHECK-NOT:    nn.div
 
 // -----
+// The dynamo exporter's head split: a reshape to a shape computed at run time, which
+// the scale passes like any other (its shape operand is no data).
+func.func @main(%x: tensor<?x4x8xf32>, %shape: tensor<4xi64>) -> tensor<?x?x?x?xf32> {
+  %wq = nn.weight "wq" dense<0.5> : tensor<8x8xf32>
+  %c = nn.weight "c" dense<0.25> : tensor<f32>
+  %q = nn.matmul %x, %wq : (tensor<?x4x8xf32>, tensor<8x8xf32>) -> tensor<?x4x8xf32>
+  %qh = nn.dynamic_reshape %q, %shape : (tensor<?x4x8xf32>, tensor<4xi64>) -> tensor<?x?x?x?xf32>
+  %y = nn.mul %qh, %c : (tensor<?x?x?x?xf32>, tensor<f32>) -> tensor<?x?x?x?xf32>
+  func.return %y : tensor<?x?x?x?xf32>
+}
+// CHECK:      %wq_scaled = nn.weight "wq_scaled" dense<0.125> : tensor<8x8xf32>
+// CHECK-NEXT: %q = nn.matmul %x, %wq_scaled
+// CHECK-NEXT: %y = nn.dynamic_reshape %q, %shape
+// CHECK-NEXT: func.return %y
+// CHECK-NOT:  nn.mul
+
+// -----
 // PyTorch's scaled_dot_product_attention scales the queries before the product; a
 // Gemm takes the factor in B and C. The weight %w has another reader, which keeps it.
 func.func @main(%x: tensor<?x8xf32>) -> (tensor<?x4xf32>, tensor<?x4xf32>) {

@@ -196,3 +196,17 @@ func.func @main(%x: tensor<?x?x8xf32>) -> (tensor<?x?x2xf32>, tensor<?x?x2xf32>,
 // CHECK-NEXT: %h = nn.gelu %seen {approximate = "tanh"}
 // CHECK:      %k = nn.gelu %plain
 // CHECK-NEXT: func.return %back, %s, %k
+
+// -----
+// A Relu after a transpose of the product (a head split's) moves before the transpose
+// and fuses, as after a reshape.
+func.func @main(%x: tensor<?x8xf32>) -> tensor<2x?xf32> {
+  %w = nn.weight "w" {sparsity = #sparse.pattern<unstructured, sparsity = 0.5>} dense<[[1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 2.0]]> : tensor<2x8xf32>
+  %y = nn.gemm %x, %w {trans_b = 1 : i64} : (tensor<?x8xf32>, tensor<2x8xf32>) -> tensor<?x2xf32>
+  %t = nn.transpose %y {perm = array<i64: 1, 0>} : (tensor<?x2xf32>) -> tensor<2x?xf32>
+  %r = nn.relu %t : (tensor<2x?xf32>) -> tensor<2x?xf32>
+  func.return %r : tensor<2x?xf32>
+}
+// CHECK:      %r = sparse.matmul %x, %w {kernel = "spmm_bitmask_f16_2x8_relu", kind = "bitmask", epilogue = "relu", transposed = 0 : i64}
+// CHECK-NEXT: %t = nn.transpose %r {perm = array<i64: 1, 0>}
+// CHECK-NEXT: func.return %t

@@ -111,3 +111,31 @@ func.func @main(%x: tensor<2x8xf32>, %c: tensor<3x8xf32>) -> tensor<2x8xf32> {
   func.return %y : tensor<2x8xf32>
 }
 // CHECK: 'nn.rotary_embedding': shapes 2x8, 3x8, 3x8 do not broadcast
+
+// -----
+func.func @main(%q: tensor<2x3x4xf32>, %kt: tensor<1x2x4x3xf32>, %v: tensor<1x2x3x4xf32>) -> tensor<1x2x3x4xf32> {
+  %y = nn.attention %q, %kt, %v : (tensor<2x3x4xf32>, tensor<1x2x4x3xf32>, tensor<1x2x3x4xf32>) -> tensor<1x2x3x4xf32>
+  func.return %y : tensor<1x2x3x4xf32>
+}
+// CHECK: 'nn.attention': q, kt and v must have rank 4, got 2x3x4, 1x2x4x3 and 1x2x3x4
+
+// -----
+func.func @main(%q: tensor<1x2x3x4xf32>, %kt: tensor<1x2x5x3xf32>, %v: tensor<1x2x3x4xf32>) -> tensor<1x2x3x4xf32> {
+  %y = nn.attention %q, %kt, %v : (tensor<1x2x3x4xf32>, tensor<1x2x5x3xf32>, tensor<1x2x3x4xf32>) -> tensor<1x2x3x4xf32>
+  func.return %y : tensor<1x2x3x4xf32>
+}
+// CHECK: 'nn.attention': q 1x2x3x4, kt 1x2x5x3 and v 1x2x3x4 do not chain: q's width must be kt's rows, kt's columns v's rows
+
+// -----
+func.func @main(%q: tensor<1x4x3x4xf32>, %kt: tensor<1x3x4x3xf32>, %v: tensor<1x1x3x4xf32>) -> tensor<1x4x3x4xf32> {
+  %y = nn.attention %q, %kt, %v : (tensor<1x4x3x4xf32>, tensor<1x3x4x3xf32>, tensor<1x1x3x4xf32>) -> tensor<1x4x3x4xf32>
+  func.return %y : tensor<1x4x3x4xf32>
+}
+// CHECK: 'nn.attention': kt's 3 heads do not divide q's 4
+
+// -----
+func.func @main(%q: tensor<1x2x3x4xf32>, %kt: tensor<1x2x4x3xf32>, %v: tensor<1x2x3x4xf32>, %m: tensor<1x1x2x3xf32>) -> tensor<1x2x3x4xf32> {
+  %y = nn.attention %q, %kt, %v, %m : (tensor<1x2x3x4xf32>, tensor<1x2x4x3xf32>, tensor<1x2x3x4xf32>, tensor<1x1x2x3xf32>) -> tensor<1x2x3x4xf32>
+  func.return %y : tensor<1x2x3x4xf32>
+}
+// CHECK: 'nn.attention': shapes 1x1x2x3, 1x2x3x3 do not broadcast (dimension 2: [2, 3])

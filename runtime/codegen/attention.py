@@ -1,0 +1,151 @@
+"""The attention kernel (sparsec.kernels.AttentionKey): softmax(scale * q @ kt + mask)
+@ v for one (batch, head) unit at a time, a query row at a time, the keys 16 at a time,
+with the Softmax taken online (as FlashAttention does) so the scores are never
+written out: for each block of 16 keys,
+
+    s = scale * q_row @ kt[:, block] + mask[row, block]      (16 lanes; past T: -inf)
+    m' = max(m, max(s)),  c = e^(m - m'),  p = e^(s - m')
+    l = l c + sum(p),     acc = acc c + sum_j p_j v[block_j]
+    m = m'
+
+and the row's output is acc / l. Where m' is -inf (every score so far masked out) it
+counts as 0, so c and p are 0 rather than NaN; a row masked out entirely gives 0 / 0,
+NaN, as the five ops it stands for do. Same signature as the matrix kernels, with
+
+    x = q, y = the output, a0 = kt, a1 = v, a2 = the mask (unread without one),
+    bias = the geometry (ATTENTION_GEOMETRY), [begin, end) = units b * H + h.
+
+Each operand is read where it lies, at the geometry's strides, its last axis
+contiguous; a key or value head serves `key_group` or `value_group` query heads
+(grouped-query attention) and a stride of 0 broadcasts.
+"""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects.builtin import f32, i1, i32, i64
+from xdsl.ir import SSAValue
+
+from sparsec.kernels import ATTENTION_GEOMETRY, AttentionKey
+from sparsec.runtime.codegen.base import F32x16, UnitKernel
+from sparsec.runtime.codegen.elementwise import exp
+
+ROWS = 2
+"""Query rows taken together: each block's key and value loads serve them all, and
+their multiply-adds make independent chains. 9 heads of 128 x 128 x 64, one thread:
+one row at a time 0.93 ms, two 0.52, four 0.59 (their state no longer fits the
+registers)."""
+PRODUCT_CHAINS = 4
+"""Accumulators a block's scores are summed in over the query's D values, interleaved
+(split among the rows taken together): one chain of D dependent multiply-adds would
+wait on each one's latency."""
+
+
+class AttentionKernel(UnitKernel):
+    """Units are (batch, head) pairs."""
+
+    def __init__(self, key: AttentionKey):
+        super().__init__(key)
+        b = self.b
+        self.q, self.out, self.kt, self.v, self.mask, geometry = b.args[:6]
+        self.g = b.load_words(geometry, ATTENTION_GEOMETRY)
+        self.scale = b.splat(b.load(geometry, b.const(2 * ATTENTION_GEOMETRY.index("scale"), i64), f32), 16)
+        self.lowest = b.vector_const([-math.inf] * 16, f32)
+        self.zero = b.vector_const([0.0] * 16, f32)
+        self.all_lanes = b.vector_const([1] * 16, i1)
+        self.no_lanes = b.vector_const([0] * 16, i1)
+        vectors, tail = divmod(key.value_depth, 16)
+        self.value_lanes = [None] * vectors + ([b.vector_const([int(lane < tail) for lane in range(16)], i1)] if tail else [])
+
+    def base(self, operand: SSAValue, batch: SSAValue, head: SSAValue, name: str) -> SSAValue:
+        """Where `operand`'s (batch, head) starts."""
+        b, g = self.b, self.g
+        return b.element_ptr(operand, b.add(b.mul(batch, g[f"{name}_batch"]), b.mul(head, g[f"{name}_head"])), f32)
+
+    def unit(self, unit: SSAValue, _state) -> list[SSAValue]:
+        b, g = self.b, self.g
+        batch, head = b.udiv(unit, g["heads"]), b.urem(unit, g["heads"])
+        self.heads = {
+            "q": self.base(self.q, batch, head, "q"),
+            "kt": self.base(self.kt, batch, b.udiv(head, g["key_group"]), "kt"),
+            "v": self.base(self.v, batch, b.udiv(head, g["value_group"]), "v"),
+            "out": self.base(self.out, batch, head, "out"),
+        }
+        if self.key.masked:
+            self.heads["mask"] = self.base(self.mask, batch, head, "mask")
+        grouped = b.round_down(g["queries"], ROWS)
+        b.loop(b.const(0, i64), grouped, [], lambda row, _state: self.rows(row, ROWS), step=ROWS)
+        b.loop(grouped, g["queries"], [], lambda row, _state: self.rows(row, 1))
+        return []
+
+    def rows(self, first_row: SSAValue, count: int) -> list[SSAValue]:
+        """Query rows [first_row, first_row + count): their key blocks, whole ones then
+        the partial one, then each row's acc / l."""
+        b, g = self.b, self.g
+        rows = [b.add(first_row, b.const(r, i64)) for r in range(count)]
+        queries = [b.element_ptr(self.heads["q"], b.mul(row, g["q_row"]), f32) for row in rows]
+        masks = [b.element_ptr(self.heads["mask"], b.mul(row, g["mask_row"]), f32) for row in rows] if self.key.masked else None
+        state = [self.lowest, self.zero, *[self.zero] * len(self.value_lanes)] * count
+        whole = b.round_down(g["keys"], 16)
+        state = b.loop(b.const(0, i64), whole, state, lambda first, carried: self.block(first, None, queries, masks, list(carried)), step=16)
+        state = b.loop(whole, g["keys"], list(state), lambda first, carried: self.block(first, self.tail_lanes(first), queries, masks, list(carried)), step=16)
+        width = 2 + len(self.value_lanes)
+        for r, row in enumerate(rows):
+            total, accumulators = state[r * width + 1], state[r * width + 2 : (r + 1) * width]
+            inverse = b.fdiv(b.like(1.0, total), total)
+            output = b.element_ptr(self.heads["out"], b.mul(row, g["out_row"]), f32)
+            for index, (acc, lanes) in enumerate(zip(accumulators, self.value_lanes)):
+                b.store_lanes(b.fmul(acc, inverse), b.element_ptr(output, b.const(16 * index, i64), f32), lanes)
+        return []
+
+    def tail_lanes(self, first: SSAValue) -> SSAValue:
+        b = self.b
+        return b.low_lanes(b.trunc(b.sub(self.g["keys"], first), i32))
+
+    def block(self, first: SSAValue, lanes: SSAValue | None, queries: list[SSAValue], masks: list[SSAValue] | None, state: list[SSAValue]) -> list[SSAValue]:
+        """Keys [first, first + 16) (under `lanes` if partial) for each row: state = per
+        row m, l and the accumulators (m and l in every lane)."""
+        b, g = self.b, self.g
+        count, width = len(queries), 2 + len(self.value_lanes)
+        chains = max(1, PRODUCT_CHAINS // count)
+        sums = [[self.zero] * chains for _ in queries]
+        columns = b.element_ptr(self.heads["kt"], first, f32)
+        for d in range(self.key.depth):
+            # kt's rows a stride apart: an add from one to the next rather than a multiply each
+            keys = b.load_lanes(columns, F32x16, lanes)
+            columns = b.element_ptr(columns, g["kt_row"], f32)
+            for r, query in enumerate(queries):
+                weight = b.splat(b.load(query, b.const(d, i64), f32), 16)
+                sums[r][d % chains] = b.fmuladd(weight, keys, sums[r][d % chains])
+        larger = lambda x, y: b.select(b.fcmp("ogt", x, y), x, y)  # noqa: E731
+        powers, updated = [], []
+        for r in range(count):
+            most, total, *accumulators = state[r * width : (r + 1) * width]
+            scores = sums[r]
+            while len(scores) > 1:
+                scores = [b.fadd(scores[i], scores[i + 1]) for i in range(0, len(scores), 2)]
+            scores = b.fmul(scores[0], self.scale)
+            if masks is not None:
+                scores = b.fadd(scores, b.load_lanes(b.element_ptr(masks[r], first, f32), F32x16, lanes))
+            if lanes is not None:
+                scores = b.select(lanes, scores, self.lowest)
+            new_most = larger(most, b.splat(b.reduce_lanes(scores, larger), 16))
+            # Every score so far -inf: count the maximum as 0, so c and p are 0, not NaN.
+            shift = b.select(b.fcmp("oeq", new_most, self.lowest), self.zero, new_most)
+            correction = exp(b, b.fsub(most, shift))
+            powers.append(exp(b, b.fsub(scores, shift)))
+            total = b.fmuladd(total, correction, b.splat(b.sum_lanes(powers[-1]), 16))
+            updated.append([new_most, total, *[b.fmul(acc, correction) for acc in accumulators]])
+        row = b.element_ptr(self.heads["v"], b.mul(first, g["v_row"]), f32)
+        for j in range(16):
+            row_lanes = None if lanes is None else b.select(b.icmp("slt", b.add(first, b.const(j, i64)), g["keys"]), self.all_lanes, self.no_lanes)
+            if j:
+                row = b.element_ptr(row, g["v_row"], f32)
+            for index, vector_lanes in enumerate(self.value_lanes):
+                read = vector_lanes if row_lanes is None else (row_lanes if vector_lanes is None else b.and_(row_lanes, vector_lanes))
+                value = b.load_lanes(b.element_ptr(row, b.const(16 * index, i64), f32), F32x16, read)
+                for r in range(count):
+                    power = b.shuffle(powers[r], powers[r], (j,) * 16)
+                    updated[r][2 + index] = b.fmuladd(power, value, updated[r][2 + index])
+        return [value for row_state in updated for value in row_state]

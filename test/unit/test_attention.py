@@ -1,0 +1,146 @@
+"""nn.attention: the kernel (runtime/codegen/attention.py) against float64 numpy over
+shapes, grouped heads, masks, strides and threads; fuse-attention on an exported
+attention against onnxruntime; the ONNX written back (also with grouped heads) runs
+in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import models
+import sparsec
+from conftest import onnxruntime_outputs
+from sparsec.context import make_context
+from sparsec.export.onnx import export_model
+from sparsec.irfile import parse_module
+from sparsec.model import Model
+from sparsec.runtime.executor import Executor
+
+MASKS = ("none", "keys", "rows", "full", "matrix")
+"""Mask shapes: none, (B, 1, 1, T) (padding), (1, 1, S, T) (causal), (B, H, S, T), (S, T)."""
+
+
+def attention_model(heads: int, key_heads: int, depth: int, value_depth: int, mask: str, scale: float) -> Model:
+    """One nn.attention on inputs q, kt, v (and m) of dynamic batch and lengths."""
+    mask_type = {"keys": "?x1x1x?", "rows": "1x1x?x?", "full": f"?x{heads}x?x?", "matrix": "?x?"}.get(mask)
+    types = [f"tensor<?x{heads}x?x{depth}xf32>", f"tensor<?x{key_heads}x{depth}x?xf32>", f"tensor<?x{key_heads}x?x{value_depth}xf32>"]
+    names = ["q", "kt", "v"]
+    if mask_type is not None:
+        types.append(f"tensor<{mask_type}xf32>")
+        names.append("m")
+    result = f"tensor<?x{heads}x?x{value_depth}xf32>"
+    arguments = ", ".join(f'%{name}: {t} {{sparsec.name = "{name}"}}' for name, t in zip(names, types))
+    text = f"""func.func @main({arguments}) -> ({result} {{sparsec.name = "y"}}) {{
+  %y = nn.attention {", ".join("%" + name for name in names)} {{scale = {scale} : f32}} : ({", ".join(types)}) -> {result}
+  func.return %y : {result}
+}}"""
+    ctx = make_context()
+    return Model(parse_module(text, ctx), ctx)
+
+
+def float64_attention(q, kt, v, mask, scale) -> np.ndarray:
+    heads = q.shape[1]
+    kt, v = (np.repeat(t, heads // t.shape[1], axis=1) for t in (kt, v))
+    scores = (q.astype(np.float64) @ kt) * scale + (0.0 if mask is None else mask)
+    powers = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (powers / powers.sum(axis=-1, keepdims=True)) @ v.astype(np.float64)
+
+
+def feeds_for(rng, batch, heads, key_heads, queries, keys, depth, value_depth, mask, transposed_keys):
+    q = rng.standard_normal((batch, heads, queries, depth)).astype(np.float32)
+    k = rng.standard_normal((batch, key_heads, keys, depth)).astype(np.float32)
+    kt = k.transpose(0, 1, 3, 2) if transposed_keys else np.ascontiguousarray(k.transpose(0, 1, 3, 2))
+    feeds = {"q": q, "kt": kt, "v": rng.standard_normal((batch, key_heads, keys, value_depth)).astype(np.float32)}
+    shape = {"keys": (batch, 1, 1, keys), "rows": (1, 1, queries, keys), "full": (batch, heads, queries, keys), "matrix": (queries, keys)}.get(mask)
+    if shape is not None:
+        feeds["m"] = np.where(rng.random(shape) < 0.2, np.float32(-3.4e38), rng.standard_normal(shape)).astype(np.float32)
+    return feeds
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(1, 2),
+    st.sampled_from([(1, 1), (2, 2), (4, 2), (4, 1), (3, 3)]),
+    st.integers(1, 37),
+    st.integers(1, 40),
+    st.sampled_from([1, 8, 16, 20, 64]),
+    st.sampled_from([8, 16, 24, 64]),
+    st.sampled_from(MASKS),
+    st.sampled_from([1.0, 0.125]),
+    st.booleans(),
+    st.integers(0, 99),
+)
+def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_depth, mask, scale, transposed_keys, seed):
+    """Every (batch, head) unit, rows in twos and one, whole and partial key blocks,
+    keys read in place through a transposed view or contiguous, on one and two
+    threads: within 2e-5 of float64 (the online Softmax sums in another order)."""
+    heads, key_heads = heads_pair
+    model = attention_model(heads, key_heads, depth, value_depth, mask, scale)
+    feeds = feeds_for(np.random.default_rng(seed), batch, heads, key_heads, queries, keys, depth, value_depth, mask, transposed_keys)
+    expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds.get("m"), scale)
+    for threads in (1, 2):
+        executor = Executor(model.module, model.weights, threads=threads)
+        got = executor.run(feeds)["y"]
+        assert executor._runs_as(executor.steps[0]) == "attention kernel"
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+        executor.close()
+
+
+def test_rows_masked_out_entirely_give_nan_as_numpy_does():
+    """A row whose every score is -inf: 0 / 0 in the kernel as in the five ops; rows
+    with some keys left compute as usual, however many blocks of -inf come first."""
+    model = attention_model(1, 1, 16, 16, "rows", 1.0)
+    rng = np.random.default_rng(3)
+    feeds = feeds_for(rng, 1, 1, 1, 3, 40, 16, 16, "none", False)
+    feeds["m"] = np.zeros((1, 1, 3, 40), np.float32)
+    feeds["m"][0, 0, 0] = -np.inf
+    feeds["m"][0, 0, 1, :35] = -np.inf
+    got = Executor(model.module, model.weights, threads=1).run(feeds)["y"]
+    with np.errstate(invalid="ignore"):
+        expected = model.run(feeds)["y"]
+    assert np.isnan(got[0, 0, 0]).all() and np.isnan(expected[0, 0, 0]).all()
+    np.testing.assert_allclose(got[0, 0, 1:], expected[0, 0, 1:], rtol=2e-5, atol=2e-5)
+
+
+@pytest.fixture
+def bert_attention(tmp_path):
+    """models.attention (BERT's, the scale a Div) compiled with fuse-attention."""
+    path = models.save("attention", tmp_path / "attention.onnx")
+    model = sparsec.load(path)
+    model.apply("fuse-attention")
+    return path, model
+
+
+def test_exported_attention_fuses_and_matches_onnxruntime(bert_attention, tmp_path):
+    """The Div, Softmax and two MatMuls become one nn.attention with scale 1/2, run
+    by the kernel (sequence 1 to 33), and export back to ONNX as five ops that
+    onnxruntime runs to the same values."""
+    path, model = bert_attention
+    (attention,) = [op for op in model.module.walk() if op.name == "nn.attention"]
+    assert attention.scale.value.data == 0.5  # pyright: ignore
+    assert not [op for op in model.module.walk() if op.name in ("nn.softmax", "nn.div")]
+    exported = tmp_path / "back.onnx"
+    onnx.save(export_model(model.module, model.weights), str(exported))
+    executor = Executor(model.module, model.weights, threads=2)
+    for sequence in (1, 7, 33):
+        x = np.random.default_rng(sequence).standard_normal((2, sequence, 8)).astype(np.float32)
+        expected = onnxruntime_outputs(path, {"x": x})["out"]
+        np.testing.assert_allclose(executor.run({"x": x})["out"], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(onnxruntime_outputs(exported, {"x": x})["out"], expected, rtol=1e-5, atol=1e-5)
+    assert "attention kernel" in executor.generated_kernels()
+
+
+def test_grouped_heads_export_to_onnx_and_run_in_onnxruntime(tmp_path):
+    """Key and value heads shared by two query heads each are repeated to the queries'
+    (Unsqueeze, Expand, Reshape) in the ONNX written back."""
+    model = attention_model(4, 2, 8, 16, "keys", 0.5)
+    path = tmp_path / "gqa.onnx"
+    onnx.save(export_model(model.module, model.weights), str(path))
+    feeds = feeds_for(np.random.default_rng(5), 2, 4, 2, 5, 9, 8, 16, "keys", False)
+    expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.5)
+    np.testing.assert_allclose(onnxruntime_outputs(path, feeds)["y"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
