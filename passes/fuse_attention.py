@@ -10,7 +10,14 @@ of S queries against T keys:
     %p = nn.softmax %m {axis = -1}
     %y = nn.matmul %p, %v            v (B, Hv, T, Dv)
 
-which become `%y = nn.attention %q, %kt, %v, %mask {scale = ...}`. The runtime runs it
+which become `%y = nn.attention %q, %kt, %v, %mask {scale = ...}`. PyTorch's
+scaled_dot_product_attention (transformers' default, "sdpa") exports the Softmax's
+NaN rows set to 0 before the second MatMul,
+
+    %n = nn.is_nan %p
+    %z = nn.where %n, %zero, %p       (a one-element constant 0)
+
+which the op takes as `nan_rows_to_zero = 1`. The runtime runs it
 as one kernel a head at a time (runtime/codegen/attention.py), where the five ran in
 numpy, the scores written out and read back four times (a 30-layer LLaMA at 128 tokens:
 about 1 ms a layer).
@@ -26,13 +33,13 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import builtin
-from xdsl.dialects.builtin import FloatAttr, f32
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, f32, i64
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
 from sparsec.context import weight_store
-from sparsec.dialects import nn
+from sparsec.dialects import nn, nn_index
 from sparsec.irfile import replace_chain
 from sparsec.matching import fuse_chains, other_operand, scalar_weight
 from sparsec.weights import WeightStore
@@ -70,10 +77,30 @@ def _scores(value: SSAValue, weights: WeightStore) -> tuple[nn.MatMulOp, float, 
     return op, scale, (op, *ops)
 
 
+def _nan_rows_zeroed(value: SSAValue, weights: WeightStore) -> tuple[SSAValue, tuple[Operation, ...]] | None:
+    """The probabilities `value` is Where(IsNaN(p), 0, p) of, as PyTorch's
+    scaled_dot_product_attention exports it, and those two ops; None otherwise."""
+    where = value.owner
+    if not isinstance(where, nn_index.WhereOp) or not value.has_one_use() or scalar_weight(where.x, weights) != 0.0:
+        return None
+    is_nan = where.condition.owner
+    probabilities = where.y
+    if not isinstance(is_nan, nn_index.IsNaNOp) or is_nan.input is not probabilities or not where.condition.has_one_use():
+        return None
+    if len(list(probabilities.uses)) != 2 or where.output.type != probabilities.type:
+        return None
+    return probabilities, (is_nan, where)
+
+
 def _match(last: nn.MatMulOp, weights: WeightStore) -> _Attention | None:
     """The attention chain ending in `last`, if it is one (the module docstring's form)."""
-    softmax = last.a.owner
-    if not isinstance(softmax, nn.SoftmaxOp) or not last.a.has_one_use() or len(last.b.type.get_shape()) != 4:  # pyright: ignore
+    probabilities, zeroing = last.a, ()
+    if (zeroed := _nan_rows_zeroed(probabilities, weights)) is not None:
+        probabilities, zeroing = zeroed
+    elif not probabilities.has_one_use():
+        return None
+    softmax = probabilities.owner
+    if not isinstance(softmax, nn.SoftmaxOp) or len(last.b.type.get_shape()) != 4:  # pyright: ignore
         return None
     if softmax.axis.value.data % 4 != 3 or len(softmax.input.type.get_shape()) != 4:  # pyright: ignore
         return None
@@ -87,10 +114,13 @@ def _match(last: nn.MatMulOp, weights: WeightStore) -> _Attention | None:
     if found is None:
         return None
     scores, scale, before = found
+    properties: dict[str, Attribute] = {"scale": FloatAttr(scale, f32)}
+    if zeroing:
+        properties["nan_rows_to_zero"] = IntegerAttr(1, i64)
     fused = nn.AttentionOp.build(
         operands=[*scores.operands, last.b, [mask] if mask is not None else []],
         result_types=[last.output.type],
-        properties={"scale": FloatAttr(scale, f32)},
+        properties=properties,
     )
     same_type = all(operand.type.element_type == last.output.type.element_type for operand in fused.operands)  # pyright: ignore
     try:
@@ -100,7 +130,7 @@ def _match(last: nn.MatMulOp, weights: WeightStore) -> _Attention | None:
     if not same_type:
         fused.erase()  # it reads q, kt, v and the mask: their uses go with it
         return None
-    return _Attention(fused, last, (*before, *ops))
+    return _Attention(fused, last, (*before, *ops, *zeroing))
 
 
 def _fuse(chain: _Attention, _weights: WeightStore) -> list[nn.WeightOp]:

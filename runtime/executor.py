@@ -531,7 +531,7 @@ def attention_key_of(op: AttentionOp) -> AttentionKey | None:
     depth, value_depth = q.get_shape()[-1], v.get_shape()[-1]  # pyright: ignore
     if q.element_type != f32 or DYNAMIC in (depth, value_depth):  # pyright: ignore
         return None
-    return AttentionKey(depth, value_depth, op.mask is not None)
+    return AttentionKey(depth, value_depth, op.mask is not None, bool(op.nan_rows_to_zero.value.data))
 
 
 def attention_geometry(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask: np.ndarray | None, out: tuple[int, ...], scale: float) -> np.ndarray | None:

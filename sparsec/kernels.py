@@ -812,7 +812,8 @@ of the last word."""
 @dataclass(frozen=True)
 class AttentionKey:
     """softmax(scale * q @ kt + mask) @ v for queries of `depth` (D) values and values
-    of `value_depth` (Dv), with an additive mask or not (runtime/codegen/attention.py):
+    of `value_depth` (Dv), with an additive mask or not, NaN rows kept or zeroed
+    (runtime/codegen/attention.py):
     units are (batch, head) pairs, each head's S queries against its T keys, the
     scores never written out. S, T, the heads, the scale and every stride are the
     geometry operand's (ATTENTION_GEOMETRY), not part of the key."""
@@ -820,6 +821,9 @@ class AttentionKey:
     depth: int
     value_depth: int
     masked: bool
+    nan_rows_to_zero: bool = False
+    """Rows whose probabilities are NaN (l not above 0: every score -inf, or a NaN)
+    give zeros (`nn.attention`'s attribute)."""
 
     def __post_init__(self) -> None:
         if self.depth < 1 or self.value_depth < 1:
@@ -827,7 +831,7 @@ class AttentionKey:
 
     @property
     def symbol(self) -> str:
-        return f"attention_f32_{self.depth}_{self.value_depth}" + ("_masked" if self.masked else "")
+        return f"attention_f32_{self.depth}_{self.value_depth}" + ("_masked" if self.masked else "") + ("_nan_to_zero" if self.nan_rows_to_zero else "")
 
 
 AnyKey = KernelKey | NormKey | PlaneKey | PoolKey | TransposeKey | AttentionKey

@@ -306,8 +306,8 @@ def _rotary_embedding(op: nn.RotaryEmbeddingOp, x: np.ndarray, cos: np.ndarray, 
 
 
 def _attention(op: nn.AttentionOp, q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """The five ops attention stands for, in their order: q @ kt, times the scale, plus
-    the mask, Softmax over the keys, times v; grouped key and value heads repeated to
+    """The ops attention stands for, in their order: q @ kt, times the scale, plus the
+    mask, Softmax over the keys (NaN rows to 0 if asked), times v; grouped key and value heads repeated to
     q's (numpy's matmul broadcasts only heads of 1)."""
     heads = q.shape[1]
     kt, v = (np.repeat(t, heads // t.shape[1], axis=1) if 1 < t.shape[1] < heads else t for t in (kt, v))
@@ -317,7 +317,10 @@ def _attention(op: nn.AttentionOp, q: np.ndarray, kt: np.ndarray, v: np.ndarray,
     if mask is not None:
         scores = scores + mask
     shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return np.matmul(shifted / shifted.sum(axis=-1, keepdims=True), v)
+    probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
+    if op.nan_rows_to_zero.value.data:
+        probabilities = np.where(np.isnan(probabilities), np.float32(0.0), probabilities)
+    return np.matmul(probabilities, v)
 
 
 def _lrn(op: nn.LRNOp, x: np.ndarray) -> np.ndarray:

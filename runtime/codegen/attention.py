@@ -1,5 +1,5 @@
 """The attention kernel (sparsec.kernels.AttentionKey): softmax(scale * q @ kt + mask)
-@ v for one (batch, head) unit at a time, a query row at a time, the keys 16 at a time,
+@ v for one (batch, head) unit at a time, two query rows at a time (ROWS), the keys 16 at a time,
 with the Softmax taken online (as FlashAttention does) so the scores are never
 written out: for each block of 16 keys,
 
@@ -10,7 +10,8 @@ written out: for each block of 16 keys,
 
 and the row's output is acc / l. Where m' is -inf (every score so far masked out) it
 counts as 0, so c and p are 0 rather than NaN; a row masked out entirely gives 0 / 0,
-NaN, as the five ops it stands for do. Same signature as the matrix kernels, with
+NaN, as the five ops it stands for do, or zeros where the key says NaN rows give
+zeros (l is then 0 or NaN, and only then). Same signature as the matrix kernels, with
 
     x = q, y = the output, a0 = kt, a1 = v, a2 = the mask (unread without one),
     bias = the geometry (ATTENTION_GEOMETRY), [begin, end) = units b * H + h.
@@ -94,9 +95,14 @@ class AttentionKernel(UnitKernel):
         for r, row in enumerate(rows):
             total, accumulators = state[r * width + 1], state[r * width + 2 : (r + 1) * width]
             inverse = b.fdiv(b.like(1.0, total), total)
+            # l is 0 or NaN exactly where the five ops' probabilities are NaN
+            kept = b.fcmp("ogt", total, self.zero) if self.key.nan_rows_to_zero else None
             output = b.element_ptr(self.heads["out"], b.mul(row, g["out_row"]), f32)
             for index, (acc, lanes) in enumerate(zip(accumulators, self.value_lanes)):
-                b.store_lanes(b.fmul(acc, inverse), b.element_ptr(output, b.const(16 * index, i64), f32), lanes)
+                values = b.fmul(acc, inverse)
+                if kept is not None:
+                    values = b.select(kept, values, self.zero)
+                b.store_lanes(values, b.element_ptr(output, b.const(16 * index, i64), f32), lanes)
         return []
 
     def tail_lanes(self, first: SSAValue) -> SSAValue:

@@ -720,9 +720,12 @@ class AttentionOp(FloatComputeOp):
     queries q (B, H, S, D), keys already transposed kt (B, Hk, D, T), values v (B, Hv,
     T, Dv), an additive mask (optional) broadcasting to the scores (B, H, S, T).
     Query head h reads key head h * Hk / H and value head h * Hv / H, so Hk and Hv may
-    be H, 1 or (grouped-query attention) a divisor of H; batches broadcast. What
-    `fuse-attention` makes of the five ops exporters write; ONNX's Attention (opset
-    23) takes keys untransposed, so export writes the five ops back."""
+    be H, 1 or (grouped-query attention) a divisor of H; batches broadcast. With
+    `nan_rows_to_zero`, a row whose probabilities are NaN (every score masked out to
+    -inf, or a NaN among them) gives zeros, as PyTorch's scaled_dot_product_attention
+    exports it (IsNaN and Where after the Softmax). What `fuse-attention` makes of the
+    ops exporters write; ONNX's Attention (opset 23) takes keys untransposed, so
+    export writes the ops back."""
 
     name = "nn.attention"
     ONNX_OP: ClassVar[str] = "Attention"
@@ -732,6 +735,7 @@ class AttentionOp(FloatComputeOp):
     v = operand_def(TensorType)
     mask = opt_operand_def(TensorType)
     scale = opt_prop_def(FloatAttr, default_value=_float(1.0))
+    nan_rows_to_zero = opt_prop_def(IntegerAttr[I64], default_value=_int(0))
     output = result_def(TensorType)
 
     def infer_shape(self, operand_shapes: list[Shape]) -> Shape:

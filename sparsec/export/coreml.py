@@ -158,7 +158,10 @@ class _Lowering:
             scores = mb.mul(x=scores, y=np.float32(scale))
         if mask is not None:
             scores = mb.add(x=scores, y=mask)
-        return mb.matmul(x=mb.softmax(x=scores, axis=-1), y=v)
+        probabilities = mb.softmax(x=scores, axis=-1)
+        if op.nan_rows_to_zero.value.data:  # NaN is the one value not equal to itself
+            probabilities = mb.select(cond=mb.not_equal(x=probabilities, y=probabilities), a=np.float32(0.0), b=probabilities)
+        return mb.matmul(x=probabilities, y=v)
 
     def pool(self, op: nn.PoolOp, x):
         kernel = ints_of(op.kernel_shape)

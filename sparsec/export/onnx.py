@@ -139,7 +139,7 @@ class _Exporter:
             self.nodes.append(helper.make_node(kind, inputs, [result], name=result, **attributes))
 
     def export_attention(self, op: nn.AttentionOp) -> None:
-        """The five ops an attention stands for (`fuse-attention`): ONNX's own
+        """The ops an attention stands for (`fuse-attention`): ONNX's own
         Attention (opset 23) takes its keys untransposed. Grouped key or value heads
         are repeated to the queries' first (Unsqueeze, Expand, Reshape)."""
         output = self.name_of(op.output)
@@ -170,6 +170,9 @@ class _Exporter:
         if op.mask is not None:
             scores = node("Add", [scores, self.name_of(op.mask)], "masked")
         probabilities = node("Softmax", [scores], "probabilities", axis=-1)
+        if op.nan_rows_to_zero.value.data:
+            zero = self.add_initializer(f"{output}_zero", np.array(0.0, np.float32))
+            probabilities = node("Where", [node("IsNaN", [probabilities], "nan"), zero, probabilities], "zeroed")
         node("MatMul", [probabilities, grouped(v, op.v, "value", [-1, value_depth])], "output")
 
     def export_kernel_op(self, op: KernelOp) -> None:

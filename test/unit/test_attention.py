@@ -24,7 +24,7 @@ MASKS = ("none", "keys", "rows", "full", "matrix")
 """Mask shapes: none, (B, 1, 1, T) (padding), (1, 1, S, T) (causal), (B, H, S, T), (S, T)."""
 
 
-def attention_model(heads: int, key_heads: int, depth: int, value_depth: int, mask: str, scale: float) -> Model:
+def attention_model(heads: int, key_heads: int, depth: int, value_depth: int, mask: str, scale: float, nan_to_zero: bool = False) -> Model:
     """One nn.attention on inputs q, kt, v (and m) of dynamic batch and lengths."""
     mask_type = {"keys": "?x1x1x?", "rows": "1x1x?x?", "full": f"?x{heads}x?x?", "matrix": "?x?"}.get(mask)
     types = [f"tensor<?x{heads}x?x{depth}xf32>", f"tensor<?x{key_heads}x{depth}x?xf32>", f"tensor<?x{key_heads}x?x{value_depth}xf32>"]
@@ -35,7 +35,7 @@ def attention_model(heads: int, key_heads: int, depth: int, value_depth: int, ma
     result = f"tensor<?x{heads}x?x{value_depth}xf32>"
     arguments = ", ".join(f'%{name}: {t} {{sparsec.name = "{name}"}}' for name, t in zip(names, types))
     text = f"""func.func @main({arguments}) -> ({result} {{sparsec.name = "y"}}) {{
-  %y = nn.attention {", ".join("%" + name for name in names)} {{scale = {scale} : f32}} : ({", ".join(types)}) -> {result}
+  %y = nn.attention {", ".join("%" + name for name in names)} {{scale = {scale} : f32, nan_rows_to_zero = {int(nan_to_zero)} : i64}} : ({", ".join(types)}) -> {result}
   func.return %y : {result}
 }}"""
     ctx = make_context()
@@ -72,14 +72,15 @@ def feeds_for(rng, batch, heads, key_heads, queries, keys, depth, value_depth, m
     st.sampled_from(MASKS),
     st.sampled_from([1.0, 0.125]),
     st.booleans(),
+    st.booleans(),
     st.integers(0, 99),
 )
-def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_depth, mask, scale, transposed_keys, seed):
+def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_depth, mask, scale, transposed_keys, nan_to_zero, seed):
     """Every (batch, head) unit, rows in twos and one, whole and partial key blocks,
     keys read in place through a transposed view or contiguous, on one and two
     threads: within 2e-5 of float64 (the online Softmax sums in another order)."""
     heads, key_heads = heads_pair
-    model = attention_model(heads, key_heads, depth, value_depth, mask, scale)
+    model = attention_model(heads, key_heads, depth, value_depth, mask, scale, nan_to_zero)
     feeds = feeds_for(np.random.default_rng(seed), batch, heads, key_heads, queries, keys, depth, value_depth, mask, transposed_keys)
     expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds.get("m"), scale)
     for threads in (1, 2):
@@ -90,20 +91,25 @@ def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_d
         executor.close()
 
 
-def test_rows_masked_out_entirely_give_nan_as_numpy_does():
-    """A row whose every score is -inf: 0 / 0 in the kernel as in the five ops; rows
-    with some keys left compute as usual, however many blocks of -inf come first."""
-    model = attention_model(1, 1, 16, 16, "rows", 1.0)
+@pytest.mark.parametrize("nan_to_zero", [False, True], ids=["nan", "zero"])
+def test_rows_masked_out_entirely_give_nan_or_zeros_as_numpy_does(nan_to_zero):
+    """A row whose every score is -inf, or with a NaN among its queries: 0 / 0 in the
+    kernel as in the five ops, or zeros with nan_rows_to_zero (scaled_dot_product_
+    attention's IsNaN and Where); rows with some keys left compute as usual, however
+    many blocks of -inf come first."""
+    model = attention_model(1, 1, 16, 16, "rows", 1.0, nan_to_zero)
     rng = np.random.default_rng(3)
-    feeds = feeds_for(rng, 1, 1, 1, 3, 40, 16, 16, "none", False)
-    feeds["m"] = np.zeros((1, 1, 3, 40), np.float32)
+    feeds = feeds_for(rng, 1, 1, 1, 4, 40, 16, 16, "none", False)
+    feeds["m"] = np.zeros((1, 1, 4, 40), np.float32)
     feeds["m"][0, 0, 0] = -np.inf
     feeds["m"][0, 0, 1, :35] = -np.inf
+    feeds["q"][0, 0, 3, 5] = np.nan
     got = Executor(model.module, model.weights, threads=1).run(feeds)["y"]
     with np.errstate(invalid="ignore"):
         expected = model.run(feeds)["y"]
-    assert np.isnan(got[0, 0, 0]).all() and np.isnan(expected[0, 0, 0]).all()
-    np.testing.assert_allclose(got[0, 0, 1:], expected[0, 0, 1:], rtol=2e-5, atol=2e-5)
+    for row in (0, 3):
+        assert (got[0, 0, row] == 0).all() if nan_to_zero else np.isnan(got[0, 0, row]).all()
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)  # NaN where NaN
 
 
 @pytest.fixture
@@ -136,11 +142,15 @@ def test_exported_attention_fuses_and_matches_onnxruntime(bert_attention, tmp_pa
 
 def test_grouped_heads_export_to_onnx_and_run_in_onnxruntime(tmp_path):
     """Key and value heads shared by two query heads each are repeated to the queries'
-    (Unsqueeze, Expand, Reshape) in the ONNX written back."""
-    model = attention_model(4, 2, 8, 16, "keys", 0.5)
+    (Unsqueeze, Expand, Reshape) in the ONNX written back; NaN rows set to 0 by IsNaN
+    and Where."""
+    model = attention_model(4, 2, 8, 16, "keys", 0.5, nan_to_zero=True)
     path = tmp_path / "gqa.onnx"
     onnx.save(export_model(model.module, model.weights), str(path))
     feeds = feeds_for(np.random.default_rng(5), 2, 4, 2, 5, 9, 8, 16, "keys", False)
-    expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.5)
+    feeds["m"][1] = -np.inf  # the second batch's rows all masked out: zeros
+    with np.errstate(invalid="ignore"):
+        expected = np.nan_to_num(float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.5), nan=0.0)
     np.testing.assert_allclose(onnxruntime_outputs(path, feeds)["y"], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(Executor(model.module, model.weights, threads=1).run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)

@@ -102,17 +102,17 @@ def test_rms_norm_and_silu_export_as_core_ml_ops(tmp_path):
 
 
 def test_attention_exports_as_its_five_core_ml_ops(tmp_path):
-    """An nn.attention becomes matmul, mul (its scale), add (its mask), softmax and
-    matmul; grouped key heads, which Core ML's matmul does not broadcast, are refused
+    """An nn.attention becomes matmul, mul (its scale), add (its mask), softmax (NaN
+    rows to 0 by not_equal and select, if asked) and matmul; grouped key heads, which Core ML's matmul does not broadcast, are refused
     by name."""
     from sparsec.context import make_context
     from sparsec.irfile import parse_module
     from sparsec.model import Model
 
-    def attention(key_heads: int) -> Model:
+    def attention(key_heads: int, nan_to_zero: int = 0) -> Model:
         text = f"""
         func.func @main(%q: tensor<1x4x3x8xf32>, %kt: tensor<1x{key_heads}x8x3xf32>, %v: tensor<1x{key_heads}x3x8xf32>, %m: tensor<1x1x3x3xf32>) -> tensor<1x4x3x8xf32> {{
-          %y = nn.attention %q, %kt, %v, %m {{scale = 0.5 : f32}} : (tensor<1x4x3x8xf32>, tensor<1x{key_heads}x8x3xf32>, tensor<1x{key_heads}x3x8xf32>, tensor<1x1x3x3xf32>) -> tensor<1x4x3x8xf32>
+          %y = nn.attention %q, %kt, %v, %m {{scale = 0.5 : f32, nan_rows_to_zero = {nan_to_zero} : i64}} : (tensor<1x4x3x8xf32>, tensor<1x{key_heads}x8x3xf32>, tensor<1x{key_heads}x3x8xf32>, tensor<1x1x3x3xf32>) -> tensor<1x4x3x8xf32>
           func.return %y : tensor<1x4x3x8xf32>
         }}"""
         ctx = make_context()
@@ -122,6 +122,9 @@ def test_attention_exports_as_its_five_core_ml_ops(tmp_path):
     _, program = loaded_program(tmp_path / "attention.mlpackage")
     kinds = [op.op_type for op in program.functions["main"].operations]
     assert kinds.count("matmul") == 2 and {"mul", "add", "softmax"} <= set(kinds)
+    attention(4, nan_to_zero=1).save(tmp_path / "zeroed.mlpackage")  # NaN rows to 0
+    _, program = loaded_program(tmp_path / "zeroed.mlpackage")
+    assert {"not_equal", "select"} <= {op.op_type for op in program.functions["main"].operations}
     with pytest.raises(SparsecError, match="'nn.attention' with 2 key or value heads for 4 query heads has no Core ML counterpart"):
         attention(2).save(tmp_path / "grouped.mlpackage")
     assert not (tmp_path / "grouped.mlpackage").exists()

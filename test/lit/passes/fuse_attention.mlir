@@ -33,6 +33,23 @@ func.func @main(%q: tensor<1x4x3x8xf32>, %kt: tensor<1x1x8x5xf32>, %v: tensor<1x
 // CHECK-NEXT: func.return %y
 
 // -----
+// PyTorch's scaled_dot_product_attention: the Softmax's NaN rows set to 0 (IsNaN,
+// Where) before the second MatMul.
+func.func @main(%q: tensor<1x2x3x4xf32>, %kt: tensor<1x2x4x3xf32>, %v: tensor<1x2x3x4xf32>, %mask: tensor<1x1x3x3xf32>) -> tensor<1x2x3x4xf32> {
+  %zero = nn.weight "zero" dense<0.0> : tensor<f32>
+  %s = nn.matmul %q, %kt : (tensor<1x2x3x4xf32>, tensor<1x2x4x3xf32>) -> tensor<1x2x3x3xf32>
+  %m = nn.add %s, %mask : (tensor<1x2x3x3xf32>, tensor<1x1x3x3xf32>) -> tensor<1x2x3x3xf32>
+  %p = nn.softmax %m {axis = -1 : i64} : (tensor<1x2x3x3xf32>) -> tensor<1x2x3x3xf32>
+  %n = nn.is_nan %p : (tensor<1x2x3x3xf32>) -> tensor<1x2x3x3xi1>
+  %z = nn.where %n, %zero, %p : (tensor<1x2x3x3xi1>, tensor<f32>, tensor<1x2x3x3xf32>) -> tensor<1x2x3x3xf32>
+  %y = nn.matmul %z, %v : (tensor<1x2x3x3xf32>, tensor<1x2x3x4xf32>) -> tensor<1x2x3x4xf32>
+  func.return %y : tensor<1x2x3x4xf32>
+}
+// CHECK:      func.func @main(
+// CHECK-NEXT:   %y = nn.attention %q, %kt, %v, %mask {nan_rows_to_zero = 1 : i64}
+// CHECK-NEXT:   func.return %y
+
+// -----
 // No mask; the scale a Mul by a constant on its left.
 func.func @main(%q: tensor<2x2x3x8xf32>, %kt: tensor<2x2x8x3xf32>, %v: tensor<2x2x3x16xf32>) -> tensor<2x2x3x16xf32> {
   %c = nn.weight "c" dense<0.25> : tensor<1xf32>
