@@ -17,10 +17,10 @@ NaN rows set to 0 before the second MatMul,
     %n = nn.is_nan %p
     %z = nn.where %n, %zero, %p       (a one-element constant 0)
 
-which the op takes as `nan_rows_to_zero = 1`. The runtime runs it
-as one kernel a head at a time (runtime/codegen/attention.py), where the five ran in
-numpy, the scores written out and read back four times (a 30-layer LLaMA at 128 tokens:
-about 1 ms a layer).
+which the op takes as `nan_rows_to_zero = 1`. The runtime runs it as one kernel a
+head at a time (runtime/codegen/attention.py), where numpy ran the products and the
+Add and a kernel the Softmax, the scores written out and read back four times, on
+the calling thread alone (a 30-layer LLaMA at 128 tokens: about 1 ms a layer).
 
 All operands are rank 4, the Softmax is over the last axis, the mask broadcasts to the
 scores (rank 4 at most) and every value of the chain but q, kt, v and the mask has only
