@@ -47,10 +47,10 @@ from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import ExecutionError, SparsecError
-from sparsec.kernels import ATTENTION_GEOMETRY, PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, AnyKey, AttentionKey, KernelKey, NormKey, PlaneKey, PoolKey, TransposeKey, key_for, padded_batch
+from sparsec.kernels import ATTENTION_GEOMETRY, PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, ROTARY_GEOMETRY, AnyKey, AttentionKey, KernelKey, NormKey, PlaneKey, PoolKey, RotaryKey, TransposeKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp, nn_index
 from sparsec.dialects.nn import (
-    AttentionOp, AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, SoftmaxOp,
+    AttentionOp, AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, RotaryEmbeddingOp, SoftmaxOp,
     ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
@@ -98,6 +98,10 @@ TRANSPOSE_WORK_PER_VALUE = 16
 """A transposing copy's work per value, in weight values visited (`_WORK_PER_THREAD`):
 about 0.4 ns a value (32 x 576 in 8.5 us), 16 times a matrix product kernel's per
 weight value at one batch row."""
+ROTARY_WORK_PER_VALUE = 16
+"""A rotary embedding's work per value, in weight values visited (`_WORK_PER_THREAD`):
+four loads, four products and two sums per pair of values, about a transposing
+copy's per value (TRANSPOSE_WORK_PER_VALUE)."""
 NORM_WORK_PER_VALUE = 32
 """A normalization's or Softmax's work per value, in weight values visited
 (`_WORK_PER_THREAD`): its kernel takes about 0.8 ns a value, 30 times what a matrix
@@ -512,26 +516,55 @@ class _Norm:
 
 
 @dataclass
-class _Attention:
-    """An `nn.attention` run by its kernel (runtime/codegen/attention.py) on operands
-    read where they lie, at their strides: the geometry and the threads' shares per
-    set of operand shapes and strides, made on first use. Operands of other depths
-    than the IR's, or heads that do not group, run in numpy."""
+class _NativeOp:
+    """An op other than a layer that a generated kernel runs on operands read where
+    they lie, at their strides: `nn.attention` (runtime/codegen/attention.py) and
+    `nn.rotary_embedding` (runtime/codegen/rotary.py), each into a fresh output. The
+    geometry and the threads' shares are made per set of operand shapes and strides
+    on first use; shapes the kernel does not take (another width than the IR's, heads
+    that do not group) run in numpy."""
 
-    key: AttentionKey
+    key: AttentionKey | RotaryKey
     kernel: Any = None
     plans: dict[tuple, tuple[np.ndarray, Shares, tuple[int, ...]] | None] = dataclasses.field(default_factory=dict)
-    """By the operands' shapes and strides: the geometry words (ATTENTION_GEOMETRY),
-    the shares of the (batch, head) units and the output shape; None for numpy."""
+    """By the operands' shapes and strides: the geometry words, the shares of the
+    (batch, head) units and the output shape; None for numpy."""
+
+    @property
+    def runs_as(self) -> str:
+        return "attention kernel" if isinstance(self.key, AttentionKey) else "rotary kernel"
 
 
-def attention_key_of(op: AttentionOp) -> AttentionKey | None:
-    """The kernel of a float32 `nn.attention` whose query and value depths are static."""
-    q, v = (operand.type for operand in (op.q, op.v))
-    depth, value_depth = q.get_shape()[-1], v.get_shape()[-1]  # pyright: ignore
-    if q.element_type != f32 or DYNAMIC in (depth, value_depth):  # pyright: ignore
-        return None
-    return AttentionKey(depth, value_depth, op.mask is not None, bool(op.nan_rows_to_zero.value.data))
+def native_key_of(op: Operation) -> AttentionKey | RotaryKey | None:
+    """The kernel of a float32 `nn.attention` whose query and value depths are static,
+    or of a float32 `nn.rotary_embedding` of rank 4 at most; else None."""
+    if isinstance(op, AttentionOp):
+        q, v = (operand.type for operand in (op.q, op.v))
+        depth, value_depth = q.get_shape()[-1], v.get_shape()[-1]  # pyright: ignore
+        if q.element_type != f32 or DYNAMIC in (depth, value_depth):  # pyright: ignore
+            return None
+        return AttentionKey(depth, value_depth, op.mask is not None, bool(op.nan_rows_to_zero.value.data))
+    if isinstance(op, RotaryEmbeddingOp):
+        x = op.x.type
+        if x.element_type != f32 or len(x.get_shape()) > 4:  # pyright: ignore
+            return None
+        return RotaryKey(x.get_shape()[-1])  # pyright: ignore
+    return None
+
+
+def _strides(array: np.ndarray) -> list[int]:
+    """An array's strides in floats, 0 along axes of one element (or broadcast)."""
+    return [0 if size == 1 else stride // 4 for size, stride in zip(array.shape, array.strides)]
+
+
+def rotary_geometry(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """The geometry words (ROTARY_GEOMETRY) of float32 operands of rank 4 whose last
+    axes are contiguous, cos and sin broadcast to x."""
+    words = {"heads": x.shape[1], "rows": x.shape[2]}
+    for name, array in (("x", x), ("cos", np.broadcast_to(cos, x.shape)), ("sin", np.broadcast_to(sin, x.shape))):
+        strides = _strides(array)
+        words.update({f"{name}_batch": strides[0], f"{name}_head": strides[1], f"{name}_row": strides[2]})
+    return np.array([words[name] for name in ROTARY_GEOMETRY], np.int64)
 
 
 def attention_geometry(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask: np.ndarray | None, out: tuple[int, ...], scale: float) -> np.ndarray | None:
@@ -545,7 +578,7 @@ def attention_geometry(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask: np.nd
     words = {"queries": queries, "keys": kt.shape[3], "heads": heads, "key_group": heads // kt.shape[1], "value_group": heads // v.shape[1]}
     for name, array in (("q", q), ("kt", kt), ("v", v), ("mask", mask)):
         if array is not None:
-            strides = [0 if size == 1 else stride // 4 for size, stride in zip(array.shape, array.strides)]
+            strides = _strides(array)
             words.update({f"{name}_batch": strides[0], f"{name}_head": strides[1], f"{name}_row": array.strides[2] // 4})
     out_strides = np.cumprod((1, *out[:0:-1]))[::-1]
     words.update(out_batch=int(out_strides[0]), out_head=int(out_strides[1]), out_row=int(out_strides[2]))
@@ -822,8 +855,9 @@ class _Step:
     making a view costs a microsecond or two."""
     last_regrouped: tuple[np.ndarray, _Regrouped] | None = None
     """A put-off reshape's last source and its `_Regrouped`, kept for the same reason."""
-    attention: _Attention | None = None
-    """An attention step's kernel, which runs it in place of numpy (`_Attention`)."""
+    native: _NativeOp | None = None
+    """The kernel that runs this numpy step's op instead, where it takes the operands
+    (`_NativeOp`)."""
 
 
 TAKEN_IN = "(taken in)"
@@ -963,8 +997,9 @@ class Executor:
         """Layer normalizations that run as generated kernels (the others run in numpy)."""
         self.pools: dict[Operation, _Pool] = {}
         """Max and average pools that run as generated kernels (the others run in numpy)."""
-        self.attentions: dict[Operation, _Attention] = {}
-        """Attentions that run as generated kernels (the others run in numpy)."""
+        self.natives: dict[Operation, _NativeOp] = {}
+        """Attentions and rotary embeddings that run as generated kernels (the others
+        run in numpy)."""
         self.constants: dict[SSAValue, np.ndarray] = {}
         """Weights that ops other than kernels read, decoded once here rather than per run."""
         self.steps: list[_Step] = []
@@ -986,10 +1021,10 @@ class Executor:
             elif isinstance(op, NORM_OPS) and (norm := self._prepare_norm(op)) is not None:
                 self.norms[op] = norm
                 self.steps.append(_Step(op, self._slots(op.operands[:1]), self._slots(op.results)[0], None, norm, Executor._run_norm))
-            elif isinstance(op, AttentionOp) and (attention_key := attention_key_of(op)) is not None:
-                self.attentions[op] = attention = _Attention(attention_key)
-                dtype = numpy_dtype(op.output.type.element_type)  # pyright: ignore
-                self.steps.append(_Step(op, self._slots(op.operands), self._slots(op.results)[0], dtype, attention=attention))
+            elif (native_key := native_key_of(op)) is not None:
+                self.natives[op] = native = _NativeOp(native_key)
+                dtype = numpy_dtype(op.results[0].type.element_type)  # pyright: ignore
+                self.steps.append(_Step(op, self._slots(op.operands), self._slots(op.results)[0], dtype, native=native))
             elif isinstance(op, POOL_OPS) and (pool_key := pool_key_of(op)) is not None:
                 readers = [use.operation for use in op.results[0].uses]
                 lanes = bool(readers) and all(isinstance(reader, SparseConvOp) and reads_input_in_place(reader) for reader in readers)
@@ -1041,7 +1076,7 @@ class Executor:
         self.implicit_keys = [banded.get(op, conv.key) for op, conv in self.static_convs.items()]
         """Their kernels, compiled up front with the others (another input shape compiles
         its own on first use)."""
-        units = [*self.layers.values(), *self.norms.values(), *self.pools.values(), *self.attentions.values()]
+        units = [*self.layers.values(), *self.norms.values(), *self.pools.values(), *self.natives.values()]
         if keys := self._up_front_keys():
             self._compile(keys)
         for unit in units:
@@ -1815,7 +1850,7 @@ class Executor:
         does). Inception v2 compiled 31 such kernels to no use: its first run from an
         empty cache took 3.8 s, 77 kernels, and takes 2.5 s, 46."""
         keys: list[AnyKey] = [unit.key for op, unit in self.layers.items() if op not in self.static_convs]
-        keys += [unit.key for unit in (*self.norms.values(), *self.pools.values(), *self.attentions.values()) if unit.key is not None]
+        keys += [unit.key for unit in (*self.norms.values(), *self.pools.values(), *self.natives.values()) if unit.key is not None]
         keys += self.implicit_keys
         keys += [plane for op, conv in self.static_convs.items() if (plane := plane_key_of(op, conv)) is not None]  # pyright: ignore
         return list(dict.fromkeys(keys))
@@ -2204,8 +2239,8 @@ class Executor:
         numpy, or nothing (a step another one takes in)."""
         if step.deferred:
             return TAKEN_IN
-        if step.attention is not None and any(plan is not None for plan in step.attention.plans.values()):
-            return "attention kernel"
+        if step.native is not None and any(plan is not None for plan in step.native.plans.values()):
+            return step.native.runs_as
         if step.dtype is not None:
             return "numpy"
         if isinstance(step.unit, _Layer):
@@ -2236,7 +2271,7 @@ class Executor:
                 step.last_view = (operands[0], viewed(operands[0]))
             env[step.result] = step.last_view[1]
             return
-        if step.attention is not None and (result := self._attend(step.attention, step.op, operands)) is not None:
+        if step.native is not None and (result := self._run_native(step.native, step.op, operands)) is not None:
             env[step.result] = result
             return
         if isinstance(step.op, ConcatOp) and all(operand.dtype == np.float32 for operand in operands):
@@ -2255,29 +2290,40 @@ class Executor:
         if step.views is not None:  # its shapes checked by a first run
             step.views[operands[0].shape] = reference.view(step.op, operands[0].shape)
 
-    def _attend(self, attention: _Attention, op: AttentionOp, operands: list[np.ndarray]) -> np.ndarray | None:
+    def _run_native(self, native: _NativeOp, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
         """`op` by its kernel into a fresh output, on the worker threads by (batch,
-        head) units where the work pays; None where numpy runs it (`_Attention`)."""
+        head) units where the work pays; None where numpy runs it (`_NativeOp`). The
+        kernel takes the operands as x, a0, a1, a2 (the output as y, the geometry as
+        the bias)."""
         operands = [operand if operand.strides[-1] == 4 and operand.dtype == np.float32 else np.ascontiguousarray(operand, np.float32) for operand in operands]
-        if len(operands) == 4 and operands[3].ndim < 4:
-            operands[3] = operands[3].reshape((1,) * (4 - operands[3].ndim) + operands[3].shape)
         found = tuple((operand.shape, operand.strides) for operand in operands)
-        plan = attention.plans.get(found, False)
+        plan = native.plans.get(found, False)
         if plan is False:
-            plan = attention.plans[found] = self._attention_plan(attention, op, operands)
+            make = self._attention_plan if isinstance(native.key, AttentionKey) else self._rotary_plan
+            plan = native.plans[found] = make(native, op, operands)  # pyright: ignore
         if plan is None:
             return None
         geometry, shares, shape = plan
-        q, kt, v, *mask = operands
         out = np.empty(shape, np.float32)
-        arguments = (q.ctypes.data, out.ctypes.data, kt.ctypes.data, v.ctypes.data, mask[0].ctypes.data if mask else 0, geometry.ctypes.data, 0)
+        first, *others = (operand.ctypes.data for operand in operands)
+        arguments = (first, out.ctypes.data, *others, *[0] * (3 - len(others)), geometry.ctypes.data, 0)
         if shares.threads == 1:
-            attention.kernel(*arguments, *shares.bounds[0])  # pyright: ignore
+            native.kernel(*arguments, *shares.bounds[0])  # pyright: ignore
         else:
-            self.pool.run(attention.kernel, arguments, shares)  # pyright: ignore
+            self.pool.run(native.kernel, arguments, shares)  # pyright: ignore
         return out
 
-    def _attention_plan(self, attention: _Attention, op: AttentionOp, operands: list[np.ndarray]) -> tuple[np.ndarray, Shares, tuple[int, ...]] | None:
+    def _rotary_plan(self, native: _NativeOp, op: RotaryEmbeddingOp, operands: list[np.ndarray]) -> tuple[np.ndarray, Shares, tuple[int, ...]] | None:
+        """The geometry, shares and output shape of `op` on these operands (each as
+        rank 4); None where x's width is not the kernel's."""
+        x, cos, sin = (operand.reshape((1,) * (4 - operand.ndim) + operand.shape) for operand in operands)
+        if x.shape[3] != native.key.width or np.broadcast_shapes(x.shape, cos.shape, sin.shape) != x.shape:  # pyright: ignore
+            return None
+        units = x.shape[0] * x.shape[1]
+        shares = self._shares_for(units, x.size * ROTARY_WORK_PER_VALUE, _WORK_PER_THREAD)
+        return rotary_geometry(x, cos, sin), shares, operands[0].shape
+
+    def _attention_plan(self, attention: _NativeOp, op: AttentionOp, operands: list[np.ndarray]) -> tuple[np.ndarray, Shares, tuple[int, ...]] | None:
         """The geometry, shares and output shape of `op` on these operands, or None
         where numpy runs it (another depth than the kernel's, heads that do not group,
         shapes that do not chain)."""

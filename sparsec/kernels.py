@@ -834,7 +834,33 @@ class AttentionKey:
         return f"attention_f32_{self.depth}_{self.value_depth}" + ("_masked" if self.masked else "") + ("_nan_to_zero" if self.nan_rows_to_zero else "")
 
 
-AnyKey = KernelKey | NormKey | PlaneKey | PoolKey | TransposeKey | AttentionKey
+ROTARY_GEOMETRY = (
+    "heads", "rows",
+    "x_batch", "x_head", "x_row", "cos_batch", "cos_head", "cos_row", "sin_batch", "sin_head", "sin_row",
+)  # fmt: skip
+"""The int64 words of a rotary kernel's geometry operand: x as (batch, heads, rows, D),
+the heads and rows, and x's, cos's and sin's batch, head and row strides in floats (0
+where one broadcasts); the output is contiguous."""
+
+
+@dataclass(frozen=True)
+class RotaryKey:
+    """x cos + rotate_half(x) sin over rows of `width` (D, even) values
+    (runtime/codegen/rotary.py; `nn.rotary_embedding`): units are (batch, head) pairs,
+    each over its rows, cos and sin read at their strides (ROTARY_GEOMETRY)."""
+
+    width: int
+
+    def __post_init__(self) -> None:
+        if self.width < 2 or self.width % 2:
+            raise ValueError(f"a rotary embedding over {self.width} values: expected an even width")
+
+    @property
+    def symbol(self) -> str:
+        return f"rotary_f32_{self.width}"
+
+
+AnyKey = KernelKey | NormKey | PlaneKey | PoolKey | TransposeKey | AttentionKey | RotaryKey
 """A key of any kernel the runtime generates."""
 
 

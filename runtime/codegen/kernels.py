@@ -36,7 +36,7 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import ModuleOp
 
-from sparsec.kernels import AnyKey, AttentionKey, NormKey, PlaneKey, PoolKey, TransposeKey
+from sparsec.kernels import AnyKey, AttentionKey, NormKey, PlaneKey, PoolKey, RotaryKey, TransposeKey
 from sparsec.runtime.codegen.attention import AttentionKernel
 from sparsec.runtime.codegen.base import Kernel, UnitKernel
 from sparsec.runtime.codegen.bitmask import BatchedBitmaskKernel, BitmaskKernel, ChunkBitmaskKernel, VectorBitmaskKernel
@@ -46,6 +46,7 @@ from sparsec.runtime.codegen.nm import BatchedNMKernel, NMKernel, VectorNMKernel
 from sparsec.runtime.codegen.norm import LayerNormKernel, RMSNormKernel, SoftmaxKernel
 from sparsec.runtime.codegen.planes import PlaneCopyKernel
 from sparsec.runtime.codegen.pool import PoolKernel
+from sparsec.runtime.codegen.rotary import RotaryKernel
 from sparsec.runtime.codegen.transpose import TransposeKernel
 
 _SCALAR = {"bitmask": BitmaskKernel, "nm": NMKernel, "block": BlockKernel, "dense": ScalarDenseKernel}
@@ -73,6 +74,8 @@ def kernel_class(key: AnyKey) -> type[Kernel] | type[UnitKernel]:
         return TransposeKernel
     if isinstance(key, AttentionKey):
         return AttentionKernel
+    if isinstance(key, RotaryKey):
+        return RotaryKernel
     if isinstance(key, PoolKey):
         return PoolKernel
     if key.batched:
