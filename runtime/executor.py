@@ -98,6 +98,12 @@ TRANSPOSE_WORK_PER_VALUE = 16
 """A transposing copy's work per value, in weight values visited (`_WORK_PER_THREAD`):
 about 0.4 ns a value (32 x 576 in 8.5 us), 16 times a matrix product kernel's per
 weight value at one batch row."""
+NATIVE_FROM = {"attention": 1 << 16, "rotary": 1 << 12}
+"""The work from which attention (multiply-adds: units x S x T x (D + Dv)) and a rotary
+embedding (values) run as kernels rather than numpy: below it numpy's few calls cost
+less than the kernel's call and its operands' addresses (9 heads of width 64, warm,
+kernel against numpy: attention at 8 queries and keys 18.9 against 19.1 us, at one
+12.5 against 7.7; a rotation of 8 rows 9.4 against 10.0 us, of one 9.6 against 5.8)."""
 ROTARY_WORK_PER_VALUE = 16
 """A rotary embedding's work per value, in weight values visited (`_WORK_PER_THREAD`):
 four loads, four products and two sums per pair of values, about a transposing
@@ -2315,9 +2321,10 @@ class Executor:
 
     def _rotary_plan(self, native: _NativeOp, op: RotaryEmbeddingOp, operands: list[np.ndarray]) -> tuple[np.ndarray, Shares, tuple[int, ...]] | None:
         """The geometry, shares and output shape of `op` on these operands (each as
-        rank 4); None where x's width is not the kernel's."""
+        rank 4); None where x's width is not the kernel's or numpy costs less
+        (NATIVE_FROM)."""
         x, cos, sin = (operand.reshape((1,) * (4 - operand.ndim) + operand.shape) for operand in operands)
-        if x.shape[3] != native.key.width or np.broadcast_shapes(x.shape, cos.shape, sin.shape) != x.shape:  # pyright: ignore
+        if x.shape[3] != native.key.width or np.broadcast_shapes(x.shape, cos.shape, sin.shape) != x.shape or x.size < NATIVE_FROM["rotary"]:  # pyright: ignore
             return None
         units = x.shape[0] * x.shape[1]
         shares = self._shares_for(units, x.size * ROTARY_WORK_PER_VALUE, _WORK_PER_THREAD)
@@ -2326,7 +2333,7 @@ class Executor:
     def _attention_plan(self, attention: _NativeOp, op: AttentionOp, operands: list[np.ndarray]) -> tuple[np.ndarray, Shares, tuple[int, ...]] | None:
         """The geometry, shares and output shape of `op` on these operands, or None
         where numpy runs it (another depth than the kernel's, heads that do not group,
-        shapes that do not chain)."""
+        shapes that do not chain, work numpy does for less: NATIVE_FROM)."""
         q, kt, v, *mask = operands
         if q.shape[3] != attention.key.depth or v.shape[3] != attention.key.value_depth or kt.shape[2] != q.shape[3] or v.shape[2] != kt.shape[3]:
             return None
@@ -2338,8 +2345,10 @@ class Executor:
         if geometry is None:
             return None
         units = shape[0] * shape[1]
-        shares = self._shares_for(units, units * shape[2] * kt.shape[3] * (q.shape[3] + v.shape[3]), _WORK_PER_THREAD)
-        return geometry, shares, shape
+        work = units * shape[2] * kt.shape[3] * (q.shape[3] + v.shape[3])
+        if work < NATIVE_FROM["attention"]:
+            return None
+        return geometry, self._shares_for(units, work, _WORK_PER_THREAD), shape
 
     def _concat(self, op: ConcatOp, operands: list[np.ndarray]) -> np.ndarray:
         """`op` on float32 `operands`, into an output kept from run to run: a fresh

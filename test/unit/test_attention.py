@@ -5,6 +5,8 @@ in onnxruntime."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import onnx
 import pytest
@@ -18,8 +20,11 @@ from sparsec.context import make_context
 from sparsec.export.onnx import export_model
 from sparsec.irfile import parse_module
 from sparsec.model import Model
+from sparsec.runtime import executor as executor_module
 from sparsec.runtime.executor import Executor
 
+KERNEL_ALWAYS = {"attention": 0, "rotary": 0}
+"""NATIVE_FROM when every attention, however small, should run as a kernel."""
 MASKS = ("none", "keys", "rows", "full", "matrix")
 """Mask shapes: none, (B, 1, 1, T) (padding), (1, 1, S, T) (causal), (B, H, S, T), (S, T)."""
 
@@ -85,7 +90,8 @@ def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_d
     expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds.get("m"), scale)
     for threads in (1, 2):
         executor = Executor(model.module, model.weights, threads=threads)
-        got = executor.run(feeds)["y"]
+        with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
+            got = executor.run(feeds)["y"]
         assert executor._runs_as(executor.steps[0]) == "attention kernel"
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
         executor.close()
@@ -104,7 +110,8 @@ def test_rows_masked_out_entirely_give_nan_or_zeros_as_numpy_does(nan_to_zero):
     feeds["m"][0, 0, 0] = -np.inf
     feeds["m"][0, 0, 1, :35] = -np.inf
     feeds["q"][0, 0, 3, 5] = np.nan
-    got = Executor(model.module, model.weights, threads=1).run(feeds)["y"]
+    with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
+        got = Executor(model.module, model.weights, threads=1).run(feeds)["y"]
     with np.errstate(invalid="ignore"):
         expected = model.run(feeds)["y"]
     for row in (0, 3):
@@ -123,8 +130,8 @@ def bert_attention(tmp_path):
 
 def test_exported_attention_fuses_and_matches_onnxruntime(bert_attention, tmp_path):
     """The Div, Softmax and two MatMuls become one nn.attention with scale 1/2, run
-    by the kernel (sequence 1 to 33), and export back to ONNX as five ops that
-    onnxruntime runs to the same values."""
+    in numpy at short sequences and by the kernel at 70 tokens (NATIVE_FROM), and
+    export back to ONNX as five ops that onnxruntime runs to the same values."""
     path, model = bert_attention
     (attention,) = [op for op in model.module.walk() if op.name == "nn.attention"]
     assert attention.scale.value.data == 0.5  # pyright: ignore
@@ -132,7 +139,7 @@ def test_exported_attention_fuses_and_matches_onnxruntime(bert_attention, tmp_pa
     exported = tmp_path / "back.onnx"
     onnx.save(export_model(model.module, model.weights), str(exported))
     executor = Executor(model.module, model.weights, threads=2)
-    for sequence in (1, 7, 33):
+    for sequence in (1, 7, 70):
         x = np.random.default_rng(sequence).standard_normal((2, sequence, 8)).astype(np.float32)
         expected = onnxruntime_outputs(path, {"x": x})["out"]
         np.testing.assert_allclose(executor.run({"x": x})["out"], expected, rtol=1e-5, atol=1e-5)
@@ -153,4 +160,19 @@ def test_grouped_heads_export_to_onnx_and_run_in_onnxruntime(tmp_path):
         expected = np.nan_to_num(float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.5), nan=0.0)
     np.testing.assert_allclose(onnxruntime_outputs(path, feeds)["y"], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(Executor(model.module, model.weights, threads=1).run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
+    with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
+        np.testing.assert_allclose(Executor(model.module, model.weights, threads=1).run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_small_attention_runs_in_numpy_larger_in_the_kernel():
+    """Below NATIVE_FROM's work numpy's few calls cost less than the kernel's call:
+    one query against one key runs in numpy, 32 against 32 in the kernel, each shape
+    its own choice in one executor."""
+    model = attention_model(2, 2, 64, 64, "keys", 0.125)
+    executor = Executor(model.module, model.weights, threads=1)
+    rng = np.random.default_rng(6)
+    for length, kernel in ((1, False), (32, True)):
+        feeds = feeds_for(rng, 1, 2, 2, length, length, 64, 64, "keys", False)
+        np.testing.assert_allclose(executor.run(feeds)["y"], float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.125), rtol=2e-5, atol=2e-5)
+        (plan,) = [plan for found, plan in executor.steps[0].native.plans.items() if found[0][0][2] == length]  # pyright: ignore
+        assert (plan is not None) == kernel
