@@ -563,6 +563,12 @@ def _strides(array: np.ndarray) -> list[int]:
     return [0 if size == 1 else stride // 4 for size, stride in zip(array.shape, array.strides)]
 
 
+def _float_rows(operands: list[np.ndarray]) -> list[np.ndarray]:
+    """The operands as float32 with their last axis contiguous, as the attention and
+    rotary kernels read them: as they are where they already are, else copied."""
+    return [operand if operand.strides[-1] == 4 and operand.dtype == np.float32 else np.ascontiguousarray(operand, np.float32) for operand in operands]
+
+
 def rotary_geometry(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """The geometry words (ROTARY_GEOMETRY) of float32 operands of rank 4 whose last
     axes are contiguous, cos and sin broadcast to x."""
@@ -585,11 +591,9 @@ def attention_geometry(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask: np.nd
     for name, array in (("q", q), ("kt", kt), ("v", v), ("mask", mask)):
         if array is not None:
             strides = _strides(array)
-            words.update({f"{name}_batch": strides[0], f"{name}_head": strides[1], f"{name}_row": array.strides[2] // 4})
-    out_strides = np.cumprod((1, *out[:0:-1]))[::-1]
-    words.update(out_batch=int(out_strides[0]), out_head=int(out_strides[1]), out_row=int(out_strides[2]))
-    geometry = np.zeros(len(ATTENTION_GEOMETRY), np.int64)
-    geometry[[ATTENTION_GEOMETRY.index(name) for name in words]] = list(words.values())
+            words.update({f"{name}_batch": strides[0], f"{name}_head": strides[1], f"{name}_row": strides[2]})
+    words.update(out_row=out[3], out_head=out[2] * out[3], out_batch=out[1] * out[2] * out[3])  # contiguous
+    geometry = np.array([words.get(name, 0) for name in ATTENTION_GEOMETRY], np.int64)  # no mask: its words 0
     geometry.view(np.float32)[2 * ATTENTION_GEOMETRY.index("scale")] = scale
     return geometry
 
@@ -2301,14 +2305,14 @@ class Executor:
         head) units where the work pays; None where numpy runs it (`_NativeOp`). The
         kernel takes the operands as x, a0, a1, a2 (the output as y, the geometry as
         the bias)."""
-        operands = [operand if operand.strides[-1] == 4 and operand.dtype == np.float32 else np.ascontiguousarray(operand, np.float32) for operand in operands]
         found = tuple((operand.shape, operand.strides) for operand in operands)
         plan = native.plans.get(found, False)
         if plan is False:
             make = self._attention_plan if isinstance(native.key, AttentionKey) else self._rotary_plan
-            plan = native.plans[found] = make(native, op, operands)  # pyright: ignore
-        if plan is None:
+            plan = native.plans[found] = make(native, op, _float_rows(operands))  # pyright: ignore
+        if plan is None:  # before any copy: numpy reads them as they are
             return None
+        operands = _float_rows(operands)
         geometry, shares, shape = plan
         out = np.empty(shape, np.float32)
         first, *others = (operand.ctypes.data for operand in operands)
@@ -2341,14 +2345,10 @@ class Executor:
         if len(batches) > 1:
             return None
         shape = (max(batches, default=1), q.shape[1], q.shape[2], v.shape[3])
-        geometry = attention_geometry(q, kt, v, mask[0] if mask else None, shape, op.scale.value.data)
-        if geometry is None:
-            return None
         units = shape[0] * shape[1]
         work = units * shape[2] * kt.shape[3] * (q.shape[3] + v.shape[3])
-        if work < NATIVE_FROM["attention"]:
-            return None
-        return geometry, self._shares_for(units, work, _WORK_PER_THREAD), shape
+        geometry = attention_geometry(q, kt, v, mask[0] if mask else None, shape, op.scale.value.data) if work >= NATIVE_FROM["attention"] else None
+        return None if geometry is None else (geometry, self._shares_for(units, work, _WORK_PER_THREAD), shape)
 
     def _concat(self, op: ConcatOp, operands: list[np.ndarray]) -> np.ndarray:
         """`op` on float32 `operands`, into an output kept from run to run: a fresh
