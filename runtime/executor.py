@@ -47,7 +47,7 @@ from sparsec.dialects.literals import numpy_dtype
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.dialects.shapes import DYNAMIC
 from sparsec.errors import ExecutionError, SparsecError
-from sparsec.kernels import ATTENTION_GEOMETRY, PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, ROTARY_GEOMETRY, AnyKey, AttentionKey, KernelKey, NormKey, PlaneKey, PoolKey, RotaryKey, TransposeKey, key_for, padded_batch
+from sparsec.kernels import ATTENTION_GEOMETRY, ATTENTION_UNIT_ROWS, PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, ROTARY_GEOMETRY, AnyKey, AttentionKey, KernelKey, NormKey, PlaneKey, PoolKey, RotaryKey, TransposeKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp, nn_index
 from sparsec.dialects.nn import (
     AttentionOp, AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, RotaryEmbeddingOp, SoftmaxOp,
@@ -2302,7 +2302,7 @@ class Executor:
 
     def _run_native(self, native: _NativeOp, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
         """`op` by its kernel into a fresh output, on the worker threads by (batch,
-        head) units where the work pays; None where numpy runs it (`_NativeOp`). The
+        head, row block) units where the work pays; None where numpy runs it (`_NativeOp`). The
         kernel takes the operands as x, a0, a1, a2 (the output as y, the geometry as
         the bias)."""
         found = tuple((operand.shape, operand.strides) for operand in operands)
@@ -2345,7 +2345,7 @@ class Executor:
         if len(batches) > 1:
             return None
         shape = (max(batches, default=1), q.shape[1], q.shape[2], v.shape[3])
-        units = shape[0] * shape[1]
+        units = shape[0] * shape[1] * -(-shape[2] // ATTENTION_UNIT_ROWS)
         work = units * shape[2] * kt.shape[3] * (q.shape[3] + v.shape[3])
         geometry = attention_geometry(q, kt, v, mask[0] if mask else None, shape, op.scale.value.data) if work >= NATIVE_FROM["attention"] else None
         return None if geometry is None else (geometry, self._shares_for(units, work, _WORK_PER_THREAD), shape)

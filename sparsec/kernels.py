@@ -798,6 +798,10 @@ class TransposeKey:
         return -(-self.count // 16)
 
 
+ATTENTION_UNIT_ROWS = 16
+"""Query rows in a unit of the attention kernel's work (with a batch and a head): a
+head's rows spread over the threads, and a causal mask's work with them, which grows
+along the rows. 9 heads on two threads: as whole heads 5 against 4."""
 ATTENTION_GEOMETRY = (
     "queries", "keys", "heads", "key_group", "value_group",
     "q_batch", "q_head", "q_row", "kt_batch", "kt_head", "kt_row", "v_batch", "v_head", "v_row",
@@ -814,7 +818,7 @@ class AttentionKey:
     """softmax(scale * q @ kt + mask) @ v for queries of `depth` (D) values and values
     of `value_depth` (Dv), with an additive mask or not, NaN rows kept or zeroed
     (runtime/codegen/attention.py):
-    units are (batch, head) pairs, each head's S queries against its T keys, the
+    units are (batch, head, ATTENTION_UNIT_ROWS query rows), each row against the T keys, the
     scores never written out. S, T, the heads, the scale and every stride are the
     geometry operand's (ATTENTION_GEOMETRY), not part of the key."""
 

@@ -1,5 +1,6 @@
 """The attention kernel (sparsec.kernels.AttentionKey): softmax(scale * q @ kt + mask)
-@ v for one (batch, head) unit at a time, two query rows at a time (ROWS), the keys 16 at a time,
+@ v for one unit at a time (a batch, a head and ATTENTION_UNIT_ROWS of its query rows),
+two query rows at a time (ROWS), the keys 16 at a time,
 with the Softmax taken online (as FlashAttention does) so the scores are never
 written out: for each block of 16 keys,
 
@@ -8,13 +9,17 @@ written out: for each block of 16 keys,
     l = l c + sum(p),     acc = acc c + sum_j p_j v[block_j]
     m = m'
 
-and the row's output is acc / l. Where m' is -inf (every score so far masked out) it
+and the row's output is acc / l. With a mask, the rows' key blocks run only over the
+span of blocks where some key is live for them (`live_span`): a causal mask's rows
+skip the blocks after their last key, a padding mask's the blocks before the first.
+Where m' is -inf (every score so far masked out) it
 counts as 0, so c and p are 0 rather than NaN; a row masked out entirely gives 0 / 0,
 NaN, as the five ops it stands for do, or zeros where the key says NaN rows give
 zeros (l is then 0 or NaN, and only then). Same signature as the matrix kernels, with
 
     x = q, y = the output, a0 = kt, a1 = v, a2 = the mask (unread without one),
-    bias = the geometry (ATTENTION_GEOMETRY), [begin, end) = units b * H + h.
+    bias = the geometry (ATTENTION_GEOMETRY), [begin, end) = units
+    (b * H + h) * row blocks + row block, ceil(S / ATTENTION_UNIT_ROWS) row blocks.
 
 Each operand is read where it lies, at the geometry's strides, its last axis
 contiguous; a key or value head serves `key_group` or `value_group` query heads
@@ -24,11 +29,12 @@ contiguous; a key or value head serves `key_group` or `value_group` query heads
 from __future__ import annotations
 
 import math
+from functools import reduce
 
-from xdsl.dialects.builtin import f32, i1, i32, i64
+from xdsl.dialects.builtin import f32, i1, i16, i32, i64
 from xdsl.ir import SSAValue
 
-from sparsec.kernels import ATTENTION_GEOMETRY, AttentionKey
+from sparsec.kernels import ATTENTION_GEOMETRY, ATTENTION_UNIT_ROWS, AttentionKey
 from sparsec.runtime.codegen.base import F32x16, UnitKernel
 from sparsec.runtime.codegen.elementwise import exp
 
@@ -43,8 +49,18 @@ PRODUCT_CHAINS = 4
 wait on each one's latency."""
 
 
+DEAD_MASK = -1e30
+"""Mask values at or below this mark a dead key (PyTorch's exports write float32's
+lowest, -3.4e38, for -inf). In a row with a live key its weight e^(s + mask - m) is
+exactly 0 in float32 unless a scaled score reaches about 1e22 (the mask values either
+side of the mark differ by at least 7.6e22), so skipping it changes nothing; a row
+with no live key takes every key, as the five ops do."""
+
+
 class AttentionKernel(UnitKernel):
-    """Units are (batch, head) pairs."""
+    """Units are (batch, head, block of ATTENTION_UNIT_ROWS query rows): a head's
+    blocks spread over the threads, and a causal mask's short rows and long ones
+    with them."""
 
     def __init__(self, key: AttentionKey):
         super().__init__(key)
@@ -53,6 +69,7 @@ class AttentionKernel(UnitKernel):
         self.g = b.load_words(geometry, ATTENTION_GEOMETRY)
         self.scale = b.splat(b.load(geometry, b.const(2 * ATTENTION_GEOMETRY.index("scale"), i64), f32), 16)
         self.lowest = b.vector_const([-math.inf] * 16, f32)
+        self.dead = b.vector_const([DEAD_MASK] * 16, f32)
         self.zero = b.vector_const([0.0] * 16, f32)
         self.all_lanes = b.vector_const([1] * 16, i1)
         self.no_lanes = b.vector_const([0] * 16, i1)
@@ -66,7 +83,9 @@ class AttentionKernel(UnitKernel):
 
     def unit(self, unit: SSAValue, _state) -> list[SSAValue]:
         b, g = self.b, self.g
-        batch, head = b.udiv(unit, g["heads"]), b.urem(unit, g["heads"])
+        row_blocks = b.udiv(b.add(g["queries"], b.const(ATTENTION_UNIT_ROWS - 1, i64)), b.const(ATTENTION_UNIT_ROWS, i64))
+        pair, row_block = b.udiv(unit, row_blocks), b.urem(unit, row_blocks)
+        batch, head = b.udiv(pair, g["heads"]), b.urem(pair, g["heads"])
         self.heads = {
             "q": self.base(self.q, batch, head, "q"),
             "kt": self.base(self.kt, batch, b.udiv(head, g["key_group"]), "kt"),
@@ -75,9 +94,11 @@ class AttentionKernel(UnitKernel):
         }
         if self.key.masked:
             self.heads["mask"] = self.base(self.mask, batch, head, "mask")
-        grouped = b.round_down(g["queries"], ROWS)
-        b.loop(b.const(0, i64), grouped, [], lambda row, _state: self.rows(row, ROWS), step=ROWS)
-        b.loop(grouped, g["queries"], [], lambda row, _state: self.rows(row, 1))
+        first = b.mul(row_block, b.const(ATTENTION_UNIT_ROWS, i64))
+        end = b.smin(g["queries"], b.add(first, b.const(ATTENTION_UNIT_ROWS, i64)))
+        grouped = b.add(first, b.round_down(b.sub(end, first), ROWS))
+        b.loop(first, grouped, [], lambda row, _state: self.rows(row, ROWS), step=ROWS)
+        b.loop(grouped, end, [], lambda row, _state: self.rows(row, 1))
         return []
 
     def rows(self, first_row: SSAValue, count: int) -> list[SSAValue]:
@@ -88,9 +109,10 @@ class AttentionKernel(UnitKernel):
         queries = [b.element_ptr(self.heads["q"], b.mul(row, g["q_row"]), f32) for row in rows]
         masks = [b.element_ptr(self.heads["mask"], b.mul(row, g["mask_row"]), f32) for row in rows] if self.key.masked else None
         state = [self.lowest, self.zero, *[self.zero] * len(self.value_lanes)] * count
-        whole = b.round_down(g["keys"], 16)
-        state = b.loop(b.const(0, i64), whole, state, lambda first, carried: self.block(first, None, queries, masks, list(carried)), step=16)
-        state = b.loop(whole, g["keys"], list(state), lambda first, carried: self.block(first, self.tail_lanes(first), queries, masks, list(carried)), step=16)
+        start, stop = self.live_span(masks) if masks is not None else (b.const(0, i64), g["keys"])
+        whole = b.round_down(stop, 16)
+        state = b.loop(start, whole, state, lambda first, carried: self.block(first, None, queries, masks, list(carried)), step=16)
+        state = b.loop(whole, stop, list(state), lambda first, carried: self.block(first, self.tail_lanes(first), queries, masks, list(carried)), step=16)
         width = 2 + len(self.value_lanes)
         for r, row in enumerate(rows):
             total, accumulators = state[r * width + 1], state[r * width + 2 : (r + 1) * width]
@@ -104,6 +126,26 @@ class AttentionKernel(UnitKernel):
                     values = b.select(kept, values, self.zero)
                 b.store_lanes(values, b.element_ptr(output, b.const(16 * index, i64), f32), lanes)
         return []
+
+    def live_span(self, masks: list[SSAValue]) -> tuple[SSAValue, SSAValue]:
+        """[start, stop): from the first block of 16 keys where a key is live (its mask
+        above DEAD_MASK, or NaN) for one of the rows to the end of the last such
+        block (T if that is the partial one); every key when no key is live. A pass
+        over the rows' mask values alone, a sixteenth of a key block's loads."""
+        b, g = self.b, self.g
+        keys = g["keys"]
+
+        def scan(first: SSAValue, lanes: SSAValue | None, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
+            start, stop = carried
+            live = [b.fcmp("ugt", b.load_lanes(b.element_ptr(mask, first, f32), F32x16, lanes), self.dead) for mask in masks]
+            any_live = b.icmp("ne", b.bitcast(reduce(b.or_, live) if lanes is None else b.and_(reduce(b.or_, live), lanes), i16), b.const(0, i16))
+            return [b.select(any_live, b.smin(start, first), start), b.select(any_live, b.smin(keys, b.add(first, b.const(16, i64))), stop)]
+
+        whole = b.round_down(keys, 16)
+        span = b.loop(b.const(0, i64), whole, [keys, b.const(0, i64)], lambda first, carried: scan(first, None, carried), step=16)
+        start, stop = b.loop(whole, keys, list(span), lambda first, carried: scan(first, self.tail_lanes(first), carried), step=16)
+        none_live = b.icmp("eq", stop, b.const(0, i64))
+        return b.select(none_live, b.const(0, i64), start), b.select(none_live, keys, stop)
 
     def tail_lanes(self, first: SSAValue) -> SSAValue:
         b = self.b

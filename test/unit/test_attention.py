@@ -55,14 +55,32 @@ def float64_attention(q, kt, v, mask, scale) -> np.ndarray:
     return (powers / powers.sum(axis=-1, keepdims=True)) @ v.astype(np.float64)
 
 
-def feeds_for(rng, batch, heads, key_heads, queries, keys, depth, value_depth, mask, transposed_keys):
+DEAD = ("scattered", "causal", "padded")
+"""Where a mask's dead keys (float32's lowest, as PyTorch's exports write -inf) lie: a
+fifth of them anywhere, after each row's position (keys offset so the last row sees
+them all), or before a random first key per batch; a row left no live key takes
+float32's rounding (every score the same) where float64 keeps the scores apart, so
+causal and padded masks leave each row one."""
+
+
+def dead_keys(rng, shape, dead: str) -> np.ndarray:
+    """A boolean `shape` (..., S, T): True where the mask's key is dead (DEAD)."""
+    queries, keys = shape[-2:]
+    if dead == "causal":
+        return np.arange(keys) > np.arange(queries)[:, None] + max(0, keys - queries)
+    if dead == "padded":
+        return np.arange(keys) < rng.integers(0, keys, shape[:-2] + (1, 1))
+    return rng.random(shape) < 0.2
+
+
+def feeds_for(rng, batch, heads, key_heads, queries, keys, depth, value_depth, mask, transposed_keys, dead="scattered"):
     q = rng.standard_normal((batch, heads, queries, depth)).astype(np.float32)
     k = rng.standard_normal((batch, key_heads, keys, depth)).astype(np.float32)
     kt = k.transpose(0, 1, 3, 2) if transposed_keys else np.ascontiguousarray(k.transpose(0, 1, 3, 2))
     feeds = {"q": q, "kt": kt, "v": rng.standard_normal((batch, key_heads, keys, value_depth)).astype(np.float32)}
     shape = {"keys": (batch, 1, 1, keys), "rows": (1, 1, queries, keys), "full": (batch, heads, queries, keys), "matrix": (queries, keys)}.get(mask)
     if shape is not None:
-        feeds["m"] = np.where(rng.random(shape) < 0.2, np.float32(-3.4e38), rng.standard_normal(shape)).astype(np.float32)
+        feeds["m"] = np.where(np.broadcast_to(dead_keys(rng, shape, dead), shape), np.float32(-3.4e38), rng.standard_normal(shape)).astype(np.float32)
     return feeds
 
 
@@ -70,23 +88,25 @@ def feeds_for(rng, batch, heads, key_heads, queries, keys, depth, value_depth, m
 @given(
     st.integers(1, 2),
     st.sampled_from([(1, 1), (2, 2), (4, 2), (4, 1), (3, 3)]),
-    st.integers(1, 37),
     st.integers(1, 40),
+    st.integers(1, 50),
     st.sampled_from([1, 8, 16, 20, 64]),
     st.sampled_from([8, 16, 24, 64]),
     st.sampled_from(MASKS),
+    st.sampled_from(DEAD),
     st.sampled_from([1.0, 0.125]),
     st.booleans(),
     st.booleans(),
     st.integers(0, 99),
 )
-def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_depth, mask, scale, transposed_keys, nan_to_zero, seed):
-    """Every (batch, head) unit, rows in twos and one, whole and partial key blocks,
+def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_depth, mask, dead, scale, transposed_keys, nan_to_zero, seed):
+    """Every (batch, head, row block) unit, rows in twos and one, whole and partial key
+    blocks, the key blocks no row of a pair needs skipped (causal and padding masks),
     keys read in place through a transposed view or contiguous, on one and two
     threads: within 2e-5 of float64 (the online Softmax sums in another order)."""
     heads, key_heads = heads_pair
     model = attention_model(heads, key_heads, depth, value_depth, mask, scale, nan_to_zero)
-    feeds = feeds_for(np.random.default_rng(seed), batch, heads, key_heads, queries, keys, depth, value_depth, mask, transposed_keys)
+    feeds = feeds_for(np.random.default_rng(seed), batch, heads, key_heads, queries, keys, depth, value_depth, mask, transposed_keys, dead)
     expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds.get("m"), scale)
     for threads in (1, 2):
         executor = Executor(model.module, model.weights, threads=threads)
@@ -117,6 +137,27 @@ def test_rows_masked_out_entirely_give_nan_or_zeros_as_numpy_does(nan_to_zero):
     for row in (0, 3):
         assert (got[0, 0, row] == 0).all() if nan_to_zero else np.isnan(got[0, 0, row]).all()
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)  # NaN where NaN
+
+
+def test_keys_dead_for_a_pair_of_rows_are_never_read():
+    """Causal and padding masks: the key blocks outside the rows' live span (their mask
+    at float32's lowest, as PyTorch exports -inf) are skipped, not computed to weigh 0,
+    so NaN keys and values there leave the rows as the live keys alone make them."""
+    model = attention_model(2, 2, 16, 16, "full", 1.0)
+    rng = np.random.default_rng(5)
+    feeds = feeds_for(rng, 1, 2, 2, 40, 80, 16, 16, "none", False)
+    live = np.zeros((1, 2, 40, 80), bool)
+    live[0, 0, :, 16:48] = True  # head 0: keys 16 to 47 for every row
+    live[0, 1] = np.arange(80) <= np.arange(40)[:, None]  # head 1: causal, keys 0 to 39 at most
+    feeds["m"] = np.where(live, np.float32(0.0), np.float32(-3.4e38))
+    expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 1.0)
+    feeds["kt"][0, 0, :, :16] = feeds["kt"][0, 0, :, 48:] = np.nan
+    feeds["v"][0, 0, :16] = feeds["v"][0, 0, 48:] = np.nan
+    feeds["kt"][0, 1, :, 48:] = feeds["v"][0, 1, 48:] = np.nan
+    for threads in (1, 2):
+        with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
+            got = Executor(model.module, model.weights, threads=threads).run(feeds)["y"]
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
 
 
 @pytest.fixture
