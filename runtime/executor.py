@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,7 +50,8 @@ from sparsec.errors import ExecutionError, SparsecError
 from sparsec.kernels import ATTENTION_GEOMETRY, ATTENTION_UNIT_ROWS, PAD_VALUES, POOL_MAX_TAPS, POOL_WHOLE_MAX_COLUMNS, ROTARY_GEOMETRY, AnyKey, AttentionKey, KernelKey, NormKey, PlaneKey, PoolKey, RotaryKey, TransposeKey, key_for, padded_batch
 from sparsec.dialects import StoredWeightOp, nn_index
 from sparsec.dialects.nn import (
-    AttentionOp, AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, ReluOp, ReshapeOp, RMSNormOp, RotaryEmbeddingOp, SoftmaxOp,
+    AddOp, AttentionOp, AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, DivOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, MulOp, ReluOp, ReshapeOp, RMSNormOp,
+    RotaryEmbeddingOp, SoftmaxOp, SubOp,
     ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
@@ -98,6 +99,12 @@ TRANSPOSE_WORK_PER_VALUE = 16
 """A transposing copy's work per value, in weight values visited (`_WORK_PER_THREAD`):
 about 0.4 ns a value (32 x 576 in 8.5 us), 16 times a matrix product kernel's per
 weight value at one batch row."""
+COMBINED_OPS: dict[type[Operation], str] = {AddOp: "add", MulOp: "mul"}
+"""The elementwise ops a matrix product's outward copies can make (`_Combined`)."""
+COMBINED_KINDS = {kind: op for op, kind in COMBINED_OPS.items()}
+KEPT_UFUNCS: dict[type[Operation], np.ufunc] = {AddOp: np.add, SubOp: np.subtract, MulOp: np.multiply, DivOp: np.divide}
+"""The float32 elementwise ops numpy runs into an output kept from run to run
+(`Executor._into_kept`)."""
 NATIVE_FROM = {"attention": 1 << 16, "rotary": 1 << 12}
 """The work from which attention (multiply-adds: units x S x T x (D + Dv)) and a rotary
 embedding (values) run as kernels rather than numpy: below it numpy's few calls cost
@@ -691,6 +698,9 @@ class _Call:
     side_by_side: _SideBySide | Literal[False] | None = None
     """How batch chunks run side by side on the threads (`Executor._side_by_side`);
     False where they run one after another; None until the first run decides."""
+    combining: _Combining | Literal[False] | None = None
+    """How its outward copies make its step's `_Combined` op; False where they do not
+    (rows a kernel or numpy writes); None until a first run has made the copies."""
 
 
 @dataclass
@@ -710,6 +720,24 @@ class _SideBySide:
     """A share per chunk: its range of table entries."""
     read: int = 0
     """The input address the table's inward copies read."""
+
+
+def _row_writers(call: _Call, first: int = 0) -> Iterator[tuple[_Call, tuple[np.ndarray, int] | None, slice]]:
+    """The calls that write `call`'s output rows, each with the table and row of its
+    outward copy's entry (or its own, a plain chunk's) where it runs side by side, and
+    the output rows it writes (`call`'s from row `first`)."""
+    if not call.batch_chunks:
+        yield call, None, slice(first, first + call.output.shape[0])
+        return
+    chunks, plan = call.batch_chunks, call.side_by_side
+    if plan:
+        row = 0
+        for taken, chunk in chunks[: plan.chunks]:
+            row += 1 if chunk.scratch is None else 3
+            yield chunk, (plan.table, row - 1), slice(first + taken.start, first + taken.stop)
+        chunks = chunks[plan.chunks :]
+    for taken, chunk in chunks:
+        yield from _row_writers(chunk, first + taken.start)
 
 
 def _rows(taken: slice) -> int:
@@ -740,13 +768,51 @@ class _Transpose:
     reads at `source`, addresses of kept arrays set once; the inward one reads the
     call's rows wherever a run has them."""
 
+    key: TransposeKey
     kernel: Any
     address: int
     arguments: tuple[int, ...]
+    """a0 (a combining copy's second operand, `_Combining`), a1, a2, the bias and B."""
     shares: Shares
     alone: bool
     source: int
     target: int
+
+
+@dataclass
+class _Combined:
+    """An elementwise Add or Mul, the one reader of a matrix product's result, that the
+    product's outward copies make as they copy (TransposeKey.combine): its kind, the
+    slot of its other operand and its own result's slot."""
+
+    combine: str
+    other: int
+    absorbed: int
+
+
+@dataclass(eq=False)
+class _Combining:
+    """How a call makes its step's `_Combined` op: its outward copy kernels combining,
+    each reading the other operand at its own offset into it (in bytes, the same as
+    into the call's output), the side-by-side ones through their table rows; numpy
+    the rows no copy writes; and the address the copies read at now."""
+
+    ufunc: np.ufunc
+    copies: list[tuple[_Transpose, int]]
+    rows: list[tuple[np.ndarray, int, int]]
+    """(table, row, offset) per side-by-side outward copy."""
+    by_numpy: list[slice]
+    """The output rows no copy kernel writes, which numpy combines after the call."""
+    address: int = 0
+    makes: bool = False
+    """Whether this run makes the op (its result shaped as the call's)."""
+    operand: np.ndarray | None = None
+    """The other operand as this run reads it, shaped as the call's output rows."""
+
+    def finish(self, output: np.ndarray) -> None:
+        """The op on the rows numpy combines."""
+        for rows in self.by_numpy:
+            self.ufunc(output[rows], self.operand[rows], out=output[rows])  # pyright: ignore
 
 
 @dataclass
@@ -868,6 +934,8 @@ class _Step:
     native: _NativeOp | None = None
     """The kernel that runs this numpy step's op instead, where it takes the operands
     (`_NativeOp`)."""
+    combined: _Combined | None = None
+    """The Add or Mul a matrix product's outward copies may make (`_Combined`)."""
 
 
 TAKEN_IN = "(taken in)"
@@ -1069,6 +1137,7 @@ class Executor:
         self.concat_layouts = self._concat_layouts()
         """Concats' lane buffer geometries where the IR's shapes fix them."""
         self._relus_in_place()
+        self._combine_into_copies()
         self.reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = {}
         """The shapes put-off reshapes give their sources, by op and source shape
         (`_regrouped`)."""
@@ -1420,6 +1489,26 @@ class Executor:
         for step in self.steps:
             source = step.op.operands[0] if isinstance(step.op, ReluOp) else None
             step.in_place = step.dtype == np.float32 and source is not None and source.owner in made and source.has_one_use()
+
+    def _combine_into_copies(self) -> None:
+        """Mark each float32 matrix product whose result only an elementwise Add or Mul
+        reads, its other operand made before the product, to have its outward copies
+        make that op (`_Step.combined`): a LLaMA's residual Adds after the attention's
+        and the MLP's output projections, and its MLP's gate Mul after the up
+        projection, each a pass over a few hundred kilobytes that had left the caches."""
+        made = {step.op: index for index, step in enumerate(self.steps)}
+        for index, step in enumerate(self.steps):
+            result = step.op.results[0]
+            if not isinstance(step.op, SparseMatMulOp) or result.type.element_type != f32 or not result.has_one_use():  # pyright: ignore
+                continue
+            reader = result.get_user_of_unique_use()
+            combine = COMBINED_OPS.get(type(reader))
+            if combine is None or reader.results[0].type != result.type:  # pyright: ignore
+                continue
+            first, second = reader.operands  # pyright: ignore
+            other = second if first is result else first
+            if other is not result and made.get(other.owner, -1) < index:  # made before the product
+                step.combined = _Combined(combine, self.slots[other], self.slots[reader.results[0]])  # pyright: ignore
 
     def _concat_lanes(self, op: Operation, images: int, geometry: tuple[int, int, int, int], pitched: bool = False) -> tuple[np.ndarray, int] | None:
         """The output lanes of convolution or pool `op` (on `images` images, its lanes
@@ -2167,11 +2256,74 @@ class Executor:
         call.transposes = tuple(self._transpose(key, batch, source, target) for key, (source, target) in zip(keys, places))  # pyright: ignore
         return call.transposes  # pyright: ignore
 
+    def _combining(self, call: _Call, combined: _Combined) -> _Combining | None:
+        """After `call`'s first run has made its copies: the same outward copies
+        combining (their kernels swapped for TransposeKey.combine ones), and numpy
+        combining the rows a kernel or numpy writes itself (a plain call, a chunk of
+        fewer rows than a batched kernel takes); None where the output rows are not
+        contiguous."""
+        if not (call.output.flags.c_contiguous and call.result.flags.c_contiguous):
+            return None
+        copies: list[_Transpose] = []
+        rows: list[tuple[np.ndarray, int, _Transpose]] = []
+        by_numpy: list[slice] = []
+        for part, entry, written in _row_writers(call):
+            outward = None if part.scratch is None or part.transposes is None else part.transposes[1]
+            if outward is None:
+                by_numpy.append(written)
+            elif entry is None:
+                copies.append(outward)
+            else:
+                rows.append((*entry, outward))
+        outwards = [*copies, *(outward for _, _, outward in rows)]
+        keys = {outward.key: dataclasses.replace(outward.key, combine=combined.combine) for outward in outwards}
+        missing = [key for key in keys.values() if key.symbol not in self.variants]
+        if missing:
+            self._compile(missing)  # pyright: ignore
+        for outward in outwards:
+            outward.key = keys[outward.key]
+            outward.kernel = self.variants[outward.key.symbol]
+            outward.address = ctypes.cast(outward.kernel, ctypes.c_void_p).value or 0
+        for table, row, outward in rows:
+            table[row, 0] = outward.address
+        base = call.output.ctypes.data
+        return _Combining(
+            KEPT_UFUNCS[COMBINED_KINDS[combined.combine]],
+            [(outward, outward.target - base) for outward in copies],
+            [(table, row, outward.target - base) for table, row, outward in rows],
+            by_numpy,
+        )
+
+    def _set_combined_operand(self, combining: _Combining, call: _Call, combined: _Combined, other: np.ndarray) -> None:
+        """Point the copies of `combining` at `other`, as float32 rows shaped as the
+        call's result (broadcast and copied into a kept array where it is not); at
+        zeros for an Add, ones for a Mul, and the op left to its own step, where the
+        op's result is not shaped as the call's."""
+        shape = call.result.shape
+        try:
+            combining.makes = np.broadcast_shapes(other.shape, shape) == shape
+        except ValueError:
+            combining.makes = False
+        if not combining.makes:
+            other = _kept(self.buffers, (combining, "identity"), shape, np.zeros if combined.combine == "add" else np.ones)
+        elif other.shape != shape or other.dtype != np.float32 or not other.flags.c_contiguous:
+            np.copyto(kept := _kept(self.buffers, (combining, "operand"), shape), other)
+            other = kept
+        combining.operand = other.reshape(call.output.shape)
+        address = other.ctypes.data
+        if address == combining.address:
+            return
+        for outward, offset in combining.copies:
+            outward.arguments = (address + offset, *outward.arguments[1:])
+        for table, row, offset in combining.rows:
+            table[row, 3] = address + offset
+        combining.address = address
+
     def _transpose(self, key: TransposeKey, batch: int, source: int, target: int) -> _Transpose:
         kernel = self.variants[key.symbol]
         shares = self._shares_for(key.units, key.count * batch * TRANSPOSE_WORK_PER_VALUE, _WORK_PER_THREAD)
         address = ctypes.cast(kernel, ctypes.c_void_p).value or 0
-        return _Transpose(kernel, address, (0, 0, 0, 0, batch), shares, shares.threads == 1, source, target)
+        return _Transpose(key, kernel, address, (0, 0, 0, 0, batch), shares, shares.threads == 1, source, target)
 
     @staticmethod
     def _staged(call: _Call, x: np.ndarray) -> int:
@@ -2291,6 +2443,9 @@ class Executor:
             x = operands[0]
             env[step.result] = np.maximum(x, 0.0, out=x if step.in_place else _kept(self.buffers, (step.op, x.shape), x.shape))
             return
+        if (into_kept := self._into_kept(step.op, operands)) is not None:
+            env[step.result] = into_kept
+            return
         if self.blas is not None and isinstance(step.op, BLAS_OPS) and operands[0].size * operands[1].size >= BLAS_SOLO_FROM:
             with self.blas.limit(limits=1, user_api="blas"):
                 result = reference.evaluate(step.op, operands)
@@ -2299,6 +2454,23 @@ class Executor:
         env[step.result] = result.astype(step.dtype, copy=False)  # pyright: ignore
         if step.views is not None:  # its shapes checked by a first run
             step.views[operands[0].shape] = reference.view(step.op, operands[0].shape)
+
+    def _into_kept(self, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
+        """A float32 Add, Sub, Mul or Div, or an Expand of float32, into an output kept
+        from run to run (`KEPT_UFUNCS`); None for other ops and types. A fresh array of
+        a few hundred kilobytes costs its page faults on every run: a LLaMA's residual
+        Add at 128 tokens (128 x 576) took 74 us a run fresh, 20 into a kept output;
+        its MLP's gate Mul (128 x 1536) 151 and 96."""
+        x = operands[0]
+        ufunc = KEPT_UFUNCS.get(type(op))
+        if ufunc is not None and x.dtype == operands[1].dtype == np.float32:
+            shape = np.broadcast_shapes(x.shape, operands[1].shape)
+            return ufunc(x, operands[1], out=_kept(self.buffers, (op, shape), shape))
+        if isinstance(op, nn_index.ExpandOp) and x.dtype == np.float32:
+            out = _kept(self.buffers, (op, shape := np.broadcast_shapes(x.shape, tuple(int(size) for size in operands[1]))), shape)
+            np.copyto(out, x)
+            return out
+        return None
 
     def _run_native(self, native: _NativeOp, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
         """`op` by its kernel into a fresh output, on the worker threads by (batch,
@@ -2429,11 +2601,21 @@ class Executor:
                 x = env[step.inputs[0]]
             if call.residual is not None and addend is not call.addend_in_place:
                 np.copyto(call.result, addend)
+            combined = step.combined
+            if combined is not None and call.combining:
+                self._set_combined_operand(call.combining, call, combined, env[combined.other])
             step.run(self, step, call, x, addresses[step.inputs[0]])  # pyright: ignore
             if call.addend_in_place is not None:  # the addend's lanes hold the result now
                 self._epoch += 1
             env[step.result] = call.result
             addresses[step.result] = call.result_address
+            if combined is not None:
+                if call.combining and call.combining.makes:
+                    call.combining.finish(call.output)
+                    env[combined.absorbed] = call.result
+                    addresses[combined.absorbed] = call.result_address
+                elif call.combining is None:
+                    call.combining = self._combining(call, combined) or False
             if call.residual is not None:
                 for absorbed in call.residual.absorbed:
                     env[absorbed] = call.result

@@ -764,6 +764,10 @@ class PoolKey:
         return masks
 
 
+TRANSPOSE_COMBINES = ("add", "mul")
+"""How an outward TransposeKey may combine its outputs with a second operand's."""
+
+
 @dataclass(frozen=True)
 class TransposeKey:
     """Moving a batched kernel's B batch rows between the caller's layout and the
@@ -778,19 +782,26 @@ class TransposeKey:
 
     B is the call's `batch` operand, P = padded_batch(B). numpy took these copies on
     the calling thread alone, a fifth of a batched layer's time at 128 rows on two
-    threads."""
+    threads.
+
+    An outward copy may `combine` each output with the value at the same place of a0
+    (rows of the same pitch): "add" or "mul", the elementwise Add or Mul that reads the
+    layer's result taken into its copy (TRANSPOSE_COMBINES)."""
 
     count: int
     pitch: int
     inward: bool
+    combine: str = ""
 
     def __post_init__(self) -> None:
         if self.count < 1 or self.pitch < self.count:
             raise ValueError(f"transposing {self.count} values of rows of {self.pitch}: expected 1 <= count <= pitch")
+        if self.combine and (self.inward or self.combine not in TRANSPOSE_COMBINES):
+            raise ValueError(f"transpose combining by {self.combine!r}: expected an outward copy and one of {', '.join(TRANSPOSE_COMBINES)}")
 
     @property
     def symbol(self) -> str:
-        return f"transpose_{'in' if self.inward else 'out'}_f32_{self.count}_{self.pitch}"
+        return f"transpose_{'in' if self.inward else 'out'}_f32_{self.count}_{self.pitch}" + (f"_{self.combine}" if self.combine else "")
 
     @property
     def units(self) -> int:

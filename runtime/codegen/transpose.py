@@ -8,7 +8,8 @@ stores, the edges under lane masks. Same signature as the matrix kernels, with
 
 Inward, block u reads x[b, 16u:16u + 16] (row pitch `pitch`) and writes columns[k, b]
 (pitch P) for each 16 batch rows b; outward, it reads y[r, b] (pitch P) for r in
-16u .. 16u + 16 and writes out[b, r] (pitch `pitch`).
+16u .. 16u + 16 and writes out[b, r] (pitch `pitch`), or with `combine` out[b, r] + or
+* a0[b, r], a0 at the output's pitch.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class TransposeKernel(UnitKernel):
     def __init__(self, key: TransposeKey):
         super().__init__(key)
         b = self.b
-        self.x, self.y = b.args[:2]
+        self.x, self.y, self.other = b.args[:3]
         self.batch = b.args[6]
         self.padded = b.mul(b.udiv(b.add(self.batch, b.const(15, i64)), b.const(16, i64)), b.const(16, i64))
         self.no_lanes = b.vector_const([0] * 16, i1)
@@ -101,5 +102,9 @@ class TransposeKernel(UnitKernel):
             return b.element_ptr(base, b.add(side.start, b.mul(b.const(row, i64), side.pitch)), f32)
 
         rows = [b.masked_load(at(self.x, read, i), self.row_lanes(read, i), F32x16) for i in range(16)]
+        combine = {"add": b.fadd, "mul": b.fmul}.get(self.key.combine)
         for j, column in enumerate(transposed(b, rows)):
-            b.store_lanes(column, at(self.y, write, j), self.row_lanes(write, j))
+            lanes = self.row_lanes(write, j)
+            if combine is not None:
+                column = combine(column, b.masked_load(at(self.other, write, j), lanes, F32x16))
+            b.store_lanes(column, at(self.y, write, j), lanes)

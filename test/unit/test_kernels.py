@@ -411,6 +411,59 @@ def test_chunks_run_side_by_side_on_the_threads(rows, all_chunks, tmp_path, monk
     one.close()
 
 
+def combined_model() -> Model:
+    """Three products of x (?x700) at n:m 3:4: a residual Add of input r after one
+    (y = x W1 + r), a gate Mul of two (z = (x Wg) * (x Wu)), each product's only reader."""
+    ctx = make_context()
+    text = """func.func @main(%x: tensor<?x700xf32> {sparsec.name = "x"}, %r: tensor<?x301xf32> {sparsec.name = "r"}) -> (tensor<?x301xf32> {sparsec.name = "y"}, tensor<?x301xf32> {sparsec.name = "z"}) {
+  %w1 = nn.weight "w1" : tensor<301x700xf32>
+  %h = nn.gemm %x, %w1 {trans_b = 1 : i64} : (tensor<?x700xf32>, tensor<301x700xf32>) -> tensor<?x301xf32>
+  %y = nn.add %h, %r : (tensor<?x301xf32>, tensor<?x301xf32>) -> tensor<?x301xf32>
+  %wg = nn.weight "wg" : tensor<301x700xf32>
+  %g = nn.gemm %x, %wg {trans_b = 1 : i64} : (tensor<?x700xf32>, tensor<301x700xf32>) -> tensor<?x301xf32>
+  %wu = nn.weight "wu" : tensor<301x700xf32>
+  %u = nn.gemm %x, %wu {trans_b = 1 : i64} : (tensor<?x700xf32>, tensor<301x700xf32>) -> tensor<?x301xf32>
+  %z = nn.mul %g, %u : (tensor<?x301xf32>, tensor<?x301xf32>) -> tensor<?x301xf32>
+  func.return %y, %z : tensor<?x301xf32>, tensor<?x301xf32>
+}
+"""
+    module = parse_module(text, ctx)
+    rng = np.random.default_rng(19)
+    for name in ("w1", "wg", "wu"):
+        ctx.weights[name] = rng.standard_normal((301, 700)).astype(np.float32)
+    model = Model(module, ctx)
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    return model
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_outward_copies_make_the_add_or_mul_that_reads_a_product(threads, tmp_path, monkeypatch):
+    """A product whose only reader is an Add or Mul of a value made before it has its
+    outward copies make that op from the second run on (Executor._combine_into_copies,
+    TransposeKey.combine), numpy combining the rows no copy writes (one row, a chunk of
+    8): the same bits as the first run's numpy Add and Mul, at batches that run in
+    chunks side by side or not, an addend broadcast at run time (r of one row) copied
+    out to the product's rows first. An Add whose result outgrows the product (five
+    rows of r on one of x) is left to its own step."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    model = combined_model()
+    executor = Executor(model.module, model.weights, threads=threads)
+    assert [step.combined.combine for step in executor.steps if step.combined is not None] == ["add", "mul"]
+    rng = np.random.default_rng(20)
+    for batch, rows_of_r in ((1, 1), (24, 24), (40, 40), (128, 128), (100, 1), (1, 5)):
+        feeds = {"x": rng.standard_normal((batch, 700)).astype(np.float32), "r": rng.standard_normal((rows_of_r, 301)).astype(np.float32)}
+        first, again = executor.run(feeds), executor.run(feeds)
+        expected = model.run(feeds)
+        for name in ("y", "z"):
+            np.testing.assert_array_equal(again[name], first[name])
+            np.testing.assert_allclose(again[name], expected[name], rtol=1e-4, atol=1e-3)
+        calls = [step.calls[(batch, 700)] for step in executor.steps if step.combined is not None]
+        assert [call.combining.makes for call in calls] == [rows_of_r <= batch, True]  # pyright: ignore
+        by_copies = [bool(call.combining.copies or call.combining.rows) for call in calls]  # pyright: ignore
+        assert by_copies == [Target.host().avx512 and batch > 8] * 2, batch
+    executor.close()
+
+
 def two_layers(pattern: str) -> Model:
     """Two layers pruned by `pattern`, 700x700 then 301x700: the first kernel's output
     is the second's input, read in place."""
@@ -868,12 +921,15 @@ def test_tanh_gelu_epilogue_is_exact_to_float32(batch, tmp_path, monkeypatch):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 70), st.integers(1, 90), st.integers(0, 5), st.integers(0, 20), st.booleans(), st.integers(0, 99))
-def test_transposing_copies_match_numpy(batch, count, slack, offset, inward, seed):
+@given(st.integers(1, 70), st.integers(1, 90), st.integers(0, 5), st.integers(0, 20), st.sampled_from(["in", "out", "out add", "out mul"]), st.integers(0, 99))
+def test_transposing_copies_match_numpy(batch, count, slack, offset, kind, seed):
     """The batched calls' transposing copies (TransposeKey) over batch sizes, widths
-    and pitches, inward and outward: every value lands where numpy's transposition
-    puts it, and nothing else is written (the columns' padding lanes and zero row, the
-    output's other columns)."""
+    and pitches, inward and outward, outward also combining with a second operand at
+    the output's places (an Add's or Mul's, TransposeKey.combine): every value lands
+    where numpy's transposition puts it, combined bit for bit as numpy combines, and
+    nothing else is written (the columns' padding lanes and zero row, the output's
+    other columns)."""
+    inward, combine = kind == "in", kind[4:]
     if not Target.host().avx512:
         pytest.skip("the executor runs them on AVX-512 hosts only")
     rng = np.random.default_rng(seed)
@@ -887,13 +943,17 @@ def test_transposing_copies_match_numpy(batch, count, slack, offset, inward, see
         expected[:count, :batch] = source[:, :count].T
         read, written = source, target
     else:
-        key, source = TransposeKey(count, pitch + offset, False), rng.standard_normal((offset + count, padded)).astype(np.float32)
+        key, source = TransposeKey(count, pitch + offset, False, combine), rng.standard_normal((offset + count, padded)).astype(np.float32)
         target = np.full((batch, pitch + offset), 9.0, np.float32)
+        other = np.full_like(target, np.nan)  # read only where the output is written
+        other[:, offset : offset + count] = rng.standard_normal((batch, count))
         expected = target.copy()
-        expected[:, offset : offset + count] = source[offset:, :batch].T
+        made = source[offset:, :batch].T
+        expected[:, offset : offset + count] = {"": made, "add": made + other[:, offset : offset + count], "mul": made * other[:, offset : offset + count]}[combine]
         read, written = source[offset:], target[:, offset:]
     compiled = compile_kernels([key], Target.host())  # the functions live as long as it does
-    compiled.functions[key.symbol](read.ctypes.data, written.ctypes.data, 0, 0, 0, 0, batch, 0, key.units)
+    operand = 0 if inward else other[:, offset:].ctypes.data
+    compiled.functions[key.symbol](read.ctypes.data, written.ctypes.data, operand, 0, 0, 0, batch, 0, key.units)
     np.testing.assert_array_equal(target, expected)
 
 
