@@ -2482,10 +2482,9 @@ class Executor:
         return None
 
     def _run_native(self, native: _NativeOp, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
-        """`op` by its kernel into a fresh output, on the worker threads by (batch,
-        head, row block) units where the work pays; None where numpy runs it (`_NativeOp`). The
-        kernel takes the operands as x, a0, a1, a2 (the output as y, the geometry as
-        the bias)."""
+        """`op` by its kernel into a fresh output, on the worker threads by its units
+        where the work pays; None where numpy runs it (`_NativeOp`). The kernel takes
+        the operands as x, a0, a1, a2 (the output as y, the geometry as the bias)."""
         found = tuple((operand.shape, operand.strides) for operand in operands)
         plan = native.plans.get(found, False)
         if plan is False:
@@ -2527,7 +2526,7 @@ class Executor:
             return None
         shape = (max(batches, default=1), q.shape[1], q.shape[2], v.shape[3])
         units = shape[0] * shape[1] * -(-shape[2] // ATTENTION_UNIT_ROWS)
-        work = units * shape[2] * kt.shape[3] * (q.shape[3] + v.shape[3])
+        work = shape[0] * shape[1] * shape[2] * kt.shape[3] * (q.shape[3] + v.shape[3])
         geometry = attention_geometry(q, kt, v, mask[0] if mask else None, shape, op.scale.value.data) if work >= NATIVE_FROM["attention"] else None
         return None if geometry is None else (geometry, self._shares_for(units, work, _WORK_PER_THREAD), shape)
 
