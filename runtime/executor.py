@@ -51,7 +51,7 @@ from sparsec.kernels import ATTENTION_GEOMETRY, ATTENTION_UNIT_ROWS, PAD_VALUES,
 from sparsec.dialects import StoredWeightOp, nn_index
 from sparsec.dialects.nn import (
     AddOp, AttentionOp, AveragePoolOp, BatchNormOp, ConcatOp, ConvOp, DivOp, GemmOp, GlobalAveragePoolOp, LayerNormOp, MatMulOp, MaxPoolOp, MulOp, ReluOp, ReshapeOp, RMSNormOp,
-    RotaryEmbeddingOp, SoftmaxOp, SubOp,
+    RotaryEmbeddingOp, SoftmaxOp, SubOp, TransposeOp, UnsqueezeOp,
     ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
@@ -722,6 +722,30 @@ class _SideBySide:
     """The input address the table's inward copies read."""
 
 
+def repeated_heads(value: SSAValue, transposed: bool) -> tuple[SSAValue, SSAValue, SSAValue, list[Operation]] | None:
+    """Whether `value` is the exporters' repeat_kv of rank-4 heads x: Reshape(Expand(
+    Unsqueeze(x, axis 2), shape5), shape4), for keys (`transposed`) then a Transpose of
+    the last two axes, each op's result read only by the next. Then x, shape5, shape4
+    and the Expand, Reshape (and Transpose); whether the shapes repeat each head is
+    for the run to tell (`Executor._grouped_operand`)."""
+    chain: list[Operation] = []
+    op = value.owner
+    if transposed:
+        if not isinstance(op, TransposeOp) or op.permutation(4) != (0, 1, 3, 2):
+            return None
+        chain.append(op)
+        op = op.input.owner
+    if not isinstance(op, nn_index.DynamicReshapeOp) or not isinstance(expand := op.input.owner, nn_index.ExpandOp):
+        return None
+    unsqueeze = expand.input.owner
+    if not isinstance(unsqueeze, UnsqueezeOp) or ints_of(unsqueeze.axes) != (2,) or unsqueeze.input.type.get_num_dims() != 4:  # pyright: ignore
+        return None
+    chain = [expand, op, *chain]
+    if not all(link.results[0].has_one_use() for link in chain):
+        return None
+    return unsqueeze.input, expand.shape, op.shape, chain
+
+
 def _row_writers(call: _Call, first: int = 0) -> Iterator[tuple[_Call, tuple[np.ndarray, int] | None, slice]]:
     """The calls that write `call`'s output rows, each with the table and row of its
     outward copy's entry (or its own, a plain chunk's) where it runs side by side, and
@@ -777,6 +801,26 @@ class _Transpose:
     alone: bool
     source: int
     target: int
+
+
+@dataclass
+class _GroupedHeads:
+    """An attention operand made by repeating each key or value head (the exporters'
+    repeat_kv: Unsqueeze at axis 2, Expand, Reshape, for keys a Transpose of the last
+    two axes), whose put-off steps run only where the run's shapes say they are not
+    such a repeat: the attention kernel takes grouped heads as they are."""
+
+    operand: int
+    """The slot of the attention's operand."""
+    source: int
+    """The slot of the heads before the repeat, (B, Hk, S, D)."""
+    expanded: int
+    """The slot of the Expand's shape."""
+    reshaped: int
+    """The slot of the Reshape's shape."""
+    transposed: bool
+    steps: tuple[_Step, ...]
+    """The Expand's, the Reshape's (and the Transpose's) steps, put off."""
 
 
 @dataclass
@@ -938,6 +982,8 @@ class _Step:
     (`_NativeOp`)."""
     combined: _Combined | None = None
     """The Add or Mul a matrix product's outward copies may make (`_Combined`)."""
+    grouped: tuple[_GroupedHeads, ...] = ()
+    """An attention's operands that repeat heads (`_GroupedHeads`)."""
 
 
 TAKEN_IN = "(taken in)"
@@ -1140,6 +1186,7 @@ class Executor:
         """Concats' lane buffer geometries where the IR's shapes fix them."""
         self._relus_in_place()
         self._combine_into_copies()
+        self._group_attention_heads()
         self.reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = {}
         """The shapes put-off reshapes give their sources, by op and source shape
         (`_regrouped`)."""
@@ -1511,6 +1558,25 @@ class Executor:
             other = second if first is result else first
             if other is not result and made.get(other.owner, -1) < index:  # made before the product
                 step.combined = _Combined(combine, self.slots[other], self.slots[reader.results[0]])  # pyright: ignore
+
+    def _group_attention_heads(self) -> None:
+        """Put off the steps that repeat each key and value head of the attentions that
+        run as kernels (`_GroupedHeads`): a LLaMA's 3 key heads made 9 by an Expand
+        that copied them (61 Expands, 3.6 ms a run at 128 tokens)."""
+        by_op = {step.op: step for step in self.steps}
+        for step in self.steps:
+            if not isinstance(step.op, AttentionOp) or step.native is None:
+                continue
+            grouped = []
+            for operand, transposed in ((step.op.kt, True), (step.op.v, False)):
+                found = repeated_heads(operand, transposed)
+                if found is not None and all(op in by_op for op in found[3]):
+                    source, expanded, reshaped, ops = found
+                    steps = tuple(by_op[op] for op in ops)
+                    for put_off in steps:
+                        put_off.deferred = True
+                    grouped.append(_GroupedHeads(self.slots[operand], self.slots[source], self.slots[expanded], self.slots[reshaped], transposed, steps))
+            step.grouped = tuple(grouped)
 
     def _concat_lanes(self, op: Operation, images: int, geometry: tuple[int, int, int, int], pitched: bool = False) -> tuple[np.ndarray, int] | None:
         """The output lanes of convolution or pool `op` (on `images` images, its lanes
@@ -2436,6 +2502,8 @@ class Executor:
         its first convolution in numpy: 160 ms a run on two threads, 97 with this; 95 on
         one). Limiting costs 6.6 us, too much to pay on every run of a small model,
         whose small calls BLAS runs on one thread anyway."""
+        for grouped in step.grouped:
+            self._grouped_operand(grouped, env)
         operands = [env[v] for v in step.inputs]
         if step.views is not None and (viewed := step.views.get(operands[0].shape)) is not None:
             if step.last_view is None or step.last_view[0] is not operands[0]:
@@ -2463,6 +2531,22 @@ class Executor:
         env[step.result] = result.astype(step.dtype, copy=False)  # pyright: ignore
         if step.views is not None:  # its shapes checked by a first run
             step.views[operands[0].shape] = reference.view(step.op, operands[0].shape)
+
+    def _grouped_operand(self, grouped: _GroupedHeads, env: list) -> None:
+        """An attention operand that repeats heads, into its slot: the heads before the
+        repeat (for keys, a view with the last two axes swapped) where the run's shapes
+        make the put-off steps repeat each of them G times in place, else what those
+        steps make."""
+        source = env[grouped.source]
+        if source.ndim == 4:
+            batch, heads, rows, depth = source.shape
+            expanded = [int(size) for size in env[grouped.expanded]]
+            groups = expanded[2] if len(expanded) == 5 else 0
+            if groups > 0 and expanded[:2] + expanded[3:] == [batch, heads, rows, depth] and [int(size) for size in env[grouped.reshaped]] == [batch, heads * groups, rows, depth]:
+                env[grouped.operand] = source.transpose(0, 1, 3, 2) if grouped.transposed else source
+                return
+        for step in grouped.steps:
+            self._evaluate(step, env)
 
     def _into_kept(self, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
         """A float32 Add, Sub, Mul or Div, or an Expand of float32, into an output kept

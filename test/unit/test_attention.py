@@ -160,6 +160,50 @@ def test_keys_dead_for_a_pair_of_rows_are_never_read():
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
 
 
+def repeated_heads_model() -> Model:
+    """An attention whose 4 query heads read 2 key and value heads repeated as the
+    exporters' repeat_kv does (Unsqueeze at axis 2, Expand to s5, Reshape to s4; keys
+    then transposed), the shapes given as inputs."""
+    text = """func.func @main(%q: tensor<?x4x?x16xf32> {sparsec.name = "q"}, %k: tensor<?x2x?x16xf32> {sparsec.name = "k"}, %v: tensor<?x2x?x16xf32> {sparsec.name = "v"}, %s5: tensor<5xi64> {sparsec.name = "s5"}, %s4: tensor<4xi64> {sparsec.name = "s4"}) -> (tensor<?x4x?x16xf32> {sparsec.name = "y"}) {
+  %ku = nn.unsqueeze %k {axes = array<i64: 2>} : (tensor<?x2x?x16xf32>) -> tensor<?x2x1x?x16xf32>
+  %ke = nn.expand %ku, %s5 : (tensor<?x2x1x?x16xf32>, tensor<5xi64>) -> tensor<?x?x?x?x16xf32>
+  %kr = nn.dynamic_reshape %ke, %s4 : (tensor<?x?x?x?x16xf32>, tensor<4xi64>) -> tensor<?x?x?x16xf32>
+  %kt = nn.transpose %kr {perm = array<i64: 0, 1, 3, 2>} : (tensor<?x?x?x16xf32>) -> tensor<?x?x16x?xf32>
+  %vu = nn.unsqueeze %v {axes = array<i64: 2>} : (tensor<?x2x?x16xf32>) -> tensor<?x2x1x?x16xf32>
+  %ve = nn.expand %vu, %s5 : (tensor<?x2x1x?x16xf32>, tensor<5xi64>) -> tensor<?x?x?x?x16xf32>
+  %vr = nn.dynamic_reshape %ve, %s4 : (tensor<?x?x?x?x16xf32>, tensor<4xi64>) -> tensor<?x?x?x16xf32>
+  %y = nn.attention %q, %kt, %vr {scale = 0.25 : f32, nan_rows_to_zero = 0 : i64} : (tensor<?x4x?x16xf32>, tensor<?x?x16x?xf32>, tensor<?x?x?x16xf32>) -> tensor<?x4x?x16xf32>
+  func.return %y : tensor<?x4x?x16xf32>
+}"""
+    ctx = make_context()
+    return Model(parse_module(text, ctx), ctx)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_repeated_heads_are_read_as_groups(threads):
+    """The attention kernel reads the 2 key and value heads as groups of 2 query heads
+    where the run's shapes make the put-off Expand and Reshape repeat each head
+    (Executor._grouped_operand): no Expand runs, and the output is within 2e-5 of
+    float64's on the repeated heads. Shapes that also broadcast the batch run the
+    put-off steps."""
+    model = repeated_heads_model()
+    executor = Executor(model.module, model.weights, threads=threads)
+    rng = np.random.default_rng(6)
+    for batch, key_batch in ((1, 1), (2, 2), (2, 1)):
+        q = rng.standard_normal((batch, 4, 40, 16)).astype(np.float32)
+        k, v = (rng.standard_normal((key_batch, 2, 40, 16)).astype(np.float32) for _ in range(2))
+        feeds = {"q": q, "k": k, "v": v, "s5": np.array([batch, 2, 2, 40, 16]), "s4": np.array([batch, 4, 40, 16])}
+        evaluated = []
+        evaluate = Executor._evaluate
+        with mock.patch.object(Executor, "_evaluate", autospec=True, side_effect=lambda self, step, env: (evaluated.append(step.op.name), evaluate(self, step, env))):
+            with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
+                got = executor.run(feeds)["y"]
+        assert ("nn.expand" in evaluated) == (key_batch != batch)
+        repeated = {name: np.repeat(np.broadcast_to(feeds[name], (batch, 2, 40, 16)), 2, axis=1) for name in ("k", "v")}
+        np.testing.assert_allclose(got, float64_attention(q, repeated["k"].transpose(0, 1, 3, 2), repeated["v"], None, 0.25), rtol=2e-5, atol=2e-5)
+    executor.close()
+
+
 @pytest.fixture
 def bert_attention(tmp_path):
     """models.attention (BERT's, the scale a Div) compiled with fuse-attention."""
