@@ -20,11 +20,8 @@ from sparsec.context import make_context
 from sparsec.export.onnx import export_model
 from sparsec.irfile import parse_module
 from sparsec.model import Model
-from sparsec.runtime import executor as executor_module
 from sparsec.runtime.executor import Executor
 
-KERNEL_ALWAYS = {"attention": 0, "rotary": 0}
-"""NATIVE_FROM when every attention, however small, should run as a kernel."""
 MASKS = ("none", "keys", "rows", "full", "matrix")
 """Mask shapes: none, (B, 1, 1, T) (padding), (1, 1, S, T) (causal), (B, H, S, T), (S, T)."""
 
@@ -110,8 +107,7 @@ def test_kernel_matches_float64(batch, heads_pair, queries, keys, depth, value_d
     expected = float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds.get("m"), scale)
     for threads in (1, 2):
         executor = Executor(model.module, model.weights, threads=threads)
-        with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
-            got = executor.run(feeds)["y"]
+        got = executor.run(feeds)["y"]
         assert executor._runs_as(executor.steps[0]) == "attention kernel"
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
         executor.close()
@@ -130,8 +126,7 @@ def test_rows_masked_out_entirely_give_nan_or_zeros_as_numpy_does(nan_to_zero):
     feeds["m"][0, 0, 0] = -np.inf
     feeds["m"][0, 0, 1, :35] = -np.inf
     feeds["q"][0, 0, 3, 5] = np.nan
-    with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
-        got = Executor(model.module, model.weights, threads=1).run(feeds)["y"]
+    got = Executor(model.module, model.weights, threads=1).run(feeds)["y"]
     with np.errstate(invalid="ignore"):
         expected = model.run(feeds)["y"]
     for row in (0, 3):
@@ -155,8 +150,7 @@ def test_keys_dead_for_a_pair_of_rows_are_never_read():
     feeds["v"][0, 0, :16] = feeds["v"][0, 0, 48:] = np.nan
     feeds["kt"][0, 1, :, 48:] = feeds["v"][0, 1, 48:] = np.nan
     for threads in (1, 2):
-        with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
-            got = Executor(model.module, model.weights, threads=threads).run(feeds)["y"]
+        got = Executor(model.module, model.weights, threads=threads).run(feeds)["y"]
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
 
 
@@ -189,15 +183,19 @@ def test_repeated_heads_are_read_as_groups(threads):
     model = repeated_heads_model()
     executor = Executor(model.module, model.weights, threads=threads)
     rng = np.random.default_rng(6)
+    evaluated, evaluate = [], Executor._evaluate
+
+    def evaluate_noted(self, step, env):
+        evaluated.append(step.op.name)
+        evaluate(self, step, env)
+
     for batch, key_batch in ((1, 1), (2, 2), (2, 1)):
         q = rng.standard_normal((batch, 4, 40, 16)).astype(np.float32)
         k, v = (rng.standard_normal((key_batch, 2, 40, 16)).astype(np.float32) for _ in range(2))
         feeds = {"q": q, "k": k, "v": v, "s5": np.array([batch, 2, 2, 40, 16]), "s4": np.array([batch, 4, 40, 16])}
-        evaluated = []
-        evaluate = Executor._evaluate
-        with mock.patch.object(Executor, "_evaluate", autospec=True, side_effect=lambda self, step, env: (evaluated.append(step.op.name), evaluate(self, step, env))):
-            with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
-                got = executor.run(feeds)["y"]
+        evaluated.clear()
+        with mock.patch.object(Executor, "_evaluate", evaluate_noted):
+            got = executor.run(feeds)["y"]
         assert ("nn.expand" in evaluated) == (key_batch != batch)
         repeated = {name: np.repeat(np.broadcast_to(feeds[name], (batch, 2, 40, 16)), 2, axis=1) for name in ("k", "v")}
         np.testing.assert_allclose(got, float64_attention(q, repeated["k"].transpose(0, 1, 3, 2), repeated["v"], None, 0.25), rtol=2e-5, atol=2e-5)
@@ -215,8 +213,8 @@ def bert_attention(tmp_path):
 
 def test_exported_attention_fuses_and_matches_onnxruntime(bert_attention, tmp_path):
     """The Div, Softmax and two MatMuls become one nn.attention with scale 1/2, run
-    in numpy at short sequences and by the kernel at 70 tokens (NATIVE_FROM), and
-    export back to ONNX as five ops that onnxruntime runs to the same values."""
+    by the kernel at 1, 7 and 70 tokens, and export back to ONNX as five ops that
+    onnxruntime runs to the same values."""
     path, model = bert_attention
     (attention,) = [op for op in model.module.walk() if op.name == "nn.attention"]
     assert attention.scale.value.data == 0.5  # pyright: ignore
@@ -245,19 +243,18 @@ def test_grouped_heads_export_to_onnx_and_run_in_onnxruntime(tmp_path):
         expected = np.nan_to_num(float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.5), nan=0.0)
     np.testing.assert_allclose(onnxruntime_outputs(path, feeds)["y"], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
-    with mock.patch.dict(executor_module.NATIVE_FROM, KERNEL_ALWAYS):
-        np.testing.assert_allclose(Executor(model.module, model.weights, threads=1).run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(Executor(model.module, model.weights, threads=1).run(feeds)["y"], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_small_attention_runs_in_numpy_larger_in_the_kernel():
-    """Below NATIVE_FROM's work numpy's few calls cost less than the kernel's call:
-    one query against one key runs in numpy, 32 against 32 in the kernel, each shape
-    its own choice in one executor."""
+def test_one_query_against_one_key_runs_in_the_kernel():
+    """However small, an attention runs as the kernel (in a model's run its one call
+    costs less than numpy's dozen): one query against one key, and 32 against 32,
+    each shape its own plan in one executor."""
     model = attention_model(2, 2, 64, 64, "keys", 0.125)
     executor = Executor(model.module, model.weights, threads=1)
     rng = np.random.default_rng(6)
-    for length, kernel in ((1, False), (32, True)):
+    for length in (1, 32):
         feeds = feeds_for(rng, 1, 2, 2, length, length, 64, 64, "keys", False)
         np.testing.assert_allclose(executor.run(feeds)["y"], float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.125), rtol=2e-5, atol=2e-5)
         (plan,) = [plan for found, plan in executor.steps[0].native.plans.items() if found[0][0][2] == length]  # pyright: ignore
-        assert (plan is not None) == kernel
+        assert plan is not None
