@@ -86,9 +86,14 @@ took 54 us in a two-thread run against 12 on one (1 << 16 left it alone). Median
 whole runs on two threads, n:m 3:4, against 1 << 16: ShuffleNet 5.17 -> 5.12 ms
 (blocks of 4: 4.58 -> 4.37), Inception v2 18.9 -> 18.1 (12.6 -> 11.9), DenseNet121
 26.6 -> 26.3, ResNet50 30.2 -> 29.4, SqueezeNet 4.42 -> 4.34."""
-_WORK_PER_THREAD = 1 << 20
+_WORK_PER_THREAD = 1 << 17
 """Weight values visited per extra thread: smaller layers run on the calling thread,
-where a hand-off would cost more than it saves."""
+where a hand-off would cost more than it saves. In a model's run a layer's weights
+come from memory, not the caches, which a second core's stream pays for well below
+what warm layers alone suggested (2^20 until session 14): a LLaMA of SmolLM2-135M's
+shape at one token on two threads ran 1.21x to 1.27x as fast with 2^17 or 2^18 (its
+576 x 1536 layers split, and at 2^17 its 576 x 576 ones), 1.02x with 2^19; its blocks
+of 16 1.32x, GPT-2 1.15x, at 128 tokens 1.03x."""
 SIDE_BY_SIDE_ALL_BELOW = 1 << 19
 """Weight values below which a batched call's chunks left over after those the threads
 share evenly also run side by side (Executor._side_by_side): split across two threads,
@@ -1191,8 +1196,8 @@ class Executor:
         self.concat_layouts = self._concat_layouts()
         """Concats' lane buffer geometries where the IR's shapes fix them."""
         self._relus_in_place()
-        self._combine_into_copies()
         self._group_attention_heads()
+        self._combine_into_copies()
         self.reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = {}
         """The shapes put-off reshapes give their sources, by op and source shape
         (`_regrouped`)."""
@@ -1562,7 +1567,8 @@ class Executor:
                 continue
             first, second = reader.operands  # pyright: ignore
             other = second if first is result else first
-            if other is not result and made.get(other.owner, -1) < index:  # made before the product
+            maker = made.get(other.owner, -1)
+            if other is not result and maker < index and (maker < 0 or not self.steps[maker].deferred):  # in its slot before the product
                 step.combined = _Combined(combine, self.slots[other], self.slots[reader.results[0]])  # pyright: ignore
 
     def _group_attention_heads(self) -> None:
