@@ -86,14 +86,18 @@ took 54 us in a two-thread run against 12 on one (1 << 16 left it alone). Median
 whole runs on two threads, n:m 3:4, against 1 << 16: ShuffleNet 5.17 -> 5.12 ms
 (blocks of 4: 4.58 -> 4.37), Inception v2 18.9 -> 18.1 (12.6 -> 11.9), DenseNet121
 26.6 -> 26.3, ResNet50 30.2 -> 29.4, SqueezeNet 4.42 -> 4.34."""
-_WORK_PER_THREAD = 1 << 17
+_WORK_PER_THREAD = 1 << 20
 """Weight values visited per extra thread: smaller layers run on the calling thread,
-where a hand-off would cost more than it saves. In a model's run a layer's weights
-come from memory, not the caches, which a second core's stream pays for well below
-what warm layers alone suggested (2^20 until session 14): a LLaMA of SmolLM2-135M's
-shape at one token on two threads ran 1.21x to 1.27x as fast with 2^17 or 2^18 (its
-576 x 1536 layers split, and at 2^17 its 576 x 576 ones), 1.02x with 2^19; its blocks
-of 16 1.32x, GPT-2 1.15x, at 128 tokens 1.03x."""
+where a hand-off would cost more than it saves."""
+_ROW_WORK_PER_THREAD = 1 << 17
+"""The same for a layer's call on one batch row, which reads each weight once: in a
+model's run those weights come from memory, not the caches, and a second core's stream
+pays well below what warm layers alone suggested (`_WORK_PER_THREAD` until session
+14). A LLaMA of SmolLM2-135M's shape at one token on two threads ran 1.21x to 1.27x as
+fast with 2^17 or 2^18 (its 576 x 1536 layers split, and at 2^17 its 576 x 576 ones),
+1.02x with 2^19; its blocks of 16 1.32x, GPT-2 1.15x. A convolution's calls read each
+weight once per lane, from the caches: ShuffleNet's two small ones, split, made its run
+1.12x as long."""
 SIDE_BY_SIDE_ALL_BELOW = 1 << 19
 """Weight values below which a batched call's chunks left over after those the threads
 share evenly also run side by side (Executor._side_by_side): split across two threads,
@@ -2080,7 +2084,7 @@ class Executor:
     def _shares(self, key: KernelKey, batch: int) -> Shares:
         """The shares of a call of `key`'s kernel on `batch` rows (`_shares_for`), its
         work counted in weight values visited."""
-        return self._shares_for(key.parallel_units(batch), key.rows * key.cols * batch, _WORK_PER_THREAD)
+        return self._shares_for(key.parallel_units(batch), key.rows * key.cols * batch, _ROW_WORK_PER_THREAD if batch == 1 else _WORK_PER_THREAD)
 
     def _shares_for(self, units: int, work: int, per_thread: int) -> Shares:
         """The (first, last) units of the shares of a call of `units` units and `work`,
