@@ -5,8 +5,9 @@ calls' lanes, as the executor keys them: ResNet50's 3x3 convolution at 56 x 56 a
 of 4 needs all three lane tiles, the most code of any, its 1x1 one the widest alone;
 the same 3x3 one at blocks of 16, in slices of 4 rows; an n:m 3x3 one that loads its
 taps from whole lines)
-and the plane copy, pooling (windowed and whole-image), depthwise convolution and
-Softmax kernels.
+and the plane copy, pooling (windowed and whole-image), depthwise convolution,
+Softmax, RMS normalization, transposing copy (a LLaMA's 128 rows of 576, out and
+adding a residual), attention and rotary embedding kernels.
 
     python benchmarks/jit.py [--repeats 5]
 
@@ -27,7 +28,7 @@ import time
 
 import numpy as np
 
-from sparsec.kernels import AnyKey, KernelKey, NormKey, PlaneKey, PoolKey
+from sparsec.kernels import AnyKey, AttentionKey, KernelKey, NormKey, PlaneKey, PoolKey, RotaryKey, TransposeKey
 from sparsec.runtime.jit import Target, compile_kernels
 
 KEYS: dict[str, AnyKey] = {
@@ -72,6 +73,11 @@ KEYS: dict[str, AnyKey] = {
     "global average pool 13x13": PoolKey("avg", 1, (13, 13), whole=True),
     "softmax of 1000": NormKey(1000, "softmax"),
     "depthwise convolution 3x3, stride 2, bias": PoolKey("depthwise", 2, (3, 3), bias=True),
+    "RMS normalization of 576": NormKey(576, "rms"),
+    "transposing copy in, 576": TransposeKey(576, 576, True),
+    "transposing copy out, 576, adding": TransposeKey(576, 576, False, "add"),
+    "attention, 64 and 64, masked": AttentionKey(64, 64, True),
+    "rotary embedding of 64": RotaryKey(64),
 }
 
 
