@@ -43,6 +43,9 @@ ROWS = 2
 their multiply-adds make independent chains. 9 heads of 128 x 128 x 64, one thread:
 one row at a time 0.93 ms, two 0.52, four 0.59 (their state no longer fits the
 registers)."""
+DEPTH_STEP = 8
+"""Query values a step of the loop over D takes in the rarely run block bodies (D a
+multiple of it; else D is unrolled there too)."""
 PRODUCT_CHAINS = 4
 """Accumulators a block's scores are summed in over the query's D values, interleaved
 (split among the rows taken together): one chain of D dependent multiply-adds would
@@ -157,15 +160,25 @@ class AttentionKernel(UnitKernel):
         b, g = self.b, self.g
         count, width = len(queries), 2 + len(self.value_lanes)
         chains = max(1, PRODUCT_CHAINS // count)
-        sums = [[self.zero] * chains for _ in queries]
-        columns = b.element_ptr(self.heads["kt"], first, f32)
-        for d in range(self.key.depth):
-            # kt's rows a stride apart: an add from one to the next rather than a multiply each
-            keys = b.load_lanes(columns, F32x16, lanes)
-            columns = b.element_ptr(columns, g["kt_row"], f32)
-            for r, query in enumerate(queries):
-                weight = b.splat(b.load(query, b.const(d, i64), f32), 16)
-                sums[r][d % chains] = b.fmuladd(weight, keys, sums[r][d % chains])
+        # The pairs' whole blocks, nearly all the work, have D unrolled; the partial block
+        # and a last odd row, a loop over D in steps (a third of the IR to compile).
+        step = self.key.depth if lanes is None and count == ROWS or self.key.depth % DEPTH_STEP else DEPTH_STEP
+
+        def depths(d0: SSAValue, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
+            columns, *flat = carried
+            sums = [list(flat[r * chains : (r + 1) * chains]) for r in range(count)]
+            for u in range(step):
+                # kt's rows a stride apart: an add from one to the next rather than a multiply each
+                keys = b.load_lanes(columns, F32x16, lanes)
+                columns = b.element_ptr(columns, g["kt_row"], f32)
+                for r, query in enumerate(queries):
+                    weight = b.splat(b.load(query, b.add(d0, b.const(u, i64)), f32), 16)
+                    sums[r][u % chains] = b.fmuladd(weight, keys, sums[r][u % chains])
+            return [columns, *(vector for row in sums for vector in row)]
+
+        start = [b.element_ptr(self.heads["kt"], first, f32), *[self.zero] * (chains * count)]
+        _, *flat = b.loop(b.const(0, i64), b.const(self.key.depth, i64), start, depths, step=step)
+        sums = [list(flat[r * chains : (r + 1) * chains]) for r in range(count)]
         larger = lambda x, y: b.select(b.fcmp("ogt", x, y), x, y)  # noqa: E731
         powers, updated = [], []
         for r in range(count):
