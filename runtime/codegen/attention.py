@@ -162,7 +162,8 @@ class AttentionKernel(UnitKernel):
         chains = max(1, PRODUCT_CHAINS // count)
         # The pairs' whole blocks, nearly all the work, have D unrolled; the partial block
         # and a last odd row, a loop over D in steps (a third of the IR to compile).
-        step = self.key.depth if lanes is None and count == ROWS or self.key.depth % DEPTH_STEP else DEPTH_STEP
+        unrolled = (lanes is None and count == ROWS) or self.key.depth % DEPTH_STEP != 0
+        step = self.key.depth if unrolled else DEPTH_STEP
 
         def depths(d0: SSAValue, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
             columns, *flat = carried
