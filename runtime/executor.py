@@ -535,20 +535,40 @@ class _Norm:
 class _NativeOp:
     """An op other than a layer that a generated kernel runs on operands read where
     they lie, at their strides: `nn.attention` (runtime/codegen/attention.py) and
-    `nn.rotary_embedding` (runtime/codegen/rotary.py), each into a fresh output. The
-    geometry and the threads' shares are made per set of operand shapes and strides
-    on first use; shapes the kernel does not take (another width than the IR's, heads
-    that do not group) run in numpy."""
+    `nn.rotary_embedding` (runtime/codegen/rotary.py), each into an output kept from
+    run to run. The geometry and the threads' shares are made per set of operand
+    shapes and strides on first use; shapes the kernel does not take (another width
+    than the IR's, heads that do not group) run in numpy."""
 
     key: AttentionKey | RotaryKey
     kernel: Any = None
     plans: dict[tuple, tuple[np.ndarray, Shares, tuple[int, ...]] | None] = dataclasses.field(default_factory=dict)
     """By the operands' shapes and strides: the geometry words, the shares of the
     (batch, head) units and the output shape; None for numpy."""
+    last: _NativeCall | None = None
+    """The call on the operand arrays of the last run that ran the kernel."""
 
     @property
     def runs_as(self) -> str:
         return "attention kernel" if isinstance(self.key, AttentionKey) else "rotary kernel"
+
+
+@dataclass
+class _NativeCall:
+    """A native op's kernel call made ready for the operand arrays it was made for: a
+    later run on the same arrays (the same objects: kept outputs, cached views, shape
+    functions' values) costs identity tests, the copies of operands whose last axis is
+    strided into arrays of the call's own, and the call. Resolving it per run (shapes
+    and strides, the plan, the addresses) took most of a rotation's 20 us in a LLaMA's
+    one-token run."""
+
+    operands: list[np.ndarray]
+    copies: list[tuple[np.ndarray, np.ndarray]]
+    """(operand, the call's array it is copied into) per operand read from a copy."""
+    arguments: tuple[int, ...]
+    shares: Shares
+    out: np.ndarray
+    """The output, kept from run to run."""
 
 
 def native_key_of(op: Operation) -> AttentionKey | RotaryKey | None:
@@ -836,6 +856,8 @@ class _GroupedHeads:
     transposed: bool
     steps: tuple[_Step, ...]
     """The Expand's, the Reshape's (and the Transpose's) steps, put off."""
+    last: tuple[np.ndarray, np.ndarray] | None = None
+    """The last heads read as groups and, for keys, their view with the axes swapped."""
 
 
 @dataclass
@@ -2559,17 +2581,21 @@ class Executor:
             expanded = [int(size) for size in env[grouped.expanded]]
             groups = expanded[2] if len(expanded) == 5 else 0
             if groups > 0 and expanded[:2] + expanded[3:] == [batch, heads, rows, depth] and [int(size) for size in env[grouped.reshaped]] == [batch, heads * groups, rows, depth]:
-                env[grouped.operand] = source.transpose(0, 1, 3, 2) if grouped.transposed else source
+                if grouped.transposed and (grouped.last is None or grouped.last[0] is not source):
+                    grouped.last = (source, source.transpose(0, 1, 3, 2))  # the same view for the same array
+                env[grouped.operand] = grouped.last[1] if grouped.transposed else source  # pyright: ignore
                 return
         for step in grouped.steps:
             self._evaluate(step, env)
 
     def _into_kept(self, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
-        """A float32 Add, Sub, Mul or Div, or an Expand of float32, into an output kept
-        from run to run (`KEPT_UFUNCS`); None for other ops and types. A fresh array of
-        a few hundred kilobytes costs its page faults on every run: a LLaMA's residual
-        Add at 128 tokens (128 x 576) took 74 us a run fresh, 20 into a kept output;
-        its MLP's gate Mul (128 x 1536) 151 and 96."""
+        """A float32 Add, Sub, Mul or Div, an Expand of float32 or a Where between
+        float32 values, into an output kept from run to run (`KEPT_UFUNCS`); None for
+        other ops and types. A fresh array of a few hundred kilobytes costs its page
+        faults on every run: a LLaMA's residual Add at 128 tokens (128 x 576) took 74 us
+        a run fresh, 20 into a kept output; its MLP's gate Mul (128 x 1536) 151 and 96.
+        A kept output is also the same array from run to run, which the attention call
+        that reads a Where's mask knows by identity (`_NativeCall`)."""
         x = operands[0]
         ufunc = KEPT_UFUNCS.get(type(op))
         if ufunc is not None and x.dtype == operands[1].dtype == np.float32:
@@ -2579,12 +2605,34 @@ class Executor:
             out = _kept(self.buffers, (op, shape := np.broadcast_shapes(x.shape, tuple(int(size) for size in operands[1]))), shape)
             np.copyto(out, x)
             return out
+        if isinstance(op, nn_index.WhereOp) and operands[1].dtype == operands[2].dtype == np.float32:
+            out = _kept(self.buffers, (op, shape := np.broadcast_shapes(*(operand.shape for operand in operands))), shape)
+            np.copyto(out, operands[2])
+            np.copyto(out, operands[1], where=x)
+            return out
         return None
 
     def _run_native(self, native: _NativeOp, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
-        """`op` by its kernel into a fresh output, on the worker threads by its units
+        """`op` by its kernel into its kept output, on the worker threads by its units
         where the work pays; None where numpy runs it (`_NativeOp`). The kernel takes
         the operands as x, a0, a1, a2 (the output as y, the geometry as the bias)."""
+        call = native.last
+        if call is None or len(call.operands) != len(operands) or any(old is not new for old, new in zip(call.operands, operands)):
+            call = native.last = self._native_call(native, op, operands)
+            if call is None:
+                return None
+        for operand, copy in call.copies:
+            np.copyto(copy, operand, casting="unsafe")
+        if call.shares.threads == 1:
+            native.kernel(*call.arguments, *call.shares.bounds[0])  # pyright: ignore
+        else:
+            self.pool.run(native.kernel, call.arguments, call.shares)  # pyright: ignore
+        return call.out
+
+    def _native_call(self, native: _NativeOp, op: Operation, operands: list[np.ndarray]) -> _NativeCall | None:
+        """The kernel call of `op` on these operand arrays (`_NativeCall`), or None where
+        numpy runs it: float32 operands whose last axis is contiguous read where they
+        are, others from arrays of the call's own that each run copies them into."""
         found = tuple((operand.shape, operand.strides) for operand in operands)
         plan = native.plans.get(found, False)
         if plan is False:
@@ -2592,16 +2640,13 @@ class Executor:
             plan = native.plans[found] = make(native, op, _float_rows(operands))  # pyright: ignore
         if plan is None:  # before any copy: numpy reads them as they are
             return None
-        operands = _float_rows(operands)
         geometry, shares, shape = plan
-        out = np.empty(shape, np.float32)
-        first, *others = (operand.ctypes.data for operand in operands)
+        read = _float_rows(operands)
+        copies = [(operand, copy) for operand, copy in zip(operands, read) if copy is not operand]
+        out = _kept(self.buffers, (op, shape), shape)
+        first, *others = (operand.ctypes.data for operand in read)
         arguments = (first, out.ctypes.data, *others, *[0] * (3 - len(others)), geometry.ctypes.data, 0)
-        if shares.threads == 1:
-            native.kernel(*arguments, *shares.bounds[0])  # pyright: ignore
-        else:
-            self.pool.run(native.kernel, arguments, shares)  # pyright: ignore
-        return out
+        return _NativeCall(list(operands), copies, arguments, shares, out)
 
     def _rotary_plan(self, native: _NativeOp, op: RotaryEmbeddingOp, operands: list[np.ndarray]) -> tuple[np.ndarray, Shares, tuple[int, ...]] | None:
         """The geometry, shares and output shape of `op` on these operands (each as

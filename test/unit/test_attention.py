@@ -154,6 +154,22 @@ def test_keys_dead_for_a_pair_of_rows_are_never_read():
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
 
 
+def test_a_call_on_the_same_arrays_reads_their_new_values():
+    """The kernel call is made once for the operand arrays it meets (`_NativeCall`):
+    later runs on the same arrays, their values changed in place, read the new values,
+    keys given as a transposed view copied again each run."""
+    model = attention_model(2, 2, 16, 16, "keys", 0.25)
+    executor = Executor(model.module, model.weights, threads=1)
+    rng = np.random.default_rng(8)
+    feeds = feeds_for(rng, 1, 2, 2, 20, 24, 16, 16, "keys", True)
+    for _ in range(3):
+        got = executor.run(feeds)["y"]
+        np.testing.assert_allclose(got, float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.25), rtol=2e-5, atol=2e-5)
+        for name in ("q", "kt", "v"):
+            feeds[name][...] = rng.standard_normal(feeds[name].shape)
+    assert executor.steps[0].native.last.copies  # pyright: ignore  # kt read from a copy
+
+
 def repeated_heads_model() -> Model:
     """An attention whose 4 query heads read 2 key and value heads repeated as the
     exporters' repeat_kv does (Unsqueeze at axis 2, Expand to s5, Reshape to s4; keys
