@@ -480,6 +480,21 @@ def string_axis() -> onnx.ModelProto:
     )
 
 
+def unknown_data_type() -> onnx.ModelProto:
+    """An initializer whose data type is no ONNX type (33, a fuzzed model's), its value
+    in raw bytes: refused by name."""
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    two.raw_data = np.float32(2.0).tobytes()
+    del two.float_data[:]
+    two.data_type = 33
+    return _model(
+        [helper.make_node("Div", ["x", "two"], ["out"], name="halve")],
+        [helper.make_tensor_value_info("x", F32, [2, 3])],
+        [helper.make_tensor_value_info("out", F32, [2, 3])],
+        [two],
+    )
+
+
 def old_opset() -> onnx.ModelProto:
     model = gemm()
     model.opset_import[0].version = 6
@@ -500,7 +515,7 @@ def bad_shapes() -> onnx.ModelProto:
 MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     f.__name__: f
     for f in (gemm, mlp, conv, conv_same, pool, depthwise, residual, transformer_mlp, exported_gelu, llama_mlp, attention, wide, shapes, run_time_shapes, norms, constants, weight_input, unsupported,
-              gather_nd_batch_dims, cast_to_string, pad_reflect, string_axis, old_opset, bad_shapes)
+              gather_nd_batch_dims, cast_to_string, pad_reflect, string_axis, unknown_data_type, old_opset, bad_shapes)
 }
 
 

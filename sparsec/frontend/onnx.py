@@ -758,15 +758,24 @@ def _initializer_array(path: Path, tensor: onnx.TensorProto, span: Span | None, 
         return _embedded_array(path, tensor, span, file)
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return _external_array(path, tensor)
+    _initializer_dtype(path, tensor)
     try:
         return numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as error:
         raise ModelImportError(f"{path}: initializer '{tensor.name}' is malformed: {error}") from None
 
 
+def _initializer_dtype(path: Path, tensor: onnx.TensorProto) -> np.dtype:
+    """The numpy dtype of an initializer's ONNX data type, little-endian as stored."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    except KeyError:
+        raise ModelImportError(f"{path}: initializer '{tensor.name}' is malformed: data type {tensor.data_type} is no ONNX tensor type") from None
+
+
 def _embedded_array(path: Path, tensor: onnx.TensorProto, span: Span, file: BinaryIO) -> np.ndarray:
     """An initializer's raw bytes (little-endian), read from the file into its array."""
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    dtype = _initializer_dtype(path, tensor)
     shape = tuple(int(d) for d in tensor.dims)
     count = math.prod(shape)
     if count * dtype.itemsize != span.length:

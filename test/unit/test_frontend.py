@@ -10,7 +10,7 @@ from conftest import onnxruntime_outputs, random_feeds
 from models import MODELS
 from sparsec.errors import ModelImportError
 
-INVALID = ("unsupported", "old_opset", "bad_shapes", "gather_nd_batch_dims", "cast_to_string", "pad_reflect", "string_axis")
+INVALID = ("unsupported", "old_opset", "bad_shapes", "gather_nd_batch_dims", "cast_to_string", "pad_reflect", "string_axis", "unknown_data_type")
 VALID = [name for name in MODELS if name not in INVALID]
 
 
@@ -40,6 +40,7 @@ def test_external_data_loads(model_path):
         ("cast_to_string", "node 'to_text' (Cast): cannot cast to ONNX data type 8"),
         ("pad_reflect", "node 'mirror' (Pad): mode 'reflect' is not supported (only constant)"),
         ("string_axis", "node 'join' (Concat): attribute 'axis' of type STRING does not fit"),
+        ("unknown_data_type", "initializer 'two' is malformed: data type 33 is no ONNX tensor type"),
     ],
 )
 def test_import_errors_name_the_node(model_path, name: str, message: str):
