@@ -110,7 +110,6 @@ about 0.4 ns a value (32 x 576 in 8.5 us), 16 times a matrix product kernel's pe
 weight value at one batch row."""
 COMBINED_OPS: dict[type[Operation], str] = {AddOp: "add", MulOp: "mul"}
 """The elementwise ops a matrix product's outward copies can make (`_Combined`)."""
-COMBINED_KINDS = {kind: op for op, kind in COMBINED_OPS.items()}
 KEPT_UFUNCS: dict[type[Operation], np.ufunc] = {AddOp: np.add, SubOp: np.subtract, MulOp: np.multiply, DivOp: np.divide}
 """The float32 elementwise ops numpy runs into an output kept from run to run
 (`Executor._into_kept`)."""
@@ -856,17 +855,21 @@ class _GroupedHeads:
     transposed: bool
     steps: tuple[_Step, ...]
     """The Expand's, the Reshape's (and the Transpose's) steps, put off."""
-    last: tuple[np.ndarray, np.ndarray] | None = None
-    """The last heads read as groups and, for keys, their view with the axes swapped."""
+    last: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None = None
+    """The last run's heads and shape arrays, and the operand read as groups (for keys
+    a view with the axes swapped), None where they were no plain repeat: the shapes
+    are shape functions' values, the same arrays from run to run, so a run on the same
+    arrays checks nothing again."""
 
 
 @dataclass
 class _Combined:
     """An elementwise Add or Mul, the one reader of a matrix product's result, that the
-    product's outward copies make as they copy (TransposeKey.combine): its kind, the
-    slot of its other operand and its own result's slot."""
+    product's outward copies make as they copy (TransposeKey.combine): its kind and
+    numpy's function for it, the slot of its other operand and its own result's slot."""
 
     combine: str
+    ufunc: np.ufunc
     other: int
     absorbed: int
 
@@ -1595,7 +1598,7 @@ class Executor:
             other = second if first is result else first
             maker = made.get(other.owner, -1)
             if other is not result and maker < index and (maker < 0 or not self.steps[maker].deferred):  # in its slot before the product
-                step.combined = _Combined(combine, self.slots[other], self.slots[reader.results[0]])  # pyright: ignore
+                step.combined = _Combined(combine, KEPT_UFUNCS[type(reader)], self.slots[other], self.slots[reader.results[0]])  # pyright: ignore
 
     def _group_attention_heads(self) -> None:
         """Put off the steps that repeat each key and value head of the attentions that
@@ -2394,7 +2397,7 @@ class Executor:
             table[row, 0] = outward.address
         base = call.output.ctypes.data
         return _Combining(
-            KEPT_UFUNCS[COMBINED_KINDS[combined.combine]],
+            combined.ufunc,
             [(outward, outward.target - base) for outward in copies],
             [(table, row, outward.target - base) for table, row, outward in rows],
             by_numpy,
@@ -2575,18 +2578,28 @@ class Executor:
         repeat (for keys, a view with the last two axes swapped) where the run's shapes
         make the put-off steps repeat each of them G times in place, else what those
         steps make."""
-        source = env[grouped.source]
-        if source.ndim == 4:
-            batch, heads, rows, depth = source.shape
-            expanded = [int(size) for size in env[grouped.expanded]]
-            groups = expanded[2] if len(expanded) == 5 else 0
-            if groups > 0 and expanded[:2] + expanded[3:] == [batch, heads, rows, depth] and [int(size) for size in env[grouped.reshaped]] == [batch, heads * groups, rows, depth]:
-                if grouped.transposed and (grouped.last is None or grouped.last[0] is not source):
-                    grouped.last = (source, source.transpose(0, 1, 3, 2))  # the same view for the same array
-                env[grouped.operand] = grouped.last[1] if grouped.transposed else source  # pyright: ignore
-                return
+        source, expanded, reshaped = env[grouped.source], env[grouped.expanded], env[grouped.reshaped]
+        last = grouped.last
+        if last is None or last[0] is not source or last[1] is not expanded or last[2] is not reshaped:
+            last = grouped.last = (source, expanded, reshaped, self._repeat_read_as_groups(grouped, source, expanded, reshaped))
+        if last[3] is not None:
+            env[grouped.operand] = last[3]
+            return
         for step in grouped.steps:
             self._evaluate(step, env)
+
+    @staticmethod
+    def _repeat_read_as_groups(grouped: _GroupedHeads, source: np.ndarray, expanded: np.ndarray, reshaped: np.ndarray) -> np.ndarray | None:
+        """The operand to read as groups where the Expand to `expanded` and Reshape to
+        `reshaped` repeat each head of `source` G times in place, else None."""
+        if source.ndim != 4:
+            return None
+        batch, heads, rows, depth = source.shape
+        sizes = [int(size) for size in expanded]
+        groups = sizes[2] if len(sizes) == 5 else 0
+        if groups < 1 or sizes[:2] + sizes[3:] != [batch, heads, rows, depth] or [int(size) for size in reshaped] != [batch, heads * groups, rows, depth]:
+            return None
+        return source.transpose(0, 1, 3, 2) if grouped.transposed else source
 
     def _into_kept(self, op: Operation, operands: list[np.ndarray]) -> np.ndarray | None:
         """A float32 Add, Sub, Mul or Div, an Expand of float32 or a Where between
