@@ -352,9 +352,17 @@ def depthwise(op: ConvOp) -> bool:
     return isinstance(w_type, TensorType) and w_type.get_num_dims() == 4 and w_type.get_shape()[:2] == (group, 1)
 
 
-SHAPE_FUNCTION_CACHE = 8
-"""Sets of input shapes whose shape functions' values an executor keeps (`Executor.
-_shape_functions`): a served model sees a few sequence lengths over and over."""
+KEPT_SHAPE_SETS = 8
+KEPT_BYTES = 1 << 30
+"""An executor keeps what it makes for a set of input shapes (each step's output
+arrays, scratch, calls, plans and shape functions' values) for the runs on those
+shapes after it, a served model seeing a few sequence lengths over and over; at most
+KEPT_SHAPE_SETS sets: when another set comes and that many sets are kept, or their
+arrays take more than KEPT_BYTES, it drops them all first (`Executor._forget_kept`).
+Every op's output is an array of its own, so a set takes a few times the
+activations of a run (a LLaMA of 135M parameters at 200 tokens 240 MB): a model run
+on a new sequence length each time (generation without a key-value cache) held
+another set per length, 4.5 GB after 16."""
 
 NORM_OPS = (LayerNormOp, RMSNormOp, SoftmaxOp)
 """The ops a normalization kernel may run (NormKey)."""
@@ -1280,7 +1288,10 @@ class Executor:
         shapes alone (`_shape_functions`)."""
         self.by_input_shapes: dict[tuple, _Known] = {}
         """Those values by the inputs' shapes, from the first run with those shapes on
-        (at most SHAPE_FUNCTION_CACHE sets of shapes, the latest kept)."""
+        (the sets of `kept_shapes`)."""
+        self.kept_shapes: set[tuple] = set()
+        """The sets of input shapes run since the kept arrays were last dropped
+        (KEPT_SHAPE_SETS)."""
         self._zero_planes: dict[int, np.ndarray] = {}
         """The kept outputs (by address) of implicit calls and of pools laid out as lanes,
         (images, channels + 1, lanes), each image's channels followed by a zero plane:
@@ -2741,6 +2752,10 @@ class Executor:
         self._epoch += 1
         arguments = self.feeds(feeds)
         input_shapes = tuple(array.shape for array in arguments)
+        if input_shapes not in self.kept_shapes:
+            if len(self.kept_shapes) >= KEPT_SHAPE_SETS or self.kept_bytes() > KEPT_BYTES:
+                self._forget_kept()
+            self.kept_shapes.add(input_shapes)
         known = self.by_input_shapes.get(input_shapes)
         env = (self.initial if known is None else known.env).copy()
         env[: len(arguments)] = arguments  # the arguments' slots come first
@@ -2794,11 +2809,34 @@ class Executor:
             self._keep_shape_functions(input_shapes, env)
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}
 
+    def kept_bytes(self) -> int:
+        """The bytes of the arrays kept from run to run: outputs, scratch and Concats'
+        buffers (the calls and plans made with them hold little else)."""
+        arrays = [*self.buffers.values(), *self.scratch.values(), *(lanes for lanes, _ in self.concat_lanes.values())]
+        arrays += [out for out, _, _ in self.concat_outputs.values()]
+        return sum(array.nbytes for array in arrays)
+
+    def _forget_kept(self) -> None:
+        """Drop everything made for the input shapes run so far: kept arrays, the calls
+        that write and read them (with their addresses), the views, plans and shape
+        functions' values made for them, and what is known of arrays by address (the
+        next array at a freed one's address is another). Runs on those shapes make
+        theirs again, as a first run does; compiled kernels stay."""
+        for cache in (self.buffers, self.scratch, self.concat_outputs, self.concat_lanes, self.reshapes, self.by_input_shapes, self._zero_planes, self._plane_images):
+            cache.clear()
+        for step in self.steps:
+            step.calls.clear()
+            step.last_view = step.last_regrouped = None
+            for grouped in step.grouped:
+                grouped.last = None
+        for native in self.natives.values():
+            native.plans.clear()
+            native.last = None
+        self.kept_shapes.clear()
+
     def _keep_shape_functions(self, input_shapes: tuple, env: list) -> None:
         """Keep the values of `shape_functions` for runs on inputs of `input_shapes`, as
         copies (their arrays may be kept outputs that later steps write again)."""
-        if len(self.by_input_shapes) >= SHAPE_FUNCTION_CACHE:
-            del self.by_input_shapes[next(iter(self.by_input_shapes))]
         known = self.initial.copy()
         for slot in self.shape_functions:
             known[slot] = np.array(env[slot], copy=True)

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import sparsec
-from sparsec.runtime.executor import SHAPE_FUNCTION_CACHE, Executor
+from sparsec.runtime.executor import KEPT_SHAPE_SETS, Executor
 
 EXPORTS = Path(__file__).parent.parent / "exports"
 
@@ -73,14 +73,16 @@ def test_values_from_shapes_are_kept_and_values_from_values_are_not(tmp_path):
         executor.close()
 
 
-def test_the_latest_sets_of_shapes_are_kept(tmp_path):
+def test_the_sets_of_shapes_since_the_kept_arrays_were_dropped_are_kept(tmp_path):
+    """Shape functions' values are kept with the other arrays made for their input
+    shapes, and dropped with them (KEPT_SHAPE_SETS)."""
     reference = sparsec.load(_model(tmp_path, value_sized=False))
     executor = Executor(reference.module, reference.weights)
     try:
-        for rows in range(1, SHAPE_FUNCTION_CACHE + 3):
+        for rows in range(1, KEPT_SHAPE_SETS + 3):
             x = np.ones((rows, 4), np.float32)
             np.testing.assert_array_equal(executor.run({"x": x})["out"], reference.run({"x": x})["out"])
-        assert sorted(executor.by_input_shapes) == [((rows, 4),) for rows in range(3, SHAPE_FUNCTION_CACHE + 3)]
+        assert sorted(executor.by_input_shapes) == [((rows, 4),) for rows in (KEPT_SHAPE_SETS + 1, KEPT_SHAPE_SETS + 2)]
     finally:
         executor.close()
 

@@ -1,0 +1,99 @@
+"""An executor keeps the arrays, calls and plans it makes for a set of input shapes
+for later runs on them, for at most KEPT_SHAPE_SETS sets and KEPT_BYTES of arrays:
+another set then drops them all (`Executor._forget_kept`). Runs after a drop make
+theirs anew and compute, bit for bit, what the first runs on their shapes did; a set
+kept alone takes what a new executor's first run on it takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import models
+import numpy as np
+import onnx
+import pytest
+
+import sparsec
+from sparsec.runtime import executor as executor_module
+from sparsec.runtime.executor import Executor
+
+EXPORTS = Path(__file__).parent.parent / "exports"
+
+
+def _runs_after_drops_repeat_first_runs(model: sparsec.Model, feeds_by_shape: dict[int, dict[str, np.ndarray]], order: list[int], threads: int, sets: int) -> None:
+    """Run `order`'s feeds, which meet each shape again after drops, and check each run
+    against the first on its shape (bit for bit), the first ones against the
+    reference, and that no more than `sets` sets are ever kept."""
+    executor = Executor(model.module, model.weights, threads=threads)
+    first: dict[int, dict[str, np.ndarray]] = {}
+    try:
+        for shape in order:
+            got = executor.run(feeds_by_shape[shape])
+            assert 1 <= len(executor.kept_shapes) <= sets
+            if shape not in first:
+                first[shape] = got
+                for name, value in model.run(feeds_by_shape[shape]).items():
+                    np.testing.assert_allclose(got[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+            for name, value in first[shape].items():
+                np.testing.assert_array_equal(got[name], value, err_msg=f"{name} at {shape}")
+    finally:
+        executor.close()
+
+
+@pytest.fixture(scope="module")
+def squeezenet(tmp_path_factory) -> sparsec.Model:
+    """SqueezeNet at n:m 2:4 with a batch given at run time: implicit convolutions (zero
+    planes, framed 1x1 convolutions reading lanes in place), pools, Concats."""
+    folder = tmp_path_factory.mktemp("squeezenet")
+    onnx_model = onnx.load(str(models.randomized(models.LIGHT / "light_squeezenet.onnx", folder / "fixed.onnx")))
+    for value in (*onnx_model.graph.input, *onnx_model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(onnx_model, str(folder / "squeezenet.onnx"))
+    model = sparsec.load(folder / "squeezenet.onnx")
+    model.apply("prune-magnitude{pattern=nm n=2 m=4},pack-bitmask,lower-kernels")
+    return model
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_network_runs_as_before_after_its_kept_arrays_are_dropped(squeezenet, monkeypatch, threads):
+    monkeypatch.setattr(executor_module, "KEPT_SHAPE_SETS", 2)
+    name = Executor(squeezenet.module, squeezenet.weights, threads=1).feeds.names[0]
+    rng = np.random.default_rng(threads)
+    feeds = {batch: {name: rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)} for batch in (1, 2, 3)}
+    _runs_after_drops_repeat_first_runs(squeezenet, feeds, [1, 2, 3, 1, 1, 3, 2, 1], threads, 2)
+
+
+def _llama() -> tuple[sparsec.Model, dict[int, dict[str, np.ndarray]]]:
+    model = sparsec.load(EXPORTS / "llama_torchscript_17.onnx")
+    model.apply("fuse-attention,prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    rng = np.random.default_rng(0)
+    feeds = {length: {"input_ids": rng.integers(0, 128, (1, length)), "attention_mask": np.ones((1, length), np.int64)} for length in (1, 5, 9, 16, 17)}
+    return model, feeds
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_transformer_on_many_sequence_lengths_keeps_a_few(monkeypatch, threads):
+    """A sequence length more than KEPT_SHAPE_SETS drops the kept ones; each length
+    runs as it first did (attention and rotary calls, combining copies, shape
+    functions' values made anew)."""
+    monkeypatch.setattr(executor_module, "KEPT_SHAPE_SETS", 3)
+    model, feeds = _llama()
+    _runs_after_drops_repeat_first_runs(model, feeds, [1, 5, 9, 16, 1, 17, 5, 5, 9, 1, 16], threads, 3)
+
+
+def test_kept_bytes_bound_the_sets_kept(monkeypatch):
+    """Past KEPT_BYTES a new set drops the others first: each new length is then kept
+    alone, in as many bytes as a new executor's first run on it keeps."""
+    monkeypatch.setattr(executor_module, "KEPT_BYTES", 0)
+    model, feeds = _llama()
+    executor = Executor(model.module, model.weights, threads=1)
+    try:
+        for length in (5, 16, 5, 9, 9):
+            executor.run(feeds[length])
+            assert executor.kept_shapes == {tuple(array.shape for array in feeds[length].values())}
+            alone = Executor(model.module, model.weights, threads=1)
+            alone.run(feeds[length])
+            assert 0 < executor.kept_bytes() == alone.kept_bytes()
+            alone.close()
+    finally:
+        executor.close()
