@@ -57,6 +57,7 @@ from sparsec.dialects.nn import (
 from sparsec.layers import dense_value
 from sparsec.runtime.implicit import ImplicitConv, PoolBands, accumulating, aligned_plane, framed, implicit_conv, pool_bands, reads_input_in_place, residual_add, static_implicit_conv, static_shape
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
+from sparsec.runtime.liveness import StepUse, output_colors
 from sparsec.runtime.memory import on_cache_line
 from sparsec.runtime.operands import KernelOperands, nonzero_count, prepare_operands
 from sparsec.runtime.workers import STEP_WORDS, Shares, WorkerPool, available_cpus
@@ -359,10 +360,10 @@ arrays, scratch, calls, plans and shape functions' values) for the runs on those
 shapes after it, a served model seeing a few sequence lengths over and over; at most
 KEPT_SHAPE_SETS sets: when another set comes and that many sets are kept, or their
 arrays take more than KEPT_BYTES, it drops them all first (`Executor._forget_kept`).
-Every op's output is an array of its own, so a set takes a few times the
-activations of a run (a LLaMA of 135M parameters at 200 tokens 240 MB): a model run
-on a new sequence length each time (generation without a key-value cache) held
-another set per length, 4.5 GB after 16."""
+Without the bound a model run on a new sequence length each time (generation
+without a key-value cache) kept another set per length: a LLaMA of 135M parameters,
+240 MB a set at 200 tokens when every output had an array of its own, 4.5 GB after
+16 lengths (12 MB a set since outputs share arrays, `Executor.colors`)."""
 
 NORM_OPS = (LayerNormOp, RMSNormOp, SoftmaxOp)
 """The ops a normalization kernel may run (NormKey)."""
@@ -1032,6 +1033,9 @@ class _Step:
     """The Add or Mul a matrix product's outward copies may make (`_Combined`)."""
     grouped: tuple[_GroupedHeads, ...] = ()
     """An attention's operands that repeat heads (`_GroupedHeads`)."""
+    writes_over: bool = False
+    """Whether its output array is one an earlier step's value had in the run
+    (`Executor.colors`)."""
 
 
 TAKEN_IN = "(taken in)"
@@ -1270,8 +1274,8 @@ class Executor:
         BLAS too: OpenBLAS took both cores for ResNet50's first convolution in a run on
         one (3.0 ms against 4.6), so one-thread figures were not one thread's."""
         self.buffers: dict[tuple, np.ndarray] = {}
-        """Kernel steps' outputs by op and rows, and Concats' by op and shape, kept from
-        call to call (`_call_for`, `_concat`)."""
+        """Steps' outputs by op and shape, or by color and shape where they share arrays
+        (`colors`), kept from call to call (`_call_for`, `_kept_output`, `_concat`)."""
         self.scratch: dict[tuple, np.ndarray] = {}
         """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, and
         the implicit convolutions' phase planes by geometry, kept from call to call and
@@ -1299,7 +1303,65 @@ class Executor:
         self._plane_images: dict[int, tuple] = {}
         """What each array of phase planes (by address) was last filled with
         (`_planes_hold`)."""
+        self.colors = self._output_colors()
+        """The kept output array each step that may share one takes, by op: one array
+        per color and shape (runtime/liveness.py)."""
         _EXECUTORS.add(self)
+
+    def _output_colors(self) -> dict[Operation, int]:
+        """The colors of the steps whose outputs may share arrays (`_shares_output`),
+        by op, from where each step's value is needed (liveness.output_colors); marks
+        the steps that write over an earlier value's array (`_Step.writes_over`)."""
+        from_shapes = set(self.shape_functions)
+        uses = []
+        for step in self.steps:
+            reads, aliases = list(step.inputs), []
+            if step.residual is not None:
+                reads.append(step.residual.addend)
+                aliases += step.residual.absorbed
+            if step.prologue is not None:
+                reads.append(step.prologue.source)
+            if step.combined is not None:
+                reads.append(step.combined.other)
+                aliases.append(step.combined.absorbed)
+            for grouped in step.grouped:
+                reads += [grouped.source, grouped.expanded, grouped.reshaped]
+            # A shape function's value is copied at the end of the first run on its
+            # shapes (`_keep_shape_functions`): it keeps an array of its own.
+            fresh = self._shares_output(step) and step.result not in from_shapes
+            if not fresh:  # its result may be an operand's array, or a view of one
+                aliases += reads if step.dtype is None else self._same_type_operands(step.op)
+            uses.append(StepUse(step.result, tuple(reads), tuple(aliases), step.deferred, fresh))
+        colors, reusing = output_colors(uses, self.returned)
+        for index in reusing:
+            self.steps[index].writes_over = True
+        return {self.steps[index].op: color for index, color in colors.items()}
+
+    def _same_type_operands(self, op: Operation) -> list[int]:
+        """The slots of `op`'s operands of its result's element type, the only ones its
+        result may be a view of (a Shape's integers are no view of the floats it reads,
+        which would otherwise be needed as long as the shape: to the run's end, as a
+        shape function's value)."""
+        result = getattr(op.results[0].type, "element_type", None)
+        return [self.slots[value] for value in op.operands if result is None or getattr(value.type, "element_type", None) in (None, result)]
+
+    def _shares_output(self, step: _Step) -> bool:
+        """Whether `step`'s output is an array of its own, kept per shape, whatever runs
+        it: a matrix product's or normalization's by their kernels, an attention's or
+        rotation's, a float32 Add, Sub, Mul, Div, Where or Relu's (`_into_kept`). Other
+        steps' results may be (views of) their operands' arrays, or lie in lanes and
+        planes with layouts of their own."""
+        if step.dtype is None:
+            return isinstance(step.unit, _Norm) or (isinstance(step.unit, _Layer) and isinstance(step.op, SparseMatMulOp))
+        if isinstance(step.op, ReluOp):
+            return not step.in_place
+        return step.native is not None or isinstance(step.op, AddOp | SubOp | MulOp | DivOp | nn_index.WhereOp)
+
+    def _kept_output(self, op: Operation, shape: tuple[int, ...]) -> np.ndarray:
+        """The kept output array of `op` for `shape`: its color's (`colors`) where it
+        shares one, else its own."""
+        color = self.colors.get(op)
+        return _kept(self.buffers, (op, shape) if color is None else ("color", color, shape), shape)
 
     def _prepare(self, op: KernelOp) -> _Layer:
         key = kernel_key_of(op, self.target)
@@ -2002,7 +2064,7 @@ class Executor:
 
     def _output(self, step: _Step, rows: int, cols: int) -> np.ndarray:
         """The kept output buffer of `step` for `rows` rows of `cols` values."""
-        return _kept(self.buffers, (step.op, rows), (rows, cols))
+        return self._kept_output(step.op, (rows, cols))
 
     def _layer_call(self, layer: _Layer, output: np.ndarray, result: np.ndarray, chunk: int = 0) -> _Call:
         """The call of `layer` on as many batch rows as `output` has: its kernel, or
@@ -2554,6 +2616,8 @@ class Executor:
         its first convolution in numpy: 160 ms a run on two threads, 97 with this; 95 on
         one). Limiting costs 6.6 us, too much to pay on every run of a small model,
         whose small calls BLAS runs on one thread anyway."""
+        if step.writes_over:
+            self._epoch += 1
         for grouped in step.grouped:
             self._grouped_operand(grouped, env)
         operands = [env[v] for v in step.inputs]
@@ -2570,7 +2634,7 @@ class Executor:
             return
         if isinstance(step.op, ReluOp) and operands[0].dtype == np.float32:  # a fresh array costs its page faults
             x = operands[0]
-            env[step.result] = np.maximum(x, 0.0, out=x if step.in_place else _kept(self.buffers, (step.op, x.shape), x.shape))
+            env[step.result] = np.maximum(x, 0.0, out=x if step.in_place else self._kept_output(step.op, x.shape))
             return
         if (into_kept := self._into_kept(step.op, operands)) is not None:
             env[step.result] = into_kept
@@ -2624,13 +2688,13 @@ class Executor:
         ufunc = KEPT_UFUNCS.get(type(op))
         if ufunc is not None and x.dtype == operands[1].dtype == np.float32:
             shape = np.broadcast_shapes(x.shape, operands[1].shape)
-            return ufunc(x, operands[1], out=_kept(self.buffers, (op, shape), shape))
+            return ufunc(x, operands[1], out=self._kept_output(op, shape))
         if isinstance(op, nn_index.ExpandOp) and x.dtype == np.float32:
-            out = _kept(self.buffers, (op, shape := np.broadcast_shapes(x.shape, tuple(int(size) for size in operands[1]))), shape)
+            out = self._kept_output(op, np.broadcast_shapes(x.shape, tuple(int(size) for size in operands[1])))
             np.copyto(out, x)
             return out
         if isinstance(op, nn_index.WhereOp) and operands[1].dtype == operands[2].dtype == np.float32:
-            out = _kept(self.buffers, (op, shape := np.broadcast_shapes(*(operand.shape for operand in operands))), shape)
+            out = self._kept_output(op, np.broadcast_shapes(*(operand.shape for operand in operands)))
             np.copyto(out, operands[2])
             np.copyto(out, operands[1], where=x)
             return out
@@ -2667,7 +2731,7 @@ class Executor:
         geometry, shares, shape = plan
         read = _float_rows(operands)
         copies = [(operand, copy) for operand, copy in zip(operands, read) if copy is not operand]
-        out = _kept(self.buffers, (op, shape), shape)
+        out = self._kept_output(op, shape)
         first, *others = (operand.ctypes.data for operand in read)
         arguments = (first, out.ctypes.data, *others, *[0] * (3 - len(others)), geometry.ctypes.data, 0)
         return _NativeCall(list(operands), copies, arguments, shares, out)
@@ -2770,6 +2834,8 @@ class Executor:
                 continue
             if step.deferred:  # a convolution its pool runs in bands
                 continue
+            if step.writes_over:
+                self._epoch += 1
             prologue = step.prologue
             reader = step.band or step  # a banded pool reads the convolution's inputs
             x = env[reader.inputs[0] if reader.prologue is None else reader.prologue.source]

@@ -2,7 +2,8 @@
 for later runs on them, for at most KEPT_SHAPE_SETS sets and KEPT_BYTES of arrays:
 another set then drops them all (`Executor._forget_kept`). Runs after a drop make
 theirs anew and compute, bit for bit, what the first runs on their shapes did; a set
-kept alone takes what a new executor's first run on it takes."""
+kept alone takes what a new executor's first run on it takes. Within a set, outputs
+never needed at once share arrays, with the same results."""
 
 from __future__ import annotations
 
@@ -97,3 +98,31 @@ def test_kept_bytes_bound_the_sets_kept(monkeypatch):
             alone.close()
     finally:
         executor.close()
+
+
+@pytest.mark.parametrize("name", ["llama_torchscript_17", "gpt2_torchscript_17", "bert_sdpa_dynamo_18"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_outputs_needed_at_different_times_share_arrays(monkeypatch, name, threads):
+    """Outputs whose values are never needed at once share arrays (`Executor.colors`,
+    runtime/liveness.py): a two-layer transformer's dozens of such steps take a
+    handful of colors, and it computes bit for bit what it does with an array per
+    output."""
+    model = sparsec.load(EXPORTS / f"{name}.onnx")
+    model.apply("fuse-attention,prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    rng = np.random.default_rng(2)
+    feeds = {"input_ids": rng.integers(0, 128, (2, 9)), "attention_mask": np.ones((2, 9), np.int64), "token_type_ids": np.zeros((2, 9), np.int64)}
+    shared = Executor(model.module, model.weights, threads=threads)
+    monkeypatch.setattr(Executor, "_output_colors", lambda self: {})
+    own = Executor(model.module, model.weights, threads=threads)
+    try:
+        feeds = {name: feeds[name] for name in shared.feeds.names}
+        assert len(shared.colors) > 30 and len(set(shared.colors.values())) <= 8
+        assert any(step.writes_over for step in shared.steps)
+        for _ in range(2):
+            expected, got = own.run(feeds), shared.run(feeds)
+            for output, value in expected.items():
+                np.testing.assert_array_equal(got[output], value)
+        assert shared.kept_bytes() < own.kept_bytes()
+    finally:
+        shared.close()
+        own.close()
