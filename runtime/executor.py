@@ -2876,10 +2876,10 @@ class Executor:
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}
 
     def kept_bytes(self) -> int:
-        """The bytes of the arrays kept from run to run: outputs, scratch and Concats'
-        buffers (the calls and plans made with them hold little else)."""
+        """The bytes of the arrays kept from run to run: outputs (Concats' among them),
+        scratch and Concats' lane buffers (the calls and plans made with them hold
+        little else)."""
         arrays = [*self.buffers.values(), *self.scratch.values(), *(lanes for lanes, _ in self.concat_lanes.values())]
-        arrays += [out for out, _, _ in self.concat_outputs.values()]
         return sum(array.nbytes for array in arrays)
 
     def _forget_kept(self) -> None:

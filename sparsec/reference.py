@@ -324,10 +324,13 @@ def _attention(op: nn.AttentionOp, q: np.ndarray, kt: np.ndarray, v: np.ndarray,
 
 
 def _lrn(op: nn.LRNOp, x: np.ndarray) -> np.ndarray:
-    size = op.size.value.data
-    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    """ONNX LRN: each channel over the sum of squares of the `size` channels around it.
+    The window's part past the channels adds nothing, so it is padded no further than
+    the channels (a size of 387 million, from the fuzz test, asked for 26 GiB)."""
+    size, channels = op.size.value.data, x.shape[1]
+    before, after = min((size - 1) // 2, channels), min(size - 1 - (size - 1) // 2, channels)
     squares = np.pad(x * x, [(0, 0), (before, after)] + [(0, 0)] * (x.ndim - 2))
-    window = sliding_window_view(squares, size, axis=1).sum(axis=-1)
+    window = sliding_window_view(squares, before + after + 1, axis=1).sum(axis=-1)
     alpha, beta, bias = (np.float32(a.value.data) for a in (op.alpha, op.beta, op.bias))
     return x / (bias + alpha / size * window) ** beta
 

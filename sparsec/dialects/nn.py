@@ -767,6 +767,11 @@ class LRNOp(UnaryOp):
     beta = opt_prop_def(FloatAttr, default_value=_float(0.75))
     bias = opt_prop_def(FloatAttr, default_value=_float(1.0))
 
+    def verify_(self) -> None:
+        if self.size.value.data < 1:
+            raise VerifyException(f"'{self.name}': size must be at least 1 (channels summed over), got {self.size.value.data}")
+        super().verify_()
+
 
 @irdl_op_definition
 class ReshapeOp(NNOp):

@@ -124,6 +124,8 @@ CASES = {
     "pad, axes input": Case("Pad", {"a": _f32(2, 3, 4)}, {"pads": _i64([1, 2]), "v": np.array(0.0, np.float32), "axes": _i64([-1])}, opset=18),
     "pad, opset 7 attributes": Case("Pad", {"a": _f32(2, 3)}, attributes={"pads": [1, 0, 0, 1], "value": 2.0}, opset=7),
     "reshape to a run-time shape": Case("Reshape", {"x": _f32(2, 3, 4), "shape": _i64([0, -1])}, static=("shape",)),
+    "LRN over 3 of 4 channels": Case("LRN", {"x": _f32(2, 4, 3, 3)}, attributes={"size": 3, "alpha": 0.01, "bias": 1.5}),
+    "LRN over more channels than there are": Case("LRN", {"x": _f32(2, 4, 3, 3)}, attributes={"size": 9, "alpha": 0.01}),
 }
 
 
@@ -139,6 +141,17 @@ def test_op_matches_onnxruntime(tmp_path, case: Case):
         assert got.dtype == expected.dtype and got.shape == expected.shape
         # Float means sum in float64 here, in float32 in onnxruntime: the last bit may differ.
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+
+
+def test_lrn_wider_than_all_channels_sums_them_all(tmp_path):
+    """An LRN window past every channel (the fuzz test's size of 387 million, which had
+    the reference pad 26 GiB) sums the squares of all channels, in memory of the input's
+    size (onnxruntime takes 23 s to walk such a window, so the formula is the oracle)."""
+    size, x = 387017381, _f32(2, 4, 3, 3)
+    path = tmp_path / "lrn.onnx"
+    onnx.save(Case("LRN", {"x": x}, attributes={"size": size, "alpha": 1e7}).model(), str(path))
+    expected = x / (1.0 + 1e7 / size * (x * x).sum(axis=1, keepdims=True)) ** 0.75
+    np.testing.assert_allclose(sparsec.load(path).run({"x": x})["out"], expected, rtol=1e-5)
 
 
 def test_constant_of_shape_at_a_run_time_shape(tmp_path):

@@ -99,6 +99,13 @@ func.func @main(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
 // CHECK: property 'size' expected in operation 'nn.lrn'
 
 // -----
+func.func @main(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
+  %y = nn.lrn %x {size = 0 : i64} : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  func.return %y : tensor<2x3xf32>
+}
+// CHECK: 'nn.lrn': size must be at least 1 (channels summed over), got 0
+
+// -----
 func.func @main(%x: tensor<2x7xf32>, %c: tensor<2x7xf32>) -> tensor<2x7xf32> {
   %y = nn.rotary_embedding %x, %c, %c : (tensor<2x7xf32>, tensor<2x7xf32>, tensor<2x7xf32>) -> tensor<2x7xf32>
   func.return %y : tensor<2x7xf32>
