@@ -56,8 +56,7 @@ def output_colors(steps: Sequence[StepUse], to_the_end: Iterable[int]) -> tuple[
         last[group.find(slot)] = float("inf")
     colors: dict[int, int] = {}
     reusing: set[int] = set()
-    ends: list[float] = []
-    """Where each color's last value is last needed."""
+    ends: list[float] = []  # where each color's latest value is last needed
     for index, (step, (first, _place)) in enumerate(zip(steps, places)):
         if not step.fresh:
             continue

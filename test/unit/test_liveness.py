@@ -17,14 +17,15 @@ INPUTS = 3
 @st.composite
 def programs(draw) -> tuple[list[StepUse], list[int]]:
     """Steps reading inputs (slots 0 to 2) and earlier results; a step that is not
-    fresh may be one of its operands' arrays; some results are returned."""
+    fresh may be one of its operands' arrays; any step may be put off to its reader
+    (a convolution's put-off Relu is fresh); some results are returned."""
     steps: list[StepUse] = []
     for index in range(draw(st.integers(1, 24))):
         result = INPUTS + index
         reads = tuple(draw(st.lists(st.integers(0, result - 1), max_size=3, unique=True)))
         fresh = draw(st.booleans())
         aliases = () if fresh or not reads else tuple(draw(st.lists(st.sampled_from(reads), max_size=len(reads), unique=True)))
-        put_off = not fresh and draw(st.booleans())
+        put_off = draw(st.booleans())
         steps.append(StepUse(result, reads, aliases, put_off, fresh))
     returned = draw(st.lists(st.integers(INPUTS, INPUTS + len(steps) - 1), max_size=2, unique=True))
     return steps, returned
