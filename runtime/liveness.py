@@ -10,8 +10,9 @@ numpy result that may return an operand, a value a kernel call takes in); steps 
 another step runs (put off to their reader) make and read at their reader's place.
 Steps whose outputs are fresh arrays get a color each such that two values needed at
 once never share one (greedy interval coloring, in step order); the executor keeps
-one array per color and shape. A value returned, or copied at the end of a run (shape
-functions' values), is needed to the end.
+one array per color and shape. A value returned is needed to the end (and the
+executor leaves shape functions' values, copied at the end of a first run, arrays of
+their own).
 """
 
 from __future__ import annotations
