@@ -837,13 +837,12 @@ class _Transpose:
 @dataclass
 class _Known:
     """What runs on inputs of shapes seen before start from: the initial values with the
-    shape functions' values in their slots, and the steps left to run (with their
-    indices), those that make the shape functions' values left out: a LLaMA at one
-    token goes through 910 of its 1940 steps, in 57 us of loop rather than 139 (warm),
-    and copies one list rather than setting 1030 slots."""
+    shape functions' values they read in their slots (`Executor.shape_values`); they
+    go through the steps left (`Executor.steps_left`): a LLaMA at one token through 910
+    of its 1940 steps, in 57 us of loop rather than 139 (warm), copying one list rather
+    than setting 1030 slots."""
 
     env: list
-    steps: list[tuple[int, _Step]]
 
 
 @dataclass
@@ -1291,7 +1290,11 @@ class Executor:
         """The result slots of the numpy steps whose values follow from the inputs'
         shapes alone (`_shape_functions`)."""
         made = set(self.shape_functions)
-        read = {slot for step in self.steps if step.dtype is None or step.result not in made for slot in self._reads(step)}
+        self.steps_left = [(index, step) for index, step in enumerate(self.steps) if step.dtype is None or step.result not in made]
+        """The steps runs on shapes met before go through (`_Known`), with their indices:
+        all but those that make the shape functions' values, the same for every set of
+        shapes."""
+        read = {slot for _index, step in self.steps_left for slot in self._reads(step)}
         self.shape_values = [slot for slot in self.shape_functions if slot in read or slot in self.returned]
         """Those that runs on shapes met before read (`_Known`): what the other steps
         read, or returned; the rest only led to them. The LLaMA at 2048 tokens keeps
@@ -2830,7 +2833,7 @@ class Executor:
         env[: len(arguments)] = arguments  # the arguments' slots come first
         addresses: list[int | None] = [None] * len(env)
         """The addresses of the kernel outputs that later kernel steps read in place."""
-        for index, step in enumerate(self.steps) if known is None or marks is not None else known.steps:
+        for index, step in enumerate(self.steps) if known is None or marks is not None else self.steps_left:
             if marks is not None:
                 marks[index] = time.perf_counter()
             if step.dtype is not None:
@@ -2911,6 +2914,4 @@ class Executor:
         known = self.initial.copy()
         for slot in self.shape_values:
             known[slot] = np.array(env[slot], copy=True)
-        made = set(self.shape_functions)
-        steps = [(index, step) for index, step in enumerate(self.steps) if step.dtype is None or step.result not in made]
-        self.by_input_shapes[input_shapes] = _Known(known, steps)
+        self.by_input_shapes[input_shapes] = _Known(known)

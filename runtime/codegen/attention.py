@@ -116,9 +116,7 @@ class AttentionKernel(UnitKernel):
         whole = b.round_down(stop, 16)
         state = b.loop(start, whole, state, lambda first, carried: self.block(first, None, queries, masks, list(carried)), step=16)
         state = b.loop(whole, stop, list(state), lambda first, carried: self.block(first, self.tail_lanes(first), queries, masks, list(carried)), step=16)
-        width = 2 + len(self.value_lanes)
-        for r, row in enumerate(rows):
-            total, accumulators = state[r * width + 1], state[r * width + 2 : (r + 1) * width]
+        for row, (_most, total, *accumulators) in zip(rows, _per_row(state, 2 + len(self.value_lanes))):
             inverse = b.fdiv(b.like(1.0, total), total)
             # l is 0 or NaN exactly where the five ops' probabilities are NaN
             kept = b.fcmp("ogt", total, self.zero) if self.key.nan_rows_to_zero else None
@@ -199,9 +197,7 @@ class AttentionKernel(UnitKernel):
         sums = _per_row(flat, chains)
         larger = lambda x, y: b.select(b.fcmp("ogt", x, y), x, y)  # noqa: E731
         powers, updated = [], []
-        for r in range(count):
-            most, total, *accumulators = state[r * width : (r + 1) * width]
-            scores = sums[r]
+        for r, ((most, total, *accumulators), scores) in enumerate(zip(_per_row(state, width), sums)):
             while len(scores) > 1:
                 scores = [b.fadd(scores[i], scores[i + 1]) for i in range(0, len(scores), 2)]
             scores = b.fmul(scores[0], self.scale)
