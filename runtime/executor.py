@@ -992,8 +992,9 @@ class _Step:
     run: Callable[..., None] | None = None
     """How a kernel step runs its call: Executor._run_rows, Executor._run_norm or
     Executor._run_conv."""
-    calls: dict[tuple[int, ...], _Call] = dataclasses.field(default_factory=dict)
-    """A kernel step's calls by input shape (Executor._call_for)."""
+    calls: dict[tuple, _Call] = dataclasses.field(default_factory=dict)
+    """A kernel step's calls by input shape, or by the input's and the residual
+    addend's shapes where it has one (Executor._call_for)."""
     residual: _Residual | None = None
     """The residual Add an implicit call of this convolution takes in, if any."""
     prologue: _Prologue | None = None
@@ -1757,15 +1758,16 @@ class Executor:
         return step
 
     @staticmethod
-    def _implicit_for(step: _Step, shape: tuple[int, ...]) -> ImplicitConv | None:
+    def _implicit_for(step: _Step, shape: tuple[int, ...], residual: bool = True) -> ImplicitConv | None:
         """The implicit form of convolution step `step` on inputs of `shape` where it
-        applies and pays, with the accumulate variant when it takes in a residual Add."""
+        applies and pays, with the accumulate variant when it takes in a residual Add
+        (and `residual`)."""
         conv = implicit_conv(step.op, step.unit.key, shape)  # pyright: ignore
         if conv is not None and step.frame is not None and step.frame[0] == shape[2:]:
             conv = framed(conv, *step.frame[1:])
         if conv is None or not step.unit.runs_implicit(conv.lanes):  # pyright: ignore
             return None
-        return conv if step.residual is None else accumulating(conv, step.residual.relu)
+        return conv if step.residual is None or not residual else accumulating(conv, step.residual.relu)
 
     @staticmethod
     def _image_conv(step: _Step) -> ImplicitConv | None:
@@ -1799,9 +1801,9 @@ class Executor:
         for step in self.steps:
             step.calls.clear()
 
-    def _call_for(self, step: _Step, x: np.ndarray, addend: np.ndarray | None) -> _Call:
+    def _call_for(self, step: _Step, x: np.ndarray, addend: np.ndarray | None, shapes: tuple) -> _Call:
         """The call of kernel step `step` on inputs shaped as `x` (with its residual
-        `addend`, if it has one), made and kept."""
+        `addend`, if it has one), made and kept under `shapes` (`_Step.calls`)."""
         unit = step.unit
         if step.band is not None:
             call = self._banded_call(step, x)
@@ -1816,7 +1818,7 @@ class Executor:
             assert isinstance(unit, _Layer)
             call = self._implicit_call(step, unit, x, addend)
             if call is not None:
-                step.calls[x.shape] = call
+                step.calls[shapes] = call
                 return call
             windows = self._windows(step.op, self._materialized(step, x), unit.key)
             groups = step.op.group.value.data
@@ -1829,7 +1831,7 @@ class Executor:
             assert isinstance(unit, _Layer)
             output = self._output(step, x.size // unit.key.cols, unit.key.rows)
             call = self._layer_call(unit, output, output.reshape(*x.shape[:-1], unit.key.rows))
-        step.calls[x.shape] = call
+        step.calls[shapes] = call
         return call
 
     def _pool_call(self, step: _Step, pool: _Pool, x: np.ndarray) -> _Call:
@@ -1939,6 +1941,9 @@ class Executor:
             return None
         images, rows = x.shape[0], layer.key.rows
         residual = step.residual
+        if residual is not None and (addend is None or addend.shape != (images, rows, *conv.out)):
+            # A type that leaves the batch to run time let the addend broadcast: the Add runs.
+            conv, residual = self._implicit_for(step, x.shape, residual=False), None
         output = None
         if residual is None and step.op in self.concat_places:
             placed = self._concat_lanes(step.op, images, conv.lane_layout)
@@ -2852,7 +2857,8 @@ class Executor:
             elif step.concat is not None:
                 x = _Concatenated([env[v] for v in step.concat.inputs])
             addend = None if step.residual is None else env[step.residual.addend]
-            call = step.calls.get(x.shape) or self._call_for(step, x, addend)  # pyright: ignore
+            shapes = x.shape if addend is None else (x.shape, addend.shape)
+            call = step.calls.get(shapes) or self._call_for(step, x, addend, shapes)  # pyright: ignore
             if prologue is not None and call.prologue is None:  # not implicit: run the put-off steps
                 for deferred in prologue.steps:
                     self._evaluate(deferred, env)

@@ -205,13 +205,15 @@ class ResidualAdd:
 
 def residual_add(op: SparseConvOp, key: KernelKey) -> ResidualAdd | None:
     """The residual Add an implicit call of `op` may take in: `op`'s only use is an Add
-    or Sum of two tensors of one static type (so nothing broadcasts) whose other
-    operand is made before `op`, and `op` applies no activation itself."""
+    or Sum of two tensors of one type whose other operand is made before `op`, and
+    `op` applies no activation itself. Where the type leaves dimensions (a batch) to
+    run time, the two may still differ there, one broadcasting: a call takes the Add
+    in only when the addend has its output's shape (Executor._implicit_call)."""
     uses = list(op.results[0].uses)
     if len(uses) != 1 or not isinstance(add := uses[0].operation, AddOp | SumOp) or epilogue_activation(key.epilogue):
         return None
     terms = list(add.operands)
-    if len(terms) != 2 or terms[0].type != terms[1].type or terms[0] is terms[1] or static_shape(terms[0]) is None:
+    if len(terms) != 2 or terms[0].type != terms[1].type or terms[0] is terms[1] or not isinstance(terms[0].type, TensorType):
         return None
     other = terms[1] if terms[0] is op.results[0] else terms[0]
     if isinstance(other.owner, Operation) and not other.owner.is_before_in_block(op):

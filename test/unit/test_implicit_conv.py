@@ -557,8 +557,9 @@ def residual_model(path, kind: str) -> None:
     """x (2 x 16 x 12 x 12) -> 3x3 Conv `a` (pads 1) -> the residual op of `kind`:
     add_relu: Relu(Add(a, x)); sum: Relu(Sum(x, a)); returned: Relu(Add(a, x)) with
     the Add returned too; broadcast: Relu(Add(a, per-channel constant)); later: Relu(
-    Add(a, b)), b a second Conv of x after `a`; dynamic: add_relu with the batch axis
-    left open; grouped: add_relu with `a` in two groups."""
+    Add(a, b)), b a second Conv of x after `a`; dynamic: Relu(Add(a, z)), the batch
+    axis left open, z a second input of a batch of its own (one type in the IR, which
+    broadcasts where z has one image); grouped: add_relu with `a` in two groups."""
     rng = np.random.default_rng(3)
     groups = 2 if kind == "grouped" else 1
     weights = [numpy_helper.from_array((rng.standard_normal((16, 16 // groups, 3, 3)) / 12).astype(np.float32), "wa")]
@@ -569,28 +570,29 @@ def residual_model(path, kind: str) -> None:
     outputs = ["y"]
     if kind == "later":
         nodes.append(helper.make_node("Conv", ["x", "wb"], ["b"], name="b", **conv))
-    other = {"broadcast": "c", "later": "b"}.get(kind, "x")
+    other = {"broadcast": "c", "later": "b", "dynamic": "z"}.get(kind, "x")
     operands = [other, "a"] if kind == "sum" else ["a", other]
     nodes.append(helper.make_node("Sum" if kind == "sum" else "Add", operands, ["s"]))
     nodes.append(helper.make_node("Relu", ["s"], ["y"]))
     outputs += ["s"] if kind == "returned" else []
-    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch" if kind == "dynamic" else 2, 16, 12, 12])  # noqa: E731
-    graph = helper.make_graph(nodes, "residual", [value("x")], [value(name) for name in outputs], weights)
+    value = lambda name, batch="batch": helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch if kind == "dynamic" else 2, 16, 12, 12])  # noqa: E731
+    inputs = [value("x"), value("z", "other")] if kind == "dynamic" else [value("x")]
+    graph = helper.make_graph(nodes, "residual", inputs, [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs], weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
 
 
 @pytest.mark.parametrize(
     ("kind", "taken_in"),
-    [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True}), ("dynamic", {}), ("grouped", {"a": True})],
+    [("add_relu", {"a": True}), ("sum", {"a": True}), ("returned", {"a": False}), ("broadcast", {}), ("later", {"b": True}), ("grouped", {"a": True})],
 )
 @pytest.mark.parametrize("pattern", ["pattern=nm n=3 m=4", "pattern=block block-size=4 sparsity=0.75"])
 def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in, pattern):
     """A convolution whose only use is an Add (or Sum of two) of one type with a value
     made before it runs its accumulate variant on that value and skips the Add, and
     the Relu after it when that is the Add's only use (`taken_in`: the convolutions
-    that take one in, and whether with the Relu). An Add that broadcasts or may
-    broadcast (its type not static), or whose other operand is made later, stays in
-    numpy; results match the reference, twice (the outputs are refilled every run)."""
+    that take one in, and whether with the Relu). An Add that broadcasts, or whose
+    other operand is made later, stays in numpy; results match the reference, twice
+    (the outputs are refilled every run)."""
     residual_model(tmp_path / "residual.onnx", kind)
     model = sparsec.load(tmp_path / "residual.onnx")
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
@@ -606,6 +608,28 @@ def test_residual_adds_fold_into_implicit_calls(tmp_path, kind, taken_in, patter
     assert sum(key.accumulate for key in executor.implicit_keys) == len(taken_in)  # compiled up front with the others
     if kind == "later":  # two convolutions of x with one geometry fill one set of planes in turn
         assert names["a"].input is names["b"].input
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_residual_adds_at_an_open_batch_taken_in_where_the_shapes_agree(tmp_path, threads):
+    """With the batch left to run time, an Add of one type in the IR may still
+    broadcast: a call takes it in where the addend has the convolution's output
+    shape, else the Add and Relu run after it (z of one image; x of one and z of
+    three, whose Add outgrows the convolution). Calls are kept per pair of shapes, so
+    runs that go back and forth take each its own; results match the reference."""
+    residual_model(tmp_path / "residual.onnx", "dynamic")
+    model = sparsec.load(tmp_path / "residual.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    executor = Executor(model.module, model.weights, threads=threads)
+    (step,) = [step for step in executor.steps if step.unit is not None]
+    rng = np.random.default_rng(threads)
+    for x_images, z_images, taken_in in [(2, 2, True), (2, 1, False), (1, 3, False), (2, 2, True), (1, 1, True), (2, 1, False)]:
+        feeds = {"x": rng.standard_normal((x_images, 16, 12, 12)).astype(np.float32), "z": rng.standard_normal((z_images, 16, 12, 12)).astype(np.float32)}
+        expected, got = model.run(feeds), executor.run(feeds)
+        np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-4, atol=1e-4)
+        call = step.calls[((x_images, 16, 12, 12), (z_images, 16, 12, 12))]
+        assert (call.residual is not None) == taken_in
+    executor.close()
 
 
 def bottleneck_model(path, images: int) -> None:
