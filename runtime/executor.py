@@ -55,7 +55,7 @@ from sparsec.dialects.nn import (
     ints_of,
 )  # fmt: skip
 from sparsec.layers import dense_value
-from sparsec.runtime.implicit import ImplicitConv, PoolBands, accumulating, aligned_plane, framed, implicit_conv, pool_bands, reads_input_in_place, residual_add, static_implicit_conv, static_shape
+from sparsec.runtime.implicit import ImplicitConv, PoolBands, accumulating, aligned_plane, framed, image_conv, implicit_conv, one_image, pool_bands, reads_input_in_place, residual_add
 from sparsec.runtime.jit import CompiledKernels, Target, compile_kernels
 from sparsec.runtime.liveness import StepUse, output_colors
 from sparsec.runtime.memory import on_cache_line
@@ -210,7 +210,7 @@ def all_kernel_keys(module: ModuleOp, weights: WeightStore, target: Target) -> l
             keys += [key, *variant_keys(key, key.chunk_span_for(nonzeros))]
             if isinstance(op, SparseMatMulOp) and key.has_batched_variant and target.avx512:
                 keys += batched_transposes(key)
-            if isinstance(op, SparseConvOp) and (conv := static_implicit_conv(op, key)) is not None:
+            if isinstance(op, SparseConvOp) and (conv := image_conv(op, key)) is not None:
                 residual = residual_add(op, key)
                 keys.append((conv if residual is None else accumulating(conv, residual.relu)).key)
                 uses = [use.operation for use in op.results[0].uses]
@@ -1248,8 +1248,9 @@ class Executor:
         self.concat_lanes: dict[tuple[ConcatOp, int], tuple[np.ndarray, tuple[int, int, int, int]]] = {}
         """Concats' lane buffers (`_concat_lanes`) by Concat (a chain's last) and images,
         with their geometry: lanes a channel, lanes a row, rows and columns."""
-        self.static_convs = {step.op: conv for step in self.steps if (conv := self._static_implicit_conv(step)) is not None}
-        """The implicit form of each convolution that the IR's shapes run implicit, by op."""
+        self.static_convs = {step.op: conv for step in self.steps if isinstance(step.op, SparseConvOp) and (conv := self._image_conv(step)) is not None}
+        """The implicit form of each convolution that the IR's image shapes run
+        implicit, whatever the batch, by op."""
         self.pool_bands = self._pool_bands()
         """The bands each pool runs the convolution before it in, by the pool's op."""
         banded = {step.band.op: self.pool_bands[step.op].key for step in self.steps if step.band is not None}
@@ -1771,17 +1772,8 @@ class Executor:
 
     @staticmethod
     def _image_conv(step: _Step) -> ImplicitConv | None:
-        """The implicit form of convolution step `step` on one image of the shape the
-        IR gives its input, whatever the batch, where the IR fixes that."""
-        image = step.op.x.type.get_shape()[1:]  # pyright: ignore  (channels, then spatial)
-        return Executor._implicit_for(step, (1, *image)) if min(image, default=0) > 0 else None
-
-    @staticmethod
-    def _static_implicit_conv(step: _Step) -> ImplicitConv | None:
-        """The implicit form of a convolution step where the IR's input shape runs it."""
-        if not isinstance(step.op, SparseConvOp) or not isinstance(step.unit, _Layer):
-            return None
-        shape = static_shape(step.op.x)
+        """The implicit form of convolution step `step` on one image (implicit.one_image)."""
+        shape = one_image(step.op)  # pyright: ignore
         return Executor._implicit_for(step, shape) if shape is not None else None
 
     def _slots(self, values) -> list[int]:

@@ -178,16 +178,17 @@ def aligned_plane(floats: int) -> int:
     return -(-floats // 16) * 16
 
 
-def static_shape(value: SSAValue) -> tuple[int, ...] | None:
-    """The shape of a tensor value when the IR fixes it, else None."""
-    shape = tuple(value.type.get_shape()) if isinstance(value.type, TensorType) else ()
-    return shape if shape and min(shape) > 0 else None
+def one_image(op: SparseConvOp) -> tuple[int, ...] | None:
+    """The shape of one image of convolution `op`'s input where the IR fixes it,
+    whatever the batch: an implicit form (`implicit_conv`) is the same for every
+    batch (its lanes are an image's, and calls run image by image)."""
+    image = tuple(op.x.type.get_shape()[1:])  # pyright: ignore  (channels, then spatial)
+    return (1, *image) if min(image, default=0) > 0 else None
 
 
-def static_implicit_conv(op: SparseConvOp, key: KernelKey) -> ImplicitConv | None:
-    """The implicit form of convolution `op` (`implicit_conv`) when the IR fixes its
-    input's shape, else None."""
-    shape = static_shape(op.x)
+def image_conv(op: SparseConvOp, key: KernelKey) -> ImplicitConv | None:
+    """The implicit form of convolution `op` on one image (`one_image`), else None."""
+    shape = one_image(op)
     return implicit_conv(op, key, shape) if shape is not None else None
 
 

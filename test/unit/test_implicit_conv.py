@@ -510,25 +510,25 @@ def test_framed_layout(tmp_path):
     assert plain.reads_in_place(back_to_back) and not plain.reads_in_place(at_pitch) and not padded.reads_in_place(at_pitch)
 
 
-def lowered_residual_block(path, open_batch: bool):
-    """models.residual() saved at `path` (its batch axis left open with `open_batch`),
-    loaded, pruned to n:m 3:4 and lowered to kernels."""
+def lowered_residual_block(path, open_axes: tuple[int, ...] = ()):
+    """models.residual() saved at `path` (its input's and output's `open_axes` left
+    to run time), loaded, pruned to n:m 3:4 and lowered to kernels."""
     proto = models.residual()
-    if open_batch:
-        for value in (proto.graph.input[0], proto.graph.output[0]):
-            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        for axis in open_axes:
+            value.type.tensor_type.shape.dim[axis].dim_param = f"axis{axis}"
     onnx.save(proto, str(path))
     model = sparsec.load(path)
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},fold-batch-norm,pack-bitmask,lower-kernels")
     return model
 
 
-def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
-    """With the batch axis left open, no implicit kernel is known up front (the
-    convolutions' own kernels are compiled instead); each image count compiles (or
-    finds) its own on first use, and a ResNet block matches the reference at 1 and 3
-    images on two threads."""
-    model = lowered_residual_block(tmp_path / "block.onnx", open_batch=True)
+def test_open_image_sizes_compile_their_implicit_variants_on_first_use(tmp_path):
+    """With the image's height and width left open, no implicit kernel is known up
+    front (the convolutions' own kernels are compiled instead); each image size
+    compiles (or finds) its own on first use, and a ResNet block matches the
+    reference at 1 and 3 images on two threads."""
+    model = lowered_residual_block(tmp_path / "block.onnx", open_axes=(0, 2, 3))
     executor = Executor(model.module, model.weights, threads=2)
     assert executor.implicit_keys == [] and all(layer.kernel is not None for layer in executor.layers.values())
     for images in (1, 3):
@@ -538,12 +538,28 @@ def test_dynamic_batches_compile_their_implicit_variants_on_first_use(tmp_path):
     assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 224, 16, 1, 1, 1, 1)]
 
 
+def test_an_open_batch_compiles_what_runs_up_front(tmp_path):
+    """With only the batch left open, the implicit variants (one image's lanes, the
+    same at every batch) are compiled up front in one batch, as for static shapes, with
+    the residual Add taken in; runs at 1 and 3 images compile nothing more and match
+    the reference on two threads."""
+    model = lowered_residual_block(tmp_path / "block.onnx", open_axes=(0,))
+    executor = Executor(model.module, model.weights, threads=2)
+    assert len(executor.compiled) == 1 and all(layer.kernel is None for layer in executor.layers.values())
+    assert {key.symbol for key in executor.implicit_keys} < set(executor.compiled[0].functions)
+    for images in (1, 3):
+        x = np.random.default_rng(images).standard_normal((images, 16, 12, 12)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4)
+    assert len(executor.compiled) == 1
+    assert any(call.residual is not None for step in executor.steps for call in step.calls.values())
+
+
 def test_static_shapes_compile_what_runs_up_front_in_one_batch(tmp_path):
     """With the IR's shapes static, the executor compiles in one batch (one engine) the
     implicit variants of a ResNet block's convolutions and the plane copy kernel of its
     3x3 one, but not the convolutions' own kernels, which those shapes never call; runs
     compile nothing more."""
-    model = lowered_residual_block(tmp_path / "block.onnx", open_batch=False)
+    model = lowered_residual_block(tmp_path / "block.onnx")
     executor = Executor(model.module, model.weights, threads=1)
     assert len(executor.compiled) == 1 and all(layer.kernel is None for layer in executor.layers.values())
     compiled = set(executor.compiled[0].functions)
