@@ -1336,12 +1336,23 @@ class Executor:
             # shapes (`_keep_shape_functions`): it keeps an array of its own.
             fresh = self._shares_output(step) and step.result not in from_shapes
             if not fresh:  # its result may be an operand's array, or a view of one
-                aliases += reads if step.dtype is None else self._same_type_operands(step.op)
-            uses.append(StepUse(step.result, tuple(reads), tuple(aliases), step.deferred, fresh))
+                aliases += self._may_return(step)
+            uses.append(StepUse(step.result, tuple(reads), tuple(aliases), step.deferred, fresh, step.op.results[0].type))
         colors, reusing = output_colors(uses, self.returned)
         for index in reusing:
             self.steps[index].writes_over = True
         return {self.steps[index].op: color for index, color in colors.items()}
+
+    def _may_return(self, step: _Step) -> list[int]:
+        """The slots of the values whose arrays the result of `step`, which has no
+        array of its own to share (`_shares_output`), may be or view: a numpy step's
+        operands of its result's type; a convolution's or pool's output lies in its own
+        lanes, a Concat's lanes or bands, or for a convolution that takes in a residual
+        Add that dies there, in the addend's lanes."""
+        if step.dtype is not None:
+            return self._same_type_operands(step.op)
+        residual = step.residual
+        return [residual.addend] if residual is not None and residual.dies else []
 
     def _same_type_operands(self, op: Operation) -> list[int]:
         """The slots of `op`'s operands of its result's element type, the only ones its
@@ -1353,12 +1364,17 @@ class Executor:
 
     def _shares_output(self, step: _Step) -> bool:
         """Whether `step`'s output is an array of its own, kept per shape, whatever runs
-        it: a matrix product's or normalization's by their kernels, an attention's or
-        rotation's, a float32 Add, Sub, Mul, Div, Where or Relu's (`_into_kept`). Other
-        steps' results may be (views of) their operands' arrays, or lie in lanes and
-        planes with layouts of their own."""
+        it: a matrix product's or normalization's by their kernels, a convolution's or
+        pool's lanes (`_kept_lanes`) or rows but where they lie in a Concat's lanes, in
+        bands, or in a residual addend's lanes, an attention's or rotation's, a float32
+        Add, Sub, Mul, Div, Where or Relu's (`_into_kept`). Other steps' results may be
+        (views of) their operands' arrays."""
         if step.dtype is None:
-            return isinstance(step.unit, _Norm) or (isinstance(step.unit, _Layer) and isinstance(step.op, SparseMatMulOp))
+            if isinstance(step.op, SparseConvOp):
+                return step.op not in self.concat_places and not step.deferred and (step.residual is None or not step.residual.dies)
+            if isinstance(step.unit, _Pool):
+                return step.op not in self.concat_places
+            return isinstance(step.unit, _Norm) or isinstance(step.op, SparseMatMulOp)
         if isinstance(step.op, ReluOp):
             return not step.in_place
         return step.native is not None or isinstance(step.op, AddOp | SubOp | MulOp | DivOp | nn_index.WhereOp)
@@ -1368,6 +1384,16 @@ class Executor:
         shares one, else its own."""
         color = self.colors.get(op)
         return _kept(self.buffers, (op, shape) if color is None else ("color", color, shape), shape)
+
+    def _kept_lanes(self, op: Operation, shape: tuple[int, int, int]) -> np.ndarray:
+        """The kept output lanes of `op` for `shape` (images, channels + 1, lanes),
+        zeroed: each image's last plane stays zero, for readers in place and calls
+        adding into them (`_zero_planes`). Its color's where it shares one, with other
+        lanes only, so that no other kind of output writes over a zero plane."""
+        color = self.colors.get(op)
+        lanes = _kept(self.buffers, (op, shape) if color is None else ("color", color, "lanes", shape), shape, np.zeros)
+        self._zero_planes[lanes.ctypes.data] = lanes
+        return lanes
 
     def _prepare(self, op: KernelOp) -> _Layer:
         key = kernel_key_of(op, self.target)
@@ -1850,14 +1876,13 @@ class Executor:
         if op in self.concat_places and (placed := self._concat_lanes(op, images, (aligned_plane(ho * wo), wo, ho, wo), pitched=True)) is not None:
             output, pitch = placed
         elif pool.lanes:
-            output = _kept(self.buffers, (op, images), (images, channels + 1, aligned_plane(ho * wo)), np.zeros)
-            self._zero_planes[output.ctypes.data] = output
+            output = self._kept_lanes(op, (images, channels + 1, aligned_plane(ho * wo)))
         if output is not None:  # lanes: (images, channels or more, lanes)
             plane, image_floats = output.strides[1] // 4, output.strides[0] // 4
             result = _lane_view(output, channels, ho, pitch, wo)
         else:
             plane, image_floats = ho * wo, channels * ho * wo
-            output = _kept(self.buffers, (op, images), (planes * plane,))
+            output = self._kept_output(op, (planes * plane,))
             result = output.reshape(images, channels, ho, wo)
         words = [0, 0, height, width, top, left, ho, wo, sh, channels, plane, image_floats, 0, 0, 1, 0, pitch]
         geometry = np.array(words + pool.key.lane_masks(width, wo, left), np.int64)
@@ -1944,9 +1969,7 @@ class Executor:
             output = self._addend_lanes(addend, rows, conv)
         adds_in_place = residual is not None and output is not None
         if output is None:
-            # Row `rows` of each image stays zero: the zero plane of a reader in place.
-            output = _kept(self.buffers, (step.op, images), (images, rows + 1, conv.lanes), np.zeros)
-            self._zero_planes[output.ctypes.data] = output
+            output = self._kept_lanes(step.op, (images, rows + 1, conv.lanes))
         kernel, arguments = self._variant_call(layer, conv.key)
         call = self._make_call(kernel, (*arguments, conv.lanes), self._shares(conv.key, conv.lanes), output, _lane_result(output, rows, conv))
         call.result_address = None

@@ -10,14 +10,18 @@ numpy result that may return an operand, a value a kernel call takes in); steps 
 another step runs (put off to their reader) make and read at their reader's place.
 Steps whose outputs are fresh arrays get a color each such that two values needed at
 once never share one (greedy interval coloring, in step order); the executor keeps
-one array per color and shape. A value returned is needed to the end (and the
-executor leaves shape functions' values, copied at the end of a first run, arrays of
-their own).
+one array per color and shape. Colors are given per kind of output (the executor's:
+its type in the IR), whose arrays likely have one shape: a color that values of
+several shapes took holds an array for each. Colored across kinds, ResNet50's
+outputs kept 20.9 MB at one image, a LLaMA of 135M parameters' 7.9 MB at 128
+tokens, GPT-2's 9.1 and BERT-base's 7.2; by kind, 14.8, 4.9, 5.2 and 4.8. A value
+returned is needed to the end (and the executor leaves shape functions' values,
+copied at the end of a first run, arrays of their own).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -36,12 +40,14 @@ class StepUse:
     """Whether the step runs where the first step to read its result runs."""
     fresh: bool = False
     """Whether its output is an array of its own that it may share (`output_colors`)."""
+    kind: Hashable = None
+    """What its output shares colors with: outputs of another kind take others."""
 
 
 def output_colors(steps: Sequence[StepUse], to_the_end: Iterable[int]) -> tuple[dict[int, int], set[int]]:
     """The color of each fresh step's output, by step index, such that outputs needed
-    at the same place never share a color; and the steps whose color an earlier step
-    had (they write over an array made earlier in the run). `to_the_end`: slots
+    at the same place never share a color, nor outputs of different kinds; and the
+    steps whose color an earlier step had (they write over an array made earlier in the run). `to_the_end`: slots
     needed until the run ends."""
     places = _places(steps)
     group = _Groups()
@@ -58,18 +64,20 @@ def output_colors(steps: Sequence[StepUse], to_the_end: Iterable[int]) -> tuple[
     colors: dict[int, int] = {}
     reusing: set[int] = set()
     ends: list[float] = []  # where each color's latest value is last needed
+    kinds: list[Hashable] = []  # and the kind of its values
     for index, (step, (first, _place)) in enumerate(zip(steps, places)):
         if not step.fresh:
             continue
         end = max(last.get(group.find(step.result), first), first)
-        free = next((color for color, until in enumerate(ends) if until < first), None)
-        if free is None:
-            free = len(ends)
+        color = next((color for color, until in enumerate(ends) if until < first and kinds[color] == step.kind), None)
+        if color is None:
+            color = len(ends)
             ends.append(end)
+            kinds.append(step.kind)
         else:
             reusing.add(index)
-            ends[free] = end
-        colors[index] = free
+            ends[color] = end
+        colors[index] = color
     return colors, reusing
 
 

@@ -648,8 +648,8 @@ def test_residual_adds_at_an_open_batch_taken_in_where_the_shapes_agree(tmp_path
     executor.close()
 
 
-def bottleneck_model(path, images: int) -> None:
-    """x (images x 8 x 12 x 12: residual Adds are taken in at static shapes) -> 1x1
+def bottleneck_model(path, images: int | str) -> None:
+    """x (images x 8 x 12 x 12; a name leaves the batch to run time) -> 1x1
     Conv + Relu `a` (16 channels; 1x1 convolutions' rows drop no lanes), read by a 3x3
     Conv + Relu `b` (pads 1), a 3x3 Conv `p` (the planes b filled) and r1 = Relu(Add(
     c, a)), c a 1x1 Conv of b; r2 = Add(d, r1), d a 1x1 Conv of h, a 1x1 Conv + Relu

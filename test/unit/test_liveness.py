@@ -16,9 +16,9 @@ INPUTS = 3
 
 @st.composite
 def programs(draw) -> tuple[list[StepUse], list[int]]:
-    """Steps reading inputs (slots 0 to 2) and earlier results; a step that is not
-    fresh may be one of its operands' arrays; any step may be put off to its reader
-    (a convolution's put-off Relu is fresh); some results are returned."""
+    """Steps reading inputs (slots 0 to 2) and earlier results, of one of two kinds; a
+    step that is not fresh may be one of its operands' arrays; any step may be put off
+    to its reader (a convolution's put-off Relu is fresh); some results are returned."""
     steps: list[StepUse] = []
     for index in range(draw(st.integers(1, 24))):
         result = INPUTS + index
@@ -26,7 +26,7 @@ def programs(draw) -> tuple[list[StepUse], list[int]]:
         fresh = draw(st.booleans())
         aliases = () if fresh or not reads else tuple(draw(st.lists(st.sampled_from(reads), max_size=len(reads), unique=True)))
         put_off = draw(st.booleans())
-        steps.append(StepUse(result, reads, aliases, put_off, fresh))
+        steps.append(StepUse(result, reads, aliases, put_off, fresh, draw(st.sampled_from("ab"))))
     returned = draw(st.lists(st.integers(INPUTS, INPUTS + len(steps) - 1), max_size=2, unique=True))
     return steps, returned
 
@@ -72,6 +72,7 @@ def test_no_value_is_overwritten_while_needed(program):
     colors, reusing = output_colors(steps, returned)
     assert set(colors) == {index for index, step in enumerate(steps) if step.fresh}
     assert reusing <= set(colors)
+    assert all(steps[index].kind == steps[other].kind for index, color in colors.items() for other in colors if colors[other] == color)
     _run(steps, returned, colors)
 
 
@@ -80,6 +81,17 @@ def test_a_chain_of_fresh_steps_takes_two_arrays():
     steps = [StepUse(INPUTS + index, (INPUTS + index - 1,), (), False, True) for index in range(6)]
     colors, reusing = output_colors(steps, [INPUTS + 5])
     assert [colors[index] for index in range(6)] == [0, 1, 0, 1, 0, 1] and reusing == {2, 3, 4, 5}
+
+
+def test_outputs_of_two_kinds_take_colors_of_their_own():
+    """A chain of kinds a, b, b, a: step 2 may not take step 0's color, free but of
+    the other kind (as one kind for all it would), and step 3 takes it again; so each
+    color holds arrays of one shape."""
+    chain = [StepUse(INPUTS + index, (INPUTS + index - 1,), (), False, True, kind) for index, kind in enumerate("abba")]
+    colors, _ = output_colors(chain, [INPUTS + 3])
+    assert [colors[index] for index in range(4)] == [0, 1, 2, 0]
+    alike = [StepUse(step.result, step.reads, (), False, True) for step in chain]
+    assert list(output_colors(alike, [INPUTS + 3])[0].values()) == [0, 1, 0, 1]
 
 
 def test_a_view_keeps_its_source_needed():
