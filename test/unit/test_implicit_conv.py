@@ -538,6 +538,19 @@ def test_open_image_sizes_compile_their_implicit_variants_on_first_use(tmp_path)
     assert windows == [(1, 1, 144, 12, 1, 1, 1, 1), (9, 3, 224, 16, 1, 1, 1, 1)]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_open_image_sizes_run_in_any_order(tmp_path, threads):
+    """Image sizes that come and go each keep output lanes of their own size (kept by
+    shape: by op and image count, a second size met the first one's array) and match
+    the reference, larger ones after smaller and back."""
+    model = lowered_residual_block(tmp_path / "block.onnx", open_axes=(0, 2, 3))
+    executor = Executor(model.module, model.weights, threads=threads)
+    for images, size in [(1, (12, 12)), (1, (16, 16)), (2, (12, 12)), (1, (20, 24)), (1, (8, 8)), (1, (16, 16))]:
+        x = np.random.default_rng(size[1]).standard_normal((images, 16, *size)).astype(np.float32)
+        np.testing.assert_allclose(executor.run({"x": x})["out"], model.run({"x": x})["out"], rtol=1e-4, atol=1e-4, err_msg=f"{images} x {size}")
+    executor.close()
+
+
 def test_an_open_batch_compiles_what_runs_up_front(tmp_path):
     """With only the batch left open, the implicit variants (one image's lanes, the
     same at every batch) are compiled up front in one batch, as for static shapes, with
