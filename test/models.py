@@ -570,6 +570,24 @@ def randomized(path: Path, out: Path) -> Path:
     return out
 
 
+def open_batch(path: Path, out: Path) -> Path:
+    """The model with its batch axis left to run time, as exporters write it (PyTorch's
+    `dynamic_axes`): its inputs' and outputs' first dimension named "N", and the
+    Reshape targets that fix a batch of 1 inferring it (-1)."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    for node in graph.node:
+        target = initializers.get(node.input[1]) if node.op_type == "Reshape" else None
+        if target is not None and (shape := numpy_helper.to_array(target)).size and shape[0] == 1:
+            target.CopyFrom(numpy_helper.from_array(np.concatenate([[-1], shape[1:]]).astype(shape.dtype), target.name))
+    for value in (*graph.input, *graph.output):
+        if value.name not in initializers:
+            value.type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(model, str(out))
+    return out
+
+
 def save(name: str, path: str | Path, external_data: bool = False) -> Path:
     path = Path(path)
     model = MODELS[name]()
