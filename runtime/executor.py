@@ -2063,13 +2063,13 @@ class Executor:
 
     def _phase_planes(self, conv: ImplicitConv, layout: tuple, floats: int) -> np.ndarray:
         """The zeroed phase planes of `layout` (`conv`'s, `_plane_layout`), `floats`
-        long, kept and shared, with the float `conv.line_start` on a cache line: at stride 1 the image's first value
-        (its planes' first row and column past the pads), so that a 1x1 convolution
-        framed in them (implicit.framed) reads whole lines, and a padded one's taps are
-        as often aligned either way (SqueezeNet 1.01-1.03x; ResNet50 and Inception v2
-        unchanged); but the planes' first value where their rows are a multiple of 16
-        floats long, so that a window's taps lie their column shift past a line
-        (KernelKey.column_shifts)."""
+        long, kept and shared, with the float `conv.line_start` on a cache line: at
+        stride 1 the image's first value (its planes' first row and column past the
+        pads), so that a 1x1 convolution framed in them (implicit.framed) reads whole
+        lines, and a padded one's taps are as often aligned either way (SqueezeNet
+        1.01-1.03x; ResNet50 and Inception v2 unchanged); but the planes' first value
+        where their rows are a multiple of 16 floats long, so that a window's taps lie
+        their column shift past a line (KernelKey.column_shifts)."""
         return _kept(self.scratch, (*layout, floats), (floats,), np.zeros, line_at=conv.line_start)
 
     def _addend_lanes(self, addend: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray | None:
