@@ -857,6 +857,51 @@ class _Known:
 
 
 @dataclass
+class _Kept:
+    """What an executor makes for the sets of input shapes it meets and keeps for later
+    runs on them: outputs, scratch, what it knows of arrays by address. Dropping it is
+    making a new one (Executor._forget_kept), with the calls, views and plans the steps
+    keep (`_Step.forget`)."""
+
+    shapes: set[tuple] = dataclasses.field(default_factory=set)
+    """The sets of input shapes run since it was made (KEPT_SHAPE_SETS)."""
+    known: dict[tuple, _Known] = dataclasses.field(default_factory=dict)
+    """The shape functions' values runs on each of those sets start from, from the
+    first run on it on (Executor.shape_values)."""
+    buffers: dict[tuple, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Steps' outputs by op and shape, or by color and shape where they share arrays
+    (Executor.colors), kept from call to call (Executor._kept_output, _kept_lanes,
+    _concat)."""
+    scratch: dict[tuple, np.ndarray] = dataclasses.field(default_factory=dict)
+    """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, and
+    the implicit convolutions' phase planes by layout, kept from call to call and
+    shared by the layers (they run one after another)."""
+    concat_outputs: dict[tuple[ConcatOp, tuple], tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]] = dataclasses.field(default_factory=dict)
+    """Each Concat's result, its operands' parts of it and the operands found in
+    place there, by op and operand shapes (Executor._concat_output)."""
+    concat_lanes: dict[tuple[ConcatOp, int], tuple[np.ndarray, tuple[int, int, int, int]]] = dataclasses.field(default_factory=dict)
+    """Concats' lane buffers (Executor._concat_lanes) by Concat (a chain's last) and
+    images, with their geometry: lanes a channel, lanes a row, rows and columns."""
+    reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    """The shapes put-off reshapes give their sources, by op and source shape
+    (Executor._regrouped)."""
+    zero_planes: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    """The kept outputs (by address) of implicit calls and of pools laid out as lanes,
+    (images, channels + 1, lanes), each image's channels followed by a zero plane:
+    for a 1x1 convolution reading them in place, or a call adding into them. By
+    address, so dropped with the arrays: a freed array's address is soon another's."""
+    plane_images: dict[int, tuple] = dataclasses.field(default_factory=dict)
+    """What each array of phase planes (by address) was last filled with
+    (Executor._planes_hold)."""
+
+    def bytes(self) -> int:
+        """The bytes of its arrays: outputs (Concats' among them), scratch and Concats'
+        lane buffers (the calls and plans made with them hold little else)."""
+        arrays = [*self.buffers.values(), *self.scratch.values(), *(lanes for lanes, _ in self.concat_lanes.values())]
+        return sum(array.nbytes for array in arrays)
+
+
+@dataclass
 class _GroupedHeads:
     """An attention operand made by repeating each key or value head (the exporters'
     repeat_kv: Unsqueeze at axis 2, Expand, Reshape, for keys a Transpose of the last
@@ -1047,6 +1092,17 @@ class _Step:
     writes_over: bool = False
     """Whether its output array is one an earlier step's value had in the run
     (`Executor.colors`)."""
+
+    def forget(self) -> None:
+        """Drop the calls, views and plans made for the input shapes run so far, which
+        hold kept arrays (Executor._forget_kept)."""
+        self.calls.clear()
+        self.last_view = self.last_regrouped = None
+        for grouped in self.grouped:
+            grouped.last = None
+        if self.native is not None:
+            self.native.plans.clear()
+            self.native.last = None
 
 
 TAKEN_IN = "(taken in)"
@@ -1250,15 +1306,9 @@ class Executor:
         self._relus_in_place()
         self._group_attention_heads()
         self._combine_into_copies()
-        self.reshapes: dict[tuple[Operation, tuple[int, ...]], tuple[int, ...]] = {}
-        """The shapes put-off reshapes give their sources, by op and source shape
-        (`_regrouped`)."""
-        self.concat_outputs: dict[tuple[ConcatOp, tuple], tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]] = {}
-        """Each Concat's result, its operands' parts of it and the operands found in
-        place there, by op and operand shapes (`_concat_output`), made on first use."""
-        self.concat_lanes: dict[tuple[ConcatOp, int], tuple[np.ndarray, tuple[int, int, int, int]]] = {}
-        """Concats' lane buffers (`_concat_lanes`) by Concat (a chain's last) and images,
-        with their geometry: lanes a channel, lanes a row, rows and columns."""
+        self.kept = _Kept()
+        """What runs make for the sets of input shapes met and keep for later runs on
+        them (`_forget_kept` drops it)."""
         self.static_convs = {step.op: conv for step in self.steps if isinstance(step.op, SparseConvOp) and (conv := self._image_conv(step)) is not None}
         """The implicit form of each convolution that the IR's image shapes run
         implicit, whatever the batch, by op."""
@@ -1288,13 +1338,6 @@ class Executor:
         it in 27-28 ms against 24 on one; with it, 23-26. One thread is one thread for
         BLAS too: OpenBLAS took both cores for ResNet50's first convolution in a run on
         one (3.0 ms against 4.6), so one-thread figures were not one thread's."""
-        self.buffers: dict[tuple, np.ndarray] = {}
-        """Steps' outputs by op and shape, or by color and shape where they share arrays
-        (`colors`), kept from call to call (`_call_for`, `_kept_output`, `_concat`)."""
-        self.scratch: dict[tuple, np.ndarray] = {}
-        """The batched kernels' transposed inputs ("x") and outputs ("y") by shape, and
-        the implicit convolutions' phase planes by geometry, kept from call to call and
-        shared by the layers (they run one after another)."""
         self._running = threading.Lock()
         """Held through a run: runs share the kept buffers, so runs from several Python
         threads take turns."""
@@ -1316,19 +1359,6 @@ class Executor:
         read, or returned; the rest only led to them. The LLaMA at 2048 tokens keeps
         156 of its 1,030 values, 5.0 MB a set of shapes against 11.9 (its causal mask
         passes through several arrays of 2048 x 2048)."""
-        self.by_input_shapes: dict[tuple, _Known] = {}
-        """Those values by the inputs' shapes, from the first run with those shapes on
-        (the sets of `kept_shapes`)."""
-        self.kept_shapes: set[tuple] = set()
-        """The sets of input shapes run since the kept arrays were last dropped
-        (KEPT_SHAPE_SETS)."""
-        self._zero_planes: dict[int, np.ndarray] = {}
-        """The kept outputs (by address) of implicit calls and of pools laid out as lanes,
-        (images, channels + 1, lanes), each image's channels followed by a zero plane:
-        for a 1x1 convolution reading them in place, or a call adding into them."""
-        self._plane_images: dict[int, tuple] = {}
-        """What each array of phase planes (by address) was last filled with
-        (`_planes_hold`)."""
         self.colors = self._output_colors()
         """The kept output array each step that may share one takes, by op: one array
         per color and shape (runtime/liveness.py)."""
@@ -1397,16 +1427,16 @@ class Executor:
         """The kept output array of `op` for `shape`: its color's (`colors`) where it
         shares one, else its own."""
         color = self.colors.get(op)
-        return _kept(self.buffers, (op, shape) if color is None else ("color", color, shape), shape)
+        return _kept(self.kept.buffers, (op, shape) if color is None else ("color", color, shape), shape)
 
     def _kept_lanes(self, op: Operation, shape: tuple[int, int, int]) -> np.ndarray:
         """The kept output lanes of `op` for `shape` (images, channels + 1, lanes),
         zeroed: each image's last plane stays zero, for readers in place and calls
-        adding into them (`_zero_planes`). Its color's where it shares one, with other
+        adding into them (`_Kept.zero_planes`). Its color's where it shares one, with other
         lanes only, so that no other kind of output writes over a zero plane."""
         color = self.colors.get(op)
-        lanes = _kept(self.buffers, (op, shape) if color is None else ("color", color, "lanes", shape), shape, np.zeros)
-        self._zero_planes[lanes.ctypes.data] = lanes
+        lanes = _kept(self.kept.buffers, (op, shape) if color is None else ("color", color, "lanes", shape), shape, np.zeros)
+        self.kept.zero_planes[lanes.ctypes.data] = lanes
         return lanes
 
     def _prepare(self, op: KernelOp) -> _Layer:
@@ -1770,7 +1800,7 @@ class Executor:
         its rows at any pitch (`pitched`: a pool's) only needs the same rows and
         columns."""
         end, first = self.concat_places[op]
-        kept = self.concat_lanes.get((end, images))
+        kept = self.kept.concat_lanes.get((end, images))
         if kept is None:
             layout = self.concat_layouts.get(end, geometry)
             if layout is None:  # the convolutions' layout is not known yet: theirs to make
@@ -1779,9 +1809,9 @@ class Executor:
                 layout = geometry
             channels = end.output.type.get_shape()[1]  # pyright: ignore
             lanes = on_cache_line(np.zeros, (images, channels + 1, layout[0]))
-            kept = self.concat_lanes[(end, images)] = (lanes, layout)
+            kept = self.kept.concat_lanes[(end, images)] = (lanes, layout)
             if end not in self.chained:
-                self._zero_planes[lanes.ctypes.data] = lanes
+                self.kept.zero_planes[lanes.ctypes.data] = lanes
         buffer, held = kept
         if held != geometry and not (pitched and held[2:] == geometry[2:]):
             return None
@@ -1793,9 +1823,9 @@ class Executor:
         every run: 0.1 ms)."""
         if step.last_regrouped is not None and step.last_regrouped[0] is source:
             return step.last_regrouped[1]
-        shape = self.reshapes.get((step.op, source.shape))
+        shape = self.kept.reshapes.get((step.op, source.shape))
         if shape is None:
-            shape = self.reshapes[(step.op, source.shape)] = reference.reshaped(step.op, source.shape)  # pyright: ignore
+            shape = self.kept.reshapes[(step.op, source.shape)] = reference.reshaped(step.op, source.shape)  # pyright: ignore
         regrouped = _Regrouped(source, shape)
         step.last_regrouped = (source, regrouped)
         return regrouped
@@ -1902,7 +1932,7 @@ class Executor:
         hp, wp = height + top + bottom + extra[0], width + left + right + extra[1]
         ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // pool.key.stride + 1
         planes = images * channels
-        pad_row = _kept(self.scratch, ("pad row", pool.key.kind, width), (width,), lambda size, dtype: np.full(size, PAD_VALUES[pool.key.kind], dtype))
+        pad_row = _kept(self.kept.scratch, ("pad row", pool.key.kind, width), (width,), lambda size, dtype: np.full(size, PAD_VALUES[pool.key.kind], dtype))
         output, pitch = None, wo
         if op in self.concat_places and (placed := self._concat_lanes(op, images, (aligned_plane(ho * wo), wo, ho, wo), pitched=True)) is not None:
             output, pitch = placed
@@ -2041,7 +2071,7 @@ class Executor:
         layer, conv = conv_step.unit, self.static_convs[conv_step.op]
         assert isinstance(layer, _Layer)
         channels, lanes, pitch = layer.key.rows, plan.key.lanes, conv.phase[1]
-        band = _kept(self.scratch, ("band", channels, lanes), (channels, lanes))  # shared by same-sized pairs, which run in turn
+        band = _kept(self.kept.scratch, ("band", channels, lanes), (channels, lanes))  # shared by same-sized pairs, which run in turn
         kernel, arguments = self._variant_call(layer, plan.key)
         conv_call = self._make_call(kernel, (*arguments, lanes), self._shares(plan.key, lanes), band, band)
         self._read_from_planes(conv_call, conv_step, conv, x.shape)
@@ -2070,19 +2100,19 @@ class Executor:
         1.01-1.03x; ResNet50 and Inception v2 unchanged); but the planes' first value
         where their rows are a multiple of 16 floats long, so that a window's taps lie
         their column shift past a line (KernelKey.column_shifts)."""
-        return _kept(self.scratch, (*layout, floats), (floats,), np.zeros, line_at=conv.line_start)
+        return _kept(self.kept.scratch, (*layout, floats), (floats,), np.zeros, line_at=conv.line_start)
 
     def _addend_lanes(self, addend: np.ndarray, rows: int, conv: ImplicitConv) -> np.ndarray | None:
         """The output lanes (images, rows + 1, lanes) of another implicit call that
         `addend` is the result of, laid out as `conv`'s would be, or None."""
-        lanes = self._zero_planes.get(addend.ctypes.data)
+        lanes = self.kept.zero_planes.get(addend.ctypes.data)
         if lanes is None or lanes.shape != (addend.shape[0], rows + 1, conv.lanes) or not _same_place(_lane_result(lanes, rows, conv), addend):
             return None
         return lanes
 
     def _has_zero_plane(self, x: np.ndarray) -> bool:
         """Whether `x` is the result of output lanes followed by a zero plane."""
-        lanes = self._zero_planes.get(x.ctypes.data)
+        lanes = self.kept.zero_planes.get(x.ctypes.data)
         return lanes is not None and lanes.shape[1] == x.shape[1] + 1
 
     def _plane_copies(self, key: PlaneKey, conv: ImplicitConv, prologue: _Prologue | None, image: tuple[int, int]) -> list[tuple[_PlaneCopy, int, int, int]]:
@@ -2144,7 +2174,7 @@ class Executor:
         call = self._make_call(kernel, (*arguments, padded), self._shares(key, padded), output, result)
         # Chunks that run side by side on the threads each need scratch of their own.
         place = chunk if self.active_threads > 1 else 0
-        call.scratch = (_kept(self.scratch, ("x", place, *x_shape), x_shape, np.zeros), _kept(self.scratch, ("y", place, *y_shape), y_shape))
+        call.scratch = (_kept(self.kept.scratch, ("x", place, *x_shape), x_shape, np.zeros), _kept(self.kept.scratch, ("y", place, *y_shape), y_shape))
         return call
 
     def _grouped_call(self, layer: _Layer, groups: int, output: np.ndarray, result: np.ndarray) -> _Call:
@@ -2337,8 +2367,8 @@ class Executor:
         Within an epoch (`_epoch`) no value's array is freed or written again, so its
         address, strides and shape tell it."""
         filled = None if isinstance(x, _Concatenated) else (_address(call, x), x.strides, x.shape, image, id(call.prologue), self._epoch)
-        held = filled is not None and self._plane_images.get(call.input_address) == filled
-        self._plane_images[call.input_address] = filled
+        held = filled is not None and self.kept.plane_images.get(call.input_address) == filled
+        self.kept.plane_images[call.input_address] = filled
         return held
 
     def _fill_planes(self, call: _Call, first: int, planes: np.ndarray, address: int) -> None:
@@ -2557,9 +2587,9 @@ class Executor:
             combining.makes = False
         combining.read = None
         if not combining.makes:
-            other = _kept(self.buffers, (combining, "identity"), shape, np.zeros if combined.combine == "add" else np.ones)
+            other = _kept(self.kept.buffers, (combining, "identity"), shape, np.zeros if combined.combine == "add" else np.ones)
         elif other.shape != shape or other.dtype != np.float32 or not other.flags.c_contiguous:
-            np.copyto(kept := _kept(self.buffers, (combining, "operand"), shape), other)
+            np.copyto(kept := _kept(self.kept.buffers, (combining, "operand"), shape), other)
             other = kept
         else:
             combining.read = other
@@ -2842,9 +2872,9 @@ class Executor:
         stays there, and only the others are copied (DenseNet121's 58 Concats copied
         each block's features again for every layer: 3.6 ms a run)."""
         shapes = tuple(operand.shape for operand in operands)
-        made = self.concat_outputs.get((op, shapes))
+        made = self.kept.concat_outputs.get((op, shapes))
         if made is None:
-            made = self.concat_outputs[(op, shapes)] = self._concat_output(op, shapes)
+            made = self.kept.concat_outputs[(op, shapes)] = self._concat_output(op, shapes)
         out, parts, placed = made
         for index, (operand, part) in enumerate(zip(operands, parts)):
             if operand is placed[index]:
@@ -2864,14 +2894,14 @@ class Executor:
         shape = list(shapes[0])
         shape[axis] = sum(operand[axis] for operand in shapes)
         end = self.concat_ends.get(op, op)
-        lanes = self.concat_lanes.get((end, shape[0]))
+        lanes = self.kept.concat_lanes.get((end, shape[0]))
         if lanes is not None and axis == 1 and tuple(shape[2:]) == lanes[1][2:]:
             buffer, (_plane, pitch, rows, columns) = lanes
             out = _lane_view(buffer, shape[1], rows, pitch, columns)
         else:
             whole = list(shape)
             whole[axis] = max(shape[axis], end.output.type.get_shape()[axis])  # pyright: ignore
-            out = _kept(self.buffers, (end, tuple(whole)), tuple(whole))[(slice(None),) * axis + (slice(0, shape[axis]),)]
+            out = _kept(self.kept.buffers, (end, tuple(whole)), tuple(whole))[(slice(None),) * axis + (slice(0, shape[axis]),)]
         bounds = list(itertools.accumulate((operand[axis] for operand in shapes), initial=0))
         parts = [out[(slice(None),) * axis + (slice(start, stop),)] for start, stop in zip(bounds[:-1], bounds[1:])]
         return out, parts, [None] * len(parts)
@@ -2881,11 +2911,11 @@ class Executor:
         self._epoch += 1
         arguments = self.feeds(feeds)
         input_shapes = tuple(array.shape for array in arguments)
-        if input_shapes not in self.kept_shapes:
-            if len(self.kept_shapes) >= KEPT_SHAPE_SETS or self.kept_bytes() > KEPT_BYTES:
+        if input_shapes not in self.kept.shapes:
+            if len(self.kept.shapes) >= KEPT_SHAPE_SETS or self.kept_bytes() > KEPT_BYTES:
                 self._forget_kept()
-            self.kept_shapes.add(input_shapes)
-        known = self.by_input_shapes.get(input_shapes)
+            self.kept.shapes.add(input_shapes)
+        known = self.kept.known.get(input_shapes)
         env = (self.initial if known is None else known.env).copy()
         env[: len(arguments)] = arguments  # the arguments' slots come first
         addresses: list[int | None] = [None] * len(env)
@@ -2942,29 +2972,17 @@ class Executor:
         return {name: np.array(env[v], copy=True) for name, v in zip(self.output_names, self.returned)}
 
     def kept_bytes(self) -> int:
-        """The bytes of the arrays kept from run to run: outputs (Concats' among them),
-        scratch and Concats' lane buffers (the calls and plans made with them hold
-        little else)."""
-        arrays = [*self.buffers.values(), *self.scratch.values(), *(lanes for lanes, _ in self.concat_lanes.values())]
-        return sum(array.nbytes for array in arrays)
+        """The bytes of the arrays kept from run to run (`_Kept.bytes`)."""
+        return self.kept.bytes()
 
     def _forget_kept(self) -> None:
-        """Drop everything made for the input shapes run so far: kept arrays, the calls
-        that write and read them (with their addresses), the views, plans and shape
-        functions' values made for them, and what is known of arrays by address (the
-        next array at a freed one's address is another). Runs on those shapes make
-        theirs again, as a first run does; compiled kernels stay."""
-        for cache in (self.buffers, self.scratch, self.concat_outputs, self.concat_lanes, self.reshapes, self.by_input_shapes, self._zero_planes, self._plane_images):
-            cache.clear()
+        """Drop everything made for the input shapes run so far: the kept arrays, shape
+        functions' values and what is known of arrays by address (`_Kept`), and the
+        calls, views and plans the steps made for them (`_Step.forget`). Runs on those
+        shapes make theirs again, as a first run does; compiled kernels stay."""
+        self.kept = _Kept()
         for step in self.steps:
-            step.calls.clear()
-            step.last_view = step.last_regrouped = None
-            for grouped in step.grouped:
-                grouped.last = None
-        for native in self.natives.values():
-            native.plans.clear()
-            native.last = None
-        self.kept_shapes.clear()
+            step.forget()
 
     def _keep_shape_functions(self, input_shapes: tuple, env: list) -> None:
         """Keep the values of `shape_values` for runs on inputs of `input_shapes`, as
@@ -2972,4 +2990,4 @@ class Executor:
         known = self.initial.copy()
         for slot in self.shape_values:
             known[slot] = np.array(env[slot], copy=True)
-        self.by_input_shapes[input_shapes] = _Known(known)
+        self.kept.known[input_shapes] = _Known(known)

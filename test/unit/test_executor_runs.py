@@ -251,7 +251,7 @@ def test_pool_calls_on_the_workers_limit_blas_too(tmp_path):
 
 
 def _kept_by(executor: Executor, key: tuple) -> str:
-    """The name of the op whose output `executor.buffers` keeps under `key` (by op and
+    """The name of the op whose output `executor.kept.buffers` keeps under `key` (by op and
     shape, or by color and shape for one color's one op)."""
     if key[0] != "color":
         return key[0].name
@@ -281,7 +281,7 @@ def test_concats_and_relus_write_into_outputs_kept_from_run_to_run(tmp_path):
         np.testing.assert_array_equal(got["y"], np.maximum(np.concatenate([feeds["a"], feeds["b"]], axis=1), 0))
         np.testing.assert_array_equal(got["z"], np.maximum(feeds["a"], 0))
         results += [(value, value.copy()) for value in got.values()]
-        kept |= {(_kept_by(executor, key), id(array)) for key, array in executor.buffers.items() if key[-1] in ((2, 7, 5, 7), (1, 7, 5, 7), (2, 3, 5, 7), (1, 3, 5, 7))}
+        kept |= {(_kept_by(executor, key), id(array)) for key, array in executor.kept.buffers.items() if key[-1] in ((2, 7, 5, 7), (1, 7, 5, 7), (2, 3, 5, 7), (1, 3, 5, 7))}
     assert sorted(name for name, _ in kept) == ["nn.concat", "nn.concat", "nn.relu", "nn.relu"]
     assert all(np.array_equal(got, copy) for got, copy in results)
     (concat,) = [step.op for step in executor.steps if step.op.name == "nn.concat"]
@@ -325,8 +325,8 @@ def test_a_chain_of_concats_shares_one_output(tmp_path):
         got = executor.run({"x": x})
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value)
-    assert sorted(key[-1] for key in executor.buffers if key[0] is concats[2]) == [(1, 10, 3, 5), (3, 10, 3, 5)]
-    assert not any(key[0] in concats[:2] for key in executor.buffers)
+    assert sorted(key[-1] for key in executor.kept.buffers if key[0] is concats[2]) == [(1, 10, 3, 5), (3, 10, 3, 5)]
+    assert not any(key[0] in concats[:2] for key in executor.kept.buffers)
 
 
 def test_view_steps_keep_their_function_per_input_shape(tmp_path):

@@ -1062,7 +1062,7 @@ def test_convolutions_write_their_output_lanes_into_the_concat(tmp_path, pattern
     steps = {step.op.results[0].name_hint: step for step in executor.steps}
     writers = ["a1", "a2", "a3", "p"] if pooled else ["a1", "a2", "a3"]
     assert sorted(op.results[0].name_hint for op in executor.concat_places) == writers
-    ((buffer, _geometry),) = [kept for (end, images), kept in executor.concat_lanes.items() if images == 1]
+    ((buffer, _geometry),) = [kept for (end, images), kept in executor.kept.concat_lanes.items() if images == 1]
     placed = {name: any(np.shares_memory(call.output, buffer) for call in steps[name].calls.values()) for name in writers}
     assert placed == {"a1": True, "a2": True, "a3": False} | ({"p": True} if pooled else {})
     assert copies_of_a_run(executor, np.ones((1, 8, 12, 12), np.float32)) == [(1, 8, 12, 12)] * (2 if pooled else 3)  # (x into c1,) a3 and b3 into c3

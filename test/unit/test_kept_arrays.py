@@ -32,7 +32,7 @@ def _runs_after_drops_repeat_first_runs(model: sparsec.Model, feeds_by_shape: di
     try:
         for shape in order:
             got = executor.run(feeds_by_shape[shape])
-            assert 1 <= len(executor.kept_shapes) <= sets
+            assert 1 <= len(executor.kept.shapes) <= sets
             if shape not in first:
                 first[shape] = got
                 for name, value in model.run(feeds_by_shape[shape]).items():
@@ -93,7 +93,7 @@ def test_kept_bytes_bound_the_sets_kept(monkeypatch):
     try:
         for length in (5, 16, 5, 9, 9):
             executor.run(feeds[length])
-            assert executor.kept_shapes == {tuple(array.shape for array in feeds[length].values())}
+            assert executor.kept.shapes == {tuple(array.shape for array in feeds[length].values())}
             alone = Executor(model.module, model.weights, threads=1)
             alone.run(feeds[length])
             assert 0 < executor.kept_bytes() == alone.kept_bytes()

@@ -348,7 +348,7 @@ def test_batched_scratch_arrays_are_reused_across_batches(tmp_path, monkeypatch)
         with np.errstate(invalid="ignore"):  # inf x 0 in the reference's dense product
             got, expected = executor.run({"x": x})["y"], model.run({"x": x})["y"]
         np.testing.assert_allclose(got[:poisoned_from], expected[:poisoned_from], rtol=1e-4, atol=1e-4)
-    assert sorted(executor.scratch) == [("x", 0, 513, 16), ("x", 0, 513, 32), ("y", 0, 160, 16), ("y", 0, 160, 32)]
+    assert sorted(executor.kept.scratch) == [("x", 0, 513, 16), ("x", 0, 513, 32), ("y", 0, 160, 16), ("y", 0, 160, 32)]
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def test_values_from_shapes_are_kept_and_values_from_values_are_not(tmp_path):
         for rows in (3, 5, 3, 3, 1, 5):
             x = rng.integers(1, 6, (rows, 4)).astype(np.float32)  # the first value changes from run to run
             np.testing.assert_array_equal(executor.run({"x": x})["out"], reference.run({"x": x})["out"])
-        assert sorted(executor.by_input_shapes) == [((1, 4),), ((3, 4),), ((5, 4),)]
+        assert sorted(executor.kept.known) == [((1, 4),), ((3, 4),), ((5, 4),)]
     finally:
         executor.close()
 
@@ -82,7 +82,7 @@ def test_the_sets_of_shapes_since_the_kept_arrays_were_dropped_are_kept(tmp_path
         for rows in range(1, KEPT_SHAPE_SETS + 3):
             x = np.ones((rows, 4), np.float32)
             np.testing.assert_array_equal(executor.run({"x": x})["out"], reference.run({"x": x})["out"])
-        assert sorted(executor.by_input_shapes) == [((rows, 4),) for rows in (KEPT_SHAPE_SETS + 1, KEPT_SHAPE_SETS + 2)]
+        assert sorted(executor.kept.known) == [((rows, 4),) for rows in (KEPT_SHAPE_SETS + 1, KEPT_SHAPE_SETS + 2)]
     finally:
         executor.close()
 
@@ -107,7 +107,7 @@ def test_exported_transformers_skip_their_shape_arithmetic(name):
             feeds = {"input_ids": rng.integers(0, 128, (batch, sequence)), "attention_mask": mask, "token_type_ids": np.zeros((batch, sequence), np.int64)}
             feeds = {name: feeds[name] for name in inputs}
             np.testing.assert_allclose(executor.run(feeds)["last_hidden_state"], reference.run(feeds)["last_hidden_state"], rtol=1e-5, atol=1e-5)
-        copied = {slot for known in executor.by_input_shapes.values() for slot in executor.shape_functions if known.env[slot] is not None}
+        copied = {slot for known in executor.kept.known.values() for slot in executor.shape_functions if known.env[slot] is not None}
         assert copied == set(executor.shape_values)
     finally:
         executor.close()
