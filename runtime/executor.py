@@ -709,6 +709,9 @@ class _Call:
     """The residual Add this implicit call takes in (`_Residual`), or None."""
     prologue: _Prologue | None = None
     """The normalization (and Relu) this implicit call applies as it copies, or None."""
+    images_side_by_side: _ImagesSideBySide | None = None
+    """How an implicit call that reads its images in place runs them side by side on
+    the threads (`Executor._images_side_by_side`)."""
     zero_plane: np.ndarray | None = None
     """The part of an implicit convolution's phase planes past its channels' (its zero
     plane and slack) where the array serves convolutions of more channels, whose
@@ -762,6 +765,17 @@ class _SideBySide:
     """A share per chunk: its range of table entries."""
     read: int = 0
     """The input address the table's inward copies read."""
+
+
+@dataclass
+class _ImagesSideBySide:
+    """An implicit call's leading images as the threads run them, an image a share:
+    a table of one step per image (workers.STEP_WORDS words), for the input address
+    and image count in `read`."""
+
+    read: tuple[int, int]
+    table: np.ndarray
+    shares: Shares
 
 
 def repeated_heads(value: SSAValue, transposed: bool) -> tuple[SSAValue, SSAValue, SSAValue, list[Operation]] | None:
@@ -2332,7 +2346,7 @@ class Executor:
         copied into the phase planes (whose pads stay zero), through its prologue if it
         has one; a put-off Concat's parts each into their channels' planes."""
         image_bytes = call.output.strides[0]
-        for image in range(x.shape[0]):
+        for image in range(self._images_side_by_side(call, x) if call.in_place else 0, x.shape[0]):
             if call.in_place:
                 self._execute(call, _address(call, x) + image * x.strides[0], call.output_address + image * image_bytes)  # pyright: ignore
                 continue
@@ -2358,6 +2372,26 @@ class Executor:
             for lane_bytes, pool, row_bytes in bands.parts:
                 self._execute(conv, conv.input_address + conv.read_offset + lane_bytes, conv.output_address)
                 self._execute(pool, conv.output_address, call.output_address + image * image_bytes + row_bytes)
+
+    def _images_side_by_side(self, call: _Call, x: np.ndarray) -> int:
+        """Run implicit call `call`, which reads its images in place, on x's leading
+        images that the threads share evenly, an image at a time on each thread (a
+        table of steps, workers.STEP_WORDS, rebuilt when x moves); returns how many
+        ran. Split across the threads image by image, each call waited for both, and
+        each thread read half of the other's inputs: ResNet50 at 8 images on two
+        threads ran 1.09x as fast side by side (164 -> 150 ms), SqueezeNet 1.05x."""
+        threads = self.active_threads
+        if self.pool is None or threads < 2 or x.shape[0] < threads:
+            return 0
+        images, start = x.shape[0] - x.shape[0] % threads, _address(call, x)
+        plan = call.images_side_by_side
+        if plan is None or plan.read != (start, images):
+            first, last = _span(call.shares)
+            table = on_cache_line(np.zeros, (images, STEP_WORDS), np.int64)
+            table[:] = [(call.address, start + image * x.strides[0], call.output_address + image * call.output.strides[0], *call.arguments, first, last) for image in range(images)]
+            plan = call.images_side_by_side = _ImagesSideBySide((start, images), table, Shares([(image, image + 1) for image in range(images)], threads))
+        self.pool.run(self.pool.steps, (plan.table.ctypes.data, 0, 0, 0, 0, 0, 0), plan.shares, self.pool.steps_address)  # pyright: ignore
+        return images
 
     def _planes_hold(self, call: _Call, x: np.ndarray | _Concatenated, image: int) -> bool:
         """Whether `call`'s phase planes already hold image `image` of x, through the

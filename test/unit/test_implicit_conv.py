@@ -721,6 +721,31 @@ def test_residual_adds_taken_into_the_addends_lanes(tmp_path, pattern, images, t
     executor.close()
 
 
+@pytest.mark.parametrize("images", [2, 3, 5])
+def test_images_read_in_place_run_side_by_side(tmp_path, images):
+    """On two threads, implicit calls that read their images in place run the images
+    the threads share evenly side by side, an image a thread (`_images_side_by_side`),
+    and the one left over split across them: bit for bit what one thread computes,
+    over two runs (a new input array each), and close to the reference."""
+    bottleneck_model(tmp_path / "bottleneck.onnx", "batch")
+    model = sparsec.load(tmp_path / "bottleneck.onnx")
+    model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
+    two, one = (Executor(model.module, model.weights, threads=threads) for threads in (2, 1))
+    rng = np.random.default_rng(images)
+    try:
+        for _ in range(2):
+            feeds = {"x": rng.standard_normal((images, 8, 12, 12)).astype(np.float32)}
+            expected, got = one.run(feeds), two.run(feeds)
+            for name, value in expected.items():
+                np.testing.assert_array_equal(got[name], value, err_msg=name)
+            np.testing.assert_allclose(got["z"], model.run(feeds)["z"], rtol=1e-4, atol=1e-4)
+        plans = [call.images_side_by_side for step in two.steps for call in step.calls.values() if call.in_place]
+        assert plans and all(plan is not None and plan.read[1] == images - images % 2 for plan in plans)
+    finally:
+        two.close()
+        one.close()
+
+
 def prologue_model(path, kind: str) -> None:
     """x (2 x 16 x 12 x 12) -> BatchNormalization -> Relu -> 3x3 Conv (pads 1) `y`, as
     DenseNet's layers start: norm_relu; norm: without the Relu; shared: the Relu's
