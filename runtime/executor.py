@@ -710,8 +710,12 @@ class _Call:
     prologue: _Prologue | None = None
     """The normalization (and Relu) this implicit call applies as it copies, or None."""
     images_side_by_side: _ImagesSideBySide | None = None
-    """How an implicit call that reads its images in place runs them side by side on
-    the threads (`Executor._images_side_by_side`)."""
+    """How an implicit call runs images side by side on the threads: reading them in
+    place (`Executor._images_side_by_side`), or two at a time from its own and its
+    twin's planes (`Executor._image_pairs`)."""
+    twin: _Call | None = None
+    """The same implicit call on a second array of phase planes, where a batch of
+    images runs two at a time side by side (`Executor._image_pairs`)."""
     zero_plane: np.ndarray | None = None
     """The part of an implicit convolution's phase planes past its channels' (its zero
     plane and slack) where the array serves convolutions of more channels, whose
@@ -2054,16 +2058,19 @@ class Executor:
             call.in_place = True
             return call
         self._read_from_planes(call, step, conv, x.shape)
+        if images >= 2 and self.pool is not None and self.active_threads >= 2:
+            call.twin = dataclasses.replace(call, plane_copies=[], pool_parts={})
+            self._read_from_planes(call.twin, step, conv, x.shape, slot=1)
         return call
 
-    def _read_from_planes(self, call: _Call, step: _Step, conv: ImplicitConv, shape: tuple[int, ...]) -> None:
+    def _read_from_planes(self, call: _Call, step: _Step, conv: ImplicitConv, shape: tuple[int, ...], slot: int = 0) -> None:
         """Have implicit call `call` of convolution step `step` read images of `shape`
         from phase planes, which each run fills (`_fill_planes`) through the step's
         prologue. Convolutions whose images fill the same parts of the same planes
         share them: each fills its part right before its call, and no call writes the
-        pads."""
+        pads. Slot 1 is a second array of them, for a twin call (`_Call.twin`)."""
         layout = _plane_layout(conv, shape)
-        call.input = self._phase_planes(conv, layout, max(conv.size, self.plane_floats.get(layout, 0)))
+        call.input = self._phase_planes(conv, (*layout, slot), max(conv.size, self.plane_floats.get(layout, 0)))
         call.input_address = call.input.ctypes.data
         if call.input.size > conv.size:  # planes for more channels: others' images may lie in its zero plane
             call.zero_plane = call.input[conv.planes * conv.plane_floats : conv.size]
@@ -2346,16 +2353,44 @@ class Executor:
         copied into the phase planes (whose pads stay zero), through its prologue if it
         has one; a put-off Concat's parts each into their channels' planes."""
         image_bytes = call.output.strides[0]
-        for image in range(self._images_side_by_side(call, x) if call.in_place else 0, x.shape[0]):
+        if call.in_place:
+            first = self._images_side_by_side(call, x)
+        else:
+            first = self._image_pairs(call, x) if call.twin is not None else 0
+        for image in range(first, x.shape[0]):
             if call.in_place:
                 self._execute(call, _address(call, x) + image * x.strides[0], call.output_address + image * image_bytes)  # pyright: ignore
                 continue
-            if not self._planes_hold(call, x, image):
-                for first, part in _channel_parts(x):
-                    self._fill_planes(call, first, part[image], _address(call, part) + image * part.strides[0])
-                if call.zero_plane is not None:
-                    call.zero_plane.fill(0)
+            self._fill_image(call, x, image)
             self._execute(call, call.input_address + call.read_offset, call.output_address + image * image_bytes)
+
+    def _fill_image(self, call: _Call, x: np.ndarray | _Concatenated, image: int) -> None:
+        """Fill `call`'s phase planes with image `image` of x (each of a put-off
+        Concat's parts into its channels' planes), unless they hold it already."""
+        if not self._planes_hold(call, x, image):
+            for first, part in _channel_parts(x):
+                self._fill_planes(call, first, part[image], _address(call, part) + image * part.strides[0])
+            if call.zero_plane is not None:
+                call.zero_plane.fill(0)
+
+    def _image_pairs(self, call: _Call, x: np.ndarray | _Concatenated) -> int:
+        """Run implicit call `call` and its twin (`_Call.twin`, its own phase planes)
+        on x's images two at a time, side by side on two threads: both fill their
+        planes, then each runs one image; returns how many images ran."""
+        pairs = x.shape[0] // 2
+        plan = call.images_side_by_side
+        if plan is None or plan.read != (0, pairs):
+            first, last = _span(call.shares)
+            image_bytes = call.output.strides[0]
+            table = on_cache_line(np.zeros, (2 * pairs, STEP_WORDS), np.int64)
+            planes = (call.input_address + call.read_offset, call.twin.input_address + call.read_offset)  # pyright: ignore
+            table[:] = [(call.address, planes[image % 2], call.output_address + image * image_bytes, *call.arguments, first, last) for image in range(2 * pairs)]
+            plan = call.images_side_by_side = _ImagesSideBySide((0, pairs), table, Shares([(0, 1), (1, 2)], 2))
+        for pair in range(pairs):
+            self._fill_image(call, x, 2 * pair)
+            self._fill_image(call.twin, x, 2 * pair + 1)  # pyright: ignore
+            self.pool.run(self.pool.steps, (plan.table.ctypes.data + 2 * pair * STEP_WORDS * 8, 0, 0, 0, 0, 0, 0), plan.shares, self.pool.steps_address)  # pyright: ignore
+        return 2 * pairs
 
     def _run_bands(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A banded pool's call (`_banded_call`) on the convolution's inputs x: each
@@ -2365,10 +2400,7 @@ class Executor:
         assert bands is not None
         conv, image_bytes = bands.conv, 4 * int(call.pool_geometry[11])  # pyright: ignore
         for image in range(x.shape[0]):
-            if not self._planes_hold(conv, x, image):
-                self._fill_planes(conv, 0, x[image], _address(conv, x) + image * x.strides[0])
-                if conv.zero_plane is not None:
-                    conv.zero_plane.fill(0)
+            self._fill_image(conv, x, image)
             for lane_bytes, pool, row_bytes in bands.parts:
                 self._execute(conv, conv.input_address + conv.read_offset + lane_bytes, conv.output_address)
                 self._execute(pool, conv.output_address, call.output_address + image * image_bytes + row_bytes)

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import models
 import sparsec
+from sparsec.dialects.kernel_ops import SparseConvOp
 from sparsec.kernels import PLANE_PROLOGUES, SHIFT_PITCHES, UNPACKED_BLOCK, WINDOW_MAX_COLUMNS, KernelKey, PlaneKey
 from sparsec.runtime.codegen import batched
 from sparsec.runtime.codegen.kernels import kernel_class, kernel_llvm_ir
@@ -722,11 +723,13 @@ def test_residual_adds_taken_into_the_addends_lanes(tmp_path, pattern, images, t
 
 
 @pytest.mark.parametrize("images", [2, 3, 5])
-def test_images_read_in_place_run_side_by_side(tmp_path, images):
-    """On two threads, implicit calls that read their images in place run the images
-    the threads share evenly side by side, an image a thread (`_images_side_by_side`),
-    and the one left over split across them: bit for bit what one thread computes,
-    over two runs (a new input array each), and close to the reference."""
+def test_images_run_side_by_side(tmp_path, images):
+    """On two threads, implicit calls run a batch's images side by side, an image a
+    thread: those that read their images in place as many as the threads share evenly
+    (`_images_side_by_side`), those that read phase planes two at a time, each from
+    planes of its own (`_image_pairs`, `_Call.twin`); an image left over is split
+    across the threads. Bit for bit what one thread computes, over two runs (a new
+    input array each), and close to the reference."""
     bottleneck_model(tmp_path / "bottleneck.onnx", "batch")
     model = sparsec.load(tmp_path / "bottleneck.onnx")
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
@@ -739,8 +742,12 @@ def test_images_read_in_place_run_side_by_side(tmp_path, images):
             for name, value in expected.items():
                 np.testing.assert_array_equal(got[name], value, err_msg=name)
             np.testing.assert_allclose(got["z"], model.run(feeds)["z"], rtol=1e-4, atol=1e-4)
-        plans = [call.images_side_by_side for step in two.steps for call in step.calls.values() if call.in_place]
-        assert plans and all(plan is not None and plan.read[1] == images - images % 2 for plan in plans)
+        calls = [call for step in two.steps if isinstance(step.op, SparseConvOp) for call in step.calls.values()]
+        in_place = [call for call in calls if call.in_place]
+        from_planes = [call for call in calls if call.twin is not None]
+        assert in_place and from_planes and len(in_place) + len(from_planes) == len(calls)
+        assert all(call.images_side_by_side.read[1] == images - images % 2 for call in in_place)  # pyright: ignore
+        assert all(call.images_side_by_side.read[1] == images // 2 and call.twin.input_address != call.input_address for call in from_planes)  # pyright: ignore
     finally:
         two.close()
         one.close()
@@ -1222,9 +1229,10 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     x = np.random.default_rng(22).standard_normal(shape).astype(np.float32)
     x[1:, :, 5, 6] = np.inf
     got = executor.run({"x": x})
-    # Unframed: s1, f1, both parts into s2's planes, f2. Framed, two images: the planes
-    # hold e1's last image, so f1 fills them again for both.
-    assert len(fills) == (({1: 3, 2: 8}[images]) if framed else 5 * images)
+    # Unframed: s1, f1, both parts into s2's planes, f2. Framed, two images: on one
+    # thread the planes hold e1's last image, so f1 fills them again for both; on two
+    # the images run as a pair, each in planes of its own, which f1 finds filled.
+    assert len(fills) == (({1: 3, 2: 8 if threads == 1 else 6}[images]) if framed else 5 * images)
     model = sparsec.load(tmp_path / "fire.onnx")
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
     expected = model.run({"x": x[:1]})
