@@ -711,11 +711,12 @@ class _Call:
     """The normalization (and Relu) this implicit call applies as it copies, or None."""
     images_side_by_side: _ImagesSideBySide | None = None
     """How an implicit call runs images side by side on the threads: reading them in
-    place (`Executor._images_side_by_side`), or two at a time from its own and its
-    twin's planes (`Executor._image_pairs`)."""
-    twin: _Call | None = None
-    """The same implicit call on a second array of phase planes, where a batch of
-    images runs two at a time side by side (`Executor._image_pairs`)."""
+    place (`Executor._images_side_by_side`), or a group at a time from its own and its
+    twins' planes (`Executor._image_groups`)."""
+    twins: list[_Call] = dataclasses.field(default_factory=list)
+    """The same implicit call on other arrays of phase planes, one for each thread but
+    the first, where a batch's images run a group at a time side by side
+    (`Executor._image_groups`)."""
     zero_plane: np.ndarray | None = None
     """The part of an implicit convolution's phase planes past its channels' (its zero
     plane and slack) where the array serves convolutions of more channels, whose
@@ -2058,9 +2059,10 @@ class Executor:
             call.in_place = True
             return call
         self._read_from_planes(call, step, conv, x.shape)
-        if images >= 2 and self.pool is not None and self.active_threads >= 2:
-            call.twin = dataclasses.replace(call, plane_copies=[], pool_parts={})
-            self._read_from_planes(call.twin, step, conv, x.shape, slot=1)
+        if self.pool is not None:
+            for slot in range(1, min(images, self.active_threads)):
+                call.twins.append(twin := dataclasses.replace(call, plane_copies=[], pool_parts={}, twins=[]))
+                self._read_from_planes(twin, step, conv, x.shape, slot)
         return call
 
     def _read_from_planes(self, call: _Call, step: _Step, conv: ImplicitConv, shape: tuple[int, ...], slot: int = 0) -> None:
@@ -2068,7 +2070,7 @@ class Executor:
         from phase planes, which each run fills (`_fill_planes`) through the step's
         prologue. Convolutions whose images fill the same parts of the same planes
         share them: each fills its part right before its call, and no call writes the
-        pads. Slot 1 is a second array of them, for a twin call (`_Call.twin`)."""
+        pads. Other slots are other arrays of them, for twin calls (`_Call.twins`)."""
         layout = _plane_layout(conv, shape)
         call.input = self._phase_planes(conv, (*layout, slot), max(conv.size, self.plane_floats.get(layout, 0)))
         call.input_address = call.input.ctypes.data
@@ -2356,7 +2358,7 @@ class Executor:
         if call.in_place:
             first = self._images_side_by_side(call, x)
         else:
-            first = self._image_pairs(call, x) if call.twin is not None else 0
+            first = self._image_groups(call, x) if call.twins else 0
         for image in range(first, x.shape[0]):
             if call.in_place:
                 self._execute(call, _address(call, x) + image * x.strides[0], call.output_address + image * image_bytes)  # pyright: ignore
@@ -2373,24 +2375,27 @@ class Executor:
             if call.zero_plane is not None:
                 call.zero_plane.fill(0)
 
-    def _image_pairs(self, call: _Call, x: np.ndarray | _Concatenated) -> int:
-        """Run implicit call `call` and its twin (`_Call.twin`, its own phase planes)
-        on x's images two at a time, side by side on two threads: both fill their
-        planes, then each runs one image; returns how many images ran."""
-        pairs = x.shape[0] // 2
+    def _image_groups(self, call: _Call, x: np.ndarray | _Concatenated) -> int:
+        """Run implicit call `call` and its twins (`_Call.twins`, each with phase planes
+        of its own) on x's images a group at a time, side by side on the threads: each
+        fills its planes with an image of the group, then each runs its image; returns
+        how many images ran."""
+        readers = [call, *call.twins]
+        group = len(readers)
+        groups = x.shape[0] // group
         plan = call.images_side_by_side
-        if plan is None or plan.read != (0, pairs):
+        if plan is None or plan.read != (0, groups):
             first, last = _span(call.shares)
             image_bytes = call.output.strides[0]
-            table = on_cache_line(np.zeros, (2 * pairs, STEP_WORDS), np.int64)
-            planes = (call.input_address + call.read_offset, call.twin.input_address + call.read_offset)  # pyright: ignore
-            table[:] = [(call.address, planes[image % 2], call.output_address + image * image_bytes, *call.arguments, first, last) for image in range(2 * pairs)]
-            plan = call.images_side_by_side = _ImagesSideBySide((0, pairs), table, Shares([(0, 1), (1, 2)], 2))
-        for pair in range(pairs):
-            self._fill_image(call, x, 2 * pair)
-            self._fill_image(call.twin, x, 2 * pair + 1)  # pyright: ignore
-            self.pool.run(self.pool.steps, (plan.table.ctypes.data + 2 * pair * STEP_WORDS * 8, 0, 0, 0, 0, 0, 0), plan.shares, self.pool.steps_address)  # pyright: ignore
-        return 2 * pairs
+            table = on_cache_line(np.zeros, (groups * group, STEP_WORDS), np.int64)
+            planes = [reader.input_address + reader.read_offset for reader in readers]
+            table[:] = [(call.address, planes[image % group], call.output_address + image * image_bytes, *call.arguments, first, last) for image in range(groups * group)]
+            plan = call.images_side_by_side = _ImagesSideBySide((0, groups), table, Shares([(at, at + 1) for at in range(group)], group))
+        for first_image in range(0, groups * group, group):
+            for image, reader in enumerate(readers, first_image):
+                self._fill_image(reader, x, image)
+            self.pool.run(self.pool.steps, (plan.table.ctypes.data + first_image * STEP_WORDS * 8, 0, 0, 0, 0, 0, 0), plan.shares, self.pool.steps_address)  # pyright: ignore
+        return groups * group
 
     def _run_bands(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A banded pool's call (`_banded_call`) on the convolution's inputs x: each

@@ -722,34 +722,36 @@ def test_residual_adds_taken_into_the_addends_lanes(tmp_path, pattern, images, t
     executor.close()
 
 
-@pytest.mark.parametrize("images", [2, 3, 5])
-def test_images_run_side_by_side(tmp_path, images):
-    """On two threads, implicit calls run a batch's images side by side, an image a
+@pytest.mark.parametrize(("images", "threads"), [(2, 2), (3, 2), (5, 2), (5, 3), (7, 3)])
+def test_images_run_side_by_side(tmp_path, images, threads):
+    """On several threads, implicit calls run a batch's images side by side, an image a
     thread: those that read their images in place as many as the threads share evenly
-    (`_images_side_by_side`), those that read phase planes two at a time, each from
-    planes of its own (`_image_pairs`, `_Call.twin`); an image left over is split
-    across the threads. Bit for bit what one thread computes, over two runs (a new
-    input array each), and close to the reference."""
+    (`_images_side_by_side`), those that read phase planes a group of one per thread
+    at a time, each from planes of its own (`_image_groups`, `_Call.twins`); images
+    left over are split across the threads. Bit for bit what one thread computes,
+    over two runs (a new input array each), and close to the reference."""
     bottleneck_model(tmp_path / "bottleneck.onnx", "batch")
     model = sparsec.load(tmp_path / "bottleneck.onnx")
     model.apply("prune-magnitude{pattern=nm n=3 m=4 min-elements=0},pack-bitmask,lower-kernels")
-    two, one = (Executor(model.module, model.weights, threads=threads) for threads in (2, 1))
+    several, one = (Executor(model.module, model.weights, threads=count) for count in (threads, 1))
     rng = np.random.default_rng(images)
     try:
         for _ in range(2):
             feeds = {"x": rng.standard_normal((images, 8, 12, 12)).astype(np.float32)}
-            expected, got = one.run(feeds), two.run(feeds)
+            expected, got = one.run(feeds), several.run(feeds)
             for name, value in expected.items():
                 np.testing.assert_array_equal(got[name], value, err_msg=name)
             np.testing.assert_allclose(got["z"], model.run(feeds)["z"], rtol=1e-4, atol=1e-4)
-        calls = [call for step in two.steps if isinstance(step.op, SparseConvOp) for call in step.calls.values()]
+        calls = [call for step in several.steps if isinstance(step.op, SparseConvOp) for call in step.calls.values()]
         in_place = [call for call in calls if call.in_place]
-        from_planes = [call for call in calls if call.twin is not None]
+        from_planes = [call for call in calls if call.twins]
         assert in_place and from_planes and len(in_place) + len(from_planes) == len(calls)
-        assert all(call.images_side_by_side.read[1] == images - images % 2 for call in in_place)  # pyright: ignore
-        assert all(call.images_side_by_side.read[1] == images // 2 and call.twin.input_address != call.input_address for call in from_planes)  # pyright: ignore
+        assert all(call.images_side_by_side.read[1] == images - images % threads for call in in_place)  # pyright: ignore
+        for call in from_planes:
+            assert call.images_side_by_side.read[1] == images // threads and len(call.twins) == threads - 1  # pyright: ignore
+            assert len({reader.input_address for reader in (call, *call.twins)}) == threads
     finally:
-        two.close()
+        several.close()
         one.close()
 
 
