@@ -775,12 +775,24 @@ class _SideBySide:
 @dataclass
 class _ImagesSideBySide:
     """An implicit call's leading images as the threads run them, an image a share:
-    a table of one step per image (workers.STEP_WORDS words), for the input address
-    and image count in `read`."""
+    a table of one step per image (workers.STEP_WORDS words), for `read`: the input
+    address and the image count, or 0 and the count of groups where the images are
+    copied into planes (`Executor._image_groups`)."""
 
     read: tuple[int, int]
     table: np.ndarray
     shares: Shares
+
+
+def _image_steps(call: _Call, read: tuple[int, int], inputs: list[int], shares: int, threads: int) -> _ImagesSideBySide:
+    """`call` on each of its output's leading images, the image i reading at address
+    `inputs[i]`, as a step table whose first `shares` entries are a share each, for
+    `threads` threads (all the images, or a group of them run at once: the caller
+    then runs each group's part of the table)."""
+    first, last = _span(call.shares)
+    table = on_cache_line(np.zeros, (len(inputs), STEP_WORDS), np.int64)
+    table[:] = [(call.address, at, call.output_address + image * call.output.strides[0], *call.arguments, first, last) for image, at in enumerate(inputs)]
+    return _ImagesSideBySide(read, table, Shares([(entry, entry + 1) for entry in range(shares)], threads))
 
 
 def repeated_heads(value: SSAValue, transposed: bool) -> tuple[SSAValue, SSAValue, SSAValue, list[Operation]] | None:
@@ -2033,14 +2045,15 @@ class Executor:
         is a view of the output lanes: channels first, each row's dropped lanes skipped.
         The output lanes are its own, a Concat's (`_concat_lanes`), or those of the
         residual `addend` where that dies at the Add (`_addend_lanes`)."""
-        conv = self._implicit_for(step, x.shape)
+        conv = self._implicit_for(step, x.shape, residual=False)
         if conv is None:
             return None
         images, rows = x.shape[0], layer.key.rows
         residual = step.residual
-        if residual is not None and (addend is None or addend.shape != (images, rows, *conv.out)):
-            # A type that leaves the batch to run time let the addend broadcast: the Add runs.
-            conv, residual = self._implicit_for(step, x.shape, residual=False), None
+        if residual is not None and addend is not None and addend.shape == (images, rows, *conv.out):
+            conv = accumulating(conv, residual.relu)
+        else:  # a type that leaves the batch to run time let the addend broadcast: the Add runs
+            residual = None
         output = None
         if residual is None and step.op in self.concat_places:
             placed = self._concat_lanes(step.op, images, conv.lane_layout)
@@ -2383,19 +2396,16 @@ class Executor:
         readers = [call, *call.twins]
         group = len(readers)
         groups = x.shape[0] // group
+        images = groups * group
         plan = call.images_side_by_side
         if plan is None or plan.read != (0, groups):
-            first, last = _span(call.shares)
-            image_bytes = call.output.strides[0]
-            table = on_cache_line(np.zeros, (groups * group, STEP_WORDS), np.int64)
             planes = [reader.input_address + reader.read_offset for reader in readers]
-            table[:] = [(call.address, planes[image % group], call.output_address + image * image_bytes, *call.arguments, first, last) for image in range(groups * group)]
-            plan = call.images_side_by_side = _ImagesSideBySide((0, groups), table, Shares([(at, at + 1) for at in range(group)], group))
-        for first_image in range(0, groups * group, group):
+            plan = call.images_side_by_side = _image_steps(call, (0, groups), [planes[image % group] for image in range(images)], group, group)
+        for first_image in range(0, images, group):
             for image, reader in enumerate(readers, first_image):
                 self._fill_image(reader, x, image)
-            self.pool.run(self.pool.steps, (plan.table.ctypes.data + first_image * STEP_WORDS * 8, 0, 0, 0, 0, 0, 0), plan.shares, self.pool.steps_address)  # pyright: ignore
-        return groups * group
+            self.pool.run_steps(plan.table.ctypes.data + first_image * STEP_WORDS * 8, plan.shares)  # pyright: ignore
+        return images
 
     def _run_bands(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A banded pool's call (`_banded_call`) on the convolution's inputs x: each
@@ -2423,11 +2433,8 @@ class Executor:
         images, start = x.shape[0] - x.shape[0] % threads, _address(call, x)
         plan = call.images_side_by_side
         if plan is None or plan.read != (start, images):
-            first, last = _span(call.shares)
-            table = on_cache_line(np.zeros, (images, STEP_WORDS), np.int64)
-            table[:] = [(call.address, start + image * x.strides[0], call.output_address + image * call.output.strides[0], *call.arguments, first, last) for image in range(images)]
-            plan = call.images_side_by_side = _ImagesSideBySide((start, images), table, Shares([(image, image + 1) for image in range(images)], threads))
-        self.pool.run(self.pool.steps, (plan.table.ctypes.data, 0, 0, 0, 0, 0, 0), plan.shares, self.pool.steps_address)  # pyright: ignore
+            plan = call.images_side_by_side = _image_steps(call, (start, images), [start + image * x.strides[0] for image in range(images)], images, threads)
+        self.pool.run_steps(plan.table.ctypes.data, plan.shares)  # pyright: ignore
         return images
 
     def _planes_hold(self, call: _Call, x: np.ndarray | _Concatenated, image: int) -> bool:
@@ -2564,7 +2571,7 @@ class Executor:
         if x_address != plan.read:
             plan.table[plan.reading, 1] = plan.starts + x_address
             plan.read = x_address
-        self.pool.run(self.pool.steps, (plan.table.ctypes.data, 0, 0, 0, 0, 0, 0), plan.shares, self.pool.steps_address)  # pyright: ignore
+        self.pool.run_steps(plan.table.ctypes.data, plan.shares)  # pyright: ignore
 
     def _run_batched(self, call: _Call, rows: np.ndarray) -> None:
         """A batched kernel's call: `rows` (B x K) transposed into the scratch input,

@@ -503,6 +503,11 @@ class WorkerPool:
                 self._finish(workers)  # the workers still write into the caller's buffers
                 raise
 
+    def run_steps(self, table: int, shares: Shares) -> None:
+        """Run the kernel calls of the step table at address `table` (STEP_WORDS words
+        an entry, `_ProtocolBuilder.steps`), each share a range of its entries."""
+        self.run(self.steps, (table, 0, 0, 0, 0, 0, 0), shares, self.steps_address)
+
     def _finish(self, workers: int) -> None:
         """Wait until workers [0, workers) have done the last job posted."""
         for worker in range(workers):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import models
 import numpy as np
-import onnx
 import pytest
 from test_implicit_conv import bottleneck_model
 
@@ -48,11 +47,8 @@ def squeezenet(tmp_path_factory) -> sparsec.Model:
     """SqueezeNet at n:m 2:4 with a batch given at run time: implicit convolutions (zero
     planes, framed 1x1 convolutions reading lanes in place), pools, Concats."""
     folder = tmp_path_factory.mktemp("squeezenet")
-    onnx_model = onnx.load(str(models.randomized(models.LIGHT / "light_squeezenet.onnx", folder / "fixed.onnx")))
-    for value in (*onnx_model.graph.input, *onnx_model.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "N"
-    onnx.save(onnx_model, str(folder / "squeezenet.onnx"))
-    model = sparsec.load(folder / "squeezenet.onnx")
+    fixed = models.randomized(models.LIGHT / "light_squeezenet.onnx", folder / "fixed.onnx")
+    model = sparsec.load(models.open_batch(fixed, folder / "squeezenet.onnx"))
     model.apply("prune-magnitude{pattern=nm n=2 m=4},pack-bitmask,lower-kernels")
     return model
 
