@@ -1,6 +1,7 @@
 """The attention kernel (sparsec.kernels.AttentionKey): softmax(scale * q @ kt + mask)
 @ v for one unit at a time (a batch, a head and ATTENTION_UNIT_ROWS of its query rows),
-two query rows at a time (ROWS), the keys 16 at a time,
+two query rows at a time (ROWS; an odd last row is taken twice), the keys 16 at a
+time (the last block under a lane mask past T),
 with the Softmax taken online (as FlashAttention does) so the scores are never
 written out: for each block of 16 keys,
 
@@ -43,10 +44,18 @@ ROWS = 2
 """Query rows taken together: each block's key and value loads serve them all, and
 their multiply-adds make independent chains. 9 heads of 128 x 128 x 64, one thread:
 one row at a time 0.93 ms, two 0.52, four 0.59 (their state no longer fits the
-registers)."""
-DEPTH_STEP = 8
-"""Query values a step of the loop over D takes in the rarely run block bodies (D a
-multiple of it; else D is unrolled there too)."""
+registers). A unit's odd last row is taken with itself, so the kernel has one body
+for rows: a decoding step (one query row) takes 1.1x as long as the row alone did."""
+DEPTH_STEP = 16
+"""Query values a step of the loop over D takes (its greatest common divisor with D):
+one loaded vector of them, and 16 multiply-adds per row. With VALUE_STEP, one body
+for rows and one for key blocks, the kernel (D = Dv = 64) is 719 lines of IR; with
+D and a block's 16 value rows unrolled, and bodies of their own for a block past T
+and a last odd row, it was 2,175 lines, took 2.7x to 3.4x as long to compile, and
+ran 128 x 128 attention 1.05x to 1.07x as fast."""
+VALUE_STEP = 4
+"""Keys a step of the loop over a block's value rows takes, then one at a time to the
+block's last key below T."""
 PRODUCT_CHAINS = 4
 """Accumulators a block's scores are summed in over the query's D values, interleaved
 (split among the rows taken together): one chain of D dependent multiply-adds would
@@ -99,23 +108,20 @@ class AttentionKernel(UnitKernel):
             self.heads["mask"] = self.base(self.mask, batch, head, "mask")
         first = b.mul(row_block, b.const(ATTENTION_UNIT_ROWS, i64))
         end = b.smin(g["queries"], b.add(first, b.const(ATTENTION_UNIT_ROWS, i64)))
-        grouped = b.add(first, b.round_down(b.sub(end, first), ROWS))
-        b.loop(first, grouped, [], lambda row, _state: self.rows(row, ROWS), step=ROWS)
-        b.loop(grouped, end, [], lambda row, _state: self.rows(row, 1))
+        last = b.sub(end, b.const(1, i64))
+        b.loop(first, end, [], lambda row, _state: self.rows(row, last), step=ROWS)
         return []
 
-    def rows(self, first_row: SSAValue, count: int) -> list[SSAValue]:
-        """Query rows [first_row, first_row + count): their key blocks, whole ones then
-        the partial one, then each row's acc / l."""
+    def rows(self, first_row: SSAValue, last: SSAValue) -> list[SSAValue]:
+        """Query rows first_row to first_row + ROWS - 1 (none past `last`, which repeats
+        instead): their key blocks, then each row's acc / l."""
         b, g = self.b, self.g
-        rows = [b.add(first_row, b.const(r, i64)) for r in range(count)]
+        rows = [b.smin(b.add(first_row, b.const(r, i64)), last) if r else first_row for r in range(ROWS)]
         queries = [b.element_ptr(self.heads["q"], b.mul(row, g["q_row"]), f32) for row in rows]
         masks = [b.element_ptr(self.heads["mask"], b.mul(row, g["mask_row"]), f32) for row in rows] if self.key.masked else None
-        state = [self.lowest, self.zero, *[self.zero] * len(self.value_lanes)] * count
+        state = [self.lowest, self.zero, *[self.zero] * len(self.value_lanes)] * ROWS
         start, stop = self.live_span(masks) if masks is not None else (b.const(0, i64), g["keys"])
-        whole = b.round_down(stop, 16)
-        state = b.loop(start, whole, state, lambda first, carried: self.block(first, None, queries, masks, list(carried)), step=16)
-        state = b.loop(whole, stop, list(state), lambda first, carried: self.block(first, self.tail_lanes(first), queries, masks, list(carried)), step=16)
+        state = b.loop(start, stop, state, lambda first, carried: self.block(first, queries, masks, list(carried)), step=16)
         for row, (_most, total, *accumulators) in zip(rows, _per_row(state, 2 + len(self.value_lanes))):
             inverse = b.fdiv(b.like(1.0, total), total)
             # l is 0 or NaN exactly where the five ops' probabilities are NaN
@@ -136,49 +142,43 @@ class AttentionKernel(UnitKernel):
         b, g = self.b, self.g
         keys = g["keys"]
 
-        def scan(first: SSAValue, lanes: SSAValue | None, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
+        def scan(first: SSAValue, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
             start, stop = carried
+            lanes = self.tail_lanes(first)
             live = [b.fcmp("ugt", b.load_lanes(b.element_ptr(mask, first, f32), F32x16, lanes), self.dead) for mask in masks]
-            any_live = b.icmp("ne", b.bitcast(reduce(b.or_, live) if lanes is None else b.and_(reduce(b.or_, live), lanes), i16), b.const(0, i16))
+            any_live = b.icmp("ne", b.bitcast(b.and_(reduce(b.or_, live), lanes), i16), b.const(0, i16))
             return [b.select(any_live, b.smin(start, first), start), b.select(any_live, b.smin(keys, b.add(first, b.const(16, i64))), stop)]
 
-        whole = b.round_down(keys, 16)
-        span = b.loop(b.const(0, i64), whole, [keys, b.const(0, i64)], lambda first, carried: scan(first, None, carried), step=16)
-        start, stop = b.loop(whole, keys, list(span), lambda first, carried: scan(first, self.tail_lanes(first), carried), step=16)
+        start, stop = b.loop(b.const(0, i64), keys, [keys, b.const(0, i64)], scan, step=16)
         none_live = b.icmp("eq", stop, b.const(0, i64))
         return b.select(none_live, b.const(0, i64), start), b.select(none_live, keys, stop)
 
     def query_weights(self, query: SSAValue, d0: SSAValue, step: int) -> Callable[[int], SSAValue]:
-        """The query's value d0 + u in every lane, for u below `step`: in steps of 16 or
-        more from a vector of 16 values loaded once (a lane mask past D), else loaded
-        one by one. Instruction selection makes both a broadcast from memory into the
-        multiply-add, the same code, but a splat of each loaded value was three ops where
-        a shuffle of the vector is one: the kernel's IR 3118 -> 2750 lines, 232 -> 186
-        ms cold."""
+        """The query's value d0 + u in every lane, for u below `step` (at most 16): from
+        one vector of 16 values at a step of 16, else loaded one by one. Instruction
+        selection makes both a broadcast from memory into the multiply-add, the same
+        code, but a splat of each loaded value is three ops where a shuffle of the
+        vector is one."""
         b = self.b
         if step < 16:
             return lambda u: b.splat(b.load(query, b.add(d0, b.const(u, i64)), f32), 16)
-        parts = []
-        for first in range(0, step, 16):
-            lanes = None if step - first >= 16 else b.vector_const([int(lane < step - first) for lane in range(16)], i1)
-            parts.append(b.load_lanes(b.element_ptr(query, b.add(d0, b.const(first, i64)), f32), F32x16, lanes))
-        return lambda u: b.shuffle(parts[u // 16], parts[u // 16], (u % 16,) * 16)
+        values = b.load_lanes(b.element_ptr(query, d0, f32), F32x16, None)
+        return lambda u: b.shuffle(values, values, (u,) * 16)
 
     def tail_lanes(self, first: SSAValue) -> SSAValue:
+        """The lanes of keys [first, first + 16) below T."""
         b = self.b
-        return b.low_lanes(b.trunc(b.sub(self.g["keys"], first), i32))
+        return b.low_lanes(b.trunc(b.smin(b.sub(self.g["keys"], first), b.const(16, i64)), i32))
 
-    def block(self, first: SSAValue, lanes: SSAValue | None, queries: list[SSAValue], masks: list[SSAValue] | None, state: list[SSAValue]) -> list[SSAValue]:
-        """Keys [first, first + 16) (under `lanes` if partial) for each row: state = per
-        row m, l and the accumulators (m and l in every lane)."""
+    def block(self, first: SSAValue, queries: list[SSAValue], masks: list[SSAValue] | None, state: list[SSAValue]) -> list[SSAValue]:
+        """Keys [first, first + 16), those below T, for each row: state = per row m, l
+        and the accumulators (m and l in every lane)."""
         b, g = self.b, self.g
-        count, width = len(queries), 2 + len(self.value_lanes)
-        chains = max(1, PRODUCT_CHAINS // count)
-        # The pairs' whole blocks, nearly all the work, have D unrolled; the partial block
-        # and a last odd row, a loop over D in steps (a third of the IR to compile).
-        whole_pairs = lanes is None and count == ROWS
-        unrolled = whole_pairs or self.key.depth % DEPTH_STEP != 0
-        step = self.key.depth if unrolled else DEPTH_STEP
+        width = 2 + len(self.value_lanes)
+        chains = max(1, PRODUCT_CHAINS // ROWS)
+        # A masked load costs what a load does, so a block past T needs no body of its own.
+        lanes = self.tail_lanes(first)
+        step = math.gcd(self.key.depth, DEPTH_STEP)
 
         def depths(d0: SSAValue, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
             columns, *flat = carried
@@ -188,11 +188,11 @@ class AttentionKernel(UnitKernel):
                 # kt's rows a stride apart: an add from one to the next rather than a multiply each
                 keys = b.load_lanes(columns, F32x16, lanes)
                 columns = b.element_ptr(columns, g["kt_row"], f32)
-                for r in range(count):
+                for r in range(ROWS):
                     sums[r][u % chains] = b.fmuladd(weights[r](u), keys, sums[r][u % chains])
             return [columns, *(vector for row in sums for vector in row)]
 
-        start = [b.element_ptr(self.heads["kt"], first, f32), *[self.zero] * (chains * count)]
+        start = [b.element_ptr(self.heads["kt"], first, f32), *[self.zero] * (chains * ROWS)]
         _, *flat = b.loop(b.const(0, i64), b.const(self.key.depth, i64), start, depths, step=step)
         sums = _per_row(flat, chains)
         larger = lambda x, y: b.select(b.fcmp("ogt", x, y), x, y)  # noqa: E731
@@ -203,8 +203,7 @@ class AttentionKernel(UnitKernel):
             scores = b.fmul(scores[0], self.scale)
             if masks is not None:
                 scores = b.fadd(scores, b.load_lanes(b.element_ptr(masks[r], first, f32), F32x16, lanes))
-            if lanes is not None:
-                scores = b.select(lanes, scores, self.lowest)
+            scores = b.select(lanes, scores, self.lowest)
             new_most = larger(most, b.splat(b.reduce_lanes(scores, larger), 16))
             # Every score so far -inf: count the maximum as 0, so c and p are 0, not NaN.
             shift = b.select(b.fcmp("oeq", new_most, self.lowest), self.zero, new_most)
@@ -212,41 +211,42 @@ class AttentionKernel(UnitKernel):
             powers.append(exp(b, b.fsub(scores, shift)))
             total = b.fmuladd(total, correction, b.splat(b.sum_lanes(powers[-1]), 16))
             updated.append([new_most, total, *[b.fmul(acc, correction) for acc in accumulators]])
-        sums = self.value_sums(first, lanes, powers, [row_state[2:] for row_state in updated], whole_pairs)
+        sums = self.value_sums(first, powers, [row_state[2:] for row_state in updated])
         return [value for row_state, row_sums in zip(updated, sums) for value in (*row_state[:2], *row_sums)]
 
-    def value_sums(self, first: SSAValue, lanes: SSAValue | None, powers: list[SSAValue], accumulators: list[list[SSAValue]], unrolled: bool) -> list[list[SSAValue]]:
+    def value_sums(self, first: SSAValue, powers: list[SSAValue], accumulators: list[list[SSAValue]]) -> list[list[SSAValue]]:
         """Each row's `accumulators` plus sum_j p_j v[first + j] over the block's keys
-        (`powers`: each row's p): `unrolled` over the 16 keys (the pairs' whole blocks),
-        else a loop over the keys there are, which needs no lane masks past T. The loop
-        took the partial block's and a last odd row's bodies from 1,200 lines of IR to
-        600 (the kernel 2750 -> 2175 lines, 186 -> 145 ms cold) at the same speed, one
-        query row at T 128 (a token's decoding) included."""
+        below T (`powers`: each row's p), VALUE_STEP keys a step, then one at a time:
+        no value row past T is read."""
         b, g = self.b, self.g
         for r, power in enumerate(powers):
             b.store_at(power, b.element_ptr(self.power_slots, b.const(16 * r, i64), f32), alignment=64)
-        values = b.element_ptr(self.heads["v"], b.mul(first, g["v_row"]), f32)
-        if unrolled:
-            for j in range(16):
-                accumulators = self.weighted_values(values, b.const(j, i64), accumulators)
-                values = b.element_ptr(values, g["v_row"], f32)
-            return accumulators
         width = len(self.value_lanes)
 
-        def key_body(j: SSAValue, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
-            at, *flat = carried
-            summed = self.weighted_values(at, j, _per_row(flat, width))
-            return [b.element_ptr(at, g["v_row"], f32), *(acc for row_sums in summed for acc in row_sums)]
+        def keys_body(count: int) -> Callable[[SSAValue, tuple[SSAValue, ...]], list[SSAValue]]:
+            def body(j: SSAValue, carried: tuple[SSAValue, ...]) -> list[SSAValue]:
+                at, *flat = carried
+                summed = _per_row(flat, width)
+                for u in range(count):
+                    summed = self.weighted_values(at, b.add(j, b.const(u, i64)), summed)
+                    at = b.element_ptr(at, g["v_row"], f32)
+                return [at, *(acc for row_sums in summed for acc in row_sums)]
 
-        keys = b.const(16, i64) if lanes is None else b.sub(g["keys"], first)
-        _, *flat = b.loop(b.const(0, i64), keys, [values, *(acc for row_sums in accumulators for acc in row_sums)], key_body)
+            return body
+
+        keys = b.smin(b.sub(g["keys"], first), b.const(16, i64))
+        stepped = b.round_down(keys, VALUE_STEP)
+        state = [b.element_ptr(self.heads["v"], b.mul(first, g["v_row"]), f32), *(acc for row_sums in accumulators for acc in row_sums)]
+        state = b.loop(b.const(0, i64), stepped, state, keys_body(VALUE_STEP), step=VALUE_STEP)
+        _, *flat = b.loop(stepped, keys, list(state), keys_body(1))
         return _per_row(flat, width)
 
     def weighted_values(self, values: SSAValue, j: SSAValue, accumulators: list[list[SSAValue]]) -> list[list[SSAValue]]:
         """Each row's accumulators plus its power of key j (from `power_slots`) times
         the key's value row at `values`. The power's broadcast comes from memory (into
-        the multiply-add), not a shuffle of the register: the same speed, and a loop
-        over j can index it."""
+        the multiply-add): from the register, shifted down a lane a key so each
+        broadcast is of a constant lane, 128 x 128 attention ran 1.05x slower, the
+        permutes taking a port from the multiply-adds."""
         b = self.b
         loaded = [b.load_lanes(b.element_ptr(values, b.const(16 * index, i64), f32), F32x16, lanes) for index, lanes in enumerate(self.value_lanes)]
         summed = []

@@ -1,5 +1,5 @@
-"""Run every kernel variant (and the layer normalization and Softmax kernels) on
-buffers that end at a PROT_NONE guard page.
+"""Run every kernel variant (and the layer normalization, Softmax and attention
+kernels) on buffers that end at a PROT_NONE guard page.
 
     python test/reliability/guard_pages.py
 
@@ -24,12 +24,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from test_attention import float64_attention  # noqa: E402
 from test_kernels import build  # noqa: E402
 from test_norm_kernel import norm_model, softmax_model  # noqa: E402
 
 from sparsec import reference  # noqa: E402
 
-from sparsec.runtime.executor import Executor, transposed_inputs  # noqa: E402
+from sparsec.kernels import ATTENTION_UNIT_ROWS, AttentionKey  # noqa: E402
+from sparsec.runtime.executor import Executor, attention_geometry, transposed_inputs  # noqa: E402
+from sparsec.runtime.jit import compile_kernels  # noqa: E402
 from sparsec.runtime.operands import VALUE_SLACK_BYTES  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -111,6 +114,25 @@ def run_softmax_case(rows: int, cols: int) -> bool:
     return bool(np.allclose(y, expected, rtol=1e-5, atol=1e-7))
 
 
+def run_attention_case(queries: int, keys: int, depth: int, value_depth: int) -> bool:
+    """The attention kernel on guarded queries, keys (each row of kt ending at T, the
+    last at the guard page), values, mask and outputs, 2 heads: the block past T and
+    an odd last query row stay inside them."""
+    rng = np.random.default_rng(queries * keys)
+    heads = 2
+    q, kt, v = (rng.standard_normal(shape).astype(np.float32) for shape in [(1, heads, queries, depth), (1, heads, depth, keys), (1, heads, keys, value_depth)])
+    mask = rng.standard_normal((1, heads, queries, keys)).astype(np.float32)
+    expected = float64_attention(q, kt, v, mask, 0.5)
+    q, kt, v, mask = (guarded(a) for a in (q, kt, v, mask))
+    out = guarded(np.full(expected.shape, np.nan, np.float32))
+    key = AttentionKey(depth, value_depth, True)
+    compiled = compile_kernels([key])  # its engine holds the code while the kernel runs
+    geometry = guarded(attention_geometry(q, kt, v, mask, out.shape, 0.5))  # pyright: ignore
+    units = heads * -(-queries // ATTENTION_UNIT_ROWS)
+    compiled.functions[key.symbol](q.ctypes.data, out.ctypes.data, kt.ctypes.data, v.ctypes.data, mask.ctypes.data, geometry.ctypes.data, 0, 0, units)
+    return bool(np.allclose(out, expected, rtol=2e-5, atol=2e-5))
+
+
 PATTERNS = [
     "pattern=unstructured sparsity=0.0",
     "pattern=unstructured sparsity=0.7",  # batch 1: the chunk variants (window, gather)
@@ -147,5 +169,10 @@ if __name__ == "__main__":
         failures += not ok
         if not ok:
             print(f"MISMATCH softmax rows={rows} cols={cols}", flush=True)
+    for queries, keys, depth, value_depth in itertools.product([1, 3, 17], [1, 5, 16, 33], [16, 20], [16, 24]):
+        ok = run_attention_case(queries, keys, depth, value_depth)
+        failures += not ok
+        if not ok:
+            print(f"MISMATCH attention queries={queries} keys={keys} depth={depth} value_depth={value_depth}", flush=True)
     print(f"guard pages: {failures} mismatches")
     sys.exit(1 if failures else 0)
