@@ -157,7 +157,8 @@ def test_keys_dead_for_a_pair_of_rows_are_never_read():
 def test_a_call_on_the_same_arrays_reads_their_new_values():
     """The kernel call is made once for the operand arrays it meets (`_NativeCall`):
     later runs on the same arrays, their values changed in place, read the new values,
-    keys given as a transposed view copied again each run."""
+    keys given as a transposed view copied again each run (into an array on a cache
+    line)."""
     model = attention_model(2, 2, 16, 16, "keys", 0.25)
     executor = Executor(model.module, model.weights, threads=1)
     rng = np.random.default_rng(8)
@@ -167,7 +168,8 @@ def test_a_call_on_the_same_arrays_reads_their_new_values():
         np.testing.assert_allclose(got, float64_attention(feeds["q"], feeds["kt"], feeds["v"], feeds["m"], 0.25), rtol=2e-5, atol=2e-5)
         for name in ("q", "kt", "v"):
             feeds[name][...] = rng.standard_normal(feeds[name].shape)
-    assert executor.steps[0].native.last.copies  # pyright: ignore  # kt read from a copy
+    copies = executor.steps[0].native.last.copies  # pyright: ignore
+    assert copies and all(copy.ctypes.data % 64 == 0 for _, copy in copies)  # kt read from a copy on a cache line
 
 
 def repeated_heads_model() -> Model:
