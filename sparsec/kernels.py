@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+import numpy as np
 from xdsl.dialects.builtin import f16
 
 if TYPE_CHECKING:
@@ -704,7 +705,13 @@ class PoolKey:
     unpadded image, as ResNet50's last 7x7 average pool does): rows in a loop, each
     row's vectors unrolled, their lanes reduced at the end. The windowed kernel computed
     16 outputs a vector for the one it stored, 49 masked loads a plane for a 7 x 7
-    image (ResNet50's: 0.16 ms against onnxruntime's 0.04)."""
+    image (ResNet50's: 0.16 ms against onnxruntime's 0.04).
+
+    A `flat` key (stride 1) also takes the images whose output rows are as wide as
+    their input rows, both back to back (each row's pitch its width), as one run of
+    Ho x Wo outputs, 16 at a time, each tap a load at a fixed offset from them under a
+    lane mask of its own (`flat_masks`): a row of 7 outputs no longer fills a vector of
+    16 alone."""
 
     kind: str
     stride: int
@@ -712,6 +719,7 @@ class PoolKey:
     dilation: tuple[int, int] = (1, 1)
     bias: bool = False
     whole: bool = False
+    flat: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in POOL_KINDS or self.stride not in (1, 2) or (self.bias and self.kind != "depthwise"):
@@ -721,6 +729,8 @@ class PoolKey:
                 raise ValueError(f"whole-image pool kernel '{self.kind}' of {self.window} images: expected max or avg, stride and dilation 1, at most {POOL_WHOLE_MAX_COLUMNS} columns")
         elif min(self.window) < 1 or min(self.dilation) < 1 or math.prod(self.window) > POOL_MAX_TAPS:
             raise ValueError(f"pool kernel window {self.window} dilated {self.dilation}: expected at most {POOL_MAX_TAPS} taps, sizes and dilations >= 1")
+        if self.flat and (self.whole or self.stride != 1):
+            raise ValueError(f"flat pool kernel '{self.kind}' at column stride {self.stride}: expected a windowed kernel at stride 1")
 
     @property
     def symbol(self) -> str:
@@ -728,7 +738,7 @@ class PoolKey:
         if self.whole:
             return f"pool_{self.kind}_whole_{rows}x{columns}_f32"
         dilated = "" if self.dilation == (1, 1) else "_dilated{}x{}".format(*self.dilation)
-        return f"pool_{self.kind}_{rows}x{columns}{dilated}_f32_stride{self.stride}" + ("_bias" if self.bias else "")
+        return f"pool_{self.kind}_{rows}x{columns}{dilated}_f32_stride{self.stride}" + ("_bias" if self.bias else "") + ("_flat" if self.flat else "")
 
     @property
     def tap_columns(self) -> list[int]:
@@ -762,6 +772,23 @@ class PoolKey:
                 start = first * self.stride - left + offset
                 masks.append(sum(1 << lane for lane in range(16) if 0 <= start + lane < columns))
         return masks
+
+    def flat_masks(self, image: tuple[int, int], out: tuple[int, int], before: tuple[int, int]) -> np.ndarray:
+        """For each vector of 16 outputs of a flat run (Ho x Wo of `out`, a row after
+        another), then each tap (rows first): the bits of the lanes whose output exists
+        and whose tap's input lies in the image (`image`, its rows and columns, with
+        `before` pads above and left of it), as uint16."""
+        (rows, columns), (out_rows, out_columns), (top, left) = image, out, before
+        positions = np.arange(-(-out_rows * out_columns // 16) * 16)
+        row, column = np.divmod(positions, out_columns)
+        exists = positions < out_rows * out_columns
+        taps = [
+            exists & (0 <= (r := row - top + i * self.dilation[0])) & (r < rows) & (0 <= (c := column - left + j * self.dilation[1])) & (c < columns)
+            for i in range(self.window[0])
+            for j in range(self.window[1])
+        ]
+        lanes = np.stack(taps).reshape(len(taps), -1, 16).transpose(1, 0, 2)  # (vectors, taps, lanes)
+        return (lanes.astype(np.uint16) << np.arange(16, dtype=np.uint16)).sum(axis=2, dtype=np.uint16)
 
 
 TRANSPOSE_COMBINES = ("add", "mul")

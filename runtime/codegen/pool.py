@@ -15,9 +15,11 @@ signature as the matrix kernels, with
          transposed view (N, C / g, g, H, W) is read in place as g inner channels:
          channel c' = c - first at (c' // g) x channel stride + (c' % g) x inner
          stride), the floats from one output row to the next (Wo, or the row pitch
-         of a Concat's lane buffer the pool writes into); then the lane masks
-         (PoolKey.lane_masks: an int64 word each, for each vector of a row's
-         outputs, each of the vectors it reads from a tap row),
+         of a Concat's lane buffer the pool writes into), the word where a flat
+         run's masks start (0 for none); then the lane masks (PoolKey.lane_masks: an
+         int64 word each, for each vector of a row's outputs, each of the vectors it
+         reads from a tap row), and a flat key's run masks (PoolKey.flat_masks: 16
+         bits each, for each vector of the run, each tap),
     a1 = the average's divisors, one float per output position (Ho x Wo; average), or
          the depthwise convolution's weights, kernel rows x columns per channel,
     a2 = a pad row: W floats of the pad value (PAD_VALUES: the lowest float for max,
@@ -41,6 +43,13 @@ product rounded before it is added, as numpy's separate multiply and add round i
 the results are the reference's exactly. A row's whole vectors of outputs are stored
 as they are, its last partial one under a lane mask.
 
+A flat key (PoolKey.flat) takes a plane's Ho x Wo outputs as one run, 16 at a time,
+where the geometry holds its masks and the rows lie back to back (input and output
+pitch the rows' width, Wo = W, row stride 1): tap (i, j) of outputs q to q + 15 is
+the load at q + (i - top) x W + (j - left) under the tap's mask for them, which
+leaves out the lanes whose input lies in a pad (or past the image's last row), so
+a vector may span rows. Other images take the rows as above.
+
 A whole-image key (PoolKey.whole: a global pool, or a pool whose one window is its
 image) stores one output a plane: its rows' vectors are combined down the rows, then
 their lanes in a tree, and an average divides the sum by a1's one count.
@@ -48,7 +57,7 @@ their lanes in a tree, and an average divides the sum by a1's one count.
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import IntegerType, f32, i1, i32, i64
+from xdsl.dialects.builtin import IntegerType, f32, i1, i16, i32, i64
 from xdsl.ir import SSAValue
 
 from sparsec.kernels import PAD_VALUES, PoolKey
@@ -58,6 +67,7 @@ from sparsec.runtime.codegen.builder import vector
 GEOMETRY = (
     "channel_stride", "pitch", "rows", "columns", "top", "left", "out_rows", "out_columns", "row_stride", "channels",
     "out_plane", "out_image", "image_stride", "first_channel", "inner_channels", "inner_stride", "out_pitch",
+    "flat_masks",
 )  # fmt: skip
 """The int64 words of a0, in order."""
 
@@ -72,6 +82,22 @@ class PoolKernel(UnitKernel):
         self.masks = self.b.element_ptr(geometry, self.b.const(len(GEOMETRY), i64), i64)
         self.offsets = key.tap_columns
         self.pad = self.b.vector_const([PAD_VALUES[key.kind]] * 16, f32)
+        if key.flat:
+            self.flat_run(geometry)
+
+    def flat_run(self, geometry: SSAValue) -> None:
+        """For a flat key, once a call: whether the planes go as flat runs (`self.flat`),
+        each tap's input offset from its outputs' position (`self.flat_offsets`) and
+        where the run masks start (`self.flat_masks`)."""
+        b, g, key = self.b, self.g, self.key
+        rows_back_to_back = [b.icmp("eq", g["pitch"], g["columns"]), b.icmp("eq", g["out_columns"], g["columns"]), b.icmp("eq", g["out_pitch"], g["columns"])]
+        self.flat = b.all_of(b.icmp("ne", g["flat_masks"], b.const(0, i64)), b.icmp("eq", g["row_stride"], b.const(1, i64)), *rows_back_to_back)
+        self.flat_offsets = [
+            b.add(b.mul(b.sub(b.const(i * key.dilation[0], i64), g["top"]), g["columns"]), b.sub(b.const(j * key.dilation[1], i64), g["left"]))
+            for i in range(key.window[0])
+            for j in range(key.window[1])
+        ]
+        self.flat_masks = b.element_ptr(geometry, b.mul(g["flat_masks"], b.const(4, i64)), i16)
 
     def unit(self, plane: SSAValue, _state) -> list[SSAValue]:
         b, g, key = self.b, self.g, self.key
@@ -91,6 +117,12 @@ class PoolKernel(UnitKernel):
             weights = [[b.splat(b.load(first, b.const(i * columns + j, i64), f32), 16) for j in range(columns)] for i in range(rows)]
             bias = b.splat(b.load(self.bias, channel, f32), 16) if key.bias else None
 
+        out_rows = g["out_rows"]
+        if key.flat:
+            count = b.mul(g["out_rows"], g["out_columns"])
+            vectors = b.select(self.flat, b.udiv(b.add(count, b.const(15, i64)), b.const(16, i64)), b.const(0, i64))
+            b.loop(b.const(0, i64), vectors, [], lambda vector, _: self.flat_vector(inputs, outputs, vector, count, weights, bias) or [])
+            out_rows = b.select(self.flat, b.const(0, i64), out_rows)
         whole = b.round_down(g["out_columns"], 16)
         tail = b.low_lanes(b.trunc(b.sub(g["out_columns"], whole), i32))
 
@@ -116,8 +148,32 @@ class PoolKernel(UnitKernel):
             vector(whole, tail)  # the partial vector: no lanes when Wo is a multiple of 16
             return []
 
-        b.loop(b.const(0, i64), g["out_rows"], [], row)
+        b.loop(b.const(0, i64), out_rows, [], row)
         return []
+
+    def flat_vector(self, inputs: SSAValue, outputs: SSAValue, index: SSAValue, count: SSAValue, weights: list[list[SSAValue]] | None, bias: SSAValue | None) -> None:
+        """Outputs 16 x `index` on of a flat run of `count`: each tap a load under its
+        mask from the run masks, combined in the rows path's order."""
+        b, key = self.b, self.key
+        position = b.mul(index, b.const(16, i64))
+        at = b.element_ptr(inputs, position, f32)
+        masks = b.element_ptr(self.flat_masks, b.mul(index, b.const(len(self.flat_offsets), i64)), i16)
+        taps = [
+            b.masked_load(b.element_ptr(at, offset, f32), b.bitcast(b.load(masks, b.const(t, i64), i16), vector(i1, 16)), F32x16, self.pad)
+            for t, offset in enumerate(self.flat_offsets)
+        ]
+        if key.kind == "max":
+            total = taps[0]
+            for values in taps[1:]:
+                total = self._max(total, values)
+        else:
+            total = self.weighted_sum(taps, None if weights is None else [w for row in weights for w in row])
+        if key.kind == "avg":
+            total = b.fdiv(total, b.load_lanes(b.element_ptr(self.a1, position, f32), F32x16, None))
+        if bias is not None:
+            total = b.fadd(total, bias)
+        lanes = b.low_lanes(b.trunc(b.smin(b.sub(count, position), b.const(16, i64)), i32))
+        b.store_lanes(total, b.element_ptr(outputs, position, f32), lanes)
 
     def whole_image(self, inputs: SSAValue, outputs: SSAValue) -> None:
         """The plane's one output (PoolKey.whole): its image's maximum, or average, at
@@ -172,11 +228,16 @@ class PoolKernel(UnitKernel):
         16 outputs whose tap rows start at `tap_rows`, tap by tap, rows first, from the
         first tap as the reference sums (0 + x would turn a -0 sum into +0, and put
         one more add on the chain: ShuffleNet's depthwise steps 1.02x to 1.12x as long)."""
+        taps = [values for at in tap_rows for values in self.row_taps(at, masks)]
+        return self.weighted_sum(taps, None if weights is None else [w for row in weights for w in row])
+
+    def weighted_sum(self, taps: list[SSAValue], weights: list[SSAValue] | None) -> SSAValue:
+        """The sum of `taps` (each weighted by its weight, with `weights`) in order, from
+        the first as it is."""
         total = None
-        for i, at in enumerate(tap_rows):
-            for j, values in enumerate(self.row_taps(at, masks)):
-                term = values if weights is None else self.b.fmul(values, weights[i][j])
-                total = term if total is None else self.b.fadd(total, term)
+        for t, values in enumerate(taps):
+            term = values if weights is None else self.b.fmul(values, weights[t])
+            total = term if total is None else self.b.fadd(total, term)
         return total  # pyright: ignore
 
     def row_taps(self, at: SSAValue, masks: dict[int, SSAValue]) -> list[SSAValue]:

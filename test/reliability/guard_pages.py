@@ -1,5 +1,6 @@
 """Run every kernel variant (and the layer normalization, Softmax and attention
-kernels) on buffers that end at a PROT_NONE guard page.
+kernels, and the pool kernels' flat runs) on buffers that end at a PROT_NONE guard
+page.
 
     python test/reliability/guard_pages.py
 
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -27,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_attention import float64_attention  # noqa: E402
 from test_kernels import build  # noqa: E402
 from test_norm_kernel import norm_model, softmax_model  # noqa: E402
+from test_window_ops import pool_model  # noqa: E402
 
+import sparsec  # noqa: E402
 from sparsec import reference  # noqa: E402
 
 from sparsec.kernels import ATTENTION_UNIT_ROWS, AttentionKey  # noqa: E402
@@ -133,6 +137,22 @@ def run_attention_case(queries: int, keys: int, depth: int, value_depth: int) ->
     return bool(np.allclose(out, expected, rtol=2e-5, atol=2e-5))
 
 
+def run_flat_pool_case(op: str, rows: int, columns: int) -> bool:
+    """A 3x3 pool or depthwise convolution (pads of 1) on guarded images of narrow
+    rows, which its kernel takes as flat runs: the last plane's taps below its last
+    row stay inside it."""
+    rng = np.random.default_rng(rows * columns)
+    initializers = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")] if op == "Conv" else []
+    attributes = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]} | ({"group": 4} if op == "Conv" else {})
+    with tempfile.TemporaryDirectory() as tmp:
+        pool_model(Path(tmp) / "pool.onnx", op, [1, 4, rows, columns], attributes, initializers, ("x", "w") if op == "Conv" else ("x",))
+        model = sparsec.load(Path(tmp) / "pool.onnx")
+    x = rng.standard_normal((1, 4, rows, columns)).astype(np.float32)
+    expected = reference.run(model.module, model.weights, {"x": x})["y"]
+    executor = Executor(model.module, model.weights, threads=1)
+    return bool(executor.pools) and bool(np.array_equal(executor.run({"x": guarded(x)})["y"], expected))
+
+
 PATTERNS = [
     "pattern=unstructured sparsity=0.0",
     "pattern=unstructured sparsity=0.7",  # batch 1: the chunk variants (window, gather)
@@ -174,5 +194,10 @@ if __name__ == "__main__":
         failures += not ok
         if not ok:
             print(f"MISMATCH attention queries={queries} keys={keys} depth={depth} value_depth={value_depth}", flush=True)
+    for op, rows, columns in itertools.product(["MaxPool", "AveragePool", "Conv"], [1, 2, 7], [1, 5, 15]):
+        ok = run_flat_pool_case(op, rows, columns)
+        failures += not ok
+        if not ok:
+            print(f"MISMATCH flat pool {op} rows={rows} columns={columns}", flush=True)
     print(f"guard pages: {failures} mismatches")
     sys.exit(1 if failures else 0)

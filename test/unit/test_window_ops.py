@@ -18,6 +18,7 @@ from conftest import onnxruntime_outputs
 from sparsec import reference
 from sparsec.dialects.sparse import PackedWeightOp
 from sparsec.kernels import POOL_WHOLE_MAX_COLUMNS, PoolKey
+from sparsec.runtime.codegen.pool import GEOMETRY
 from sparsec.runtime.executor import Executor
 
 
@@ -247,6 +248,47 @@ def test_average_pool_kernel_keeps_the_sign_of_zero(tmp_path, strides):
     got, expected = executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"]
     assert executor.pools and np.signbit(expected).any() and not np.signbit(expected).all()
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(["MaxPool", "AveragePool", "AveragePool excluding pads", "Conv", "Conv with bias"]),
+    st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 9), st.integers(1, 15), st.sampled_from([1, 2]), st.integers(0, 99),
+)  # fmt: skip
+def test_pools_on_narrow_rows_go_as_flat_runs(tmp_path_factory, op, kh, kw, dilation, rows, columns, threads, seed):
+    """Stride-1 pools and depthwise convolutions whose output rows are as wide as their
+    input rows, narrower than a vector, take each plane as one flat run (a vector may
+    span rows, each tap under a mask of its own): bit for bit the reference's, NaN and
+    infinities where it has them, on one and two threads."""
+    rng = np.random.default_rng(seed)
+    channels = 16
+    left = rng.integers(0, (kw - 1) * dilation + 1)
+    top = rng.integers(0, (kh - 1) * dilation + 1)
+    attributes = {"kernel_shape": [kh, kw], "strides": [1, 1], "pads": [top, left, rows % 2, (kw - 1) * dilation - left], "dilations": [dilation, dilation]}
+    initializers, inputs = [], ("x",)
+    if op.startswith("Conv"):
+        initializers = [numpy_helper.from_array(rng.standard_normal((channels, 1, kh, kw)).astype(np.float32), "w")]
+        initializers += [numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b")] if op.endswith("bias") else []
+        inputs = ("x", "w", "b")[: 1 + len(initializers)]
+        attributes["group"] = channels
+    elif op.startswith("AveragePool"):
+        del attributes["dilations"]
+        attributes["count_include_pad"] = int(not op.endswith("pads"))
+        attributes["pads"] = [min(top, kh - 1), min(left, kw - 1), rows % 2 if kh > 1 else 0, kw - 1 - min(left, kw - 1)]
+    if (rows + sum(attributes["pads"][::2]) - ((kh - 1) * attributes.get("dilations", [1])[0] + 1)) < 0:
+        return  # no output row
+    path = tmp_path_factory.mktemp("flat") / "pool.onnx"
+    pool_model(path, op.split()[0], [2, channels, rows, columns], attributes, initializers, inputs)
+    model = sparsec.load(path)
+    x = rng.standard_normal((2, channels, rows, columns)).astype(np.float32)
+    x.reshape(-1)[:: 37] = np.nan
+    x.reshape(-1)[5 :: 41] = -np.inf
+    executor = Executor(model.module, model.weights, threads=threads)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(executor.run({"x": x})["y"], reference.run(model.module, model.weights, {"x": x})["y"])
+    ((step,),) = [executor.steps]
+    (call,) = step.calls.values()
+    assert step.unit.key.whole or call.pool_geometry[GEOMETRY.index("flat_masks")] > 0  # where the flat run's masks start (a window on the whole image aside)
 
 
 def test_depthwise_kernel_on_pruned_weights(tmp_path):
