@@ -625,6 +625,7 @@ def _float_rows(operands: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _copied_on_cache_line(operand: np.ndarray) -> np.ndarray:
+    """A float32 copy of `operand`, contiguous, whose first value starts a cache line."""
     copy = on_cache_line(np.empty, operand.shape)
     np.copyto(copy, operand, casting="unsafe")
     return copy

@@ -114,14 +114,14 @@ class PoolKernel(UnitKernel):
         weights = bias = None
         if key.kind == "depthwise":
             first = b.element_ptr(self.a1, b.mul(channel, b.const(rows * columns, i64)), f32)
-            weights = [[b.splat(b.load(first, b.const(i * columns + j, i64), f32), 16) for j in range(columns)] for i in range(rows)]
+            weights = [b.splat(b.load(first, b.const(tap, i64), f32), 16) for tap in range(rows * columns)]
             bias = b.splat(b.load(self.bias, channel, f32), 16) if key.bias else None
 
         out_rows = g["out_rows"]
         if key.flat:
             count = b.mul(g["out_rows"], g["out_columns"])
             vectors = b.select(self.flat, b.udiv(b.add(count, b.const(15, i64)), b.const(16, i64)), b.const(0, i64))
-            b.loop(b.const(0, i64), vectors, [], lambda vector, _: self.flat_vector(inputs, outputs, vector, count, weights, bias) or [])
+            b.loop(b.const(0, i64), vectors, [], lambda index, _: self.flat_vector(inputs, outputs, index, count, weights, bias) or [])
             out_rows = b.select(self.flat, b.const(0, i64), out_rows)
         whole = b.round_down(g["out_columns"], 16)
         tail = b.low_lanes(b.trunc(b.sub(g["out_columns"], whole), i32))
@@ -151,7 +151,7 @@ class PoolKernel(UnitKernel):
         b.loop(b.const(0, i64), out_rows, [], row)
         return []
 
-    def flat_vector(self, inputs: SSAValue, outputs: SSAValue, index: SSAValue, count: SSAValue, weights: list[list[SSAValue]] | None, bias: SSAValue | None) -> None:
+    def flat_vector(self, inputs: SSAValue, outputs: SSAValue, index: SSAValue, count: SSAValue, weights: list[SSAValue] | None, bias: SSAValue | None) -> None:
         """Outputs 16 x `index` on of a flat run of `count`: each tap a load under its
         mask from the run masks, combined in the rows path's order."""
         b, key = self.b, self.key
@@ -167,7 +167,7 @@ class PoolKernel(UnitKernel):
             for values in taps[1:]:
                 total = self._max(total, values)
         else:
-            total = self.weighted_sum(taps, None if weights is None else [w for row in weights for w in row])
+            total = self.weighted_sum(taps, weights)
         if key.kind == "avg":
             total = b.fdiv(total, b.load_lanes(b.element_ptr(self.a1, position, f32), F32x16, None))
         if bias is not None:
@@ -223,13 +223,12 @@ class PoolKernel(UnitKernel):
             total = self._max(total, values)
         return total
 
-    def total(self, tap_rows: list[SSAValue], masks: dict[int, SSAValue], weights: list[list[SSAValue]] | None) -> SSAValue:
+    def total(self, tap_rows: list[SSAValue], masks: dict[int, SSAValue], weights: list[SSAValue] | None) -> SSAValue:
         """The sum, or (depthwise) the sum weighted by `weights`, of the window taps of
         16 outputs whose tap rows start at `tap_rows`, tap by tap, rows first, from the
         first tap as the reference sums (0 + x would turn a -0 sum into +0, and put
         one more add on the chain: ShuffleNet's depthwise steps 1.02x to 1.12x as long)."""
-        taps = [values for at in tap_rows for values in self.row_taps(at, masks)]
-        return self.weighted_sum(taps, None if weights is None else [w for row in weights for w in row])
+        return self.weighted_sum([values for at in tap_rows for values in self.row_taps(at, masks)], weights)
 
     def weighted_sum(self, taps: list[SSAValue], weights: list[SSAValue] | None) -> SSAValue:
         """The sum of `taps` (each weighted by its weight, with `weights`) in order, from
