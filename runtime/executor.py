@@ -2140,7 +2140,7 @@ class Executor:
         parts = []
         for first_row, first_out, out_rows in plan.bands:
             geometry = call.pool_geometry.copy()  # pyright: ignore
-            words = {0: lanes, 1: pitch, 2: plan.conv_rows, 4: top + first_row - first_out * stride, 6: out_rows, 12: 0, 13: 0, 14: 1, 15: 0}
+            words = {0: lanes, 1: pitch, 2: plan.conv_rows, 4: top + first_row - first_out * stride, 6: out_rows, 12: 0, 13: 0, 14: 1, 15: 0, 17: 0}  # a band's rows, not a flat run
             geometry[list(words)] = list(words.values())
             divisors = call.arguments[1] + 4 * first_out * out_columns  # an average's, from the band's first output
             shares = self._pool_shares(channels, out_rows * out_columns * taps)

@@ -455,6 +455,11 @@ class FunctionBuilder:
         2^k - 1 of one vector, sharing the adds: pairs of vectors are merged first, the
         lanes of both halves added in one vector add, so four 16-lane sums take 10
         shuffles and 5 adds instead of 16 and 16."""
+        return self.lanes_combined(vectors, self.fadd)
+
+    def lanes_combined(self, vectors: Sequence[SSAValue], combine: Callable[[SSAValue, SSAValue], SSAValue]) -> SSAValue:
+        """`lane_sums` with `combine` (of two vectors) for the add: each vector's lanes
+        combined, in lane g for vector g."""
         count = len(vectors)
         assert count & (count - 1) == 0, "lane_sums takes a power of two of vectors"
         lanes = vectors[0].type.get_shape()[0]  # pyright: ignore
@@ -465,14 +470,14 @@ class FunctionBuilder:
             seconds = [index + width // 2 for index in firsts]
             low = tuple(firsts + [lanes + index for index in firsts])
             high = tuple(seconds + [lanes + index for index in seconds])
-            vectors = [self.fadd(self.shuffle(a, b, low), self.shuffle(a, b, high)) for a, b in zip(vectors[::2], vectors[1::2])]
+            vectors = [combine(self.shuffle(a, b, low), self.shuffle(a, b, high)) for a, b in zip(vectors[::2], vectors[1::2])]
             groups *= 2
         merged, width = vectors[0], lanes // count
         while width > 1:
             width //= 2
             firsts = tuple(g * 2 * width + lane for g in range(count) for lane in range(width))
             seconds = tuple(index + width for index in firsts)
-            merged = self.fadd(self.shuffle(merged, merged, firsts), self.shuffle(merged, merged, seconds))
+            merged = combine(self.shuffle(merged, merged, firsts), self.shuffle(merged, merged, seconds))
         return merged
 
     def icmp(self, predicate: str, a: SSAValue, b: SSAValue) -> SSAValue:
