@@ -727,7 +727,8 @@ def test_images_run_side_by_side(tmp_path, images, threads):
     """On several threads, implicit calls run a batch's images side by side, an image a
     thread: those that read their images in place as many as the threads share evenly
     (`_images_side_by_side`), those that read phase planes a group of one per thread
-    at a time, each from planes of its own (`_image_groups`, `_Call.twins`); images
+    at a time, each from planes of its own that the thread fills (`_image_groups`,
+    `_Call.twins`); images
     left over are split across the threads. Bit for bit what one thread computes,
     over two runs (a new input array each), and close to the reference."""
     bottleneck_model(tmp_path / "bottleneck.onnx", "batch")
@@ -748,7 +749,9 @@ def test_images_run_side_by_side(tmp_path, images, threads):
         assert in_place and from_planes and len(in_place) + len(from_planes) == len(calls)
         assert all(call.images_side_by_side.read[1] == images - images % threads for call in in_place)  # pyright: ignore
         for call in from_planes:
-            assert call.images_side_by_side.read[1] == images // threads and len(call.twins) == threads - 1  # pyright: ignore
+            plan = call.images_side_by_side
+            assert plan.read[-1] == images // threads and len(call.twins) == threads - 1  # pyright: ignore
+            assert plan.filling[1].bounds[0][1] == 1 + len(call.plane_copies)  # pyright: ignore  # the threads fill their planes: an image's copies, then its call
             assert len({reader.input_address for reader in (call, *call.twins)}) == threads
     finally:
         several.close()
@@ -1225,16 +1228,16 @@ def test_fire_modules_lay_their_concats_out_at_the_3x3_row_pitch(tmp_path, monke
     assert sum(step.frame is not None for step in planned.steps) == (3 if framed else 0)
     assert set(planned._up_front_keys()) <= set(all_kernel_keys(static.module, static.weights, Target.host()))  # --emit-llvm lists them
     planned.close()
-    fills = []
-    fill = executor._fill_planes
-    monkeypatch.setattr(executor, "_fill_planes", lambda call, first, planes, address: fills.append(call) or fill(call, first, planes, address))
+    fills = []  # the planes filled (on this thread or the workers'), not found holding their image
+    holds = executor._planes_hold
+    monkeypatch.setattr(executor, "_planes_hold", lambda call, x, image: holds(call, x, image) or fills.append(call) or False)
     x = np.random.default_rng(22).standard_normal(shape).astype(np.float32)
     x[1:, :, 5, 6] = np.inf
     got = executor.run({"x": x})
-    # Unframed: s1, f1, both parts into s2's planes, f2. Framed, two images: on one
+    # Unframed: s1, f1, s2 (both parts into its planes), f2. Framed, two images: on one
     # thread the planes hold e1's last image, so f1 fills them again for both; on two
     # the images run as a pair, each in planes of its own, which f1 finds filled.
-    assert len(fills) == (({1: 3, 2: 8 if threads == 1 else 6}[images]) if framed else 5 * images)
+    assert len(fills) == (({1: 3, 2: 8 if threads == 1 else 6}[images]) if framed else 4 * images)
     model = sparsec.load(tmp_path / "fire.onnx")
     model.apply(f"prune-magnitude{{{pattern} min-elements=0}},pack-bitmask,lower-kernels")
     expected = model.run({"x": x[:1]})
