@@ -1060,6 +1060,15 @@ class _PlaneCopy:
         consecutive values, at non-negative channel and row strides."""
         return _rows_of_floats(image)
 
+    def reads(self, channel_stride: int, row_stride: int, first: int) -> None:
+        """Set the per-image geometry words: the image's channel and row strides (in
+        floats) and its first channel, where they changed."""
+        words = (channel_stride, row_stride, first)
+        if self.written != words:
+            self.geometry[:2] = words[:2]
+            self.geometry[-1] = first
+            self.written = words
+
 
 @dataclass(frozen=True)
 class _Residual:
@@ -2475,11 +2484,7 @@ class Executor:
         for reader in readers:
             copies = []
             for copy, first_row, first_column, row_step in reader.plane_copies:
-                words = (x.strides[1] // 4, x.strides[2] // 4 * row_step, 0)
-                if copy.written != words:
-                    copy.geometry[:2] = words[:2]
-                    copy.geometry[-1] = 0
-                    copy.written = words
+                copy.reads(x.strides[1] // 4, x.strides[2] // 4 * row_step, 0)
                 copies.append((copy, first_row * x.strides[2] // 4 + first_column, reader.input_address))
             every.append(copies)
         return every
@@ -2558,11 +2563,7 @@ class Executor:
         channels [first, first + C) of its reader's input, from `offset` floats into it
         and every `row_step`-th row (a phase of a strided convolution), into the planes
         at address `planes`."""
-        words = (image.strides[0] // 4, image.strides[1] // 4 * row_step, first)
-        if copy.written != words:
-            copy.geometry[:2] = words[:2]
-            copy.geometry[-1] = first
-            copy.written = words
+        copy.reads(image.strides[0] // 4, image.strides[1] // 4 * row_step, first)
         self._execute(self._part_copy(copy, first, len(image)), address + 4 * offset, planes)
 
     def _part_copy(self, copy: _PlaneCopy, first: int, channels: int) -> _PlaneCopy:
