@@ -821,6 +821,14 @@ def _image_steps(call: _Call, read: tuple, inputs: list[int], shares: int, threa
     return plan
 
 
+def _fill_steps(copies: list[tuple[_PlaneCopy, int, int]], x: np.ndarray, image: int) -> list[tuple[int, ...]]:
+    """The steps (workers.STEP_WORDS words) of plane `copies` (each with the offset of
+    its first input and its planes' address, `Executor._threads_fill`) that fill their
+    planes with image `image` of x, every channel."""
+    at = x.ctypes.data + image * x.strides[0]
+    return [(copy.address, at + 4 * offset, planes, *copy.arguments, 0, x.shape[1]) for copy, offset, planes in copies]
+
+
 def _step_table(steps: list[tuple[int, ...]]) -> np.ndarray:
     """The workers' step table of `steps` (workers.STEP_WORDS words each), on a cache line."""
     table = on_cache_line(np.zeros, (len(steps), STEP_WORDS), np.int64)
@@ -2454,7 +2462,7 @@ class Executor:
         plan = call.images_side_by_side
         if plan is None or plan.read != read:
             planes = [reader.input_address + reader.read_offset for reader in readers]
-            fills = None if copies is None else [self._fill_steps(copies[image % group], x, image) for image in range(images)]
+            fills = None if copies is None else [_fill_steps(copies[image % group], x, image) for image in range(images)]
             plan = call.images_side_by_side = _image_steps(call, read, [planes[image % group] for image in range(images)], group, group, fills)
         for first_image in range(0, images, group):
             held = [self._planes_hold(reader, x, image) for image, reader in enumerate(readers, first_image)]
@@ -2470,9 +2478,10 @@ class Executor:
         return images
 
     def _threads_fill(self, readers: list[_Call], x: np.ndarray | _Concatenated) -> list[list[tuple[_PlaneCopy, int, int]]] | None:
-        """Each reader's plane copies (with their first image row and column) where the
-        threads can fill the readers' planes themselves, as steps before their images'
-        calls (`_image_groups`), their geometry words set for x's strides: x float32
+        """Each reader's plane copies, with the offset of their first input in an image
+        and the reader's planes, where the threads can fill those planes themselves, as
+        steps before their images' calls (`_image_groups`), the copies' geometry words
+        set for x's strides: x float32
         images whose rows the plane copy kernel reads in place, and no planes with a
         zero plane to clear. Else None: the caller fills them, on its thread. SqueezeNet
         at 8 images on two threads filled 13% of its run's time so."""
@@ -2488,13 +2497,6 @@ class Executor:
                 copies.append((copy, first_row * x.strides[2] // 4 + first_column, reader.input_address))
             every.append(copies)
         return every
-
-    @staticmethod
-    def _fill_steps(copies: list[tuple[_PlaneCopy, int, int]], x: np.ndarray, image: int) -> list[tuple[int, ...]]:
-        """The steps (workers.STEP_WORDS words) of `copies` that fill their planes with
-        image `image` of x, every channel."""
-        at = x.ctypes.data + image * x.strides[0]
-        return [(copy.address, at + 4 * offset, planes, *copy.arguments, 0, x.shape[1]) for copy, offset, planes in copies]
 
     def _run_bands(self, step: _Step, call: _Call, x: np.ndarray, x_address: int | None) -> None:
         """A banded pool's call (`_banded_call`) on the convolution's inputs x: each

@@ -461,7 +461,7 @@ class FunctionBuilder:
         """`lane_sums` with `combine` (of two vectors) for the add: each vector's lanes
         combined, in lane g for vector g."""
         count = len(vectors)
-        assert count & (count - 1) == 0, "lane_sums takes a power of two of vectors"
+        assert count & (count - 1) == 0, "lanes_combined takes a power of two of vectors"
         lanes = vectors[0].type.get_shape()[0]  # pyright: ignore
         groups = 1  # each vector: `groups` runs of lanes, one per vector merged into it
         while len(vectors) > 1:
