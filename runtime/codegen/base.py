@@ -146,11 +146,14 @@ class Kernel:
         self.only_if(condition, lambda: self.finish(acc, row, batch_row))
 
     def only_if(self, condition: SSAValue | None, action: Callable[[], None]) -> None:
-        """Emit `action`'s code to run only where `condition` holds (always for None)."""
-        if condition is None:
-            action()
-            return
+        """Emit `action`'s code to run only where `condition` holds (always for None); a
+        constant condition emits it or nothing, with no branch."""
         b = self.b
+        constant = None if condition is None else b.constant_value(condition)
+        if condition is None or constant is not None:
+            if constant != 0:
+                action()
+            return
         then_block, after = b.new_block(), b.new_block()
         b.cond_branch(condition, then_block, after)
         b.block = then_block

@@ -51,8 +51,15 @@ _FOLDED_ARITHMETIC: dict[type[Operation], Callable[[int, int], int]] = {
     llvm.LShrOp: operator.rshift,
     llvm.UDivOp: operator.floordiv,
     llvm.URemOp: operator.mod,
+    llvm.AndOp: operator.and_,
+    llvm.OrOp: operator.or_,
 }
 """Integer ops `FunctionBuilder.binary` folds."""
+_IDENTITIES: dict[type[Operation], int] = {
+    llvm.AddOp: 0, llvm.SubOp: 0, llvm.ShlOp: 0, llvm.LShrOp: 0, llvm.MulOp: 1, llvm.UDivOp: 1,
+}  # fmt: skip
+"""The right operand each arithmetic op leaves its left one unchanged by (and its left
+one, where it commutes); `and` and `or` are FunctionBuilder._logic's."""
 _COMMUTATIVE = frozenset({llvm.AddOp, llvm.MulOp})
 PREFETCH_UNROLLED = 8
 """The most lines `FunctionBuilder.prefetch` asks for one prefetch each."""
@@ -74,6 +81,25 @@ _Template = tuple[type[Operation], dict[str, Attribute], list[Attribute]]
 _TEMPLATES: dict[tuple, _Template] = {}
 """Kind, properties and result types of the first op built for a key (`FunctionBuilder.templated`
 and `_constant`), in this process."""
+
+
+def _folded_value(kind: type[Operation], x: int, y: int, width: int) -> int | None:
+    """`x kind y` for integers of `width` bits, or None where LLVM's result would not be
+    Python's (shifts by the width or more, division of negatives or by zero, results
+    past the signed range)."""
+    if kind in (llvm.ShlOp, llvm.LShrOp) and not (x >= 0 and 0 <= y < width):
+        return None
+    if kind in (llvm.UDivOp, llvm.URemOp) and not (x >= 0 and y > 0):
+        return None
+    value = _FOLDED_ARITHMETIC[kind](x, y)
+    bound = 1 << (width - 1)
+    return value if -bound <= value < bound else None
+
+
+def _low_bits(value: int, width: int) -> int:
+    """The low `width` bits of integer `value`, as an unsigned number (a constant of
+    `width` bits takes it; xDSL stores it in its signed form)."""
+    return value & ((1 << width) - 1)
 
 
 def _template(key: tuple, make: Callable[[], Operation]) -> tuple[_Template, Operation | None]:
@@ -159,6 +185,20 @@ class FunctionBuilder:
             return op.value.value.data
         return None
 
+    def constant_lanes(self, value: SSAValue) -> tuple[int | float, ...] | None:
+        """The lanes of vector `value` when it is a constant, else None."""
+        op = value.owner
+        if isinstance(op, llvm.ConstantOp) and isinstance(op.value, DenseIntOrFPElementsAttr):
+            return op.value.get_values()
+        return None
+
+    def constant_number(self, value: SSAValue) -> int | float | None:
+        """The integer or float scalar `value` holds when it is a constant, else None."""
+        op = value.owner
+        if isinstance(op, llvm.ConstantOp) and isinstance(op.value, (IntegerAttr, FloatAttr)):
+            return op.value.value.data
+        return None
+
     def templated(self, key: tuple, operands: Sequence[SSAValue], make: Callable[[], Operation], successors: Sequence[Block] = ()) -> SSAValue:
         """The op `make()` builds on `operands`, for ops whose properties and result types
         depend on `key` alone: the first is built by its constructor, the others are
@@ -181,10 +221,11 @@ class FunctionBuilder:
 
     def binary(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue:
         """`a kind b`, for arithmetic ops whose result has the operands' type (no flags);
-        integer adds, subtractions, multiplications and shifts of constants, and by 0
-        or 1, folded here: kernels are written with indices that are often constant (unrolled
-        steps, first rows), and every op left for LLVM to fold costs its building,
-        translation and parsing."""
+        integer adds, subtractions, multiplications, divisions and shifts of constants
+        (scalars, or vectors lane by lane), and by 0 or 1, folded here: kernels are
+        written with indices that are often constant (unrolled steps, first rows,
+        lanes a constant shift on), and every op left for LLVM to fold costs its
+        building, translation and parsing."""
         folded = self._folded(kind, a, b)
         if folded is not None:
             return folded
@@ -192,26 +233,35 @@ class FunctionBuilder:
 
     def _folded(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue | None:
         """`a kind b` without an op, when constants decide it, else None."""
-        if kind not in _FOLDED_ARITHMETIC or not isinstance(a.type, IntegerType):
+        if kind not in _FOLDED_ARITHMETIC:
+            return None
+        if isinstance(a.type, VectorType):
+            return self._folded_lanes(kind, a, b)
+        if not isinstance(a.type, IntegerType):
             return None
         x, y = self.constant_value(a), self.constant_value(b)
-        width = a.type.width.data
         if x is not None and y is not None:
-            if kind in (llvm.ShlOp, llvm.LShrOp) and not (x >= 0 and 0 <= y < width):
-                return None
-            if kind in (llvm.UDivOp, llvm.URemOp) and not (x >= 0 and y > 0):
-                return None
-            value = _FOLDED_ARITHMETIC[kind](x, y)
-            bound = 1 << (width - 1)
-            return self.const(value, a.type) if -bound <= value < bound else None
-        if kind is llvm.MulOp and 0 in (x, y):
+            value = _folded_value(kind, x, y, a.type.width.data)
+            return None if value is None else self.const(value, a.type)
+        if (kind is llvm.MulOp and 0 in (x, y)) or (kind is llvm.URemOp and y == 1):
             return self.const(0, a.type)
-        identity = 1 if kind is llvm.MulOp else 0
+        if kind not in _IDENTITIES:
+            return None
+        identity = _IDENTITIES[kind]
         if y == identity:
             return a
         if x == identity and kind in _COMMUTATIVE:
             return b
         return None
+
+    def _folded_lanes(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue | None:
+        """`a kind b` as a vector constant, when both are integer vector constants."""
+        element = a.type.element_type  # pyright: ignore
+        xs, ys = self.constant_lanes(a), self.constant_lanes(b)
+        if xs is None or ys is None or not isinstance(element, IntegerType):
+            return None
+        values = [_folded_value(kind, x, y, element.width.data) for x, y in zip(xs, ys)]
+        return None if None in values else self.vector_const(values, element)  # pyright: ignore
 
     def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.AddOp, a, b)
@@ -230,7 +280,7 @@ class FunctionBuilder:
         return self.binary(llvm.MulOp, a, b)
 
     def and_(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.binary(llvm.AndOp, a, b)
+        return self._logic(llvm.AndOp, a, b)
 
     def all_of(self, *conditions: SSAValue | None) -> SSAValue | None:
         """The `and` of the conditions given (None standing for always true), or None
@@ -245,7 +295,23 @@ class FunctionBuilder:
         return self.binary(llvm.ShlOp, a, b)
 
     def or_(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self.binary(llvm.OrOp, a, b)
+        return self._logic(llvm.OrOp, a, b)
+
+    def _logic(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue:
+        """Integer `a and b` or `a or b`; without an op where a constant operand decides
+        it (and with 0, or with all ones) or leaves the other (and with all ones, or
+        with 0): conditions that are constant for a key (a lane chunk that is the
+        call's last) then leave no branch behind (Kernel.only_if)."""
+        if isinstance(a.type, IntegerType):
+            ones = (1 << a.type.width.data) - 1
+            absorbing, neutral = (0, ones) if kind is llvm.AndOp else (ones, 0)
+            for operand, other in ((a, b), (b, a)):
+                constant = self.constant_value(operand)
+                if constant is not None and constant & ones == absorbing:
+                    return operand
+                if constant is not None and constant & ones == neutral:
+                    return other
+        return self.binary(kind, a, b)
 
     def udiv(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.UDivOp, a, b)
@@ -333,12 +399,18 @@ class FunctionBuilder:
         return self.emit(llvm.VectorFMaxOp(a, b))
 
     def zext(self, value: SSAValue, ty: Attribute) -> SSAValue:
+        constant = self.constant_value(value)
+        if constant is not None:
+            return self.const(_low_bits(constant, value.type.width.data), ty)  # pyright: ignore
         return self.templated(("zext", value.type, ty), [value], lambda: llvm.ZExtOp(value, ty))
 
     def fpext(self, value: SSAValue, ty: Attribute = f32) -> SSAValue:
         return self.templated(("fpext", value.type, ty), [value], lambda: llvm.FPExtOp(value, ty))
 
     def trunc(self, value: SSAValue, ty: Attribute) -> SSAValue:
+        constant = self.constant_value(value)
+        if constant is not None:
+            return self.const(_low_bits(constant, ty.width.data), ty)  # pyright: ignore
         return self.templated(("trunc", value.type, ty), [value], lambda: llvm.TruncOp(value, ty))
 
     def half_bits_to_float(self, bits16: SSAValue) -> SSAValue:
@@ -414,7 +486,11 @@ class FunctionBuilder:
         return self.bitcast(self.trunc(bits, IntegerType(lanes)), vector(i1, lanes))
 
     def splat(self, value: SSAValue, count: int) -> SSAValue:
-        """`value` in every one of `count` lanes."""
+        """`value` in every one of `count` lanes: a vector constant when `value` is a
+        constant."""
+        constant = self.constant_number(value)
+        if constant is not None:
+            return self.vector_const([constant] * count, value.type)
         one = self.packed([value], count)
         return self.shuffle(one, one, (0,) * count)
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import llvmlite.binding as llvm
 from xdsl.backend.llvm.convert import convert_module
-from xdsl.dialects.builtin import ModuleOp, f32, i32, i64
+from xdsl.dialects.builtin import ModuleOp, f32, i8, i32, i64
 
 from sparsec.context import make_context
 from sparsec.dialects.kernel_ops import SparseMatMulOp
@@ -623,7 +623,23 @@ def test_loops_with_constant_bounds_unroll_in_the_generator():
     assert indices[-1] is None and len(b.region.blocks) == 3
 
 
-INTEGER_OPS = ["add", "sub", "mul", "shl", "lshr", "udiv", "urem"]
+@pytest.mark.parametrize("lanes, chunks", [(192, 1), (672, 3)])
+def test_output_prefetch_only_where_a_call_has_a_next_chunk(lanes, chunks):
+    """An implicit convolution prefetches its next lane chunk's output rows to be
+    written where its calls have more than one chunk; where the key's lanes are one
+    chunk that code's condition is constant false and it is left out (Kernel.only_if),
+    with no branch around it."""
+    host = {"native_f16": True, "avx512": True, "vbmi2": True}
+    key = KernelKey("nm", 32, 144, n=3, m=4, run_major=True, epilogue="bias_relu", batched=True, window=(9, 3, 224, 16, 1, 1, 1, 1), lanes=lanes, **host)
+    assert -(-lanes // key.lane_chunk) == chunks
+    ir = str(convert_module(kernel_module([key]), fallback_target_triple="x"))
+    assert ('i32 1, i32 3, i32 1)' in ir) == (chunks > 1)
+    assert "br i1 0," not in ir and "and i1 0," not in ir
+
+
+INTEGER_OPS = ["add", "sub", "mul", "shl", "lshr", "udiv", "urem", "and_", "or_"]
+CONDITION_OPS = ["and_", "or_"]
+"""Ops the builder also folds on i1 conditions (constant ones decide them)."""
 PREDICATES = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
 INT32 = st.sampled_from([0, 1, -1, 2, 31, 32, 2**31 - 1, -(2**31)]) | st.integers(-(2**31), 2**31 - 1)
 
@@ -632,9 +648,10 @@ INT32 = st.sampled_from([0, 1, -1, 2, 31, 32, 2**31 - 1, -(2**31)]) | st.integer
 @given(st.lists(st.tuples(INT32, INT32), min_size=1, max_size=8))
 def test_builder_folds_constants_as_llvm_computes(pairs):
     """What the builder folds (integer ops of constants, by 0 or 1, comparisons of
-    constants) equals what LLVM computes from the same values passed in at run time,
-    on i32 where results wrap and shifts reach the width (those are left to LLVM)."""
-    ops = INTEGER_OPS + [f"icmp {predicate}" for predicate in PREDICATES]
+    constants, their conditions' and/or, truncations and extensions of constants)
+    equals what LLVM computes from the same values passed in at run time, on i32
+    where results wrap and shifts reach the width (those are left to LLVM)."""
+    ops = INTEGER_OPS + [f"icmp {predicate}" for predicate in PREDICATES] + [f"{op} conditions" for op in CONDITION_OPS] + ["trunc", "trunc sign"]
     b = FunctionBuilder("f", [PTR, PTR], ["inputs", "outputs"])
     inputs, outputs = b.args
     checked = []  # (op, x, y): its folded result, then the computed one, in the outputs
@@ -642,6 +659,12 @@ def test_builder_folds_constants_as_llvm_computes(pairs):
     def apply(name, x, y):
         if name.startswith("icmp"):
             return b.zext(b.icmp(name.split()[1], x, y), i32)
+        if name.endswith("conditions"):
+            return b.zext(getattr(b, name.split()[0])(b.icmp("slt", x, y), b.icmp("ult", x, y)), i32)
+        if name == "trunc":  # of x to 8 bits and back, the high bits zeros
+            return b.zext(b.trunc(x, i8), i32)
+        if name == "trunc sign":  # whether x's low 8 bits are negative as an i8
+            return b.zext(b.icmp("slt", b.trunc(x, i8), b.const(0, i8)), i32)
         return getattr(b, name)(x, y)
 
     for index, (x, y) in enumerate(pairs):
@@ -651,8 +674,8 @@ def test_builder_folds_constants_as_llvm_computes(pairs):
                 continue  # poison, or a division by zero (which traps)
             for constants in [(b.const(x, i32), b.const(y, i32)), (loaded[0], b.const(y, i32)), (b.const(x, i32), loaded[1])]:
                 result = apply(name, *constants)
-                if name.startswith("icmp") and None not in map(b.constant_value, constants):
-                    assert b.constant_value(result.owner.operands[0]) is not None  # folded, not left to LLVM
+                if name.startswith(("icmp", "and_", "or_", "trunc")) and None not in map(b.constant_value, constants):
+                    assert b.constant_value(result) is not None, name  # folded, not left to LLVM
                 b.store(result, outputs, b.const(2 * len(checked), i64))
                 b.store(apply(name, *loaded), outputs, b.const(2 * len(checked) + 1, i64))
                 checked.append((name, x, y))
@@ -663,6 +686,37 @@ def test_builder_folds_constants_as_llvm_computes(pairs):
     compiled.functions["f"](values.ctypes.data, got.ctypes.data)
     for (name, x, y), folded, computed in zip(checked, got[0::2], got[1::2]):
         assert folded == computed, (name, x, y)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(INT32, INT32), min_size=16, max_size=16))
+def test_builder_folds_vector_constants_lane_by_lane(pairs):
+    """Integer ops of two vector constants fold lane by lane to what LLVM computes from
+    the same lanes loaded at run time (shift counts taken below the width and divisors
+    non-zero, as kernels' are); a lane that would not fold leaves the op to LLVM."""
+    xs = [x for x, _ in pairs]
+    operands = {name: [y % 32 if name in ("shl", "lshr") else (y or 1) if name.startswith("u") else y for _, y in pairs] for name in INTEGER_OPS}
+    b = FunctionBuilder("f", [PTR, PTR], ["inputs", "outputs"])
+    inputs, outputs = b.args
+    ty = vector(i32, 16)
+
+    def vector_at(base, first):
+        return b.element_ptr(base, b.const(first, i64), i32)
+
+    left = b.load_lanes(inputs, ty, None)
+    for index, (name, ys) in enumerate(operands.items()):
+        folded = getattr(b, name)(b.vector_const(xs, i32), b.vector_const(ys, i32))
+        computed = getattr(b, name)(left, b.load_lanes(vector_at(inputs, 16 * (index + 1)), ty, None))
+        b.store_lanes(folded, vector_at(outputs, 32 * index), None)
+        b.store_lanes(computed, vector_at(outputs, 32 * index + 16), None)
+    ir = str(convert_module(ModuleOp([b.ret()]), fallback_target_triple=llvm.get_process_triple()))
+    compiled = compile_llvm_ir(ir, {"f": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)})
+    values = np.array([xs, *operands.values()], np.int64).astype(np.int32)
+    got = np.zeros((len(operands), 2, 16), np.int32)
+    compiled.functions["f"](values.ctypes.data, got.ctypes.data)
+    for name, (folded, computed) in zip(operands, got):
+        assert list(folded) == list(computed), name
+    assert b.constant_lanes(b.add(b.vector_const(list(range(16)), i32), b.vector_const([3] * 16, i32))) == tuple(range(3, 19))
 
 
 def test_builder_reuses_pure_ops_within_a_block():
