@@ -38,6 +38,7 @@ from xdsl.ir import SSAValue
 
 from sparsec.kernels import ATTENTION_GEOMETRY, ATTENTION_UNIT_ROWS, AttentionKey
 from sparsec.runtime.codegen.base import F32x16, UnitKernel
+from sparsec.runtime.codegen.builder import vector
 from sparsec.runtime.codegen.elementwise import exp
 
 ROWS = 2
@@ -46,13 +47,15 @@ their multiply-adds make independent chains. 9 heads of 128 x 128 x 64, one thre
 one row at a time 0.93 ms, two 0.52, four 0.59 (their state no longer fits the
 registers). A unit's odd last row is taken with itself, so the kernel has one body
 for rows: a decoding step (one query row) takes 1.1x as long as the row alone did."""
-DEPTH_STEP = 16
+DEPTH_STEP = 8
 """Query values a step of the loop over D takes (its greatest common divisor with D):
-one loaded vector of them, and 16 multiply-adds per row. With VALUE_STEP, one body
-for rows and one for key blocks, the kernel (D = Dv = 64) is 663 lines of IR; with
+one loaded vector of them, and 8 multiply-adds per row. With VALUE_STEP, one body
+for rows and one for key blocks, the kernel (D = Dv = 64) is 616 lines of IR; with
 D and a block's 16 value rows unrolled, and bodies of their own for a block past T
 and a last odd row, it was 2,175 lines, took 2.7x to 3.4x as long to compile, and
-ran 128 x 128 attention 1.06x to 1.09x as fast."""
+ran 128 x 128 attention 1.06x to 1.09x as fast. Steps of 16 were 663 lines and ran
+as fast as 8 (9 heads of 128 x 128 x 64: 0.50 against 0.49 ms, a decoding step 9.1
+against 9.1 us); steps of 32 or 64, no faster."""
 VALUE_STEP = 4
 """Keys a step of the loop over a block's value rows takes, then one at a time to the
 block's last key below T."""
@@ -155,14 +158,14 @@ class AttentionKernel(UnitKernel):
 
     def query_weights(self, query: SSAValue, d0: SSAValue, step: int) -> Callable[[int], SSAValue]:
         """The query's value d0 + u in every lane, for u below `step` (at most 16): from
-        one vector of 16 values at a step of 16, else loaded one by one. Instruction
+        one vector of the step's values at a step of 8 or 16, else loaded one by one. Instruction
         selection makes both a broadcast from memory into the multiply-add, the same
         code, but a splat of each loaded value is three ops where a shuffle of the
         vector is one."""
         b = self.b
-        if step < 16:
+        if step < 8:
             return lambda u: b.splat(b.load(query, b.add(d0, b.const(u, i64)), f32), 16)
-        values = b.load_lanes(b.element_ptr(query, d0, f32), F32x16, None)
+        values = b.load_lanes(b.element_ptr(query, d0, f32), vector(f32, step), None)
         return lambda u: b.shuffle(values, values, (u,) * 16)
 
     def tail_lanes(self, first: SSAValue) -> SSAValue:
