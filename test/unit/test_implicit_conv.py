@@ -395,6 +395,34 @@ def test_taps_load_their_inputs_from_whole_lines(tmp_path, shape, attributes, pa
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_bitmask_shifts_of_unequal_counts(tmp_path, threads):
+    """A bitmask 3x3 kernel sorts a panel's products by column shift, multiplies them
+    in rounds of one product a shift while every shift has one, then each shift's
+    rest (`sorted_multiply`): here output rows keep no weight at tap column 2, 0, or
+    1 in turn, and none at another for half their channels in some rows, so the
+    rounds take none and the rests range from nothing to every channel's products."""
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((12, 40, 3, 3)).astype(np.float32) + 3.0  # none small enough to prune
+    for row in range(12):
+        weight[row, :, :, row % 3] = 0.0
+        if row % 4 == 1:
+            weight[row, :20, :, (row + 1) % 3] = 0.0
+    bias = rng.standard_normal(12).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40, 14, 14])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(tmp_path / "conv.onnx"))
+    executor = checked_runs(tmp_path / "conv.onnx", "pattern=unstructured sparsity=0.3", threads, [(1, 40, 14, 14)] * 2, 8)
+    ((op, layer),) = executor.layers.items()
+    conv = implicit_conv(op, layer.key, (1, 40, 14, 14))  # pyright: ignore
+    assert conv is not None and conv.key.kind == "bitmask" and conv.key.column_shifts == (0, 1, 2)
+    assert kernel_class(conv.key)(conv.key).sorts_by_shift  # pyright: ignore
+    executor.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_framed_1x1_convolutions_read_from_their_line_shift(tmp_path, threads):
     """SqueezeNet's case in small: a fire module whose 3x3 expand is pruned n:m and loads
     its taps from whole lines (rows of 14 grown to 16, planes from a line), while its
