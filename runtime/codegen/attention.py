@@ -158,10 +158,10 @@ class AttentionKernel(UnitKernel):
 
     def query_weights(self, query: SSAValue, d0: SSAValue, step: int) -> Callable[[int], SSAValue]:
         """The query's value d0 + u in every lane, for u below `step` (at most 16): from
-        one vector of the step's values at a step of 8 or 16, else loaded one by one. Instruction
-        selection makes both a broadcast from memory into the multiply-add, the same
-        code, but a splat of each loaded value is three ops where a shuffle of the
-        vector is one."""
+        one vector of the step's values at a step of 8 or 16, else loaded one by one.
+        Instruction selection makes both a broadcast from memory into the multiply-add,
+        the same code, but a splat of each loaded value is three ops where a shuffle of
+        the vector is one."""
         b = self.b
         if step < 8:
             return lambda u: b.splat(b.load(query, b.add(d0, b.const(u, i64)), f32), 16)
