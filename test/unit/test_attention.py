@@ -5,6 +5,7 @@ in onnxruntime."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -246,6 +247,31 @@ def test_exported_attention_fuses_and_matches_onnxruntime(bert_attention, tmp_pa
         np.testing.assert_allclose(executor.run({"x": x})["out"], expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(onnxruntime_outputs(exported, {"x": x})["out"], expected, rtol=1e-5, atol=1e-5)
     assert "attention kernel" in executor.generated_kernels()
+
+
+def test_mpnet_position_bias_and_mask_become_one_mask(tmp_path):
+    """MPNet's export adds its relative position bias, then the mask, to the scores:
+    each layer's attention fuses with one mask, the two terms' sum, built once for
+    both layers (the encoder computes the terms, every layer adds the same), and the
+    compiled model runs the kernel to onnxruntime's values, padding included."""
+    path = Path(__file__).parent.parent / "exports" / "mpnet_torchscript_17.onnx"
+    model = sparsec.load(path)
+    model.apply("fuse-attention")
+    attentions = [op for op in model.module.walk() if op.name == "nn.attention"]
+    assert len(attentions) == 2 and not [op for op in model.module.walk() if op.name == "nn.softmax"]
+    (mask,) = {op.operands[3] for op in attentions}
+    assert mask.owner.name == "nn.add" and len(list(mask.uses)) == 2  # pyright: ignore
+    executor = Executor(model.module, model.weights, threads=2)
+    for batch, sequence in [(1, 1), (2, 9), (3, 40)]:
+        rng = np.random.default_rng(sequence)
+        padding = np.ones((batch, sequence), np.int64)
+        padding[-1, (sequence + 1) // 2 :] = 0
+        feeds = {"input_ids": rng.integers(0, 128, (batch, sequence)), "attention_mask": padding}
+        expected = onnxruntime_outputs(path, feeds)
+        for name, got in executor.run(feeds).items():
+            np.testing.assert_allclose(got, expected[name], rtol=1e-5, atol=2e-6, err_msg=f"{name} at {batch}x{sequence}")
+    assert "attention kernel" in executor.generated_kernels()
+    executor.close()
 
 
 def test_grouped_heads_export_to_onnx_and_run_in_onnxruntime(tmp_path):

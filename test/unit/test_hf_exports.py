@@ -12,6 +12,7 @@ importer's folding.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,21 @@ def test_export_compiles_every_layer_to_a_sparse_kernel(tmp_path, path):
         expected, got = model.run(feeds), compiled.run(feeds)
         for name in expected:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=2e-5, err_msg=f"{name} at {size}")
+
+
+def test_runs_print_no_numpy_warnings(tmp_path):
+    """MPNet's position buckets take the log of 0 and cast the -inf to an integer
+    before a Where drops it: the reference and the compiled model give ONNX's (IEEE)
+    results and print no numpy warning."""
+    path = FOLDER / "mpnet_torchscript_17.onnx"
+    model = sparsec.load(path)
+    model.apply(COMPILE)
+    model.save(tmp_path / "model.spx")
+    feeds = _feeds(path, 2, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sparsec.load(path).run(feeds)
+        sparsec.load(tmp_path / "model.spx").run(feeds)
 
 
 def test_torchscript_reshapes_to_heads_become_constant():
