@@ -59,7 +59,7 @@ _IDENTITIES: dict[type[Operation], int] = {
     llvm.AddOp: 0, llvm.SubOp: 0, llvm.ShlOp: 0, llvm.LShrOp: 0, llvm.MulOp: 1, llvm.UDivOp: 1,
 }  # fmt: skip
 """The right operand each arithmetic op leaves its left one unchanged by (and its left
-one, where it commutes); `and` and `or` are FunctionBuilder._logic's."""
+one, where it commutes); `and` and `or` are FunctionBuilder._decided's."""
 _COMMUTATIVE = frozenset({llvm.AddOp, llvm.MulOp})
 PREFETCH_UNROLLED = 8
 """The most lines `FunctionBuilder.prefetch` asks for one prefetch each."""
@@ -245,6 +245,8 @@ class FunctionBuilder:
             return None if value is None else self.const(value, a.type)
         if (kind is llvm.MulOp and 0 in (x, y)) or (kind is llvm.URemOp and y == 1):
             return self.const(0, a.type)
+        if kind in (llvm.AndOp, llvm.OrOp):
+            return self._decided(kind, a, b, x, y)
         if kind not in _IDENTITIES:
             return None
         identity = _IDENTITIES[kind]
@@ -252,6 +254,21 @@ class FunctionBuilder:
             return a
         if x == identity and kind in _COMMUTATIVE:
             return b
+        return None
+
+    def _decided(self, kind: type[Operation], a: SSAValue, b: SSAValue, x: int | None, y: int | None) -> SSAValue | None:
+        """Integer `a and b` or `a or b` (`x`, `y`: their constant values, or None) without
+        an op where a constant operand decides it (and with 0, or with all ones) or
+        leaves the other (and with all ones, or with 0): conditions that are constant
+        for a key (a lane chunk that is the call's last) then leave no branch behind
+        (Kernel.only_if)."""
+        ones = (1 << a.type.width.data) - 1  # pyright: ignore
+        absorbing, neutral = (0, ones) if kind is llvm.AndOp else (ones, 0)
+        for operand, other, constant in ((a, b, x), (b, a, y)):
+            if constant is not None and constant & ones == absorbing:
+                return operand
+            if constant is not None and constant & ones == neutral:
+                return other
         return None
 
     def _folded_lanes(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue | None:
@@ -280,7 +297,7 @@ class FunctionBuilder:
         return self.binary(llvm.MulOp, a, b)
 
     def and_(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self._logic(llvm.AndOp, a, b)
+        return self.binary(llvm.AndOp, a, b)
 
     def all_of(self, *conditions: SSAValue | None) -> SSAValue | None:
         """The `and` of the conditions given (None standing for always true), or None
@@ -295,23 +312,7 @@ class FunctionBuilder:
         return self.binary(llvm.ShlOp, a, b)
 
     def or_(self, a: SSAValue, b: SSAValue) -> SSAValue:
-        return self._logic(llvm.OrOp, a, b)
-
-    def _logic(self, kind: type[Operation], a: SSAValue, b: SSAValue) -> SSAValue:
-        """Integer `a and b` or `a or b`; without an op where a constant operand decides
-        it (and with 0, or with all ones) or leaves the other (and with all ones, or
-        with 0): conditions that are constant for a key (a lane chunk that is the
-        call's last) then leave no branch behind (Kernel.only_if)."""
-        if isinstance(a.type, IntegerType):
-            ones = (1 << a.type.width.data) - 1
-            absorbing, neutral = (0, ones) if kind is llvm.AndOp else (ones, 0)
-            for operand, other in ((a, b), (b, a)):
-                constant = self.constant_value(operand)
-                if constant is not None and constant & ones == absorbing:
-                    return operand
-                if constant is not None and constant & ones == neutral:
-                    return other
-        return self.binary(kind, a, b)
+        return self.binary(llvm.OrOp, a, b)
 
     def udiv(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.binary(llvm.UDivOp, a, b)
